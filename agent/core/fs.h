@@ -1,0 +1,50 @@
+// File helpers for procfs, sysfs, cgroupfs and the state directory. No symlinks are followed
+// where a path is written; every write of state is atomic (temp file, fsync, rename, fsync dir).
+#pragma once
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "core/result.h"
+
+namespace spark {
+
+namespace fs = std::filesystem;
+
+// Whole file as text ("reading /proc/meminfo: No such file or directory").
+Result<std::string> read_file(const fs::path& path);
+// read_file with surrounding whitespace removed (sysctl and sysfs values).
+Result<std::string> read_value(const fs::path& path);
+// One write(2) of the value to an existing kernel file (sysctl, sysfs, cgroup control file),
+// without O_CREAT and refusing a symlink as the last component. The kernel's errno comes back.
+Result<void> write_value(const fs::path& path, const std::string& value);
+// Replace a regular file atomically with the given mode; refuses when path is a symlink.
+Result<void> atomic_write(const fs::path& path, const std::string& content, mode_t mode = 0644);
+// mkdir -p with the mode for the directories it creates; refuses a symlink at the end.
+Result<void> ensure_dir(const fs::path& path, mode_t mode = 0755);
+// Remove a file; absent is fine.
+Result<void> remove_file(const fs::path& path);
+// Split text into lines without the newline.
+std::vector<std::string> split_lines(const std::string& text);
+std::string trim(const std::string& s);
+// Collapse every run of whitespace to one space and trim: how values are compared after a write.
+std::string normalize_ws(const std::string& s);
+
+// An exclusive flock(2) on a file, released when destroyed.
+class FileLock {
+ public:
+  FileLock() = default;
+  FileLock(FileLock&& o) noexcept : fd_(o.fd_) { o.fd_ = -1; }
+  FileLock& operator=(FileLock&& o) noexcept;
+  ~FileLock();
+  // Blocks until the lock is held.
+  static Result<FileLock> acquire(const fs::path& path);
+  bool held() const { return fd_ >= 0; }
+
+ private:
+  explicit FileLock(int fd) : fd_(fd) {}
+  int fd_ = -1;
+};
+
+}  // namespace spark

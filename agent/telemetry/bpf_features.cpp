@@ -1,0 +1,76 @@
+#include "telemetry/bpf_features.h"
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include <array>
+#include <cstring>
+#include <memory>
+
+#include "events.h"
+#include "feature_probe.skel.h"
+
+namespace spark {
+
+const char* probe_kind_name(ProbeKind k) {
+  switch (k) {
+    case ProbeKind::tp_btf: return "tp_btf";
+    case ProbeKind::raw_tp: return "raw_tp";
+    case ProbeKind::tp: return "tp";
+  }
+  return "?";
+}
+
+namespace {
+
+struct SkelDeleter {
+  void operator()(feature_probe* s) const { feature_probe__destroy(s); }
+};
+using SkelPtr = std::unique_ptr<feature_probe, SkelDeleter>;
+
+int silent_print(enum libbpf_print_level, const char*, va_list) { return 0; }
+
+// Loads only the program of one kind, attaches it, fires the tracepoint and reads its counter.
+Result<void> try_kind(ProbeKind kind) {
+  SkelPtr skel(feature_probe__open());
+  if (!skel) return errno_error("opening the feature_probe BPF object");
+  skel->rodata->target_tgid = static_cast<__u32>(::getpid());
+  bpf_program* progs[] = {skel->progs.probe_tp_btf, skel->progs.probe_raw_tp, skel->progs.probe_tp};
+  int idx = static_cast<int>(kind);
+  for (int i = 0; i < 3; ++i) bpf_program__set_autoload(progs[i], i == idx);
+  if (int err = feature_probe__load(skel.get()); err != 0) return sys_error(-err, "loading " + std::string(probe_kind_name(kind)) + " program");
+  bpf_link* link = bpf_program__attach(progs[idx]);
+  if (!link) return errno_error("attaching " + std::string(probe_kind_name(kind)) + " program");
+  char old_name[17] = {};
+  ::prctl(PR_GET_NAME, old_name);
+  ::prctl(PR_SET_NAME, "spark-probe");
+  ::prctl(PR_SET_NAME, old_name);
+  bpf_link__destroy(link);
+  __u32 key = static_cast<__u32>(idx);
+  __u64 hits = 0;
+  if (bpf_map__lookup_elem(skel->maps.hits, &key, sizeof key, &hits, sizeof hits, 0) != 0)
+    return errno_error("reading feature_probe counter");
+  if (hits == 0) return sys_error(ENOENT, std::string(probe_kind_name(kind)) + " program attached but never ran");
+  return {};
+}
+
+}  // namespace
+
+ProbeSupport KernelBpfFeatures::probe() {
+  auto old = libbpf_set_print(silent_print);
+  ProbeSupport s;
+  auto run = [](ProbeKind k, bool& ok, std::string& why) {
+    auto r = try_kind(k);
+    ok = r.ok();
+    if (!ok) why = r.error().what();
+  };
+  run(ProbeKind::tp_btf, s.tp_btf, s.tp_btf_error);
+  run(ProbeKind::raw_tp, s.raw_tp, s.raw_tp_error);
+  run(ProbeKind::tp, s.tp, s.tp_error);
+  libbpf_set_print(old);
+  return s;
+}
+
+}  // namespace spark

@@ -1,0 +1,23 @@
+#!/bin/sh
+# Installs every build and test dependency of spark-tune on Debian 12 (bookworm) with apt-get.
+# Idempotent: when everything is installed already it changes nothing.
+set -eu
+PKGS="build-essential cmake pkg-config ccache git
+clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev
+libsystemd-dev systemd libcap-dev
+libcli11-dev libtomlplusplus-dev nlohmann-json3-dev prometheus-cpp-dev
+libgtest-dev libgmock-dev libfuzzer-14-dev libclang-rt-14-dev
+python3 util-linux procps"
+missing=""
+for p in $PKGS; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  # shellcheck disable=SC2086
+  $SUDO apt-get install -y -qq --no-install-recommends $missing
+fi
+echo "deps: all installed"

@@ -1,0 +1,39 @@
+// Fixture trees for unit tests: a temp directory laid out like a host (proc, sys, state), removed at the end.
+#pragma once
+
+#include <filesystem>
+#include <string>
+
+#include "core/host_paths.h"
+
+namespace spark::test {
+
+namespace fs = std::filesystem;
+
+class FixtureRoot {
+ public:
+  FixtureRoot();
+  ~FixtureRoot();
+  FixtureRoot(const FixtureRoot&) = delete;
+  FixtureRoot& operator=(const FixtureRoot&) = delete;
+
+  const fs::path& root() const { return root_; }
+  const HostPaths& paths() const { return paths_; }
+  // Write a file under the root, creating directories ("proc/sys/vm/dirty_ratio", "10\n").
+  void write(const std::string& relative, const std::string& content) const;
+  std::string read(const std::string& relative) const;
+  // A /proc/meminfo with the given totals in KiB (others derived).
+  void meminfo(uint64_t total_kb, uint64_t available_kb) const;
+
+ private:
+  fs::path root_;
+  HostPaths paths_;
+};
+
+// Copies a file from tests/fixtures into the root at the given relative path.
+void copy_fixture(const FixtureRoot& root, const std::string& fixture, const std::string& relative);
+
+// Skips the current test unless running as root with the capability described.
+bool is_root();
+
+}  // namespace spark::test

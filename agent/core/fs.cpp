@@ -54,7 +54,8 @@ Result<std::string> read_value(const fs::path& path) {
 }
 
 Result<void> write_value(const fs::path& path, const std::string& value) {
-  Fd f(::open(path.c_str(), O_WRONLY | O_NOFOLLOW | O_CLOEXEC));
+  // O_TRUNC as a shell's redirection does: the kernel files ignore it, fixture files need it.
+  Fd f(::open(path.c_str(), O_WRONLY | O_TRUNC | O_NOFOLLOW | O_CLOEXEC));
   if (f.fd < 0) return errno_error("opening " + path.string() + " for writing");
   ssize_t n;
   do {

@@ -1,0 +1,77 @@
+// The change journal: for every target spark-tune changed, a stack of layers (who changed it, from
+// what, to what). The bottom layer's `previous` is the host's original value. It is written
+// atomically (temp file, fsync, rename) under a root-only state directory before any kernel write,
+// so a crash at any point leaves what `revert` or the next agent start needs to restore exactly.
+//
+// Layers make overlapping owners exact: a window on top of a profile restores the profile's value;
+// two windows on one key restore the original only when the last one ends, in either order.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/fs.h"
+#include "core/host_paths.h"
+#include "core/result.h"
+#include "state/target.h"
+
+namespace spark {
+
+struct Layer {
+  std::string owner;                    // "profile", "window:w3", "guard:g1"
+  std::optional<std::string> previous;  // value before this layer; nullopt = absent (file/dir)
+  std::optional<std::string> value;     // value this layer set; nullopt = removed
+  std::string reason;
+};
+
+struct TargetRecord {
+  Target target;
+  std::vector<Layer> layers;  // bottom (oldest) first
+};
+
+struct JournalData {
+  std::string boot_id;
+  std::vector<TargetRecord> targets;  // in order of first change
+  nlohmann::json owners = nlohmann::json::object();  // per-owner state (profile name, window TTL, ...)
+
+  TargetRecord* find(const Target& t);
+  const TargetRecord* find(const Target& t) const;
+  bool empty() const { return targets.empty() && owners.empty(); }
+  // Owners that hold at least one layer or have state, in first-seen order.
+  std::vector<std::string> owner_names() const;
+};
+
+nlohmann::json to_json(const JournalData& d);
+Result<JournalData> journal_from_json(const nlohmann::json& j);
+
+// A locked view of the journal: construct, read/modify data(), commit(). The lock (flock on
+// <state>/lock) serialises every spark-tune process that changes the host.
+class JournalTxn {
+ public:
+  static Result<JournalTxn> begin(const HostPaths& paths);
+  JournalData& data() { return data_; }
+  const JournalData& data() const { return data_; }
+  // Writes the journal (or removes it when empty) atomically with mode 0600.
+  Result<void> commit();
+  // True when the journal on disk came from an earlier boot (its kernel values are gone).
+  bool from_earlier_boot() const { return earlier_boot_; }
+  const std::string& current_boot_id() const { return boot_id_; }
+
+ private:
+  JournalTxn(HostPaths paths, FileLock lock) : paths_(std::move(paths)), lock_(std::move(lock)) {}
+  HostPaths paths_;
+  FileLock lock_;
+  JournalData data_;
+  std::string boot_id_;
+  bool earlier_boot_ = false;
+};
+
+// Read-only snapshot without taking the lock (status, verify).
+Result<JournalData> read_journal(const HostPaths& paths);
+// The state directory, created 0700 if missing, refused if a symlink or writable by others.
+Result<void> ensure_state_dir(const HostPaths& paths);
+
+}  // namespace spark

@@ -1,0 +1,268 @@
+#include "guard/cgroup.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <sstream>
+
+#include "core/fs.h"
+
+namespace spark::guard {
+
+namespace {
+
+constexpr uint64_t k_page = 4096;
+
+bool parse_u64(const std::string& s, uint64_t& out) {
+  if (s.empty()) return false;
+  char* end = nullptr;
+  errno = 0;
+  unsigned long long v = std::strtoull(s.c_str(), &end, 10);
+  if (errno != 0 || end == s.c_str() || *end != '\0') return false;
+  out = v;
+  return true;
+}
+
+
+}  // namespace
+
+Fd& Fd::operator=(Fd&& o) noexcept {
+  if (this != &o) {
+    reset();
+    fd_ = o.fd_;
+    o.fd_ = -1;
+  }
+  return *this;
+}
+Fd::~Fd() { reset(); }
+void Fd::reset() {
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = -1;
+}
+
+uint64_t page_round(uint64_t bytes) { return bytes / k_page * k_page; }
+
+std::optional<uint64_t> stat_value(const std::string& text, const std::string& key) {
+  for (const auto& line : split_lines(text)) {
+    auto sp = line.find(' ');
+    if (sp == std::string::npos || line.compare(0, sp, key) != 0 || sp != key.size()) continue;
+    uint64_t v = 0;
+    if (parse_u64(trim(line.substr(sp + 1)), v)) return v;
+  }
+  return std::nullopt;
+}
+
+Result<MemoryEvents> parse_memory_events(const std::string& text) {
+  MemoryEvents e;
+  for (const auto& line : split_lines(text)) {
+    std::string l = trim(line);
+    if (l.empty()) continue;
+    auto sp = l.find(' ');
+    uint64_t v = 0;
+    if (sp == std::string::npos || !parse_u64(trim(l.substr(sp + 1)), v))
+      return input_error("memory.events: unreadable line '" + l + "'");
+    std::string k = l.substr(0, sp);
+    if (k == "low") e.low = v;
+    else if (k == "high") e.high = v;
+    else if (k == "max") e.max = v;
+    else if (k == "oom") e.oom = v;
+    else if (k == "oom_kill") e.oom_kill = v;
+    else if (k == "oom_group_kill") e.oom_group_kill = v;
+  }
+  return e;
+}
+
+Result<MemoryHierarchy> find_memory_hierarchy(const HostPaths& paths) {
+  std::error_code ec;
+  if (fs::exists(paths.cgroup / "memory" / "memory.limit_in_bytes", ec))
+    return MemoryHierarchy{CgroupVersion::v1, "memory", paths.cgroup / "memory"};
+  if (auto c = read_file(paths.cgroup / "cgroup.controllers"); c.ok()) {
+    std::istringstream in(*c);
+    std::string w;
+    while (in >> w)
+      if (w == "memory") return MemoryHierarchy{CgroupVersion::v2, "", paths.cgroup};
+  }
+  return sys_error(ENOTSUP, "no memory cgroup controller under " + paths.cgroup.string() +
+                                ": mount the cgroup v1 memory hierarchy or cgroup2 with the memory controller");
+}
+
+Result<std::string> memory_cgroup_of(const HostPaths& paths, const MemoryHierarchy& h, pid_t pid) {
+  fs::path file = paths.proc / (pid == 0 ? std::string("self") : std::to_string(pid)) / "cgroup";
+  auto text = read_file(file);
+  if (!text) {
+    if (text.error().code().value() == ENOENT) return sys_error(ESRCH, "process " + std::to_string(pid) + " does not exist");
+    return text.error();
+  }
+  for (const auto& line : split_lines(*text)) {
+    auto c1 = line.find(':');
+    auto c2 = line.find(':', c1 == std::string::npos ? 0 : c1 + 1);
+    if (c1 == std::string::npos || c2 == std::string::npos) continue;
+    std::string ctrls = line.substr(c1 + 1, c2 - c1 - 1);
+    std::string path = line.substr(c2 + 1);
+    if (h.version == CgroupVersion::v2) {
+      if (line.compare(0, c1, "0") == 0 && ctrls.empty()) return path;
+      continue;
+    }
+    std::istringstream in(ctrls);
+    std::string c;
+    while (std::getline(in, c, ','))
+      if (c == "memory") return path;
+  }
+  return sys_error(ENOENT, "no memory cgroup for process " + std::to_string(pid) + " in " + file.string());
+}
+
+CgroupBox::CgroupBox(HostPaths paths, MemoryHierarchy h, std::string path)
+    : paths_(std::move(paths)), h_(std::move(h)), path_(std::move(path)) {}
+
+fs::path CgroupBox::dir() const {
+  std::string rel = path_;
+  while (!rel.empty() && rel.front() == '/') rel.erase(0, 1);
+  return rel.empty() ? h_.root : h_.root / rel;
+}
+
+Target CgroupBox::dir_target() const { return {TargetKind::dir, dir().string()}; }
+
+Target CgroupBox::file_target(const std::string& name) const {
+  std::string rel = path_;
+  while (!rel.empty() && rel.front() == '/') rel.erase(0, 1);
+  std::string n = h_.prefix;
+  if (!rel.empty()) n = n.empty() ? rel : n + "/" + rel;
+  n = n.empty() ? name : n + "/" + name;
+  return {TargetKind::cgroup, n};
+}
+
+bool CgroupBox::exists() const {
+  std::error_code ec;
+  return fs::is_directory(dir(), ec);
+}
+
+std::vector<Change> CgroupBox::limit_changes(const Limits& l, const std::string& reason) const {
+  std::vector<Change> out;
+  if (h_.version == CgroupVersion::v1) {
+    if (l.max) out.push_back({file_target("memory.limit_in_bytes"), std::to_string(page_round(*l.max)), reason});
+    if (l.high) out.push_back({file_target("memory.soft_limit_in_bytes"), std::to_string(page_round(*l.high)), reason});
+  } else {
+    if (l.high) out.push_back({file_target("memory.high"), std::to_string(page_round(*l.high)), reason});
+    if (l.max) out.push_back({file_target("memory.max"), std::to_string(page_round(*l.max)), reason});
+    if (l.oom_group) out.push_back({file_target("memory.oom.group"), "1", reason + " (kill the box as one)"});
+  }
+  return out;
+}
+
+Result<void> CgroupBox::attach(pid_t pid) const {
+  auto r = write_value(file("cgroup.procs"), std::to_string(pid));
+  if (!r) {
+    if (r.error().code().value() == ESRCH) return sys_error(ESRCH, "process " + std::to_string(pid) + " exited");
+    return with_context(r.error(), "moving process " + std::to_string(pid) + " into " + path_);
+  }
+  return {};
+}
+
+Result<std::vector<pid_t>> CgroupBox::procs() const {
+  SPARK_TRY(std::string text, read_file(file("cgroup.procs")));
+  std::vector<pid_t> out;
+  for (const auto& line : split_lines(text)) {
+    uint64_t v = 0;
+    if (parse_u64(trim(line), v)) out.push_back(static_cast<pid_t>(v));
+  }
+  return out;
+}
+
+Result<MemoryStats> CgroupBox::stats() const {
+  MemoryStats s;
+  SPARK_TRY(std::string stat, read_file(file("memory.stat")));
+  if (h_.version == CgroupVersion::v1) {
+    SPARK_TRY(std::string usage, read_value(file("memory.usage_in_bytes")));
+    parse_u64(usage, s.usage);
+    s.anon = stat_value(stat, "total_rss").value_or(stat_value(stat, "rss").value_or(0));
+    s.file = stat_value(stat, "total_cache").value_or(stat_value(stat, "cache").value_or(0));
+    if (auto p = read_value(file("memory.max_usage_in_bytes")); p.ok()) parse_u64(*p, s.peak);
+    SPARK_TRY(std::string oc, read_file(file("memory.oom_control")));
+    s.oom = stat_value(oc, "under_oom").value_or(0);
+    s.oom_kills = stat_value(oc, "oom_kill").value_or(0);
+  } else {
+    SPARK_TRY(std::string cur, read_value(file("memory.current")));
+    parse_u64(cur, s.usage);
+    s.anon = stat_value(stat, "anon").value_or(0);
+    s.file = stat_value(stat, "file").value_or(0);
+    if (auto p = read_value(file("memory.peak")); p.ok()) parse_u64(*p, s.peak);
+    SPARK_TRY(std::string ev, read_file(file("memory.events")));
+    SPARK_TRY(MemoryEvents e, parse_memory_events(ev));
+    s.oom = e.oom;
+    s.oom_kills = e.oom_kill;
+    s.high_events = e.high;
+  }
+  return s;
+}
+
+Result<void> CgroupBox::kill_all() const {
+  std::error_code ec;
+  if (h_.version == CgroupVersion::v2 && fs::exists(file("cgroup.kill"), ec)) {
+    auto r = write_value(file("cgroup.kill"), "1");
+    if (r.ok()) return {};
+  }
+  // v1: no cgroup.kill; a member may fork while we kill, so repeat until the box is empty.
+  for (int round = 0; round < 20; ++round) {
+    SPARK_TRY(auto pids, procs());
+    if (pids.empty()) return {};
+    for (pid_t p : pids) ::kill(p, SIGKILL);
+    ::usleep(2000);
+  }
+  return sys_error(EBUSY, "processes in " + path_ + " survive SIGKILL");
+}
+
+Result<void> CgroupBox::move_all_to(const std::string& other_path) const {
+  CgroupBox other(paths_, h_, other_path);
+  for (int round = 0; round < 20; ++round) {
+    SPARK_TRY(auto pids, procs());
+    if (pids.empty()) return {};
+    for (pid_t p : pids) {
+      auto r = other.attach(p);
+      if (!r && r.error().code().value() != ESRCH) return with_context(r.error(), "leaving " + path_);
+    }
+  }
+  return sys_error(EBUSY, "processes keep appearing in " + path_);
+}
+
+Result<Fd> register_v1_event(const CgroupBox& box, const std::string& control_file, const std::string& args) {
+  Fd efd(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+  if (!efd.valid()) return errno_error("eventfd");
+  fs::path cf = box.file(control_file);
+  Fd cfd(::open(cf.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!cfd.valid()) return errno_error("opening " + cf.string());
+  std::string line = std::to_string(efd.get()) + " " + std::to_string(cfd.get());
+  if (!args.empty()) line += " " + args;
+  auto r = write_value(box.file("cgroup.event_control"), line);
+  if (!r) return with_context(r.error(), "registering for " + control_file + " events");
+  // The kernel holds its own reference to the control file; the eventfd is what we poll.
+  return efd;
+}
+
+uint64_t drain_eventfd(int fd) {
+  uint64_t total = 0, v = 0;
+  while (::read(fd, &v, sizeof v) == sizeof v) total += v;
+  return total;
+}
+
+Result<Fd> open_psi_trigger(const fs::path& pressure_file, const std::string& trigger) {
+  Fd fd(::open(pressure_file.c_str(), O_RDWR | O_NONBLOCK | O_CLOEXEC));
+  if (!fd.valid()) return errno_error("opening " + pressure_file.string());
+  std::string t = trigger;
+  if (::write(fd.get(), t.c_str(), t.size() + 1) < 0)
+    return errno_error("setting PSI trigger '" + trigger + "' on " + pressure_file.string());
+  return fd;
+}
+
+Result<Fd> open_events_watch(const CgroupBox& box) {
+  fs::path p = box.file("memory.events");
+  Fd fd(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) return errno_error("opening " + p.string());
+  char buf[512];
+  (void)!::read(fd.get(), buf, sizeof buf);  // arm: kernfs notifies readers that have read once
+  return fd;
+}
+
+}  // namespace spark::guard

@@ -1,0 +1,117 @@
+// The guard's box: a memory cgroup of its own, cgroup v1 (memory controller hierarchy) or v2
+// (unified). Paths come from HostPaths, so unit tests drive both versions on fake trees.
+// Limits are not written here: limit_changes() describes them for the Tuner (journaled, restored).
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/host_paths.h"
+#include "core/result.h"
+#include "tune/tuner.h"
+
+namespace spark::guard {
+
+enum class CgroupVersion { v1, v2 };
+
+struct MemoryHierarchy {
+  CgroupVersion version = CgroupVersion::v1;
+  std::string prefix;  // Target name prefix under HostPaths::cgroup: "memory" (v1) or "" (v2)
+  fs::path root;       // HostPaths::cgroup / prefix
+};
+
+// Where the memory controller is: <cgroup>/memory (v1) or <cgroup> with "memory" in cgroup.controllers (v2).
+Result<MemoryHierarchy> find_memory_hierarchy(const HostPaths& paths);
+// A process's memory cgroup, "/process_api/e06..." ("/" for the root), from <proc>/<pid>/cgroup.
+// pid 0 reads <proc>/self/cgroup.
+Result<std::string> memory_cgroup_of(const HostPaths& paths, const MemoryHierarchy& h, pid_t pid);
+
+struct MemoryStats {
+  uint64_t usage = 0;      // charged bytes (v1 memory.usage_in_bytes, v2 memory.current)
+  uint64_t anon = 0;       // anonymous memory (v1 total_rss, v2 anon): what reclaim cannot drop without swap
+  uint64_t file = 0;       // page cache (v1 total_cache, v2 file)
+  uint64_t peak = 0;       // v1 memory.max_usage_in_bytes, v2 memory.peak (0 where absent)
+  uint64_t oom = 0;        // v2 memory.events oom; v1 under_oom (0/1)
+  uint64_t oom_kills = 0;  // processes the kernel's OOM killer took in this cgroup
+  uint64_t high_events = 0;  // v2 memory.events high (throttling)
+};
+
+// The part of memory.events (v2) the guard reads; missing keys are 0.
+struct MemoryEvents {
+  uint64_t low = 0, high = 0, max = 0, oom = 0, oom_kill = 0, oom_group_kill = 0;
+};
+Result<MemoryEvents> parse_memory_events(const std::string& text);
+// "key value" lines (memory.stat, memory.oom_control) -> value of key, nullopt when absent.
+std::optional<uint64_t> stat_value(const std::string& text, const std::string& key);
+
+struct Limits {
+  std::optional<uint64_t> high;  // v2 memory.high (throttle + reclaim); v1 memory.soft_limit_in_bytes
+  std::optional<uint64_t> max;   // v2 memory.max; v1 memory.limit_in_bytes: beyond it the kernel OOM-kills inside
+  bool oom_group = true;         // v2 memory.oom.group: the whole box is killed together (no half-dead server)
+};
+
+// Rounds down to the page size, as the kernel does when it stores a limit (so read-back matches).
+uint64_t page_round(uint64_t bytes);
+
+class CgroupBox {
+ public:
+  CgroupBox(HostPaths paths, MemoryHierarchy h, std::string path);
+  const std::string& path() const { return path_; }  // "/process_api/<id>/spark-guard-g1"
+  CgroupVersion version() const { return h_.version; }
+  fs::path dir() const;
+  fs::path file(const std::string& name) const { return dir() / name; }
+  Target dir_target() const;
+  Target file_target(const std::string& name) const;
+  bool exists() const;
+
+  // The Tuner changes that set the limits (values page-rounded).
+  std::vector<Change> limit_changes(const Limits& limits, const std::string& reason) const;
+  // Moves a process (all its threads) into the box.
+  Result<void> attach(pid_t pid) const;
+  Result<std::vector<pid_t>> procs() const;
+  Result<MemoryStats> stats() const;
+  // Kills every process in the box: v2 cgroup.kill where present, else SIGKILL to each member.
+  Result<void> kill_all() const;
+  // Moves every process in the box to another cgroup of the same hierarchy (when a guard ends).
+  Result<void> move_all_to(const std::string& other_path) const;
+
+ private:
+  HostPaths paths_;
+  MemoryHierarchy h_;
+  std::string path_;
+};
+
+// A file descriptor closed when destroyed.
+class Fd {
+ public:
+  Fd() = default;
+  explicit Fd(int fd) : fd_(fd) {}
+  Fd(Fd&& o) noexcept : fd_(o.fd_) { o.fd_ = -1; }
+  Fd& operator=(Fd&& o) noexcept;
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  ~Fd();
+  int get() const { return fd_; }
+  bool valid() const { return fd_ >= 0; }
+  void reset();
+
+ private:
+  int fd_ = -1;
+};
+
+// v1: an eventfd registered through cgroup.event_control for a control file of the box:
+// memory.oom_control (OOM notification, args "") or memory.pressure_level (args "low|medium|critical").
+// Readable (POLLIN) when the event fires; drain it with drain_eventfd().
+Result<Fd> register_v1_event(const CgroupBox& box, const std::string& control_file, const std::string& args);
+uint64_t drain_eventfd(int fd);
+// v2: a PSI trigger on the box's memory.pressure ("some 150000 1000000": 150 ms stalled in 1 s);
+// POLLPRI when it fires. Also works on cgroup2 without the memory controller (memory.pressure exists).
+Result<Fd> open_psi_trigger(const fs::path& pressure_file, const std::string& trigger);
+// v2: memory.events opened for POLLPRI change notification (kernfs); re-read after each wake-up.
+Result<Fd> open_events_watch(const CgroupBox& box);
+
+}  // namespace spark::guard

@@ -1,0 +1,62 @@
+// Processes a guard starts or watches: hooks (posix_spawn, no shell, event on stdin and in
+// SPARK_TUNE_EVENT), restarted servers (fork, join the box, exec), pidfds, and port readiness.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/host_paths.h"
+#include "core/result.h"
+#include "guard/cgroup.h"
+
+namespace spark::guard {
+
+// argv[0] resolved through PATH (no shell); an error saying so when it is missing or not executable.
+Result<std::string> resolve_executable(const std::string& argv0);
+// Splits "CMD ARG ..." on blanks (no quoting, no shell expansion).
+std::vector<std::string> split_command(const std::string& text);
+
+// A pidfd for any process (readable when it exits); ESRCH when it is gone.
+Result<Fd> open_pidfd(pid_t pid);
+// True when the process exists and is not a zombie (reads <proc>/<pid>/stat).
+bool process_alive(const HostPaths& paths, pid_t pid);
+// Reaps a child without blocking; the wait status when it has exited.
+std::optional<int> reap_child(pid_t pid);
+
+struct SpawnedHook {
+  pid_t pid = -1;
+  std::chrono::steady_clock::time_point started;
+};
+// Runs a hook: argv[0] must be a resolved executable path; the event JSON on its stdin and in
+// SPARK_TUNE_EVENT; stdout/stderr inherited.
+Result<SpawnedHook> spawn_hook(const std::vector<std::string>& argv, const std::string& event_json);
+
+struct ServerLaunch {
+  std::vector<std::string> argv;  // argv[0] resolved
+  std::string cwd;
+  uid_t uid = 0;
+  gid_t gid = 0;
+};
+// Starts a server inside the box: the child joins the cgroup before exec, so its first page is
+// charged to the box. A new session, stdin from /dev/null.
+Result<pid_t> spawn_in_box(const ServerLaunch& launch, const CgroupBox& box);
+
+// "HOST:PORT", "[::1]:PORT".
+struct PortAddress {
+  std::string host;
+  uint16_t port = 0;
+  std::string text() const;
+};
+Result<PortAddress> parse_port_address(const std::string& text);
+// One non-blocking connect; true when the port accepts. Waits at most `wait` for a pending connect.
+bool port_accepts(const PortAddress& a, std::chrono::milliseconds wait = std::chrono::milliseconds(20));
+
+// Resident bytes of a process (statm) and its comm; 0 / "" when gone.
+uint64_t process_rss(const HostPaths& paths, pid_t pid);
+std::string process_comm(const HostPaths& paths, pid_t pid);
+
+}  // namespace spark::guard

@@ -1,0 +1,856 @@
+#include "guard/supervisor.h"
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <set>
+
+#include "core/fs.h"
+#include "core/log.h"
+#include "core/units.h"
+#include "state/journal.h"
+
+namespace spark::guard {
+
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+constexpr const char* k_box_prefix = "spark-guard-";
+
+int64_t unix_ms() {
+  return std::chrono::duration_cast<Ms>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+nlohmann::json opt_json(const GuardOptions& o) {
+  nlohmann::json j;
+  j["pid"] = o.pid;
+  j["cgroup"] = o.cgroup;
+  j["command"] = o.command;
+  j["budget"] = o.budget;
+  j["memory_high"] = o.memory_high ? nlohmann::json(*o.memory_high) : nlohmann::json(nullptr);
+  j["memory_max"] = o.memory_max ? nlohmann::json(*o.memory_max) : nlohmann::json(nullptr);
+  j["settle_after_ms"] = o.settle_after.count();
+  j["force"] = o.force;
+  j["on_oom"] = o.on_oom;
+  j["hook_timeout_ms"] = o.hook_timeout.count();
+  j["restart"] = o.restart;
+  j["restart_max"] = o.restart_max;
+  j["restart_window_ms"] = o.restart_window.count();
+  j["restart_backoff_ms"] = o.restart_backoff.count();
+  j["until_port"] = o.until_port;
+  j["warn_eta_ms"] = o.warn_eta.count();
+  j["parent"] = o.parent;
+  return j;
+}
+
+GuardOptions opt_from_json(const nlohmann::json& j) {
+  GuardOptions o;
+  o.pid = j.value("pid", 0);
+  o.cgroup = j.value("cgroup", "");
+  o.command = j.value("command", std::vector<std::string>{});
+  o.budget = j.value("budget", "");
+  if (j.contains("memory_high") && !j["memory_high"].is_null()) o.memory_high = j["memory_high"].get<uint64_t>();
+  if (j.contains("memory_max") && !j["memory_max"].is_null()) o.memory_max = j["memory_max"].get<uint64_t>();
+  o.settle_after = Ms(j.value("settle_after_ms", int64_t{0}));
+  o.force = j.value("force", false);
+  o.on_oom = j.value("on_oom", std::vector<std::string>{});
+  o.hook_timeout = Ms(j.value("hook_timeout_ms", int64_t{10000}));
+  o.restart = j.value("restart", false);
+  o.restart_max = j.value("restart_max", 5);
+  o.restart_window = Ms(j.value("restart_window_ms", int64_t{300000}));
+  o.restart_backoff = Ms(j.value("restart_backoff_ms", int64_t{250}));
+  o.until_port = j.value("until_port", "");
+  o.warn_eta = Ms(j.value("warn_eta_ms", int64_t{30000}));
+  o.parent = j.value("parent", "");
+  return o;
+}
+
+std::string describe_status(int status) {
+  if (WIFEXITED(status)) return "exit " + std::to_string(WEXITSTATUS(status));
+  if (WIFSIGNALED(status)) return std::string("signal ") + ::strsignal(WTERMSIG(status));
+  return "status " + std::to_string(status);
+}
+
+bool has_sigkill_pending(const HostPaths& paths, pid_t pid) {
+  auto t = read_file(paths.proc / std::to_string(pid) / "status");
+  if (!t) return false;
+  for (const auto& line : split_lines(*t)) {
+    if (line.rfind("ShdPnd:", 0) != 0 && line.rfind("SigPnd:", 0) != 0) continue;
+    uint64_t mask = std::strtoull(trim(line.substr(7)).c_str(), nullptr, 16);
+    if (mask & (1ull << (SIGKILL - 1))) return true;
+  }
+  return false;
+}
+
+Result<ServerLaunch> launch_of(const HostPaths& paths, pid_t pid, const std::vector<std::string>& command) {
+  ServerLaunch l;
+  std::vector<std::string> argv = command;
+  if (argv.empty()) {
+    SPARK_TRY(std::string cmdline, read_file(paths.proc / std::to_string(pid) / "cmdline"));
+    size_t start = 0;
+    while (start < cmdline.size()) {
+      size_t z = cmdline.find('\0', start);
+      if (z == std::string::npos) z = cmdline.size();
+      argv.push_back(cmdline.substr(start, z - start));
+      start = z + 1;
+    }
+  }
+  if (argv.empty()) return input_error("process " + std::to_string(pid) + " has no command line to restart (a kernel thread?)");
+  // The exe link is exact even where argv[0] is a bare name run through PATH.
+  std::error_code ec;
+  fs::path exe = fs::read_symlink(paths.proc / std::to_string(pid) / "exe", ec);
+  if (command.empty() && !ec && fs::exists(exe)) argv[0] = exe.string();
+  SPARK_TRY(argv[0], resolve_executable(argv[0]));
+  l.argv = argv;
+  fs::path cwd = fs::read_symlink(paths.proc / std::to_string(pid) / "cwd", ec);
+  l.cwd = ec ? std::string("/") : cwd.string();
+  l.uid = ::getuid();
+  l.gid = ::getgid();
+  if (auto st = read_file(paths.proc / std::to_string(pid) / "status"); st.ok())
+    for (const auto& line : split_lines(*st)) {
+      if (line.rfind("Uid:", 0) == 0) l.uid = static_cast<uid_t>(std::strtoul(line.c_str() + 4, nullptr, 10));
+      if (line.rfind("Gid:", 0) == 0) l.gid = static_cast<gid_t>(std::strtoul(line.c_str() + 4, nullptr, 10));
+    }
+  return l;
+}
+
+}  // namespace
+
+std::string guard_owner(const std::string& id) { return "guard:" + id; }
+
+nlohmann::json GuardState::to_json() const {
+  nlohmann::json j;
+  j["kind"] = "guard";
+  j["id"] = id;
+  j["options"] = opt_json(opt);
+  j["pid"] = pid;
+  j["box"] = box;
+  j["owns_box"] = owns_box;
+  j["origin"] = origin;
+  j["launch"] = {{"argv", launch.argv}, {"cwd", launch.cwd}, {"uid", launch.uid}, {"gid", launch.gid}};
+  j["settled"] = settled;
+  j["footprint"] = footprint;
+  j["budget"] = budget;
+  j["limit"] = limit;
+  j["restarts_ms"] = restarts_ms;
+  j["started_ms"] = started_ms;
+  return j;
+}
+
+Result<GuardState> GuardState::from_json(const nlohmann::json& j) {
+  try {
+    GuardState s;
+    s.id = j.at("id").get<std::string>();
+    s.opt = opt_from_json(j.at("options"));
+    s.pid = j.value("pid", 0);
+    s.box = j.at("box").get<std::string>();
+    s.owns_box = j.value("owns_box", false);
+    s.origin = j.value("origin", "");
+    if (j.contains("launch")) {
+      s.launch.argv = j["launch"].value("argv", std::vector<std::string>{});
+      s.launch.cwd = j["launch"].value("cwd", "/");
+      s.launch.uid = j["launch"].value("uid", 0u);
+      s.launch.gid = j["launch"].value("gid", 0u);
+    }
+    s.settled = j.value("settled", false);
+    s.footprint = j.value("footprint", uint64_t{0});
+    s.budget = j.value("budget", uint64_t{0});
+    s.limit = j.value("limit", uint64_t{0});
+    s.restarts_ms = j.value("restarts_ms", std::vector<int64_t>{});
+    s.started_ms = j.value("started_ms", int64_t{0});
+    return s;
+  } catch (const std::exception& e) {
+    return input_error(std::string("guard state in the journal is unreadable: ") + e.what());
+  }
+}
+
+Result<std::vector<GuardState>> list_guards(const HostPaths& paths) {
+  SPARK_TRY(JournalData d, read_journal(paths));
+  std::vector<GuardState> out;
+  for (auto it = d.owners.begin(); it != d.owners.end(); ++it) {
+    if (it.key().rfind("guard:", 0) != 0 || !it.value().is_object() || it.value().value("kind", "") != "guard") continue;
+    SPARK_TRY(GuardState s, GuardState::from_json(it.value()));
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+Result<void> end_guard(const HostPaths& paths, Tuner& tuner, const std::string& id) {
+  SPARK_TRY(auto guards, list_guards(paths));
+  auto it = std::find_if(guards.begin(), guards.end(), [&](const GuardState& s) { return s.id == id; });
+  if (it == guards.end()) return input_error("no guard '" + id + "' (see spark-tune guard list)");
+  if (it->owns_box) {
+    SPARK_TRY(MemoryHierarchy h, find_memory_hierarchy(paths));
+    CgroupBox box(paths, h, it->box);
+    if (box.exists()) {
+      std::string back = it->origin.empty() ? it->opt.parent : it->origin;
+      if (auto r = box.move_all_to(back.empty() ? "/" : back); !r)
+        return with_context(r.error(), "ending guard " + id + ": moving its processes back to " + back);
+    }
+  }
+  auto r = tuner.release(guard_owner(id));
+  if (!r) return with_context(r.error(), "ending guard " + id);
+  return {};
+}
+
+// ---------------------------------------------------------------------------------------------
+
+struct GuardSupervisor::Runtime {
+  GuardState st;
+  std::unique_ptr<CgroupBox> box;
+  Fd oom_fd, pressure_fd, events_fd, pidfd;
+  std::optional<GrowthWatch> growth;
+  uint64_t oom_kills_seen = 0;
+  Clock::time_point next_sample{}, settle_at{}, fast_until{}, last_pressure{}, restart_at{}, spawned_at{}, next_probe{};
+  bool pressure_once = false;
+  enum class Phase { running, restart_wait, probing } phase = Phase::running;
+  std::vector<pid_t> last_procs;
+  std::map<pid_t, uint64_t> rss_then;
+  Clock::time_point rss_then_time{};
+  bool main_is_child = false;
+  std::optional<PortAddress> port;
+};
+
+GuardSupervisor::GuardSupervisor(HostPaths paths, Tuner& tuner, EventSink sink, SupervisorConfig cfg)
+    : paths_(std::move(paths)), tuner_(tuner), sink_(std::move(sink)), cfg_(cfg) {}
+
+GuardSupervisor::~GuardSupervisor() {
+  // Guards stay journaled (and enforced by the kernel); hooks are ours: kill and reap them.
+  for (auto& h : hooks_) {
+    ::kill(h.hook.pid, SIGKILL);
+    ::waitpid(h.hook.pid, nullptr, 0);
+  }
+}
+
+Result<MemoryHierarchy> GuardSupervisor::hierarchy() {
+  if (!h_) {
+    SPARK_TRY(MemoryHierarchy h, find_memory_hierarchy(paths_));
+    h_ = h;
+  }
+  return *h_;
+}
+
+void GuardSupervisor::emit(const std::string& id, const std::string& type, nlohmann::json fields) {
+  Event e;
+  e.type = type;
+  e.guard_id = id;
+  e.fields = std::move(fields);
+  if (sink_) sink_(e);
+  if (type == "oom_kill") run_hook(e);
+}
+
+void GuardSupervisor::persist(Runtime& g) {
+  if (auto r = tuner_.set_owner_state(guard_owner(g.st.id), g.st.to_json()); !r)
+    log_error("guard " + g.st.id + ": journaling its state failed: " + describe(r.error()));
+}
+
+std::vector<std::string> GuardSupervisor::ids() const {
+  std::vector<std::string> out;
+  for (const auto& [id, g] : guards_) out.push_back(id);
+  return out;
+}
+
+const GuardState* GuardSupervisor::state(const std::string& id) const {
+  auto it = guards_.find(id);
+  return it == guards_.end() ? nullptr : &it->second->st;
+}
+
+bool GuardSupervisor::active() const { return !guards_.empty() || !hooks_.empty(); }
+
+Result<std::string> GuardSupervisor::add(const GuardOptions& o) {
+  // 1. Validate everything before changing anything.
+  if ((o.pid > 0) == !o.cgroup.empty()) return input_error("give exactly one of --pid PID or --cgroup PATH");
+  SPARK_TRY(BudgetSpec spec, parse_budget(o.budget));
+  GuardOptions opt = o;
+  if (!opt.on_oom.empty()) {
+    auto exe = resolve_executable(opt.on_oom[0]);
+    if (!exe) return input_error("--on-oom: " + std::string(exe.error().what()));
+    opt.on_oom[0] = *exe;
+  }
+  std::optional<PortAddress> port;
+  if (!opt.until_port.empty()) {
+    SPARK_TRY(PortAddress a, parse_port_address(opt.until_port));
+    port = a;
+  }
+  if (opt.restart_max < 1) return input_error("--restart-max must be at least 1");
+  if (opt.restart && opt.pid <= 0) return input_error("--restart needs --pid (a command to restart)");
+  if (opt.memory_high && opt.memory_max && *opt.memory_high > *opt.memory_max)
+    return input_error("--memory-high must not be above --memory-max");
+  SPARK_TRY(MemoryHierarchy h, hierarchy());
+  SPARK_TRY(HostMemory host, read_host_memory(paths_));
+  uint64_t budget = resolve_budget(spec, host);
+  if (budget > host.total)
+    return input_error("--budget " + describe_budget(spec) + " = " + format_size(budget) + " is above the host's RAM (" +
+                       format_size(host.total) + "): give a smaller budget");
+  for (auto v : {opt.memory_high, opt.memory_max})
+    if (v && *v > host.total)
+      return input_error("--memory-high/--memory-max " + format_size(*v) + " is above the host's RAM (" +
+                         format_size(host.total) + ")");
+
+  SPARK_TRY(auto existing, list_guards(paths_));
+  GuardState st;
+  st.opt = opt;
+  st.budget = budget;
+  st.started_ms = unix_ms();
+  Fd pidfd;
+  if (opt.pid > 0) {
+    if (!process_alive(paths_, opt.pid)) return sys_error(ESRCH, "process " + std::to_string(opt.pid) + " does not exist");
+    SPARK_TRY(pidfd, open_pidfd(opt.pid));
+    SPARK_TRY(std::string cur, memory_cgroup_of(paths_, h, opt.pid));
+    std::string base = fs::path(cur).filename().string();
+    if (base.rfind(k_box_prefix, 0) == 0)
+      return input_error("process " + std::to_string(opt.pid) + " is already guarded (cgroup " + cur + ")");
+    for (const auto& g : existing)
+      if (g.pid == opt.pid) return input_error("process " + std::to_string(opt.pid) + " is already guarded by " + g.id);
+    uint64_t rss = process_rss(paths_, opt.pid);
+    for (auto v : {opt.memory_high, opt.memory_max})
+      if (v && *v < rss && !opt.force)
+        return input_error("--memory-max/--memory-high " + format_size(*v) + " is below what process " +
+                           std::to_string(opt.pid) + " already uses (" + format_size(rss) +
+                           "): it would be killed at once; raise it or pass --force");
+    if (rss + budget > host.total && !opt.force)
+      return input_error("footprint " + format_size(rss) + " + budget " + format_size(budget) + " is above the host's RAM (" +
+                         format_size(host.total) + "): give a smaller --budget");
+    if (opt.restart || !opt.command.empty()) {
+      SPARK_TRY(st.launch, launch_of(paths_, opt.pid, opt.command));
+    }
+    std::string parent = opt.parent;
+    if (parent.empty()) {
+      SPARK_TRY(parent, memory_cgroup_of(paths_, h, 0));
+    }
+    st.opt.parent = parent;
+    st.origin = cur;
+    st.pid = opt.pid;
+    st.owns_box = true;
+  } else {
+    CgroupBox b(paths_, h, opt.cgroup);
+    if (!b.exists()) return input_error("cgroup " + opt.cgroup + " does not exist under " + h.root.string());
+    for (const auto& g : existing)
+      if (g.box == opt.cgroup) return input_error("cgroup " + opt.cgroup + " is already guarded by " + g.id);
+    st.box = opt.cgroup;
+  }
+  // The id: one more than the highest in the journal.
+  int n = 0;
+  for (const auto& g : existing)
+    if (g.id.size() > 1 && g.id[0] == 'g') n = std::max(n, std::atoi(g.id.c_str() + 1));
+  for (const auto& [id, g] : guards_)
+    if (id.size() > 1 && id[0] == 'g') n = std::max(n, std::atoi(id.c_str() + 1));
+  st.id = "g" + std::to_string(n + 1);
+  if (st.owns_box) st.box = (st.opt.parent == "/" ? "" : st.opt.parent) + "/" + k_box_prefix + st.id;
+  std::string owner = guard_owner(st.id);
+
+  auto g = std::make_unique<Runtime>();
+  g->box = std::make_unique<CgroupBox>(paths_, h, st.box);
+  g->port = port;
+  g->pidfd = std::move(pidfd);
+
+  // 2. The box (journaled first: a crash from here on leaves what removes it).
+  ApplyOptions ao;
+  ao.owner_state = st.to_json();
+  if (st.owns_box) {
+    if (g->box->exists()) return input_error("cgroup " + st.box + " already exists: end the guard that made it first");
+    auto r = tuner_.apply(owner, {{g->box->dir_target(), std::string(), "guard " + st.id + " box"}}, ao);
+    if (!r) return with_context(r.error(), "creating the guard's cgroup");
+  } else {
+    SPARK_TRY_VOID(tuner_.set_owner_state(owner, st.to_json()));
+  }
+  auto rollback = [&](const Error& e) -> Error {
+    if (st.owns_box) (void)g->box->move_all_to(st.origin);
+    if (auto r = tuner_.release(owner); !r) log_error("undoing guard " + st.id + ": " + describe(r.error()));
+    (void)tuner_.set_owner_state(owner, nullptr);
+    return e;
+  };
+  if (st.owns_box) {
+    if (auto r = g->box->attach(st.pid); !r) {
+      if (r.error().code().value() == ESRCH)
+        return rollback(sys_error(ESRCH, "process " + std::to_string(st.pid) + " exited during set-up; nothing was changed"));
+      return rollback(r.error());
+    }
+    pollfd p{g->pidfd.get(), POLLIN, 0};
+    if (::poll(&p, 1, 0) == 1 || !process_alive(paths_, st.pid))
+      return rollback(sys_error(ESRCH, "process " + std::to_string(st.pid) + " exited during set-up; nothing was changed"));
+  }
+  g->st = st;
+  // 3. Limits now, or once the load is done.
+  if (st.opt.settle_after.count() == 0) {
+    if (auto r = settle(*g); !r) return rollback(r.error());
+  } else {
+    Limits early;
+    early.high = st.opt.memory_high;
+    early.max = st.opt.memory_max;
+    if (early.high || early.max) {
+      auto r = tuner_.apply(owner, g->box->limit_changes(early, "guard " + st.id + " absolute limit"), {});
+      if (!r) return rollback(r.error());
+    }
+    g->settle_at = Clock::now() + st.opt.settle_after;
+  }
+  if (auto r = setup_watch(*g); !r) return rollback(r.error());
+  persist(*g);
+  std::string id = st.id;
+  emit(id, "guard_start",
+       {{"pid", g->st.pid}, {"cgroup", g->st.box}, {"cgroup_version", h.version == CgroupVersion::v1 ? 1 : 2},
+        {"budget", g->st.budget}, {"budget_spec", describe_budget(spec)}, {"limit", g->st.limit},
+        {"settled", g->st.settled}});
+  guards_[id] = std::move(g);
+  return id;
+}
+
+Result<void> GuardSupervisor::settle(Runtime& g) {
+  SPARK_TRY(MemoryStats s, g.box->stats());
+  Limits l;
+  l.high = g.st.opt.memory_high;
+  l.max = g.st.opt.memory_max;
+  uint64_t limit = page_round(s.usage + g.st.budget);
+  if (!l.max) l.max = limit;
+  if (!l.high && g.box->version() == CgroupVersion::v2) l.high = page_round(s.usage + g.st.budget / 10 * 9);
+  if (*l.max < s.usage && !g.st.opt.force)
+    return input_error("the limit " + format_size(*l.max) + " is below what the box already uses (" + format_size(s.usage) +
+                       "): raise it or pass --force");
+  auto r = tuner_.apply(guard_owner(g.st.id), g.box->limit_changes(l, "guard " + g.st.id + " budget"), {});
+  if (!r) return with_context(r.error(), "setting guard " + g.st.id + "'s limits");
+  g.st.settled = true;
+  g.st.footprint = s.usage;
+  g.st.limit = *l.max;
+  GrowthConfig gc;
+  gc.warn_eta = g.st.opt.warn_eta;
+  // The growth watch follows anon: the cache part of the footprint is reclaimed before a kill.
+  g.growth.emplace(gc, s.anon, *l.max);
+  g.oom_kills_seen = s.oom_kills;
+  return {};
+}
+
+Result<void> GuardSupervisor::setup_watch(Runtime& g) {
+  SPARK_TRY(MemoryStats s, g.box->stats());
+  g.oom_kills_seen = s.oom_kills;
+  if (g.box->version() == CgroupVersion::v1) {
+    SPARK_TRY(g.oom_fd, register_v1_event(*g.box, "memory.oom_control", ""));
+    auto p = register_v1_event(*g.box, "memory.pressure_level", "medium");
+    if (p) g.pressure_fd = std::move(*p);
+    else log_warning("guard " + g.st.id + ": no vmpressure notification: " + describe(p.error()));
+  } else {
+    auto ev = open_events_watch(*g.box);
+    if (ev) g.events_fd = std::move(*ev);
+    auto p = open_psi_trigger(g.box->file("memory.pressure"), "some 150000 1000000");
+    if (p) g.pressure_fd = std::move(*p);
+    else log_warning("guard " + g.st.id + ": no PSI trigger: " + describe(p.error()));
+  }
+  if (auto procs = g.box->procs(); procs.ok()) g.last_procs = *procs;
+  g.next_sample = Clock::now();
+  return {};
+}
+
+Result<void> GuardSupervisor::end(const std::string& id, const std::string& reason) {
+  auto it = guards_.find(id);
+  if (it == guards_.end()) return input_error("no guard '" + id + "' in this process");
+  auto r = end_guard(paths_, tuner_, id);
+  Runtime& g = *it->second;
+  emit(id, "guard_end", {{"reason", reason}, {"pid", g.st.pid}, {"cgroup", g.st.box}});
+  if (g.main_is_child && g.st.pid > 0) reap_child(g.st.pid);
+  guards_.erase(it);
+  return r;
+}
+
+void GuardSupervisor::drop(const std::string& id) { guards_.erase(id); }
+
+Result<size_t> GuardSupervisor::resume() {
+  SPARK_TRY(auto list, list_guards(paths_));
+  SPARK_TRY(MemoryHierarchy h, hierarchy());
+  size_t n = 0;
+  for (auto& st : list) {
+    if (guards_.count(st.id)) continue;
+    auto g = std::make_unique<Runtime>();
+    g->st = st;
+    g->box = std::make_unique<CgroupBox>(paths_, h, st.box);
+    if (!g->box->exists()) {
+      log_warning("guard " + st.id + ": its cgroup " + st.box + " is gone; releasing it");
+      (void)tuner_.release(guard_owner(st.id));
+      (void)tuner_.set_owner_state(guard_owner(st.id), nullptr);
+      continue;
+    }
+    if (!st.opt.until_port.empty())
+      if (auto a = parse_port_address(st.opt.until_port); a.ok()) g->port = *a;
+    if (auto r = setup_watch(*g); !r) {
+      log_error("guard " + st.id + ": cannot watch it again: " + describe(r.error()));
+      continue;
+    }
+    if (st.settled) {
+      GrowthConfig gc;
+      gc.warn_eta = st.opt.warn_eta;
+      auto s = g->box->stats();
+      g->growth.emplace(gc, s ? s->anon : 0, st.limit);
+    } else {
+      g->settle_at = Clock::now();
+    }
+    bool alive = false;
+    if (st.pid > 0) {
+      auto fd = open_pidfd(st.pid);
+      auto procs = g->box->procs();
+      alive = fd.ok() && process_alive(paths_, st.pid) && procs.ok() &&
+              std::find(procs->begin(), procs->end(), st.pid) != procs->end();
+      if (alive) g->pidfd = std::move(*fd);
+    }
+    std::string id = st.id;
+    Runtime& ref = *g;
+    guards_[id] = std::move(g);
+    emit(id, "guard_resume", {{"pid", st.pid}, {"cgroup", st.box}, {"alive", alive}});
+    if (st.pid > 0 && !alive) handle_exit(ref, std::nullopt);
+    ++n;
+  }
+  return n;
+}
+
+std::vector<pollfd> GuardSupervisor::poll_fds() const {
+  std::vector<pollfd> out;
+  for (const auto& [id, g] : guards_) {
+    if (g->oom_fd.valid()) out.push_back({g->oom_fd.get(), POLLIN, 0});
+    if (g->pressure_fd.valid())
+      out.push_back({g->pressure_fd.get(), static_cast<short>(g->box->version() == CgroupVersion::v1 ? POLLIN : POLLPRI), 0});
+    if (g->events_fd.valid()) out.push_back({g->events_fd.get(), POLLPRI, 0});
+    if (g->pidfd.valid()) out.push_back({g->pidfd.get(), POLLIN, 0});
+  }
+  for (const auto& h : hooks_) out.push_back({h.pidfd.get(), POLLIN, 0});
+  return out;
+}
+
+void GuardSupervisor::on_fd(int fd, short revents) {
+  (void)revents;
+  auto now = Clock::now();
+  for (auto& h : hooks_)
+    if (h.pidfd.get() == fd) {
+      tick();  // reaps it
+      return;
+    }
+  for (auto& [id, gp] : guards_) {
+    Runtime& g = *gp;
+    if (g.oom_fd.valid() && fd == g.oom_fd.get()) {
+      drain_eventfd(fd);
+      // The notification comes as the OOM starts; the kill (and its counter) follow within ms.
+      g.fast_until = now + Ms(500);
+      check_oom(g);
+      return;
+    }
+    if (g.events_fd.valid() && fd == g.events_fd.get()) {
+      char buf[512];
+      (void)!::pread(fd, buf, sizeof buf, 0);
+      g.fast_until = now + Ms(500);
+      check_oom(g);
+      return;
+    }
+    if (g.pressure_fd.valid() && fd == g.pressure_fd.get()) {
+      if (g.box->version() == CgroupVersion::v1) drain_eventfd(fd);
+      if (!g.pressure_once || now - g.last_pressure >= cfg_.pressure_repeat) {
+        g.pressure_once = true;
+        g.last_pressure = now;
+        auto s = g.box->stats();
+        nlohmann::json f = {{"reason", "pressure"},
+                            {"pressure", g.box->version() == CgroupVersion::v1 ? "vmpressure medium" : "psi some 150ms/1s"},
+                            {"rate_bytes_per_s", g.growth ? g.growth->rate() : 0.0}};
+        if (s) f["anon"] = s->anon, f["usage"] = s->usage, f["limit"] = g.st.limit;
+        f["growers"] = growers(g);
+        emit(id, "memory_growth", f);
+      }
+      return;
+    }
+    if (g.pidfd.valid() && fd == g.pidfd.get()) {
+      std::optional<int> status;
+      if (g.main_is_child) status = reap_child(g.st.pid);
+      g.pidfd.reset();
+      handle_exit(g, status);
+      return;
+    }
+  }
+}
+
+nlohmann::json GuardSupervisor::growers(Runtime& g) {
+  nlohmann::json out = nlohmann::json::array();
+  auto procs = g.box->procs();
+  if (!procs) return out;
+  struct P {
+    pid_t pid;
+    uint64_t rss;
+    int64_t growth;
+  };
+  std::vector<P> ps;
+  for (pid_t p : *procs) {
+    uint64_t rss = process_rss(paths_, p);
+    auto it = g.rss_then.find(p);
+    int64_t growth = static_cast<int64_t>(rss) - static_cast<int64_t>(it == g.rss_then.end() ? 0 : it->second);
+    ps.push_back({p, rss, growth});
+  }
+  std::sort(ps.begin(), ps.end(), [](const P& a, const P& b) { return a.growth > b.growth; });
+  for (size_t i = 0; i < ps.size() && i < 3; ++i)
+    out.push_back({{"pid", ps[i].pid}, {"comm", process_comm(paths_, ps[i].pid)}, {"rss", ps[i].rss}, {"growth", ps[i].growth}});
+  return out;
+}
+
+void GuardSupervisor::check_oom(Runtime& g) {
+  auto s = g.box->stats();
+  if (!s || s->oom_kills <= g.oom_kills_seen) return;
+  uint64_t kills = s->oom_kills - g.oom_kills_seen;
+  g.oom_kills_seen = s->oom_kills;
+  // Victims: members that are gone, dying, or have SIGKILL pending since the last look.
+  nlohmann::json victims = nlohmann::json::array();
+  auto now_procs = g.box->procs();
+  for (pid_t p : g.last_procs) {
+    bool present = now_procs && std::find(now_procs->begin(), now_procs->end(), p) != now_procs->end();
+    if (!present || !process_alive(paths_, p) || has_sigkill_pending(paths_, p)) victims.push_back(p);
+  }
+  pid_t pid = g.st.pid;
+  if (!victims.empty() && std::find(victims.begin(), victims.end(), nlohmann::json(g.st.pid)) == victims.end())
+    pid = victims[0].get<pid_t>();
+  if (now_procs) g.last_procs = *now_procs;
+  emit(g.st.id, "oom_kill",
+       {{"pid", pid}, {"victims", victims}, {"kills", kills}, {"oom_kills_total", s->oom_kills}, {"cgroup", g.st.box},
+        {"limit", g.st.limit}, {"usage", s->usage}, {"peak", s->peak}, {"anon", s->anon}});
+  // What the dying server held says nothing about growth: start the watch over.
+  if (g.growth) g.growth->reset_baseline(0, g.st.limit);
+  g.rss_then.clear();
+}
+
+void GuardSupervisor::run_hook(const Event& e) {
+  auto it = guards_.find(e.guard_id);
+  if (it == guards_.end() || it->second->st.opt.on_oom.empty()) return;
+  const auto& opt = it->second->st.opt;
+  auto h = spawn_hook(opt.on_oom, e.to_line());
+  if (!h) {
+    log_error("guard " + e.guard_id + ": --on-oom hook failed to start: " + describe(h.error()));
+    return;
+  }
+  RunningHook rh;
+  rh.guard_id = e.guard_id;
+  rh.hook = *h;
+  rh.deadline = h->started + opt.hook_timeout;
+  auto fd = open_pidfd(h->pid);
+  if (fd) rh.pidfd = std::move(*fd);
+  if (sink_) {
+    Event s;
+    s.type = "hook_start";
+    s.guard_id = e.guard_id;
+    s.fields = {{"hook_pid", h->pid}, {"hook", opt.on_oom[0]}, {"for", e.type}};
+    sink_(s);
+  }
+  hooks_.push_back(std::move(rh));
+}
+
+void GuardSupervisor::handle_exit(Runtime& g, std::optional<int> status) {
+  check_oom(g);
+  bool oom = false;
+  auto s = g.box->stats();
+  nlohmann::json f = {{"pid", g.st.pid}};
+  if (status) {
+    f["status"] = describe_status(*status);
+    oom = WIFSIGNALED(*status) && WTERMSIG(*status) == SIGKILL;
+  }
+  emit(g.st.id, "server_exit", f);
+  bool clean = status && WIFEXITED(*status) && WEXITSTATUS(*status) == 0;
+  (void)oom;
+  if (!g.st.opt.restart || clean || g.st.launch.argv.empty()) {
+    auto r = end(g.st.id, clean ? "server exited" : "server died");
+    if (!r) log_error("ending guard: " + describe(r.error()));
+    return;
+  }
+  // Restart budget: restarts within the window.
+  int64_t now_ms = unix_ms();
+  auto& rs = g.st.restarts_ms;
+  rs.erase(std::remove_if(rs.begin(), rs.end(), [&](int64_t t) { return now_ms - t > g.st.opt.restart_window.count(); }),
+           rs.end());
+  if (static_cast<int>(rs.size()) >= g.st.opt.restart_max) {
+    emit(g.st.id, "restart_limit",
+         {{"restarts", rs.size()},
+          {"window_s", g.st.opt.restart_window.count() / 1000.0},
+          {"message", "restart loop stopped at its cap: " + std::to_string(rs.size()) + " restarts within " +
+                          format_duration(g.st.opt.restart_window)}});
+    log_error("guard " + g.st.id + ": restart loop stopped at its cap (" + std::to_string(rs.size()) + " restarts within " +
+              format_duration(g.st.opt.restart_window) + ")");
+    auto r = end(g.st.id, "restart cap reached");
+    if (!r) log_error("ending guard: " + describe(r.error()));
+    return;
+  }
+  // Whatever is left of the old server goes first (v1 kills one victim, not the whole box).
+  (void)g.box->kill_all();
+  Ms delay{0};
+  if (!rs.empty() && g.st.opt.restart_backoff.count() > 0) {
+    double d = static_cast<double>(g.st.opt.restart_backoff.count()) * std::pow(2.0, static_cast<double>(rs.size() - 1));
+    delay = Ms(static_cast<int64_t>(std::min(d, 30000.0)));
+  }
+  g.phase = Runtime::Phase::restart_wait;
+  g.restart_at = Clock::now() + delay;
+  if (delay.count() == 0) start_server(g);
+}
+
+void GuardSupervisor::start_server(Runtime& g) {
+  auto pid = spawn_in_box(g.st.launch, *g.box);
+  g.st.restarts_ms.push_back(unix_ms());
+  if (!pid) {
+    log_error("guard " + g.st.id + ": " + describe(pid.error()));
+    emit(g.st.id, "restart_failed", {{"error", describe(pid.error())}});
+    persist(g);
+    handle_exit(g, std::nullopt);  // counts against the cap like a crash
+    return;
+  }
+  g.st.pid = *pid;
+  g.main_is_child = true;
+  if (auto fd = open_pidfd(*pid); fd.ok()) g.pidfd = std::move(*fd);
+  g.spawned_at = Clock::now();
+  g.last_procs = {*pid};
+  g.rss_then.clear();
+  persist(g);
+  emit(g.st.id, "server_restart",
+       {{"pid", *pid}, {"attempt", g.st.restarts_ms.size()}, {"argv", g.st.launch.argv}});
+  if (g.port) {
+    g.phase = Runtime::Phase::probing;
+    g.next_probe = g.spawned_at;
+  } else {
+    g.phase = Runtime::Phase::running;
+  }
+  // After a restart the footprint is measured again once the load is done.
+  if (g.st.opt.settle_after.count() > 0) g.settle_at = g.spawned_at + g.st.opt.settle_after;
+  else if (g.growth) g.growth->reset_baseline(0, g.st.limit);
+}
+
+void GuardSupervisor::sample(Runtime& g, Clock::time_point now) {
+  auto s = g.box->stats();
+  if (!s) return;
+  if (s->oom_kills > g.oom_kills_seen) check_oom(g);
+  if (now - g.rss_then_time >= Ms(1000)) {
+    // Keep the per-process picture of a second ago for "the biggest growers".
+    if (auto procs = g.box->procs(); procs.ok()) {
+      g.last_procs = *procs;
+      std::map<pid_t, uint64_t> m;
+      for (pid_t p : *procs) m[p] = process_rss(paths_, p);
+      if (g.rss_then.empty() || now - g.rss_then_time >= Ms(3000)) {
+        g.rss_then = std::move(m);
+        g.rss_then_time = now;
+      }
+    }
+  }
+  if (!g.growth || g.phase != Runtime::Phase::running || !g.pidfd.valid()) return;
+  auto host = read_host_memory(paths_);
+  GrowthSample gs{now, s->anon, host ? host->available : 0};
+  if (auto w = g.growth->add(gs)) {
+    emit(g.st.id, "memory_growth",
+         {{"reason", w->reason},
+          {"rate_bytes_per_s", w->rate},
+          {"anon", w->anon},
+          {"usage", s->usage},
+          {"used", w->used},
+          {"budget", w->budget},
+          {"left", w->left},
+          {"limit", g.st.limit},
+          {"eta_s", w->eta_s},
+          {"host_available", w->host_available},
+          {"host_eta_s", w->host_eta_s},
+          {"growers", growers(g)}});
+  }
+}
+
+void GuardSupervisor::tick() {
+  auto now = Clock::now();
+  // Hooks: reap, or kill after their timeout.
+  for (auto it = hooks_.begin(); it != hooks_.end();) {
+    auto st = reap_child(it->hook.pid);
+    if (st) {
+      double ms = std::chrono::duration<double, std::milli>(now - it->hook.started).count();
+      if (sink_) {
+        Event e;
+        e.type = "hook_done";
+        e.guard_id = it->guard_id;
+        e.fields = {{"hook_pid", it->hook.pid}, {"status", describe_status(*st)}, {"duration_ms", ms}, {"timed_out", it->killed}};
+        sink_(e);
+      }
+      it = hooks_.erase(it);
+      continue;
+    }
+    if (!it->killed && now >= it->deadline) {
+      log_warning("guard " + it->guard_id + ": --on-oom hook " + std::to_string(it->hook.pid) + " hung; killed after its timeout");
+      ::kill(-it->hook.pid, SIGKILL);  // its session (it ran setsid)
+      ::kill(it->hook.pid, SIGKILL);
+      it->killed = true;
+    }
+    ++it;
+  }
+  // Guards ended by another spark-tune process.
+  if (now >= next_journal_check_) {
+    next_journal_check_ = now + cfg_.journal_check;
+    if (auto d = read_journal(paths_); d.ok()) {
+      std::vector<std::string> gone;
+      for (const auto& [id, g] : guards_)
+        if (!d->owners.contains(guard_owner(id))) gone.push_back(id);
+      for (const auto& id : gone) {
+        emit(id, "guard_end", {{"reason", "ended by another spark-tune process"}});
+        drop(id);
+      }
+    }
+  }
+  std::vector<std::string> ids = this->ids();
+  for (const auto& id : ids) {
+    auto it = guards_.find(id);
+    if (it == guards_.end()) continue;
+    Runtime& g = *it->second;
+    if (g.phase == Runtime::Phase::restart_wait && now >= g.restart_at) {
+      start_server(g);
+      if (!guards_.count(id)) continue;
+    }
+    if (g.phase == Runtime::Phase::probing && now >= g.next_probe) {
+      g.next_probe = now + cfg_.probe_interval;
+      if (port_accepts(*g.port, Ms(2))) {
+        g.phase = Runtime::Phase::running;
+        double ms = std::chrono::duration<double, std::milli>(Clock::now() - g.spawned_at).count();
+        emit(id, "server_ready", {{"pid", g.st.pid}, {"address", g.port->text()}, {"ms_since_start", ms}});
+      }
+    }
+    if (!g.st.settled && g.settle_at != Clock::time_point{} && now >= g.settle_at) {
+      if (auto r = settle(g); !r) {
+        log_error("guard " + id + ": " + describe(r.error()));
+        emit(id, "guard_error", {{"error", describe(r.error())}});
+        g.settle_at = now + Ms(5000);
+      } else {
+        persist(g);
+        emit(id, "guard_settled", {{"footprint", g.st.footprint}, {"budget", g.st.budget}, {"limit", g.st.limit}});
+      }
+    } else if (g.st.settled && g.settle_at != Clock::time_point{} && now >= g.settle_at && g.growth) {
+      // A restarted server finished loading: new baseline.
+      if (auto s = g.box->stats(); s.ok()) g.growth->reset_baseline(s->anon, g.st.limit);
+      g.settle_at = {};
+    }
+    bool fast = now < g.fast_until;
+    if (fast) check_oom(g);
+    if (now >= g.next_sample) {
+      g.next_sample = now + cfg_.sample_interval;
+      sample(g, now);
+    }
+  }
+}
+
+Ms GuardSupervisor::next_wake() const {
+  auto now = Clock::now();
+  auto next = now + cfg_.journal_check;
+  next = std::min(next, next_journal_check_);
+  for (const auto& h : hooks_) next = std::min(next, h.deadline);
+  for (const auto& [id, g] : guards_) {
+    next = std::min(next, g->next_sample);
+    if (now < g->fast_until) next = std::min(next, now + Ms(1));
+    if (g->phase == Runtime::Phase::restart_wait) next = std::min(next, g->restart_at);
+    if (g->phase == Runtime::Phase::probing) next = std::min(next, g->next_probe);
+    if (g->settle_at != Clock::time_point{}) next = std::min(next, g->settle_at);
+  }
+  if (!hooks_.empty()) next = std::min(next, now + Ms(50));
+  auto d = std::chrono::duration_cast<Ms>(next - now);
+  return std::max(d, Ms(0));
+}
+
+void GuardSupervisor::run_once(Ms max_wait) {
+  auto fds = poll_fds();
+  Ms wait = std::min(max_wait, next_wake());
+  int n = ::poll(fds.data(), fds.size(), static_cast<int>(wait.count()));
+  if (n > 0)
+    for (auto& p : fds)
+      if (p.revents) on_fd(p.fd, p.revents);
+  tick();
+}
+
+}  // namespace spark::guard

@@ -1,0 +1,390 @@
+// Guard on the real kernel (cgroup v1 memory here): a Python server that grows 64 MiB per request,
+// guarded with a small budget. Every cgroup made is a child of this process's own memory cgroup and
+// is removed at the end; every process started is killed.
+#include <gtest/gtest.h>
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <atomic>
+#include <mutex>
+#include <set>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "core/fs.h"
+#include "guard/cgroup.h"
+#include "guard/process.h"
+#include "guard/supervisor.h"
+#include "support/fixture.h"
+#include "tune/actuator.h"
+#include "tune/tuner.h"
+
+namespace spark::guard {
+namespace {
+
+using namespace std::chrono_literals;
+
+std::string python() {
+  if (::access("/usr/bin/python3", X_OK) == 0) return "/usr/bin/python3";
+  auto p = resolve_executable("python3");
+  return p ? *p : std::string();
+}
+
+std::string server_script() { return std::string(SPARK_TUNE_TEST_FIXTURES) + "/grow_server.py"; }
+
+pid_t spawn(const std::vector<std::string>& argv) {
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    std::vector<char*> av;
+    for (auto& s : argv) av.push_back(const_cast<char*>(s.c_str()));
+    av.push_back(nullptr);
+    ::execv(av[0], av.data());
+    ::_exit(127);
+  }
+  return pid;
+}
+
+// A free loopback port (bind to 0, read it back, close).
+uint16_t free_port() {
+  int s = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  socklen_t len = sizeof a;
+  ::getsockname(s, reinterpret_cast<sockaddr*>(&a), &len);
+  ::close(s);
+  return ntohs(a.sin_port);
+}
+
+// One GET; true when answered.
+bool http_get(uint16_t port, const std::string& path) {
+  int s = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  timeval tv{5, 0};
+  ::setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bool ok = false;
+  if (::connect(s, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) {
+    std::string req = "GET " + path + " HTTP/1.0\r\n\r\n";
+    if (::send(s, req.data(), req.size(), MSG_NOSIGNAL) > 0) {
+      char buf[256];
+      ok = ::recv(s, buf, sizeof buf, 0) > 0;
+    }
+  }
+  ::close(s);
+  return ok;
+}
+
+bool wait_port(uint16_t port, std::chrono::milliseconds timeout) {
+  auto end = std::chrono::steady_clock::now() + timeout;
+  PortAddress a{"127.0.0.1", port};
+  while (std::chrono::steady_clock::now() < end) {
+    if (port_accepts(a)) return true;
+    std::this_thread::sleep_for(5ms);
+  }
+  return false;
+}
+
+class GuardKernelTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!test::is_root()) GTEST_SKIP() << "needs root to make memory cgroups";
+    auto h = find_memory_hierarchy(host);
+    if (!h || h->version != CgroupVersion::v1) GTEST_SKIP() << "needs the cgroup v1 memory hierarchy (this machine's)";
+    hier = *h;
+    auto own = memory_cgroup_of(host, hier, 0);
+    ASSERT_TRUE(own.ok());
+    own_cgroup = *own;
+    if (::access((hier.root / own_cgroup.substr(1)).c_str(), W_OK) != 0) GTEST_SKIP() << "own memory cgroup not writable";
+    if (python().empty()) GTEST_SKIP() << "python3 missing";
+    host.state = state.root() / "state";
+    host.run = state.root() / "run";
+    act = std::make_unique<HostActuator>(host);
+    tuner = std::make_unique<Tuner>(host, *act);
+  }
+  void TearDown() override {
+    sup.reset();
+    if (!tuner) return;
+    // Whatever a failed test left: end the guards (restores and removes their cgroups), kill our children.
+    if (auto gs = list_guards(host); gs.ok())
+      for (auto& g : *gs) {
+        if (g.owns_box) {
+          CgroupBox box(host, hier, g.box);
+          if (box.exists()) (void)box.kill_all();
+        }
+        (void)end_guard(host, *tuner, g.id);
+      }
+    for (pid_t p : children) {
+      ::kill(p, SIGKILL);
+      ::waitpid(p, nullptr, 0);
+    }
+  }
+  pid_t start_server(uint16_t port) {
+    pid_t p = spawn({python(), server_script(), std::to_string(port)});
+    children.push_back(p);
+    EXPECT_TRUE(wait_port(port, 10s)) << "server did not come up";
+    return p;
+  }
+  void make_supervisor() {
+    sup = std::make_unique<GuardSupervisor>(host, *tuner, [this](const Event& e) {
+      std::lock_guard<std::mutex> l(mu);
+      events.push_back(e);
+      if (std::getenv("GUARD_TEST_VERBOSE")) std::fprintf(stderr, "event %s\n", e.to_line().c_str());
+    });
+  }
+  std::vector<Event> snapshot() {
+    std::lock_guard<std::mutex> l(mu);
+    return events;
+  }
+  int index_of(const std::string& type) {
+    auto ev = snapshot();
+    for (size_t i = 0; i < ev.size(); ++i)
+      if (ev[i].type == type) return static_cast<int>(i);
+    return -1;
+  }
+  // Runs the supervisor until the predicate holds or the timeout passes.
+  bool run_until(const std::function<bool()>& pred, std::chrono::milliseconds timeout) {
+    auto end = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < end) {
+      sup->run_once(20ms);
+      if (pred()) return true;
+    }
+    return false;
+  }
+
+  test::FixtureRoot state;  // only its temp dir: the journal lives there, not in /var/lib
+  HostPaths host = HostPaths::system();
+  MemoryHierarchy hier;
+  std::string own_cgroup;
+  std::unique_ptr<HostActuator> act;
+  std::unique_ptr<Tuner> tuner;
+  std::unique_ptr<GuardSupervisor> sup;
+  std::mutex mu;
+  std::vector<Event> events;
+  std::vector<pid_t> children;
+};
+
+uint64_t rss_of(pid_t pid) { return process_rss(HostPaths::system(), pid); }
+
+TEST_F(GuardKernelTest, WarnsBeforeTheKillKillsOnlyInsideRunsTheHookOnceAndEndsClean) {
+  // A bystander holding 128 MiB outside the guard.
+  pid_t bystander = spawn({python(), "-c", "import time; x = b'\\x5a' * (128 << 20); time.sleep(120)"});
+  children.push_back(bystander);
+  uint16_t port = free_port();
+  pid_t server = start_server(port);
+  for (int i = 0; i < 200 && rss_of(bystander) < (120u << 20); ++i) std::this_thread::sleep_for(20ms);
+  uint64_t bystander_before = rss_of(bystander);
+  ASSERT_GT(bystander_before, 120u << 20);
+
+  fs::path hook_out = state.root() / "hook.out";
+  make_supervisor();
+  GuardOptions o;
+  o.pid = server;
+  o.budget = "512M";
+  o.on_oom = {python(), "-c",
+              "import os, sys; open('" + hook_out.string() + "', 'a').write(sys.stdin.read().strip() + ' ' + "
+              "os.environ['SPARK_TUNE_EVENT'] + '\\n')"};
+  auto id = sup->add(o);
+  ASSERT_TRUE(id.ok()) << id.error().what();
+  const GuardState* st = sup->state(*id);
+  ASSERT_NE(st, nullptr);
+  CgroupBox box(host, hier, st->box);
+  fs::path dir = box.dir();
+  EXPECT_TRUE(fs::is_directory(dir));
+  EXPECT_EQ(fs::path(st->box).parent_path().string(), own_cgroup);
+  auto procs = box.procs();
+  ASSERT_TRUE(procs.ok());
+  EXPECT_EQ(*procs, std::vector<pid_t>{server});
+  EXPECT_GE(std::stoull(trim(*read_file(box.file("memory.limit_in_bytes")))), 512ull << 20);
+  EXPECT_LT(std::stoull(trim(*read_file(box.file("memory.limit_in_bytes")))), 600ull << 20);
+
+  // 64 MiB every 250 ms (256 MiB/s) until the kernel kills it.
+  std::atomic<bool> stop{false};
+  std::thread driver([&] {
+    while (!stop) {
+      http_get(port, "/grow?mb=64");
+      std::this_thread::sleep_for(250ms);
+    }
+  });
+  bool killed = run_until([&] { return index_of("guard_end") >= 0 && !sup->active(); }, 60s);
+  stop = true;
+  driver.join();
+  ASSERT_TRUE(killed) << "no OOM kill / guard end within 60 s";
+  int warn = index_of("memory_growth"), kill = index_of("oom_kill");
+  ASSERT_GE(warn, 0) << "no memory_growth event";
+  ASSERT_GE(kill, 0) << "no oom_kill event";
+  EXPECT_LT(warn, kill) << "the warning must come before the kill";
+  auto ev = snapshot();
+  EXPECT_EQ(ev[kill].fields["pid"].get<pid_t>(), server);
+  EXPECT_EQ(ev[kill].guard_id, *id);
+  int status = 0;
+  ASSERT_EQ(::waitpid(server, &status, 0), server);
+  EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+  // Nothing outside the box was touched.
+  EXPECT_EQ(::kill(bystander, 0), 0);
+  uint64_t bystander_after = rss_of(bystander);
+  EXPECT_GT(bystander_after, bystander_before * 95 / 100);
+  // The hook ran exactly once, with the event on stdin and in SPARK_TUNE_EVENT, naming the pid.
+  auto out = read_file(hook_out);
+  ASSERT_TRUE(out.ok()) << "the hook did not run";
+  auto lines = split_lines(trim(*out));
+  ASSERT_EQ(lines.size(), 1u) << *out;
+  auto sp = lines[0].find("} {");
+  ASSERT_NE(sp, std::string::npos);
+  auto stdin_ev = nlohmann::json::parse(lines[0].substr(0, sp + 1));
+  auto env_ev = nlohmann::json::parse(lines[0].substr(sp + 2));
+  EXPECT_EQ(stdin_ev, env_ev);
+  EXPECT_EQ(stdin_ev["type"], "oom_kill");
+  EXPECT_EQ(stdin_ev["guard"], *id);
+  EXPECT_EQ(stdin_ev["pid"].get<pid_t>(), server);
+  // The guard ended with the server: its cgroup is gone and the journal is empty.
+  EXPECT_FALSE(fs::exists(dir));
+  auto gs = list_guards(host);
+  ASSERT_TRUE(gs.ok());
+  EXPECT_TRUE(gs->empty());
+}
+
+TEST_F(GuardKernelTest, RestartBringsThePortBackWithServerReadyAndEndRemovesTheCgroup) {
+  uint16_t port = free_port();
+  pid_t server = start_server(port);
+  make_supervisor();
+  GuardOptions o;
+  o.pid = server;
+  o.budget = "256M";
+  o.restart = true;
+  o.restart_max = 3;
+  o.restart_backoff = 0ms;
+  o.until_port = "127.0.0.1:" + std::to_string(port);
+  auto id = sup->add(o);
+  ASSERT_TRUE(id.ok()) << id.error().what();
+  std::string box_path = sup->state(*id)->box;
+  std::atomic<bool> stop{false};
+  std::thread driver([&] {
+    while (!stop && index_of("oom_kill") < 0) {
+      http_get(port, "/grow?mb=64");
+      std::this_thread::sleep_for(100ms);
+    }
+  });
+  bool ready = run_until([&] { return index_of("server_ready") >= 0; }, 60s);
+  stop = true;
+  driver.join();
+  ::waitpid(server, nullptr, 0);
+  ASSERT_TRUE(ready) << "no server_ready after the kill";
+  EXPECT_LT(index_of("oom_kill"), index_of("server_restart"));
+  EXPECT_LT(index_of("server_restart"), index_of("server_ready"));
+  pid_t new_pid = sup->state(*id)->pid;
+  EXPECT_NE(new_pid, server);
+  EXPECT_TRUE(http_get(port, "/")) << "the port is not serving again";
+  CgroupBox box(host, hier, box_path);
+  auto procs = box.procs();
+  ASSERT_TRUE(procs.ok());
+  EXPECT_EQ(*procs, std::vector<pid_t>{new_pid}) << "the restarted server runs inside the box";
+  auto j = read_journal(host);
+  ASSERT_TRUE(j.ok());
+  EXPECT_EQ(j->owners[guard_owner(*id)]["pid"].get<pid_t>(), new_pid) << "the new pid is journaled";
+
+  ASSERT_TRUE(sup->end(*id).ok());
+  EXPECT_FALSE(box.exists()) << "guard end leaves no cgroup";
+  auto back = memory_cgroup_of(host, hier, new_pid);
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(*back, own_cgroup) << "the server goes back where it came from";
+  ::kill(new_pid, SIGKILL);
+  ::waitpid(new_pid, nullptr, 0);
+}
+
+TEST_F(GuardKernelTest, RestartLoopStopsAtItsCap) {
+  uint16_t port = free_port();
+  pid_t server = start_server(port);
+  make_supervisor();
+  GuardOptions o;
+  o.pid = server;
+  o.budget = "128M";
+  o.restart = true;
+  o.restart_max = 2;
+  o.restart_backoff = 0ms;
+  o.until_port = "127.0.0.1:" + std::to_string(port);
+  auto id = sup->add(o);
+  ASSERT_TRUE(id.ok()) << id.error().what();
+  std::string dir = CgroupBox(host, hier, sup->state(*id)->box).dir();
+  std::atomic<bool> stop{false};
+  std::thread driver([&] {
+    while (!stop) {
+      http_get(port, "/grow?mb=64");
+      std::this_thread::sleep_for(50ms);
+    }
+  });
+  bool capped = run_until([&] { return index_of("restart_limit") >= 0 && !sup->active(); }, 90s);
+  stop = true;
+  driver.join();
+  ::waitpid(server, nullptr, 0);
+  ASSERT_TRUE(capped);
+  int restarts = 0;
+  for (auto& e : snapshot()) restarts += e.type == "server_restart";
+  EXPECT_EQ(restarts, 2);
+  EXPECT_FALSE(fs::exists(dir));
+}
+
+TEST_F(GuardKernelTest, BadInputIsRefusedAndChangesNothing) {
+  make_supervisor();
+  auto journal_empty = [&] {
+    auto j = read_journal(host);
+    return j.ok() && j->empty();
+  };
+  auto children_of_own = [&] {
+    std::set<std::string> s;
+    for (auto& e : fs::directory_iterator(hier.root / own_cgroup.substr(1)))
+      if (e.is_directory()) s.insert(e.path().filename());
+    return s;
+  };
+  auto before = children_of_own();
+  GuardOptions o;
+  o.pid = 999999;  // above pid_max on this machine
+  auto r = sup->add(o);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code().value(), ESRCH);
+  EXPECT_NE(std::string(r.error().what()).find("does not exist"), std::string::npos);
+
+  uint16_t port = free_port();
+  pid_t server = start_server(port);
+  o.pid = server;
+  o.on_oom = {"/nonexistent/hook"};
+  r = sup->add(o);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(std::string(r.error().what()).find("--on-oom"), std::string::npos);
+  o.on_oom = {};
+  o.budget = "100T";
+  r = sup->add(o);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(std::string(r.error().what()).find("above the host's RAM"), std::string::npos);
+  o.budget = "";
+  o.memory_max = 1 << 20;  // 1 MiB: below the server's RSS
+  r = sup->add(o);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(std::string(r.error().what()).find("--force"), std::string::npos);
+  EXPECT_TRUE(journal_empty());
+  EXPECT_EQ(children_of_own(), before);
+  EXPECT_EQ(*memory_cgroup_of(host, hier, server), own_cgroup);
+
+  o.memory_max.reset();
+  auto ok = sup->add(o);
+  ASSERT_TRUE(ok.ok()) << ok.error().what();
+  r = sup->add(o);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(std::string(r.error().what()).find("already guarded"), std::string::npos);
+  ASSERT_TRUE(sup->end(*ok).ok());
+  EXPECT_EQ(children_of_own(), before);
+  EXPECT_TRUE(journal_empty());
+}
+
+}  // namespace
+}  // namespace spark::guard

@@ -5,6 +5,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <sstream>
 
@@ -216,13 +217,19 @@ Result<void> CgroupBox::kill_all() const {
 
 Result<void> CgroupBox::move_all_to(const std::string& other_path) const {
   CgroupBox other(paths_, h_, other_path);
+  // Each member is moved once; a member forked meanwhile shows up in the next round.
+  std::vector<pid_t> moved;
   for (int round = 0; round < 20; ++round) {
     SPARK_TRY(auto pids, procs());
-    if (pids.empty()) return {};
+    bool any = false;
     for (pid_t p : pids) {
+      if (std::find(moved.begin(), moved.end(), p) != moved.end()) continue;
+      any = true;
       auto r = other.attach(p);
       if (!r && r.error().code().value() != ESRCH) return with_context(r.error(), "leaving " + path_);
+      moved.push_back(p);
     }
+    if (!any) return {};
   }
   return sys_error(EBUSY, "processes keep appearing in " + path_);
 }

@@ -1,0 +1,416 @@
+// Guard logic on fake trees: cgroup v2 files written and read (memory.high/max/oom.group,
+// memory.events), v1 names, /proc/<pid>/cgroup parsing, budgets, the growth watch's timing.
+#include <gtest/gtest.h>
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <thread>
+
+#include "core/fs.h"
+#include "guard/budget.h"
+#include "guard/cgroup.h"
+#include "guard/growth.h"
+#include "guard/process.h"
+#include "guard/supervisor.h"
+#include "state/journal.h"
+#include "support/fixture.h"
+#include "tune/actuator.h"
+#include "tune/tuner.h"
+
+namespace spark::guard {
+namespace {
+
+using namespace std::chrono_literals;
+
+TEST(GuardCgroup, ParsesMemoryEvents) {
+  auto e = parse_memory_events("low 0\nhigh 17\nmax 4\noom 2\noom_kill 1\noom_group_kill 1\n");
+  ASSERT_TRUE(e.ok());
+  EXPECT_EQ(e->high, 17u);
+  EXPECT_EQ(e->max, 4u);
+  EXPECT_EQ(e->oom, 2u);
+  EXPECT_EQ(e->oom_kill, 1u);
+  EXPECT_EQ(e->oom_group_kill, 1u);
+  // Older kernels have no oom_group_kill; missing keys are 0.
+  auto old = parse_memory_events("low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\n");
+  ASSERT_TRUE(old.ok());
+  EXPECT_EQ(old->oom_group_kill, 0u);
+  EXPECT_FALSE(parse_memory_events("oom_kill lots\n").ok());
+}
+
+TEST(GuardCgroup, StatValueMatchesWholeKeys) {
+  std::string stat = "rss 100\nrss_huge 5\ntotal_rss 300\n";
+  EXPECT_EQ(stat_value(stat, "rss"), 100u);
+  EXPECT_EQ(stat_value(stat, "total_rss"), 300u);
+  EXPECT_FALSE(stat_value(stat, "cache").has_value());
+}
+
+TEST(GuardCgroup, FindsTheMemoryCgroupOfAProcess) {
+  test::FixtureRoot root;
+  root.write("sys/fs/cgroup/memory/memory.limit_in_bytes", "9223372036854771712\n");
+  root.write("proc/self/cgroup", "9:name=systemd:/\n4:memory:/process_api/abc\n3:cpuset:/\n0::/\n");
+  auto h = find_memory_hierarchy(root.paths());
+  ASSERT_TRUE(h.ok());
+  EXPECT_EQ(h->version, CgroupVersion::v1);
+  EXPECT_EQ(*memory_cgroup_of(root.paths(), *h, 0), "/process_api/abc");
+  auto missing = memory_cgroup_of(root.paths(), *h, 4242);
+  ASSERT_FALSE(missing.ok());
+  EXPECT_EQ(missing.error().code().value(), ESRCH);
+
+  test::FixtureRoot v2;
+  v2.write("sys/fs/cgroup/cgroup.controllers", "cpuset cpu io memory pids\n");
+  v2.write("proc/77/cgroup", "0::/system.slice/llama.service\n");
+  auto h2 = find_memory_hierarchy(v2.paths());
+  ASSERT_TRUE(h2.ok());
+  EXPECT_EQ(h2->version, CgroupVersion::v2);
+  EXPECT_EQ(*memory_cgroup_of(v2.paths(), *h2, 77), "/system.slice/llama.service");
+
+  test::FixtureRoot none;
+  none.write("sys/fs/cgroup/cgroup.controllers", "cpu io pids\n");
+  EXPECT_FALSE(find_memory_hierarchy(none.paths()).ok());
+}
+
+TEST(GuardCgroup, LimitChangesNameTheRightFilesPerVersion) {
+  test::FixtureRoot root;
+  HostPaths p = root.paths();
+  CgroupBox v1(p, {CgroupVersion::v1, "memory", p.cgroup / "memory"}, "/a/spark-guard-g1");
+  auto c1 = v1.limit_changes({4097 * 1024, 1ull << 30, true}, "r");
+  ASSERT_EQ(c1.size(), 2u);
+  EXPECT_EQ(c1[0].target.name, "memory/a/spark-guard-g1/memory.limit_in_bytes");
+  EXPECT_EQ(*c1[0].value, std::to_string(1ull << 30));
+  EXPECT_EQ(c1[1].target.name, "memory/a/spark-guard-g1/memory.soft_limit_in_bytes");
+  EXPECT_EQ(*c1[1].value, std::to_string(4097 * 1024 / 4096 * 4096));  // page-rounded like the kernel
+  EXPECT_EQ(v1.dir_target().kind, TargetKind::dir);
+  EXPECT_EQ(v1.dir(), p.cgroup / "memory/a/spark-guard-g1");
+
+  CgroupBox v2(p, {CgroupVersion::v2, "", p.cgroup}, "/a/spark-guard-g1");
+  auto c2 = v2.limit_changes({900ull << 20, 1ull << 30, true}, "r");
+  ASSERT_EQ(c2.size(), 3u);
+  EXPECT_EQ(c2[0].target.name, "a/spark-guard-g1/memory.high");
+  EXPECT_EQ(c2[1].target.name, "a/spark-guard-g1/memory.max");
+  EXPECT_EQ(c2[2].target.name, "a/spark-guard-g1/memory.oom.group");
+  EXPECT_EQ(*c2[2].value, "1");
+}
+
+TEST(GuardBudget, ParsesAndResolvesRelativeToTheHost) {
+  HostMemory small{46ull << 30, 20ull << 30}, big{128ull << 30, 100ull << 30};
+  auto def = parse_budget("");
+  ASSERT_TRUE(def.ok());
+  EXPECT_EQ(resolve_budget(*def, small), page_round((20ull << 30) * 3 / 10));  // 30% of 20 GiB < 8 GiB
+  EXPECT_EQ(resolve_budget(*def, big), 8ull << 30);                          // capped at 8 GiB
+  auto pct = parse_budget("30% of available");
+  ASSERT_TRUE(pct.ok());
+  EXPECT_EQ(resolve_budget(*pct, big), page_round(static_cast<uint64_t>((100ull << 30) * 0.3)));
+  auto ram = parse_budget("10% of ram");
+  ASSERT_TRUE(ram.ok());
+  EXPECT_EQ(resolve_budget(*ram, small), page_round(static_cast<uint64_t>((46ull << 30) * 0.1)));
+  auto abs = parse_budget("2G");
+  ASSERT_TRUE(abs.ok());
+  EXPECT_EQ(resolve_budget(*abs, small), 2ull << 30);
+  EXPECT_FALSE(parse_budget("30% of swap").ok());
+  EXPECT_FALSE(parse_budget("150%").ok());
+  EXPECT_FALSE(parse_budget("lots").ok());
+  EXPECT_FALSE(parse_budget("0").ok());
+}
+
+TEST(GuardBudget, ReadsHostMemory) {
+  test::FixtureRoot root;
+  root.meminfo(48 * 1024 * 1024, 20 * 1024 * 1024);
+  auto m = read_host_memory(root.paths());
+  ASSERT_TRUE(m.ok());
+  EXPECT_EQ(m->total, 48ull << 30);
+  EXPECT_EQ(m->available, 20ull << 30);
+}
+
+// 64 MiB/s against a 1 GiB budget, sampled every 100 ms: the first warning must come at least 5 s
+// before the limit (the target), and not before growth starts.
+TEST(GuardGrowth, WarnsWellAheadAtSixtyFourMiBPerSecond) {
+  GrowthWatch w({}, 100ull << 20, (100ull << 20) + (1ull << 30));
+  auto t0 = std::chrono::steady_clock::now();
+  std::optional<double> first;
+  for (int i = 0; i < 50; ++i)  // 5 s flat: no warning
+    EXPECT_FALSE(w.add({t0 + i * 100ms, 100ull << 20, 20ull << 30}).has_value());
+  double rate = 64.0 * 1024 * 1024;
+  double limit_at = 5.0 + (1ull << 30) / rate;  // seconds
+  for (int i = 50; i < 250; ++i) {
+    double t = i * 0.1;
+    uint64_t anon = (100ull << 20) + static_cast<uint64_t>((t - 5.0) * rate);
+    if (anon >= (100ull << 20) + (1ull << 30)) break;
+    auto warn = w.add({t0 + std::chrono::milliseconds(i * 100), anon, 20ull << 30});
+    if (warn && !first) {
+      first = t;
+      EXPECT_EQ(warn->reason, "eta");
+      EXPECT_GT(warn->rate, rate / 4);  // the fit window still holds flat samples
+      EXPECT_GT(warn->eta_s, 5.0);
+    }
+  }
+  ASSERT_TRUE(first.has_value());
+  EXPECT_GE(limit_at - *first, 5.0) << "warning lead " << (limit_at - *first) << " s";
+}
+
+TEST(GuardGrowth, WarnsAtEightyPercentWithoutGrowthAndOnceUntilItChanges) {
+  GrowthConfig cfg;
+  cfg.repeat = 10s;
+  GrowthWatch w(cfg, 0, 1000ull << 20);
+  auto t0 = std::chrono::steady_clock::now();
+  // A load spike to 85% that then stays flat: one budget warning, not one per sample.
+  int warnings = 0;
+  for (int i = 0; i < 40; ++i) {
+    auto r = w.add({t0 + i * 100ms, 850ull << 20, 20ull << 30});
+    if (r) {
+      ++warnings;
+      EXPECT_EQ(r->reason, "budget_80pct");
+      EXPECT_EQ(r->left, 150ull << 20);
+    }
+  }
+  EXPECT_EQ(warnings, 1);
+  // Still there 10 s later: announced again.
+  EXPECT_TRUE(w.add({t0 + 14s, 850ull << 20, 20ull << 30}).has_value());
+}
+
+TEST(GuardGrowth, WarnsOnHostExhaustionWithoutALimit) {
+  GrowthWatch w({}, 0, 0);
+  auto t0 = std::chrono::steady_clock::now();
+  std::optional<GrowthWarning> got;
+  for (int i = 0; i < 30 && !got; ++i)  // 100 MiB/s with 1 GiB left on the host
+    got = w.add({t0 + i * 100ms, static_cast<uint64_t>(i) * (10ull << 20), (1ull << 30) - i * (10ull << 20)});
+  ASSERT_TRUE(got.has_value());
+  EXPECT_EQ(got->reason, "host_eta");
+  EXPECT_LT(got->host_eta_s, 30.0);
+}
+
+TEST(GuardProcess, ParsesPortAddressesAndResolvesExecutables) {
+  auto a = parse_port_address("127.0.0.1:8080");
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(a->port, 8080);
+  auto v6 = parse_port_address("[::1]:9000");
+  ASSERT_TRUE(v6.ok());
+  EXPECT_EQ(v6->host, "::1");
+  EXPECT_EQ(v6->text(), "[::1]:9000");
+  EXPECT_FALSE(parse_port_address("8080").ok());
+  EXPECT_FALSE(parse_port_address("localhost:0").ok());
+  EXPECT_FALSE(parse_port_address("localhost:70000").ok());
+  EXPECT_TRUE(resolve_executable("true").ok());
+  test::FixtureRoot root;
+  root.write("data.txt", "x\n");  // 0644
+  auto bad = resolve_executable((root.root() / "data.txt").string());
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(std::string(bad.error().what()).find("not an executable"), std::string::npos);
+  EXPECT_EQ(split_command("curl -s  http://x/drain"), (std::vector<std::string>{"curl", "-s", "http://x/drain"}));
+}
+
+TEST(GuardProcess, HookGetsTheEventOnStdinAndInItsEnvironment) {
+  test::FixtureRoot root;
+  fs::path out = root.root() / "hook.out";
+  // No shell: /usr/bin/env prints the environment; stdin is checked with a second hook (tee).
+  auto env = resolve_executable("env");
+  auto tee = resolve_executable("tee");
+  if (!env || !tee) GTEST_SKIP() << "env/tee missing";
+  auto h = spawn_hook({*tee, out.string()}, "{\"type\":\"oom_kill\",\"pid\":42}");
+  ASSERT_TRUE(h.ok()) << h.error().what();
+  int status = 0;
+  ASSERT_EQ(::waitpid(h->pid, &status, 0), h->pid);
+  EXPECT_EQ(trim(root.read("hook.out")), "{\"type\":\"oom_kill\",\"pid\":42}");
+  fs::path envout = root.root() / "env.out";
+  int fd = ::open(envout.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  std::fflush(stdout);  // what gtest buffered must not land in the hook's file
+  int saved = ::dup(STDOUT_FILENO);
+  ::dup2(fd, STDOUT_FILENO);
+  auto e = spawn_hook({*env}, "{\"type\":\"oom_kill\"}");
+  ::dup2(saved, STDOUT_FILENO);
+  ::close(saved);
+  ::close(fd);
+  ASSERT_TRUE(e.ok());
+  ::waitpid(e->pid, &status, 0);
+  EXPECT_NE(root.read("env.out").find("SPARK_TUNE_EVENT={\"type\":\"oom_kill\"}"), std::string::npos);
+}
+
+// A fake cgroupfs: making a directory populates it with the control files the kernel would show
+// (cgroup v2 defaults); removing it removes them. Everything else is the real HostActuator.
+class FakeCgroupfs : public Actuator {
+ public:
+  explicit FakeCgroupfs(HostPaths p) : inner_(p) {}
+  Result<std::optional<std::string>> read(const Target& t) override { return inner_.read(t); }
+  Result<void> write(const Target& t, const std::optional<std::string>& v) override {
+    if (t.kind != TargetKind::dir) return inner_.write(t, v);
+    std::error_code ec;
+    if (!v) {
+      fs::remove_all(t.name, ec);
+      return {};
+    }
+    fs::create_directories(t.name, ec);
+    auto put = [&](const char* f, const char* c) { (void)atomic_write(fs::path(t.name) / f, c); };
+    put("cgroup.procs", "");
+    put("cgroup.kill", "");
+    put("memory.max", "max\n");
+    put("memory.high", "max\n");
+    put("memory.oom.group", "0\n");
+    put("memory.current", "104857600\n");
+    put("memory.stat", "anon 94371840\nfile 10485760\n");
+    put("memory.events", "low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\noom_group_kill 0\n");
+    put("memory.pressure", "some avg10=0.00 avg60=0.00 avg300=0.00 total=0\n");
+    return {};
+  }
+
+ private:
+  HostActuator inner_;
+};
+
+class GuardV2FakeTree : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    root.meminfo(48 * 1024 * 1024, 20 * 1024 * 1024);
+    root.write("sys/fs/cgroup/cgroup.controllers", "cpu io memory pids\n");
+    root.write("sys/fs/cgroup/agent.slice/cgroup.procs", "");
+    root.write("sys/fs/cgroup/srv.slice/cgroup.procs", "");
+    root.write("proc/self/cgroup", "0::/agent.slice\n");
+    // A real process (pidfds are real) described by the fake /proc.
+    child = ::fork();
+    if (child == 0) {
+      ::pause();
+      ::_exit(0);
+    }
+    std::string p = "proc/" + std::to_string(child) + "/";
+    root.write(p + "stat", std::to_string(child) + " (llama-server) S 1 1 1 0\n");
+    root.write(p + "cgroup", "0::/srv.slice\n");
+    root.write(p + "statm", "1000 25600 0 0 0 0 0\n");  // 100 MiB resident
+    root.write(p + "comm", "llama-server\n");
+    root.write(p + "cmdline", std::string("/bin/sleep\0" "1000\0", 16));
+    root.write(p + "status", "Name:\tllama-server\nUid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\n");
+  }
+  void TearDown() override {
+    ::kill(child, SIGKILL);
+    ::waitpid(child, nullptr, 0);
+  }
+  test::FixtureRoot root;
+  FakeCgroupfs act{root.paths()};
+  Tuner tuner{root.paths(), act};
+  std::vector<Event> events;
+  pid_t child = -1;
+};
+
+TEST_F(GuardV2FakeTree, WritesLimitsWatchesMemoryEventsAndRestoresOnEnd) {
+  SupervisorConfig cfg;
+  cfg.sample_interval = 0ms;
+  GuardSupervisor sup(root.paths(), tuner, [&](const Event& e) { events.push_back(e); }, cfg);
+  GuardOptions o;
+  o.pid = child;
+  o.budget = "1G";
+  auto id = sup.add(o);
+  ASSERT_TRUE(id.ok()) << id.error().what();
+  EXPECT_EQ(*id, "g1");
+  std::string box = "sys/fs/cgroup/agent.slice/spark-guard-g1/";
+  EXPECT_EQ(trim(root.read(box + "cgroup.procs")), std::to_string(child));
+  // Footprint 100 MiB (memory.current) + 1 GiB budget; memory.high at 90% of the budget.
+  EXPECT_EQ(trim(root.read(box + "memory.max")), std::to_string((100ull << 20) + (1ull << 30)));
+  EXPECT_EQ(trim(root.read(box + "memory.high")), std::to_string(page_round((100ull << 20) + (1ull << 30) / 10 * 9)));
+  EXPECT_EQ(trim(root.read(box + "memory.oom.group")), "1");
+  auto j = read_journal(root.paths());
+  ASSERT_TRUE(j.ok());
+  ASSERT_TRUE(j->owners.contains("guard:g1"));
+  EXPECT_EQ(j->owners["guard:g1"]["pid"].get<pid_t>(), child);
+  EXPECT_EQ(j->owners["guard:g1"]["origin"], "/srv.slice");
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].type, "guard_start");
+  EXPECT_EQ(events[0].fields["cgroup_version"], 2);
+
+  // The kernel kills inside the box: memory.events' oom_kill goes up.
+  root.write(box + "memory.events", "low 0\nhigh 12\nmax 3\noom 1\noom_kill 1\noom_group_kill 1\n");
+  sup.tick();
+  auto kill = std::find_if(events.begin(), events.end(), [](const Event& e) { return e.type == "oom_kill"; });
+  ASSERT_NE(kill, events.end());
+  EXPECT_EQ(kill->guard_id, "g1");
+  EXPECT_EQ(kill->fields["oom_kills_total"], 1);
+  auto line = nlohmann::json::parse(kill->to_line());
+  EXPECT_EQ(line["type"], "oom_kill");
+  EXPECT_EQ(line["guard"], "g1");
+  EXPECT_TRUE(line["ts"].is_number());
+  // Counted once.
+  sup.tick();
+  EXPECT_EQ(std::count_if(events.begin(), events.end(), [](const Event& e) { return e.type == "oom_kill"; }), 1);
+
+  // A second guard on the same process is refused.
+  auto again = sup.add(o);
+  ASSERT_FALSE(again.ok());
+  EXPECT_NE(std::string(again.error().what()).find("already guarded"), std::string::npos);
+
+  // End: processes back to where they came from, values restored, the cgroup gone, journal empty.
+  ASSERT_TRUE(sup.end(*id).ok());
+  EXPECT_EQ(trim(root.read("sys/fs/cgroup/srv.slice/cgroup.procs")), std::to_string(child));
+  EXPECT_FALSE(fs::exists(root.root() / box));
+  auto after = read_journal(root.paths());
+  ASSERT_TRUE(after.ok());
+  EXPECT_TRUE(after->empty());
+}
+
+TEST_F(GuardV2FakeTree, ResumesJournaledGuardsAfterARestart) {
+  std::string id;
+  {
+    GuardSupervisor sup(root.paths(), tuner, nullptr);
+    GuardOptions o;
+    o.pid = child;
+    o.budget = "512M";
+    auto r = sup.add(o);
+    ASSERT_TRUE(r.ok()) << r.error().what();
+    id = *r;
+  }  // the agent goes away (as with kill -9: nothing is undone)
+  GuardSupervisor again(root.paths(), tuner, [&](const Event& e) { events.push_back(e); });
+  auto n = again.resume();
+  ASSERT_TRUE(n.ok()) << n.error().what();
+  EXPECT_EQ(*n, 1u);
+  ASSERT_NE(again.state(id), nullptr);
+  EXPECT_EQ(again.state(id)->pid, child);
+  EXPECT_EQ(again.state(id)->limit, (100ull << 20) + (512ull << 20));
+  ASSERT_FALSE(events.empty());
+  EXPECT_EQ(events[0].type, "guard_resume");
+  EXPECT_EQ(events[0].fields["alive"], true);
+  ASSERT_TRUE(again.end(id).ok());
+  EXPECT_FALSE(fs::exists(root.root() / "sys/fs/cgroup/agent.slice/spark-guard-g1"));
+}
+
+TEST_F(GuardV2FakeTree, RefusesBadInputAndChangesNothing) {
+  GuardSupervisor sup(root.paths(), tuner, nullptr);
+  GuardOptions o;
+  o.pid = child;
+  o.budget = "64G";  // the fake host has 48 GiB
+  auto r = sup.add(o);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(std::string(r.error().what()).find("above the host's RAM"), std::string::npos);
+  o.budget = "1G";
+  o.memory_max = 50ull << 20;  // below the 100 MiB it already uses
+  r = sup.add(o);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(std::string(r.error().what()).find("--force"), std::string::npos);
+  o.memory_max.reset();
+  root.write("not-a-program", "data\n");  // mode 0644
+  o.on_oom = {(root.root() / "not-a-program").string()};
+  r = sup.add(o);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(std::string(r.error().what()).find("--on-oom"), std::string::npos);
+  o.on_oom.clear();
+  o.until_port = "nowhere";
+  r = sup.add(o);
+  ASSERT_FALSE(r.ok());
+  o.until_port.clear();
+  o.pid = 0;
+  r = sup.add(o);
+  ASSERT_FALSE(r.ok());
+  EXPECT_FALSE(fs::exists(root.root() / "sys/fs/cgroup/agent.slice/spark-guard-g1"));
+  auto j = read_journal(root.paths());
+  ASSERT_TRUE(j.ok());
+  EXPECT_TRUE(j->empty());
+}
+
+TEST_F(GuardV2FakeTree, KillAllUsesCgroupKill) {
+  HostPaths p = root.paths();
+  FakeCgroupfs fake(p);
+  CgroupBox box(p, {CgroupVersion::v2, "", p.cgroup}, "/srv.slice");
+  root.write("sys/fs/cgroup/srv.slice/cgroup.kill", "");
+  ASSERT_TRUE(box.kill_all().ok());
+  EXPECT_EQ(trim(root.read("sys/fs/cgroup/srv.slice/cgroup.kill")), "1");
+}
+
+}  // namespace
+}  // namespace spark::guard

@@ -268,7 +268,7 @@ Result<std::string> GuardSupervisor::add(const GuardOptions& o) {
   GuardOptions opt = o;
   if (!opt.on_oom.empty()) {
     auto exe = resolve_executable(opt.on_oom[0]);
-    if (!exe) return input_error("--on-oom: " + std::string(exe.error().what()));
+    if (!exe) return with_context(exe.error(), "--on-oom");
     opt.on_oom[0] = *exe;
   }
   std::optional<PortAddress> port;

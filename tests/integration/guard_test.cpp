@@ -3,6 +3,7 @@
 // is removed at the end; every process started is killed.
 #include <gtest/gtest.h>
 
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -384,6 +385,120 @@ TEST_F(GuardKernelTest, BadInputIsRefusedAndChangesNothing) {
   ASSERT_TRUE(sup->end(*ok).ok());
   EXPECT_EQ(children_of_own(), before);
   EXPECT_TRUE(journal_empty());
+}
+
+// The CLI in the foreground, killed with -9 while guarding: the kernel keeps enforcing the limit,
+// `guard resume` takes the guard over and still restarts the server; `guard end` then cleans up.
+pid_t spawn_cli(const std::vector<std::string>& args, const fs::path& out) {
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    int fd = ::open(out.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
+    ::dup2(fd, STDOUT_FILENO);
+    std::vector<std::string> all = {SPARK_TUNE_BINARY};
+    all.insert(all.end(), args.begin(), args.end());
+    std::vector<char*> av;
+    for (auto& s : all) av.push_back(const_cast<char*>(s.c_str()));
+    av.push_back(nullptr);
+    ::execv(av[0], av.data());
+    ::_exit(127);
+  }
+  return pid;
+}
+
+int run_cli(const std::vector<std::string>& args, const fs::path& out) {
+  pid_t p = spawn_cli(args, out);
+  int status = 0;
+  ::waitpid(p, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+std::vector<nlohmann::json> read_events(const fs::path& file) {
+  std::vector<nlohmann::json> out;
+  auto text = read_file(file);
+  if (!text) return out;
+  for (const auto& line : split_lines(*text))
+    if (!line.empty() && line[0] == '{') out.push_back(nlohmann::json::parse(line, nullptr, false));
+  return out;
+}
+
+bool has_event(const fs::path& file, const std::string& type) {
+  for (const auto& e : read_events(file))
+    if (e.is_object() && e.value("type", "") == type) return true;
+  return false;
+}
+
+TEST_F(GuardKernelTest, SurvivesKillDashNineOfTheCliAndResumes) {
+  uint16_t port = free_port();
+  pid_t server = start_server(port);
+  std::string sd = host.state.string();
+  fs::path out1 = state.root() / "run1.jsonl", out2 = state.root() / "run2.jsonl";
+  pid_t cli = spawn_cli({"--state-dir", sd, "guard", "--pid", std::to_string(server), "--budget", "256M", "--restart",
+                         "--restart-backoff", "0", "--until-port", "127.0.0.1:" + std::to_string(port)},
+                        out1);
+  children.push_back(cli);
+  std::vector<GuardState> gs;
+  for (int i = 0; i < 500 && gs.empty(); ++i) {
+    std::this_thread::sleep_for(10ms);
+    if (auto l = list_guards(host); l.ok() && !l->empty() && l->front().settled) gs = *l;
+  }
+  ASSERT_EQ(gs.size(), 1u) << "the CLI did not start a guard";
+  CgroupBox box(host, hier, gs[0].box);
+  ASSERT_TRUE(box.exists());
+  ASSERT_TRUE(has_event(out1, "guard_start"));
+  ::kill(cli, SIGKILL);
+  ::waitpid(cli, nullptr, 0);
+  // Still enforced by the kernel with no spark-tune process alive.
+  EXPECT_TRUE(box.exists());
+  EXPECT_EQ(std::stoull(trim(*read_file(box.file("memory.limit_in_bytes")))), gs[0].limit);
+  EXPECT_EQ(*box.procs(), std::vector<pid_t>{server});
+
+  pid_t resumed = spawn_cli({"--state-dir", sd, "guard", "resume"}, out2);
+  children.push_back(resumed);
+  for (int i = 0; i < 500 && !has_event(out2, "guard_resume"); ++i) std::this_thread::sleep_for(10ms);
+  ASSERT_TRUE(has_event(out2, "guard_resume"));
+  for (int i = 0; i < 40 && !has_event(out2, "oom_kill"); ++i) {
+    http_get(port, "/grow?mb=64");
+    std::this_thread::sleep_for(50ms);
+  }
+  for (int i = 0; i < 1000 && !has_event(out2, "server_ready"); ++i) std::this_thread::sleep_for(10ms);
+  ::waitpid(server, nullptr, 0);
+  ASSERT_TRUE(has_event(out2, "oom_kill"));
+  ASSERT_TRUE(has_event(out2, "server_restart"));
+  ASSERT_TRUE(has_event(out2, "server_ready")) << "the resumed guard did not bring the server back";
+  EXPECT_TRUE(http_get(port, "/"));
+  auto now = list_guards(host);
+  ASSERT_TRUE(now.ok() && now->size() == 1u);
+  pid_t new_pid = now->front().pid;
+  EXPECT_NE(new_pid, server);
+
+  // guard end from another process: exit 0, cgroup gone, and the foreground supervisor exits.
+  EXPECT_EQ(run_cli({"--state-dir", sd, "guard", "end", gs[0].id}, state.root() / "end.out"), 0);
+  EXPECT_FALSE(box.exists());
+  int status = 0;
+  pid_t w = 0;
+  for (int i = 0; i < 300 && w == 0; ++i) {
+    w = ::waitpid(resumed, &status, WNOHANG);
+    if (w == 0) std::this_thread::sleep_for(10ms);
+  }
+  EXPECT_EQ(w, resumed) << "guard resume did not exit after guard end";
+  ::kill(new_pid, SIGKILL);
+}
+
+TEST_F(GuardKernelTest, CliRefusesBadInputWithExitTwo) {
+  std::string sd = host.state.string();
+  fs::path out = state.root() / "bad.out";
+  EXPECT_EQ(run_cli({"--state-dir", sd, "guard", "--pid", "999999"}, out), 2);
+  uint16_t port = free_port();
+  pid_t server = start_server(port);
+  EXPECT_EQ(run_cli({"--state-dir", sd, "guard", "--pid", std::to_string(server), "--on-oom", "/nonexistent/hook"}, out), 2);
+  EXPECT_EQ(run_cli({"--state-dir", sd, "guard", "--pid", std::to_string(server), "--budget", "lots"}, out), 2);
+  EXPECT_EQ(run_cli({"--state-dir", sd, "guard", "--pid", std::to_string(server), "--memory-max", "1M"}, out), 2);
+  EXPECT_EQ(run_cli({"--state-dir", sd, "guard", "--pid", std::to_string(server), "--until-port", "x"}, out), 2);
+  EXPECT_EQ(run_cli({"--state-dir", sd, "guard", "end", "g9"}, out), 2);
+  EXPECT_EQ(*memory_cgroup_of(host, hier, server), own_cgroup);
+  auto j = read_journal(host);
+  ASSERT_TRUE(j.ok());
+  EXPECT_TRUE(j->empty());
 }
 
 }  // namespace

@@ -15,6 +15,7 @@
 #include "guard/growth.h"
 #include "guard/process.h"
 #include "guard/supervisor.h"
+#include "guard/unit.h"
 #include "state/journal.h"
 #include "support/fixture.h"
 #include "tune/actuator.h"
@@ -410,6 +411,61 @@ TEST_F(GuardV2FakeTree, KillAllUsesCgroupKill) {
   root.write("sys/fs/cgroup/srv.slice/cgroup.kill", "");
   ASSERT_TRUE(box.kill_all().ok());
   EXPECT_EQ(trim(root.read("sys/fs/cgroup/srv.slice/cgroup.kill")), "1");
+}
+
+TEST(GuardUnit, WritesAVerifiedDropinThroughTheJournalAndUndoesIt) {
+  if (!resolve_executable("systemd-analyze").ok()) GTEST_SKIP() << "systemd-analyze not installed";
+  test::FixtureRoot root;
+  root.meminfo(48 * 1024 * 1024, 20 * 1024 * 1024);
+  root.write("etc/systemd/system/llama.service", "[Unit]\nDescription=llama\n[Service]\nExecStart=/bin/sleep 1000\n");
+  HostActuator act(root.paths());
+  Tuner tuner(root.paths(), act);
+  GuardOptions o;
+  o.budget = "4G";
+  o.restart = true;
+  o.restart_max = 3;
+  o.restart_window = 60s;
+  auto r = write_unit_dropin(root.paths(), tuner, "llama", o);
+  ASSERT_TRUE(r.ok()) << r.error().what();
+  EXPECT_EQ(r->unit, "llama.service");
+  std::string text = root.read("etc/systemd/system/llama.service.d/50-spark-tune-guard.conf");
+  EXPECT_NE(text.find("MemoryMax=" + std::to_string(4ull << 30) + "\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("MemoryHigh=" + std::to_string(page_round((4ull << 30) / 10 * 9)) + "\n"), std::string::npos);
+  EXPECT_NE(text.find("OOMPolicy=kill\n"), std::string::npos);
+  EXPECT_NE(text.find("Restart=on-failure\n"), std::string::npos);
+  EXPECT_NE(text.find("StartLimitBurst=3\n"), std::string::npos);
+  auto j = read_journal(root.paths());
+  ASSERT_TRUE(j.ok());
+  EXPECT_TRUE(j->owners.contains("guard-unit:llama.service"));
+  ASSERT_TRUE(undo_unit_dropin(root.paths(), tuner, "llama.service").ok());
+  EXPECT_FALSE(fs::exists(root.root() / "etc/systemd/system/llama.service.d"));
+  EXPECT_TRUE(read_journal(root.paths())->empty());
+  EXPECT_FALSE(undo_unit_dropin(root.paths(), tuner, "llama.service").ok());
+}
+
+TEST(GuardUnit, RefusesMissingUnitsBadNamesAndWhatVerifyRejects) {
+  if (!resolve_executable("systemd-analyze").ok()) GTEST_SKIP() << "systemd-analyze not installed";
+  test::FixtureRoot root;
+  root.meminfo(48 * 1024 * 1024, 20 * 1024 * 1024);
+  HostActuator act(root.paths());
+  Tuner tuner(root.paths(), act);
+  GuardOptions o;
+  auto missing = write_unit_dropin(root.paths(), tuner, "nope.service", o);
+  ASSERT_FALSE(missing.ok());
+  EXPECT_EQ(missing.error().code().value(), ENOENT);
+  EXPECT_FALSE(normalize_unit_name("a b").ok());
+  EXPECT_FALSE(normalize_unit_name("x.socket").ok());
+  root.write("etc/systemd/system/llama.service", "[Service]\nExecStart=/bin/sleep 1000\n");
+  o.budget = "64G";  // above the fake host's 48 GiB
+  EXPECT_FALSE(write_unit_dropin(root.paths(), tuner, "llama", o).ok());
+  auto bad = verify_dropin(root.root() / "etc/systemd/system/llama.service", "llama.service",
+                           "[Service]\nMemoryMax=lots\n");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(std::string(bad.error().what()).find("rejects"), std::string::npos);
+  EXPECT_TRUE(verify_dropin(root.root() / "etc/systemd/system/llama.service", "llama.service",
+                            "[Service]\nMemoryMax=1073741824\n").ok());
+  EXPECT_FALSE(fs::exists(root.root() / "etc/systemd/system/llama.service.d"));
+  EXPECT_TRUE(read_journal(root.paths())->empty());
 }
 
 }  // namespace

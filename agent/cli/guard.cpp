@@ -1,0 +1,226 @@
+// spark-tune guard: a server in a memory cgroup of its own with a host-relative budget, a warning
+// before it runs out, and hook / restart / readiness when the kernel kills it anyway.
+//
+// Until the agent daemon hosts guards, `spark-tune guard --pid PID` runs the supervisor in the
+// foreground: events are printed as JSON lines on stdout; Ctrl-C / SIGTERM ends the guard (its
+// values restored, its cgroup removed). A kill -9 leaves the guard journaled and enforced by the
+// kernel; `spark-tune guard resume` takes it over again.
+#include <poll.h>
+#include <signal.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <iostream>
+#include <memory>
+
+#include "cli/registry.h"
+#include "core/log.h"
+#include "core/units.h"
+#include "guard/supervisor.h"
+#include "guard/unit.h"
+#include "state/journal.h"
+#include "tune/actuator.h"
+#include "tune/tuner.h"
+
+namespace spark::cli {
+namespace {
+
+struct GuardArgs {
+  int pid = 0;
+  std::string unit, cgroup, budget, memory_high, memory_max, settle_after = "0s", on_oom, hook_timeout = "10s";
+  bool force = false, restart = false, undo = false;
+  int restart_max = 5;
+  std::string restart_window = "5m", restart_backoff = "250ms", until_port, warn_eta = "30s", events_file;
+  std::string end_id;
+};
+
+Result<std::chrono::milliseconds> duration_arg(const std::string& flag, const std::string& text) {
+  auto d = parse_duration(text);
+  if (!d) return input_error(flag + " '" + text + "': write a duration like 500ms, 30s, 5m");
+  return *d;
+}
+
+Result<std::optional<uint64_t>> size_arg(const std::string& flag, const std::string& text) {
+  if (text.empty()) return std::optional<uint64_t>();
+  auto s = parse_size(text);
+  if (!s) return input_error(flag + " '" + text + "': write a size like 8G or 512MiB");
+  return std::optional<uint64_t>(*s);
+}
+
+Result<guard::GuardOptions> to_options(const GuardArgs& a) {
+  guard::GuardOptions o;
+  o.pid = a.pid;
+  o.cgroup = a.cgroup;
+  o.budget = a.budget;
+  SPARK_TRY(o.memory_high, size_arg("--memory-high", a.memory_high));
+  SPARK_TRY(o.memory_max, size_arg("--memory-max", a.memory_max));
+  SPARK_TRY(o.settle_after, duration_arg("--settle-after", a.settle_after));
+  o.force = a.force;
+  o.on_oom = guard::split_command(a.on_oom);
+  SPARK_TRY(o.hook_timeout, duration_arg("--hook-timeout", a.hook_timeout));
+  o.restart = a.restart;
+  o.restart_max = a.restart_max;
+  SPARK_TRY(o.restart_window, duration_arg("--restart-window", a.restart_window));
+  SPARK_TRY(o.restart_backoff, duration_arg("--restart-backoff", a.restart_backoff));
+  o.until_port = a.until_port;
+  SPARK_TRY(o.warn_eta, duration_arg("--warn-eta", a.warn_eta));
+  return o;
+}
+
+// The foreground loop: the supervisor's fds plus a signalfd for SIGINT/SIGTERM.
+int run_foreground(Context& ctx, guard::GuardSupervisor& sup, bool end_on_signal) {
+  sigset_t mask;
+  sigemptyset(&mask);
+  sigaddset(&mask, SIGINT);
+  sigaddset(&mask, SIGTERM);
+  sigprocmask(SIG_BLOCK, &mask, nullptr);
+  int sfd = ::signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+  while (sup.active()) {
+    auto fds = sup.poll_fds();
+    fds.push_back({sfd, POLLIN, 0});
+    int n = ::poll(fds.data(), fds.size(), static_cast<int>(sup.next_wake().count()));
+    if (n > 0) {
+      if (fds.back().revents) {
+        signalfd_siginfo si{};
+        (void)!::read(sfd, &si, sizeof si);
+        log_info("signal " + std::to_string(si.ssi_signo) + ": ending the guard(s)");
+        if (end_on_signal)
+          for (const auto& id : sup.ids())
+            if (auto r = sup.end(id, "signal"); !r) {
+              ::close(sfd);
+              return report_error(ctx, describe(r.error()));
+            }
+        break;
+      }
+      fds.pop_back();
+      for (auto& p : fds)
+        if (p.revents) sup.on_fd(p.fd, p.revents);
+    }
+    sup.tick();
+  }
+  ::close(sfd);
+  return k_exit_ok;
+}
+
+guard::EventSink make_sink(const std::string& events_file) {
+  auto file = std::make_shared<std::ofstream>();
+  if (!events_file.empty()) file->open(events_file, std::ios::app);
+  return [file](const guard::Event& e) {
+    std::string line = e.to_line();
+    std::cout << line << std::endl;
+    if (file->is_open()) *file << line << std::endl;
+  };
+}
+
+int do_guard(Context& ctx, const GuardArgs& a) {
+  int targets = (a.pid > 0) + !a.unit.empty() + !a.cgroup.empty();
+  if (targets != 1) return report_error(ctx, "give exactly one of --pid PID, --unit UNIT or --cgroup PATH");
+  HostActuator act(ctx.paths);
+  Tuner tuner(ctx.paths, act);
+  if (auto s = ensure_state_dir(ctx.paths); !s) return report_error(ctx, describe(s.error()));
+  if (!a.unit.empty()) {
+    if (a.undo) {
+      auto r = guard::undo_unit_dropin(ctx.paths, tuner, a.unit);
+      if (!r) return report_error(ctx, describe(r.error()));
+      if (ctx.json) print_json({{"unit", a.unit}, {"undone", true}});
+      else std::cout << "removed the guard drop-in of " << a.unit << "; run systemctl daemon-reload" << std::endl;
+      return k_exit_ok;
+    }
+    auto o = to_options(a);
+    if (!o) return report_error(ctx, describe(o.error()));
+    auto r = guard::write_unit_dropin(ctx.paths, tuner, a.unit, *o);
+    if (!r) return report_error(ctx, describe(r.error()));
+    if (ctx.json) print_json({{"unit", a.unit}, {"dropin", r->path}, {"content", r->content}});
+    else std::cout << "wrote " << r->path << " (validated with systemd-analyze verify)\n" << r->content
+                   << "run systemctl daemon-reload and restart " << a.unit << " to apply it" << std::endl;
+    return k_exit_ok;
+  }
+  if (a.undo) return report_error(ctx, "--undo goes with --unit (end other guards with: spark-tune guard end ID)");
+  auto o = to_options(a);
+  if (!o) return report_error(ctx, describe(o.error()));
+  guard::GuardSupervisor sup(ctx.paths, tuner, make_sink(a.events_file));
+  auto id = sup.add(*o);
+  if (!id) return report_error(ctx, describe(id.error()));
+  log_info("guard " + *id + " active in the foreground (Ctrl-C ends it and restores everything)");
+  return run_foreground(ctx, sup, true);
+}
+
+int do_list(Context& ctx) {
+  auto gs = guard::list_guards(ctx.paths);
+  if (!gs) return report_error(ctx, describe(gs.error()));
+  if (ctx.json) {
+    nlohmann::json out = nlohmann::json::array();
+    for (const auto& g : *gs) out.push_back(g.to_json());
+    print_json(out);
+    return k_exit_ok;
+  }
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& g : *gs)
+    rows.push_back({g.id, std::to_string(g.pid), g.box, g.settled ? format_size(g.limit) : "(settling)",
+                    format_size(g.budget), std::to_string(g.restarts_ms.size()), g.opt.until_port});
+  print_table({"ID", "PID", "CGROUP", "LIMIT", "BUDGET", "RESTARTS", "PORT"}, rows);
+  return k_exit_ok;
+}
+
+int do_end(Context& ctx, const std::string& id) {
+  HostActuator act(ctx.paths);
+  Tuner tuner(ctx.paths, act);
+  auto r = guard::end_guard(ctx.paths, tuner, id);
+  if (!r) return report_error(ctx, describe(r.error()));
+  if (ctx.json) print_json({{"guard", id}, {"ended", true}});
+  else std::cout << "guard " << id << " ended: its values are restored and its cgroup removed" << std::endl;
+  return k_exit_ok;
+}
+
+int do_resume(Context& ctx, const std::string& events_file) {
+  HostActuator act(ctx.paths);
+  Tuner tuner(ctx.paths, act);
+  guard::GuardSupervisor sup(ctx.paths, tuner, make_sink(events_file));
+  auto n = sup.resume();
+  if (!n) return report_error(ctx, describe(n.error()));
+  log_info("resumed " + std::to_string(*n) + " guard(s) in the foreground");
+  return run_foreground(ctx, sup, true);
+}
+
+void setup(CLI::App& app, Context& ctx) {
+  auto a = std::make_shared<GuardArgs>();
+  auto* g = app.add_subcommand("guard", "put a server in a memory cgroup of its own with a host-relative budget "
+                                        "(runs in the foreground until the agent hosts guards)");
+  g->add_option("--pid", a->pid, "guard this running process (moved into a memory cgroup of its own)");
+  g->add_option("--unit", a->unit, "write the equivalent systemd drop-in for this service instead");
+  g->add_option("--cgroup", a->cgroup, "guard an existing memory cgroup in place (path in the memory hierarchy)");
+  g->add_option("--budget", a->budget, "growth allowed after the load: SIZE or \"30% of available\" "
+                                       "(default min(8 GiB, 30% of MemAvailable))");
+  g->add_option("--memory-high", a->memory_high, "absolute throttle limit (v2 memory.high, v1 soft limit)");
+  g->add_option("--memory-max", a->memory_max, "absolute hard limit (the kernel kills inside the box above it)");
+  g->add_option("--settle-after", a->settle_after, "measure the footprint this long after start (load done)");
+  g->add_flag("--force", a->force, "allow a limit below what the process already uses");
+  g->add_option("--on-oom", a->on_oom, "run CMD (no shell; split on blanks) when the kernel kills inside the box; "
+                                       "the event JSON on stdin and in SPARK_TUNE_EVENT");
+  g->add_option("--hook-timeout", a->hook_timeout, "kill a hook that runs longer (default 10s)");
+  g->add_flag("--restart", a->restart, "restart the server (its command line, cwd and user) after it dies");
+  g->add_option("--restart-max", a->restart_max, "at most N restarts within --restart-window (default 5)");
+  g->add_option("--restart-window", a->restart_window, "default 5m");
+  g->add_option("--restart-backoff", a->restart_backoff, "first restart at once, then this, doubling (default 250ms)");
+  g->add_option("--until-port", a->until_port, "HOST:PORT: a restarted server is back when it accepts (server_ready)");
+  g->add_option("--warn-eta", a->warn_eta, "memory_growth when the limit is nearer than this (default 30s)");
+  g->add_option("--events-file", a->events_file, "also append the events (JSON lines) to this file");
+  g->add_flag("--undo", a->undo, "with --unit: remove the drop-in");
+  auto* list = g->add_subcommand("list", "guards in the journal");
+  auto* end = g->add_subcommand("end", "end a guard: processes back, values restored, cgroup removed");
+  end->add_option("id", a->end_id, "guard id (see guard list)")->required();
+  auto* resume = g->add_subcommand("resume", "take over every journaled guard in the foreground (after a crash)");
+  g->require_subcommand(0, 1);
+  g->callback([&ctx, a, list, end, resume] {
+    if (list->parsed()) ctx.exit_code = do_list(ctx);
+    else if (end->parsed()) ctx.exit_code = do_end(ctx, a->end_id);
+    else if (resume->parsed()) ctx.exit_code = do_resume(ctx, a->events_file);
+    else ctx.exit_code = do_guard(ctx, *a);
+  });
+}
+
+const Verb verb{"guard", 60, setup};
+
+}  // namespace
+}  // namespace spark::cli

@@ -6,6 +6,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/socket.h>
@@ -80,6 +81,24 @@ std::optional<int> reap_child(pid_t pid) {
   return std::nullopt;
 }
 
+Result<void> write_without_sigpipe(int fd, const std::string& data) {
+  // A hook that exits without reading its stdin must not take us down with SIGPIPE: block it
+  // for this thread around the write and swallow the one it raised.
+  sigset_t pipe_set, old;
+  sigemptyset(&pipe_set);
+  sigaddset(&pipe_set, SIGPIPE);
+  ::pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
+  ssize_t n = ::write(fd, data.data(), data.size());
+  int err = errno;
+  if (n < 0 && err == EPIPE) {
+    timespec zero{0, 0};
+    ::sigtimedwait(&pipe_set, nullptr, &zero);
+  }
+  ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  if (n < 0) return sys_error(err, "writing to a pipe");
+  return {};
+}
+
 Result<SpawnedHook> spawn_hook(const std::vector<std::string>& argv, const std::string& event_json) {
   int pipefd[2];
   if (::pipe2(pipefd, O_CLOEXEC) != 0) return errno_error("pipe for the hook's stdin");
@@ -118,7 +137,7 @@ Result<SpawnedHook> spawn_hook(const std::vector<std::string>& argv, const std::
   // The event is small (well under the pipe buffer): one write, then EOF for the hook.
   ::fcntl(wr.get(), F_SETFL, O_NONBLOCK);
   std::string line = event_json + "\n";
-  (void)!::write(wr.get(), line.data(), line.size());
+  (void)write_without_sigpipe(wr.get(), line);
   return SpawnedHook{pid, started};
 }
 

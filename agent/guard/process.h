@@ -27,6 +27,9 @@ bool process_alive(const HostPaths& paths, pid_t pid);
 // Reaps a child without blocking; the wait status when it has exited.
 std::optional<int> reap_child(pid_t pid);
 
+// write(2) to a pipe whose reader may be gone: EPIPE comes back as an error, never as SIGPIPE.
+Result<void> write_without_sigpipe(int fd, const std::string& data);
+
 struct SpawnedHook {
   pid_t pid = -1;
   std::chrono::steady_clock::time_point started;

@@ -202,6 +202,19 @@ TEST(GuardProcess, ParsesPortAddressesAndResolvesExecutables) {
   EXPECT_EQ(split_command("curl -s  http://x/drain"), (std::vector<std::string>{"curl", "-s", "http://x/drain"}));
 }
 
+TEST(GuardProcess, AHookThatIgnoresItsStdinDoesNotKillUsWithSigpipe) {
+  int p[2];
+  ASSERT_EQ(::pipe(p), 0);
+  ::close(p[0]);  // the hook exited without reading
+  auto r = write_without_sigpipe(p[1], "{\"type\":\"oom_kill\"}\n");  // default SIGPIPE would kill the test
+  ::close(p[1]);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code().value(), EPIPE);
+  sigset_t pending;
+  sigpending(&pending);
+  EXPECT_FALSE(sigismember(&pending, SIGPIPE)) << "the SIGPIPE was left pending";
+}
+
 TEST(GuardProcess, HookGetsTheEventOnStdinAndInItsEnvironment) {
   test::FixtureRoot root;
   fs::path out = root.root() / "hook.out";

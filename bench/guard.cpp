@@ -50,7 +50,6 @@ int64_t mono_ns() {
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
 }
-int64_t ns_of(Clock::time_point t) { return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count(); }
 
 uint16_t free_port() {
   int s = ::socket(AF_INET, SOCK_STREAM, 0);

@@ -132,6 +132,10 @@ Result<Profile> parse_profile(const std::string& text, const std::string& name, 
           entries.emplace_back(key, &v);
         }
       }
+      // toml++ keeps tables sorted by key; settings keep the order of the file.
+      std::stable_sort(entries.begin(), entries.end(), [](const auto& a, const auto& b) {
+        return a.second->source().begin.line < b.second->source().begin.line;
+      });
       for (auto& [key, node] : entries) {
         std::string full = section_name == "thp" ? "thp." + key : key;
         const KeyInfo* info = find_key(full);

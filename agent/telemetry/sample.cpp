@@ -63,6 +63,11 @@ std::vector<std::string> LocalTelemetrySource::probe_details() const {
   return probes_->describe();
 }
 
+std::pair<size_t, size_t> LocalTelemetrySource::probe_counts() const {
+  if (!probes_) return {0, 0};
+  return {probes_->attached_count(), probes_->choices().size()};
+}
+
 Result<DeepReport> LocalTelemetrySource::deep(std::chrono::milliseconds period, size_t top_n) {
   return run_deep(paths_, options_.probes.kinds, period, top_n);
 }

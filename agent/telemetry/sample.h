@@ -51,6 +51,8 @@ class TelemetrySource {
   virtual bool has_probes() const = 0;
   virtual std::string probe_status() const = 0;
   virtual std::vector<std::string> probe_details() const = 0;
+  // Probes attached, probes known (0, 0 without BPF).
+  virtual std::pair<size_t, size_t> probe_counts() const = 0;
   // Deep mode for a period (attach, wait, detach).
   virtual Result<DeepReport> deep(std::chrono::milliseconds period, size_t top_n) = 0;
 };
@@ -71,6 +73,7 @@ class LocalTelemetrySource : public TelemetrySource {
   bool has_probes() const override { return probes_.has_value(); }
   std::string probe_status() const override { return status_; }
   std::vector<std::string> probe_details() const override;
+  std::pair<size_t, size_t> probe_counts() const override;
   Result<DeepReport> deep(std::chrono::milliseconds period, size_t top_n) override;
   MmProbes* probes() { return probes_ ? &*probes_ : nullptr; }
 

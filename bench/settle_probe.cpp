@@ -48,7 +48,7 @@ int main(int argc, char** argv) {
     std::printf("settle: first sample failed: %s\n", s.error().what());
     return 1;
   }
-  auto out = settle_wait(probe, {}, std::move(*s), start, settle_max);
+  auto out = settle_wait(HostPaths::system(), probe, {}, std::move(*s), start, settle_max);
   std::printf("forced settle (bound %lld ms): %s after %lld ms, %d samples%s%s\n",
               static_cast<long long>(settle_max.count()), out.settled ? "settled" : "NOT settled",
               static_cast<long long>(out.elapsed.count()), out.samples, out.note.empty() ? "" : ": ",

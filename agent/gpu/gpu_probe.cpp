@@ -80,8 +80,32 @@ bool samples_agree(uint64_t a, uint64_t b) {
   return (larger - std::min(a, b)) <= tolerance;
 }
 
-SettleOutcome settle_wait(GpuProbe& probe, const std::vector<unsigned>& devices, GpuSample first, SteadyTime start,
-                          std::chrono::milliseconds max, std::chrono::milliseconds interval) {
+bool process_exited(const HostPaths& paths, int pid) {
+  auto stat = read_file(paths.proc / std::to_string(pid) / "stat");
+  if (!stat) return true;
+  auto paren = stat->rfind(')');
+  if (paren == std::string::npos) return false;
+  std::istringstream in(stat->substr(paren + 1));
+  std::string state, skip;
+  unsigned long flags = 0;
+  in >> state;
+  for (int i = 0; i < 5; ++i) in >> skip;  // ppid pgrp session tty_nr tpgid
+  in >> flags;
+  constexpr unsigned long k_pf_exiting = 0x4;
+  return state == "Z" || state == "X" || (flags & k_pf_exiting);
+}
+
+namespace {
+bool exited_holder_on(const HostPaths& paths, const GpuSample& s, unsigned device) {
+  for (const auto& p : s.processes)
+    if (p.index == device && process_exited(paths, p.pid)) return true;
+  return false;
+}
+}  // namespace
+
+SettleOutcome settle_wait(const HostPaths& paths, GpuProbe& probe, const std::vector<unsigned>& devices,
+                          GpuSample first, SteadyTime start, std::chrono::milliseconds max,
+                          std::chrono::milliseconds interval) {
   using clock = std::chrono::steady_clock;
   SettleOutcome out;
   out.waited = true;
@@ -95,7 +119,7 @@ SettleOutcome settle_wait(GpuProbe& probe, const std::vector<unsigned>& devices,
       break;
     }
     std::this_thread::sleep_until(next);
-    auto s = probe.sample(devices, deadline, false);
+    auto s = probe.sample(devices, deadline, true);
     if (!s) {
       out.note = std::string("settle stopped: ") + s.error().what() + "; using the last sample";
       break;
@@ -103,8 +127,11 @@ SettleOutcome settle_wait(GpuProbe& probe, const std::vector<unsigned>& devices,
     ++out.samples;
     bool agree = s->devices.size() == out.last.devices.size();
     for (size_t i = 0; agree && i < s->devices.size(); ++i)
-      agree = samples_agree(s->devices[i].free, out.last.devices[i].free);
+      agree = samples_agree(s->devices[i].free, out.last.devices[i].free) &&
+              !(s->processes_known && exited_holder_on(paths, *s, s->devices[i].index));
     out.last.devices = std::move(s->devices);
+    out.last.processes = std::move(s->processes);
+    out.last.processes_known = s->processes_known;
     if (agree) {
       out.settled = true;
       break;
@@ -117,14 +144,7 @@ SettleOutcome settle_wait(GpuProbe& probe, const std::vector<unsigned>& devices,
 KillSignal recent_gpu_kill(const HostPaths& paths, const std::vector<GpuProcess>& holders) {
   KillSignal k;
   for (const auto& h : holders) {
-    auto stat = read_file(paths.proc / std::to_string(h.pid) / "stat");
-    bool gone = !stat;
-    if (stat) {
-      auto paren = stat->rfind(')');
-      char state = paren != std::string::npos && paren + 2 < stat->size() ? (*stat)[paren + 2] : '?';
-      gone = state == 'Z' || state == 'X';
-    }
-    if (gone) {
+    if (process_exited(paths, h.pid)) {
       k.recent = true;
       k.why = "pid " + std::to_string(h.pid) + " still holds " + format_size(h.used) + " on GPU " +
               std::to_string(h.index) + " but has exited: the driver is still freeing it";

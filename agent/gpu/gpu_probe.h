@@ -46,14 +46,20 @@ struct SettleOutcome {
   GpuSample last;        // the newest good sample
   std::string note;
 };
-// Samples every interval until two consecutive samples agree on every device, never past start + max.
-SettleOutcome settle_wait(GpuProbe& probe, const std::vector<unsigned>& devices, GpuSample first, SteadyTime start,
-                          std::chrono::milliseconds max,
+// Samples every interval until two consecutive samples agree on every device and no exited process is
+// still charged on it, never past start + max. The second condition matters: on a real driver (H100,
+// 580.x) a killed holder stays listed with all its memory for ~130-190 ms, then free memory jumps in one
+// step, so two early samples agree while nothing has been freed yet.
+SettleOutcome settle_wait(const HostPaths& paths, GpuProbe& probe, const std::vector<unsigned>& devices,
+                          GpuSample first, SteadyTime start, std::chrono::milliseconds max,
                           std::chrono::milliseconds interval = std::chrono::milliseconds(100));
 
+// A process that is gone, a zombie, or exiting (PF_EXITING in /proc/PID/stat): its GPU memory is being freed.
+bool process_exited(const HostPaths& paths, int pid);
+
 // Was a GPU holder killed recently, so that free memory may still be growing? Signals, cheapest first:
-//  - a process NVML still charges on a device has exited (no /proc/PID, or a zombie): the driver has
-//    not finished freeing its memory;
+//  - a process NVML still charges on a device has exited (process_exited): the driver has not
+//    finished freeing its memory;
 //  - the kernel's oom_kill count (/proc/vmstat) changed since the last preflight looked (remembered in
 //    the run directory; with no record, any OOM kill since boot counts).
 struct KillSignal {

@@ -55,7 +55,7 @@ void check_gpus(const HostPaths& paths, const PreflightRequest& req, PreflightRe
     bool any_dedicated = false;
     for (const auto& d : sample.devices) any_dedicated |= !d.unified;
     if (rep.kill.recent && any_dedicated) {
-      auto outcome = settle_wait(probe, req.gpus, std::move(sample), start, req.settle_max, req.settle_interval);
+      auto outcome = settle_wait(paths, probe, req.gpus, std::move(sample), start, req.settle_max, req.settle_interval);
       sample = outcome.last;
       if (!outcome.settled) rep.warnings.push_back(outcome.note);
       rep.settle = std::move(outcome);

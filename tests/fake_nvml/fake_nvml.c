@@ -9,6 +9,8 @@
  *   FAKE_NVML_RAMP       "DEV:MIB:MS": device DEV's free memory grows by MIB, linearly over MS after init, as
  *                        the driver frees what a killed process held; meanwhile the dead holder
  *                        FAKE_NVML_DEAD_PID (default 2147483000, never a live pid) is still listed on DEV
+ *   FAKE_NVML_STEP       "DEV:MIB:MS": as RAMP, but all of it comes back at once after MS, as a real driver does
+ *                        (H100, driver 580: the dead holder stays listed with its memory ~130-190 ms, then both go)
  *   FAKE_NVML_PROCS      "DEV:PID:MIB,...": live compute processes */
 #include <stdint.h>
 #include <stdio.h>
@@ -40,6 +42,7 @@ static struct {
   long hang_ms, delay_ms;
   int ramp_dev;
   long long ramp_mib, ramp_ms;
+  int step;
   unsigned dead_pid;
   unsigned nprocs;
   unsigned proc_dev[MAX_PROCS], proc_pid[MAX_PROCS];
@@ -76,6 +79,7 @@ nvmlReturn_t nvmlInit_v2(void) {
   g.delay_ms = atol(env("FAKE_NVML_DELAY_MS", "0"));
   g.ramp_dev = -1;
   if (sscanf(env("FAKE_NVML_RAMP", ""), "%d:%lld:%lld", &g.ramp_dev, &g.ramp_mib, &g.ramp_ms) != 3) g.ramp_dev = -1;
+  if (sscanf(env("FAKE_NVML_STEP", ""), "%d:%lld:%lld", &g.ramp_dev, &g.ramp_mib, &g.ramp_ms) == 3) g.step = 1;
   g.dead_pid = (unsigned)strtoul(env("FAKE_NVML_DEAD_PID", "2147483000"), NULL, 10);
   snprintf(buf, sizeof buf, "%s", env("FAKE_NVML_PROCS", ""));
   for (char* tok = strtok(buf, ","); tok && g.nprocs < MAX_PROCS; tok = strtok(NULL, ",")) {
@@ -117,7 +121,7 @@ nvmlReturn_t nvmlDeviceGetMemoryInfo(nvmlDevice_t device, nvmlMemory_t* memory) 
   unsigned long long free_b = g.free_mib[idx] * MIB;
   if (g.ramp_dev == (int)idx) {
     long long t = elapsed_ms();
-    long long ramp = t >= g.ramp_ms ? g.ramp_mib : g.ramp_mib * t / g.ramp_ms;
+    long long ramp = t >= g.ramp_ms ? g.ramp_mib : g.step ? 0 : g.ramp_mib * t / g.ramp_ms;
     free_b += (unsigned long long)ramp * MIB;
   }
   memory->total = g.total_mib * MIB;

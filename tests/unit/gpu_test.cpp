@@ -152,9 +152,31 @@ TEST_F(Gpu, SettleWaitsForMemoryFreedByAKilledHolder) {
   EXPECT_GE(rep.gpus[0].free, (16ull << 30) - (256ull << 20));
 }
 
+// What the real driver does: the killed holder stays listed with all its memory, then everything comes
+// back in one step. Two early samples agree, but the device is not settled while the dead holder is listed.
+TEST_F(Gpu, SettleWaitsWhileAnExitedHolderIsStillCharged) {
+  FakeEnv env{{"FAKE_NVML_FREE_MIB", "8192"}, {"FAKE_NVML_STEP", "0:8192:400"}};
+  auto req = request({0}, 12 * k_gib);
+  req.settle = true;
+  auto rep = run_preflight(root_.paths(), req);
+  EXPECT_EQ(rep.verdict, Verdict::go) << rep.to_text();
+  ASSERT_TRUE(rep.settle.has_value());
+  EXPECT_TRUE(rep.settle->settled);
+  EXPECT_GE(rep.settle->elapsed, 400ms);
+  EXPECT_EQ(rep.gpus[0].free, 16ull << 30);
+}
+
+TEST_F(Gpu, ExitingProcessCountsAsExited) {
+  root_.write("proc/88/stat", "88 (python3) R 1 88 88 0 -1 4194628 0 0\n");  // PF_EXITING (0x4) set
+  EXPECT_TRUE(process_exited(root_.paths(), 88));
+  root_.write("proc/88/stat", "88 (python3) R 1 88 88 0 -1 4194624 0 0\n");
+  EXPECT_FALSE(process_exited(root_.paths(), 88));
+  EXPECT_TRUE(process_exited(root_.paths(), 89));
+}
+
 TEST_F(Gpu, SettleCostsNothingWithoutARecentKill) {
   FakeEnv env{{"FAKE_NVML_PROCS", "0:" + std::to_string(::getpid()) + ":1024"}};
-  root_.write("proc/" + std::to_string(::getpid()) + "/stat", std::to_string(::getpid()) + " (unit_tests) S 1\n");
+  root_.write("proc/" + std::to_string(::getpid()) + "/stat", std::to_string(::getpid()) + " (unit_tests) S 1 1 1 0 -1 4194560\n");
   root_.write("proc/vmstat", "nr_free_pages 1\noom_kill 0\n");
   auto req = request({0}, k_gib);
   req.settle = true;

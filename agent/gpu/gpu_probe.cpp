@@ -166,7 +166,9 @@ KillSignal recent_gpu_kill(const HostPaths& paths, const std::vector<GpuProcess>
                          std::to_string(kills) + ")"
                    : "the kernel has killed " + std::to_string(kills) + " process(es) for memory since boot";
     }
-    if (ensure_dir(paths.run).ok()) (void)atomic_write(seen_file, std::to_string(kills) + "\n");
+    // Written only when it changes: the common path stays free of fsyncs.
+    if ((!seen || *seen != std::to_string(kills)) && ensure_dir(paths.run).ok())
+      (void)atomic_write(seen_file, std::to_string(kills) + "\n");
   }
   return k;
 }

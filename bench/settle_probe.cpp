@@ -29,8 +29,12 @@ namespace {
 using namespace spark;
 using namespace std::chrono;
 
-double ms_since(steady_clock::time_point t) { return duration_cast<microseconds>(steady_clock::now() - t).count() / 1000.0; }
-double gib(uint64_t b) { return b / 1073741824.0; }
+double ms_since(steady_clock::time_point t) {
+  return duration_cast<microseconds>(steady_clock::now() - t).count() / 1000.0;
+}
+double gib(uint64_t b) {
+  return b / 1073741824.0;
+}
 
 int kill_test(unsigned gpu, int gib_size, milliseconds settle_max, int kills) {
   auto self = fs::read_symlink(HostPaths::system().proc / "self/exe");
@@ -74,9 +78,10 @@ int kill_test(unsigned gpu, int gib_size, milliseconds settle_max, int kills) {
     double first_ms = ms_since(t_kill);
     uint64_t naive = first->devices[0].free;
     auto signal = recent_gpu_kill(HostPaths::system(), first->processes);
-    std::printf("kill %d: held %d GiB; first sample %.2f ms after SIGKILL: free %.2f GiB, %zu holder(s) listed; signal: %s\n",
-                k + 1, gib_size, first_ms, gib(naive), first->processes.size(),
-                signal.recent ? signal.why.c_str() : "none (settle would not wait)");
+    std::printf(
+        "kill %d: held %d GiB; first sample %.2f ms after SIGKILL: free %.2f GiB, %zu holder(s) listed; signal: %s\n",
+        k + 1, gib_size, first_ms, gib(naive), first->processes.size(),
+        signal.recent ? signal.why.c_str() : "none (settle would not wait)");
     if (signal.recent) {
       auto out = settle_wait(HostPaths::system(), probe, {gpu}, std::move(*first), t_kill, settle_max);
       std::printf("  settle: %s %lld ms after SIGKILL, %d samples, free %.2f GiB%s%s\n",
@@ -98,11 +103,16 @@ int main(int argc, char** argv) {
   milliseconds settle_max(2000);
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string a = argv[i];
-    if (a == "--repeat") repeat = std::max(1, std::atoi(argv[i + 1]));
-    else if (a == "--settle-max") settle_max = milliseconds(std::atoi(argv[i + 1]));
-    else if (a == "--gpu") gpu = static_cast<unsigned>(std::atoi(argv[i + 1]));
-    else if (a == "--kill-test") kill_gib = std::atoi(argv[i + 1]);
-    else if (a == "--kills") kills = std::atoi(argv[i + 1]);
+    if (a == "--repeat")
+      repeat = std::max(1, std::atoi(argv[i + 1]));
+    else if (a == "--settle-max")
+      settle_max = milliseconds(std::atoi(argv[i + 1]));
+    else if (a == "--gpu")
+      gpu = static_cast<unsigned>(std::atoi(argv[i + 1]));
+    else if (a == "--kill-test")
+      kill_gib = std::atoi(argv[i + 1]);
+    else if (a == "--kills")
+      kills = std::atoi(argv[i + 1]);
   }
   GpuProbe probe;
   auto t0 = steady_clock::now();
@@ -129,8 +139,9 @@ int main(int argc, char** argv) {
     warm.push_back(ms_since(t));
   }
   std::sort(warm.begin(), warm.end());
-  std::printf("warm probe (worker thread + all devices + process lists), %d runs: min %.3f ms, median %.3f ms, max %.3f ms\n",
-              repeat, warm.front(), warm[warm.size() / 2], warm.back());
+  std::printf(
+      "warm probe (worker thread + all devices + process lists), %d runs: min %.3f ms, median %.3f ms, max %.3f ms\n",
+      repeat, warm.front(), warm[warm.size() / 2], warm.back());
   auto start = steady_clock::now();
   auto s = probe.sample({}, start + settle_max, true);
   if (!s) {

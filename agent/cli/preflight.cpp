@@ -1,4 +1,6 @@
 // spark-tune preflight: refuse a load that will not fit. Exit 0 go, 1 refused, 2 could not decide.
+#include "gpu/preflight.h"
+
 #include <iostream>
 #include <sstream>
 
@@ -6,7 +8,6 @@
 #include "core/fs.h"
 #include "core/units.h"
 #include "gpu/model_files.h"
-#include "gpu/preflight.h"
 
 namespace spark::cli {
 namespace {
@@ -41,7 +42,8 @@ Result<std::vector<unsigned>> parse_gpus(const std::string& text) {
 
 Result<PreflightRequest> build_request(const Options& o) {
   PreflightRequest r;
-  if (o.bytes.empty() == o.models.empty()) return input_error("give the model's size with --bytes SIZE or its files with --model PATH...");
+  if (o.bytes.empty() == o.models.empty())
+    return input_error("give the model's size with --bytes SIZE or its files with --model PATH...");
   if (!o.bytes.empty()) {
     auto b = parse_size(o.bytes);
     if (!b) return with_context(b.error(), "--bytes");
@@ -50,14 +52,16 @@ Result<PreflightRequest> build_request(const Options& o) {
     SPARK_TRY(auto m, model_files(o.models));
     r.bytes = m.bytes;
   }
-  if (!(o.factor > 0 && o.factor <= 10)) return input_error("--factor must be above 0 and at most 10 (1.1 with pinned host memory, 0.9 without)");
+  if (!(o.factor > 0 && o.factor <= 10))
+    return input_error("--factor must be above 0 and at most 10 (1.1 with pinned host memory, 0.9 without)");
   r.factor = o.factor;
   if (!o.headroom.empty()) {
     auto h = parse_size(o.headroom);
     if (!h) return with_context(h.error(), "--headroom");
     r.headroom = *h;
   }
-  if (o.gpus.empty() != o.gpu_bytes.empty()) return input_error("--gpu and --gpu-bytes go together: which devices, and what each must hold");
+  if (o.gpus.empty() != o.gpu_bytes.empty())
+    return input_error("--gpu and --gpu-bytes go together: which devices, and what each must hold");
   if (!o.gpus.empty()) {
     SPARK_TRY(r.gpus, parse_gpus(o.gpus));
     auto g = parse_size(o.gpu_bytes);
@@ -78,7 +82,8 @@ Result<PreflightRequest> build_request(const Options& o) {
 
 void setup(CLI::App& app, Context& ctx) {
   auto opts = std::make_shared<Options>();
-  auto* cmd = app.add_subcommand("preflight", "refuse a load that will not fit: host RAM, fragmentation, per-GPU memory");
+  auto* cmd =
+      app.add_subcommand("preflight", "refuse a load that will not fit: host RAM, fragmentation, per-GPU memory");
   cmd->footer("Exit codes: 0 go, 1 refused (every reason printed), 2 could not decide or bad input.");
   cmd->add_option("--bytes", opts->bytes, "the model's size (17.4G, 18683719680)");
   cmd->add_option("--model", opts->models, "model files, directories or glob patterns; their sizes are summed");
@@ -101,7 +106,9 @@ void setup(CLI::App& app, Context& ctx) {
       print_json(rep.to_json());
     else
       std::cout << rep.to_text();
-    ctx.exit_code = rep.verdict == Verdict::go ? k_exit_ok : rep.verdict == Verdict::refused ? k_exit_check : k_exit_error;
+    ctx.exit_code = rep.verdict == Verdict::go        ? k_exit_ok
+                    : rep.verdict == Verdict::refused ? k_exit_check
+                                                      : k_exit_error;
   });
 }
 

@@ -1,9 +1,10 @@
 // spark-tune protect UNIT... [--undo]: systemd drop-ins that keep units usable under memory pressure.
+#include "daemon/protect.h"
+
 #include <iostream>
 
 #include "cli/registry.h"
 #include "core/units.h"
-#include "daemon/protect.h"
 
 namespace spark::cli {
 namespace {
@@ -18,11 +19,14 @@ struct Options {
 
 void setup(CLI::App& app, Context& ctx) {
   auto o = std::make_shared<Options>();
-  auto* cmd = app.add_subcommand("protect", "keep units alive under load pressure: MemoryMin, MemoryLow, OOMScoreAdjust, ManagedOOMPreference=avoid");
-  cmd->footer("Each drop-in is validated with systemd-analyze verify before it is written to\n"
-              "/etc/systemd/system/UNIT.d/50-spark-tune-protect.conf. Then: systemctl daemon-reload, and restart\n"
-              "services for OOMScoreAdjust. Protect the agent itself too: spark-tune protect spark-tune.service.\n"
-              "Exit codes: 0 done, 2 bad input or a system error (nothing changed).");
+  auto* cmd = app.add_subcommand(
+      "protect",
+      "keep units alive under load pressure: MemoryMin, MemoryLow, OOMScoreAdjust, ManagedOOMPreference=avoid");
+  cmd->footer(
+      "Each drop-in is validated with systemd-analyze verify before it is written to\n"
+      "/etc/systemd/system/UNIT.d/50-spark-tune-protect.conf. Then: systemctl daemon-reload, and restart\n"
+      "services for OOMScoreAdjust. Protect the agent itself too: spark-tune protect spark-tune.service.\n"
+      "Exit codes: 0 done, 2 bad input or a system error (nothing changed).");
   cmd->add_option("unit", o->units, "units (sshd.service, user.slice; a bare name means .service)")->required();
   cmd->add_flag("--undo", o->undo, "remove the drop-ins protect wrote");
   cmd->add_option("--memory-min", o->memory_min, "hard memory floor (default 256M)");

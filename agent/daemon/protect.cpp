@@ -66,10 +66,13 @@ Result<std::pair<int, std::string>> run_capture(const std::vector<std::string>& 
 }  // namespace
 
 Result<std::string> protect_unit_name(const std::string& arg) {
-  if (arg.empty() || arg.size() > 255 || arg.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789:_.@-\\") != std::string::npos)
+  if (arg.empty() || arg.size() > 255 ||
+      arg.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789:_.@-\\") !=
+          std::string::npos)
     return input_error("'" + arg + "' is not a unit name (sshd.service, user.slice)");
   if (ends_with(arg, ".service") || ends_with(arg, ".slice")) return arg;
-  for (const char* other : {".socket", ".target", ".mount", ".scope", ".timer", ".path", ".device", ".swap", ".automount"})
+  for (const char* other :
+       {".socket", ".target", ".mount", ".scope", ".timer", ".path", ".device", ".swap", ".automount"})
     if (ends_with(arg, other)) return input_error("'" + arg + "': protect handles .service and .slice units");
   return arg + ".service";
 }
@@ -138,8 +141,7 @@ Result<std::vector<ProtectChange>> protect_units(const HostPaths& paths, const s
     std::optional<std::string> old;
     if (auto o = read_file(path)) old = *o;
     // Keep the created-directory mark of an earlier run, so --undo stays exact.
-    bool created = !fs::exists(path.parent_path()) ||
-                   (old && old->find(k_protect_created_dir) != std::string::npos);
+    bool created = !fs::exists(path.parent_path()) || (old && old->find(k_protect_created_dir) != std::string::npos);
     if (old && old->rfind(k_protect_marker, 0) != 0)
       return input_error(path.string() + " exists and was not written by spark-tune; move it away first");
     plans.push_back({unit, path, protect_dropin_text(unit, spec, created), old, created});
@@ -165,8 +167,9 @@ Result<std::vector<ProtectChange>> protect_units(const HostPaths& paths, const s
       }
       return with_context(w.error(), "protecting " + p.unit);
     }
-    if (changed) log_change(p.path.string(), p.old ? "previous drop-in" : "", "memory floor and OOM protection",
-                            "protect", "keep " + p.unit + " usable under memory pressure");
+    if (changed)
+      log_change(p.path.string(), p.old ? "previous drop-in" : "", "memory floor and OOM protection", "protect",
+                 "keep " + p.unit + " usable under memory pressure");
     done.push_back({p.unit, p.path, changed});
   }
   return done;

@@ -13,8 +13,8 @@ namespace {
 
 // llama.cpp-family servers use pinned host buffers unless GGML_CUDA_NO_PINNED=1.
 bool is_ggml_server(const std::string& comm, const std::string& exe) {
-  static const std::set<std::string> k_names = {"llama-server", "llama-cli", "llama-bench", "rpc-server",
-                                                "ollama", "ollama_llama_se", "koboldcpp", "llama-mtmd-cli"};
+  static const std::set<std::string> k_names = {"llama-server", "llama-cli",       "llama-bench", "rpc-server",
+                                                "ollama",       "ollama_llama_se", "koboldcpp",   "llama-mtmd-cli"};
   std::string base = exe.substr(exe.rfind('/') + 1);
   return k_names.count(comm) || k_names.count(base) || base.rfind("llama-", 0) == 0;
 }
@@ -35,7 +35,9 @@ std::string unit_of(const HostPaths& paths, const std::string& pid) {
 
 std::vector<Finding> check_gpu(const Env& env) {
   std::vector<Finding> out;
-  auto add = [&](Status s, std::string m, std::string fix = "") { out.push_back({"gpu", s, std::move(m), std::move(fix)}); };
+  auto add = [&](Status s, std::string m, std::string fix = "") {
+    out.push_back({"gpu", s, std::move(m), std::move(fix)});
+  };
   GpuProbe probe(env.nvml_library.empty() ? nvml_library_path() : env.nvml_library);
   auto sample = probe.sample({}, std::chrono::steady_clock::now() + env.gpu_timeout, false);
   if (!sample) {
@@ -84,9 +86,12 @@ std::vector<Finding> check_gpu(const Env& env) {
     if (no_pinned) continue;
     std::string unit = unit_of(env.paths, pid);
     add(Status::warn,
-        who + " runs without GGML_CUDA_NO_PINNED=1: its pinned host buffers cannot be reclaimed or swapped and can hang a fragmented host",
-        unit.empty() ? "export GGML_CUDA_NO_PINNED=1 before starting it, then restart it"
-                     : "systemctl edit " + unit + " -> [Service] Environment=GGML_CUDA_NO_PINNED=1; systemctl restart " + unit);
+        who +
+            " runs without GGML_CUDA_NO_PINNED=1: its pinned host buffers cannot be reclaimed or swapped and can hang "
+            "a fragmented host",
+        unit.empty()
+            ? "export GGML_CUDA_NO_PINNED=1 before starting it, then restart it"
+            : "systemctl edit " + unit + " -> [Service] Environment=GGML_CUDA_NO_PINNED=1; systemctl restart " + unit);
   }
   return out;
 }

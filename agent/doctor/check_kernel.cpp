@@ -9,7 +9,9 @@ namespace spark::doctor {
 
 std::vector<Finding> check_cgroup(const Env& env) {
   std::vector<Finding> out;
-  auto add = [&](Status s, std::string m, std::string fix = "") { out.push_back({"cgroup", s, std::move(m), std::move(fix)}); };
+  auto add = [&](Status s, std::string m, std::string fix = "") {
+    out.push_back({"cgroup", s, std::move(m), std::move(fix)});
+  };
   const auto& cg = env.paths.cgroup;
   const std::string v2_fix =
       "add systemd.unified_cgroup_hierarchy=1 to GRUB_CMDLINE_LINUX in /etc/default/grub, run update-grub, reboot";
@@ -29,7 +31,8 @@ std::vector<Finding> check_cgroup(const Env& env) {
     if (reclaim)
       add(Status::ok, "cgroup v2 with the memory controller and memory.reclaim");
     else
-      add(Status::warn, "cgroup v2 without memory.reclaim (kernel older than 5.19): no proactive reclaim of a server's cgroup",
+      add(Status::warn,
+          "cgroup v2 without memory.reclaim (kernel older than 5.19): no proactive reclaim of a server's cgroup",
           "upgrade to a kernel >= 5.19");
     return out;
   }
@@ -37,7 +40,8 @@ std::vector<Finding> check_cgroup(const Env& env) {
   bool unified = fs::exists(cg / "unified/cgroup.controllers");
   if (v1_memory) {
     add(Status::warn,
-        std::string("cgroup v1 memory controller") + (unified ? " (hybrid: cgroup2 at unified/ has no memory controller)" : "") +
+        std::string("cgroup v1 memory controller") +
+            (unified ? " (hybrid: cgroup2 at unified/ has no memory controller)" : "") +
             ": MemoryMin/MemoryLow floors and memory.reclaim need cgroup v2; guards fall back to v1 limits",
         v2_fix);
     return out;
@@ -48,11 +52,14 @@ std::vector<Finding> check_cgroup(const Env& env) {
 
 std::vector<Finding> check_bpf(const Env& env) {
   std::vector<Finding> out;
-  auto add = [&](Status s, std::string m, std::string fix = "") { out.push_back({"bpf", s, std::move(m), std::move(fix)}); };
+  auto add = [&](Status s, std::string m, std::string fix = "") {
+    out.push_back({"bpf", s, std::move(m), std::move(fix)});
+  };
   bool btf = fs::exists(env.paths.sys / "kernel/btf/vmlinux");
   if (!btf)
-    add(Status::warn, "no BTF (" + (env.paths.sys / "kernel/btf/vmlinux").string() +
-                          "): CO-RE probes cannot load; the agent falls back to procfs",
+    add(Status::warn,
+        "no BTF (" + (env.paths.sys / "kernel/btf/vmlinux").string() +
+            "): CO-RE probes cannot load; the agent falls back to procfs",
         "use a kernel built with CONFIG_DEBUG_INFO_BTF=y (distribution kernels have it)");
   bool privileged = ::geteuid() == 0;
   if (!privileged) {
@@ -83,8 +90,9 @@ std::vector<Finding> check_bpf(const Env& env) {
     add(Status::warn, "only classic tracepoints load (tp_btf: " + s.tp_btf_error + "; raw_tp: " + s.raw_tp_error + ")",
         "use a kernel with BTF and raw tracepoints (>= 5.5)");
   else
-    add(Status::warn, "no probe type loads (tp_btf: " + s.tp_btf_error + "; raw_tp: " + s.raw_tp_error +
-                          "): the agent falls back to procfs",
+    add(Status::warn,
+        "no probe type loads (tp_btf: " + s.tp_btf_error + "; raw_tp: " + s.raw_tp_error +
+            "): the agent falls back to procfs",
         "check dmesg for BPF verifier errors and that the kernel has CONFIG_BPF_SYSCALL=y");
   return out;
 }

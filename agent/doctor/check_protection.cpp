@@ -42,12 +42,14 @@ fs::path find_cgroup(const fs::path& base, const std::string& unit) {
 
 std::vector<Finding> check_protection(const Env& env) {
   std::vector<Finding> out;
-  auto add = [&](Status s, std::string m, std::string fix = "") { out.push_back({"protection", s, std::move(m), std::move(fix)}); };
+  auto add = [&](Status s, std::string m, std::string fix = "") {
+    out.push_back({"protection", s, std::move(m), std::move(fix)});
+  };
   const bool defaults = env.protected_units.empty();
   const auto& units = defaults ? k_default_protected_units : env.protected_units;
   const fs::path& cg = env.paths.cgroup;
   // Where systemd keeps unit cgroups: the v2 tree (also in hybrid mode), else the v1 name=systemd tree.
-  fs::path unit_tree = fs::exists(cg / "cgroup.controllers") ? cg
+  fs::path unit_tree = fs::exists(cg / "cgroup.controllers")           ? cg
                        : fs::exists(cg / "unified/cgroup.controllers") ? cg / "unified"
                                                                        : cg / "systemd";
   std::set<std::string> seen;
@@ -100,12 +102,14 @@ std::vector<Finding> check_protection(const Env& env) {
       add(Status::warn, unit + ": drop-in written but not in effect (" + state + ")",
           "systemctl daemon-reload && systemctl restart " + unit);
     } else {
-      add(Status::fail, unit + " has no memory floor or OOM protection (" + state +
-                            "): under load pressure it is reclaimed or killed like any process",
+      add(Status::fail,
+          unit + " has no memory floor or OOM protection (" + state +
+              "): under load pressure it is reclaimed or killed like any process",
           "spark-tune protect " + unit);
     }
   }
-  if (out.empty()) add(Status::ok, "none of the units to protect exists here (" + std::to_string(units.size()) + " checked)");
+  if (out.empty())
+    add(Status::ok, "none of the units to protect exists here (" + std::to_string(units.size()) + " checked)");
   return out;
 }
 

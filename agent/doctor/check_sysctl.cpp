@@ -16,9 +16,9 @@ namespace {
 
 // Keys spark-tune's profiles manage; doctor names who else sets them.
 const std::vector<std::string> k_watched_keys = {
-    "vm.min_free_kbytes",   "vm.vfs_cache_pressure",      "vm.dirty_ratio",
-    "vm.dirty_background_ratio", "vm.dirty_bytes",         "vm.dirty_background_bytes",
-    "vm.swappiness",        "vm.watermark_scale_factor",  "vm.overcommit_memory"};
+    "vm.min_free_kbytes",  "vm.vfs_cache_pressure",     "vm.dirty_ratio", "vm.dirty_background_ratio",
+    "vm.dirty_bytes",      "vm.dirty_background_bytes", "vm.swappiness",  "vm.watermark_scale_factor",
+    "vm.overcommit_memory"};
 
 std::vector<std::string> watched_keys(const Env& env) {
   std::vector<std::string> keys = k_watched_keys;
@@ -28,7 +28,9 @@ std::vector<std::string> watched_keys(const Env& env) {
   return keys;
 }
 
-std::string persist_path(const Env& env) { return (env.paths.sysctl_d / k_persist_file).string(); }
+std::string persist_path(const Env& env) {
+  return (env.paths.sysctl_d / k_persist_file).string();
+}
 
 // The value each key gets at boot: the last sysctl.d / sysctl.conf assignment (tuned excluded: it may not run).
 std::map<std::string, SysctlAssignment> boot_values(const std::vector<SysctlAssignment>& all) {
@@ -42,7 +44,9 @@ std::map<std::string, SysctlAssignment> boot_values(const std::vector<SysctlAssi
 
 std::vector<Finding> check_sysctl(const Env& env) {
   std::vector<Finding> out;
-  auto add = [&](Status s, std::string m, std::string fix = "") { out.push_back({"sysctl", s, std::move(m), std::move(fix)}); };
+  auto add = [&](Status s, std::string m, std::string fix = "") {
+    out.push_back({"sysctl", s, std::move(m), std::move(fix)});
+  };
   const auto keys = watched_keys(env);
   const auto sources = sysctl_assignments(env.paths, keys);
 
@@ -74,12 +78,14 @@ std::vector<Finding> check_sysctl(const Env& env) {
     uint64_t have = std::strtoull(reserve->c_str(), nullptr, 10);
     uint64_t want = recommended_min_free_kbytes(mem->total);
     std::string ram = format_size(mem->total);
-    std::string fix = "echo " + std::to_string(want) + " > /proc/sys/vm/min_free_kbytes; to keep it: echo 'vm.min_free_kbytes = " +
-                      std::to_string(want) + "' > " + persist_path(env) + " (or spark-tune apply PROFILE --persist)";
+    std::string fix =
+        "echo " + std::to_string(want) +
+        " > /proc/sys/vm/min_free_kbytes; to keep it: echo 'vm.min_free_kbytes = " + std::to_string(want) + "' > " +
+        persist_path(env) + " (or spark-tune apply PROFILE --persist)";
     if (have < want) {
       add(profile_matches ? Status::warn : Status::fail,
-          "vm.min_free_kbytes is " + *reserve + " (" + format_size(have * 1024) + "); for " + ram + " of RAM keep at least " +
-              std::to_string(want) + " (" + format_size(want * 1024) +
+          "vm.min_free_kbytes is " + *reserve + " (" + format_size(have * 1024) + "); for " + ram +
+              " of RAM keep at least " + std::to_string(want) + " (" + format_size(want * 1024) +
               ") free so pinned and driver allocations find pages during a load",
           fix);
     } else if (have * 1024 > mem->total / 20) {
@@ -93,14 +99,16 @@ std::vector<Finding> check_sysctl(const Env& env) {
     }
   }
   if (auto oc = sysctl_value(env.paths, "vm.overcommit_memory"); oc && *oc == "2")
-    add(Status::warn, "vm.overcommit_memory is 2 (strict): mapping a large model or a CUDA context can fail with ENOMEM",
+    add(Status::warn,
+        "vm.overcommit_memory is 2 (strict): mapping a large model or a CUDA context can fail with ENOMEM",
         "echo 0 > /proc/sys/vm/overcommit_memory");
 
   // Who overrides what: tuned re-applies its profile; of several sysctl.d files the last one wins at boot.
   std::map<std::string, std::vector<SysctlAssignment>> by_key;
   for (const auto& s : sources) {
     if (s.file_name.empty()) {
-      add(Status::warn, s.key + " = " + s.value + " is set by " + s.source + ", which re-applies it whenever tuned starts",
+      add(Status::warn,
+          s.key + " = " + s.value + " is set by " + s.source + ", which re-applies it whenever tuned starts",
           "remove " + s.key + " from the [sysctl] section of that tuned.conf, or switch tuned off (tuned-adm off)");
       continue;
     }
@@ -111,10 +119,12 @@ std::vector<Finding> check_sysctl(const Env& env) {
     for (size_t i = 0; i + 1 < list.size(); ++i) {
       if (list[i].value == winner.value) continue;
       std::string file = list[i].source.substr(0, list[i].source.rfind(':'));
-      add(Status::warn, key + ": " + winner.source + " (" + winner.value + ") overrides " + list[i].source + " (" +
-                            list[i].value + ") at boot",
-          list[i].file_name == k_persist_file ? "remove " + key + " from " + winner.source.substr(0, winner.source.rfind(':'))
-                                              : "keep " + key + " in one file; remove it from " + file);
+      add(Status::warn,
+          key + ": " + winner.source + " (" + winner.value + ") overrides " + list[i].source + " (" + list[i].value +
+              ") at boot",
+          list[i].file_name == k_persist_file
+              ? "remove " + key + " from " + winner.source.substr(0, winner.source.rfind(':'))
+              : "keep " + key + " in one file; remove it from " + file);
     }
   }
   return out;
@@ -122,7 +132,9 @@ std::vector<Finding> check_sysctl(const Env& env) {
 
 std::vector<Finding> check_persist(const Env& env) {
   std::vector<Finding> out;
-  auto add = [&](Status s, std::string m, std::string fix = "") { out.push_back({"persist", s, std::move(m), std::move(fix)}); };
+  auto add = [&](Status s, std::string m, std::string fix = "") {
+    out.push_back({"persist", s, std::move(m), std::move(fix)});
+  };
   const auto keys = watched_keys(env);
   auto boot = boot_values(sysctl_assignments(env.paths, keys));
   size_t drifted = 0;
@@ -132,9 +144,11 @@ std::vector<Finding> check_persist(const Env& env) {
     auto it = boot.find(k);
     if (it != boot.end() && it->second.value != *now) {
       ++drifted;
-      add(Status::warn, k + " is " + *now + " now but " + it->second.source + " sets " + it->second.value +
-                            " at boot: the running value is lost at reboot (fine during a load window)",
-          "to keep it: echo '" + k + " = " + *now + "' > " + persist_path(env) + " (or spark-tune apply PROFILE --persist)");
+      add(Status::warn,
+          k + " is " + *now + " now but " + it->second.source + " sets " + it->second.value +
+              " at boot: the running value is lost at reboot (fine during a load window)",
+          "to keep it: echo '" + k + " = " + *now + "' > " + persist_path(env) +
+              " (or spark-tune apply PROFILE --persist)");
     }
   }
   // The reserve that doctor's sysctl check asks for must survive a reboot too.
@@ -144,7 +158,8 @@ std::vector<Finding> check_persist(const Env& env) {
       std::strtoull(reserve->c_str(), nullptr, 10) >= recommended_min_free_kbytes(mem->total) &&
       std::strtoull(reserve->c_str(), nullptr, 10) > 0) {
     ++drifted;
-    add(Status::warn, "vm.min_free_kbytes " + *reserve + " is set only at run time: no sysctl.d file keeps it after a reboot",
+    add(Status::warn,
+        "vm.min_free_kbytes " + *reserve + " is set only at run time: no sysctl.d file keeps it after a reboot",
         "echo 'vm.min_free_kbytes = " + *reserve + "' > " + persist_path(env));
   }
   size_t dropins = 0;
@@ -153,14 +168,17 @@ std::vector<Finding> check_persist(const Env& env) {
     if (fs::exists(it->path() / "50-spark-tune-protect.conf")) ++dropins;
   if (drifted == 0)
     add(Status::ok, "running sysctls match what boot sets" +
-                        (dropins ? "; " + std::to_string(dropins) + " protection drop-in(s) persist in " + env.paths.systemd_d.string()
+                        (dropins ? "; " + std::to_string(dropins) + " protection drop-in(s) persist in " +
+                                       env.paths.systemd_d.string()
                                  : std::string()));
   return out;
 }
 
 std::vector<Finding> check_swap(const Env& env) {
   std::vector<Finding> out;
-  auto add = [&](Status s, std::string m, std::string fix = "") { out.push_back({"swap", s, std::move(m), std::move(fix)}); };
+  auto add = [&](Status s, std::string m, std::string fix = "") {
+    out.push_back({"swap", s, std::move(m), std::move(fix)});
+  };
   auto swaps = read_file(env.paths.proc / "swaps");
   auto meminfo = read_file(env.paths.proc / "meminfo");
   if (!swaps || !meminfo) {
@@ -183,20 +201,27 @@ std::vector<Finding> check_swap(const Env& env) {
   }
   uint64_t total = kb["MemTotal"] * 1024, pinned = kb["Unevictable"] * 1024;
   if (disk_kb + zram_kb == 0)
-    add(Status::warn, "no swap or zram: under pressure only page cache can be reclaimed, so a load evicts every other process's cache and then the OOM killer runs",
-        "zram: apt-get install systemd-zram-generator && printf '[zram0]\\nzram-size = ram / 4\\n' > /etc/systemd/zram-generator.conf && systemctl daemon-reload && systemctl start systemd-zram-setup@zram0");
+    add(Status::warn,
+        "no swap or zram: under pressure only page cache can be reclaimed, so a load evicts every other process's "
+        "cache and then the OOM killer runs",
+        "zram: apt-get install systemd-zram-generator && printf '[zram0]\\nzram-size = ram / 4\\n' > "
+        "/etc/systemd/zram-generator.conf && systemctl daemon-reload && systemctl start systemd-zram-setup@zram0");
   else
     add(Status::ok, "swap " + format_size(disk_kb * 1024) + ", zram " + format_size(zram_kb * 1024));
   if (total && pinned > total / 4)
-    add(Status::warn, format_size(pinned) + " of " + format_size(total) +
-                          " is pinned (Unevictable): swap cannot relieve it; pinned host buffers of model servers (GGML_CUDA_NO_PINNED unset) are the usual holders",
+    add(Status::warn,
+        format_size(pinned) + " of " + format_size(total) +
+            " is pinned (Unevictable): swap cannot relieve it; pinned host buffers of model servers "
+            "(GGML_CUDA_NO_PINNED unset) are the usual holders",
         "see `spark-tune doctor gpu` for servers with pinned memory");
   return out;
 }
 
 std::vector<Finding> check_thp(const Env& env) {
   std::vector<Finding> out;
-  auto add = [&](Status s, std::string m, std::string fix = "") { out.push_back({"thp", s, std::move(m), std::move(fix)}); };
+  auto add = [&](Status s, std::string m, std::string fix = "") {
+    out.push_back({"thp", s, std::move(m), std::move(fix)});
+  };
   auto base = env.paths.sys / "kernel/mm/transparent_hugepage";
   auto selected = [](const std::string& text) {
     auto a = text.find('['), b = text.find(']');
@@ -210,10 +235,13 @@ std::vector<Finding> check_thp(const Env& env) {
   }
   std::string e = selected(*enabled), d = defrag ? selected(*defrag) : "";
   if (d == "always")
-    add(Status::warn, "THP enabled=" + e + " defrag=always: page faults compact memory synchronously and stall loads on a fragmented host",
+    add(Status::warn,
+        "THP enabled=" + e +
+            " defrag=always: page faults compact memory synchronously and stall loads on a fragmented host",
         "echo defer+madvise > " + (base / "defrag").string());
   else
-    add(Status::ok, "THP enabled=" + e + " defrag=" + d + (e == "never" ? " (huge-page-backed loads fall back to 4 KiB pages)" : ""));
+    add(Status::ok, "THP enabled=" + e + " defrag=" + d +
+                        (e == "never" ? " (huge-page-backed loads fall back to 4 KiB pages)" : ""));
   return out;
 }
 

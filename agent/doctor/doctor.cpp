@@ -6,9 +6,12 @@ namespace spark::doctor {
 
 const char* status_name(Status s) {
   switch (s) {
-    case Status::ok: return "OK";
-    case Status::warn: return "WARN";
-    case Status::fail: return "FAIL";
+    case Status::ok:
+      return "OK";
+    case Status::warn:
+      return "WARN";
+    case Status::fail:
+      return "FAIL";
   }
   return "?";
 }

@@ -43,8 +43,8 @@ struct Env {
 };
 
 // Units that must stay usable under memory pressure: the agent, ssh, and interactive sessions (editor, shells).
-inline const std::vector<std::string> k_default_protected_units = {"spark-tune.service", "ssh.service",
-                                                                   "sshd.service", "user.slice"};
+inline const std::vector<std::string> k_default_protected_units = {"spark-tune.service", "ssh.service", "sshd.service",
+                                                                   "user.slice"};
 
 std::vector<Finding> check_sysctl(const Env& env);
 std::vector<Finding> check_protection(const Env& env);

@@ -7,7 +7,9 @@
 
 namespace spark::doctor {
 
-fs::path host_root(const HostPaths& paths) { return paths.sysctl_d.parent_path().parent_path(); }
+fs::path host_root(const HostPaths& paths) {
+  return paths.sysctl_d.parent_path().parent_path();
+}
 
 Result<std::string> sysctl_value(const HostPaths& paths, const std::string& key) {
   std::string rel = key;
@@ -38,7 +40,8 @@ void scan(const fs::path& file, const std::string& name, const std::set<std::str
   for (const auto& line : split_lines(*text)) {
     ++n;
     std::string k, v;
-    if (parse_assignment(line, k, v) && keys.count(k)) out.push_back({k, v, file.string() + ":" + std::to_string(n), name});
+    if (parse_assignment(line, k, v) && keys.count(k))
+      out.push_back({k, v, file.string() + ":" + std::to_string(n), name});
   }
 }
 

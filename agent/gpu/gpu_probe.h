@@ -39,11 +39,11 @@ class GpuProbe {
 bool samples_agree(uint64_t a, uint64_t b);
 
 struct SettleOutcome {
-  bool waited = false;   // false: nothing to wait for (no recent kill, CPU-only, probe failed)
-  bool settled = false;  // two consecutive samples agreed on every device
-  int samples = 0;       // including the first
+  bool waited = false;                   // false: nothing to wait for (no recent kill, CPU-only, probe failed)
+  bool settled = false;                  // two consecutive samples agreed on every device
+  int samples = 0;                       // including the first
   std::chrono::milliseconds elapsed{0};  // since start, probe time included
-  GpuSample last;        // the newest good sample
+  GpuSample last;                        // the newest good sample
   std::string note;
 };
 // Samples every interval until two consecutive samples agree on every device and no exited process is

@@ -27,8 +27,7 @@ Result<std::vector<std::string>> expand(const std::string& arg) {
   if (rc == 0)
     for (size_t i = 0; i < g.gl_pathc; ++i) out.emplace_back(g.gl_pathv[i]);
   ::globfree(&g);
-  if (rc == GLOB_NOMATCH || out.empty())
-    return input_error("--model " + arg + ": no file matches this pattern");
+  if (rc == GLOB_NOMATCH || out.empty()) return input_error("--model " + arg + ": no file matches this pattern");
   if (rc != 0) return input_error("--model " + arg + ": cannot expand this pattern");
   return out;
 }

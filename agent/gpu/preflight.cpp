@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <iomanip>
 #include <sstream>
 
@@ -11,9 +12,12 @@ namespace spark {
 
 const char* verdict_name(Verdict v) {
   switch (v) {
-    case Verdict::go: return "go";
-    case Verdict::refused: return "refused";
-    case Verdict::undecided: return "undecided";
+    case Verdict::go:
+      return "go";
+    case Verdict::refused:
+      return "refused";
+    case Verdict::undecided:
+      return "undecided";
   }
   return "?";
 }
@@ -159,7 +163,8 @@ PreflightReport run_preflight(const HostPaths& paths, const PreflightRequest& re
       << factor_text(req.factor) << " + " << format_size(req.headroom) << " headroom), MemAvailable is "
       << format_size(rep.ram.available) << ": " << format_size(rep.ram.missing())
       << " missing; stop or shrink a holder below";
-    if (req.factor > 0.9) s << ", or use --factor 0.9 if the server runs without pinned host memory (GGML_CUDA_NO_PINNED=1)";
+    if (req.factor > 0.9)
+      s << ", or use --factor 0.9 if the server runs without pinned host memory (GGML_CUDA_NO_PINNED=1)";
     rep.refusals.insert(rep.refusals.begin(), s.str());
   }
   if (!rep.refusals.empty()) {
@@ -193,8 +198,12 @@ nlohmann::json PreflightReport::to_json() const {
             {"refusals", refusals},
             {"warnings", warnings},
             {"notes", notes},
-            {"host", {{"total", host.total}, {"available", host.available}, {"need", ram.need}, {"fits", ram.fits},
-                      {"missing", ram.missing()}}},
+            {"host",
+             {{"total", host.total},
+              {"available", host.available},
+              {"need", ram.need},
+              {"fits", ram.fits},
+              {"missing", ram.missing()}}},
             {"fragmentation", nodes(frag)},
             {"compacted", compacted}};
   if (!undecided.empty()) j["undecided"] = undecided;
@@ -202,14 +211,20 @@ nlohmann::json PreflightReport::to_json() const {
   if (gpu_checked) {
     json g = json::array();
     for (const auto& f : gpus)
-      g.push_back({{"index", f.index}, {"name", f.name}, {"unified", f.unified}, {"need", f.need}, {"free", f.free},
-                   {"total", f.total}, {"fits", f.fits}});
+      g.push_back({{"index", f.index},
+                   {"name", f.name},
+                   {"unified", f.unified},
+                   {"need", f.need},
+                   {"free", f.free},
+                   {"total", f.total},
+                   {"fits", f.fits}});
     j["gpus"] = g;
     j["probe_us"] = probe_time.count();
   }
   if (settle)
-    j["settle"] = {{"waited", settle->waited}, {"settled", settle->settled}, {"samples", settle->samples},
-                   {"elapsed_ms", settle->elapsed.count()}, {"signal", kill.why}, {"note", settle->note}};
+    j["settle"] = {{"waited", settle->waited},   {"settled", settle->settled},
+                   {"samples", settle->samples}, {"elapsed_ms", settle->elapsed.count()},
+                   {"signal", kill.why},         {"note", settle->note}};
   if (verdict == Verdict::refused)
     j["holders"] = {{"processes", holders(processes)}, {"cgroups", holders(cgroups)}, {"gpu", holders(gpu_holders)}};
   return j;

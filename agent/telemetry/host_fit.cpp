@@ -85,9 +85,12 @@ int large_order_for_page_size(uint64_t page_size) {
 
 const char* severity_name(Severity s) {
   switch (s) {
-    case Severity::ok: return "ok";
-    case Severity::warn: return "warn";
-    case Severity::refuse: return "refuse";
+    case Severity::ok:
+      return "ok";
+    case Severity::warn:
+      return "warn";
+    case Severity::refuse:
+      return "refuse";
   }
   return "?";
 }
@@ -118,8 +121,7 @@ std::vector<NodeFrag> judge_fragmentation(const std::vector<NodeBuddy>& nodes, u
     else if (blocks_suitable)
       f.fragmentation_index = -1000;
     else
-      f.fragmentation_index =
-          1000 - static_cast<int>((1000 + free_pages * 1000 / (1ull << large)) / blocks_total);
+      f.fragmentation_index = 1000 - static_cast<int>((1000 + free_pages * 1000 / (1ull << large)) / blocks_total);
     if (f.free_bytes >= policy.min_free) {
       auto describe_share = [&] {
         std::ostringstream s;

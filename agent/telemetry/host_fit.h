@@ -51,7 +51,8 @@ struct FragPolicy {
   int large_order = 9;
   double warn_share = 0.50;    // warn when less than half of the free memory is in large blocks
   double refuse_share = 0.10;  // refuse when less than a tenth is
-  uint64_t min_free = 64ull << 20;  // nodes with less free memory than this are not judged (no memory, not fragmentation)
+  uint64_t min_free =
+      64ull << 20;  // nodes with less free memory than this are not judged (no memory, not fragmentation)
 };
 // large_order for 2 MiB blocks with this page size.
 int large_order_for_page_size(uint64_t page_size);
@@ -64,8 +65,8 @@ struct NodeFrag {
   uint64_t free_bytes = 0;   // in the buddy allocator
   uint64_t large_bytes = 0;  // in blocks >= large_order
   double large_share = 1.0;
-  int unusable_index = 0;      // kernel's unusable free space index at large_order, 0..1000
-  int fragmentation_index = 0; // kernel's extfrag index at large_order: -1000 fits, 0 no memory .. 1000 fragmented
+  int unusable_index = 0;       // kernel's unusable free space index at large_order, 0..1000
+  int fragmentation_index = 0;  // kernel's extfrag index at large_order: -1000 fits, 0 no memory .. 1000 fragmented
   Severity severity = Severity::ok;
   std::string reason;  // empty when ok
 };

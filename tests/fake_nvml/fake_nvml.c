@@ -72,7 +72,8 @@ nvmlReturn_t nvmlInit_v2(void) {
   clock_gettime(CLOCK_MONOTONIC, &g.t0);
   char buf[256];
   snprintf(buf, sizeof buf, "%s", env("FAKE_NVML_FREE_MIB", "20480,4096"));
-  for (char* tok = strtok(buf, ","); tok && g.count < MAX_DEV; tok = strtok(NULL, ",")) g.free_mib[g.count++] = strtoull(tok, NULL, 10);
+  for (char* tok = strtok(buf, ","); tok && g.count < MAX_DEV; tok = strtok(NULL, ","))
+    g.free_mib[g.count++] = strtoull(tok, NULL, 10);
   g.total_mib = strtoull(env("FAKE_NVML_TOTAL_MIB", "24576"), NULL, 10);
   snprintf(g.mode, sizeof g.mode, "%s", env("FAKE_NVML_MODE", "normal"));
   g.hang_ms = atol(env("FAKE_NVML_HANG_MS", "3000"));
@@ -96,7 +97,9 @@ nvmlReturn_t nvmlInit_v2(void) {
   return OK;
 }
 
-nvmlReturn_t nvmlShutdown(void) { return OK; }
+nvmlReturn_t nvmlShutdown(void) {
+  return OK;
+}
 
 nvmlReturn_t nvmlDeviceGetCount_v2(unsigned int* count) {
   *count = g.count;
@@ -109,7 +112,9 @@ nvmlReturn_t nvmlDeviceGetHandleByIndex_v2(unsigned int index, nvmlDevice_t* dev
   return OK;
 }
 
-static int ramping(unsigned idx) { return g.ramp_dev == (int)idx && elapsed_ms() < g.ramp_ms; }
+static int ramping(unsigned idx) {
+  return g.ramp_dev == (int)idx && elapsed_ms() < g.ramp_ms;
+}
 
 nvmlReturn_t nvmlDeviceGetMemoryInfo(nvmlDevice_t device, nvmlMemory_t* memory) {
   unsigned idx = (unsigned)(uintptr_t)device - 1;
@@ -136,7 +141,8 @@ nvmlReturn_t nvmlDeviceGetName(nvmlDevice_t device, char* name, unsigned int len
   return OK;
 }
 
-nvmlReturn_t nvmlDeviceGetComputeRunningProcesses_v3(nvmlDevice_t device, unsigned int* count, nvmlProcessInfo_t* infos) {
+nvmlReturn_t nvmlDeviceGetComputeRunningProcesses_v3(nvmlDevice_t device, unsigned int* count,
+                                                     nvmlProcessInfo_t* infos) {
   unsigned idx = (unsigned)(uintptr_t)device - 1;
   nvmlProcessInfo_t list[MAX_PROCS + 1];
   unsigned n = 0;
@@ -154,10 +160,15 @@ nvmlReturn_t nvmlDeviceGetComputeRunningProcesses_v3(nvmlDevice_t device, unsign
 
 const char* nvmlErrorString(nvmlReturn_t r) {
   switch (r) {
-    case OK: return "Success";
-    case INVALID_ARGUMENT: return "Invalid Argument";
-    case NOT_SUPPORTED: return "Not Supported";
-    case DRIVER_NOT_LOADED: return "Driver Not Loaded";
-    default: return "Unknown Error";
+    case OK:
+      return "Success";
+    case INVALID_ARGUMENT:
+      return "Invalid Argument";
+    case NOT_SUPPORTED:
+      return "Not Supported";
+    case DRIVER_NOT_LOADED:
+      return "Driver Not Loaded";
+    default:
+      return "Unknown Error";
   }
 }

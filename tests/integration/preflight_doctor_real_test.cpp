@@ -2,8 +2,8 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
-#include <set>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "doctor/doctor.h"
 #include "gpu/preflight.h"
@@ -23,7 +23,8 @@ TEST(RealHost, PreflightDecidesFromThisKernel) {
   ASSERT_NE(go.verdict, Verdict::undecided) << go.undecided;
   ASSERT_FALSE(go.frag.empty());
   if (go.verdict == Verdict::refused) {
-    for (const auto& r : go.refusals) EXPECT_EQ(r.find("host RAM"), std::string::npos) << r;  // only fragmentation may refuse
+    for (const auto& r : go.refusals)
+      EXPECT_EQ(r.find("host RAM"), std::string::npos) << r;  // only fragmentation may refuse
   }
   PreflightRequest too_big;
   too_big.bytes = host->total * 2;
@@ -53,7 +54,9 @@ TEST(RealHost, DoctorRunsEveryCheck) {
   std::set<std::string> seen;
   for (const auto& f : *findings) {
     seen.insert(f.check);
-    if (f.status != doctor::Status::ok) EXPECT_FALSE(f.fix.empty()) << f.check << ": " << f.message;
+    if (f.status != doctor::Status::ok) {
+      EXPECT_FALSE(f.fix.empty()) << f.check << ": " << f.message;
+    }
   }
   EXPECT_EQ(seen.size(), doctor::checks().size());
   auto cli = test::run_cli({"doctor", "--json"});

@@ -1,11 +1,12 @@
 // Doctor checks against fixture trees: every OK / WARN / FAIL branch.
+#include "doctor/doctor.h"
+
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
 #include <nlohmann/json.hpp>
 
 #include "daemon/protect.h"
-#include "doctor/doctor.h"
 #include "support/fixture.h"
 #include "support/run_cli.h"
 
@@ -40,10 +41,10 @@ class Doctor : public ::testing::Test {
 };
 
 TEST(DoctorRecommendation, ScalesWithRamWithinBounds) {
-  EXPECT_EQ(recommended_min_free_kbytes(4ull << 30), 128u * 1024);   // floor
-  EXPECT_EQ(recommended_min_free_kbytes(24ull << 30), 384u * 1024);  // RAM / 64
+  EXPECT_EQ(recommended_min_free_kbytes(4ull << 30), 128u * 1024);     // floor
+  EXPECT_EQ(recommended_min_free_kbytes(24ull << 30), 384u * 1024);    // RAM / 64
   EXPECT_EQ(recommended_min_free_kbytes(128ull << 30), 1024u * 1024);  // GB10: 1 GiB
-  EXPECT_EQ(recommended_min_free_kbytes(1ull << 40), 1024u * 1024);  // cap
+  EXPECT_EQ(recommended_min_free_kbytes(1ull << 40), 1024u * 1024);    // cap
 }
 
 TEST_F(Doctor, SysctlReserveBranches) {
@@ -70,7 +71,8 @@ TEST_F(Doctor, SysctlNamesTunedAndALaterFile) {
   root_.write("usr/lib/tuned/base/tuned.conf", "[sysctl]\nvm.swappiness=10\n");
   auto f = run(check_sysctl);
   EXPECT_TRUE(has(f, Status::warn, "99-vendor.conf:2 (40) overrides")) << dump(f);
-  EXPECT_TRUE(has(f, Status::warn, "remove vm.dirty_ratio from " + (root_.root() / "etc/sysctl.d/99-vendor.conf").string()));
+  EXPECT_TRUE(
+      has(f, Status::warn, "remove vm.dirty_ratio from " + (root_.root() / "etc/sysctl.d/99-vendor.conf").string()));
   EXPECT_FALSE(has(f, Status::warn, "usr/lib/sysctl.d")) << dump(f);
   EXPECT_TRUE(has(f, Status::warn, "tuned profile 'throughput-performance'"));
   EXPECT_TRUE(has(f, Status::warn, "vm.swappiness = 10 is set by tuned profile 'base'"));

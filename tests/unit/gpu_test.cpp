@@ -176,7 +176,8 @@ TEST_F(Gpu, ExitingProcessCountsAsExited) {
 
 TEST_F(Gpu, SettleCostsNothingWithoutARecentKill) {
   FakeEnv env{{"FAKE_NVML_PROCS", "0:" + std::to_string(::getpid()) + ":1024"}};
-  root_.write("proc/" + std::to_string(::getpid()) + "/stat", std::to_string(::getpid()) + " (unit_tests) S 1 1 1 0 -1 4194560\n");
+  root_.write("proc/" + std::to_string(::getpid()) + "/stat",
+              std::to_string(::getpid()) + " (unit_tests) S 1 1 1 0 -1 4194560\n");
   root_.write("proc/vmstat", "nr_free_pages 1\noom_kill 0\n");
   auto req = request({0}, k_gib);
   req.settle = true;
@@ -211,7 +212,7 @@ TEST(SettleRule, TolerancesAreMax256MiBOr2Percent) {
   EXPECT_TRUE(samples_agree(0, 256ull << 20));
   EXPECT_FALSE(samples_agree(0, (256ull << 20) + 1));
   EXPECT_TRUE(samples_agree(78ull << 30, (78ull << 30) - (78ull << 30) / 50));  // 2% of 78 GiB > 256 MiB
-  EXPECT_FALSE(samples_agree(78ull << 30, (76ull << 30)));  // 2 GiB apart > 1.56 GiB
+  EXPECT_FALSE(samples_agree(78ull << 30, (76ull << 30)));                      // 2 GiB apart > 1.56 GiB
 }
 
 // A slow probe (150 ms a query) on memory that never settles: the wait still ends by the bound.
@@ -238,10 +239,10 @@ TEST_F(Gpu, SettleBoundHoldsWithASlowProbe) {
 TEST_F(Gpu, HangingProbeIsBoundedInTheBinary) {
   for (const char* mode : {"hang_init", "hang_memory"}) {
     auto t0 = clock_type::now();
-    auto r = test::run_cli({"--root=" + root_.root().string(), "preflight", "--bytes", "1G", "--gpu", "0",
-                            "--gpu-bytes", "1G", "--settle", "--settle-max", "300ms", "--json"},
-                           {"SPARK_TUNE_NVML_LIB=" FAKE_NVML_LIB, std::string("FAKE_NVML_MODE=") + mode,
-                            "FAKE_NVML_HANG_MS=5000"});
+    auto r = test::run_cli(
+        {"--root=" + root_.root().string(), "preflight", "--bytes", "1G", "--gpu", "0", "--gpu-bytes", "1G", "--settle",
+         "--settle-max", "300ms", "--json"},
+        {"SPARK_TUNE_NVML_LIB=" FAKE_NVML_LIB, std::string("FAKE_NVML_MODE=") + mode, "FAKE_NVML_HANG_MS=5000"});
     auto took = clock_type::now() - t0;
     EXPECT_EQ(r.rc, 2) << mode << ": " << r.out;
     EXPECT_LT(took, 800ms) << mode;

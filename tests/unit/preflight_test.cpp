@@ -1,9 +1,10 @@
+#include "gpu/preflight.h"
+
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
 
 #include "gpu/model_files.h"
-#include "gpu/preflight.h"
 #include "support/fixture.h"
 #include "support/run_cli.h"
 #include "telemetry/host_fit.h"
@@ -69,14 +70,12 @@ TEST_P(PublishedThresholds, Decides) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Model17_4GB, PublishedThresholds,
-                         ::testing::Values(ThresholdCase{12, 0.9, Verdict::refused},
-                                           ThresholdCase{15, 0.9, Verdict::refused},
-                                           ThresholdCase{18, 0.9, Verdict::go},
-                                           ThresholdCase{12, 1.1, Verdict::refused},
-                                           ThresholdCase{15, 1.1, Verdict::refused},
-                                           ThresholdCase{18, 1.1, Verdict::refused},
-                                           ThresholdCase{19, 1.1, Verdict::go}));
+INSTANTIATE_TEST_SUITE_P(
+    Model17_4GB, PublishedThresholds,
+    ::testing::Values(ThresholdCase{12, 0.9, Verdict::refused}, ThresholdCase{15, 0.9, Verdict::refused},
+                      ThresholdCase{18, 0.9, Verdict::go}, ThresholdCase{12, 1.1, Verdict::refused},
+                      ThresholdCase{15, 1.1, Verdict::refused}, ThresholdCase{18, 1.1, Verdict::refused},
+                      ThresholdCase{19, 1.1, Verdict::go}));
 
 TEST(HostFit, ParsesBuddyinfoPerNodeSummingZones) {
   test::FixtureRoot root;
@@ -117,14 +116,14 @@ TEST_P(Fragmentation, JudgesEachNode) {
   EXPECT_EQ(frag[0].severity == Severity::ok, frag[0].reason.empty());
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Cases, Fragmentation,
-    ::testing::Values(FragCase{"healthy", k_healthy, Severity::ok}, FragCase{"partial", k_partial, Severity::warn},
-                      FragCase{"shattered", k_shattered, Severity::refuse},
-                      // Little free memory is a RAM problem, not fragmentation: not judged.
-                      FragCase{"tiny", {1000, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, Severity::ok},
-                      FragCase{"empty", {}, Severity::ok}),
-    [](const auto& info) { return std::string(info.param.name); });
+INSTANTIATE_TEST_SUITE_P(Cases, Fragmentation,
+                         ::testing::Values(FragCase{"healthy", k_healthy, Severity::ok},
+                                           FragCase{"partial", k_partial, Severity::warn},
+                                           FragCase{"shattered", k_shattered, Severity::refuse},
+                                           // Little free memory is a RAM problem, not fragmentation: not judged.
+                                           FragCase{"tiny", {1000, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, Severity::ok},
+                                           FragCase{"empty", {}, Severity::ok}),
+                         [](const auto& info) { return std::string(info.param.name); });
 
 TEST(HostFit, KernelIndexesMatchTheirDefinitions) {
   // 1024 order-0 pages and no order>=9 block: fragmentation index = 1000 - (1000 + 1024*1000/512)/1024 = 998.
@@ -242,8 +241,8 @@ TEST(ModelFiles, SumsFilesDirectoriesAndGlobsOnce) {
   auto dir = model_files({(root.root() / "m").string()});
   ASSERT_TRUE(dir.ok()) << dir.error().what();
   EXPECT_EQ(dir->bytes, 1500u);  // weights only
-  auto mixed = model_files({(root.root() / "m/*.safetensors").string(), (root.root() / "m").string(),
-                            (root.root() / "g/q4.gguf").string()});
+  auto mixed = model_files(
+      {(root.root() / "m/*.safetensors").string(), (root.root() / "m").string(), (root.root() / "g/q4.gguf").string()});
   ASSERT_TRUE(mixed.ok());
   EXPECT_EQ(mixed->bytes, 1800u);  // each file once
   EXPECT_EQ(model_files({(root.root() / "other").string()})->bytes, 11u);

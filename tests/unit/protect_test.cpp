@@ -1,11 +1,12 @@
 // protect: drop-ins validated by systemd-analyze verify, written atomically, removed exactly.
+#include "daemon/protect.h"
+
 #include <gtest/gtest.h>
 
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
 #include "core/fs.h"
-#include "daemon/protect.h"
 #include "support/fixture.h"
 #include "support/run_cli.h"
 
@@ -32,7 +33,8 @@ TEST(Protect, DropinTextPerUnitType) {
   ProtectSpec spec;
   auto svc = protect_dropin_text("sshd.service", spec, false);
   EXPECT_NE(svc.find("[Service]\nMemoryMin=256M\nMemoryLow=1G\nOOMScoreAdjust=-900\nManagedOOMPreference=avoid\n"),
-            std::string::npos) << svc;
+            std::string::npos)
+      << svc;
   auto slice = protect_dropin_text("user.slice", spec, true);
   EXPECT_NE(slice.find("[Slice]"), std::string::npos);
   EXPECT_EQ(slice.find("OOMScoreAdjust"), std::string::npos);  // not valid in a slice

@@ -151,7 +151,10 @@ PreflightReport run_preflight(const HostPaths& paths, const PreflightRequest& re
     }
   }
 
-  if (!req.gpus.empty()) check_gpus(paths, req, rep);
+  if (!req.gpus.empty())
+    check_gpus(paths, req, rep);
+  else if (req.settle)
+    rep.notes.push_back("--settle applies to the devices given with --gpu: nothing to settle");
   if (!rep.undecided.empty()) {
     rep.verdict = Verdict::undecided;
     return rep;

@@ -7,6 +7,7 @@
 
 #include "core/fs.h"
 #include "core/units.h"
+#include "daemon/protect.h"
 #include "doctor/doctor.h"
 #include "telemetry/host_fit.h"
 
@@ -165,7 +166,7 @@ std::vector<Finding> check_persist(const Env& env) {
   size_t dropins = 0;
   std::error_code ec;
   for (fs::directory_iterator it(env.paths.systemd_d, ec), end; !ec && it != end; it.increment(ec))
-    if (fs::exists(it->path() / "50-spark-tune-protect.conf")) ++dropins;
+    if (fs::exists(it->path() / k_protect_dropin)) ++dropins;
   if (drifted == 0)
     add(Status::ok, "running sysctls match what boot sets" +
                         (dropins ? "; " + std::to_string(dropins) + " protection drop-in(s) persist in " +

@@ -116,6 +116,7 @@ void check_gpus(const HostPaths& paths, const PreflightRequest& req, PreflightRe
 
 PreflightReport run_preflight(const HostPaths& paths, const PreflightRequest& req) {
   PreflightReport rep;
+  rep.request = req;
   auto host = read_host_memory(paths);
   if (!host) {
     rep.verdict = Verdict::undecided;
@@ -208,7 +209,15 @@ nlohmann::json PreflightReport::to_json() const {
               {"fits", ram.fits},
               {"missing", ram.missing()}}},
             {"fragmentation", nodes(frag)},
-            {"compacted", compacted}};
+            {"compacted", compacted},
+            {"request",
+             {{"bytes", request.bytes},
+              {"factor", request.factor},
+              {"headroom", request.headroom},
+              {"gpus", request.gpus},
+              {"gpu_bytes", request.gpu_bytes},
+              {"settle", request.settle},
+              {"settle_max_ms", request.settle_max.count()}}}};
   if (!undecided.empty()) j["undecided"] = undecided;
   if (compacted) j["fragmentation_before_compact"] = nodes(frag_before_compact);
   if (gpu_checked) {
@@ -239,8 +248,9 @@ std::string PreflightReport::to_text() const {
   if (!undecided.empty()) o << "  could not decide: " << undecided << '\n';
   o << "  host RAM: need " << format_size(ram.need) << ", available " << format_size(ram.available) << '\n';
   for (const auto& n : frag)
-    o << "  node " << n.node << ": " << format_size(n.free_bytes) << " free, " << static_cast<int>(n.large_share * 100)
-      << "% in large blocks (" << severity_name(n.severity) << ")" << (compacted ? " after compaction" : "") << '\n';
+    o << "  node " << n.node << ": " << format_size(n.free_bytes) << " free in the buddy allocator, "
+      << static_cast<int>(n.large_share * 100) << "% in large blocks (" << severity_name(n.severity) << ")"
+      << (compacted ? " after compaction" : "") << '\n';
   for (const auto& g : gpus)
     o << "  GPU " << g.index << " (" << g.name << "): need " << format_size(g.need) << ", free " << format_size(g.free)
       << (g.unified ? " (unified: host RAM)" : "") << (g.fits ? "" : "  REFUSED") << '\n';

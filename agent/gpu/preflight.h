@@ -49,6 +49,7 @@ struct GpuFit {
 };
 
 struct PreflightReport {
+  PreflightRequest request;  // what was asked, echoed in the JSON
   Verdict verdict = Verdict::go;
   std::vector<std::string> refusals;
   std::vector<std::string> warnings;

@@ -96,6 +96,20 @@ TEST_F(Gpu, FitIsPerDeviceNeverTheSum) {
   EXPECT_FALSE(both.gpus[1].fits);
 }
 
+TEST_F(Gpu, ProcessListGrowsItsBuffer) {
+  std::string procs;
+  for (int i = 0; i < 16; ++i) procs += (i ? "," : "") + std::string("0:") + std::to_string(1000 + i) + ":64";
+  FakeEnv env{{"FAKE_NVML_PROCS", procs}, {"FAKE_NVML_RAMP", "0:1024:60000"}};  // + the dead holder: 17 entries
+  auto n = Nvml::open(FAKE_NVML_LIB);
+  ASSERT_TRUE(n.ok());
+  auto p = (*n)->processes(0);
+  ASSERT_TRUE(p.ok()) << p.error().what();
+  ASSERT_EQ(p->size(), 17u);
+  EXPECT_EQ((*p)[0].pid, 2147483000);
+  EXPECT_EQ((*p)[1].used, 64ull << 20);
+  EXPECT_TRUE((*n)->processes(1)->empty());
+}
+
 TEST_F(Gpu, UnknownDeviceIsUndecided) {
   FakeEnv env{};
   auto rep = run_preflight(root_.paths(), request({5}, k_gib));

@@ -262,6 +262,8 @@ TEST(PreflightCli, ExitCodesGoRefusedUndecidedAndBadInput) {
   auto j = nlohmann::json::parse(no.out);
   EXPECT_EQ(j["verdict"], "refused");
   EXPECT_GT(j["host"]["missing"].get<uint64_t>(), 0u);
+  EXPECT_EQ(j["request"]["bytes"].get<uint64_t>(), 17400000000ull);
+  EXPECT_DOUBLE_EQ(j["request"]["factor"].get<double>(), 1.1);
   EXPECT_EQ(test::run_cli({r, "preflight", "--bytes", "lots"}).rc, 2);
   EXPECT_EQ(test::run_cli({r, "preflight"}).rc, 2);
   EXPECT_EQ(test::run_cli({r, "preflight", "--bytes", "1G", "--gpu", "0"}).rc, 2);

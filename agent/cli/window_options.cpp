@@ -1,0 +1,101 @@
+#include "cli/window_options.h"
+
+#include "core/fs.h"
+#include "core/units.h"
+#include "daemon/protocol.h"
+
+namespace spark::cli {
+
+std::vector<RunExtension>& run_extensions() {
+  static std::vector<RunExtension> list;
+  return list;
+}
+
+void add_window_options(CLI::App& app, WindowCliOptions& o, bool with_pid) {
+  app.add_option("--files", o.files, "model files, directories or globs (their devices are throttled, their cache evicted)")
+      ->type_name("PATH...");
+  app.add_option("--device", o.devices, "block device to throttle (vda, /dev/nvme0n1); default: the files' devices")
+      ->type_name("DEV");
+  app.add_option("--readahead", o.readahead,
+                 "readahead during the window (e.g. 128k; 'off' leaves it alone); default " +
+                     std::to_string(k_default_window_readahead_kb) + "k")
+      ->type_name("SIZE");
+  app.add_option("--cache", o.cache, "page-cache control: evict (default with --files), drop (the recipe), off")
+      ->type_name("MODE");
+  app.add_option("--cache-interval", o.cache_interval, "how often evict/drop runs (default 100ms)")->type_name("DURATION");
+  app.add_option("--mapped", o.mapped,
+                 "pages of the files still mapped by a process: idle (page out mappings not touched for 1.5s, "
+                 "default), cold, pageout, off")
+      ->type_name("POLICY");
+  app.add_option("--ttl", o.ttl, "the window ends after this long at most (default 180s)")->type_name("DURATION");
+  if (with_pid) app.add_option("--pid", o.pid, "end the window when this process exits")->type_name("PID");
+  app.add_option("--until-port", o.until_port, "end the window when HOST:PORT accepts connections (the server is up)")
+      ->type_name("HOST:PORT");
+  app.add_option("--sysctl", o.sysctls, "sysctl overlay KEY=VALUE instead of the load-window profile")
+      ->type_name("KEY=VALUE");
+  app.add_flag("--no-overlay", o.no_overlay, "no sysctl overlay (readahead and cache control only)");
+  app.add_option("--label", o.label, "a note shown by window list");
+}
+
+Result<WindowSpec> to_spec(const WindowCliOptions& o) {
+  WindowSpec s;
+  s.files = o.files;
+  s.devices = o.devices;
+  if (!o.readahead.empty()) {
+    if (o.readahead == "off" || o.readahead == "0") {
+      s.readahead_kb = 0;
+    } else {
+      auto bytes = parse_size(o.readahead);
+      if (!bytes) return input_error("--readahead " + o.readahead + ": " + describe(bytes.error()));
+      if (*bytes < 4096) return input_error("--readahead " + o.readahead + " is below one page (4k); use 'off' for none");
+      s.readahead_kb = *bytes / 1024;
+    }
+  }
+  if (!o.cache.empty()) {
+    SPARK_TRY(CacheMode m, parse_cache_mode(o.cache));
+    s.cache = m;
+  }
+  if (!o.cache_interval.empty()) {
+    auto d = parse_duration(o.cache_interval);
+    if (!d) return input_error("--cache-interval " + o.cache_interval + ": " + describe(d.error()));
+    s.cache_interval = *d;
+  }
+  if (!o.mapped.empty()) {
+    SPARK_TRY(MappedPolicy p, parse_mapped_policy(o.mapped));
+    s.mapped = p;
+  }
+  if (!o.ttl.empty()) {
+    auto d = parse_duration(o.ttl);
+    if (!d) return input_error("--ttl " + o.ttl + ": " + describe(d.error()));
+    s.ttl = *d;
+  }
+  s.pid = o.pid;
+  s.until_port = o.until_port;
+  if (o.no_overlay && !o.sysctls.empty()) return input_error("--no-overlay and --sysctl contradict each other");
+  if (o.no_overlay) s.overlay = std::vector<Change>{};
+  if (!o.sysctls.empty()) {
+    std::vector<Change> overlay;
+    for (const auto& kv : o.sysctls) {
+      auto eq = kv.find('=');
+      if (eq == std::string::npos || eq == 0) return input_error("--sysctl " + kv + ": expected KEY=VALUE");
+      std::string key = trim(kv.substr(0, eq));
+      SPARK_TRY_VOID(validate_sysctl_name(key));
+      overlay.push_back({sysctl_target(key), trim(kv.substr(eq + 1)), "load window"});
+    }
+    s.overlay = std::move(overlay);
+  }
+  s.label = o.label;
+  // The agent validates again; validate here so bad input never reaches it.
+  SPARK_TRY(WindowSpec checked, spec_from_json(spec_to_json(s)));
+  (void)checked;
+  return s;
+}
+
+Result<nlohmann::json> agent_call(const Context& ctx, const std::string& method, const nlohmann::json& params) {
+  SPARK_TRY_VOID(daemon::ensure_agent(ctx.paths, {"--state-dir", ctx.paths.state.string()}));
+  return daemon::call(ctx.paths, method, params);
+}
+
+int agent_error(const Context& ctx, const Error& e) { return report_error(ctx, describe(e)); }
+
+}  // namespace spark::cli

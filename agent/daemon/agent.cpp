@@ -1,0 +1,381 @@
+#include "daemon/agent.h"
+
+#include <fcntl.h>
+#include <grp.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/capability.h>
+#include <sys/file.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "core/fs.h"
+#include "core/log.h"
+#include "daemon/protocol.h"
+#include "state/journal.h"
+
+namespace spark::daemon {
+
+using json = nlohmann::json;
+
+Result<void> authorize_peer(const Peer& peer, const std::vector<gid_t>& groups, std::optional<gid_t> allowed_group) {
+  if (peer.uid == 0) return {};
+  if (allowed_group && (peer.gid == *allowed_group ||
+                        std::find(groups.begin(), groups.end(), *allowed_group) != groups.end()))
+    return {};
+  return sys_error(EACCES, "uid " + std::to_string(peer.uid) + " may not use spark-tune: run as root or join group " +
+                               k_group_name);
+}
+
+std::vector<std::string> agent_capabilities() {
+  return {"cap_dac_override",  // sysfs/procfs/cgroup files, journal under /var/lib
+          "cap_dac_read_search",  // open model files of any owner for fadvise/mincore
+          "cap_fowner",        // MADV_PAGEOUT of file pages the agent does not own
+          "cap_sys_ptrace",    // /proc/PID/maps, smaps, pidfd of other users' processes
+          "cap_sys_nice",      // process_madvise
+          "cap_sys_admin",     // some sysctls, cgroup setup
+          "cap_sys_resource",  // sysctls that raise limits
+          "cap_kill",          // the guard's actions on servers
+          "cap_chown",         // socket group at restart
+          "cap_bpf",           // telemetry probes
+          "cap_perfmon"};
+}
+
+Result<void> drop_capabilities(const std::vector<std::string>& keep) {
+  std::vector<cap_value_t> values;
+  for (const auto& name : keep) {
+    cap_value_t v;
+    if (cap_from_name(name.c_str(), &v) != 0) return input_error("unknown capability " + name);
+    values.push_back(v);
+  }
+  // Only what the process has now can be kept (a container may have withheld some).
+  if (cap_t now = cap_get_proc()) {
+    values.erase(std::remove_if(values.begin(), values.end(),
+                                [&](cap_value_t v) {
+                                  cap_flag_value_t f = CAP_CLEAR;
+                                  return cap_get_flag(now, v, CAP_PERMITTED, &f) != 0 || f != CAP_SET;
+                                }),
+                 values.end());
+    cap_free(now);
+  }
+  // Bounding set first, while CAP_SETPCAP is still held; without it (systemd's
+  // CapabilityBoundingSet already bounds the service) this is skipped.
+  for (cap_value_t c = 0; c <= CAP_LAST_CAP; ++c) {
+    if (std::find(values.begin(), values.end(), c) != values.end()) continue;
+    if (::prctl(PR_CAPBSET_READ, c, 0, 0, 0) == 1 && ::prctl(PR_CAPBSET_DROP, c, 0, 0, 0) != 0) break;
+  }
+  cap_t caps = cap_init();
+  if (!caps) return errno_error("cap_init");
+  if (!values.empty() && (cap_set_flag(caps, CAP_PERMITTED, static_cast<int>(values.size()), values.data(), CAP_SET) != 0 ||
+                          cap_set_flag(caps, CAP_EFFECTIVE, static_cast<int>(values.size()), values.data(), CAP_SET) != 0)) {
+    cap_free(caps);
+    return errno_error("cap_set_flag");
+  }
+  int rc = cap_set_proc(caps);
+  int err = errno;
+  cap_free(caps);
+  if (rc != 0) return sys_error(err, "dropping capabilities");
+  // Nothing gained through exec; the agent never runs a shell anyway.
+  ::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+  return {};
+}
+
+Agent::Agent(HostPaths paths, AgentOptions options)
+    : paths_(std::move(paths)), opt_(std::move(options)), actuator_(paths_), tuner_(paths_, actuator_) {}
+
+Agent::~Agent() { cleanup(); }
+
+void Agent::add_service(std::unique_ptr<Service> s, int order) { services_.push_back({order, std::move(s)}); }
+
+Result<void> Agent::add_handler(const std::string& method, Handler handler) {
+  if (handlers_.count(method)) return sys_error(EEXIST, "request handler " + method + " registered twice");
+  handlers_[method] = std::move(handler);
+  return {};
+}
+
+Result<void> Agent::write_pid_file() {
+  SPARK_TRY_VOID(ensure_dir(paths_.run, 0755));
+  fs::path p = pid_file(paths_);
+  int fd = ::open(p.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+  if (fd < 0) return errno_error("opening " + p.string());
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    auto other = read_value(p);
+    ::close(fd);
+    return sys_error(EEXIST, "an agent is already running (pid " + other.value_or("?") + ")");
+  }
+  std::string s = std::to_string(::getpid()) + "\n";
+  if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, s.data(), s.size(), 0) != static_cast<ssize_t>(s.size())) {
+    int err = errno;
+    ::close(fd);
+    return sys_error(err, "writing " + p.string());
+  }
+  pid_fd_ = fd;  // the lock lives as long as the agent
+  return {};
+}
+
+Result<void> Agent::open_socket() {
+  int n = sd_listen_fds(1);
+  if (n == 1 && sd_is_socket_unix(SD_LISTEN_FDS_START, SOCK_STREAM, 1, nullptr, 0) > 0) {
+    listen_fd_ = SD_LISTEN_FDS_START;
+    ::fcntl(listen_fd_, F_SETFL, ::fcntl(listen_fd_, F_GETFL) | O_NONBLOCK);
+    ::fcntl(listen_fd_, F_SETFD, FD_CLOEXEC);
+    log_info("control socket from systemd");
+    return {};
+  }
+  fs::path p = socket_path(paths_);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (p.native().size() >= sizeof(addr.sun_path)) return sys_error(ENAMETOOLONG, "socket path " + p.string());
+  std::strncpy(addr.sun_path, p.c_str(), sizeof(addr.sun_path) - 1);
+  // The pid-file lock is held: a socket file left here is a dead agent's.
+  ::unlink(p.c_str());
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0) return errno_error("socket");
+  mode_t old = ::umask(0117);
+  int rc = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  ::umask(old);
+  if (rc != 0 || ::listen(fd, 64) != 0) {
+    int err = errno;
+    ::close(fd);
+    return sys_error(err, "listening on " + p.string());
+  }
+  gid_t gid = 0;
+  if (group* g = ::getgrnam(opt_.group.c_str())) gid = g->gr_gid;
+  if (::chown(p.c_str(), 0, gid) != 0 && ::geteuid() == 0) log_warning("chown " + p.string() + ": " + std::strerror(errno));
+  ::chmod(p.c_str(), 0660);
+  listen_fd_ = fd;
+  own_socket_ = true;
+  return {};
+}
+
+void Agent::accept_clients() {
+  for (;;) {
+    int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    if (fd < 0) return;
+    ucred cred{};
+    socklen_t len = sizeof cred;
+    Peer peer;
+    if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) {
+      peer = {cred.pid, cred.uid, cred.gid};
+    } else {
+      ::close(fd);
+      continue;
+    }
+    std::vector<gid_t> groups(256);
+    socklen_t glen = static_cast<socklen_t>(groups.size() * sizeof(gid_t));
+    if (::getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups.data(), &glen) == 0)
+      groups.resize(glen / sizeof(gid_t));
+    else
+      groups.clear();
+    std::optional<gid_t> allowed;
+    if (group* g = ::getgrnam(opt_.group.c_str())) allowed = g->gr_gid;
+    if (auto ok = authorize_peer(peer, groups, allowed); !ok) {
+      log_warning("refused a client: " + std::string(ok.error().what()),
+                  {{"PEER_UID", std::to_string(peer.uid)}, {"PEER_PID", std::to_string(peer.pid)}});
+      std::string line = json{{"id", nullptr}, {"error", error_to_json(ok.error())}}.dump() + "\n";
+      (void)::send(fd, line.data(), line.size(), MSG_NOSIGNAL);
+      ::close(fd);
+      continue;
+    }
+    clients_[fd] = Client{fd, peer, {}};
+  }
+}
+
+json Agent::dispatch(const json& request, const Peer& peer) {
+  json id = request.contains("id") ? request["id"] : json();
+  if (!request.is_object() || !request.contains("method") || !request["method"].is_string())
+    return {{"id", id}, {"error", error_to_json(input_error("a request needs a \"method\""))}};
+  std::string method = request["method"];
+  auto it = handlers_.find(method);
+  if (it == handlers_.end())
+    return {{"id", id}, {"error", error_to_json(sys_error(ENOSYS, "unknown method " + method))}};
+  json params = request.value("params", json::object());
+  Result<json> r = [&]() -> Result<json> {
+    try {
+      return it->second(params, peer);
+    } catch (const std::exception& e) {
+      return sys_error(EIO, method + " failed: " + e.what());
+    }
+  }();
+  if (!r) return {{"id", id}, {"error", error_to_json(r.error())}};
+  return {{"id", id}, {"result", *r}};
+}
+
+void Agent::serve(Client& c) {
+  char buf[65536];
+  for (;;) {
+    ssize_t n = ::recv(c.fd, buf, sizeof buf, 0);
+    if (n > 0) {
+      c.in.append(buf, static_cast<size_t>(n));
+      if (c.in.size() > (1u << 20)) break;  // a request this large is not ours
+      continue;
+    }
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) break;
+    c.in.push_back('\n');
+    c.in += "\x04";  // closed: mark
+    break;
+  }
+  bool closed = !c.in.empty() && c.in.back() == '\x04';
+  if (closed) c.in.pop_back();
+  size_t nl;
+  while ((nl = c.in.find('\n')) != std::string::npos) {
+    std::string line = c.in.substr(0, nl);
+    c.in.erase(0, nl + 1);
+    if (trim(line).empty()) continue;
+    json resp;
+    try {
+      resp = dispatch(json::parse(line), c.peer);
+    } catch (const json::exception& e) {
+      resp = {{"id", nullptr}, {"error", error_to_json(input_error(std::string("request is not JSON: ") + e.what()))}};
+    }
+    std::string out = resp.dump() + "\n";
+    for (size_t off = 0; off < out.size();) {
+      ssize_t w = ::send(c.fd, out.data() + off, out.size() - off, MSG_NOSIGNAL);
+      if (w < 0 && errno == EAGAIN) {
+        pollfd p{c.fd, POLLOUT, 0};
+        if (::poll(&p, 1, 1000) <= 0) break;
+        continue;
+      }
+      if (w <= 0) break;
+      off += static_cast<size_t>(w);
+    }
+  }
+  if (closed || c.in.size() > (1u << 20)) {
+    int fd = c.fd;
+    ::close(fd);
+    clients_.erase(fd);
+  }
+}
+
+void Agent::cleanup() {
+  for (auto& [fd, c] : clients_) ::close(fd);
+  clients_.clear();
+  if (listen_fd_ >= 0) {
+    ::close(listen_fd_);
+    if (own_socket_) ::unlink(socket_path(paths_).c_str());
+    listen_fd_ = -1;
+  }
+  if (pid_fd_ >= 0) {
+    ::unlink(pid_file(paths_).c_str());
+    ::close(pid_fd_);
+    pid_fd_ = -1;
+  }
+  if (signal_fd_ >= 0) {
+    ::close(signal_fd_);
+    signal_fd_ = -1;
+  }
+}
+
+int Agent::run() {
+  ::signal(SIGPIPE, SIG_IGN);
+  sigset_t mask;
+  sigemptyset(&mask);
+  sigaddset(&mask, SIGTERM);
+  sigaddset(&mask, SIGINT);
+  sigaddset(&mask, SIGHUP);
+  ::sigprocmask(SIG_BLOCK, &mask, nullptr);
+  signal_fd_ = ::signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+
+  if (auto r = write_pid_file(); !r) {
+    log_error(describe(r.error()));
+    return 1;
+  }
+  if (auto r = open_socket(); !r) {
+    log_error(describe(r.error()));
+    return 1;
+  }
+  for (auto& e : service_registry()) add_service(e.factory(), e.order);
+  std::stable_sort(services_.begin(), services_.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+
+  (void)add_handler("agent.ping", [this](const json&, const Peer&) -> Result<json> {
+    json names = json::array();
+    for (auto& [o, s] : services_) names.push_back(s->name());
+    return json{{"pid", ::getpid()}, {"version", SPARK_TUNE_VERSION}, {"services", names}};
+  });
+
+  // Recovery before READY: the journal from an earlier boot, then each service's own state.
+  if (auto r = tuner_.forget_earlier_boot(); !r) log_warning("journal: " + describe(r.error()));
+  for (auto& [order, s] : services_) {
+    if (auto r = s->on_start(*this); !r) {
+      log_error("service " + s->name() + " failed to start: " + describe(r.error()));
+      sd_notifyf(0, "STATUS=service %s failed to start", s->name().c_str());
+      for (auto& [o2, s2] : services_) s2->on_stop();
+      cleanup();
+      return 1;
+    }
+  }
+  if (opt_.drop_capabilities && ::geteuid() == 0) {
+    if (auto r = drop_capabilities(agent_capabilities()); !r) log_warning("capabilities: " + describe(r.error()));
+  }
+  uint64_t watchdog_usec = 0;
+  bool watchdog = sd_watchdog_enabled(0, &watchdog_usec) > 0 && watchdog_usec > 0;
+  auto watchdog_period = std::chrono::microseconds(watchdog_usec / 2);
+  auto next_watchdog = Clock::now();
+  sd_notifyf(0, "READY=1\nSTATUS=serving %s\nMAINPID=%d", socket_path(paths_).c_str(), ::getpid());
+  log_info("agent ready on " + socket_path(paths_).string() + " (pid " + std::to_string(::getpid()) + ")");
+
+  bool stop = false;
+  while (!stop) {
+    auto now = Clock::now();
+    if (watchdog && now >= next_watchdog) {
+      sd_notify(0, "WATCHDOG=1");
+      next_watchdog = now + watchdog_period;
+    }
+    std::optional<Clock::time_point> next;
+    auto take = [&](Clock::time_point t) { next = next ? std::min(*next, t) : t; };
+    if (watchdog) take(next_watchdog);
+    std::vector<pollfd> fds{{listen_fd_, POLLIN, 0}, {signal_fd_, POLLIN, 0}};
+    for (auto& [fd, c] : clients_) fds.push_back({fd, POLLIN, 0});
+    size_t service_base = fds.size();
+    std::vector<Service*> owner;
+    for (auto& [o, s] : services_) {
+      for (int fd : s->poll_fds()) {
+        fds.push_back({fd, POLLIN | POLLPRI, 0});
+        owner.push_back(s.get());
+      }
+      if (auto t = s->next_timer()) take(*t);
+    }
+    int timeout = -1;
+    if (next) {
+      auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(*next - Clock::now()).count();
+      timeout = static_cast<int>(std::clamp<int64_t>(ms, 0, 60'000));
+    }
+    int rc = ::poll(fds.data(), fds.size(), timeout);
+    if (rc < 0 && errno != EINTR) {
+      log_error(std::string("poll: ") + std::strerror(errno));
+      break;
+    }
+    now = Clock::now();
+    if (rc > 0) {
+      if (fds[1].revents) {
+        signalfd_siginfo si{};
+        while (::read(signal_fd_, &si, sizeof si) == sizeof si)
+          if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT) stop = true;
+      }
+      if (fds[0].revents) accept_clients();
+      for (size_t i = 2; i < service_base; ++i)
+        if (fds[i].revents && clients_.count(fds[i].fd)) serve(clients_.at(fds[i].fd));
+      for (size_t i = service_base; i < fds.size(); ++i)
+        if (fds[i].revents) owner[i - service_base]->on_ready(fds[i].fd, now);
+    }
+    for (auto& [o, s] : services_) {
+      auto t = s->next_timer();
+      if (t && *t <= Clock::now()) s->on_timer(Clock::now());
+    }
+  }
+  sd_notify(0, "STOPPING=1");
+  log_info("agent stopping");
+  for (auto it = services_.rbegin(); it != services_.rend(); ++it) it->second->on_stop();
+  cleanup();
+  return 0;
+}
+
+}  // namespace spark::daemon

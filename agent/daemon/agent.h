@@ -1,0 +1,77 @@
+// The agent: one single-threaded poll loop that owns the control socket and the services
+// (service.h). Start-up order: single-instance lock + pid file, control socket (inherited from
+// systemd socket activation or created), services' on_start (journal recovery), capability drop,
+// sd_notify READY=1, then the loop (WATCHDOG=1 at half of WatchdogSec). SIGTERM/SIGINT: services'
+// on_stop in reverse order (windows are ended: the host is put back), socket and pid file removed.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/host_paths.h"
+#include "core/result.h"
+#include "daemon/service.h"
+#include "tune/actuator.h"
+#include "tune/tuner.h"
+
+namespace spark::daemon {
+
+struct AgentOptions {
+  bool drop_capabilities = true;
+  // The group whose members may use the socket besides root ("spark-tune").
+  std::string group = "spark-tune";
+};
+
+// Whether a peer may talk to the agent: root, or the group (primary or supplementary).
+// `groups` are the peer's supplementary groups (SO_PEERGROUPS).
+Result<void> authorize_peer(const Peer& peer, const std::vector<gid_t>& groups, std::optional<gid_t> allowed_group);
+
+// Capabilities the agent keeps after start (everything else is dropped from all sets and from the
+// bounding set): file access to model files and sysfs/procfs, other processes' maps and
+// process_madvise, cgroup and kill for the guard.
+std::vector<std::string> agent_capabilities();
+Result<void> drop_capabilities(const std::vector<std::string>& keep);
+
+class Agent : public ServiceContext {
+ public:
+  Agent(HostPaths paths, AgentOptions options);
+  ~Agent() override;
+
+  // Adds a service before run(); the registry's services are added by run() itself.
+  void add_service(std::unique_ptr<Service> s, int order);
+  // Runs until SIGTERM/SIGINT; returns the exit code.
+  int run();
+
+  const HostPaths& paths() const override { return paths_; }
+  Tuner& tuner() override { return tuner_; }
+  Result<void> add_handler(const std::string& method, Handler handler) override;
+
+ private:
+  struct Client {
+    int fd = -1;
+    Peer peer;
+    std::string in;
+  };
+  Result<void> open_socket();
+  Result<void> write_pid_file();
+  void accept_clients();
+  void serve(Client& c);
+  nlohmann::json dispatch(const nlohmann::json& request, const Peer& peer);
+  void cleanup();
+
+  HostPaths paths_;
+  AgentOptions opt_;
+  HostActuator actuator_;
+  Tuner tuner_;
+  std::vector<std::pair<int, std::unique_ptr<Service>>> services_;
+  std::map<std::string, Handler> handlers_;
+  int listen_fd_ = -1;
+  bool own_socket_ = false;  // created here (not inherited from systemd): removed at exit
+  int pid_fd_ = -1;
+  int signal_fd_ = -1;
+  std::map<int, Client> clients_;
+};
+
+}  // namespace spark::daemon

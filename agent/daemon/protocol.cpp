@@ -1,0 +1,140 @@
+#include "daemon/protocol.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <thread>
+
+#include "core/fs.h"
+
+namespace spark::daemon {
+
+using json = nlohmann::json;
+
+json error_to_json(const Error& e) {
+  std::string what = e.what();
+  std::string reason = e.code().message();
+  // what() is "context: reason": send the whole text and the errno.
+  return {{"message", what}, {"code", e.code().value()}, {"reason", reason}};
+}
+
+Error error_from_json(const json& j) {
+  int code = j.value("code", EIO);
+  std::string message = j.value("message", std::string("agent error"));
+  std::string reason = std::generic_category().message(code);
+  // Strip the reason the constructor will append again.
+  if (message.size() > reason.size() + 2 && message.compare(message.size() - reason.size(), reason.size(), reason) == 0)
+    message = message.substr(0, message.size() - reason.size() - 2);
+  return sys_error(code, message);
+}
+
+namespace {
+
+Result<int> connect_socket(const HostPaths& paths) {
+  fs::path p = socket_path(paths);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (p.native().size() >= sizeof(addr.sun_path)) return sys_error(ENAMETOOLONG, "socket path " + p.string());
+  std::strncpy(addr.sun_path, p.c_str(), sizeof(addr.sun_path) - 1);
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return errno_error("socket");
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    int err = errno;
+    ::close(fd);
+    return sys_error(err, "connecting to the agent at " + p.string());
+  }
+  return fd;
+}
+
+}  // namespace
+
+Result<json> call(const HostPaths& paths, const std::string& method, const json& params,
+                  std::chrono::milliseconds timeout) {
+  SPARK_TRY(int fd, connect_socket(paths));
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{fd};
+  std::string line = json{{"id", 1}, {"method", method}, {"params", params}}.dump() + "\n";
+  for (size_t off = 0; off < line.size();) {
+    ssize_t n = ::send(fd, line.data() + off, line.size() - off, MSG_NOSIGNAL);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return errno_error("sending to the agent");
+    }
+    off += static_cast<size_t>(n);
+  }
+  std::string in;
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  char buf[65536];
+  while (in.find('\n') == std::string::npos) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return sys_error(ETIMEDOUT, "waiting for the agent's answer to " + method);
+    pollfd p{fd, POLLIN, 0};
+    int rc = ::poll(&p, 1, static_cast<int>(left.count()));
+    if (rc < 0 && errno == EINTR) continue;
+    if (rc < 0) return errno_error("waiting for the agent");
+    if (rc == 0) continue;
+    ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return errno_error("reading from the agent");
+    if (n == 0) return sys_error(ECONNRESET, "the agent closed the connection during " + method);
+    in.append(buf, static_cast<size_t>(n));
+  }
+  json resp;
+  try {
+    resp = json::parse(in.substr(0, in.find('\n')));
+  } catch (const json::exception& e) {
+    return sys_error(EPROTO, std::string("the agent's answer is not JSON: ") + e.what());
+  }
+  if (resp.contains("error")) return error_from_json(resp["error"]);
+  return resp.value("result", json());
+}
+
+Result<void> ensure_agent(const HostPaths& paths, const std::vector<std::string>& extra_args,
+                          std::chrono::milliseconds wait) {
+  if (auto r = call(paths, "agent.ping", json::object(), std::chrono::milliseconds(5000)); r) return {};
+  else if (r.error().code().value() != ENOENT && r.error().code().value() != ECONNREFUSED)
+    return r.error();
+  std::error_code ec;
+  fs::path exe = fs::read_symlink(paths.proc / "self/exe", ec);
+  if (ec) return sys_error(ec.value(), "finding the spark-tune executable to start the agent");
+  std::vector<std::string> args{exe.string()};
+  args.insert(args.end(), extra_args.begin(), extra_args.end());
+  args.push_back("agent");
+  pid_t pid = ::fork();
+  if (pid < 0) return errno_error("starting the agent");
+  if (pid == 0) {
+    ::setsid();
+    if (::fork() != 0) ::_exit(0);
+    int devnull = ::open("/dev/null", O_RDWR);
+    if (devnull >= 0) {
+      ::dup2(devnull, 0);
+      ::dup2(devnull, 1);
+      ::dup2(devnull, 2);
+    }
+    // Close everything else the CLI had open.
+    for (int fd = 3; fd < 1024; ++fd) ::close(fd);
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    ::execv(argv[0], argv.data());
+    ::_exit(127);
+  }
+  ::waitpid(pid, nullptr, 0);
+  auto deadline = std::chrono::steady_clock::now() + wait;
+  Error last = sys_error(ETIMEDOUT, "the agent did not answer");
+  while (std::chrono::steady_clock::now() < deadline) {
+    auto r = call(paths, "agent.ping", json::object(), std::chrono::milliseconds(2000));
+    if (r) return {};
+    last = r.error();
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return with_context(last, "started the agent but it does not answer (see the journal: journalctl -t spark-tune)");
+}
+
+}  // namespace spark::daemon

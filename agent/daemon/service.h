@@ -1,0 +1,97 @@
+// How parts of the agent plug in. The agent (daemon/agent.h) is one single-threaded poll loop that
+// owns the control socket; everything else is a Service:
+//
+//   class GuardService : public spark::daemon::Service {
+//     std::string name() const override { return "guard"; }
+//     Result<void> on_start(ServiceContext& ctx) override {      // before READY=1
+//       recover from the journal (ctx.tuner(), ctx.paths());
+//       ctx.add_handler("guard.list", [this](const json& params, const Peer& peer) -> Result<json> {...});
+//       return {};
+//     }
+//     std::vector<int> poll_fds() override { return {pressure_fd_}; }  // asked before every poll
+//     void on_ready(int fd, Clock::time_point now) override {...}     // fd readable (POLLIN/POLLPRI/HUP)
+//     std::optional<Clock::time_point> next_timer() override {...}    // asked before every poll
+//     void on_timer(Clock::time_point now) override {...}             // called when it is due
+//     void on_stop() override {...}                                   // SIGTERM/SIGINT: put things back
+//   };
+//
+// Registration without editing the agent: the library is static, so a registration must sit in a
+// file of the executable. Add agent/cli/service_<name>.cpp containing only
+//
+//   static const spark::daemon::ServiceRegistration reg{"guard", 20,
+//       [] { return std::make_unique<spark::guard::GuardService>(); }};
+//
+// Services start in ascending order (windows: 10) and stop in reverse. Handlers are called on the
+// loop thread: keep them short (no sleeping); a handler's error goes back to the client as
+// {"error": {"message": ..., "code": errno}}. Method names are "<service>.<verb>" ("window.begin").
+// Peers are authenticated before any handler runs (root or a member of group spark-tune); a
+// handler may check peer.uid for stricter rules.
+#pragma once
+
+#include <sys/types.h>
+
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/host_paths.h"
+#include "core/result.h"
+#include "tune/tuner.h"
+
+namespace spark::daemon {
+
+using Clock = std::chrono::steady_clock;
+using json = nlohmann::json;
+
+// The process at the other end of the control socket (SO_PEERCRED).
+struct Peer {
+  pid_t pid = 0;
+  uid_t uid = 0;
+  gid_t gid = 0;
+};
+
+using Handler = std::function<Result<json>(const json& params, const Peer& peer)>;
+
+// What a service gets from the agent at start.
+class ServiceContext {
+ public:
+  virtual ~ServiceContext() = default;
+  virtual const HostPaths& paths() const = 0;
+  // The one Tuner of the agent: every kernel change goes through it (journal first).
+  virtual Tuner& tuner() = 0;
+  // Registers a request handler; a name already taken is an error.
+  virtual Result<void> add_handler(const std::string& method, Handler handler) = 0;
+};
+
+class Service {
+ public:
+  virtual ~Service() = default;
+  virtual std::string name() const = 0;
+  virtual Result<void> on_start(ServiceContext& ctx) = 0;
+  virtual std::vector<int> poll_fds() { return {}; }
+  virtual void on_ready(int /*fd*/, Clock::time_point /*now*/) {}
+  virtual std::optional<Clock::time_point> next_timer() { return std::nullopt; }
+  virtual void on_timer(Clock::time_point /*now*/) {}
+  virtual void on_stop() {}
+};
+
+using ServiceFactory = std::function<std::unique_ptr<Service>()>;
+
+struct ServiceEntry {
+  std::string name;
+  int order;
+  ServiceFactory factory;
+};
+
+struct ServiceRegistration {
+  ServiceRegistration(std::string name, int order, ServiceFactory factory);
+};
+// Every registered service, in registration order (the agent sorts by order).
+std::vector<ServiceEntry>& service_registry();
+
+}  // namespace spark::daemon

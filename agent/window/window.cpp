@@ -1,0 +1,515 @@
+#include "window/window.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <sstream>
+
+#include "core/fs.h"
+#include "core/log.h"
+#include "core/units.h"
+#include "tune/readahead.h"
+
+namespace spark {
+
+using json = nlohmann::json;
+
+namespace {
+
+int64_t now_real_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string owner_of(const std::string& id) { return "window:" + id; }
+
+int open_pidfd(pid_t pid) { return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)); }
+
+}  // namespace
+
+std::vector<Change> load_window_overlay(const HostPaths&) {
+  // The write-back part of the published recipe: small dirty thresholds so a load does not pile up
+  // dirty pages, and dentries/inodes reclaimed before the page cache. vm.min_free_kbytes and the
+  // readahead/drop parts are the profile's and the window's own (see window.h).
+  return {
+      {sysctl_target("vm.dirty_background_ratio"), std::string("2"), "load window"},
+      {sysctl_target("vm.dirty_ratio"), std::string("5"), "load window"},
+      {sysctl_target("vm.vfs_cache_pressure"), std::string("200"), "load window"},
+  };
+}
+
+Result<std::pair<std::string, uint16_t>> parse_host_port(const std::string& s) {
+  auto colon = s.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == s.size())
+    return input_error("'" + s + "' is not HOST:PORT (e.g. 127.0.0.1:8000)");
+  std::string host = s.substr(0, colon), port = s.substr(colon + 1);
+  if (host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  if (!std::all_of(port.begin(), port.end(), ::isdigit) || port.size() > 5)
+    return input_error("port in '" + s + "' is not a number");
+  unsigned long p = std::stoul(port);
+  if (p == 0 || p > 65535) return input_error("port in '" + s + "' is not 1-65535");
+  return std::make_pair(host, static_cast<uint16_t>(p));
+}
+
+json spec_to_json(const WindowSpec& s) {
+  json j;
+  j["files"] = s.files;
+  j["devices"] = s.devices;
+  if (s.readahead_kb) j["readahead_kb"] = *s.readahead_kb;
+  if (s.cache) j["cache"] = cache_mode_name(*s.cache);
+  j["cache_interval_ms"] = s.cache_interval.count();
+  j["mapped"] = mapped_policy_name(s.mapped);
+  j["ttl_ms"] = s.ttl.count();
+  if (s.pid) j["pid"] = s.pid;
+  if (!s.until_port.empty()) j["until_port"] = s.until_port;
+  if (s.overlay) {
+    json o = json::array();
+    for (const auto& c : *s.overlay) o.push_back({{"key", c.target.name}, {"value", c.value.value_or("")}});
+    j["overlay"] = o;
+  }
+  if (!s.label.empty()) j["label"] = s.label;
+  return j;
+}
+
+Result<WindowSpec> spec_from_json(const json& j) {
+  if (!j.is_object()) return input_error("window parameters must be a JSON object");
+  WindowSpec s;
+  try {
+    if (j.contains("files")) s.files = j.at("files").get<std::vector<std::string>>();
+    if (j.contains("devices")) s.devices = j.at("devices").get<std::vector<std::string>>();
+    if (j.contains("readahead_kb")) s.readahead_kb = j.at("readahead_kb").get<uint64_t>();
+    if (j.contains("cache")) {
+      SPARK_TRY(CacheMode m, parse_cache_mode(j.at("cache").get<std::string>()));
+      s.cache = m;
+    }
+    if (j.contains("cache_interval_ms")) s.cache_interval = std::chrono::milliseconds(j.at("cache_interval_ms").get<int64_t>());
+    if (j.contains("mapped")) {
+      SPARK_TRY(MappedPolicy p, parse_mapped_policy(j.at("mapped").get<std::string>()));
+      s.mapped = p;
+    }
+    if (j.contains("ttl_ms")) s.ttl = std::chrono::milliseconds(j.at("ttl_ms").get<int64_t>());
+    if (j.contains("pid")) s.pid = j.at("pid").get<pid_t>();
+    if (j.contains("until_port")) s.until_port = j.at("until_port").get<std::string>();
+    if (j.contains("overlay")) {
+      std::vector<Change> o;
+      for (const auto& c : j.at("overlay")) {
+        std::string key = c.at("key").get<std::string>();
+        SPARK_TRY_VOID(validate_sysctl_name(key));
+        o.push_back({sysctl_target(key), c.at("value").get<std::string>(), "load window"});
+      }
+      s.overlay = std::move(o);
+    }
+    if (j.contains("label")) s.label = j.at("label").get<std::string>();
+  } catch (const json::exception& e) {
+    return input_error(std::string("bad window parameters: ") + e.what());
+  }
+  if (s.ttl.count() <= 0) return input_error("TTL must be more than 0 (e.g. --ttl 180s)");
+  if (s.ttl > k_max_window_ttl) return input_error("TTL " + format_duration(s.ttl) + " is absurd: at most 24h");
+  if (s.cache_interval.count() < 10 || s.cache_interval.count() > 60'000)
+    return input_error("cache interval must be between 10ms and 60s");
+  if (s.pid < 0) return input_error("pid must be positive");
+  if (!s.until_port.empty()) SPARK_TRY_VOID(parse_host_port(s.until_port));
+  if (s.readahead_kb && *s.readahead_kb > 1024 * 1024) return input_error("readahead above 1 GiB is not a throttle");
+  return s;
+}
+
+json record_to_json(const WindowRecord& r) {
+  return {{"id", r.id},
+          {"files", r.files},
+          {"devices", r.devices},
+          {"readahead_kb", r.readahead_kb},
+          {"cache", cache_mode_name(r.cache)},
+          {"cache_interval_ms", r.cache_interval_ms},
+          {"mapped", mapped_policy_name(r.mapped)},
+          {"deadline_ms", r.deadline_ms},
+          {"begun_ms", r.begun_ms},
+          {"pid", r.pid},
+          {"pid_start", r.pid_start},
+          {"until_port", r.until_port},
+          {"label", r.label}};
+}
+
+Result<WindowRecord> record_from_json(const json& j) {
+  WindowRecord r;
+  try {
+    r.id = j.at("id").get<std::string>();
+    r.files = j.value("files", std::vector<std::string>{});
+    r.devices = j.value("devices", std::vector<std::string>{});
+    r.readahead_kb = j.value("readahead_kb", uint64_t{0});
+    SPARK_TRY(CacheMode m, parse_cache_mode(j.value("cache", std::string("off"))));
+    r.cache = m;
+    r.cache_interval_ms = j.value("cache_interval_ms", int64_t{100});
+    SPARK_TRY(MappedPolicy p, parse_mapped_policy(j.value("mapped", std::string("idle"))));
+    r.mapped = p;
+    r.deadline_ms = j.at("deadline_ms").get<int64_t>();
+    r.begun_ms = j.value("begun_ms", int64_t{0});
+    r.pid = j.value("pid", pid_t{0});
+    r.pid_start = j.value("pid_start", uint64_t{0});
+    r.until_port = j.value("until_port", std::string());
+    r.label = j.value("label", std::string());
+  } catch (const json::exception& e) {
+    return sys_error(EINVAL, std::string("window record in the journal is damaged: ") + e.what());
+  }
+  return r;
+}
+
+Result<uint64_t> process_start_time(const HostPaths& paths, pid_t pid) {
+  SPARK_TRY(std::string text, read_file(paths.proc / std::to_string(pid) / "stat"));
+  auto close = text.rfind(')');
+  if (close == std::string::npos) return sys_error(EIO, "unexpected /proc/" + std::to_string(pid) + "/stat");
+  // After "pid (comm)": field 3 is state; starttime is field 22, the 20th after the parenthesis.
+  std::istringstream in(text.substr(close + 1));
+  std::string field;
+  for (int i = 3; i <= 22; ++i)
+    if (!(in >> field)) return sys_error(EIO, "short /proc/" + std::to_string(pid) + "/stat");
+  return static_cast<uint64_t>(std::stoull(field));
+}
+
+bool process_alive(const HostPaths& paths, pid_t pid, uint64_t start_time) {
+  auto st = process_start_time(paths, pid);
+  if (!st) return false;
+  if (*st != start_time) return false;
+  // A zombie has exited: its window is over.
+  auto text = read_file(paths.proc / std::to_string(pid) / "stat");
+  if (text) {
+    auto close = text->rfind(')');
+    if (close != std::string::npos && close + 2 < text->size() && (*text)[close + 2] == 'Z') return false;
+  }
+  return true;
+}
+
+bool port_accepts(const std::string& host, uint16_t port, std::chrono::milliseconds timeout) {
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* res = nullptr;
+  if (::getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &res) != 0) return false;
+  bool ok = false;
+  for (addrinfo* a = res; a && !ok; a = a->ai_next) {
+    int fd = ::socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, a->ai_protocol);
+    if (fd < 0) continue;
+    int rc = ::connect(fd, a->ai_addr, a->ai_addrlen);
+    if (rc == 0) {
+      ok = true;
+    } else if (errno == EINPROGRESS) {
+      pollfd p{fd, POLLOUT, 0};
+      if (::poll(&p, 1, static_cast<int>(timeout.count())) == 1) {
+        int err = 0;
+        socklen_t len = sizeof err;
+        ok = ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err == 0;
+      }
+    }
+    ::close(fd);
+  }
+  ::freeaddrinfo(res);
+  return ok;
+}
+
+struct WindowManager::Runtime {
+  WindowRecord record;
+  int pidfd = -1;
+  Clock::time_point deadline;
+  std::unique_ptr<CacheKeeper> cache;
+  Clock::time_point next_cache{};
+  Clock::time_point next_port{};
+  ~Runtime() {
+    if (pidfd >= 0) ::close(pidfd);
+  }
+};
+
+WindowManager::WindowManager(HostPaths paths, Tuner& tuner) : paths_(std::move(paths)), tuner_(tuner) {}
+WindowManager::~WindowManager() = default;
+
+Result<std::string> WindowManager::next_id() {
+  SPARK_TRY_VOID(ensure_state_dir(paths_));
+  fs::path seq_file = paths_.state / "window_seq";
+  uint64_t seq = 0;
+  if (auto v = read_value(seq_file); v) {
+    try {
+      seq = std::stoull(*v);
+    } catch (...) {
+      seq = 0;
+    }
+  }
+  ++seq;
+  SPARK_TRY_VOID(atomic_write(seq_file, std::to_string(seq) + "\n", 0600));
+  return "w" + std::to_string(seq);
+}
+
+Result<WindowRecord> WindowManager::begin(const WindowSpec& spec) {
+  // 1. Validate everything before any change.
+  if (spec.ttl.count() <= 0 || spec.ttl > k_max_window_ttl) return input_error("TTL must be between 1ms and 24h");
+  std::vector<fs::path> files;
+  if (!spec.files.empty()) {
+    SPARK_TRY(files, expand_files(spec.files));
+    if (files.empty()) return input_error("the given paths hold no regular file");
+  }
+  CacheMode cache = spec.cache.value_or(files.empty() ? CacheMode::off : CacheMode::evict);
+  if (cache == CacheMode::evict && files.empty())
+    return input_error("--cache evict needs the model files (--files PATH...); use --cache drop when they are unknown");
+  std::vector<std::string> devices;
+  uint64_t ra = spec.readahead_kb.value_or(k_default_window_readahead_kb);
+  if (ra > 0) {
+    for (const auto& d : spec.devices) {
+      SPARK_TRY(std::string dev, readahead_device_by_name(paths_, d));
+      if (std::find(devices.begin(), devices.end(), dev) == devices.end()) devices.push_back(dev);
+    }
+    if (spec.devices.empty()) {
+      for (const auto& f : files) {
+        auto dev = readahead_device_of_file(paths_, f);
+        if (!dev) {
+          log_warning("no readahead throttle for " + f.string() + ": " + describe(dev.error()));
+          continue;
+        }
+        if (std::find(devices.begin(), devices.end(), *dev) == devices.end()) devices.push_back(*dev);
+      }
+    }
+  } else if (!spec.devices.empty()) {
+    for (const auto& d : spec.devices) SPARK_TRY_VOID(readahead_device_by_name(paths_, d));
+  }
+  int pidfd = -1;
+  uint64_t pid_start = 0;
+  if (spec.pid > 0) {
+    pidfd = open_pidfd(spec.pid);
+    if (pidfd < 0) return errno_error("watching pid " + std::to_string(spec.pid) + " (no such process?)");
+    auto st = process_start_time(paths_, spec.pid);
+    if (!st) {
+      ::close(pidfd);
+      return with_context(st.error(), "watching pid " + std::to_string(spec.pid));
+    }
+    pid_start = *st;
+  }
+  struct PidfdGuard {
+    int& fd;
+    ~PidfdGuard() {
+      if (fd >= 0) ::close(fd);
+    }
+  } pidfd_guard{pidfd};
+
+  SPARK_TRY(std::string id, next_id());
+  WindowRecord r;
+  r.id = id;
+  for (const auto& f : files) r.files.push_back(f.string());
+  r.devices = devices;
+  r.readahead_kb = ra;
+  r.cache = cache;
+  r.cache_interval_ms = spec.cache_interval.count();
+  r.mapped = spec.mapped;
+  r.begun_ms = now_real_ms();
+  r.deadline_ms = r.begun_ms + spec.ttl.count();
+  r.pid = spec.pid;
+  r.pid_start = pid_start;
+  r.until_port = spec.until_port;
+  r.label = spec.label;
+
+  // 2. One transaction: overlay + readahead (never raised: a device already lower keeps its value).
+  std::vector<Change> changes = spec.overlay ? *spec.overlay : load_window_overlay(paths_);
+  for (auto& c : changes) c.reason = "load window " + id;
+  for (const auto& dev : devices) {
+    SPARK_TRY(uint64_t cur, read_readahead_kb(paths_, dev));
+    changes.push_back(readahead_change(dev, std::min(cur, ra), "load window " + id + " readahead throttle"));
+  }
+  ApplyOptions opt;
+  opt.owner_state = record_to_json(r);
+  auto applied = tuner_.apply(owner_of(id), changes, opt);
+  if (!applied) {
+    // The Tuner undid what it wrote; the owner state may remain: remove it.
+    (void)tuner_.release(owner_of(id));
+    return with_context(applied.error(), "beginning window " + id + " (nothing was changed)");
+  }
+  auto rt = std::make_unique<Runtime>();
+  rt->record = r;
+  rt->pidfd = pidfd;
+  pidfd = -1;
+  windows_[id] = std::move(rt);
+  SPARK_TRY_VOID(start_runtime(r));
+  log_info("window " + id + " begun: " + std::to_string(files.size()) + " files, cache " + cache_mode_name(cache) +
+               ", readahead " + (devices.empty() ? std::string("unchanged") : std::to_string(ra) + " KiB on " + devices[0]) +
+               ", ttl " + format_duration(spec.ttl) + (spec.pid ? ", pid " + std::to_string(spec.pid) : ""),
+           {{"WINDOW", id}});
+  return r;
+}
+
+Result<void> WindowManager::start_runtime(const WindowRecord& r) {
+  auto& rt = windows_.at(r.id);
+  auto now = Clock::now();
+  int64_t left = r.deadline_ms - now_real_ms();
+  rt->deadline = now + std::chrono::milliseconds(std::max<int64_t>(left, 0));
+  if (r.pid > 0 && rt->pidfd < 0) {
+    int fd = open_pidfd(r.pid);
+    if (fd >= 0 && process_alive(paths_, r.pid, r.pid_start))
+      rt->pidfd = fd;
+    else if (fd >= 0)
+      ::close(fd);
+  }
+  if (r.cache != CacheMode::off) {
+    std::vector<fs::path> files(r.files.begin(), r.files.end());
+    CacheKeeperOptions o;
+    o.mode = r.cache;
+    o.mapped = r.mapped;
+    rt->cache = std::make_unique<CacheKeeper>(paths_, files, o);
+    rt->next_cache = now;
+  }
+  rt->next_port = now;
+  return {};
+}
+
+Result<void> WindowManager::end(const std::string& id, const std::string& reason) {
+  bool known = windows_.count(id) > 0;
+  if (!known) {
+    SPARK_TRY(JournalData d, read_journal(paths_));
+    auto names = d.owner_names();
+    if (std::find(names.begin(), names.end(), owner_of(id)) == names.end())
+      return sys_error(ENOENT, "no window '" + id + "' (see spark-tune window list)");
+  }
+  auto released = tuner_.release(owner_of(id));
+  if (!released) return with_context(released.error(), "ending window " + id);
+  if (known) {
+    auto& rt = windows_.at(id);
+    if (rt->cache)
+      log_info("window " + id + " cache: " + std::to_string(rt->cache->stats().evictions) + " evictions, " +
+               std::to_string(rt->cache->stats().drops) + " drops, " + std::to_string(rt->cache->stats().pageouts) +
+               " pageouts" + (rt->cache->stats().last_error.empty() ? "" : ", last error: " + rt->cache->stats().last_error));
+    windows_.erase(id);
+  }
+  log_info("window " + id + " ended (" + reason + "): " + std::to_string(released->size()) + " settings restored",
+           {{"WINDOW", id}, {"REASON", reason}});
+  return {};
+}
+
+void WindowManager::end_logged(const std::string& id, const std::string& reason) {
+  if (auto r = end(id, reason); !r) log_error(describe(r.error()) + "; run spark-tune revert");
+}
+
+Result<std::vector<std::string>> WindowManager::end_all(const std::string& reason) {
+  std::vector<std::string> ids;
+  for (const auto& [id, rt] : windows_) ids.push_back(id);
+  // Windows only in the journal (an agent that never resumed them).
+  SPARK_TRY(JournalData d, read_journal(paths_));
+  for (const auto& o : d.owner_names())
+    if (o.rfind("window:", 0) == 0 && !windows_.count(o.substr(7))) ids.push_back(o.substr(7));
+  std::vector<std::string> ended;
+  for (auto it = ids.rbegin(); it != ids.rend(); ++it) {
+    SPARK_TRY_VOID(end(*it, reason));
+    ended.push_back(*it);
+  }
+  return ended;
+}
+
+std::vector<WindowRecord> WindowManager::list() const {
+  std::vector<WindowRecord> out;
+  for (const auto& [id, rt] : windows_) out.push_back(rt->record);
+  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.begun_ms < b.begun_ms; });
+  return out;
+}
+
+json WindowManager::describe_window(const std::string& id) const {
+  auto it = windows_.find(id);
+  if (it == windows_.end()) return nullptr;
+  json j = record_to_json(it->second->record);
+  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(it->second->deadline - Clock::now()).count();
+  j["ttl_left_ms"] = std::max<int64_t>(left, 0);
+  if (it->second->cache) {
+    const auto& s = it->second->cache->stats();
+    j["cache_stats"] = {{"ticks", s.ticks},         {"evictions", s.evictions}, {"drops", s.drops},
+                        {"cold", s.cold_advices},   {"pageouts", s.pageouts},   {"last_error", s.last_error}};
+  }
+  return j;
+}
+
+Result<std::vector<std::string>> WindowManager::recover() {
+  SPARK_TRY(JournalData d, read_journal(paths_));
+  std::vector<std::string> ended;
+  int64_t now = now_real_ms();
+  for (const auto& owner : d.owner_names()) {
+    if (owner.rfind("window:", 0) != 0) continue;
+    std::string id = owner.substr(7);
+    if (windows_.count(id)) continue;
+    std::string why;
+    std::optional<WindowRecord> rec;
+    if (!d.owners.contains(owner)) {
+      why = "no window state in the journal";
+    } else if (auto r = record_from_json(d.owners[owner]); !r) {
+      why = describe(r.error());
+    } else {
+      rec = *r;
+      if (rec->deadline_ms <= now)
+        why = "TTL ran out while the agent was down";
+      else if (rec->pid > 0 && !process_alive(paths_, rec->pid, rec->pid_start))
+        why = "watched process " + std::to_string(rec->pid) + " is gone";
+    }
+    if (!why.empty()) {
+      auto rel = tuner_.release(owner);
+      if (!rel) return with_context(rel.error(), "ending window " + id + " at recovery");
+      log_info("window " + id + " ended at agent start: " + why, {{"WINDOW", id}, {"REASON", why}});
+      ended.push_back(id);
+      continue;
+    }
+    auto rt = std::make_unique<Runtime>();
+    rt->record = *rec;
+    windows_[id] = std::move(rt);
+    SPARK_TRY_VOID(start_runtime(*rec));
+    log_info("window " + id + " resumed after agent restart", {{"WINDOW", id}});
+  }
+  return ended;
+}
+
+std::vector<int> WindowManager::poll_fds() const {
+  std::vector<int> fds;
+  for (const auto& [id, rt] : windows_)
+    if (rt->pidfd >= 0) fds.push_back(rt->pidfd);
+  return fds;
+}
+
+void WindowManager::on_ready(int fd, Clock::time_point) {
+  std::string hit;
+  for (const auto& [id, rt] : windows_)
+    if (rt->pidfd == fd) hit = id;
+  if (!hit.empty()) end_logged(hit, "watched process " + std::to_string(windows_.at(hit)->record.pid) + " exited");
+}
+
+std::optional<WindowManager::Clock::time_point> WindowManager::next_timer() const {
+  std::optional<Clock::time_point> t;
+  auto take = [&](Clock::time_point x) { t = t ? std::min(*t, x) : x; };
+  for (const auto& [id, rt] : windows_) {
+    take(rt->deadline);
+    if (rt->cache) take(rt->next_cache);
+    if (!rt->record.until_port.empty()) take(rt->next_port);
+    if (rt->record.pid > 0 && rt->pidfd < 0) take(Clock::now() + std::chrono::milliseconds(200));
+  }
+  return t;
+}
+
+void WindowManager::on_timer(Clock::time_point now) {
+  std::vector<std::pair<std::string, std::string>> to_end;
+  for (auto& [id, rt] : windows_) {
+    if (now >= rt->deadline) {
+      to_end.push_back({id, "TTL ran out"});
+      continue;
+    }
+    if (rt->record.pid > 0 && rt->pidfd < 0 && !process_alive(paths_, rt->record.pid, rt->record.pid_start)) {
+      to_end.push_back({id, "watched process " + std::to_string(rt->record.pid) + " is gone"});
+      continue;
+    }
+    if (!rt->record.until_port.empty() && now >= rt->next_port) {
+      rt->next_port = now + std::chrono::milliseconds(250);
+      auto hp = parse_host_port(rt->record.until_port);
+      if (hp && port_accepts(hp->first, hp->second, std::chrono::milliseconds(50))) {
+        to_end.push_back({id, rt->record.until_port + " accepts connections"});
+        continue;
+      }
+    }
+    if (rt->cache && now >= rt->next_cache) {
+      rt->cache->tick(now);
+      rt->next_cache = now + std::chrono::milliseconds(rt->record.cache_interval_ms);
+    }
+  }
+  for (const auto& [id, why] : to_end) end_logged(id, why);
+}
+
+}  // namespace spark

@@ -1,0 +1,119 @@
+// Load windows: a temporary overlay of sysctls, a readahead throttle on the devices behind the model
+// files and page-cache control, all undone at the end (ended, TTL, watched process exit, readiness
+// port), including after an agent crash (the journal holds every window: see WindowManager::recover).
+//
+// Every change is made through the Tuner as owner "window:<id>", so overlapping windows stack layers
+// per key/device and the original value comes back only when the last one ends, in either order.
+// The window's runtime state (deadline, watched pid and its start time, files, cache mode) is the
+// owner state in the journal.
+#pragma once
+
+#include <sys/types.h>
+
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/host_paths.h"
+#include "core/result.h"
+#include "tune/page_cache.h"
+#include "tune/tuner.h"
+
+namespace spark {
+
+inline constexpr std::chrono::milliseconds k_default_window_ttl{180'000};
+inline constexpr std::chrono::milliseconds k_max_window_ttl{24 * 3600'000};
+inline constexpr std::chrono::milliseconds k_default_cache_interval{100};
+// Readahead during a window, chosen by bench/load_window (docs/benchmarks-load-window.md).
+inline constexpr uint64_t k_default_window_readahead_kb = 128;
+
+// The sysctl overlay of a window. Until the profile loader lands, the built-in load-window values;
+// the lead wires this to policies/load-window.toml.
+std::vector<Change> load_window_overlay(const HostPaths& paths);
+
+// What a window is asked to do (CLI options / the window.begin request).
+struct WindowSpec {
+  std::vector<std::string> files;           // paths, directories, globs
+  std::vector<std::string> devices;         // --device names
+  std::optional<uint64_t> readahead_kb;     // nullopt: k_default_window_readahead_kb; 0: no throttle
+  std::optional<CacheMode> cache;           // nullopt: evict with files, off without
+  std::chrono::milliseconds cache_interval = k_default_cache_interval;
+  MappedPolicy mapped = MappedPolicy::idle;
+  std::chrono::milliseconds ttl = k_default_window_ttl;
+  pid_t pid = 0;                            // watched process; 0 = none
+  std::string until_port;                   // "HOST:PORT": ends when it accepts connections
+  std::optional<std::vector<Change>> overlay;  // nullopt: load_window_overlay()
+  std::string label;                        // free text for `window list` (the command of `run`)
+};
+
+nlohmann::json spec_to_json(const WindowSpec& s);
+// Validates as it parses: unknown cache mode, TTL 0 or above 24 h, bad port... are input errors.
+Result<WindowSpec> spec_from_json(const nlohmann::json& j);
+Result<std::pair<std::string, uint16_t>> parse_host_port(const std::string& s);
+
+// A begun window as the journal keeps it.
+struct WindowRecord {
+  std::string id;
+  std::vector<std::string> files;    // expanded
+  std::vector<std::string> devices;  // throttled devices
+  uint64_t readahead_kb = 0;
+  CacheMode cache = CacheMode::off;
+  int64_t cache_interval_ms = 100;
+  MappedPolicy mapped = MappedPolicy::idle;
+  int64_t deadline_ms = 0;           // CLOCK_REALTIME ms
+  int64_t begun_ms = 0;
+  pid_t pid = 0;
+  uint64_t pid_start = 0;            // /proc/PID/stat starttime: a reused pid is not ours
+  std::string until_port;
+  std::string label;
+};
+nlohmann::json record_to_json(const WindowRecord& r);
+Result<WindowRecord> record_from_json(const nlohmann::json& j);
+
+// /proc/PID/stat field 22 (start time in clock ticks since boot).
+Result<uint64_t> process_start_time(const HostPaths& paths, pid_t pid);
+// True when the process exists and is the one that started at start_time.
+bool process_alive(const HostPaths& paths, pid_t pid, uint64_t start_time);
+// One non-blocking connect with a short timeout.
+bool port_accepts(const std::string& host, uint16_t port, std::chrono::milliseconds timeout);
+
+class WindowManager {
+ public:
+  using Clock = std::chrono::steady_clock;
+  WindowManager(HostPaths paths, Tuner& tuner);
+  ~WindowManager();
+
+  // Validates, applies every change as one transaction (all or nothing), starts the runtime.
+  Result<WindowRecord> begin(const WindowSpec& spec);
+  Result<void> end(const std::string& id, const std::string& reason);
+  Result<std::vector<std::string>> end_all(const std::string& reason);
+  std::vector<WindowRecord> list() const;
+  nlohmann::json describe_window(const std::string& id) const;
+
+  // At agent start: windows in the journal whose TTL passed or whose process is gone are ended,
+  // the others resumed. Returns the ids ended.
+  Result<std::vector<std::string>> recover();
+
+  // Event-loop integration: pidfds of watched processes, the next deadline, and the handlers.
+  std::vector<int> poll_fds() const;
+  void on_ready(int fd, Clock::time_point now);
+  std::optional<Clock::time_point> next_timer() const;
+  void on_timer(Clock::time_point now);
+
+ private:
+  struct Runtime;
+  Result<void> start_runtime(const WindowRecord& r);
+  Result<std::string> next_id();
+  void end_logged(const std::string& id, const std::string& reason);
+
+  HostPaths paths_;
+  Tuner& tuner_;
+  std::map<std::string, std::unique_ptr<Runtime>> windows_;
+};
+
+}  // namespace spark

@@ -1,0 +1,95 @@
+// install/spark-tune.{service,socket} pass `systemd-analyze verify` with no complaint (the tool
+// exits 0 on many warnings, so its output must be empty too). Skips where systemd-analyze is absent.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <regex>
+#include <sstream>
+
+namespace {
+
+namespace fs = std::filesystem;
+
+struct Out {
+  int status = -1;
+  std::string text;
+};
+
+Out run(const std::vector<std::string>& args) {
+  int p[2];
+  if (::pipe(p) != 0) return {};
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::dup2(p[1], 1);
+    ::dup2(p[1], 2);
+    ::close(p[0]);
+    ::close(p[1]);
+    std::vector<char*> argv;
+    for (auto& a : const_cast<std::vector<std::string>&>(args)) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    ::execvp(argv[0], argv.data());
+    ::_exit(127);
+  }
+  ::close(p[1]);
+  Out o;
+  char buf[4096];
+  ssize_t n;
+  while ((n = ::read(p[0], buf, sizeof buf)) > 0) o.text.append(buf, static_cast<size_t>(n));
+  ::close(p[0]);
+  ::waitpid(pid, &o.status, 0);
+  return o;
+}
+
+std::string slurp(const fs::path& p) {
+  std::ifstream in(p);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+class UnitsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (run({"systemd-analyze", "--version"}).status != 0) GTEST_SKIP() << "systemd-analyze is not installed";
+    install = (fs::path(SPARK_TUNE_TEST_FIXTURES) / "../../install").lexically_normal();
+    char tmpl[] = "/tmp/spark-units-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    dir = tmpl;
+  }
+  void TearDown() override {
+    std::error_code ec;
+    if (!dir.empty()) fs::remove_all(dir, ec);
+  }
+  // Copies the units, pointing ExecStart at the built binary (verify checks it is executable).
+  Out verify(const std::string& service_edit_from = "", const std::string& service_edit_to = "") {
+    std::string service = std::regex_replace(slurp(install / "spark-tune.service"), std::regex("/usr/sbin/spark-tune"),
+                                             SPARK_TUNE_BINARY);
+    if (!service_edit_from.empty()) service = std::regex_replace(service, std::regex(service_edit_from), service_edit_to);
+    std::ofstream(dir / "spark-tune.service") << service;
+    std::ofstream(dir / "spark-tune.socket") << slurp(install / "spark-tune.socket");
+    return run({"systemd-analyze", "verify", (dir / "spark-tune.service").string(), (dir / "spark-tune.socket").string()});
+  }
+  fs::path install, dir;
+};
+
+TEST_F(UnitsTest, ServiceAndSocketVerifyClean) {
+  std::string service = slurp(install / "spark-tune.service");
+  ASSERT_NE(service.find("Type=notify"), std::string::npos);
+  ASSERT_NE(service.find("WatchdogSec="), std::string::npos);
+  ASSERT_NE(service.find("CapabilityBoundingSet="), std::string::npos);
+  ASSERT_NE(service.find("ProtectSystem=strict"), std::string::npos);
+  Out o = verify();
+  EXPECT_TRUE(WIFEXITED(o.status) && WEXITSTATUS(o.status) == 0) << o.text;
+  EXPECT_EQ(o.text.find("spark-tune."), std::string::npos) << "systemd-analyze complains:\n" << o.text;
+}
+
+// The check above can fail: a broken unit is reported.
+TEST_F(UnitsTest, BrokenServiceIsReported) {
+  Out o = verify("Type=notify", "Type=bogus");
+  EXPECT_NE(o.text.find("spark-tune.service"), std::string::npos) << o.text;
+}
+
+}  // namespace

@@ -1,0 +1,352 @@
+// Load windows on the real kernel: files on a scratch loop device, readahead and page cache measured.
+#include <gtest/gtest.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+
+#include <atomic>
+#include <chrono>
+#include <thread>
+
+#include "core/fs.h"
+#include "integration/loop_device.h"
+#include "state/journal.h"
+#include "support/fixture.h"
+#include "tune/page_cache.h"
+#include "tune/readahead.h"
+#include "window/window.h"
+
+namespace spark {
+namespace {
+
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+class WindowTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!test::is_root()) GTEST_SKIP() << "needs root (loop devices, sysfs writes)";
+    loop = std::make_unique<test::LoopFs>(1024);
+    if (!loop->ok()) GTEST_SKIP() << "no scratch loop filesystem: " << loop->error();
+    loop->set_read_ahead_kb("4096");
+    char tmpl[] = "/tmp/spark-window-state-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    state = tmpl;
+    paths = HostPaths::system();
+    paths.state = state / "state";
+    paths.run = state / "run";
+    act = std::make_unique<HostActuator>(paths);
+    tuner = std::make_unique<Tuner>(paths, *act);
+  }
+  void TearDown() override {
+    mgr.reset();
+    if (tuner) (void)tuner->revert_all();  // never leave the host tuned, even when a test failed
+    loop.reset();
+    std::error_code ec;
+    if (!state.empty()) fs::remove_all(state, ec);
+  }
+  WindowManager& manager() {
+    if (!mgr) mgr = std::make_unique<WindowManager>(paths, *tuner);
+    return *mgr;
+  }
+  WindowSpec spec(std::vector<std::string> files, uint64_t ra = 16) {
+    WindowSpec s;
+    s.files = std::move(files);
+    s.readahead_kb = ra;
+    s.overlay = std::vector<Change>{};  // sysctl overlay tested on its own
+    return s;
+  }
+  // Runs the manager's timers and pidfds until pred() or the time is up.
+  template <typename Pred>
+  bool pump_until(Pred pred, std::chrono::milliseconds limit) {
+    auto end = Clock::now() + limit;
+    while (Clock::now() < end) {
+      if (pred()) return true;
+      auto fds = manager().poll_fds();
+      std::vector<pollfd> p;
+      for (int fd : fds) p.push_back({fd, POLLIN, 0});
+      ::poll(p.data(), p.size(), 10);
+      for (auto& x : p)
+        if (x.revents) manager().on_ready(x.fd, Clock::now());
+      manager().on_timer(Clock::now());
+    }
+    return pred();
+  }
+  fs::path file(const std::string& name, uint64_t mib) {
+    fs::path p = loop->mnt() / name;
+    EXPECT_TRUE(test::make_file(p, mib << 20));
+    return p;
+  }
+
+  std::unique_ptr<test::LoopFs> loop;
+  fs::path state;
+  HostPaths paths;
+  std::unique_ptr<HostActuator> act;
+  std::unique_ptr<Tuner> tuner;
+  std::unique_ptr<WindowManager> mgr;
+};
+
+TEST_F(WindowTest, DeviceOfFileOnLoopIsTheLoopDevice) {
+  auto f = file("a.bin", 1);
+  auto dev = readahead_device_of_file(paths, f);
+  ASSERT_TRUE(dev.ok()) << describe(dev.error());
+  EXPECT_EQ(*dev, loop->name());
+  auto by_name = readahead_device_by_name(paths, "/dev/" + loop->name());
+  ASSERT_TRUE(by_name.ok()) << describe(by_name.error());
+  EXPECT_EQ(*by_name, loop->name());
+  EXPECT_FALSE(readahead_device_by_name(paths, "nosuchdisk0").ok());
+  EXPECT_FALSE(readahead_device_of_file(paths, "/proc/self/status").ok());  // no block device
+}
+
+TEST_F(WindowTest, ReadaheadThrottledDuringWindowAndRestoredAtEnd) {
+  auto f = file("a.bin", 8);
+  auto w = manager().begin(spec({f.string()}));
+  ASSERT_TRUE(w.ok()) << describe(w.error());
+  EXPECT_EQ(loop->read_ahead_kb(), "16");
+  EXPECT_EQ(w->devices, std::vector<std::string>{loop->name()});
+  ASSERT_TRUE(manager().end(w->id, "test").ok());
+  EXPECT_EQ(loop->read_ahead_kb(), "4096");
+  auto again = manager().end(w->id, "test");
+  ASSERT_FALSE(again.ok());
+  EXPECT_EQ(again.error().code().value(), ENOENT);
+}
+
+TEST_F(WindowTest, SysctlOverlayUndoneToExactValues) {
+  auto before = read_value(paths.proc_sys("vm/vfs_cache_pressure"));
+  ASSERT_TRUE(before.ok());
+  std::string other = *before == "137" ? "138" : "137";
+  WindowSpec s = spec({}, 0);
+  s.overlay = std::vector<Change>{{sysctl_target("vm.vfs_cache_pressure"), other, ""}};
+  auto w = manager().begin(s);
+  ASSERT_TRUE(w.ok()) << describe(w.error());
+  EXPECT_EQ(*read_value(paths.proc_sys("vm/vfs_cache_pressure")), other);
+  ASSERT_TRUE(manager().end(w->id, "test").ok());
+  EXPECT_EQ(*read_value(paths.proc_sys("vm/vfs_cache_pressure")), *before);
+}
+
+TEST_F(WindowTest, TtlEndsTheWindow) {
+  auto f = file("a.bin", 1);
+  WindowSpec s = spec({f.string()});
+  s.ttl = 300ms;
+  auto w = manager().begin(s);
+  ASSERT_TRUE(w.ok()) << describe(w.error());
+  EXPECT_EQ(loop->read_ahead_kb(), "16");
+  EXPECT_TRUE(pump_until([&] { return manager().list().empty(); }, 3s));
+  EXPECT_EQ(loop->read_ahead_kb(), "4096");
+}
+
+TEST_F(WindowTest, WatchedProcessExitEndsTheWindow) {
+  auto f = file("a.bin", 1);
+  pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    ::pause();
+    ::_exit(0);
+  }
+  WindowSpec s = spec({f.string()});
+  s.pid = child;
+  auto w = manager().begin(s);
+  ASSERT_TRUE(w.ok()) << describe(w.error());
+  EXPECT_FALSE(pump_until([&] { return manager().list().empty(); }, 200ms));
+  EXPECT_EQ(loop->read_ahead_kb(), "16");
+  ::kill(child, SIGKILL);
+  EXPECT_TRUE(pump_until([&] { return manager().list().empty(); }, 3s));
+  ::waitpid(child, nullptr, 0);
+  EXPECT_EQ(loop->read_ahead_kb(), "4096");
+}
+
+TEST_F(WindowTest, OverlappingWindowsRestoreInEitherOrder) {
+  auto f = file("a.bin", 1);
+  for (bool first_ends_first : {true, false}) {
+    auto w1 = manager().begin(spec({f.string()}, 64));
+    ASSERT_TRUE(w1.ok()) << describe(w1.error());
+    auto w2 = manager().begin(spec({f.string()}, 16));
+    ASSERT_TRUE(w2.ok()) << describe(w2.error());
+    EXPECT_EQ(loop->read_ahead_kb(), "16");
+    if (first_ends_first) {
+      ASSERT_TRUE(manager().end(w1->id, "test").ok());
+      EXPECT_EQ(loop->read_ahead_kb(), "16");
+      ASSERT_TRUE(manager().end(w2->id, "test").ok());
+    } else {
+      ASSERT_TRUE(manager().end(w2->id, "test").ok());
+      EXPECT_EQ(loop->read_ahead_kb(), "64");
+      ASSERT_TRUE(manager().end(w1->id, "test").ok());
+    }
+    EXPECT_EQ(loop->read_ahead_kb(), "4096") << (first_ends_first ? "first ended first" : "second ended first");
+  }
+  auto j = read_journal(paths);
+  ASSERT_TRUE(j.ok());
+  EXPECT_TRUE(j->empty());
+}
+
+TEST_F(WindowTest, RecoveryEndsExpiredAndDeadAndResumesLive) {
+  auto f = file("a.bin", 1);
+  pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    ::pause();
+    ::_exit(0);
+  }
+  WindowSpec live = spec({f.string()}, 64), expiring = spec({f.string()}, 32), dying = spec({f.string()}, 16);
+  expiring.ttl = 200ms;
+  dying.pid = child;
+  std::string live_id, expiring_id, dying_id;
+  {
+    WindowManager crashed(paths, *tuner);  // dropped without ending anything: an agent killed with -9
+    live_id = crashed.begin(live)->id;
+    expiring_id = crashed.begin(expiring)->id;
+    dying_id = crashed.begin(dying)->id;
+    EXPECT_EQ(loop->read_ahead_kb(), "16");
+  }
+  ::kill(child, SIGKILL);
+  ::waitpid(child, nullptr, 0);
+  std::this_thread::sleep_for(300ms);
+  auto ended = manager().recover();
+  ASSERT_TRUE(ended.ok()) << describe(ended.error());
+  EXPECT_EQ(ended->size(), 2u);
+  ASSERT_EQ(manager().list().size(), 1u);
+  EXPECT_EQ(manager().list()[0].id, live_id);
+  EXPECT_EQ(loop->read_ahead_kb(), "64");
+  ASSERT_TRUE(manager().end(live_id, "test").ok());
+  EXPECT_EQ(loop->read_ahead_kb(), "4096");
+}
+
+TEST_F(WindowTest, BadInputChangesNothing) {
+  auto f = file("a.bin", 1);
+  EXPECT_FALSE(manager().begin(spec({(loop->mnt() / "missing.bin").string()})).ok());
+  WindowSpec bad_dev = spec({f.string()});
+  bad_dev.devices = {"nosuchdisk0"};
+  EXPECT_FALSE(manager().begin(bad_dev).ok());
+  WindowSpec bad_pid = spec({f.string()});
+  bad_pid.pid = 999999999;
+  EXPECT_FALSE(manager().begin(bad_pid).ok());
+  EXPECT_FALSE(spec_from_json({{"ttl_ms", 0}}).ok());
+  EXPECT_FALSE(spec_from_json({{"ttl_ms", 48LL * 3600 * 1000}}).ok());
+  EXPECT_FALSE(spec_from_json({{"cache", "sometimes"}}).ok());
+  EXPECT_FALSE(manager().end("w999999", "test").ok());
+  EXPECT_EQ(loop->read_ahead_kb(), "4096");
+  auto j = read_journal(paths);
+  ASSERT_TRUE(j.ok());
+  EXPECT_TRUE(j->targets.empty());
+}
+
+TEST_F(WindowTest, RollsBackWholeWhenOneChangeFails) {
+  auto f = file("a.bin", 1);
+  auto before = read_value(paths.proc_sys("vm/vfs_cache_pressure"));
+  WindowSpec s = spec({f.string()});
+  s.overlay = std::vector<Change>{{sysctl_target("vm.vfs_cache_pressure"), std::string("150"), ""},
+                                  {sysctl_target("vm.dirty_ratio"), std::string("not-a-number"), ""}};
+  EXPECT_FALSE(manager().begin(s).ok());
+  EXPECT_EQ(*read_value(paths.proc_sys("vm/vfs_cache_pressure")), *before);
+  EXPECT_EQ(loop->read_ahead_kb(), "4096");
+  EXPECT_TRUE(manager().list().empty());
+}
+
+// evict: the window's files stay out of the page cache during a sequential read, an unrelated warm
+// file stays cached.
+TEST_F(WindowTest, EvictKeepsWindowFilesLowAndOthersCached) {
+  std::vector<fs::path> shards;
+  for (int i = 0; i < 4; ++i) shards.push_back(file("shard" + std::to_string(i) + ".bin", 128));
+  auto warm = file("warm.bin", 64);
+  test::read_all(warm);
+  ASSERT_EQ(*cached_bytes(warm), 64ull << 20);
+
+  WindowSpec s = spec({(loop->mnt() / "shard*.bin").string()});
+  s.cache_interval = 20ms;
+  auto w = manager().begin(s);
+  ASSERT_TRUE(w.ok()) << describe(w.error());
+  ASSERT_EQ(w->files.size(), 4u);
+  std::atomic<bool> done{false};
+  std::thread reader([&] {
+    for (const auto& sh : shards) test::read_all(sh);
+    done = true;
+  });
+  uint64_t peak = 0;
+  pump_until(
+      [&] {
+        uint64_t sum = 0;
+        for (const auto& sh : shards) sum += cached_bytes(sh).value_or(0);
+        peak = std::max(peak, sum);
+        return done.load();
+      },
+      60s);
+  reader.join();
+  manager().on_timer(Clock::now() + 1s);
+  uint64_t after = 0;
+  for (const auto& sh : shards) after += cached_bytes(sh).value_or(0);
+  ASSERT_TRUE(manager().end(w->id, "test").ok());
+  EXPECT_LT(peak, 512ull << 20) << "the window's files were never evicted";
+  EXPECT_LT(after, 16ull << 20);
+  EXPECT_GE(*cached_bytes(warm), (64ull << 20) * 99 / 100) << "the unrelated file lost its cache";
+  std::printf("evict: peak %llu MiB of 512 MiB read, %llu MiB left\n", (unsigned long long)(peak >> 20),
+              (unsigned long long)(after >> 20));
+}
+
+// Without a window, the same read leaves everything cached: the test above can fail.
+TEST_F(WindowTest, WithoutWindowTheFilesStayCached) {
+  auto f = file("shard.bin", 64);
+  test::read_all(f);
+  EXPECT_EQ(*cached_bytes(f), 64ull << 20);
+}
+
+// mmap loaders: a process that mapped, touched and stopped touching gets its pages paged out; one
+// that keeps touching (a server using its weights) keeps them.
+TEST_F(WindowTest, MappedPagesOfIdleLoaderPagedOutBusyServerKept) {
+  auto loader_file = file("loader.bin", 64);
+  auto server_file = file("server.bin", 64);
+  auto child = [](const fs::path& p, bool keep_touching) {
+    pid_t pid = ::fork();
+    if (pid != 0) return pid;
+    int fd = ::open(p.c_str(), O_RDONLY);
+    size_t len = 64ull << 20;
+    auto* m = static_cast<volatile unsigned char*>(::mmap(nullptr, len, PROT_READ, MAP_SHARED, fd, 0));
+    unsigned sum = 0;
+    do {
+      for (size_t off = 0; off < len; off += 4096) sum += m[off];
+      ::usleep(50'000);
+    } while (keep_touching);
+    ::pause();
+    ::_exit(static_cast<int>(sum & 1));
+  };
+  pid_t loader = child(loader_file, false), server = child(server_file, true);
+  auto both_cached = [&] {
+    return cached_bytes(loader_file).value_or(0) == (64ull << 20) && cached_bytes(server_file).value_or(0) == (64ull << 20);
+  };
+  for (int i = 0; i < 200 && !both_cached(); ++i) std::this_thread::sleep_for(10ms);
+  ASSERT_TRUE(both_cached());
+  WindowSpec s = spec({loader_file.string(), server_file.string()});
+  s.cache_interval = 50ms;
+  auto w = manager().begin(s);
+  ASSERT_TRUE(w.ok()) << describe(w.error());
+  // fadvise alone cannot drop mapped pages.
+  manager().on_timer(Clock::now());
+  EXPECT_EQ(*cached_bytes(loader_file), 64ull << 20);
+  bool loader_out = pump_until([&] { return cached_bytes(loader_file).value_or(0) < (4ull << 20); }, 6s);
+  uint64_t server_left = *cached_bytes(server_file);
+  auto info = manager().describe_window(w->id);
+  ASSERT_TRUE(manager().end(w->id, "test").ok());
+  ::kill(loader, SIGKILL);
+  ::kill(server, SIGKILL);
+  ::waitpid(loader, nullptr, 0);
+  ::waitpid(server, nullptr, 0);
+  EXPECT_TRUE(loader_out) << "idle mapping not paged out: " << info.dump();
+  EXPECT_EQ(server_left, 64ull << 20) << "a mapping in use was paged out: " << info.dump();
+}
+
+// drop: the recipe. Every file loses its cache, the unrelated one included.
+TEST_F(WindowTest, DropModeDropsLikeTheRecipe) {
+  auto warm = file("warm.bin", 32);
+  test::read_all(warm);
+  ASSERT_EQ(*cached_bytes(warm), 32ull << 20);
+  WindowSpec s = spec({}, 0);
+  s.cache = CacheMode::drop;
+  auto w = manager().begin(s);
+  ASSERT_TRUE(w.ok()) << describe(w.error());
+  bool dropped = pump_until([&] { return cached_bytes(warm).value_or(1) == 0; }, 2s);
+  ASSERT_TRUE(manager().end(w->id, "test").ok());
+  EXPECT_TRUE(dropped);
+}
+
+}  // namespace
+}  // namespace spark

@@ -1,0 +1,119 @@
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "support/fixture.h"
+#include "tune/page_cache.h"
+#include "tune/readahead.h"
+#include "window/window.h"
+
+namespace spark {
+namespace {
+
+namespace fs = std::filesystem;
+
+// sysfs as the kernel lays it out: /sys/class/block/<name> -> devices/.../block/<disk>[/<part>].
+void add_disk(const test::FixtureRoot& root, const std::string& disk, const std::string& part = "") {
+  std::string base = "sys/devices/virtual/block/" + disk;
+  root.write(base + "/queue/read_ahead_kb", "128\n");
+  root.write(base + "/dev", "8:0\n");
+  fs::create_directories(root.root() / "sys/block");
+  fs::create_directories(root.root() / "sys/class/block");
+  if (!fs::exists(root.root() / "sys/block" / disk))
+    fs::create_directory_symlink("../devices/virtual/block/" + disk, root.root() / "sys/block" / disk);
+  if (!fs::exists(root.root() / "sys/class/block" / disk))
+    fs::create_directory_symlink("../../devices/virtual/block/" + disk, root.root() / "sys/class/block" / disk);
+  if (!part.empty()) {
+    root.write(base + "/" + part + "/partition", "1\n");
+    fs::create_directory_symlink("../../devices/virtual/block/" + disk + "/" + part,
+                                 root.root() / "sys/class/block" / part);
+  }
+}
+
+TEST(Readahead, PartitionResolvesToDiskDmAndLoopToThemselves) {
+  test::FixtureRoot root;
+  add_disk(root, "nvme0n1", "nvme0n1p2");
+  add_disk(root, "dm-0");
+  add_disk(root, "loop4");
+  EXPECT_EQ(*readahead_device_by_name(root.paths(), "nvme0n1p2"), "nvme0n1");
+  EXPECT_EQ(*readahead_device_by_name(root.paths(), "/dev/nvme0n1"), "nvme0n1");
+  EXPECT_EQ(*readahead_device_by_name(root.paths(), "dm-0"), "dm-0");
+  EXPECT_EQ(*readahead_device_by_name(root.paths(), "loop4"), "loop4");
+  EXPECT_FALSE(readahead_device_by_name(root.paths(), "sdz").ok());
+  EXPECT_FALSE(readahead_device_by_name(root.paths(), "../../etc").ok());
+  EXPECT_EQ(readahead_target("nvme0n1").name, "block/nvme0n1/queue/read_ahead_kb");
+  EXPECT_EQ(*read_readahead_kb(root.paths(), "nvme0n1"), 128u);
+}
+
+TEST(WindowSpecJson, ValidatesAndRoundTrips) {
+  WindowSpec s;
+  s.files = {"/models/a/*.safetensors"};
+  s.readahead_kb = 256;
+  s.cache = CacheMode::evict;
+  s.ttl = std::chrono::milliseconds(90'000);
+  s.pid = 42;
+  s.until_port = "127.0.0.1:8000";
+  auto back = spec_from_json(spec_to_json(s));
+  ASSERT_TRUE(back.ok()) << describe(back.error());
+  EXPECT_EQ(back->files, s.files);
+  EXPECT_EQ(*back->readahead_kb, 256u);
+  EXPECT_EQ(*back->cache, CacheMode::evict);
+  EXPECT_EQ(back->ttl.count(), 90'000);
+  EXPECT_EQ(back->pid, 42);
+  EXPECT_FALSE(spec_from_json({{"ttl_ms", 0}}).ok());
+  EXPECT_FALSE(spec_from_json({{"ttl_ms", -5}}).ok());
+  EXPECT_FALSE(spec_from_json({{"cache", "maybe"}}).ok());
+  EXPECT_FALSE(spec_from_json({{"until_port", "localhost"}}).ok());
+  EXPECT_FALSE(spec_from_json({{"until_port", "localhost:99999"}}).ok());
+  EXPECT_FALSE(spec_from_json({{"files", "notalist"}}).ok());
+  EXPECT_FALSE(spec_from_json({{"overlay", {{{"key", "../x"}, {"value", "1"}}}}}).ok());
+}
+
+TEST(WindowRecordJson, RoundTrips) {
+  WindowRecord r;
+  r.id = "w7";
+  r.files = {"/m/a"};
+  r.devices = {"vda"};
+  r.readahead_kb = 128;
+  r.cache = CacheMode::drop;
+  r.deadline_ms = 123456;
+  r.pid = 9;
+  r.pid_start = 77;
+  auto back = record_from_json(record_to_json(r));
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(back->id, "w7");
+  EXPECT_EQ(back->cache, CacheMode::drop);
+  EXPECT_EQ(back->pid_start, 77u);
+  EXPECT_FALSE(record_from_json(nlohmann::json{{"files", 1}}).ok());
+}
+
+TEST(ExpandFiles, DirectoriesGlobsAndMissing) {
+  test::FixtureRoot root;
+  root.write("models/a/1.safetensors", "x");
+  root.write("models/a/2.safetensors", "y");
+  root.write("models/a/sub/3.bin", "z");
+  auto dir = expand_files({(root.root() / "models/a").string()});
+  ASSERT_TRUE(dir.ok());
+  EXPECT_EQ(dir->size(), 3u);
+  auto glob = expand_files({(root.root() / "models/a/*.safetensors").string(), (root.root() / "models/a/1.safetensors").string()});
+  ASSERT_TRUE(glob.ok());
+  EXPECT_EQ(glob->size(), 2u);  // each file once
+  auto missing = expand_files({(root.root() / "models/nope*").string()});
+  ASSERT_FALSE(missing.ok());
+  EXPECT_NE(std::string(missing.error().what()).find("nope"), std::string::npos);
+}
+
+TEST(ProcessStartTime, ParsesCommWithSpacesAndParens) {
+  test::FixtureRoot root;
+  root.write("proc/55/stat",
+             "55 (my (odd) proc) S 1 55 55 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 10 18446744073709551615\n");
+  auto st = process_start_time(root.paths(), 55);
+  ASSERT_TRUE(st.ok()) << describe(st.error());
+  EXPECT_EQ(*st, 987654u);
+  EXPECT_TRUE(process_alive(root.paths(), 55, 987654));
+  EXPECT_FALSE(process_alive(root.paths(), 55, 1));
+  EXPECT_FALSE(process_alive(root.paths(), 56, 987654));
+}
+
+}  // namespace
+}  // namespace spark

@@ -8,8 +8,11 @@ nlohmann::json Event::to_json() const {
   auto us = std::chrono::duration_cast<std::chrono::microseconds>(time.time_since_epoch()).count();
   j["ts"] = static_cast<double>(us) / 1e6;
   j["guard"] = guard_id;
+  // The telemetry stream (`spark-tune events`) names these "event" and "time_ms": carry both.
+  j["event"] = type;
+  j["time_ms"] = us / 1000;
   for (auto it = fields.begin(); it != fields.end(); ++it)
-    if (it.key() != "type" && it.key() != "ts" && it.key() != "guard") j[it.key()] = it.value();
+    if (!j.contains(it.key())) j[it.key()] = it.value();
   return j;
 }
 

@@ -50,7 +50,7 @@ struct GuardOptions {
 struct SupervisorConfig {
   Ms sample_interval{100};
   Ms journal_check{1000};  // notice a guard ended by another spark-tune process
-  Ms probe_interval{5};    // readiness probes while a restarted server starts
+  Ms probe_interval{2};    // readiness probes while a restarted server starts
   Ms pressure_repeat{10000};
 };
 

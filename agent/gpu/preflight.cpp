@@ -128,7 +128,7 @@ PreflightReport run_preflight(const HostPaths& paths, const PreflightRequest& re
 
   // Fragmentation, per node; compaction on request when a node is not ok.
   uint64_t page_size = req.page_size ? req.page_size : static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
-  auto buddy = read_buddyinfo(paths);
+  auto buddy = read_node_buddy(paths);
   if (!buddy) {
     rep.warnings.push_back(std::string("fragmentation not checked: ") + buddy.error().what());
   } else {
@@ -137,7 +137,7 @@ PreflightReport run_preflight(const HostPaths& paths, const PreflightRequest& re
       auto c = compact_memory(paths);
       if (!c) {
         rep.warnings.push_back(std::string(c.error().what()) + " (compaction needs root)");
-      } else if (auto again = read_buddyinfo(paths); again) {
+      } else if (auto again = read_node_buddy(paths); again) {
         rep.compacted = true;
         rep.frag_before_compact = std::move(rep.frag);
         rep.frag = judge_fragmentation(*again, page_size, req.frag);

@@ -6,22 +6,13 @@
 
 #include "core/fs.h"
 #include "core/units.h"
+#include "telemetry/meminfo.h"
 
 namespace spark {
 
 Result<HostFacts> read_host_facts(const HostPaths& paths) {
-  SPARK_TRY(std::string text, read_file(paths.proc / "meminfo"));
-  HostFacts h;
-  for (const auto& line : split_lines(text)) {
-    auto field = [&](const char* name, uint64_t& out) {
-      size_t n = std::char_traits<char>::length(name);
-      if (line.compare(0, n, name) == 0 && line.size() > n && line[n] == ':') out = std::stoull(line.substr(n + 1)) * 1024;
-    };
-    field("MemTotal", h.mem_total_bytes);
-    field("MemAvailable", h.mem_available_bytes);
-  }
-  if (h.mem_total_bytes == 0) return sys_error(EBADMSG, "no MemTotal in " + (paths.proc / "meminfo").string());
-  return h;
+  SPARK_TRY(MemInfo info, read_meminfo(paths));
+  return HostFacts{info.total(), info.available()};
 }
 
 namespace {

@@ -7,38 +7,15 @@
 #include "core/fs.h"
 #include "core/log.h"
 #include "core/units.h"
+#include "telemetry/frag_index.h"
+#include "telemetry/meminfo.h"
 
 namespace spark {
 
-namespace {
-
-// Minimal private readers (see the note in host_fit.h): to be replaced by the shared procfs readers.
-Result<std::map<std::string, uint64_t>> read_meminfo_kb(const HostPaths& paths) {
-  SPARK_TRY(std::string text, read_file(paths.proc / "meminfo"));
-  std::map<std::string, uint64_t> out;
-  for (const auto& line : split_lines(text)) {
-    auto colon = line.find(':');
-    if (colon == std::string::npos) continue;
-    std::istringstream in(line.substr(colon + 1));
-    uint64_t v = 0;
-    if (in >> v) out[line.substr(0, colon)] = v;
-  }
-  return out;
-}
-
-}  // namespace
 
 Result<HostMemory> read_host_memory(const HostPaths& paths) {
-  SPARK_TRY(auto kb, read_meminfo_kb(paths));
-  auto total = kb.find("MemTotal");
-  auto avail = kb.find("MemAvailable");
-  if (total == kb.end() || avail == kb.end())
-    return sys_error(ENODATA, "reading " + (paths.proc / "meminfo").string() + ": no MemTotal/MemAvailable line");
-  HostMemory m;
-  m.total = total->second * 1024;
-  m.available = avail->second * 1024;
-  m.free = kb.count("MemFree") ? kb["MemFree"] * 1024 : 0;
-  return m;
+  SPARK_TRY(MemInfo info, read_meminfo(paths));
+  return HostMemory{info.total(), info.available(), info.free()};
 }
 
 RamFit ram_fit(uint64_t bytes, double factor, uint64_t headroom, uint64_t available) {
@@ -49,32 +26,16 @@ RamFit ram_fit(uint64_t bytes, double factor, uint64_t headroom, uint64_t availa
   return f;
 }
 
-Result<std::vector<NodeBuddy>> read_buddyinfo(const HostPaths& paths) {
-  auto file = paths.proc / "buddyinfo";
-  SPARK_TRY(std::string text, read_file(file));
+std::vector<NodeBuddy> node_blocks(const BuddyInfo& info) {
   std::vector<NodeBuddy> nodes;
-  for (const auto& line : split_lines(text)) {
-    // "Node 0, zone   Normal  10798   8011 ..."
-    std::istringstream in(line);
-    std::string word, zone_word, zone;
-    int node = -1;
-    if (!(in >> word) || word != "Node") continue;
-    char comma = 0;
-    if (!(in >> node >> comma >> zone_word >> zone) || comma != ',' || zone_word != "zone")
-      return sys_error(EBADMSG, "reading " + file.string() + ": unexpected line '" + line + "'");
-    auto it = std::find_if(nodes.begin(), nodes.end(), [&](const NodeBuddy& n) { return n.node == node; });
-    if (it == nodes.end()) {
-      nodes.push_back({node, {}});
-      it = nodes.end() - 1;
-    }
-    uint64_t count = 0;
-    for (size_t order = 0; in >> count; ++order) {
-      if (it->blocks.size() <= order) it->blocks.resize(order + 1, 0);
-      it->blocks[order] += count;
-    }
-  }
-  if (nodes.empty()) return sys_error(ENODATA, "reading " + file.string() + ": no Node lines");
+  for (int node : info.nodes()) nodes.push_back({node, info.free_blocks(node)});
   return nodes;
+}
+
+Result<std::vector<NodeBuddy>> read_node_buddy(const HostPaths& paths) {
+  SPARK_TRY(BuddyInfo info, read_buddyinfo(paths));
+  if (info.zones.empty()) return sys_error(ENODATA, "reading " + (paths.proc / "buddyinfo").string() + ": no Node lines");
+  return node_blocks(info);
 }
 
 int large_order_for_page_size(uint64_t page_size) {
@@ -102,26 +63,19 @@ std::vector<NodeFrag> judge_fragmentation(const std::vector<NodeBuddy>& nodes, u
   for (const auto& n : nodes) {
     NodeFrag f;
     f.node = n.node;
-    uint64_t free_pages = 0, large_pages = 0, blocks_total = 0, blocks_suitable = 0;
+    uint64_t free_pages = 0, large_pages = 0;
     for (size_t order = 0; order < n.blocks.size(); ++order) {
       free_pages += n.blocks[order] << order;
-      blocks_total += n.blocks[order];
       if (order >= large) {
         large_pages += n.blocks[order] << order;
-        blocks_suitable += n.blocks[order] << (order - large);
       }
     }
     f.free_bytes = free_pages * page_size;
     f.large_bytes = large_pages * page_size;
     f.large_share = free_pages ? static_cast<double>(large_pages) / static_cast<double>(free_pages) : 1.0;
     // The kernel's two indexes (mm/vmstat.c), computed per node from the same counts.
-    f.unusable_index = free_pages ? static_cast<int>((free_pages - large_pages) * 1000 / free_pages) : 0;
-    if (blocks_total == 0)
-      f.fragmentation_index = 0;
-    else if (blocks_suitable)
-      f.fragmentation_index = -1000;
-    else
-      f.fragmentation_index = 1000 - static_cast<int>((1000 + free_pages * 1000 / (1ull << large)) / blocks_total);
+    f.unusable_index = unusable_free_index(n.blocks, static_cast<unsigned>(large));
+    f.fragmentation_index = fragmentation_index(n.blocks, static_cast<unsigned>(large));
     if (f.free_bytes >= policy.min_free) {
       auto describe_share = [&] {
         std::ostringstream s;

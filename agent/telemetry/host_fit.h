@@ -1,10 +1,7 @@
 // Will a load of N bytes fit in host RAM, and is free memory in blocks large enough for pinned or
 // huge-page-backed allocations? The host RAM rule (MemAvailable >= bytes x factor + headroom) and a
 // per-node fragmentation check from /proc/buddyinfo, with an optional compaction and re-check.
-//
-// NOTE for the lead: /proc/meminfo and /proc/buddyinfo are parsed here by a minimal private reader
-// (anonymous namespace in host_fit.cpp) so this part does not wait for the shared procfs readers of
-// issue 4 (agent/telemetry). Switch read_meminfo_kb()/read_buddyinfo() to the shared reader when merged.
+// /proc/meminfo and /proc/buddyinfo come from the shared readers (telemetry/meminfo.h, buddyinfo.h).
 #pragma once
 
 #include <cstdint>
@@ -14,6 +11,7 @@
 
 #include "core/host_paths.h"
 #include "core/result.h"
+#include "telemetry/buddyinfo.h"
 
 namespace spark {
 
@@ -41,7 +39,8 @@ struct NodeBuddy {
   int node = 0;
   std::vector<uint64_t> blocks;
 };
-Result<std::vector<NodeBuddy>> read_buddyinfo(const HostPaths& paths);
+std::vector<NodeBuddy> node_blocks(const BuddyInfo& info);
+Result<std::vector<NodeBuddy>> read_node_buddy(const HostPaths& paths);
 
 // When a node counts as fragmented. Free memory "in large blocks" means blocks of at least
 // large_order (2 MiB with 4 KiB pages: what a huge page, or a large pinned chunk, needs).

@@ -133,10 +133,12 @@ void expect_one_oom_event(const MmProbeOptions& options, ProbeKind expected_kind
   auto deadline = std::chrono::steady_clock::now() + 2s;
   while (std::chrono::steady_clock::now() < deadline) {
     auto n = p->poll_events(100ms, [&](const MmEvent& e) {
-      if (e.is_oom()) ooms.push_back(e);
+      // OOMs elsewhere on the host (another test's cgroup) are not ours: ours by memcg or by pid.
+      if (e.is_oom() && (e.raw.memcg_id == cg.inode() || e.raw.pid == static_cast<uint32_t>(pid))) ooms.push_back(e);
     });
     ASSERT_TRUE(n.ok()) << n.error().what();
   }
+  for (const auto& o : ooms) std::cout << "  oom event pid " << o.raw.pid << " comm " << o.comm << " memcg " << o.memcg_path << "\n";
   ASSERT_EQ(ooms.size(), 1u);
   const MmEvent& e = ooms[0];
   EXPECT_EQ(e.raw.pid, static_cast<uint32_t>(pid));

@@ -42,7 +42,7 @@ TEST(RealHost, CompactionRunsAndBuddyinfoIsReadable) {
   auto r = compact_memory(HostPaths::system());
   ASSERT_TRUE(r.ok()) << r.error().what();
   auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();
-  auto nodes = read_buddyinfo(HostPaths::system());
+  auto nodes = read_node_buddy(HostPaths::system());
   ASSERT_TRUE(nodes.ok());
   RecordProperty("compact_ms", static_cast<int>(ms));
 }

@@ -82,16 +82,16 @@ TEST(HostFit, ParsesBuddyinfoPerNodeSummingZones) {
   root.write("proc/buddyinfo", zone_line(0, "DMA", {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 3}) +
                                    zone_line(0, "Normal", {5, 4, 3, 2, 1, 0, 0, 0, 0, 0, 2}) +
                                    zone_line(1, "Normal", {7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}));
-  auto nodes = read_buddyinfo(root.paths());
+  auto nodes = read_node_buddy(root.paths());
   ASSERT_TRUE(nodes.ok()) << nodes.error().what();
   ASSERT_EQ(nodes->size(), 2u);
   EXPECT_EQ((*nodes)[0].blocks[0], 5u);
   EXPECT_EQ((*nodes)[0].blocks[10], 5u);
   EXPECT_EQ((*nodes)[1].node, 1);
   root.write("proc/buddyinfo", "Node 0 zone Normal 1 2\n");
-  EXPECT_FALSE(read_buddyinfo(root.paths()).ok());
+  EXPECT_FALSE(read_node_buddy(root.paths()).ok());
   root.write("proc/buddyinfo", "");
-  EXPECT_FALSE(read_buddyinfo(root.paths()).ok());
+  EXPECT_FALSE(read_node_buddy(root.paths()).ok());
 }
 
 TEST(HostFit, LargeOrderFollowsPageSize) {
@@ -127,7 +127,7 @@ INSTANTIATE_TEST_SUITE_P(Cases, Fragmentation,
 
 TEST(HostFit, KernelIndexesMatchTheirDefinitions) {
   // 1024 order-0 pages and no order>=9 block: fragmentation index = 1000 - (1000 + 1024*1000/512)/1024 = 998.
-  auto f = judge_fragmentation({NodeBuddy{0, {1024}}}, 4096, FragPolicy{});
+  auto f = judge_fragmentation({NodeBuddy{0, {1024, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}}}, 4096, FragPolicy{});
   EXPECT_EQ(f[0].fragmentation_index, 998);
   EXPECT_EQ(f[0].unusable_index, 1000);
   auto g = judge_fragmentation({NodeBuddy{0, k_healthy}}, 4096, FragPolicy{});

@@ -1,10 +1,11 @@
 // spark-tune guard: a server in a memory cgroup of its own with a host-relative budget, a warning
 // before it runs out, and hook / restart / readiness when the kernel kills it anyway.
 //
-// Until the agent daemon hosts guards, `spark-tune guard --pid PID` runs the supervisor in the
-// foreground: events are printed as JSON lines on stdout; Ctrl-C / SIGTERM ends the guard (its
-// values restored, its cgroup removed). A kill -9 leaves the guard journaled and enforced by the
-// kernel; `spark-tune guard resume` takes it over again.
+// `spark-tune guard --pid PID` hands the guard to the agent (started when none runs) and returns
+// its id; `guard wait server_ready --guard ID` waits for its events. With --foreground the
+// supervisor runs in this process instead (no agent): events are printed as JSON lines on stdout;
+// Ctrl-C / SIGTERM ends the guard (values restored, cgroup removed); a kill -9 leaves the guard
+// journaled and enforced by the kernel, and `guard resume` (or the agent's start) takes it over.
 #include <poll.h>
 #include <signal.h>
 #include <sys/signalfd.h>
@@ -15,6 +16,8 @@
 #include <memory>
 
 #include "cli/registry.h"
+#include "cli/window_options.h"
+#include "daemon/protocol.h"
 #include "core/log.h"
 #include "core/units.h"
 #include "guard/supervisor.h"
@@ -29,10 +32,11 @@ namespace {
 struct GuardArgs {
   int pid = 0;
   std::string unit, cgroup, budget, memory_high, memory_max, settle_after = "0s", on_oom, hook_timeout = "10s";
-  bool force = false, restart = false, undo = false;
+  bool force = false, restart = false, undo = false, foreground = false;
   int restart_max = 5;
   std::string restart_window = "5m", restart_backoff = "250ms", until_port, warn_eta = "30s", events_file;
   std::string end_id;
+  std::string wait_type, wait_guard, wait_timeout = "60s";
 };
 
 Result<std::chrono::milliseconds> duration_arg(const std::string& flag, const std::string& text) {
@@ -139,6 +143,16 @@ int do_guard(Context& ctx, const GuardArgs& a) {
   if (a.undo) return report_error(ctx, "--undo goes with --unit (end other guards with: spark-tune guard end ID)");
   auto o = to_options(a);
   if (!o) return report_error(ctx, describe(o.error()));
+  if (!a.foreground) {
+    auto r = agent_call(ctx, "guard.add", guard::options_to_json(*o));
+    if (!r) return agent_error(ctx, r.error());
+    if (ctx.json) print_json(*r);
+    else
+      std::cout << "guard " << r->value("id", "") << ": process " << a.pid << " in "
+                << (*r)["guard"].value("box", "") << ", limit " << format_size((*r)["guard"].value("limit", uint64_t{0}))
+                << " (events: spark-tune guard wait TYPE --guard " << r->value("id", "") << ")" << std::endl;
+    return k_exit_ok;
+  }
   guard::GuardSupervisor sup(ctx.paths, tuner, make_sink(a.events_file));
   auto id = sup.add(*o);
   if (!id) return report_error(ctx, describe(id.error()));
@@ -164,13 +178,42 @@ int do_list(Context& ctx) {
 }
 
 int do_end(Context& ctx, const std::string& id) {
-  HostActuator act(ctx.paths);
-  Tuner tuner(ctx.paths, act);
-  auto r = guard::end_guard(ctx.paths, tuner, id);
-  if (!r) return report_error(ctx, describe(r.error()));
+  // The agent holds its guards; a guard it does not know (a foreground one, or no agent) is ended
+  // here from the journal, and the process holding it notices within a second.
+  auto via_agent = daemon::call(ctx.paths, "guard.end", nlohmann::json{{"id", id}});
+  if (!via_agent) {
+    HostActuator act(ctx.paths);
+    Tuner tuner(ctx.paths, act);
+    auto r = guard::end_guard(ctx.paths, tuner, id);
+    if (!r) return report_error(ctx, describe(r.error()));
+  }
   if (ctx.json) print_json({{"guard", id}, {"ended", true}});
   else std::cout << "guard " << id << " ended: its values are restored and its cgroup removed" << std::endl;
   return k_exit_ok;
+}
+
+// Waits for a guard event from the agent (server_ready after a restart, oom_kill...): exit 0 with
+// the event on stdout, 1 when the timeout passes first.
+int do_wait(Context& ctx, const GuardArgs& a) {
+  auto timeout = duration_arg("--timeout", a.wait_timeout);
+  if (!timeout) return report_error(ctx, describe(timeout.error()));
+  auto first = daemon::call(ctx.paths, "guard.events", nlohmann::json{{"since", ~uint64_t{0} >> 1}});
+  if (!first) return report_error(ctx, "no agent answers (" + describe(first.error()) + "): guards run in the agent");
+  uint64_t cursor = first->value("cursor", uint64_t{0});
+  auto end = std::chrono::steady_clock::now() + *timeout;
+  while (std::chrono::steady_clock::now() < end) {
+    auto r = daemon::call(ctx.paths, "guard.events",
+                          nlohmann::json{{"since", cursor}, {"guard", a.wait_guard}, {"type", a.wait_type}});
+    if (!r) return report_error(ctx, describe(r.error()));
+    cursor = r->value("cursor", cursor);
+    if (!(*r)["events"].empty()) {
+      print_json((*r)["events"][0]);
+      return k_exit_ok;
+    }
+    ::usleep(20000);
+  }
+  if (!ctx.json) std::cerr << "spark-tune: no " << a.wait_type << " within " << a.wait_timeout << std::endl;
+  return k_exit_check;
 }
 
 int do_resume(Context& ctx, const std::string& events_file) {
@@ -207,15 +250,21 @@ void setup(CLI::App& app, Context& ctx) {
   g->add_option("--warn-eta", a->warn_eta, "memory_growth when the limit is nearer than this (default 30s)");
   g->add_option("--events-file", a->events_file, "also append the events (JSON lines) to this file");
   g->add_flag("--undo", a->undo, "with --unit: remove the drop-in");
+  g->add_flag("--foreground", a->foreground, "run the guard in this process instead of the agent (Ctrl-C ends it)");
   auto* list = g->add_subcommand("list", "guards in the journal");
   auto* end = g->add_subcommand("end", "end a guard: processes back, values restored, cgroup removed");
   end->add_option("id", a->end_id, "guard id (see guard list)")->required();
-  auto* resume = g->add_subcommand("resume", "take over every journaled guard in the foreground (after a crash)");
+  auto* resume = g->add_subcommand("resume", "take over every journaled guard in the foreground (no agent)");
+  auto* wait = g->add_subcommand("wait", "wait for a guard event from the agent (server_ready, oom_kill, memory_growth)");
+  wait->add_option("type", a->wait_type, "event type")->required();
+  wait->add_option("--guard", a->wait_guard, "only this guard's events");
+  wait->add_option("--timeout", a->wait_timeout, "give up after this long (exit 1; default 60s)");
   g->require_subcommand(0, 1);
-  g->callback([&ctx, a, list, end, resume] {
+  g->callback([&ctx, a, list, end, resume, wait] {
     if (list->parsed()) ctx.exit_code = do_list(ctx);
     else if (end->parsed()) ctx.exit_code = do_end(ctx, a->end_id);
     else if (resume->parsed()) ctx.exit_code = do_resume(ctx, a->events_file);
+    else if (wait->parsed()) ctx.exit_code = do_wait(ctx, *a);
     else ctx.exit_code = do_guard(ctx, *a);
   });
 }

@@ -44,6 +44,8 @@ std::vector<std::string> agent_capabilities() {
           "cap_sys_admin",     // some sysctls, cgroup setup
           "cap_sys_resource",  // sysctls that raise limits
           "cap_kill",          // the guard's actions on servers
+          "cap_setuid",        // the guard restarts a server as the user it ran as
+          "cap_setgid",
           "cap_chown",         // socket group at restart
           "cap_bpf",           // telemetry probes
           "cap_perfmon"};

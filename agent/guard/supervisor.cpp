@@ -25,7 +25,9 @@ int64_t unix_ms() {
   return std::chrono::duration_cast<Ms>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
-nlohmann::json opt_json(const GuardOptions& o) {
+}  // namespace
+
+nlohmann::json options_to_json(const GuardOptions& o) {
   nlohmann::json j;
   j["pid"] = o.pid;
   j["cgroup"] = o.cgroup;
@@ -44,10 +46,11 @@ nlohmann::json opt_json(const GuardOptions& o) {
   j["until_port"] = o.until_port;
   j["warn_eta_ms"] = o.warn_eta.count();
   j["parent"] = o.parent;
+  j["settle_on_ready"] = o.settle_on_ready;
   return j;
 }
 
-GuardOptions opt_from_json(const nlohmann::json& j) {
+Result<GuardOptions> options_from_json(const nlohmann::json& j) try {
   GuardOptions o;
   o.pid = j.value("pid", 0);
   o.cgroup = j.value("cgroup", "");
@@ -66,8 +69,13 @@ GuardOptions opt_from_json(const nlohmann::json& j) {
   o.until_port = j.value("until_port", "");
   o.warn_eta = Ms(j.value("warn_eta_ms", int64_t{30000}));
   o.parent = j.value("parent", "");
+  o.settle_on_ready = j.value("settle_on_ready", false);
   return o;
+} catch (const std::exception& e) {
+  return input_error(std::string("guard options: ") + e.what());
 }
+
+namespace {
 
 std::string describe_status(int status) {
   if (WIFEXITED(status)) return "exit " + std::to_string(WEXITSTATUS(status));
@@ -126,7 +134,7 @@ nlohmann::json GuardState::to_json() const {
   nlohmann::json j;
   j["kind"] = "guard";
   j["id"] = id;
-  j["options"] = opt_json(opt);
+  j["options"] = options_to_json(opt);
   j["pid"] = pid;
   j["box"] = box;
   j["owns_box"] = owns_box;
@@ -145,7 +153,9 @@ Result<GuardState> GuardState::from_json(const nlohmann::json& j) {
   try {
     GuardState s;
     s.id = j.at("id").get<std::string>();
-    s.opt = opt_from_json(j.at("options"));
+    auto o = options_from_json(j.at("options"));
+    if (!o) return o.error();
+    s.opt = *o;
     s.pid = j.value("pid", 0);
     s.box = j.at("box").get<std::string>();
     s.owns_box = j.value("owns_box", false);
@@ -277,6 +287,7 @@ Result<std::string> GuardSupervisor::add(const GuardOptions& o) {
     port = a;
   }
   if (opt.restart_max < 1) return input_error("--restart-max must be at least 1");
+  if (opt.settle_on_ready && !port) return input_error("settling when the server is ready needs --until-port HOST:PORT");
   if (opt.restart && opt.pid <= 0) return input_error("--restart needs --pid (a command to restart)");
   if (opt.memory_high && opt.memory_max && *opt.memory_high > *opt.memory_max)
     return input_error("--memory-high must not be above --memory-max");
@@ -376,7 +387,8 @@ Result<std::string> GuardSupervisor::add(const GuardOptions& o) {
   }
   g->st = st;
   // 3. Limits now, or once the load is done.
-  if (st.opt.settle_after.count() == 0) {
+  bool defer = st.opt.settle_after.count() > 0 || st.opt.settle_on_ready;
+  if (!defer) {
     if (auto r = settle(*g); !r) return rollback(r.error());
   } else {
     Limits early;
@@ -386,7 +398,12 @@ Result<std::string> GuardSupervisor::add(const GuardOptions& o) {
       auto r = tuner_.apply(owner, g->box->limit_changes(early, "guard " + st.id + " absolute limit"), {});
       if (!r) return rollback(r.error());
     }
-    g->settle_at = Clock::now() + st.opt.settle_after;
+    if (st.opt.settle_on_ready) {
+      g->phase = Runtime::Phase::probing;  // settles at the first server_ready
+      g->spawned_at = g->next_probe = Clock::now();
+    } else {
+      g->settle_at = Clock::now() + st.opt.settle_after;
+    }
   }
   if (auto r = setup_watch(*g); !r) return rollback(r.error());
   persist(*g);
@@ -421,6 +438,19 @@ Result<void> GuardSupervisor::settle(Runtime& g) {
   g.growth.emplace(gc, s.anon, *l.max);
   g.oom_kills_seen = s.oom_kills;
   return {};
+}
+
+void GuardSupervisor::settle_now(Runtime& g) {
+  auto now = Clock::now();
+  if (auto r = settle(g); !r) {
+    log_error("guard " + g.st.id + ": " + describe(r.error()));
+    emit(g.st.id, "guard_error", {{"error", describe(r.error())}});
+    g.settle_at = now + Ms(5000);
+    return;
+  }
+  g.settle_at = {};
+  persist(g);
+  emit(g.st.id, "guard_settled", {{"footprint", g.st.footprint}, {"budget", g.st.budget}, {"limit", g.st.limit}});
 }
 
 Result<void> GuardSupervisor::setup_watch(Runtime& g) {
@@ -801,17 +831,13 @@ void GuardSupervisor::tick() {
         g.phase = Runtime::Phase::running;
         double ms = std::chrono::duration<double, std::milli>(Clock::now() - g.spawned_at).count();
         emit(id, "server_ready", {{"pid", g.st.pid}, {"address", g.port->text()}, {"ms_since_start", ms}});
+        if (!g.st.settled && g.st.opt.settle_on_ready) settle_now(g);
+        else if (g.st.opt.settle_on_ready && g.growth)  // a restarted server finished loading
+          if (auto s = g.box->stats(); s.ok()) g.growth->reset_baseline(s->anon, g.st.limit);
       }
     }
     if (!g.st.settled && g.settle_at != Clock::time_point{} && now >= g.settle_at) {
-      if (auto r = settle(g); !r) {
-        log_error("guard " + id + ": " + describe(r.error()));
-        emit(id, "guard_error", {{"error", describe(r.error())}});
-        g.settle_at = now + Ms(5000);
-      } else {
-        persist(g);
-        emit(id, "guard_settled", {{"footprint", g.st.footprint}, {"budget", g.st.budget}, {"limit", g.st.limit}});
-      }
+      settle_now(g);
     } else if (g.st.settled && g.settle_at != Clock::time_point{} && now >= g.settle_at && g.growth) {
       // A restarted server finished loading: new baseline.
       if (auto s = g.box->stats(); s.ok()) g.growth->reset_baseline(s->anon, g.st.limit);

@@ -45,7 +45,11 @@ struct GuardOptions {
   std::string until_port;      // HOST:PORT readiness after a restart
   Ms warn_eta{30000};          // memory_growth when the limit is nearer than this
   std::string parent;          // cgroup the box is made under; default this process's own memory cgroup
+  bool settle_on_ready = false;  // footprint measured when --until-port first accepts (the load is done)
 };
+
+nlohmann::json options_to_json(const GuardOptions& o);
+Result<GuardOptions> options_from_json(const nlohmann::json& j);
 
 struct SupervisorConfig {
   Ms sample_interval{100};
@@ -117,6 +121,7 @@ class GuardSupervisor {
   };
   Result<void> setup_watch(Runtime& g);
   Result<void> settle(Runtime& g);
+  void settle_now(Runtime& g);
   void sample(Runtime& g, std::chrono::steady_clock::time_point now);
   void check_oom(Runtime& g);
   void handle_exit(Runtime& g, std::optional<int> status);

@@ -20,6 +20,7 @@
 #include <thread>
 
 #include "core/fs.h"
+#include "daemon/protocol.h"
 #include "guard/cgroup.h"
 #include "guard/process.h"
 #include "guard/supervisor.h"
@@ -112,6 +113,8 @@ class GuardKernelTest : public ::testing::Test {
     host.run = state.root() / "run";
     act = std::make_unique<HostActuator>(host);
     tuner = std::make_unique<Tuner>(host, *act);
+    // spark-tune processes started here talk to an agent of this test only.
+    ::setenv("SPARK_TUNE_RUN_DIR", host.run.c_str(), 1);
   }
   void TearDown() override {
     sup.reset();
@@ -134,6 +137,7 @@ class GuardKernelTest : public ::testing::Test {
       ::kill(p, SIGKILL);
       ::waitpid(p, nullptr, 0);
     }
+    ::unsetenv("SPARK_TUNE_RUN_DIR");
   }
   pid_t start_server(uint16_t port) {
     pid_t p = spawn({python(), server_script(), std::to_string(port)});
@@ -430,6 +434,10 @@ std::vector<nlohmann::json> read_events(const fs::path& file) {
   return out;
 }
 
+bool daemon_ping() {
+  return daemon::call(HostPaths::system(), "agent.ping", nlohmann::json::object(), std::chrono::milliseconds(500)).ok();
+}
+
 bool has_event(const fs::path& file, const std::string& type) {
   for (const auto& e : read_events(file))
     if (e.is_object() && e.value("type", "") == type) return true;
@@ -441,7 +449,7 @@ TEST_F(GuardKernelTest, SurvivesKillDashNineOfTheCliAndResumes) {
   pid_t server = start_server(port);
   std::string sd = host.state.string();
   fs::path out1 = state.root() / "run1.jsonl", out2 = state.root() / "run2.jsonl";
-  pid_t cli = spawn_cli({"--state-dir", sd, "guard", "--pid", std::to_string(server), "--budget", "256M", "--restart",
+  pid_t cli = spawn_cli({"--state-dir", sd, "guard", "--foreground", "--pid", std::to_string(server), "--budget", "256M", "--restart",
                          "--restart-backoff", "0", "--until-port", "127.0.0.1:" + std::to_string(port)},
                         out1);
   clis.push_back(cli);
@@ -496,18 +504,83 @@ TEST_F(GuardKernelTest, SurvivesKillDashNineOfTheCliAndResumes) {
 TEST_F(GuardKernelTest, CliRefusesBadInputWithExitTwo) {
   std::string sd = host.state.string();
   fs::path out = state.root() / "bad.out";
-  EXPECT_EQ(run_cli({"--state-dir", sd, "guard", "--pid", "999999"}, out), 2);
+  EXPECT_EQ(run_cli({"--state-dir", sd, "guard", "--foreground", "--pid", "999999"}, out), 2);
   uint16_t port = free_port();
   pid_t server = start_server(port);
-  EXPECT_EQ(run_cli({"--state-dir", sd, "guard", "--pid", std::to_string(server), "--on-oom", "/nonexistent/hook"}, out), 2);
-  EXPECT_EQ(run_cli({"--state-dir", sd, "guard", "--pid", std::to_string(server), "--budget", "lots"}, out), 2);
-  EXPECT_EQ(run_cli({"--state-dir", sd, "guard", "--pid", std::to_string(server), "--memory-max", "1M"}, out), 2);
-  EXPECT_EQ(run_cli({"--state-dir", sd, "guard", "--pid", std::to_string(server), "--until-port", "x"}, out), 2);
+  EXPECT_EQ(run_cli({"--state-dir", sd, "guard", "--foreground", "--pid", std::to_string(server), "--on-oom", "/nonexistent/hook"}, out), 2);
+  EXPECT_EQ(run_cli({"--state-dir", sd, "guard", "--foreground", "--pid", std::to_string(server), "--budget", "lots"}, out), 2);
+  EXPECT_EQ(run_cli({"--state-dir", sd, "guard", "--foreground", "--pid", std::to_string(server), "--memory-max", "1M"}, out), 2);
+  EXPECT_EQ(run_cli({"--state-dir", sd, "guard", "--foreground", "--pid", std::to_string(server), "--until-port", "x"}, out), 2);
   EXPECT_EQ(run_cli({"--state-dir", sd, "guard", "end", "g9"}, out), 2);
   EXPECT_EQ(*memory_cgroup_of(host, hier, server), own_cgroup);
   auto j = read_journal(host);
   ASSERT_TRUE(j.ok());
   EXPECT_TRUE(j->empty());
+}
+
+// The guard in the agent: `guard --pid` hands it over; kill -9 of the agent leaves it enforced;
+// the next agent resumes it and still restarts the server; `guard wait server_ready` sees it.
+TEST_F(GuardKernelTest, AgentHoldsTheGuardAcrossKillDashNine) {
+  uint16_t port = free_port();
+  pid_t server = start_server(port);
+  std::string sd = host.state.string();
+  fs::path log = state.root() / "agent.out";
+  auto start_agent = [&] {
+    pid_t a = spawn_cli({"--state-dir", sd, "agent"}, log);
+    clis.push_back(a);
+    for (int i = 0; i < 500; ++i) {
+      if (daemon_ping()) return a;
+      std::this_thread::sleep_for(10ms);
+    }
+    return pid_t{-1};
+  };
+  pid_t agent = start_agent();
+  ASSERT_GT(agent, 0) << "the agent did not answer: " << read_file(log.string() + ".err").value_or("");
+  fs::path out = state.root() / "guard.out";
+  ASSERT_EQ(run_cli({"--state-dir", sd, "--json", "guard", "--pid", std::to_string(server), "--budget", "256M", "--restart",
+                     "--restart-backoff", "0", "--until-port", "127.0.0.1:" + std::to_string(port)},
+                    out),
+            0)
+      << read_file(out.string() + ".err").value_or("");
+  auto gs = list_guards(host);
+  ASSERT_TRUE(gs.ok() && gs->size() == 1u);
+  std::string id = gs->front().id;
+  CgroupBox box(host, hier, gs->front().box);
+  ASSERT_TRUE(box.exists());
+
+  ::kill(agent, SIGKILL);
+  ::waitpid(agent, nullptr, 0);
+  EXPECT_TRUE(box.exists()) << "still enforced without an agent";
+  EXPECT_EQ(std::stoull(trim(*read_file(box.file("memory.limit_in_bytes")))), gs->front().limit);
+  agent = start_agent();
+  ASSERT_GT(agent, 0);
+
+  // Wait for server_ready in the background while the server is driven into the kill.
+  fs::path waited = state.root() / "wait.out";
+  pid_t waiter = spawn_cli({"--state-dir", sd, "guard", "wait", "server_ready", "--guard", id, "--timeout", "60s"}, waited);
+  std::this_thread::sleep_for(200ms);
+  for (int i = 0; i < 200 && ::waitpid(server, nullptr, WNOHANG) == 0; ++i) {
+    http_get(port, "/grow?mb=64");
+    std::this_thread::sleep_for(50ms);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(waiter, &status, 0), waiter);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
+      << read_file(waited).value_or("") << read_file(waited.string() + ".err").value_or("");
+  auto ev = nlohmann::json::parse(trim(*read_file(waited)));
+  EXPECT_EQ(ev["type"], "server_ready");
+  EXPECT_EQ(ev["guard"], id);
+  EXPECT_TRUE(http_get(port, "/"));
+  auto now = list_guards(host);
+  ASSERT_TRUE(now.ok() && now->size() == 1u);
+  pid_t new_pid = now->front().pid;
+  EXPECT_NE(new_pid, server);
+  EXPECT_EQ(*box.procs(), std::vector<pid_t>{new_pid});
+
+  EXPECT_EQ(run_cli({"--state-dir", sd, "guard", "end", id}, state.root() / "end.out"), 0);
+  EXPECT_FALSE(box.exists());
+  EXPECT_TRUE(list_guards(host)->empty());
+  ::kill(new_pid, SIGKILL);
 }
 
 }  // namespace

@@ -350,6 +350,7 @@ Result<std::string> GuardSupervisor::add(const GuardOptions& o) {
     if (g.id.size() > 1 && g.id[0] == 'g') n = std::max(n, std::atoi(g.id.c_str() + 1));
   for (const auto& [id, g] : guards_)
     if (id.size() > 1 && id[0] == 'g') n = std::max(n, std::atoi(id.c_str() + 1));
+  n = std::max(n, last_id_);  // never reuse an id this process gave out (a waiter may hold it)
   st.id = "g" + std::to_string(n + 1);
   if (st.owns_box) st.box = (st.opt.parent == "/" ? "" : st.opt.parent) + "/" + k_box_prefix + st.id;
   std::string owner = guard_owner(st.id);
@@ -413,6 +414,7 @@ Result<std::string> GuardSupervisor::add(const GuardOptions& o) {
         {"budget", g->st.budget}, {"budget_spec", describe_budget(spec)}, {"limit", g->st.limit},
         {"settled", g->st.settled}});
   guards_[id] = std::move(g);
+  last_id_ = std::atoi(id.c_str() + 1);
   return id;
 }
 

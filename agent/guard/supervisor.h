@@ -141,6 +141,7 @@ class GuardSupervisor {
   std::map<std::string, std::unique_ptr<Runtime>> guards_;
   std::vector<RunningHook> hooks_;
   std::chrono::steady_clock::time_point next_journal_check_{};
+  int last_id_ = 0;
 };
 
 }  // namespace spark::guard

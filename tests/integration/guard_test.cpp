@@ -119,10 +119,15 @@ class GuardKernelTest : public ::testing::Test {
   void TearDown() override {
     sup.reset();
     if (!tuner) return;
-    // spark-tune processes first, so none restarts a server while the guards are ended.
+    // spark-tune processes first, so none restarts a server while the guards are ended; an agent
+    // a CLI started on demand is detached: its pid file names it.
     for (pid_t p : clis) {
       ::kill(p, SIGKILL);
       ::waitpid(p, nullptr, 0);
+    }
+    if (auto pid = read_value(host.run / "agent.pid"); pid.ok() && std::atoi(pid->c_str()) > 1) {
+      pid_t a = std::atoi(pid->c_str());
+      if (process_comm(host, a).rfind("spark-tune", 0) == 0) ::kill(a, SIGKILL);
     }
     // Whatever a failed test left: end the guards (restores and removes their cgroups), kill our children.
     if (auto gs = list_guards(host); gs.ok())
@@ -581,6 +586,63 @@ TEST_F(GuardKernelTest, AgentHoldsTheGuardAcrossKillDashNine) {
   EXPECT_FALSE(box.exists());
   EXPECT_TRUE(list_guards(host)->empty());
   ::kill(new_pid, SIGKILL);
+}
+
+// `spark-tune run --budget ... --restart --until-port ... -- SERVER`: the command runs boxed; after
+// the kernel kills it, run starts it again (fresh guard, server_ready) until --restart-max.
+TEST_F(GuardKernelTest, RunBoxesTheCommandAndRestartsItUntilItsCap) {
+  uint16_t port = free_port();
+  std::string sd = host.state.string();
+  fs::path out = state.root() / "run.out";
+  pid_t run = spawn_cli({"--state-dir", sd, "run", "--no-overlay", "--ttl", "60s", "--budget", "256M", "--restart",
+                         "--restart-max", "1", "--restart-backoff", "0", "--until-port", "127.0.0.1:" + std::to_string(port),
+                         "--", python(), server_script(), std::to_string(port)},
+                        out);
+  clis.push_back(run);
+  auto guards_now = [&] {
+    auto l = list_guards(host);
+    return l.ok() ? *l : std::vector<GuardState>{};
+  };
+  auto wait_guard = [&](pid_t not_pid) -> std::optional<GuardState> {
+    for (int i = 0; i < 1000; ++i) {
+      auto gs = guards_now();
+      if (gs.size() == 1 && gs[0].pid != not_pid && gs[0].settled) return gs[0];
+      std::this_thread::sleep_for(10ms);
+    }
+    return std::nullopt;
+  };
+  auto first = wait_guard(0);
+  ASSERT_TRUE(first.has_value()) << read_file(out.string() + ".err").value_or("");
+  EXPECT_TRUE(first->settled) << "settled when the port accepted";
+  CgroupBox box1(host, hier, first->box);
+  auto procs = box1.procs();
+  ASSERT_TRUE(procs.ok() && procs->size() == 1u);
+  EXPECT_EQ(process_comm(host, procs->front()).rfind("python3", 0), 0u) << "the command itself runs in the box";
+  auto drive = [&](const CgroupBox& box) {
+    for (int i = 0; i < 60 && box.exists(); ++i) {
+      http_get(port, "/grow?mb=64");
+      std::this_thread::sleep_for(50ms);
+    }
+  };
+  drive(box1);
+  auto second = wait_guard(first->pid);
+  ASSERT_TRUE(second.has_value()) << "no fresh guard after the restart: " << read_file(out.string() + ".err").value_or("");
+  EXPECT_FALSE(box1.exists()) << "the first box went with its process";
+  EXPECT_NE(second->id, first->id) << "guard ids are not reused";
+  EXPECT_TRUE(wait_port(port, 10s));
+  drive(CgroupBox(host, hier, second->box));  // the second kill: the cap (1 restart) stops the loop and run exits killed
+  int status = 0;
+  pid_t w = 0;
+  for (int i = 0; i < 1000 && w == 0; ++i) {
+    w = ::waitpid(run, &status, WNOHANG);
+    if (w == 0) std::this_thread::sleep_for(10ms);
+  }
+  ASSERT_EQ(w, run) << "run did not stop at its restart cap";
+  EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+  EXPECT_NE(read_file(out.string() + ".err").value_or("").find("restart loop stopped at its cap"), std::string::npos);
+  for (int i = 0; i < 300 && !guards_now().empty(); ++i) std::this_thread::sleep_for(10ms);
+  EXPECT_TRUE(guards_now().empty());
+  EXPECT_FALSE(CgroupBox(host, hier, second->box).exists());
 }
 
 }  // namespace

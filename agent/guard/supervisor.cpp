@@ -11,6 +11,7 @@
 #include "core/fs.h"
 #include "core/log.h"
 #include "core/units.h"
+#include "guard/systemd_scope.h"
 #include "state/journal.h"
 
 namespace spark::guard {
@@ -139,6 +140,7 @@ nlohmann::json GuardState::to_json() const {
   j["box"] = box;
   j["owns_box"] = owns_box;
   j["origin"] = origin;
+  j["scope"] = scope;
   j["launch"] = {{"argv", launch.argv}, {"cwd", launch.cwd}, {"uid", launch.uid}, {"gid", launch.gid}};
   j["settled"] = settled;
   j["footprint"] = footprint;
@@ -160,6 +162,7 @@ Result<GuardState> GuardState::from_json(const nlohmann::json& j) {
     s.box = j.at("box").get<std::string>();
     s.owns_box = j.value("owns_box", false);
     s.origin = j.value("origin", "");
+    s.scope = j.value("scope", "");
     if (j.contains("launch")) {
       s.launch.argv = j["launch"].value("argv", std::vector<std::string>{});
       s.launch.cwd = j["launch"].value("cwd", "/");
@@ -352,7 +355,31 @@ Result<std::string> GuardSupervisor::add(const GuardOptions& o) {
     if (id.size() > 1 && id[0] == 'g') n = std::max(n, std::atoi(id.c_str() + 1));
   n = std::max(n, last_id_);  // never reuse an id this process gave out (a waiter may hold it)
   st.id = "g" + std::to_string(n + 1);
-  if (st.owns_box) st.box = (st.opt.parent == "/" ? "" : st.opt.parent) + "/" + k_box_prefix + st.id;
+  // Where systemd runs the unified tree it owns the cgroups: the box is a transient scope it makes.
+  bool use_scope = st.owns_box && h.version == CgroupVersion::v2 && o.parent.empty() && systemd_booted(paths_);
+  if (use_scope) {
+    ScopeRequest req;
+    SPARK_TRY(req.name, scope_unit_name(std::string(k_box_prefix) + st.id));
+    req.pids = {st.pid};
+    req.description = "spark-tune guard " + st.id + " (process " + std::to_string(st.pid) + ")";
+    SPARK_TRY(std::string job, start_transient_scope(req));
+    (void)job;
+    std::string now_in;
+    for (int i = 0; i < 200; ++i) {  // the job moves the process; wait for it (at most 2 s)
+      auto c = memory_cgroup_of(paths_, h, st.pid);
+      if (c.ok() && fs::path(*c).filename() == req.name) {
+        now_in = *c;
+        break;
+      }
+      ::usleep(10000);
+    }
+    if (now_in.empty()) return sys_error(ETIMEDOUT, "systemd did not move process " + std::to_string(st.pid) + " into " + req.name);
+    st.box = now_in;
+    st.scope = req.name;
+    st.owns_box = false;  // systemd's: collected when its processes are gone
+  } else if (st.owns_box) {
+    st.box = (st.opt.parent == "/" ? "" : st.opt.parent) + "/" + k_box_prefix + st.id;
+  }
   std::string owner = guard_owner(st.id);
 
   auto g = std::make_unique<Runtime>();
@@ -371,7 +398,7 @@ Result<std::string> GuardSupervisor::add(const GuardOptions& o) {
     SPARK_TRY_VOID(tuner_.set_owner_state(owner, st.to_json()));
   }
   auto rollback = [&](const Error& e) -> Error {
-    if (st.owns_box) (void)g->box->move_all_to(st.origin);
+    if (st.owns_box || !st.scope.empty()) (void)g->box->move_all_to(st.origin);
     if (auto r = tuner_.release(owner); !r) log_error("undoing guard " + st.id + ": " + describe(r.error()));
     (void)tuner_.set_owner_state(owner, nullptr);
     return e;

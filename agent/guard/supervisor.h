@@ -66,6 +66,7 @@ struct GuardState {
   std::string box;            // the cgroup path guarded
   bool owns_box = false;      // created by the guard (removed at the end)
   std::string origin;         // where the process was before (restored at the end)
+  std::string scope;          // the systemd transient scope holding the box, where systemd runs
   ServerLaunch launch;        // for restarts
   bool settled = false;
   uint64_t footprint = 0;

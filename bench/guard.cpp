@@ -103,8 +103,12 @@ double pct(std::vector<double> v, double p) {
   return v[std::min(i, v.size() - 1)];
 }
 
-std::string python() { return ::access("/usr/bin/python3", X_OK) == 0 ? "/usr/bin/python3" : resolve_executable("python3").value_or(""); }
-std::string script() { return (fs::path(__FILE__).parent_path().parent_path() / "tests/fixtures/grow_server.py").string(); }
+std::string python() {
+  return ::access("/usr/bin/python3", X_OK) == 0 ? "/usr/bin/python3" : resolve_executable("python3").value_or("");
+}
+std::string script() {
+  return (fs::path(__FILE__).parent_path().parent_path() / "tests/fixtures/grow_server.py").string();
+}
 
 struct Env {
   HostPaths host = HostPaths::system();
@@ -156,8 +160,10 @@ int main(int argc, char** argv) {
   std::vector<int> rates = {16, 64, 256};
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string k = argv[i];
-    if (k == "--kills") kills = std::atoi(argv[i + 1]);
-    else if (k == "--budget-mib") budget_mib = std::strtoull(argv[i + 1], nullptr, 10);
+    if (k == "--kills")
+      kills = std::atoi(argv[i + 1]);
+    else if (k == "--budget-mib")
+      budget_mib = std::strtoull(argv[i + 1], nullptr, 10);
     else if (k == "--rates") {
       rates.clear();
       std::stringstream ss(argv[i + 1]);
@@ -196,7 +202,8 @@ int main(int argc, char** argv) {
     ::waitpid(p, nullptr, 0);
     env.children.pop_back();
   }
-  std::printf("server start (spawn -> accepting), 10 runs: p50 %.1f ms, p99 %.1f ms\n", pct(start_ms, 50), pct(start_ms, 99));
+  std::printf("server start (spawn -> accepting), 10 runs: p50 %.1f ms, p99 %.1f ms\n", pct(start_ms, 50),
+              pct(start_ms, 99));
 
   // 1. Kills.
   {
@@ -292,7 +299,8 @@ int main(int argc, char** argv) {
       for (const auto& l : split_lines(*t))
         if (!l.empty()) hook_ns.push_back(std::stoll(l));
     std::vector<double> to_event, to_hook, to_back, to_exit, to_restart;
-    size_t n = std::min({kill_ns.size(), event_ns.size(), hook_ns.size(), back_ns.size(), exit_ns.size(), restart_ns.size()});
+    size_t n =
+        std::min({kill_ns.size(), event_ns.size(), hook_ns.size(), back_ns.size(), exit_ns.size(), restart_ns.size()});
     for (size_t i = 0; i < n; ++i) {
       to_exit.push_back((exit_ns[i] - kill_ns[i]) / 1e6);
       to_restart.push_back((restart_ns[i] - kill_ns[i]) / 1e6);
@@ -302,15 +310,17 @@ int main(int argc, char** argv) {
     }
     std::printf("kills: %zu (kernel kills seen %zu, oom_kill events %zu, hooks %zu, restarts %d)\n", n, kill_ns.size(),
                 event_ns.size(), hook_ns.size(), restarts.load());
-    std::printf("  kill -> oom_kill event : p50 %6.2f ms  p99 %6.2f ms  max %6.2f ms\n", pct(to_event, 50), pct(to_event, 99),
-                pct(to_event, 100));
+    std::printf("  kill -> oom_kill event : p50 %6.2f ms  p99 %6.2f ms  max %6.2f ms\n", pct(to_event, 50),
+                pct(to_event, 99), pct(to_event, 100));
     std::printf("  kill -> hook started   : p50 %6.2f ms  p99 %6.2f ms  max %6.2f ms   (target p99 <= 20 ms)\n",
                 pct(to_hook, 50), pct(to_hook, 99), pct(to_hook, 100));
-    std::printf("  kill -> old server gone: p50 %6.2f ms  p99 %6.2f ms  (the kernel reaps the victim; its port is free)\n",
-                pct(to_exit, 50), pct(to_exit, 99));
+    std::printf(
+        "  kill -> old server gone: p50 %6.2f ms  p99 %6.2f ms  (the kernel reaps the victim; its port is free)\n",
+        pct(to_exit, 50), pct(to_exit, 99));
     std::printf("  kill -> restart forked : p50 %6.2f ms  p99 %6.2f ms\n", pct(to_restart, 50), pct(to_restart, 99));
-    std::printf("  kill -> port accepting : p50 %6.2f ms  p99 %6.2f ms  max %6.2f ms   (target <= start %.1f + 100 ms)\n",
-                pct(to_back, 50), pct(to_back, 99), pct(to_back, 100), pct(start_ms, 50));
+    std::printf(
+        "  kill -> port accepting : p50 %6.2f ms  p99 %6.2f ms  max %6.2f ms   (target <= start %.1f + 100 ms)\n",
+        pct(to_back, 50), pct(to_back, 99), pct(to_back, 100), pct(start_ms, 50));
     pid_t last = sup.state(*id) ? sup.state(*id)->pid : 0;
     (void)sup.end(*id);
     if (last > 0) ::kill(last, SIGKILL);

@@ -17,9 +17,9 @@
 
 #include "cli/registry.h"
 #include "cli/window_options.h"
-#include "daemon/protocol.h"
 #include "core/log.h"
 #include "core/units.h"
+#include "daemon/protocol.h"
 #include "guard/supervisor.h"
 #include "guard/unit.h"
 #include "state/journal.h"
@@ -127,17 +127,21 @@ int do_guard(Context& ctx, const GuardArgs& a) {
     if (a.undo) {
       auto r = guard::undo_unit_dropin(ctx.paths, tuner, a.unit);
       if (!r) return report_error(ctx, describe(r.error()));
-      if (ctx.json) print_json({{"unit", a.unit}, {"undone", true}});
-      else std::cout << "removed the guard drop-in of " << a.unit << "; run systemctl daemon-reload" << std::endl;
+      if (ctx.json)
+        print_json({{"unit", a.unit}, {"undone", true}});
+      else
+        std::cout << "removed the guard drop-in of " << a.unit << "; run systemctl daemon-reload" << std::endl;
       return k_exit_ok;
     }
     auto o = to_options(a);
     if (!o) return report_error(ctx, describe(o.error()));
     auto r = guard::write_unit_dropin(ctx.paths, tuner, a.unit, *o);
     if (!r) return report_error(ctx, describe(r.error()));
-    if (ctx.json) print_json({{"unit", a.unit}, {"dropin", r->path}, {"content", r->content}});
-    else std::cout << "wrote " << r->path << " (validated with systemd-analyze verify)\n" << r->content
-                   << "run systemctl daemon-reload and restart " << a.unit << " to apply it" << std::endl;
+    if (ctx.json)
+      print_json({{"unit", a.unit}, {"dropin", r->path}, {"content", r->content}});
+    else
+      std::cout << "wrote " << r->path << " (validated with systemd-analyze verify)\n"
+                << r->content << "run systemctl daemon-reload and restart " << a.unit << " to apply it" << std::endl;
     return k_exit_ok;
   }
   if (a.undo) return report_error(ctx, "--undo goes with --unit (end other guards with: spark-tune guard end ID)");
@@ -146,10 +150,11 @@ int do_guard(Context& ctx, const GuardArgs& a) {
   if (!a.foreground) {
     auto r = agent_call(ctx, "guard.add", guard::options_to_json(*o));
     if (!r) return agent_error(ctx, r.error());
-    if (ctx.json) print_json(*r);
+    if (ctx.json)
+      print_json(*r);
     else
-      std::cout << "guard " << r->value("id", "") << ": process " << a.pid << " in "
-                << (*r)["guard"].value("box", "") << ", limit " << format_size((*r)["guard"].value("limit", uint64_t{0}))
+      std::cout << "guard " << r->value("id", "") << ": process " << a.pid << " in " << (*r)["guard"].value("box", "")
+                << ", limit " << format_size((*r)["guard"].value("limit", uint64_t{0}))
                 << " (events: spark-tune guard wait TYPE --guard " << r->value("id", "") << ")" << std::endl;
     return k_exit_ok;
   }
@@ -187,8 +192,10 @@ int do_end(Context& ctx, const std::string& id) {
     auto r = guard::end_guard(ctx.paths, tuner, id);
     if (!r) return report_error(ctx, describe(r.error()));
   }
-  if (ctx.json) print_json({{"guard", id}, {"ended", true}});
-  else std::cout << "guard " << id << " ended: its values are restored and its cgroup removed" << std::endl;
+  if (ctx.json)
+    print_json({{"guard", id}, {"ended", true}});
+  else
+    std::cout << "guard " << id << " ended: its values are restored and its cgroup removed" << std::endl;
   return k_exit_ok;
 }
 
@@ -228,19 +235,22 @@ int do_resume(Context& ctx, const std::string& events_file) {
 
 void setup(CLI::App& app, Context& ctx) {
   auto a = std::make_shared<GuardArgs>();
-  auto* g = app.add_subcommand("guard", "put a server in a memory cgroup of its own with a host-relative budget "
-                                        "(runs in the foreground until the agent hosts guards)");
+  auto* g = app.add_subcommand("guard",
+                               "put a server in a memory cgroup of its own with a host-relative budget "
+                               "(runs in the foreground until the agent hosts guards)");
   g->add_option("--pid", a->pid, "guard this running process (moved into a memory cgroup of its own)");
   g->add_option("--unit", a->unit, "write the equivalent systemd drop-in for this service instead");
   g->add_option("--cgroup", a->cgroup, "guard an existing memory cgroup in place (path in the memory hierarchy)");
-  g->add_option("--budget", a->budget, "growth allowed after the load: SIZE or \"30% of available\" "
-                                       "(default min(8 GiB, 30% of MemAvailable))");
+  g->add_option("--budget", a->budget,
+                "growth allowed after the load: SIZE or \"30% of available\" "
+                "(default min(8 GiB, 30% of MemAvailable))");
   g->add_option("--memory-high", a->memory_high, "absolute throttle limit (v2 memory.high, v1 soft limit)");
   g->add_option("--memory-max", a->memory_max, "absolute hard limit (the kernel kills inside the box above it)");
   g->add_option("--settle-after", a->settle_after, "measure the footprint this long after start (load done)");
   g->add_flag("--force", a->force, "allow a limit below what the process already uses");
-  g->add_option("--on-oom", a->on_oom, "run CMD (no shell; split on blanks) when the kernel kills inside the box; "
-                                       "the event JSON on stdin and in SPARK_TUNE_EVENT");
+  g->add_option("--on-oom", a->on_oom,
+                "run CMD (no shell; split on blanks) when the kernel kills inside the box; "
+                "the event JSON on stdin and in SPARK_TUNE_EVENT");
   g->add_option("--hook-timeout", a->hook_timeout, "kill a hook that runs longer (default 10s)");
   g->add_flag("--restart", a->restart, "restart the server (its command line, cwd and user) after it dies");
   g->add_option("--restart-max", a->restart_max, "at most N restarts within --restart-window (default 5)");
@@ -255,17 +265,23 @@ void setup(CLI::App& app, Context& ctx) {
   auto* end = g->add_subcommand("end", "end a guard: processes back, values restored, cgroup removed");
   end->add_option("id", a->end_id, "guard id (see guard list)")->required();
   auto* resume = g->add_subcommand("resume", "take over every journaled guard in the foreground (no agent)");
-  auto* wait = g->add_subcommand("wait", "wait for a guard event from the agent (server_ready, oom_kill, memory_growth)");
+  auto* wait =
+      g->add_subcommand("wait", "wait for a guard event from the agent (server_ready, oom_kill, memory_growth)");
   wait->add_option("type", a->wait_type, "event type")->required();
   wait->add_option("--guard", a->wait_guard, "only this guard's events");
   wait->add_option("--timeout", a->wait_timeout, "give up after this long (exit 1; default 60s)");
   g->require_subcommand(0, 1);
   g->callback([&ctx, a, list, end, resume, wait] {
-    if (list->parsed()) ctx.exit_code = do_list(ctx);
-    else if (end->parsed()) ctx.exit_code = do_end(ctx, a->end_id);
-    else if (resume->parsed()) ctx.exit_code = do_resume(ctx, a->events_file);
-    else if (wait->parsed()) ctx.exit_code = do_wait(ctx, *a);
-    else ctx.exit_code = do_guard(ctx, *a);
+    if (list->parsed())
+      ctx.exit_code = do_list(ctx);
+    else if (end->parsed())
+      ctx.exit_code = do_end(ctx, a->end_id);
+    else if (resume->parsed())
+      ctx.exit_code = do_resume(ctx, a->events_file);
+    else if (wait->parsed())
+      ctx.exit_code = do_wait(ctx, *a);
+    else
+      ctx.exit_code = do_guard(ctx, *a);
   });
 }
 

@@ -76,8 +76,10 @@ const cli::RunExtensionRegistration reg{{
       run.add_option("--budget", a.budget, "growth allowed after the load: SIZE or \"30% of available\"")->group(grp);
       run.add_option("--memory-high", a.memory_high, "absolute throttle limit")->group(grp);
       run.add_option("--memory-max", a.memory_max, "absolute hard limit")->group(grp);
-      run.add_option("--settle-after", a.settle_after, "footprint measured this long after start "
-                                                       "(default: when --until-port accepts)")->group(grp);
+      run.add_option("--settle-after", a.settle_after,
+                     "footprint measured this long after start "
+                     "(default: when --until-port accepts)")
+          ->group(grp);
       run.add_flag("--force", a.force, "allow a limit below current usage")->group(grp);
       run.add_option("--on-oom", a.on_oom, "CMD run (no shell) when the kernel kills inside the box")->group(grp);
       run.add_option("--hook-timeout", a.hook_timeout, "default 10s")->group(grp);
@@ -85,7 +87,8 @@ const cli::RunExtensionRegistration reg{{
       run.add_flag("--restart", a.restart, "start the command again after an OOM kill or a failure")->group(grp);
       run.add_option("--restart-max", a.restart_max, "default 5")->group(grp);
       run.add_option("--restart-window", a.restart_window, "default 5m")->group(grp);
-      run.add_option("--restart-backoff", a.restart_backoff, "first restart at once, then doubling (default 250ms)")->group(grp);
+      run.add_option("--restart-backoff", a.restart_backoff, "first restart at once, then doubling (default 250ms)")
+          ->group(grp);
     },
     [](const cli::Context& ctx, cli::RunOptions& o, pid_t child) -> Result<void> {
       if (!wanted(args())) return {};

@@ -12,9 +12,12 @@ void GuardService::record(const guard::Event& e) {
 }
 
 Result<void> GuardService::on_start(ServiceContext& ctx) {
-  sup_ = std::make_unique<guard::GuardSupervisor>(ctx.paths(), ctx.tuner(), [this](const guard::Event& e) { record(e); });
-  if (auto n = sup_->resume(); !n) log_error("guard: resuming journaled guards failed: " + describe(n.error()));
-  else if (*n) log_info("guard: resumed " + std::to_string(*n) + " guard(s) from the journal");
+  sup_ =
+      std::make_unique<guard::GuardSupervisor>(ctx.paths(), ctx.tuner(), [this](const guard::Event& e) { record(e); });
+  if (auto n = sup_->resume(); !n)
+    log_error("guard: resuming journaled guards failed: " + describe(n.error()));
+  else if (*n)
+    log_info("guard: resumed " + std::to_string(*n) + " guard(s) from the journal");
 
   SPARK_TRY_VOID(ctx.add_handler("guard.add", [this](const json& params, const Peer&) -> Result<json> {
     SPARK_TRY(guard::GuardOptions o, guard::options_from_json(params));
@@ -58,10 +61,16 @@ std::vector<int> GuardService::poll_fds() {
   return out;
 }
 
-void GuardService::on_ready(int fd, Clock::time_point) { sup_->on_fd(fd, 0); }
+void GuardService::on_ready(int fd, Clock::time_point) {
+  sup_->on_fd(fd, 0);
+}
 
-std::optional<Clock::time_point> GuardService::next_timer() { return Clock::now() + sup_->next_wake(); }
+std::optional<Clock::time_point> GuardService::next_timer() {
+  return Clock::now() + sup_->next_wake();
+}
 
-void GuardService::on_timer(Clock::time_point) { sup_->tick(); }
+void GuardService::on_timer(Clock::time_point) {
+  sup_->tick();
+}
 
 }  // namespace spark::daemon

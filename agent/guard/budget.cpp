@@ -18,10 +18,13 @@ Result<HostMemory> read_host_memory(const HostPaths& paths) {
     std::string key = line.substr(0, colon);
     std::string rest = trim(line.substr(colon + 1));
     uint64_t kb = std::strtoull(rest.c_str(), nullptr, 10);
-    if (key == "MemTotal") m.total = kb * 1024, have_total = true;
-    else if (key == "MemAvailable") m.available = kb * 1024, have_avail = true;
+    if (key == "MemTotal")
+      m.total = kb * 1024, have_total = true;
+    else if (key == "MemAvailable")
+      m.available = kb * 1024, have_avail = true;
   }
-  if (!have_total || !have_avail) return sys_error(EIO, "no MemTotal/MemAvailable in " + (paths.proc / "meminfo").string());
+  if (!have_total || !have_avail)
+    return sys_error(EIO, "no MemTotal/MemAvailable in " + (paths.proc / "meminfo").string());
   return m;
 }
 
@@ -32,10 +35,13 @@ Result<BudgetSpec> parse_budget(const std::string& text) {
   if (auto p = parse_percentage(s.text)) {
     if (p->percent <= 0 || p->percent > 100)
       return input_error("--budget '" + s.text + "': the percentage must be in (0, 100]");
-    if (p->base.empty() || p->base == "available" || p->base == "memavailable") s.of_total = false;
-    else if (p->base == "ram" || p->base == "total" || p->base == "memtotal") s.of_total = true;
+    if (p->base.empty() || p->base == "available" || p->base == "memavailable")
+      s.of_total = false;
+    else if (p->base == "ram" || p->base == "total" || p->base == "memtotal")
+      s.of_total = true;
     else
-      return input_error("--budget '" + s.text + "': write a percentage of 'available' or 'ram', e.g. \"30% of available\"");
+      return input_error("--budget '" + s.text +
+                         "': write a percentage of 'available' or 'ram', e.g. \"30% of available\"");
     s.kind = BudgetSpec::Kind::percent;
     s.percent = p->percent;
     return s;
@@ -50,7 +56,8 @@ Result<BudgetSpec> parse_budget(const std::string& text) {
 
 uint64_t resolve_budget(const BudgetSpec& spec, const HostMemory& host) {
   switch (spec.kind) {
-    case BudgetSpec::Kind::bytes: return spec.bytes;
+    case BudgetSpec::Kind::bytes:
+      return spec.bytes;
     case BudgetSpec::Kind::percent: {
       double base = static_cast<double>(spec.of_total ? host.total : host.available);
       return page_round(static_cast<uint64_t>(base * spec.percent / 100.0));
@@ -64,9 +71,12 @@ uint64_t resolve_budget(const BudgetSpec& spec, const HostMemory& host) {
 
 std::string describe_budget(const BudgetSpec& spec) {
   switch (spec.kind) {
-    case BudgetSpec::Kind::bytes: return format_size(spec.bytes);
-    case BudgetSpec::Kind::percent: return spec.text;
-    case BudgetSpec::Kind::host_default: break;
+    case BudgetSpec::Kind::bytes:
+      return format_size(spec.bytes);
+    case BudgetSpec::Kind::percent:
+      return spec.text;
+    case BudgetSpec::Kind::host_default:
+      break;
   }
   return "min(8 GiB, 30% of available)";
 }

@@ -22,7 +22,7 @@ struct BudgetSpec {
   uint64_t bytes = 0;
   double percent = 0;  // with base "available" (MemAvailable) or "ram"/"total" (MemTotal)
   bool of_total = false;
-  std::string text;    // as the user wrote it, for messages
+  std::string text;  // as the user wrote it, for messages
 };
 
 constexpr uint64_t k_default_budget_cap = 8ull << 30;

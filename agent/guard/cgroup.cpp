@@ -27,7 +27,6 @@ bool parse_u64(const std::string& s, uint64_t& out) {
   return true;
 }
 
-
 }  // namespace
 
 Fd& Fd::operator=(Fd&& o) noexcept {
@@ -38,13 +37,17 @@ Fd& Fd::operator=(Fd&& o) noexcept {
   }
   return *this;
 }
-Fd::~Fd() { reset(); }
+Fd::~Fd() {
+  reset();
+}
 void Fd::reset() {
   if (fd_ >= 0) ::close(fd_);
   fd_ = -1;
 }
 
-uint64_t page_round(uint64_t bytes) { return bytes / k_page * k_page; }
+uint64_t page_round(uint64_t bytes) {
+  return bytes / k_page * k_page;
+}
 
 std::optional<uint64_t> stat_value(const std::string& text, const std::string& key) {
   for (const auto& line : split_lines(text)) {
@@ -66,12 +69,18 @@ Result<MemoryEvents> parse_memory_events(const std::string& text) {
     if (sp == std::string::npos || !parse_u64(trim(l.substr(sp + 1)), v))
       return input_error("memory.events: unreadable line '" + l + "'");
     std::string k = l.substr(0, sp);
-    if (k == "low") e.low = v;
-    else if (k == "high") e.high = v;
-    else if (k == "max") e.max = v;
-    else if (k == "oom") e.oom = v;
-    else if (k == "oom_kill") e.oom_kill = v;
-    else if (k == "oom_group_kill") e.oom_group_kill = v;
+    if (k == "low")
+      e.low = v;
+    else if (k == "high")
+      e.high = v;
+    else if (k == "max")
+      e.max = v;
+    else if (k == "oom")
+      e.oom = v;
+    else if (k == "oom_kill")
+      e.oom_kill = v;
+    else if (k == "oom_group_kill")
+      e.oom_group_kill = v;
   }
   return e;
 }
@@ -94,7 +103,8 @@ Result<std::string> memory_cgroup_of(const HostPaths& paths, const MemoryHierarc
   fs::path file = paths.proc / (pid == 0 ? std::string("self") : std::to_string(pid)) / "cgroup";
   auto text = read_file(file);
   if (!text) {
-    if (text.error().code().value() == ENOENT) return sys_error(ESRCH, "process " + std::to_string(pid) + " does not exist");
+    if (text.error().code().value() == ENOENT)
+      return sys_error(ESRCH, "process " + std::to_string(pid) + " does not exist");
     return text.error();
   }
   for (const auto& line : split_lines(*text)) {
@@ -124,7 +134,9 @@ fs::path CgroupBox::dir() const {
   return rel.empty() ? h_.root : h_.root / rel;
 }
 
-Target CgroupBox::dir_target() const { return {TargetKind::dir, dir().string()}; }
+Target CgroupBox::dir_target() const {
+  return {TargetKind::dir, dir().string()};
+}
 
 Target CgroupBox::file_target(const std::string& name) const {
   std::string rel = path_;

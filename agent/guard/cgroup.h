@@ -31,12 +31,12 @@ Result<MemoryHierarchy> find_memory_hierarchy(const HostPaths& paths);
 Result<std::string> memory_cgroup_of(const HostPaths& paths, const MemoryHierarchy& h, pid_t pid);
 
 struct MemoryStats {
-  uint64_t usage = 0;      // charged bytes (v1 memory.usage_in_bytes, v2 memory.current)
-  uint64_t anon = 0;       // anonymous memory (v1 total_rss, v2 anon): what reclaim cannot drop without swap
-  uint64_t file = 0;       // page cache (v1 total_cache, v2 file)
-  uint64_t peak = 0;       // v1 memory.max_usage_in_bytes, v2 memory.peak (0 where absent)
-  uint64_t oom = 0;        // v2 memory.events oom; v1 under_oom (0/1)
-  uint64_t oom_kills = 0;  // processes the kernel's OOM killer took in this cgroup
+  uint64_t usage = 0;        // charged bytes (v1 memory.usage_in_bytes, v2 memory.current)
+  uint64_t anon = 0;         // anonymous memory (v1 total_rss, v2 anon): what reclaim cannot drop without swap
+  uint64_t file = 0;         // page cache (v1 total_cache, v2 file)
+  uint64_t peak = 0;         // v1 memory.max_usage_in_bytes, v2 memory.peak (0 where absent)
+  uint64_t oom = 0;          // v2 memory.events oom; v1 under_oom (0/1)
+  uint64_t oom_kills = 0;    // processes the kernel's OOM killer took in this cgroup
   uint64_t high_events = 0;  // v2 memory.events high (throttling)
 };
 

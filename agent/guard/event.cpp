@@ -16,6 +16,8 @@ nlohmann::json Event::to_json() const {
   return j;
 }
 
-std::string Event::to_line() const { return to_json().dump(); }
+std::string Event::to_line() const {
+  return to_json().dump();
+}
 
 }  // namespace spark::guard

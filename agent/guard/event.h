@@ -2,10 +2,9 @@
 // The same shape as the telemetry event stream (issue 4), so one reader handles both.
 #pragma once
 
-#include <nlohmann/json.hpp>
-
 #include <chrono>
 #include <functional>
+#include <nlohmann/json.hpp>
 #include <string>
 
 namespace spark::guard {

@@ -55,8 +55,10 @@ std::optional<GrowthWarning> GrowthWatch::add(const GrowthSample& s) {
 
   double warn_eta = std::chrono::duration<double>(cfg_.warn_eta).count();
   std::string reason;
-  if (w.eta_s >= 0 && w.eta_s < warn_eta) reason = "eta";
-  else if (w.host_eta_s >= 0 && w.host_eta_s < warn_eta) reason = "host_eta";
+  if (w.eta_s >= 0 && w.eta_s < warn_eta)
+    reason = "eta";
+  else if (w.host_eta_s >= 0 && w.host_eta_s < warn_eta)
+    reason = "host_eta";
   else if (w.budget && static_cast<double>(w.used) >= cfg_.warn_fraction * static_cast<double>(w.budget))
     reason = "budget_80pct";
   if (reason.empty()) {

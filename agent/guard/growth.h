@@ -15,11 +15,11 @@ namespace spark::guard {
 using SteadyTime = std::chrono::steady_clock::time_point;
 
 struct GrowthConfig {
-  double warn_fraction = 0.8;                         // of the budget
-  std::chrono::milliseconds warn_eta{30000};          // warn when the limit is nearer than this
-  std::chrono::milliseconds rate_window{3000};        // samples the rate is fitted over
-  double min_rate = 1024.0 * 1024.0;                  // bytes/s below which growth is noise
-  std::chrono::milliseconds repeat{10000};            // a persisting condition is re-announced this often
+  double warn_fraction = 0.8;                   // of the budget
+  std::chrono::milliseconds warn_eta{30000};    // warn when the limit is nearer than this
+  std::chrono::milliseconds rate_window{3000};  // samples the rate is fitted over
+  double min_rate = 1024.0 * 1024.0;            // bytes/s below which growth is noise
+  std::chrono::milliseconds repeat{10000};      // a persisting condition is re-announced this often
 };
 
 struct GrowthSample {
@@ -32,10 +32,10 @@ struct GrowthWarning {
   std::string reason;  // "budget_80pct", "eta", "host_eta"
   double rate = 0;     // bytes/s
   uint64_t anon = 0;
-  uint64_t used = 0;   // growth over the baseline
+  uint64_t used = 0;  // growth over the baseline
   uint64_t budget = 0;
-  uint64_t left = 0;   // bytes before the limit
-  double eta_s = -1;   // seconds to the limit at this rate (-1: not growing)
+  uint64_t left = 0;  // bytes before the limit
+  double eta_s = -1;  // seconds to the limit at this rate (-1: not growing)
   double host_eta_s = -1;
   uint64_t host_available = 0;
 };

@@ -184,8 +184,12 @@ Result<pid_t> spawn_in_box(const ServerLaunch& launch, const CgroupBox& box) {
   if (got == sizeof e) {
     int status;
     ::waitpid(pid, &status, 0);
-    static const char* steps[] = {"", "joining the guard's cgroup", "changing to its directory", "setting its group",
-                                  "setting its user", "executing it"};
+    static const char* steps[] = {"",
+                                  "joining the guard's cgroup",
+                                  "changing to its directory",
+                                  "setting its group",
+                                  "setting its user",
+                                  "executing it"};
     return sys_error(e[1], std::string("restarting ") + args[0] + ": " + steps[e[0] < 6 ? e[0] : 0]);
   }
   return pid;

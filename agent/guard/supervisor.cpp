@@ -108,7 +108,8 @@ Result<ServerLaunch> launch_of(const HostPaths& paths, pid_t pid, const std::vec
       start = z + 1;
     }
   }
-  if (argv.empty()) return input_error("process " + std::to_string(pid) + " has no command line to restart (a kernel thread?)");
+  if (argv.empty())
+    return input_error("process " + std::to_string(pid) + " has no command line to restart (a kernel thread?)");
   // The exe link is exact even where argv[0] is a bare name run through PATH.
   std::error_code ec;
   fs::path exe = fs::read_symlink(paths.proc / std::to_string(pid) / "exe", ec);
@@ -129,7 +130,9 @@ Result<ServerLaunch> launch_of(const HostPaths& paths, pid_t pid, const std::vec
 
 }  // namespace
 
-std::string guard_owner(const std::string& id) { return "guard:" + id; }
+std::string guard_owner(const std::string& id) {
+  return "guard:" + id;
+}
 
 nlohmann::json GuardState::to_json() const {
   nlohmann::json j;
@@ -185,7 +188,8 @@ Result<std::vector<GuardState>> list_guards(const HostPaths& paths) {
   SPARK_TRY(JournalData d, read_journal(paths));
   std::vector<GuardState> out;
   for (auto it = d.owners.begin(); it != d.owners.end(); ++it) {
-    if (it.key().rfind("guard:", 0) != 0 || !it.value().is_object() || it.value().value("kind", "") != "guard") continue;
+    if (it.key().rfind("guard:", 0) != 0 || !it.value().is_object() || it.value().value("kind", "") != "guard")
+      continue;
     SPARK_TRY(GuardState s, GuardState::from_json(it.value()));
     out.push_back(std::move(s));
   }
@@ -272,7 +276,9 @@ const GuardState* GuardSupervisor::state(const std::string& id) const {
   return it == guards_.end() ? nullptr : &it->second->st;
 }
 
-bool GuardSupervisor::active() const { return !guards_.empty() || !hooks_.empty(); }
+bool GuardSupervisor::active() const {
+  return !guards_.empty() || !hooks_.empty();
+}
 
 Result<std::string> GuardSupervisor::add(const GuardOptions& o) {
   // 1. Validate everything before changing anything.
@@ -290,7 +296,8 @@ Result<std::string> GuardSupervisor::add(const GuardOptions& o) {
     port = a;
   }
   if (opt.restart_max < 1) return input_error("--restart-max must be at least 1");
-  if (opt.settle_on_ready && !port) return input_error("settling when the server is ready needs --until-port HOST:PORT");
+  if (opt.settle_on_ready && !port)
+    return input_error("settling when the server is ready needs --until-port HOST:PORT");
   if (opt.restart && opt.pid <= 0) return input_error("--restart needs --pid (a command to restart)");
   if (opt.memory_high && opt.memory_max && *opt.memory_high > *opt.memory_max)
     return input_error("--memory-high must not be above --memory-max");
@@ -298,8 +305,8 @@ Result<std::string> GuardSupervisor::add(const GuardOptions& o) {
   SPARK_TRY(HostMemory host, read_host_memory(paths_));
   uint64_t budget = resolve_budget(spec, host);
   if (budget > host.total)
-    return input_error("--budget " + describe_budget(spec) + " = " + format_size(budget) + " is above the host's RAM (" +
-                       format_size(host.total) + "): give a smaller budget");
+    return input_error("--budget " + describe_budget(spec) + " = " + format_size(budget) +
+                       " is above the host's RAM (" + format_size(host.total) + "): give a smaller budget");
   for (auto v : {opt.memory_high, opt.memory_max})
     if (v && *v > host.total)
       return input_error("--memory-high/--memory-max " + format_size(*v) + " is above the host's RAM (" +
@@ -312,7 +319,8 @@ Result<std::string> GuardSupervisor::add(const GuardOptions& o) {
   st.started_ms = unix_ms();
   Fd pidfd;
   if (opt.pid > 0) {
-    if (!process_alive(paths_, opt.pid)) return sys_error(ESRCH, "process " + std::to_string(opt.pid) + " does not exist");
+    if (!process_alive(paths_, opt.pid))
+      return sys_error(ESRCH, "process " + std::to_string(opt.pid) + " does not exist");
     SPARK_TRY(pidfd, open_pidfd(opt.pid));
     SPARK_TRY(std::string cur, memory_cgroup_of(paths_, h, opt.pid));
     std::string base = fs::path(cur).filename().string();
@@ -327,8 +335,8 @@ Result<std::string> GuardSupervisor::add(const GuardOptions& o) {
                            std::to_string(opt.pid) + " already uses (" + format_size(rss) +
                            "): it would be killed at once; raise it or pass --force");
     if (rss + budget > host.total && !opt.force)
-      return input_error("footprint " + format_size(rss) + " + budget " + format_size(budget) + " is above the host's RAM (" +
-                         format_size(host.total) + "): give a smaller --budget");
+      return input_error("footprint " + format_size(rss) + " + budget " + format_size(budget) +
+                         " is above the host's RAM (" + format_size(host.total) + "): give a smaller --budget");
     if (opt.restart || !opt.command.empty()) {
       SPARK_TRY(st.launch, launch_of(paths_, opt.pid, opt.command));
     }
@@ -373,7 +381,8 @@ Result<std::string> GuardSupervisor::add(const GuardOptions& o) {
       }
       ::usleep(10000);
     }
-    if (now_in.empty()) return sys_error(ETIMEDOUT, "systemd did not move process " + std::to_string(st.pid) + " into " + req.name);
+    if (now_in.empty())
+      return sys_error(ETIMEDOUT, "systemd did not move process " + std::to_string(st.pid) + " into " + req.name);
     st.box = now_in;
     st.scope = req.name;
     st.owns_box = false;  // systemd's: collected when its processes are gone
@@ -406,12 +415,14 @@ Result<std::string> GuardSupervisor::add(const GuardOptions& o) {
   if (st.owns_box) {
     if (auto r = g->box->attach(st.pid); !r) {
       if (r.error().code().value() == ESRCH)
-        return rollback(sys_error(ESRCH, "process " + std::to_string(st.pid) + " exited during set-up; nothing was changed"));
+        return rollback(
+            sys_error(ESRCH, "process " + std::to_string(st.pid) + " exited during set-up; nothing was changed"));
       return rollback(r.error());
     }
     pollfd p{g->pidfd.get(), POLLIN, 0};
     if (::poll(&p, 1, 0) == 1 || !process_alive(paths_, st.pid))
-      return rollback(sys_error(ESRCH, "process " + std::to_string(st.pid) + " exited during set-up; nothing was changed"));
+      return rollback(
+          sys_error(ESRCH, "process " + std::to_string(st.pid) + " exited during set-up; nothing was changed"));
   }
   g->st = st;
   // 3. Limits now, or once the load is done.
@@ -437,8 +448,12 @@ Result<std::string> GuardSupervisor::add(const GuardOptions& o) {
   persist(*g);
   std::string id = st.id;
   emit(id, "guard_start",
-       {{"pid", g->st.pid}, {"cgroup", g->st.box}, {"cgroup_version", h.version == CgroupVersion::v1 ? 1 : 2},
-        {"budget", g->st.budget}, {"budget_spec", describe_budget(spec)}, {"limit", g->st.limit},
+       {{"pid", g->st.pid},
+        {"cgroup", g->st.box},
+        {"cgroup_version", h.version == CgroupVersion::v1 ? 1 : 2},
+        {"budget", g->st.budget},
+        {"budget_spec", describe_budget(spec)},
+        {"limit", g->st.limit},
         {"settled", g->st.settled}});
   guards_[id] = std::move(g);
   last_id_ = std::atoi(id.c_str() + 1);
@@ -454,8 +469,8 @@ Result<void> GuardSupervisor::settle(Runtime& g) {
   if (!l.max) l.max = limit;
   if (!l.high && g.box->version() == CgroupVersion::v2) l.high = page_round(s.usage + g.st.budget / 10 * 9);
   if (*l.max < s.usage && !g.st.opt.force)
-    return input_error("the limit " + format_size(*l.max) + " is below what the box already uses (" + format_size(s.usage) +
-                       "): raise it or pass --force");
+    return input_error("the limit " + format_size(*l.max) + " is below what the box already uses (" +
+                       format_size(s.usage) + "): raise it or pass --force");
   auto r = tuner_.apply(guard_owner(g.st.id), g.box->limit_changes(l, "guard " + g.st.id + " budget"), {});
   if (!r) return with_context(r.error(), "setting guard " + g.st.id + "'s limits");
   g.st.settled = true;
@@ -488,14 +503,18 @@ Result<void> GuardSupervisor::setup_watch(Runtime& g) {
   if (g.box->version() == CgroupVersion::v1) {
     SPARK_TRY(g.oom_fd, register_v1_event(*g.box, "memory.oom_control", ""));
     auto p = register_v1_event(*g.box, "memory.pressure_level", "medium");
-    if (p) g.pressure_fd = std::move(*p);
-    else log_warning("guard " + g.st.id + ": no vmpressure notification: " + describe(p.error()));
+    if (p)
+      g.pressure_fd = std::move(*p);
+    else
+      log_warning("guard " + g.st.id + ": no vmpressure notification: " + describe(p.error()));
   } else {
     auto ev = open_events_watch(*g.box);
     if (ev) g.events_fd = std::move(*ev);
     auto p = open_psi_trigger(g.box->file("memory.pressure"), "some 150000 1000000");
-    if (p) g.pressure_fd = std::move(*p);
-    else log_warning("guard " + g.st.id + ": no PSI trigger: " + describe(p.error()));
+    if (p)
+      g.pressure_fd = std::move(*p);
+    else
+      log_warning("guard " + g.st.id + ": no PSI trigger: " + describe(p.error()));
   }
   if (auto procs = g.box->procs(); procs.ok()) g.last_procs = *procs;
   g.next_sample = Clock::now();
@@ -513,7 +532,9 @@ Result<void> GuardSupervisor::end(const std::string& id, const std::string& reas
   return r;
 }
 
-void GuardSupervisor::drop(const std::string& id) { guards_.erase(id); }
+void GuardSupervisor::drop(const std::string& id) {
+  guards_.erase(id);
+}
 
 Result<size_t> GuardSupervisor::resume() {
   SPARK_TRY(auto list, list_guards(paths_));
@@ -567,7 +588,8 @@ std::vector<pollfd> GuardSupervisor::poll_fds() const {
   for (const auto& [id, g] : guards_) {
     if (g->oom_fd.valid()) out.push_back({g->oom_fd.get(), POLLIN, 0});
     if (g->pressure_fd.valid())
-      out.push_back({g->pressure_fd.get(), static_cast<short>(g->box->version() == CgroupVersion::v1 ? POLLIN : POLLPRI), 0});
+      out.push_back(
+          {g->pressure_fd.get(), static_cast<short>(g->box->version() == CgroupVersion::v1 ? POLLIN : POLLPRI), 0});
     if (g->events_fd.valid()) out.push_back({g->events_fd.get(), POLLPRI, 0});
     if (g->pidfd.valid()) out.push_back({g->pidfd.get(), POLLIN, 0});
   }
@@ -605,9 +627,10 @@ void GuardSupervisor::on_fd(int fd, short revents) {
         g.pressure_once = true;
         g.last_pressure = now;
         auto s = g.box->stats();
-        nlohmann::json f = {{"reason", "pressure"},
-                            {"pressure", g.box->version() == CgroupVersion::v1 ? "vmpressure medium" : "psi some 150ms/1s"},
-                            {"rate_bytes_per_s", g.growth ? g.growth->rate() : 0.0}};
+        nlohmann::json f = {
+            {"reason", "pressure"},
+            {"pressure", g.box->version() == CgroupVersion::v1 ? "vmpressure medium" : "psi some 150ms/1s"},
+            {"rate_bytes_per_s", g.growth ? g.growth->rate() : 0.0}};
         if (s) f["anon"] = s->anon, f["usage"] = s->usage, f["limit"] = g.st.limit;
         f["growers"] = growers(g);
         emit(id, "memory_growth", f);
@@ -642,7 +665,8 @@ nlohmann::json GuardSupervisor::growers(Runtime& g) {
   }
   std::sort(ps.begin(), ps.end(), [](const P& a, const P& b) { return a.growth > b.growth; });
   for (size_t i = 0; i < ps.size() && i < 3; ++i)
-    out.push_back({{"pid", ps[i].pid}, {"comm", process_comm(paths_, ps[i].pid)}, {"rss", ps[i].rss}, {"growth", ps[i].growth}});
+    out.push_back(
+        {{"pid", ps[i].pid}, {"comm", process_comm(paths_, ps[i].pid)}, {"rss", ps[i].rss}, {"growth", ps[i].growth}});
   return out;
 }
 
@@ -663,8 +687,15 @@ void GuardSupervisor::check_oom(Runtime& g) {
     pid = victims[0].get<pid_t>();
   if (now_procs) g.last_procs = *now_procs;
   emit(g.st.id, "oom_kill",
-       {{"pid", pid}, {"victims", victims}, {"kills", kills}, {"oom_kills_total", s->oom_kills}, {"cgroup", g.st.box},
-        {"limit", g.st.limit}, {"usage", s->usage}, {"peak", s->peak}, {"anon", s->anon}});
+       {{"pid", pid},
+        {"victims", victims},
+        {"kills", kills},
+        {"oom_kills_total", s->oom_kills},
+        {"cgroup", g.st.box},
+        {"limit", g.st.limit},
+        {"usage", s->usage},
+        {"peak", s->peak},
+        {"anon", s->anon}});
   // What the dying server held says nothing about growth: start the watch over.
   if (g.growth) g.growth->reset_baseline(0, g.st.limit);
   g.rss_then.clear();
@@ -715,16 +746,17 @@ void GuardSupervisor::handle_exit(Runtime& g, std::optional<int> status) {
   // Restart budget: restarts within the window.
   int64_t now_ms = unix_ms();
   auto& rs = g.st.restarts_ms;
-  rs.erase(std::remove_if(rs.begin(), rs.end(), [&](int64_t t) { return now_ms - t > g.st.opt.restart_window.count(); }),
-           rs.end());
+  rs.erase(
+      std::remove_if(rs.begin(), rs.end(), [&](int64_t t) { return now_ms - t > g.st.opt.restart_window.count(); }),
+      rs.end());
   if (static_cast<int>(rs.size()) >= g.st.opt.restart_max) {
     emit(g.st.id, "restart_limit",
          {{"restarts", rs.size()},
           {"window_s", g.st.opt.restart_window.count() / 1000.0},
           {"message", "restart loop stopped at its cap: " + std::to_string(rs.size()) + " restarts within " +
                           format_duration(g.st.opt.restart_window)}});
-    log_error("guard " + g.st.id + ": restart loop stopped at its cap (" + std::to_string(rs.size()) + " restarts within " +
-              format_duration(g.st.opt.restart_window) + ")");
+    log_error("guard " + g.st.id + ": restart loop stopped at its cap (" + std::to_string(rs.size()) +
+              " restarts within " + format_duration(g.st.opt.restart_window) + ")");
     auto r = end(g.st.id, "restart cap reached");
     if (!r) log_error("ending guard: " + describe(r.error()));
     return;
@@ -733,7 +765,8 @@ void GuardSupervisor::handle_exit(Runtime& g, std::optional<int> status) {
   (void)g.box->kill_all();
   Ms delay{0};
   if (!rs.empty() && g.st.opt.restart_backoff.count() > 0) {
-    double d = static_cast<double>(g.st.opt.restart_backoff.count()) * std::pow(2.0, static_cast<double>(rs.size() - 1));
+    double d =
+        static_cast<double>(g.st.opt.restart_backoff.count()) * std::pow(2.0, static_cast<double>(rs.size() - 1));
     delay = Ms(static_cast<int64_t>(std::min(d, 30000.0)));
   }
   g.phase = Runtime::Phase::restart_wait;
@@ -758,8 +791,7 @@ void GuardSupervisor::start_server(Runtime& g) {
   g.last_procs = {*pid};
   g.rss_then.clear();
   persist(g);
-  emit(g.st.id, "server_restart",
-       {{"pid", *pid}, {"attempt", g.st.restarts_ms.size()}, {"argv", g.st.launch.argv}});
+  emit(g.st.id, "server_restart", {{"pid", *pid}, {"attempt", g.st.restarts_ms.size()}, {"argv", g.st.launch.argv}});
   if (g.port) {
     g.phase = Runtime::Phase::probing;
     g.next_probe = g.spawned_at;
@@ -767,8 +799,10 @@ void GuardSupervisor::start_server(Runtime& g) {
     g.phase = Runtime::Phase::running;
   }
   // After a restart the footprint is measured again once the load is done.
-  if (g.st.opt.settle_after.count() > 0) g.settle_at = g.spawned_at + g.st.opt.settle_after;
-  else if (g.growth) g.growth->reset_baseline(0, g.st.limit);
+  if (g.st.opt.settle_after.count() > 0)
+    g.settle_at = g.spawned_at + g.st.opt.settle_after;
+  else if (g.growth)
+    g.growth->reset_baseline(0, g.st.limit);
 }
 
 void GuardSupervisor::sample(Runtime& g, Clock::time_point now) {
@@ -818,14 +852,18 @@ void GuardSupervisor::tick() {
         Event e;
         e.type = "hook_done";
         e.guard_id = it->guard_id;
-        e.fields = {{"hook_pid", it->hook.pid}, {"status", describe_status(*st)}, {"duration_ms", ms}, {"timed_out", it->killed}};
+        e.fields = {{"hook_pid", it->hook.pid},
+                    {"status", describe_status(*st)},
+                    {"duration_ms", ms},
+                    {"timed_out", it->killed}};
         sink_(e);
       }
       it = hooks_.erase(it);
       continue;
     }
     if (!it->killed && now >= it->deadline) {
-      log_warning("guard " + it->guard_id + ": --on-oom hook " + std::to_string(it->hook.pid) + " hung; killed after its timeout");
+      log_warning("guard " + it->guard_id + ": --on-oom hook " + std::to_string(it->hook.pid) +
+                  " hung; killed after its timeout");
       ::kill(-it->hook.pid, SIGKILL);  // its session (it ran setsid)
       ::kill(it->hook.pid, SIGKILL);
       it->killed = true;
@@ -860,7 +898,8 @@ void GuardSupervisor::tick() {
         g.phase = Runtime::Phase::running;
         double ms = std::chrono::duration<double, std::milli>(Clock::now() - g.spawned_at).count();
         emit(id, "server_ready", {{"pid", g.st.pid}, {"address", g.port->text()}, {"ms_since_start", ms}});
-        if (!g.st.settled && g.st.opt.settle_on_ready) settle_now(g);
+        if (!g.st.settled && g.st.opt.settle_on_ready)
+          settle_now(g);
         else if (g.st.opt.settle_on_ready && g.growth)  // a restarted server finished loading
           if (auto s = g.box->stats(); s.ok()) g.growth->reset_baseline(s->anon, g.st.limit);
       }

@@ -29,22 +29,22 @@ namespace spark::guard {
 using Ms = std::chrono::milliseconds;
 
 struct GuardOptions {
-  pid_t pid = 0;               // guard a running process (moved into a box of its own)
-  std::string cgroup;          // or guard an existing memory cgroup in place ("/path" in the hierarchy)
+  pid_t pid = 0;                     // guard a running process (moved into a box of its own)
+  std::string cgroup;                // or guard an existing memory cgroup in place ("/path" in the hierarchy)
   std::vector<std::string> command;  // what --restart runs; default: the process's own command line
-  std::string budget;          // "" = min(8 GiB, 30% of available); "2G"; "30% of available"
+  std::string budget;                // "" = min(8 GiB, 30% of available); "2G"; "30% of available"
   std::optional<uint64_t> memory_high, memory_max;  // absolute values
-  Ms settle_after{0};          // footprint measured this long after the start (the load is done)
-  bool force = false;          // allow a limit below current usage
+  Ms settle_after{0};                               // footprint measured this long after the start (the load is done)
+  bool force = false;                               // allow a limit below current usage
   std::vector<std::string> on_oom;
   Ms hook_timeout{10000};
   bool restart = false;
   int restart_max = 5;
   Ms restart_window{300000};
-  Ms restart_backoff{250};     // first restart immediate, then backoff * 2^(n-1), at most 30 s
-  std::string until_port;      // HOST:PORT readiness after a restart
-  Ms warn_eta{30000};          // memory_growth when the limit is nearer than this
-  std::string parent;          // cgroup the box is made under; default this process's own memory cgroup
+  Ms restart_backoff{250};       // first restart immediate, then backoff * 2^(n-1), at most 30 s
+  std::string until_port;        // HOST:PORT readiness after a restart
+  Ms warn_eta{30000};            // memory_growth when the limit is nearer than this
+  std::string parent;            // cgroup the box is made under; default this process's own memory cgroup
   bool settle_on_ready = false;  // footprint measured when --until-port first accepts (the load is done)
 };
 
@@ -63,11 +63,11 @@ struct GuardState {
   std::string id;
   GuardOptions opt;
   pid_t pid = 0;
-  std::string box;            // the cgroup path guarded
-  bool owns_box = false;      // created by the guard (removed at the end)
-  std::string origin;         // where the process was before (restored at the end)
-  std::string scope;          // the systemd transient scope holding the box, where systemd runs
-  ServerLaunch launch;        // for restarts
+  std::string box;        // the cgroup path guarded
+  bool owns_box = false;  // created by the guard (removed at the end)
+  std::string origin;     // where the process was before (restored at the end)
+  std::string scope;      // the systemd transient scope holding the box, where systemd runs
+  ServerLaunch launch;    // for restarts
   bool settled = false;
   uint64_t footprint = 0;
   uint64_t budget = 0;

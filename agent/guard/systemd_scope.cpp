@@ -16,7 +16,9 @@ struct MsgUnref {
   void operator()(sd_bus_message* m) const { sd_bus_message_unref(m); }
 };
 
-Error bus_error(int r, const std::string& what) { return sys_error(-r, what); }
+Error bus_error(int r, const std::string& what) {
+  return sys_error(-r, what);
+}
 
 }  // namespace
 

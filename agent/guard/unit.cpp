@@ -19,7 +19,9 @@ namespace {
 
 constexpr const char* k_dropin_name = "50-spark-tune-guard.conf";
 
-std::string owner_of(const std::string& unit) { return "guard-unit:" + unit; }
+std::string owner_of(const std::string& unit) {
+  return "guard-unit:" + unit;
+}
 
 fs::path host_root(const HostPaths& paths) {
   // systemd_d is <root>/etc/systemd/system on the host and in fixture trees alike.
@@ -62,7 +64,8 @@ Result<std::pair<int, std::string>> run_capture(const std::vector<std::string>& 
 Result<std::string> normalize_unit_name(const std::string& name) {
   if (name.empty() || name.size() > 255) return input_error("--unit: give a unit name like llama.service");
   for (char c : name)
-    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == ':' || c == '_' || c == '.' || c == '-' || c == '@' || c == '\\'))
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == ':' || c == '_' || c == '.' || c == '-' || c == '@' ||
+          c == '\\'))
       return input_error("--unit '" + name + "': not a systemd unit name");
   if (name.find('.') == std::string::npos) return name + ".service";
   if (name.size() < 8 || name.compare(name.size() - 8, 8, ".service") != 0)
@@ -82,8 +85,8 @@ Result<fs::path> find_unit_file(const HostPaths& paths, const std::string& unit)
   auto at = unit.find('@');
   if (at != std::string::npos && unit.compare(at + 1, std::string::npos, ".service") != 0)
     return find_unit_file(paths, unit.substr(0, at + 1) + ".service");
-  return sys_error(ENOENT, "unit " + unit + " does not exist (no unit file under " + (root / "etc/systemd/system").string() +
-                               ", /run, /usr/lib or /lib systemd/system)");
+  return sys_error(ENOENT, "unit " + unit + " does not exist (no unit file under " +
+                               (root / "etc/systemd/system").string() + ", /run, /usr/lib or /lib systemd/system)");
 }
 
 Result<std::string> render_dropin(const GuardOptions& o, uint64_t budget, uint64_t footprint) {

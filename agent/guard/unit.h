@@ -13,8 +13,8 @@
 namespace spark::guard {
 
 struct UnitDropin {
-  std::string unit;     // "llama.service"
-  std::string path;     // <systemd_d>/llama.service.d/50-spark-tune-guard.conf
+  std::string unit;  // "llama.service"
+  std::string path;  // <systemd_d>/llama.service.d/50-spark-tune-guard.conf
   std::string content;
 };
 

@@ -1,21 +1,19 @@
 // Guard on the real kernel (cgroup v1 memory here): a Python server that grows 64 MiB per request,
 // guarded with a small budget. Every cgroup made is a child of this process's own memory cgroup and
 // is removed at the end; every process started is killed.
-#include <gtest/gtest.h>
-
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-
 #include <atomic>
+#include <fstream>
 #include <mutex>
 #include <set>
-#include <fstream>
 #include <sstream>
 #include <thread>
 
@@ -39,7 +37,9 @@ std::string python() {
   return p ? *p : std::string();
 }
 
-std::string server_script() { return std::string(SPARK_TUNE_TEST_FIXTURES) + "/grow_server.py"; }
+std::string server_script() {
+  return std::string(SPARK_TUNE_TEST_FIXTURES) + "/grow_server.py";
+}
 
 pid_t spawn(const std::vector<std::string>& argv) {
   pid_t pid = ::fork();
@@ -107,7 +107,8 @@ class GuardKernelTest : public ::testing::Test {
     auto own = memory_cgroup_of(host, hier, 0);
     ASSERT_TRUE(own.ok());
     own_cgroup = *own;
-    if (::access((hier.root / own_cgroup.substr(1)).c_str(), W_OK) != 0) GTEST_SKIP() << "own memory cgroup not writable";
+    if (::access((hier.root / own_cgroup.substr(1)).c_str(), W_OK) != 0)
+      GTEST_SKIP() << "own memory cgroup not writable";
     if (python().empty()) GTEST_SKIP() << "python3 missing";
     host.state = state.root() / "state";
     host.run = state.root() / "run";
@@ -190,7 +191,9 @@ class GuardKernelTest : public ::testing::Test {
   std::vector<pid_t> clis;
 };
 
-uint64_t rss_of(pid_t pid) { return process_rss(HostPaths::system(), pid); }
+uint64_t rss_of(pid_t pid) {
+  return process_rss(HostPaths::system(), pid);
+}
 
 TEST_F(GuardKernelTest, WarnsBeforeTheKillKillsOnlyInsideRunsTheHookOnceAndEndsClean) {
   // A bystander holding 128 MiB outside the guard.
@@ -208,8 +211,9 @@ TEST_F(GuardKernelTest, WarnsBeforeTheKillKillsOnlyInsideRunsTheHookOnceAndEndsC
   o.pid = server;
   o.budget = "512M";
   o.on_oom = {python(), "-c",
-              "import os, sys; open('" + hook_out.string() + "', 'a').write(sys.stdin.read().strip() + ' ' + "
-              "os.environ['SPARK_TUNE_EVENT'] + '\\n')"};
+              "import os, sys; open('" + hook_out.string() +
+                  "', 'a').write(sys.stdin.read().strip() + ' ' + "
+                  "os.environ['SPARK_TUNE_EVENT'] + '\\n')"};
   auto id = sup->add(o);
   ASSERT_TRUE(id.ok()) << id.error().what();
   const GuardState* st = sup->state(*id);
@@ -454,9 +458,10 @@ TEST_F(GuardKernelTest, SurvivesKillDashNineOfTheCliAndResumes) {
   pid_t server = start_server(port);
   std::string sd = host.state.string();
   fs::path out1 = state.root() / "run1.jsonl", out2 = state.root() / "run2.jsonl";
-  pid_t cli = spawn_cli({"--state-dir", sd, "guard", "--foreground", "--pid", std::to_string(server), "--budget", "256M", "--restart",
-                         "--restart-backoff", "0", "--until-port", "127.0.0.1:" + std::to_string(port)},
-                        out1);
+  pid_t cli =
+      spawn_cli({"--state-dir", sd, "guard", "--foreground", "--pid", std::to_string(server), "--budget", "256M",
+                 "--restart", "--restart-backoff", "0", "--until-port", "127.0.0.1:" + std::to_string(port)},
+                out1);
   clis.push_back(cli);
   std::vector<GuardState> gs;
   for (int i = 0; i < 1000 && (gs.empty() || !has_event(out1, "guard_start")); ++i) {
@@ -484,9 +489,12 @@ TEST_F(GuardKernelTest, SurvivesKillDashNineOfTheCliAndResumes) {
   }
   for (int i = 0; i < 3000 && !has_event(out2, "server_ready"); ++i) std::this_thread::sleep_for(10ms);
   ::waitpid(server, nullptr, 0);
-  ASSERT_TRUE(has_event(out2, "oom_kill")) << read_file(out2).value_or("") << read_file(out2.string() + ".err").value_or("");
+  ASSERT_TRUE(has_event(out2, "oom_kill"))
+      << read_file(out2).value_or("") << read_file(out2.string() + ".err").value_or("");
   ASSERT_TRUE(has_event(out2, "server_restart"));
-  ASSERT_TRUE(has_event(out2, "server_ready")) << "the resumed guard did not bring the server back\n" << read_file(out2).value_or("") << read_file(out2.string() + ".err").value_or("");
+  ASSERT_TRUE(has_event(out2, "server_ready"))
+      << "the resumed guard did not bring the server back\n"
+      << read_file(out2).value_or("") << read_file(out2.string() + ".err").value_or("");
   EXPECT_TRUE(http_get(port, "/"));
   auto now = list_guards(host);
   ASSERT_TRUE(now.ok() && now->size() == 1u);
@@ -512,10 +520,19 @@ TEST_F(GuardKernelTest, CliRefusesBadInputWithExitTwo) {
   EXPECT_EQ(run_cli({"--state-dir", sd, "guard", "--foreground", "--pid", "999999"}, out), 2);
   uint16_t port = free_port();
   pid_t server = start_server(port);
-  EXPECT_EQ(run_cli({"--state-dir", sd, "guard", "--foreground", "--pid", std::to_string(server), "--on-oom", "/nonexistent/hook"}, out), 2);
-  EXPECT_EQ(run_cli({"--state-dir", sd, "guard", "--foreground", "--pid", std::to_string(server), "--budget", "lots"}, out), 2);
-  EXPECT_EQ(run_cli({"--state-dir", sd, "guard", "--foreground", "--pid", std::to_string(server), "--memory-max", "1M"}, out), 2);
-  EXPECT_EQ(run_cli({"--state-dir", sd, "guard", "--foreground", "--pid", std::to_string(server), "--until-port", "x"}, out), 2);
+  EXPECT_EQ(run_cli({"--state-dir", sd, "guard", "--foreground", "--pid", std::to_string(server), "--on-oom",
+                     "/nonexistent/hook"},
+                    out),
+            2);
+  EXPECT_EQ(
+      run_cli({"--state-dir", sd, "guard", "--foreground", "--pid", std::to_string(server), "--budget", "lots"}, out),
+      2);
+  EXPECT_EQ(
+      run_cli({"--state-dir", sd, "guard", "--foreground", "--pid", std::to_string(server), "--memory-max", "1M"}, out),
+      2);
+  EXPECT_EQ(
+      run_cli({"--state-dir", sd, "guard", "--foreground", "--pid", std::to_string(server), "--until-port", "x"}, out),
+      2);
   EXPECT_EQ(run_cli({"--state-dir", sd, "guard", "end", "g9"}, out), 2);
   EXPECT_EQ(*memory_cgroup_of(host, hier, server), own_cgroup);
   auto j = read_journal(host);
@@ -542,8 +559,8 @@ TEST_F(GuardKernelTest, AgentHoldsTheGuardAcrossKillDashNine) {
   pid_t agent = start_agent();
   ASSERT_GT(agent, 0) << "the agent did not answer: " << read_file(log.string() + ".err").value_or("");
   fs::path out = state.root() / "guard.out";
-  ASSERT_EQ(run_cli({"--state-dir", sd, "--json", "guard", "--pid", std::to_string(server), "--budget", "256M", "--restart",
-                     "--restart-backoff", "0", "--until-port", "127.0.0.1:" + std::to_string(port)},
+  ASSERT_EQ(run_cli({"--state-dir", sd, "--json", "guard", "--pid", std::to_string(server), "--budget", "256M",
+                     "--restart", "--restart-backoff", "0", "--until-port", "127.0.0.1:" + std::to_string(port)},
                     out),
             0)
       << read_file(out.string() + ".err").value_or("");
@@ -562,7 +579,8 @@ TEST_F(GuardKernelTest, AgentHoldsTheGuardAcrossKillDashNine) {
 
   // Wait for server_ready in the background while the server is driven into the kill.
   fs::path waited = state.root() / "wait.out";
-  pid_t waiter = spawn_cli({"--state-dir", sd, "guard", "wait", "server_ready", "--guard", id, "--timeout", "60s"}, waited);
+  pid_t waiter =
+      spawn_cli({"--state-dir", sd, "guard", "wait", "server_ready", "--guard", id, "--timeout", "60s"}, waited);
   std::this_thread::sleep_for(200ms);
   for (int i = 0; i < 200 && ::waitpid(server, nullptr, WNOHANG) == 0; ++i) {
     http_get(port, "/grow?mb=64");
@@ -595,8 +613,8 @@ TEST_F(GuardKernelTest, RunBoxesTheCommandAndRestartsItUntilItsCap) {
   std::string sd = host.state.string();
   fs::path out = state.root() / "run.out";
   pid_t run = spawn_cli({"--state-dir", sd, "run", "--no-overlay", "--ttl", "60s", "--budget", "256M", "--restart",
-                         "--restart-max", "1", "--restart-backoff", "0", "--until-port", "127.0.0.1:" + std::to_string(port),
-                         "--", python(), server_script(), std::to_string(port)},
+                         "--restart-max", "1", "--restart-backoff", "0", "--until-port",
+                         "127.0.0.1:" + std::to_string(port), "--", python(), server_script(), std::to_string(port)},
                         out);
   clis.push_back(run);
   auto guards_now = [&] {
@@ -626,11 +644,13 @@ TEST_F(GuardKernelTest, RunBoxesTheCommandAndRestartsItUntilItsCap) {
   };
   drive(box1);
   auto second = wait_guard(first->pid);
-  ASSERT_TRUE(second.has_value()) << "no fresh guard after the restart: " << read_file(out.string() + ".err").value_or("");
+  ASSERT_TRUE(second.has_value()) << "no fresh guard after the restart: "
+                                  << read_file(out.string() + ".err").value_or("");
   EXPECT_FALSE(box1.exists()) << "the first box went with its process";
   EXPECT_NE(second->id, first->id) << "guard ids are not reused";
   EXPECT_TRUE(wait_port(port, 10s));
-  drive(CgroupBox(host, hier, second->box));  // the second kill: the cap (1 restart) stops the loop and run exits killed
+  drive(
+      CgroupBox(host, hier, second->box));  // the second kill: the cap (1 restart) stops the loop and run exits killed
   int status = 0;
   pid_t w = 0;
   for (int i = 0; i < 1000 && w == 0; ++i) {

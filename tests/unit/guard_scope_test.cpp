@@ -3,7 +3,6 @@
 // too) that records what StartTransientUnit received. What systemd itself would do with it (create
 // the scope, move the pids) cannot run here.
 #include <gtest/gtest.h>
-
 #include <signal.h>
 #include <sys/wait.h>
 #include <systemd/sd-bus.h>

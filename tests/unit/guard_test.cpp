@@ -1,8 +1,7 @@
 // Guard logic on fake trees: cgroup v2 files written and read (memory.high/max/oom.group,
 // memory.events), v1 names, /proc/<pid>/cgroup parsing, budgets, the growth watch's timing.
-#include <gtest/gtest.h>
-
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -100,7 +99,7 @@ TEST(GuardBudget, ParsesAndResolvesRelativeToTheHost) {
   auto def = parse_budget("");
   ASSERT_TRUE(def.ok());
   EXPECT_EQ(resolve_budget(*def, small), page_round((20ull << 30) * 3 / 10));  // 30% of 20 GiB < 8 GiB
-  EXPECT_EQ(resolve_budget(*def, big), 8ull << 30);                          // capped at 8 GiB
+  EXPECT_EQ(resolve_budget(*def, big), 8ull << 30);                            // capped at 8 GiB
   auto pct = parse_budget("30% of available");
   ASSERT_TRUE(pct.ok());
   EXPECT_EQ(resolve_budget(*pct, big), page_round(static_cast<uint64_t>((100ull << 30) * 0.3)));
@@ -205,7 +204,7 @@ TEST(GuardProcess, ParsesPortAddressesAndResolvesExecutables) {
 TEST(GuardProcess, AHookThatIgnoresItsStdinDoesNotKillUsWithSigpipe) {
   int p[2];
   ASSERT_EQ(::pipe(p), 0);
-  ::close(p[0]);  // the hook exited without reading
+  ::close(p[0]);                                                      // the hook exited without reading
   auto r = write_without_sigpipe(p[1], "{\"type\":\"oom_kill\"}\n");  // default SIGPIPE would kill the test
   ::close(p[1]);
   ASSERT_FALSE(r.ok());
@@ -291,7 +290,9 @@ class GuardV2FakeTree : public ::testing::Test {
     root.write(p + "cgroup", "0::/srv.slice\n");
     root.write(p + "statm", "1000 25600 0 0 0 0 0\n");  // 100 MiB resident
     root.write(p + "comm", "llama-server\n");
-    root.write(p + "cmdline", std::string("/bin/sleep\0" "1000\0", 16));
+    root.write(p + "cmdline", std::string("/bin/sleep\0"
+                                          "1000\0",
+                                          16));
     root.write(p + "status", "Name:\tllama-server\nUid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\n");
   }
   void TearDown() override {
@@ -308,7 +309,8 @@ class GuardV2FakeTree : public ::testing::Test {
 TEST_F(GuardV2FakeTree, WritesLimitsWatchesMemoryEventsAndRestoresOnEnd) {
   SupervisorConfig cfg;
   cfg.sample_interval = 0ms;
-  GuardSupervisor sup(root.paths(), tuner, [&](const Event& e) { events.push_back(e); }, cfg);
+  GuardSupervisor sup(
+      root.paths(), tuner, [&](const Event& e) { events.push_back(e); }, cfg);
   GuardOptions o;
   o.pid = child;
   o.budget = "1G";
@@ -471,12 +473,13 @@ TEST(GuardUnit, RefusesMissingUnitsBadNamesAndWhatVerifyRejects) {
   root.write("etc/systemd/system/llama.service", "[Service]\nExecStart=/bin/sleep 1000\n");
   o.budget = "64G";  // above the fake host's 48 GiB
   EXPECT_FALSE(write_unit_dropin(root.paths(), tuner, "llama", o).ok());
-  auto bad = verify_dropin(root.root() / "etc/systemd/system/llama.service", "llama.service",
-                           "[Service]\nMemoryMax=lots\n");
+  auto bad =
+      verify_dropin(root.root() / "etc/systemd/system/llama.service", "llama.service", "[Service]\nMemoryMax=lots\n");
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(std::string(bad.error().what()).find("rejects"), std::string::npos);
   EXPECT_TRUE(verify_dropin(root.root() / "etc/systemd/system/llama.service", "llama.service",
-                            "[Service]\nMemoryMax=1073741824\n").ok());
+                            "[Service]\nMemoryMax=1073741824\n")
+                  .ok());
   EXPECT_FALSE(fs::exists(root.root() / "etc/systemd/system/llama.service.d"));
   EXPECT_TRUE(read_journal(root.paths())->empty());
 }

@@ -419,6 +419,62 @@ TEST_F(GuardV2FakeTree, RefusesBadInputAndChangesNothing) {
   EXPECT_TRUE(j->empty());
 }
 
+TEST_F(GuardV2FakeTree, AHookThatHangsIsKilledAfterItsTimeout) {
+  SupervisorConfig cfg;
+  cfg.sample_interval = 0ms;
+  GuardSupervisor sup(
+      root.paths(), tuner, [&](const Event& e) { events.push_back(e); }, cfg);
+  auto sleep_bin = resolve_executable("sleep");
+  ASSERT_TRUE(sleep_bin.ok());
+  GuardOptions o;
+  o.pid = child;
+  o.budget = "1G";
+  o.on_oom = {*sleep_bin, "30"};
+  o.hook_timeout = 200ms;
+  auto id = sup.add(o);
+  ASSERT_TRUE(id.ok()) << id.error().what();
+  root.write("sys/fs/cgroup/agent.slice/spark-guard-g1/memory.events", "low 0\nhigh 0\nmax 1\noom 1\noom_kill 1\n");
+  auto t0 = std::chrono::steady_clock::now();
+  auto done = [&] {
+    return std::find_if(events.begin(), events.end(), [](const Event& e) { return e.type == "hook_done"; });
+  };
+  while (done() == events.end() && std::chrono::steady_clock::now() - t0 < 5s) sup.run_once(20ms);
+  ASSERT_NE(done(), events.end()) << "the hook was not reaped";
+  EXPECT_EQ(done()->fields["timed_out"], true);
+  EXPECT_NE(done()->fields["status"].get<std::string>().find("signal"), std::string::npos);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s);
+  EXPECT_EQ(std::count_if(events.begin(), events.end(), [](const Event& e) { return e.type == "hook_start"; }), 1);
+  root.write("sys/fs/cgroup/agent.slice/spark-guard-g1/cgroup.procs", "");
+  ASSERT_TRUE(sup.end(*id).ok());
+}
+
+TEST_F(GuardV2FakeTree, SettlesAfterTheLoadIsDone) {
+  SupervisorConfig cfg;
+  cfg.sample_interval = 0ms;
+  GuardSupervisor sup(
+      root.paths(), tuner, [&](const Event& e) { events.push_back(e); }, cfg);
+  GuardOptions o;
+  o.pid = child;
+  o.budget = "1G";
+  o.settle_after = 150ms;
+  auto id = sup.add(o);
+  ASSERT_TRUE(id.ok()) << id.error().what();
+  std::string box = "sys/fs/cgroup/agent.slice/spark-guard-g1/";
+  EXPECT_EQ(trim(root.read(box + "memory.max")), "max") << "no budget limit during the load";
+  // The load ends at 3 GiB: the budget is growth on top of that.
+  root.write(box + "memory.current", std::to_string(3ull << 30) + "\n");
+  auto t0 = std::chrono::steady_clock::now();
+  while (std::chrono::steady_clock::now() - t0 < 1s &&
+         std::none_of(events.begin(), events.end(), [](const Event& e) { return e.type == "guard_settled"; }))
+    sup.run_once(20ms);
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, 100ms);
+  EXPECT_EQ(trim(root.read(box + "memory.max")), std::to_string((3ull << 30) + (1ull << 30)));
+  EXPECT_EQ(sup.state(*id)->footprint, 3ull << 30);
+  auto j = read_journal(root.paths());
+  EXPECT_TRUE(j->owners["guard:g1"]["settled"].get<bool>()) << "the settled limit is journaled";
+  ASSERT_TRUE(sup.end(*id).ok());
+}
+
 TEST_F(GuardV2FakeTree, KillAllUsesCgroupKill) {
   HostPaths p = root.paths();
   FakeCgroupfs fake(p);

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cstring>
 #include <filesystem>
+#include <map>
 #include <thread>
 
 #include "core/fs.h"
@@ -399,28 +400,34 @@ Result<DeepReport> DeepProbe::read(size_t top_n) const {
   r.kind = probe_kind_name(*d.choices[0].kind);
   auto end = d.link ? std::chrono::steady_clock::now() : d.stopped;
   r.seconds = std::chrono::duration<double>(end - d.started).count();
-  for (uint32_t o = 0; o < MM_ORDERS; ++o) {
-    SPARK_TRY(auto per_cpu, read_percpu<uint64_t>(d.skel->maps.alloc_orders, o));
-    for (auto v : per_cpu) r.orders[o] += v;
+  std::map<uint32_t, AllocTask> tasks;
+  // Counts still pending in each CPU's slot.
+  SPARK_TRY(auto per_cpu, read_percpu<mm_deep_cpu>(d.skel->maps.deep_cpu, 0));
+  for (const auto& c : per_cpu) {
+    for (size_t o = 0; o < MM_ORDERS; ++o) r.orders[o] += c.orders[o];
+    if (c.calls == 0) continue;
+    AllocTask& t = tasks[c.tgid];
+    t.tgid = c.tgid;
+    t.calls += c.calls;
+    t.pages += c.pages;
+    if (t.comm.empty()) t.comm.assign(c.comm, strnlen(c.comm, sizeof c.comm));
   }
+  // Counts flushed to the shared hash.
   int fd = bpf_map__fd(d.skel->maps.alloc_tasks);
-  int ncpu = libbpf_num_possible_cpus();
-  std::vector<mm_alloc_task> values(static_cast<size_t>(ncpu));
   uint32_t key = 0, next = 0;
   uint32_t* prev = nullptr;
   while (bpf_map_get_next_key(fd, prev, &next) == 0) {
     key = next;
     prev = &key;
-    if (bpf_map_lookup_elem(fd, &key, values.data()) != 0) continue;
-    AllocTask t;
+    mm_alloc_task v{};
+    if (bpf_map_lookup_elem(fd, &key, &v) != 0) continue;
+    AllocTask& t = tasks[key];
     t.tgid = key;
-    for (const auto& v : values) {
-      t.calls += v.calls;
-      t.pages += v.pages;
-      if (t.comm.empty() && v.comm[0]) t.comm.assign(v.comm, strnlen(v.comm, sizeof v.comm));
-    }
-    r.top.push_back(std::move(t));
+    t.calls += v.calls;
+    t.pages += v.pages;
+    if (t.comm.empty()) t.comm.assign(v.comm, strnlen(v.comm, sizeof v.comm));
   }
+  for (auto& [tgid, t] : tasks) r.top.push_back(std::move(t));
   std::sort(r.top.begin(), r.top.end(), [](const AllocTask& a, const AllocTask& b) { return a.pages > b.pages; });
   if (r.top.size() > top_n) r.top.resize(top_n);
   return r;

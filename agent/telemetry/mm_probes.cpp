@@ -2,6 +2,7 @@
 
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
+#include <malloc.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -147,7 +148,8 @@ Result<std::vector<T>> read_percpu(bpf_map* map, uint32_t key) {
 struct MmProbes::Impl {
   HostPaths paths;
   MmProbeOptions options;
-  KernelTracepointCatalog catalog;
+  // The kernel's BTF (several MiB parsed): needed to choose and load, released after.
+  std::unique_ptr<KernelTracepointCatalog> catalog;
   std::vector<ProbeChoice> choices;
   mm_probes* skel = nullptr;
   std::vector<bpf_link*> links;
@@ -157,7 +159,8 @@ struct MmProbes::Impl {
   uint32_t page_kb = 4;
   int pageblock_order = 9;
 
-  Impl(const HostPaths& p, const MmProbeOptions& o) : paths(p), options(o), catalog(p), resolver(p) {}
+  Impl(const HostPaths& p, const MmProbeOptions& o)
+      : paths(p), options(o), catalog(std::make_unique<KernelTracepointCatalog>(p)), resolver(p) {}
   ~Impl() {
     if (rb) ring_buffer__free(rb);
     for (auto* l : links) bpf_link__destroy(l);
@@ -181,7 +184,7 @@ MmProbes::~MmProbes() = default;
 
 Result<MmProbes> MmProbes::open(const HostPaths& paths, const MmProbeOptions& options) {
   auto impl = std::make_unique<Impl>(paths, options);
-  if (!impl->catalog.has_btf())
+  if (!impl->catalog->has_btf())
     return sys_error(ENOTSUP, "the kernel has no BTF (/sys/kernel/btf/vmlinux): eBPF probes need it; procfs only");
   long page = ::sysconf(_SC_PAGESIZE);
   impl->page_kb = static_cast<uint32_t>(page > 0 ? page / 1024 : 4);
@@ -189,7 +192,7 @@ Result<MmProbes> MmProbes::open(const HostPaths& paths, const MmProbeOptions& op
   QuietLibbpf quiet;
   mm_probes* probe = mm_probes__open();
   if (!probe) return errno_error("opening the mm_probes BPF object");
-  impl->choices = choose_probe_kinds(probe->obj, options.kinds, impl->catalog);
+  impl->choices = choose_probe_kinds(probe->obj, options.kinds, *impl->catalog);
   mm_probes__destroy(probe);
   return MmProbes(std::move(impl));
 }
@@ -208,7 +211,12 @@ Result<void> MmProbes::load() {
     m.skel = s;
     return {};
   };
-  SPARK_TRY(m.choices, load_with_fallback(m.choices, m.options.kinds, m.catalog, try_load));
+  if (!m.catalog) return sys_error(EALREADY, "mm_probes: load after a failed load; open again");
+  SPARK_TRY(m.choices, load_with_fallback(m.choices, m.options.kinds, *m.catalog, try_load));
+  m.catalog.reset();
+  // libbpf parsed the kernel's BTF for CO-RE too; give the freed heap back (a daemon keeps this
+  // process for weeks).
+  ::malloc_trim(0);
   m.skel->bss->stall_threshold_ns = static_cast<uint64_t>(m.options.stall_threshold.count());
   return {};
 }
@@ -336,13 +344,13 @@ Result<int> MmProbes::poll_events(std::chrono::milliseconds timeout,
 // ---- DeepProbe -------------------------------------------------------------------------------
 
 struct DeepProbe::Impl {
-  KernelTracepointCatalog catalog;
+  std::unique_ptr<KernelTracepointCatalog> catalog;
   std::vector<ProbeChoice> choices;
   mm_deep* skel = nullptr;
   bpf_link* link = nullptr;
   std::chrono::steady_clock::time_point started;
   std::chrono::steady_clock::time_point stopped;
-  explicit Impl(const HostPaths& p) : catalog(p) {}
+  explicit Impl(const HostPaths& p) : catalog(std::make_unique<KernelTracepointCatalog>(p)) {}
   ~Impl() {
     if (link) bpf_link__destroy(link);
     if (skel) mm_deep__destroy(skel);
@@ -356,11 +364,11 @@ DeepProbe::~DeepProbe() = default;
 
 Result<DeepProbe> DeepProbe::start(const HostPaths& paths, const ProbeKindPolicy& kinds) {
   auto impl = std::make_unique<Impl>(paths);
-  if (!impl->catalog.has_btf()) return sys_error(ENOTSUP, "the kernel has no BTF: deep mode needs eBPF");
+  if (!impl->catalog->has_btf()) return sys_error(ENOTSUP, "the kernel has no BTF: deep mode needs eBPF");
   QuietLibbpf quiet;
   mm_deep* probe = mm_deep__open();
   if (!probe) return errno_error("opening the mm_deep BPF object");
-  impl->choices = choose_probe_kinds(probe->obj, kinds, impl->catalog);
+  impl->choices = choose_probe_kinds(probe->obj, kinds, *impl->catalog);
   mm_deep__destroy(probe);
   Impl& d = *impl;
   auto try_load = [&d](const std::vector<ProbeChoice>& with) -> Result<void> {
@@ -375,7 +383,8 @@ Result<DeepProbe> DeepProbe::start(const HostPaths& paths, const ProbeKindPolicy
     d.skel = s;
     return {};
   };
-  SPARK_TRY(d.choices, load_with_fallback(d.choices, kinds, d.catalog, try_load));
+  SPARK_TRY(d.choices, load_with_fallback(d.choices, kinds, *d.catalog, try_load));
+  d.catalog.reset();
   if (d.choices.empty() || !d.choices[0].kind)
     return sys_error(ENOENT, "kmem:mm_page_alloc: no program type loads" +
                                  (d.choices.empty() ? std::string() : " (" + d.choices[0].error + ")"));

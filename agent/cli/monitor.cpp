@@ -14,7 +14,7 @@
 #include "core/units.h"
 #include "telemetry/metrics.h"
 #include "telemetry/monitor_view.h"
-#include "telemetry/stall_detector.h"
+#include "telemetry/hub.h"
 
 namespace spark::cli {
 namespace {
@@ -58,35 +58,18 @@ int run_monitor(Context& ctx, const MonitorOptions& o) {
   auto deep_started = std::chrono::steady_clock::now();
 
   install_stop_handlers();
-  StallDetector detector;
-  std::deque<DetectedEvent> recent;
-  std::map<std::string, uint64_t> detected_totals;
+  TelemetryHub hub(std::move(source), {}, *interval, 5);
   bool tty = ::isatty(STDOUT_FILENO) && !ctx.json;
-  auto prev = source->sample();
-  if (!prev.ok()) return report_error(ctx, prev.error().what());
-  for (int n = 0; (o.count == 0 || n < o.count) && !stop_requested(); ++n) {
-    std::vector<MmEvent> events;
-    auto deadline = std::chrono::steady_clock::now() + *interval;
-    while (!stop_requested()) {
-      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-      if (left.count() <= 0) break;
-      auto r = source->poll_events(std::min(left, std::chrono::milliseconds(250)),
-                                   [&](const MmEvent& e) { events.push_back(e); });
-      if (!r.ok()) return report_error(ctx, r.error().what());
-    }
-    if (stop_requested()) break;
-    auto cur = source->sample();
-    if (!cur.ok()) return report_error(ctx, cur.error().what());
-    TelemetryInterval iv = interval_between(*prev, *cur);
+  for (int n = 0; (o.count == 0 || n < o.count) && !stop_requested();) {
+    auto step = hub.step(std::chrono::milliseconds(250));
+    if (!step.ok()) return report_error(ctx, step.error().what());
+    if (!step->interval) continue;
+    ++n;
     MonitorFrame frame;
-    frame.interval = &iv;
-    frame.probe_status = source->probe_status();
-    frame.events = detector.feed(iv, events);
-    for (const auto& e : frame.events) {
-      recent.push_back(e);
-      if (recent.size() > 5) recent.pop_front();
-    }
-    frame.recent.assign(recent.begin(), recent.end());
+    frame.interval = step->interval;
+    frame.probe_status = hub.source().probe_status();
+    frame.events = hub.last_interval_events();
+    frame.recent.assign(hub.recent().begin(), hub.recent().end());
     if (deep && std::chrono::steady_clock::now() - deep_started >= *deep_for) {
       deep->stop();
       auto rep = deep->read(10);
@@ -94,19 +77,14 @@ int run_monitor(Context& ctx, const MonitorOptions& o) {
       if (!rep.ok()) return report_error(ctx, rep.error().what());
       frame.deep = *rep;
     }
-    for (const auto& e : frame.events) ++detected_totals[e.kind];
     if (o.prometheus) {
-      MetricsExtras extras;
-      std::tie(extras.probes_attached, extras.probes_total) = source->probe_counts();
-      extras.detected_events_total = detected_totals;
-      std::cout << render_metrics(*cur, extras) << std::flush;
+      std::cout << hub.metrics() << std::flush;
     } else if (ctx.json) {
       print_json(monitor_json(frame));
     } else {
       if (tty) std::cout << "\x1b[H\x1b[2J";
       std::cout << monitor_text(frame, terminal_width()) << (tty ? "" : "\n") << std::flush;
     }
-    prev = std::move(cur);
   }
   return k_exit_ok;
 }

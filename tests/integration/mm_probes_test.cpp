@@ -132,8 +132,9 @@ void expect_one_oom_event(const MmProbeOptions& options, ProbeKind expected_kind
   std::vector<MmEvent> ooms;
   auto deadline = std::chrono::steady_clock::now() + 2s;
   while (std::chrono::steady_clock::now() < deadline) {
+    // Other tasks on the host may be OOM-killed meanwhile: keep the events about our cgroup or hog.
     auto n = p->poll_events(100ms, [&](const MmEvent& e) {
-      if (e.is_oom()) ooms.push_back(e);
+      if (e.is_oom() && (e.raw.pid == static_cast<uint32_t>(pid) || e.raw.memcg_id == cg.inode())) ooms.push_back(e);
     });
     ASSERT_TRUE(n.ok()) << n.error().what();
   }
@@ -153,7 +154,7 @@ void expect_one_oom_event(const MmProbeOptions& options, ProbeKind expected_kind
   EXPECT_LT(e.raw.rss_anon_kb, 256u * 1024);
   auto snap = p->snapshot();
   ASSERT_TRUE(snap.ok());
-  EXPECT_EQ(snap->counters[MM_C_OOM_VICTIM], 1u);
+  EXPECT_GE(snap->counters[MM_C_OOM_VICTIM], 1u);
 }
 
 TEST(MmProbes, MemcgOomYieldsExactlyOneOomEvent) {

@@ -49,8 +49,10 @@ int main(int argc, char** argv) {
   bool rt = false;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
-    if (a == "--kills" && i + 1 < argc) kills = std::atoi(argv[++i]);
-    else if (a == "--rt") rt = true;
+    if (a == "--kills" && i + 1 < argc)
+      kills = std::atoi(argv[++i]);
+    else if (a == "--rt")
+      rt = true;
     else {
       std::fprintf(stderr, "usage: event_latency [--kills N] [--rt]\n");
       return 2;
@@ -130,7 +132,8 @@ int main(int argc, char** argv) {
 
   std::vector<double> poll_latency_ms;
   for (size_t i = 0; i < std::min(victim_ts.size(), poll_seen_ns.size()); ++i)
-    if (poll_seen_ns[i] >= victim_ts[i]) poll_latency_ms.push_back(static_cast<double>(poll_seen_ns[i] - victim_ts[i]) / 1e6);
+    if (poll_seen_ns[i] >= victim_ts[i])
+      poll_latency_ms.push_back(static_cast<double>(poll_seen_ns[i] - victim_ts[i]) / 1e6);
   std::printf("event_latency: %d kills, %zu events on the ring buffer%s\n", done, ring_latency_ms.size(),
               rt ? " (reader SCHED_FIFO 1)" : "");
   std::printf("  ring buffer -> user space: p50 %.3f ms  p99 %.3f ms  max %.3f ms\n", pct(ring_latency_ms, 0.5),

@@ -11,9 +11,10 @@
 //
 // Usage: probe_overhead [--passes N] [--mib M] [--no-bpftrace] [--prog-stats]
 // --prog-stats adds the kernel's own per-run time of each BPF program (BPF_ENABLE_STATS).
+#include <bpf/bpf.h>
 #include <fcntl.h>
-#include <poll.h>
 #include <linux/falloc.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <spawn.h>
@@ -32,8 +33,6 @@
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <bpf/bpf.h>
 
 #include "core/host_paths.h"
 #include "telemetry/mm_probes.h"
@@ -88,8 +87,9 @@ class Bpftrace {
     posix_spawn_file_actions_adddup2(&fa, out[1], STDOUT_FILENO);
     posix_spawn_file_actions_addopen(&fa, STDERR_FILENO, "/dev/null", O_WRONLY, 0);
     posix_spawn_file_actions_addclose(&fa, out[0]);
-    std::vector<std::string> args{"bpftrace", "-e",
-                                  "tracepoint:kmem:mm_page_alloc { @orders[args->order] = count(); @tasks[pid, comm] = count(); }"};
+    std::vector<std::string> args{
+        "bpftrace", "-e",
+        "tracepoint:kmem:mm_page_alloc { @orders[args->order] = count(); @tasks[pid, comm] = count(); }"};
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
@@ -187,10 +187,14 @@ int main(int argc, char** argv) {
   bool prog_stats_on = false;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
-    if (a == "--passes" && i + 1 < argc) passes = std::atoi(argv[++i]);
-    else if (a == "--mib" && i + 1 < argc) mib = std::strtoul(argv[++i], nullptr, 10);
-    else if (a == "--no-bpftrace") with_bpftrace = false;
-    else if (a == "--prog-stats") prog_stats_on = true;
+    if (a == "--passes" && i + 1 < argc)
+      passes = std::atoi(argv[++i]);
+    else if (a == "--mib" && i + 1 < argc)
+      mib = std::strtoul(argv[++i], nullptr, 10);
+    else if (a == "--no-bpftrace")
+      with_bpftrace = false;
+    else if (a == "--prog-stats")
+      prog_stats_on = true;
     else {
       std::fprintf(stderr, "usage: probe_overhead [--passes N] [--mib M] [--no-bpftrace] [--prog-stats]\n");
       return 2;
@@ -210,13 +214,15 @@ int main(int argc, char** argv) {
   }
   size_t thp_bytes = std::min<size_t>(bytes, 256 << 20);
   void* raw = ::mmap(nullptr, thp_bytes + (2 << 20), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  char* region = reinterpret_cast<char*>((reinterpret_cast<uintptr_t>(raw) + (2 << 20) - 1) & ~((uintptr_t{2} << 20) - 1));
+  char* region =
+      reinterpret_cast<char*>((reinterpret_cast<uintptr_t>(raw) + (2 << 20) - 1) & ~((uintptr_t{2} << 20) - 1));
   ::madvise(region, thp_bytes, MADV_HUGEPAGE);
 
   const char* modes[] = {"none", "always_on", "deep", "bpftrace"};
   std::map<std::string, std::vector<double>> order0, thp, order0_over, thp_over, prog_ns;
   // Kernel run-time stats cost two clock reads per program run: only when asked (--prog-stats).
-  if (prog_stats_on && bpf_enable_stats(BPF_STATS_RUN_TIME) < 0) std::fprintf(stderr, "BPF run-time stats unavailable\n");
+  if (prog_stats_on && bpf_enable_stats(BPF_STATS_RUN_TIME) < 0)
+    std::fprintf(stderr, "BPF run-time stats unavailable\n");
   // One CPU, so the workload and the probes do not migrate between measurements.
   cpu_set_t one;
   CPU_ZERO(&one);
@@ -288,8 +294,10 @@ int main(int argc, char** argv) {
   }
   auto v1 = read_vmstat(paths);
   VmStatDelta vd = vmstat_delta(*v0, *v1, 1);
-  std::printf("probe_overhead: %d passes, order0 %zu MiB/rep (%zu allocs), thp %zu MiB/rep; thp_fault_alloc %lu, thp_fault_fallback %lu\n",
-              passes, mib, bytes / 4096, thp_bytes >> 20, vd.get("thp_fault_alloc"), vd.get("thp_fault_fallback"));
+  std::printf(
+      "probe_overhead: %d passes, order0 %zu MiB/rep (%zu allocs), thp %zu MiB/rep; thp_fault_alloc %lu, "
+      "thp_fault_fallback %lu\n",
+      passes, mib, bytes / 4096, thp_bytes >> 20, vd.get("thp_fault_alloc"), vd.get("thp_fault_fallback"));
   std::printf("%-10s %14s %12s %14s %12s\n", "mode", "order0 ns/op", "overhead", "thp ns/fault", "overhead");
   for (const char* mode : modes) {
     if (!order0.count(mode)) continue;
@@ -308,7 +316,7 @@ int main(int argc, char** argv) {
     std::printf("\n");
   }
   for (const auto& [m, v] : prog_ns)
-    std::printf("BPF program run time per mm_page_alloc event (kernel stats, excludes dispatch): %s %.1f ns\n", m.c_str(),
-                median(v));
+    std::printf("BPF program run time per mm_page_alloc event (kernel stats, excludes dispatch): %s %.1f ns\n",
+                m.c_str(), median(v));
   return 0;
 }

@@ -36,7 +36,8 @@ int main(int argc, char** argv) {
   int seconds = 30;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
-    if (a == "--seconds" && i + 1 < argc) seconds = std::atoi(argv[++i]);
+    if (a == "--seconds" && i + 1 < argc)
+      seconds = std::atoi(argv[++i]);
     else {
       std::fprintf(stderr, "usage: telemetry_footprint [--seconds S]\n");
       return 2;
@@ -55,7 +56,9 @@ int main(int argc, char** argv) {
   while (std::chrono::steady_clock::now() - t0 < std::chrono::seconds(seconds)) {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(next - std::chrono::steady_clock::now());
     if (left.count() > 0) {
-      (void)source->poll_events(left, [&](const MmEvent& e) { events += detector.on_event(e, std::chrono::system_clock::now()).has_value(); });
+      (void)source->poll_events(left, [&](const MmEvent& e) {
+        events += detector.on_event(e, std::chrono::system_clock::now()).has_value();
+      });
       continue;
     }
     auto cur = source->sample();

@@ -41,8 +41,10 @@ int run_events(Context& ctx, const EventsOptions& o) {
   auto source_r = make_source(ctx, o.telemetry);
   if (!source_r.ok()) return report_error(ctx, source_r.error().what());
   auto source = std::move(source_r).value();
-  if (!source->has_probes()) log_warning(source->probe_status());
-  else if (!ctx.json) log_info(source->probe_status());
+  if (!source->has_probes())
+    log_warning(source->probe_status());
+  else if (!ctx.json)
+    log_info(source->probe_status());
   install_stop_handlers();
 
   TelemetryHub hub(std::move(source));
@@ -67,7 +69,8 @@ int run_events(Context& ctx, const EventsOptions& o) {
 
 void setup(CLI::App& app, Context& ctx) {
   auto opts = std::make_shared<EventsOptions>();
-  auto* sub = app.add_subcommand("events", "stream of memory events: oom_kill, fragmentation_stall, reclaim_storm, pagecache_flood");
+  auto* sub = app.add_subcommand(
+      "events", "stream of memory events: oom_kill, fragmentation_stall, reclaim_storm, pagecache_flood");
   sub->add_option("--count", opts->count, "stop after N events (default: until interrupted)");
   sub->add_option("--timeout", opts->timeout, "stop after this long (e.g. 30s)");
   add_telemetry_options(sub, opts->telemetry);

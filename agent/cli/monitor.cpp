@@ -3,18 +3,18 @@
 #include <unistd.h>
 
 #include <deque>
-#include <map>
-#include <tuple>
 #include <iostream>
+#include <map>
 #include <thread>
+#include <tuple>
 
 #include "cli/registry.h"
 #include "cli/telemetry_common.h"
 #include "core/log.h"
 #include "core/units.h"
+#include "telemetry/hub.h"
 #include "telemetry/metrics.h"
 #include "telemetry/monitor_view.h"
-#include "telemetry/hub.h"
 
 namespace spark::cli {
 namespace {
@@ -94,9 +94,11 @@ void setup(CLI::App& app, Context& ctx) {
   auto* sub = app.add_subcommand("monitor", "live view of memory, fragmentation, stalls and PSI (NDJSON with --json)");
   sub->add_option("--interval", opts->interval, "time between samples (default 1s)");
   sub->add_option("--count", opts->count, "stop after N samples (default: until interrupted)");
-  sub->add_option("--deep", opts->deep,
-                  "attach the page-allocation probe (order histogram, top allocating tasks) for this long, then detach");
-  sub->add_flag("--prometheus", opts->prometheus, "print the Prometheus text exposition (what the agent serves at /metrics)");
+  sub->add_option(
+      "--deep", opts->deep,
+      "attach the page-allocation probe (order histogram, top allocating tasks) for this long, then detach");
+  sub->add_flag("--prometheus", opts->prometheus,
+                "print the Prometheus text exposition (what the agent serves at /metrics)");
   add_telemetry_options(sub, opts->telemetry);
   sub->callback([&ctx, opts] { ctx.exit_code = run_monitor(ctx, *opts); });
 }

@@ -20,7 +20,8 @@ struct TelemetryCliOptions {
 inline void add_telemetry_options(CLI::App* sub, TelemetryCliOptions& o) {
   sub->add_flag("--no-bpf", o.no_bpf, "procfs only: do not load eBPF probes");
   sub->add_option("--probe-kinds", o.probe_kinds, "program types allowed, e.g. raw_tp,tp (testing)")->group("");
-  sub->add_option("--stall", o.stall, "a task stalled this long in direct reclaim/compaction is an event (default 50ms)");
+  sub->add_option("--stall", o.stall,
+                  "a task stalled this long in direct reclaim/compaction is an event (default 50ms)");
 }
 
 // Builds the local source (the agent integration later swaps in a source that reads from the

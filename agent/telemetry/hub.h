@@ -8,11 +8,10 @@
 #include <deque>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "telemetry/sample.h"
 #include "telemetry/stall_detector.h"
@@ -27,8 +26,8 @@ class TelemetryHub {
   TelemetryHub& operator=(const TelemetryHub&) = delete;
 
   struct Step {
-    std::vector<DetectedEvent> events;           // detected in this step, in order
-    const TelemetryInterval* interval = nullptr; // set when this step took a sample
+    std::vector<DetectedEvent> events;            // detected in this step, in order
+    const TelemetryInterval* interval = nullptr;  // set when this step took a sample
   };
   // Waits up to `timeout` (never past the next tick) for probe events; samples when a tick is due.
   Result<Step> step(std::chrono::milliseconds timeout);

@@ -58,17 +58,22 @@ MmSnapshot MmSnapshot::minus(const MmSnapshot& e) const {
 
 const char* hist_kind_name(mm_hist_kind k) {
   switch (k) {
-    case MM_HIST_DIRECT_RECLAIM: return "direct_reclaim";
-    case MM_HIST_MEMCG_RECLAIM: return "memcg_reclaim";
-    case MM_HIST_COMPACTION_DIRECT: return "compaction_direct";
-    case MM_HIST_COMPACTION_OTHER: return "compaction_other";
-    default: return "?";
+    case MM_HIST_DIRECT_RECLAIM:
+      return "direct_reclaim";
+    case MM_HIST_MEMCG_RECLAIM:
+      return "memcg_reclaim";
+    case MM_HIST_COMPACTION_DIRECT:
+      return "compaction_direct";
+    case MM_HIST_COMPACTION_OTHER:
+      return "compaction_other";
+    default:
+      return "?";
   }
 }
 
 const char* compact_result_name(int status) {
-  static const char* names[] = {"not_suitable_zone", "skipped", "deferred", "no_suitable_page", "continue",
-                                "complete", "partial_skipped", "contended", "success"};
+  static const char* names[] = {"not_suitable_zone", "skipped",         "deferred",  "no_suitable_page", "continue",
+                                "complete",          "partial_skipped", "contended", "success"};
   return status >= 0 && status < 9 ? names[status] : "other";
 }
 
@@ -107,7 +112,9 @@ std::string CgroupResolver::path_of(uint64_t id) {
 
 namespace {
 
-int quiet_print(enum libbpf_print_level level, const char*, va_list) { return level == LIBBPF_WARN ? 0 : 0; }
+int quiet_print(enum libbpf_print_level level, const char*, va_list) {
+  return level == LIBBPF_WARN ? 0 : 0;
+}
 
 struct QuietLibbpf {
   libbpf_print_fn_t old;
@@ -244,7 +251,8 @@ Result<void> MmProbes::attach() {
     c.attached = true;
     ++ok;
   }
-  if (ok == 0) return sys_error(ENOENT, "no memory probe attached: " + (errors.empty() ? "no probe could load" : errors));
+  if (ok == 0)
+    return sys_error(ENOENT, "no memory probe attached: " + (errors.empty() ? "no probe could load" : errors));
   if (!m.rb) {
     m.rb = ring_buffer__new(
         bpf_map__fd(m.skel->maps.events),
@@ -270,14 +278,18 @@ Result<MmProbes> MmProbes::start(const HostPaths& paths, const MmProbeOptions& o
   return p;
 }
 
-const std::vector<ProbeChoice>& MmProbes::choices() const { return impl_->choices; }
+const std::vector<ProbeChoice>& MmProbes::choices() const {
+  return impl_->choices;
+}
 
 std::vector<std::string> MmProbes::describe() const {
   std::vector<std::string> out;
   for (const auto& c : impl_->choices) {
     std::string line = c.probe + ": ";
-    if (c.kind && c.attached) line += probe_kind_name(*c.kind);
-    else line += "none";
+    if (c.kind && c.attached)
+      line += probe_kind_name(*c.kind);
+    else
+      line += "none";
     if (!c.error.empty()) line += " (" + c.error + ")";
     out.push_back(line);
   }
@@ -317,7 +329,9 @@ Result<void> MmProbes::set_stall_threshold(std::chrono::nanoseconds ns) {
   return {};
 }
 
-int MmProbes::event_fd() const { return impl_->rb ? ring_buffer__epoll_fd(impl_->rb) : -1; }
+int MmProbes::event_fd() const {
+  return impl_->rb ? ring_buffer__epoll_fd(impl_->rb) : -1;
+}
 
 Result<int> MmProbes::poll_events(std::chrono::milliseconds timeout,
                                   const std::function<void(const MmEvent&)>& on_event) {

@@ -44,7 +44,7 @@ struct MmSnapshot {
   MmSnapshot minus(const MmSnapshot& earlier) const;
 };
 
-const char* hist_kind_name(mm_hist_kind k);  // "direct_reclaim", "memcg_reclaim", ...
+const char* hist_kind_name(mm_hist_kind k);   // "direct_reclaim", "memcg_reclaim", ...
 const char* compact_result_name(int status);  // "success", "skipped", ...
 
 // One ring-buffer event, decoded; memcg_path resolved in user space from the memcg id.
@@ -129,7 +129,7 @@ class DeepProbe {
   ~DeepProbe();  // detaches
   static Result<DeepProbe> start(const HostPaths& paths, const ProbeKindPolicy& kinds);
   Result<DeepReport> read(size_t top_n) const;
-  void stop();   // detach now (the maps stay readable)
+  void stop();  // detach now (the maps stay readable)
 
  private:
   struct Impl;

@@ -11,9 +11,12 @@ namespace spark {
 
 bool ProbeKindPolicy::allows(ProbeKind k) const {
   switch (k) {
-    case ProbeKind::tp_btf: return tp_btf;
-    case ProbeKind::raw_tp: return raw_tp;
-    case ProbeKind::tp: return tp;
+    case ProbeKind::tp_btf:
+      return tp_btf;
+    case ProbeKind::raw_tp:
+      return raw_tp;
+    case ProbeKind::tp:
+      return tp;
   }
   return false;
 }
@@ -29,10 +32,14 @@ Result<ProbeKindPolicy> ProbeKindPolicy::parse(const std::string& kinds) {
       continue;
     }
     item = trim(item);
-    if (item == "tp_btf") p.tp_btf = true;
-    else if (item == "raw_tp") p.raw_tp = true;
-    else if (item == "tp") p.tp = true;
-    else if (!item.empty()) return input_error("unknown probe kind \"" + item + "\": use tp_btf, raw_tp and/or tp");
+    if (item == "tp_btf")
+      p.tp_btf = true;
+    else if (item == "raw_tp")
+      p.raw_tp = true;
+    else if (item == "tp")
+      p.tp = true;
+    else if (!item.empty())
+      return input_error("unknown probe kind \"" + item + "\": use tp_btf, raw_tp and/or tp");
     item.clear();
   }
   if (!p.tp_btf && !p.raw_tp && !p.tp) return input_error("no probe kind given: use tp_btf, raw_tp and/or tp");
@@ -63,9 +70,12 @@ namespace {
 
 const char* suffix(ProbeKind k) {
   switch (k) {
-    case ProbeKind::tp_btf: return "_btf";
-    case ProbeKind::raw_tp: return "_raw";
-    case ProbeKind::tp: return "_tp";
+    case ProbeKind::tp_btf:
+      return "_btf";
+    case ProbeKind::raw_tp:
+      return "_raw";
+    case ProbeKind::tp:
+      return "_tp";
   }
   return "";
 }

@@ -16,7 +16,8 @@ namespace {
 Result<PsiLine> parse_psi_line(const std::string& rest, const std::string& line) {
   PsiLine p;
   unsigned long long total = 0;
-  if (std::sscanf(rest.c_str(), " avg10=%lf avg60=%lf avg300=%lf total=%llu", &p.avg10, &p.avg60, &p.avg300, &total) != 4)
+  if (std::sscanf(rest.c_str(), " avg10=%lf avg60=%lf avg300=%lf total=%llu", &p.avg10, &p.avg60, &p.avg300, &total) !=
+      4)
     return input_error("pressure: expected \"avg10=.. avg60=.. avg300=.. total=..\": \"" + line + "\"");
   p.total_us = total;
   return p;
@@ -74,8 +75,7 @@ Result<PsiTrigger> PsiTrigger::create(const std::filesystem::path& pressure_file
   if (n < 0) {
     int err = errno;
     std::string what = "writing PSI trigger \"" + spec + "\" to " + pressure_file.string();
-    if (err == EINVAL)
-      what += " (the window must be 0.5-10 s, and a multiple of 2 s without CAP_SYS_RESOURCE)";
+    if (err == EINVAL) what += " (the window must be 0.5-10 s, and a multiple of 2 s without CAP_SYS_RESOURCE)";
     return sys_error(err, what);
   }
   return t;

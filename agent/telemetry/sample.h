@@ -26,8 +26,8 @@ struct TelemetrySample {
   MemInfo mem;
   BuddyInfo buddy;
   VmStat vmstat;
-  std::optional<Psi> psi;             // absent: kernel without PSI
-  std::optional<MmSnapshot> probes;   // absent: procfs only
+  std::optional<Psi> psi;            // absent: kernel without PSI
+  std::optional<MmSnapshot> probes;  // absent: procfs only
 };
 
 // What changed between two samples.

@@ -6,11 +6,10 @@
 #include <chrono>
 #include <cstdint>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "telemetry/sample.h"
 
@@ -24,9 +23,9 @@ struct StallThresholds {
   unsigned high_order = 9;
   double min_available_fraction = 0.20;
   // reclaim_storm: any of these over one interval.
-  double allocstall_per_s = 50;           // direct reclaim entries (vmstat allocstall_*)
-  double pgscan_direct_per_s = 25600;     // pages scanned by direct reclaim (100 MiB/s)
-  double psi_some_avg10 = 20;             // % of time some task stalled on memory
+  double allocstall_per_s = 50;        // direct reclaim entries (vmstat allocstall_*)
+  double pgscan_direct_per_s = 25600;  // pages scanned by direct reclaim (100 MiB/s)
+  double psi_some_avg10 = 20;          // % of time some task stalled on memory
   // pagecache_flood: Cached growing faster than this.
   uint64_t pagecache_growth_bytes_per_s = 1ull << 30;
   bool pagecache_only_in_window = false;  // true: only while a load window is open
@@ -35,9 +34,9 @@ struct StallThresholds {
 };
 
 struct DetectedEvent {
-  std::string kind;      // fragmentation_stall | reclaim_storm | pagecache_flood | oom_kill
-  std::string summary;   // one line for people
-  std::string hint;      // one line: what to do
+  std::string kind;     // fragmentation_stall | reclaim_storm | pagecache_flood | oom_kill
+  std::string summary;  // one line for people
+  std::string hint;     // one line: what to do
   nlohmann::json evidence;
   std::chrono::system_clock::time_point at;
 };

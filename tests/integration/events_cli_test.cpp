@@ -1,13 +1,12 @@
 // `spark-tune events --json` end to end: a memcg OOM kill appears on the stream once, with the
 // victim's pid, comm and memory cgroup.
-#include <gtest/gtest.h>
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <poll.h>
 #include <spawn.h>
 
-#include <nlohmann/json.hpp>
-
 #include <chrono>
+#include <nlohmann/json.hpp>
 #include <thread>
 
 #include "memcg_child.h"

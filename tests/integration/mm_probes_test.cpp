@@ -1,7 +1,9 @@
 // The memory-management probes against the real kernel: attach, fall back without tp_btf,
 // compaction and fallback counts against independent counts, one event per memcg OOM kill.
-#include <gtest/gtest.h>
+#include "telemetry/mm_probes.h"
+
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 
@@ -11,11 +13,10 @@
 
 #include "core/fs.h"
 #include "memcg_child.h"
-#include "tracefs_instance.h"
 #include "support/fixture.h"
-#include "telemetry/mm_probes.h"
 #include "telemetry/psi.h"
 #include "telemetry/vmstat.h"
+#include "tracefs_instance.h"
 
 namespace spark {
 namespace {
@@ -34,9 +35,9 @@ bool can_bpf(std::string* why) {
   return true;
 }
 
-#define REQUIRE_BPF()                         \
-  do {                                        \
-    std::string why_;                         \
+#define REQUIRE_BPF()                          \
+  do {                                         \
+    std::string why_;                          \
     if (!can_bpf(&why_)) GTEST_SKIP() << why_; \
   } while (0)
 
@@ -51,9 +52,9 @@ TEST(MmProbes, AttachesEveryProbeWithTheBestKind) {
   auto p = MmProbes::start(HostPaths::system(), {});
   ASSERT_TRUE(p.ok()) << p.error().what();
   for (const auto& line : p->describe()) std::cout << "  " << line << "\n";
-  const char* probes[] = {"compaction_begin", "compaction_end", "compaction_try", "direct_reclaim_begin",
+  const char* probes[] = {"compaction_begin",   "compaction_end",      "compaction_try",    "direct_reclaim_begin",
                           "direct_reclaim_end", "memcg_reclaim_begin", "memcg_reclaim_end", "extfrag",
-                          "mark_victim", "reclaim_retry_zone", "compact_retry"};
+                          "mark_victim",        "reclaim_retry_zone",  "compact_retry"};
   for (const char* name : probes) {
     const ProbeChoice* c = find_choice(*p, name);
     ASSERT_NE(c, nullptr) << name;
@@ -268,7 +269,8 @@ TEST(MmProbes, FallbackCountsAgreeWithTracefs) {
     auto traced = trace.count("mm_page_alloc_extfrag", &lost);
     ASSERT_TRUE(traced.ok()) << traced.error().what();
     uint64_t bpf = s1->counters[MM_C_EXTFRAG] - s0->counters[MM_C_EXTFRAG];
-    std::cout << "  attempt " << attempt << " (" << (want >> 20) << " MiB of page tables): bpf " << bpf << ", tracefs " << *traced << (lost ? " (lost)" : "") << "\n";
+    std::cout << "  attempt " << attempt << " (" << (want >> 20) << " MiB of page tables): bpf " << bpf << ", tracefs "
+              << *traced << (lost ? " (lost)" : "") << "\n";
     if (*traced == 0 && attempt < 2) continue;
     ASSERT_FALSE(lost) << "trace buffer overran";
     EXPECT_GT(bpf, 0u) << "the workload caused no migrate-type fallback";

@@ -1,19 +1,20 @@
 // Program-type selection per probe, with a fake kernel catalog and a fake loader (no privileges:
 // the BPF object is only opened, never loaded).
+#include "telemetry/probe_loader.h"
+
 #include <gtest/gtest.h>
 
 #include <map>
 #include <set>
 
 #include "mm_probes.skel.h"
-#include "telemetry/probe_loader.h"
 
 namespace spark {
 namespace {
 
 class FakeCatalog : public TracepointCatalog {
  public:
-  std::set<std::string> no_btf;     // tracepoints missing from BTF
+  std::set<std::string> no_btf;  // tracepoints missing from BTF
   bool tracefs = false;
   bool has_btf_tracepoint(const std::string& name) const override { return !no_btf.count(name); }
   bool has_tracefs_event(const std::string&, const std::string&) const override { return tracefs; }

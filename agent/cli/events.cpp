@@ -47,7 +47,8 @@ int run_events(Context& ctx, const EventsOptions& o) {
     log_info(source->probe_status());
   install_stop_handlers();
 
-  TelemetryHub hub(std::move(source));
+  StallThresholds thresholds = thresholds_for(source->options());
+  TelemetryHub hub(std::move(source), thresholds);
   int printed = 0;
   while (!stop_requested() && (o.count == 0 || printed < o.count)) {
     auto wait = std::chrono::milliseconds(1000);

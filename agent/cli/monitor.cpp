@@ -51,14 +51,15 @@ int run_monitor(Context& ctx, const MonitorOptions& o) {
   std::optional<DeepProbe> deep;
   if (deep_for) {
     if (!source->has_probes()) return report_error(ctx, "--deep needs eBPF: " + source->probe_status());
-    auto d = DeepProbe::start(ctx.paths, {});
+    auto d = DeepProbe::start(ctx.paths, source->options().probes.kinds);
     if (!d.ok()) return report_error(ctx, std::string("--deep: ") + d.error().what());
     deep.emplace(std::move(d).value());
   }
   auto deep_started = std::chrono::steady_clock::now();
 
   install_stop_handlers();
-  TelemetryHub hub(std::move(source), {}, *interval, 5);
+  StallThresholds thresholds = thresholds_for(source->options());
+  TelemetryHub hub(std::move(source), thresholds, *interval, 5);
   bool tty = ::isatty(STDOUT_FILENO) && !ctx.json;
   for (int n = 0; (o.count == 0 || n < o.count) && !stop_requested();) {
     auto step = hub.step(std::chrono::milliseconds(250));

@@ -8,6 +8,7 @@
 #include "cli/registry.h"
 #include "core/units.h"
 #include "telemetry/sample.h"
+#include "telemetry/stall_detector.h"
 
 namespace spark::cli {
 
@@ -36,6 +37,14 @@ inline Result<std::unique_ptr<LocalTelemetrySource>> make_source(const Context& 
   SPARK_TRY(auto stall, parse_duration(o.stall));
   lo.probes.stall_threshold = stall;
   return LocalTelemetrySource::create(ctx.paths, lo);
+}
+
+// The detector's thresholds for the options given (--stall is both the probes' event threshold
+// and the detector's fragmentation_stall threshold).
+inline StallThresholds thresholds_for(const LocalSourceOptions& o) {
+  StallThresholds t;
+  t.task_stall = std::chrono::duration_cast<std::chrono::milliseconds>(o.probes.stall_threshold);
+  return t;
 }
 
 // SIGINT/SIGTERM end the loop cleanly (probes detach in destructors).

@@ -76,6 +76,7 @@ class LocalTelemetrySource : public TelemetrySource {
   std::pair<size_t, size_t> probe_counts() const override;
   Result<DeepReport> deep(std::chrono::milliseconds period, size_t top_n) override;
   MmProbes* probes() { return probes_ ? &*probes_ : nullptr; }
+  const LocalSourceOptions& options() const { return options_; }
 
  private:
   LocalTelemetrySource(const HostPaths& paths, const LocalSourceOptions& options) : paths_(paths), options_(options) {}

@@ -167,6 +167,10 @@ Result<std::vector<ProbeChoice>> load_with_fallback(std::vector<ProbeChoice> cho
                                                     const TracepointCatalog& catalog, const TryLoad& try_load) {
   auto whole = try_load(choices);
   if (whole.ok()) return choices;
+  // No privilege: every probe would fail alike.
+  int code = whole.error().code().value();
+  if (code == EPERM || code == EACCES)
+    return sys_error(code, "loading eBPF programs needs root (or CAP_BPF and CAP_PERFMON)");
   // Find, probe by probe, a kind that loads on its own.
   for (auto& c : choices) {
     while (c.kind) {
@@ -183,6 +187,9 @@ Result<std::vector<ProbeChoice>> load_with_fallback(std::vector<ProbeChoice> cho
       c.kind = next_probe_kind(c, policy, catalog);
     }
   }
+  bool any = false;
+  for (const auto& c : choices) any = any || c.kind.has_value();
+  if (!any) return sys_error(code, "no probe program loads: " + std::string(whole.error().what()));
   auto again = try_load(choices);
   if (!again.ok()) return with_context(again.error(), "loading the probes that each loaded alone");
   return choices;

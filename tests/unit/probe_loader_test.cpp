@@ -112,3 +112,23 @@ TEST(ProbeLoader, FallbackMovesARefusedProbeDownAndKeepsTheOthers) {
 
 }  // namespace
 }  // namespace spark
+
+namespace spark {
+namespace {
+
+TEST(ProbeLoader, NoPrivilegeFailsOnceWithAHint) {
+  Skel skel;
+  FakeCatalog cat;
+  auto choices = choose_probe_kinds(skel.s->obj, {}, cat);
+  int loads = 0;
+  auto r = load_with_fallback(choices, {}, cat, [&](const std::vector<ProbeChoice>&) -> Result<void> {
+    ++loads;
+    return sys_error(EPERM, "loading mm_probes");
+  });
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(loads, 1);  // no per-probe retries when nothing may load
+  EXPECT_NE(std::string(r.error().what()).find("needs root"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace spark

@@ -37,12 +37,16 @@ Result<TelemetryHub::Step> TelemetryHub::step(std::chrono::milliseconds timeout)
     });
     if (!polled.ok()) return polled.error();
     for (const auto& e : out.events) interval_events_.push_back(e);
-    if (std::chrono::steady_clock::now() < next_sample_) return out;
+    // A PSI trigger closes the interval at once: pressure is judged on fresh numbers.
+    if (source_->take_pressure_trigger()) psi_triggered_ = true;
+    if (!psi_triggered_ && std::chrono::steady_clock::now() < next_sample_) return out;
   }
   SPARK_TRY(TelemetrySample s, source_->sample());
   prev_ = std::move(cur_);
   cur_ = std::move(s);
   interval_ = interval_between(*prev_, *cur_);
+  interval_->psi_triggered = psi_triggered_;
+  psi_triggered_ = false;
   for (auto& d : detector_.feed(*interval_, {}, window_open_)) {
     // OOM kills already reported from the probes: the vmstat pass only adds the ones they missed.
     if (d.kind == "oom_kill" && d.evidence.contains("vmstat_oom_kill") &&

@@ -56,6 +56,7 @@ class TelemetryHub {
   std::chrono::steady_clock::time_point next_sample_{};
   uint64_t oom_events_this_tick_ = 0;
   bool window_open_ = false;
+  bool psi_triggered_ = false;
   std::deque<DetectedEvent> recent_;
   std::map<std::string, uint64_t> totals_;
 };

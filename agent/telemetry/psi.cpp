@@ -1,7 +1,9 @@
 #include "telemetry/psi.h"
 
 #include <fcntl.h>
+#include <linux/magic.h>
 #include <poll.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -68,6 +70,12 @@ Result<PsiTrigger> PsiTrigger::create(const std::filesystem::path& pressure_file
   int fd = ::open(pressure_file.c_str(), O_RDWR | O_NONBLOCK | O_CLOEXEC);
   if (fd < 0) return errno_error("opening " + pressure_file.string() + " for a PSI trigger");
   PsiTrigger t(fd);
+  // Only the kernel's pressure files take triggers; a regular file (a fixture tree) would just be
+  // overwritten.
+  struct statfs sfs {};
+  if (::fstatfs(fd, &sfs) != 0) return errno_error("statfs " + pressure_file.string());
+  if (sfs.f_type != PROC_SUPER_MAGIC && sfs.f_type != CGROUP2_SUPER_MAGIC)
+    return sys_error(ENOTSUP, pressure_file.string() + " is not a kernel pressure file (procfs or cgroup2)");
   std::string spec = std::string(kind == PsiKind::some ? "some " : "full ") + std::to_string(stall.count()) + " " +
                      std::to_string(window.count());
   // The kernel wants the terminating NUL inside the write.

@@ -175,6 +175,11 @@ std::vector<DetectedEvent> StallDetector::feed(const TelemetryInterval& iv, cons
   if (allocstalls >= t_.allocstall_per_s) why.push_back(fmt("%.0f direct reclaims/s", allocstalls));
   if (pgscan >= t_.pgscan_direct_per_s) why.push_back(fmt("%.0f pages/s scanned by direct reclaim", pgscan));
   if (now.psi && psi10 >= t_.psi_some_avg10) why.push_back(fmt("memory PSI some avg10 %.1f%%", psi10));
+  // The PSI trigger alone is not a storm (its threshold is low so the loop wakes early); with
+  // direct reclaim going on at the same time it is.
+  if (iv.psi_triggered &&
+      (allocstalls > 0 || pgscan > 0 || (iv.probes && iv.probes->hists[MM_HIST_DIRECT_RECLAIM].count)))
+    why.push_back("PSI trigger fired during direct reclaim");
   if (!why.empty() && cooled("reclaim_storm", at)) {
     DetectedEvent d;
     d.kind = "reclaim_storm";
@@ -188,6 +193,7 @@ std::vector<DetectedEvent> StallDetector::feed(const TelemetryInterval& iv, cons
                   {"pgscan_direct_per_s", pgscan},
                   {"pgsteal_direct_per_s", iv.vmstat.rate("pgsteal_direct")},
                   {"psi_some_avg10", psi10},
+                  {"psi_trigger", iv.psi_triggered},
                   {"interval_s", iv.seconds}};
     if (iv.probes) {
       const auto& h = iv.probes->hists[MM_HIST_DIRECT_RECLAIM];

@@ -103,6 +103,26 @@ TEST(StallDetector, ReclaimStormFromVmstatRatesAndPsi) {
   EXPECT_NE(ev[0].summary.find("PSI some avg10 35.0%"), std::string::npos);
 }
 
+TEST(StallDetector, PsiTriggerCountsOnlyWithDirectReclaim) {
+  auto a =
+      make_sample(0s, 24 << 20, 2 << 20, 1 << 20, "vm-24g-1node.buddyinfo", "allocstall_normal 0\npgscan_direct 0\n");
+  auto b =
+      make_sample(1s, 24 << 20, 2 << 20, 1 << 20, "vm-24g-1node.buddyinfo", "allocstall_normal 0\npgscan_direct 0\n");
+  auto c =
+      make_sample(2s, 24 << 20, 2 << 20, 1 << 20, "vm-24g-1node.buddyinfo", "allocstall_normal 2\npgscan_direct 64\n");
+  StallDetector d;
+  auto quiet = interval_between(a, b);
+  quiet.psi_triggered = true;
+  EXPECT_TRUE(d.feed(quiet, {}).empty()) << "a trigger without direct reclaim is not a storm";
+  auto busy = interval_between(b, c);
+  busy.psi_triggered = true;
+  auto ev = d.feed(busy, {});
+  ASSERT_EQ(ev.size(), 1u);
+  EXPECT_EQ(ev[0].kind, "reclaim_storm");
+  EXPECT_EQ(ev[0].evidence["psi_trigger"], true);
+  EXPECT_NE(ev[0].summary.find("PSI trigger fired during direct reclaim"), std::string::npos);
+}
+
 TEST(StallDetector, PagecacheFloodOnlyAboveRateAndInWindowWhenAsked) {
   auto a = make_sample(0s, 128ull << 20, 100ull << 20, 1ull << 20, "vm-24g-1node.buddyinfo", k_quiet);
   auto b = make_sample(2s, 128ull << 20, 98ull << 20, 5ull << 20, "vm-24g-1node.buddyinfo", k_quiet);  // +4 GiB in 2 s

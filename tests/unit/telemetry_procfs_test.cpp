@@ -188,6 +188,11 @@ TEST(Psi, TriggerRejectsBadThresholds) {
   auto f = memory_pressure_file(root.paths());
   EXPECT_FALSE(PsiTrigger::create(f, PsiKind::some, std::chrono::microseconds(0), std::chrono::seconds(1)).ok());
   EXPECT_FALSE(PsiTrigger::create(f, PsiKind::some, std::chrono::seconds(2), std::chrono::seconds(1)).ok());
+  // A regular file is not a pressure file: refused, and left as it was.
+  auto regular = PsiTrigger::create(f, PsiKind::some, std::chrono::milliseconds(10), std::chrono::seconds(2));
+  ASSERT_FALSE(regular.ok());
+  EXPECT_EQ(regular.error().code().value(), ENOTSUP);
+  EXPECT_EQ(root.read("proc/pressure/memory"), "some avg10=0.00 avg60=0.00 avg300=0.00 total=0\n");
   EXPECT_FALSE(
       PsiTrigger::create(root.root() / "missing", PsiKind::some, std::chrono::milliseconds(10), std::chrono::seconds(1))
           .ok());

@@ -70,6 +70,7 @@ int main(int argc, char** argv) {
     return 1;
   }
 
+  const uint64_t cg_id = cg.inode();
   std::mutex mu;
   std::condition_variable cv;
   std::vector<uint64_t> victim_ts;      // kernel time of each mark_victim
@@ -87,7 +88,8 @@ int main(int argc, char** argv) {
     while (!stop) {
       auto r = probes->poll_events(100ms, [&](const MmEvent& e) {
         uint64_t now = mono_ns();
-        if (!e.is_oom()) return;
+        // Only our kills: other tasks on the host may be OOM-killed meanwhile.
+        if (!e.is_oom() || e.raw.memcg_id != cg_id) return;
         std::lock_guard<std::mutex> lock(mu);
         victim_ts.push_back(e.raw.ts_ns);
         ring_latency_ms.push_back(static_cast<double>(now - e.raw.ts_ns) / 1e6);

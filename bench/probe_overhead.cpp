@@ -219,7 +219,7 @@ int main(int argc, char** argv) {
   ::madvise(region, thp_bytes, MADV_HUGEPAGE);
 
   const char* modes[] = {"none", "always_on", "deep", "bpftrace"};
-  std::map<std::string, std::vector<double>> order0, thp, order0_over, thp_over, prog_ns;
+  std::map<std::string, std::vector<double>> order0, thp, order0_over, thp_over, prog_ns, order0_delta;
   // Kernel run-time stats cost two clock reads per program run: only when asked (--prog-stats).
   if (prog_stats_on && bpf_enable_stats(BPF_STATS_RUN_TIME) < 0)
     std::fprintf(stderr, "BPF run-time stats unavailable\n");
@@ -289,6 +289,7 @@ int main(int argc, char** argv) {
     }
     for (const auto& [m, v] : this_pass) {
       order0_over[m].push_back((v.first / this_pass["none"].first - 1) * 100);
+      order0_delta[m].push_back(v.first - this_pass["none"].first);
       thp_over[m].push_back((v.second / this_pass["none"].second - 1) * 100);
     }
   }
@@ -305,13 +306,13 @@ int main(int argc, char** argv) {
                 median(thp[mode]), median(thp_over[mode]));
   }
   if (events_per_op > 0 && order0.count("deep")) {
-    double base = median(order0["none"]);
-    double deep_cost = (median(order0["deep"]) - median(order0["always_on"])) / events_per_op;
+    // Paired per pass against the same pass's "none", then the median over passes.
     std::printf("mm_page_alloc events per order0 op: %.2f\n", events_per_op);
-    std::printf("per-event cost, order0: deep %.1f ns", deep_cost);
-    if (order0.count("bpftrace")) {
-      double bt_cost = (median(order0["bpftrace"]) - base) / events_per_op;
-      std::printf(", bpftrace %.1f ns, ratio %.1fx", bt_cost, deep_cost > 0 ? bt_cost / deep_cost : 0.0);
+    double deep_cost = median(order0_delta["deep"]) / events_per_op;
+    std::printf("per-event cost (order0, paired vs none): deep %.1f ns", deep_cost);
+    if (order0_delta.count("bpftrace")) {
+      double bt_cost = median(order0_delta["bpftrace"]) / events_per_op;
+      std::printf(", bpftrace %.1f ns, bpftrace/deep %.1fx", bt_cost, deep_cost > 0 ? bt_cost / deep_cost : 0.0);
     }
     std::printf("\n");
   }

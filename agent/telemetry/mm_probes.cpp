@@ -112,8 +112,9 @@ std::string CgroupResolver::path_of(uint64_t id) {
 
 namespace {
 
-int quiet_print(enum libbpf_print_level level, const char*, va_list) {
-  return level == LIBBPF_WARN ? 0 : 0;
+// libbpf's own messages stay quiet: failures come back as errors with context.
+int quiet_print(enum libbpf_print_level, const char*, va_list) {
+  return 0;
 }
 
 struct QuietLibbpf {

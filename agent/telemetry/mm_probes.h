@@ -26,7 +26,7 @@ struct LatencyHistogram {
   uint64_t max_ns = 0;
   // Upper bound of the slot that holds the p-th quantile (0 < p <= 1); 0 when empty.
   uint64_t quantile_ns(double p) const;
-  double mean_ns() const { return count ? static_cast<double>(sum_ns) / count : 0; }
+  double mean_ns() const { return count ? static_cast<double>(sum_ns) / static_cast<double>(count) : 0; }
   LatencyHistogram minus(const LatencyHistogram& earlier) const;
 };
 

@@ -25,7 +25,7 @@ double index_value(int milli) {
 
 nlohmann::json hist_json(const LatencyHistogram& h, double seconds) {
   return {{"count", h.count},
-          {"per_s", seconds > 0 ? h.count / seconds : 0},
+          {"per_s", seconds > 0 ? static_cast<double>(h.count) / seconds : 0},
           {"mean_ns", h.mean_ns()},
           {"p50_ns", h.quantile_ns(0.5)},
           {"p99_ns", h.quantile_ns(0.99)},
@@ -41,9 +41,9 @@ std::string fmt(const char* f, double v) {
 std::string dur(uint64_t ns) {
   if (ns == 0) return "-";
   if (ns < 1000) return std::to_string(ns) + "ns";
-  if (ns < 1000000) return fmt("%.1fus", ns / 1e3);
-  if (ns < 1000000000) return fmt("%.1fms", ns / 1e6);
-  return fmt("%.2fs", ns / 1e9);
+  if (ns < 1000000) return fmt("%.1fus", static_cast<double>(ns) / 1e3);
+  if (ns < 1000000000) return fmt("%.1fms", static_cast<double>(ns) / 1e6);
+  return fmt("%.2fs", static_cast<double>(ns) / 1e9);
 }
 
 std::string clock_time(std::chrono::system_clock::time_point t) {

@@ -1,5 +1,7 @@
 #include "telemetry/hub.h"
 
+#include <algorithm>
+
 #include "telemetry/metrics.h"
 #include "telemetry/monitor_view.h"
 
@@ -19,44 +21,39 @@ Result<TelemetryHub::Step> TelemetryHub::step(std::chrono::milliseconds timeout)
   Step out;
   auto now = std::chrono::steady_clock::now();
   if (!cur_) {
-    // First call: the baseline sample.
+    // First call: the baseline sample only.
     SPARK_TRY(TelemetrySample s, source_->sample());
     cur_ = std::move(s);
     next_sample_ = now + tick_;
+    return out;
   }
-  auto until_tick = std::chrono::duration_cast<std::chrono::milliseconds>(next_sample_ - now);
-  auto wait = std::min(timeout, until_tick);
-  if (wait.count() > 0) {
-    // OOM victims and long stalls go out the moment the ring buffer delivers them.
-    auto polled = source_->poll_events(wait, [&](const MmEvent& e) {
-      if (auto d = detector_.on_event(e, std::chrono::system_clock::now())) {
-        if (d->kind == "oom_kill") ++oom_events_this_tick_;
-        record(*d);
-        out.events.push_back(std::move(*d));
-      }
-    });
-    if (!polled.ok()) return polled.error();
-    for (const auto& e : out.events) interval_events_.push_back(e);
-    // A PSI trigger closes the interval at once: pressure is judged on fresh numbers.
-    if (source_->take_pressure_trigger()) psi_triggered_ = true;
-    if (!psi_triggered_ && std::chrono::steady_clock::now() < next_sample_) return out;
-  }
+  auto until_tick =
+      std::max(std::chrono::milliseconds(0), std::chrono::duration_cast<std::chrono::milliseconds>(next_sample_ - now));
+  // OOM victims and long stalls go out the moment the ring buffer delivers them.
+  auto polled = source_->poll_events(std::min(timeout, until_tick), [&](const MmEvent& e) {
+    if (auto d = detector_.on_event(e, std::chrono::system_clock::now())) {
+      record(*d);
+      out.events.push_back(std::move(*d));
+    }
+  });
+  if (!polled.ok()) return polled.error();
+  for (const auto& e : out.events) interval_events_.push_back(e);
+  // A PSI trigger closes the interval at once: pressure is judged on fresh numbers.
+  if (source_->take_pressure_trigger()) psi_triggered_ = true;
+  if (!psi_triggered_ && std::chrono::steady_clock::now() < next_sample_) return out;
   SPARK_TRY(TelemetrySample s, source_->sample());
   prev_ = std::move(cur_);
   cur_ = std::move(s);
   interval_ = interval_between(*prev_, *cur_);
   interval_->psi_triggered = psi_triggered_;
   psi_triggered_ = false;
+  // OOM kills already reported from the probes are not repeated: the detector reports only those
+  // vmstat counted beyond them.
   for (auto& d : detector_.feed(*interval_, {}, window_open_)) {
-    // OOM kills already reported from the probes: the vmstat pass only adds the ones they missed.
-    if (d.kind == "oom_kill" && d.evidence.contains("vmstat_oom_kill") &&
-        d.evidence["vmstat_oom_kill"].get<uint64_t>() <= oom_events_this_tick_)
-      continue;
     record(d);
     out.events.push_back(d);
     interval_events_.push_back(std::move(d));
   }
-  oom_events_this_tick_ = 0;
   next_sample_ += tick_;
   if (next_sample_ < std::chrono::steady_clock::now()) next_sample_ = std::chrono::steady_clock::now() + tick_;
   out.interval = &*interval_;

@@ -54,7 +54,6 @@ class TelemetryHub {
   std::vector<DetectedEvent> interval_events_;       // of the interval in progress
   std::vector<DetectedEvent> last_interval_events_;  // of the last closed interval
   std::chrono::steady_clock::time_point next_sample_{};
-  uint64_t oom_events_this_tick_ = 0;
   bool window_open_ = false;
   bool psi_triggered_ = false;
   std::deque<DetectedEvent> recent_;

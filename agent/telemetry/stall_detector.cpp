@@ -99,7 +99,8 @@ std::vector<DetectedEvent> StallDetector::feed(const TelemetryInterval& iv, cons
   if (!iv.before || !iv.after || iv.seconds <= 0) return out;
   const TelemetrySample& now = *iv.after;
   auto at = now.wall;
-  oom_events_seen_ = 0;
+  // OOM events counted here: those given now plus those that came through on_event() since the
+  // last interval.
   for (const auto& e : events)
     if (auto d = on_event(e, at)) out.push_back(std::move(*d));
 
@@ -116,6 +117,9 @@ std::vector<DetectedEvent> StallDetector::feed(const TelemetryInterval& iv, cons
     d.evidence = {{"vmstat_oom_kill", kills}, {"seen_by_probes", oom_events_seen_}};
     out.push_back(std::move(d));
   }
+  // A probe event can come just before vmstat counts the kill: carry the surplus to the next
+  // interval instead of reporting that kill twice.
+  oom_events_seen_ = oom_events_seen_ > kills ? oom_events_seen_ - kills : 0;
 
   // fragmentation_stall from buddyinfo: high orders exhausted on a node while memory is available.
   uint64_t total = now.mem.total();

@@ -49,14 +49,15 @@ class StallDetector {
   // One interval: the two samples, the probe events seen in it, whether a load window is open.
   std::vector<DetectedEvent> feed(const TelemetryInterval& iv, const std::vector<MmEvent>& events,
                                   bool window_open = false);
-  // A single probe event (for a stream that reacts at once): OOM victims and long stalls.
+  // A single probe event (for a stream that reacts at once): OOM victims and long stalls. OOM
+  // victims seen here are counted against the next interval's vmstat oom_kill.
   std::optional<DetectedEvent> on_event(const MmEvent& e, std::chrono::system_clock::time_point now);
 
  private:
   bool cooled(const std::string& kind, std::chrono::system_clock::time_point now);
   StallThresholds t_;
   std::map<std::string, std::chrono::system_clock::time_point> last_;
-  uint64_t oom_events_seen_ = 0;  // OOM events reported from probes in the current interval
+  uint64_t oom_events_seen_ = 0;  // OOM events from probes since the last interval
 };
 
 }  // namespace spark

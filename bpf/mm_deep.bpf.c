@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: GPL-2.0
 /* Deep mode, attached only for a bounded period (monitor --deep, or the detector): every page
  * allocation by order, and the tasks that allocate most. kmem:mm_page_alloc fires on every page
- * allocation of the host, so this is never left attached. One program per program type; user
- * space loads the first this kernel runs. */
+ * allocation of the host, so this is never left attached, and the common path is one per-CPU
+ * array lookup: counts accumulate per CPU for the task allocating there and move to the shared
+ * per-task hash only when another task allocates on that CPU. One program per program type;
+ * user space loads the first this kernel runs. */
 #include "vmlinux.h"
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_helpers.h>
@@ -11,36 +13,53 @@
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, MM_ORDERS);
+	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, __u64);
-} alloc_orders SEC(".maps");
+	__type(value, struct mm_deep_cpu);
+} deep_cpu SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_PERCPU_HASH);
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 4096);
 	__type(key, __u32); /* tgid */
 	__type(value, struct mm_alloc_task);
 } alloc_tasks SEC(".maps");
 
-static __always_inline int on_alloc(unsigned int order)
+static __always_inline void flush(struct mm_deep_cpu *st)
 {
-	__u32 o = order < MM_ORDERS ? order : MM_ORDERS - 1;
-	__u64 *n = bpf_map_lookup_elem(&alloc_orders, &o);
-	if (n)
-		*n += 1;
-	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	__u32 tgid = st->tgid;
 	struct mm_alloc_task *t = bpf_map_lookup_elem(&alloc_tasks, &tgid);
 	if (!t) {
 		struct mm_alloc_task fresh = {};
-		bpf_get_current_comm(fresh.comm, sizeof(fresh.comm));
+		__builtin_memcpy(fresh.comm, st->comm, sizeof(fresh.comm));
 		bpf_map_update_elem(&alloc_tasks, &tgid, &fresh, BPF_NOEXIST);
 		t = bpf_map_lookup_elem(&alloc_tasks, &tgid);
 		if (!t)
-			return 0;
+			return;
 	}
-	t->calls += 1;
-	t->pages += 1ULL << o;
+	__sync_fetch_and_add(&t->calls, st->calls);
+	__sync_fetch_and_add(&t->pages, st->pages);
+}
+
+static __always_inline int on_alloc(unsigned int order)
+{
+	__u32 zero = 0;
+	struct mm_deep_cpu *st = bpf_map_lookup_elem(&deep_cpu, &zero);
+	if (!st)
+		return 0;
+	__u32 o = order < MM_ORDERS ? order : MM_ORDERS - 1;
+	st->orders[o & (MM_ORDERS - 1)]++;
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	if (st->tgid != tgid || !st->calls) {
+		if (st->calls)
+			flush(st);
+		st->tgid = tgid;
+		st->calls = 0;
+		st->pages = 0;
+		bpf_get_current_comm(st->comm, sizeof(st->comm));
+	}
+	st->calls++;
+	st->pages += 1ULL << o;
 	return 0;
 }
 

@@ -87,7 +87,19 @@ struct mm_event {
 	char memcg_name[64]; /* leaf name of memcg_id */
 };
 
-/* Deep mode (mm_deep.bpf.c): per-task page allocation totals. */
+/* Deep mode (mm_deep.bpf.c): per-CPU state, one map lookup per page allocation. The task that
+ * allocates on a CPU accumulates here; its counts move to the alloc_tasks hash only when another
+ * task allocates on that CPU (user space adds what is still pending). */
+struct mm_deep_cpu {
+	__u64 orders[MM_ORDERS];
+	__u64 calls;
+	__u64 pages;
+	__u32 tgid;
+	__u32 pad;
+	char comm[16];
+};
+
+/* Deep mode: per-task page allocation totals. */
 struct mm_alloc_task {
 	__u64 calls;
 	__u64 pages;

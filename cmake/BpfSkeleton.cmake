@@ -28,6 +28,9 @@ else()
   set(BPF_ARCH ${CMAKE_SYSTEM_PROCESSOR})
 endif()
 
+# Every header next to the programs (events.h, mm_events.h, ...): a change rebuilds the objects.
+file(GLOB BPF_SHARED_HEADERS CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/bpf/*.h)
+
 function(bpf_skeleton)
   cmake_parse_arguments(B "" "NAME;SOURCE" "" ${ARGN})
   set(obj ${CMAKE_CURRENT_BINARY_DIR}/${B_NAME}.bpf.o)
@@ -36,7 +39,7 @@ function(bpf_skeleton)
   add_custom_command(OUTPUT ${obj}
     COMMAND ${BPF_CLANG} -g -O2 -target bpf -D__TARGET_ARCH_${BPF_ARCH}
             -I${BPF_VMLINUX_DIR} -I${CMAKE_SOURCE_DIR}/bpf -c ${src} -o ${obj}
-    DEPENDS ${src} ${BPF_VMLINUX_H} ${CMAKE_SOURCE_DIR}/bpf/events.h
+    DEPENDS ${src} ${BPF_VMLINUX_H} ${BPF_SHARED_HEADERS}
     COMMENT "BPF ${B_NAME}" VERBATIM)
   add_custom_command(OUTPUT ${skel}
     COMMAND ${BPFTOOL} gen skeleton ${obj} name ${B_NAME} > ${skel}

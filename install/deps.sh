@@ -7,7 +7,8 @@ clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev
 libsystemd-dev systemd libcap-dev
 libcli11-dev libtomlplusplus-dev nlohmann-json3-dev prometheus-cpp-dev
 libgtest-dev libgmock-dev libfuzzer-14-dev libclang-rt-14-dev
-python3 util-linux procps"
+python3 util-linux procps
+bpftrace"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -3,18 +3,18 @@
 #include <unistd.h>
 
 #include <deque>
-#include <map>
-#include <tuple>
 #include <iostream>
+#include <map>
 #include <thread>
+#include <tuple>
 
 #include "cli/registry.h"
 #include "cli/telemetry_common.h"
 #include "core/log.h"
 #include "core/units.h"
+#include "telemetry/hub.h"
 #include "telemetry/metrics.h"
 #include "telemetry/monitor_view.h"
-#include "telemetry/stall_detector.h"
 
 namespace spark::cli {
 namespace {
@@ -51,42 +51,26 @@ int run_monitor(Context& ctx, const MonitorOptions& o) {
   std::optional<DeepProbe> deep;
   if (deep_for) {
     if (!source->has_probes()) return report_error(ctx, "--deep needs eBPF: " + source->probe_status());
-    auto d = DeepProbe::start(ctx.paths, {});
+    auto d = DeepProbe::start(ctx.paths, source->options().probes.kinds);
     if (!d.ok()) return report_error(ctx, std::string("--deep: ") + d.error().what());
     deep.emplace(std::move(d).value());
   }
   auto deep_started = std::chrono::steady_clock::now();
 
   install_stop_handlers();
-  StallDetector detector;
-  std::deque<DetectedEvent> recent;
-  std::map<std::string, uint64_t> detected_totals;
+  StallThresholds thresholds = thresholds_for(source->options());
+  TelemetryHub hub(std::move(source), thresholds, *interval, 5);
   bool tty = ::isatty(STDOUT_FILENO) && !ctx.json;
-  auto prev = source->sample();
-  if (!prev.ok()) return report_error(ctx, prev.error().what());
-  for (int n = 0; (o.count == 0 || n < o.count) && !stop_requested(); ++n) {
-    std::vector<MmEvent> events;
-    auto deadline = std::chrono::steady_clock::now() + *interval;
-    while (!stop_requested()) {
-      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-      if (left.count() <= 0) break;
-      auto r = source->poll_events(std::min(left, std::chrono::milliseconds(250)),
-                                   [&](const MmEvent& e) { events.push_back(e); });
-      if (!r.ok()) return report_error(ctx, r.error().what());
-    }
-    if (stop_requested()) break;
-    auto cur = source->sample();
-    if (!cur.ok()) return report_error(ctx, cur.error().what());
-    TelemetryInterval iv = interval_between(*prev, *cur);
+  for (int n = 0; (o.count == 0 || n < o.count) && !stop_requested();) {
+    auto step = hub.step(std::chrono::milliseconds(250));
+    if (!step.ok()) return report_error(ctx, step.error().what());
+    if (!step->interval) continue;
+    ++n;
     MonitorFrame frame;
-    frame.interval = &iv;
-    frame.probe_status = source->probe_status();
-    frame.events = detector.feed(iv, events);
-    for (const auto& e : frame.events) {
-      recent.push_back(e);
-      if (recent.size() > 5) recent.pop_front();
-    }
-    frame.recent.assign(recent.begin(), recent.end());
+    frame.interval = step->interval;
+    frame.probe_status = hub.source().probe_status();
+    frame.events = hub.last_interval_events();
+    frame.recent.assign(hub.recent().begin(), hub.recent().end());
     if (deep && std::chrono::steady_clock::now() - deep_started >= *deep_for) {
       deep->stop();
       auto rep = deep->read(10);
@@ -94,19 +78,14 @@ int run_monitor(Context& ctx, const MonitorOptions& o) {
       if (!rep.ok()) return report_error(ctx, rep.error().what());
       frame.deep = *rep;
     }
-    for (const auto& e : frame.events) ++detected_totals[e.kind];
     if (o.prometheus) {
-      MetricsExtras extras;
-      std::tie(extras.probes_attached, extras.probes_total) = source->probe_counts();
-      extras.detected_events_total = detected_totals;
-      std::cout << render_metrics(*cur, extras) << std::flush;
+      std::cout << hub.metrics() << std::flush;
     } else if (ctx.json) {
       print_json(monitor_json(frame));
     } else {
       if (tty) std::cout << "\x1b[H\x1b[2J";
       std::cout << monitor_text(frame, terminal_width()) << (tty ? "" : "\n") << std::flush;
     }
-    prev = std::move(cur);
   }
   return k_exit_ok;
 }
@@ -116,9 +95,11 @@ void setup(CLI::App& app, Context& ctx) {
   auto* sub = app.add_subcommand("monitor", "live view of memory, fragmentation, stalls and PSI (NDJSON with --json)");
   sub->add_option("--interval", opts->interval, "time between samples (default 1s)");
   sub->add_option("--count", opts->count, "stop after N samples (default: until interrupted)");
-  sub->add_option("--deep", opts->deep,
-                  "attach the page-allocation probe (order histogram, top allocating tasks) for this long, then detach");
-  sub->add_flag("--prometheus", opts->prometheus, "print the Prometheus text exposition (what the agent serves at /metrics)");
+  sub->add_option(
+      "--deep", opts->deep,
+      "attach the page-allocation probe (order histogram, top allocating tasks) for this long, then detach");
+  sub->add_flag("--prometheus", opts->prometheus,
+                "print the Prometheus text exposition (what the agent serves at /metrics)");
   add_telemetry_options(sub, opts->telemetry);
   sub->callback([&ctx, opts] { ctx.exit_code = run_monitor(ctx, *opts); });
 }

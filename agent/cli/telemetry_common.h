@@ -8,6 +8,7 @@
 #include "cli/registry.h"
 #include "core/units.h"
 #include "telemetry/sample.h"
+#include "telemetry/stall_detector.h"
 
 namespace spark::cli {
 
@@ -20,7 +21,8 @@ struct TelemetryCliOptions {
 inline void add_telemetry_options(CLI::App* sub, TelemetryCliOptions& o) {
   sub->add_flag("--no-bpf", o.no_bpf, "procfs only: do not load eBPF probes");
   sub->add_option("--probe-kinds", o.probe_kinds, "program types allowed, e.g. raw_tp,tp (testing)")->group("");
-  sub->add_option("--stall", o.stall, "a task stalled this long in direct reclaim/compaction is an event (default 50ms)");
+  sub->add_option("--stall", o.stall,
+                  "a task stalled this long in direct reclaim/compaction is an event (default 50ms)");
 }
 
 // Builds the local source (the agent integration later swaps in a source that reads from the
@@ -35,6 +37,14 @@ inline Result<std::unique_ptr<LocalTelemetrySource>> make_source(const Context& 
   SPARK_TRY(auto stall, parse_duration(o.stall));
   lo.probes.stall_threshold = stall;
   return LocalTelemetrySource::create(ctx.paths, lo);
+}
+
+// The detector's thresholds for the options given (--stall is both the probes' event threshold
+// and the detector's fragmentation_stall threshold).
+inline StallThresholds thresholds_for(const LocalSourceOptions& o) {
+  StallThresholds t;
+  t.task_stall = std::chrono::duration_cast<std::chrono::milliseconds>(o.probes.stall_threshold);
+  return t;
 }
 
 // SIGINT/SIGTERM end the loop cleanly (probes detach in destructors).

@@ -7,7 +7,9 @@
 
 namespace spark {
 
-uint64_t ZoneFreeBlocks::free_pages() const { return free_pages_at_least(0); }
+uint64_t ZoneFreeBlocks::free_pages() const {
+  return free_pages_at_least(0);
+}
 
 uint64_t ZoneFreeBlocks::free_pages_at_least(unsigned order) const {
   uint64_t pages = 0;
@@ -15,7 +17,9 @@ uint64_t ZoneFreeBlocks::free_pages_at_least(unsigned order) const {
   return pages;
 }
 
-size_t BuddyInfo::orders() const { return zones.empty() ? 0 : zones.front().free.size(); }
+size_t BuddyInfo::orders() const {
+  return zones.empty() ? 0 : zones.front().free.size();
+}
 
 std::vector<uint64_t> BuddyInfo::free_blocks(int node) const {
   std::vector<uint64_t> sum(orders(), 0);
@@ -68,7 +72,8 @@ Result<BuddyInfo> parse_buddyinfo(const std::string& text) {
       }
     }
     if (z.free.empty()) return bad("no free block counts");
-    if (!info.zones.empty() && z.free.size() != info.orders()) return bad("number of orders differs from the first line");
+    if (!info.zones.empty() && z.free.size() != info.orders())
+      return bad("number of orders differs from the first line");
     info.zones.push_back(std::move(z));
   }
   if (info.zones.empty()) return input_error("buddyinfo has no zones");

@@ -13,8 +13,8 @@ namespace spark {
 
 struct ZoneFreeBlocks {
   int node = 0;
-  std::string zone;             // "DMA", "DMA32", "Normal", "Movable"
-  std::vector<uint64_t> free;   // free[order] = number of free blocks of 2^order pages
+  std::string zone;            // "DMA", "DMA32", "Normal", "Movable"
+  std::vector<uint64_t> free;  // free[order] = number of free blocks of 2^order pages
 
   // Free base pages in the zone: sum of free[order] << order.
   uint64_t free_pages() const;

@@ -24,8 +24,10 @@ Result<MemInfo> parse_meminfo(const std::string& text) {
     if (number.empty() || number.find_first_not_of("0123456789") != std::string::npos)
       return input_error("meminfo: bad value for " + name + ": \"" + line + "\"");
     uint64_t v = std::stoull(number);
-    if (unit == "kB") v *= 1024;
-    else if (!unit.empty()) return input_error("meminfo: unknown unit \"" + unit + "\" for " + name);
+    if (unit == "kB")
+      v *= 1024;
+    else if (!unit.empty())
+      return input_error("meminfo: unknown unit \"" + unit + "\" for " + name);
     info.bytes[name] = v;
   }
   if (!info.get("MemTotal") || !info.get("MemAvailable"))

@@ -1,12 +1,11 @@
 #include "telemetry/metrics.h"
 
+#include <prometheus/text_serializer.h>
 #include <unistd.h>
 
 #include <cmath>
 #include <limits>
 #include <sstream>
-
-#include <prometheus/text_serializer.h>
 
 #include "telemetry/frag_index.h"
 
@@ -63,8 +62,9 @@ void histogram(MetricFamily& f, Labels labels, const LatencyHistogram& h) {
 const char* const k_meminfo_fields[] = {"MemTotal", "MemFree",   "MemAvailable", "Buffers",     "Cached",
                                         "Dirty",    "Writeback", "AnonPages",    "Unevictable", "Mlocked",
                                         "Shmem",    "SwapTotal", "SwapFree"};
-const char* const k_vmstat_prefixes[] = {"compact_", "allocstall_", "pgscan_direct", "pgsteal_", "pgalloc_",
-                                         "thp_fault_fallback", "thp_fault_alloc", "oom_kill", "pgmajfault", "drop_pagecache"};
+const char* const k_vmstat_prefixes[] = {"compact_",   "allocstall_",        "pgscan_direct",   "pgsteal_",
+                                         "pgalloc_",   "thp_fault_fallback", "thp_fault_alloc", "oom_kill",
+                                         "pgmajfault", "drop_pagecache"};
 
 }  // namespace
 
@@ -77,7 +77,8 @@ std::vector<MetricFamily> collect_metrics(const TelemetrySample& s, const Metric
     if (auto v = s.mem.get(f)) gauge(mem, {{"field", f}}, static_cast<double>(*v));
   out.push_back(std::move(mem));
 
-  auto blocks = family("spark_tune_buddy_free_blocks", "free blocks of 2^order pages (/proc/buddyinfo)", MetricType::Gauge);
+  auto blocks =
+      family("spark_tune_buddy_free_blocks", "free blocks of 2^order pages (/proc/buddyinfo)", MetricType::Gauge);
   auto bytes = family("spark_tune_buddy_free_bytes", "free memory per zone (/proc/buddyinfo)", MetricType::Gauge);
   auto fi = family("spark_tune_fragmentation_index",
                    "kernel extfrag index per order: -1 the allocation would succeed, towards 0 lack of memory, "
@@ -134,8 +135,8 @@ std::vector<MetricFamily> collect_metrics(const TelemetrySample& s, const Metric
 
   if (s.probes) {
     const MmSnapshot& p = *s.probes;
-    auto reclaim = family("spark_tune_reclaim_latency_seconds", "time allocating tasks spent in direct or memcg reclaim",
-                          MetricType::Histogram);
+    auto reclaim = family("spark_tune_reclaim_latency_seconds",
+                          "time allocating tasks spent in direct or memcg reclaim", MetricType::Histogram);
     histogram(reclaim, {{"kind", "direct"}}, p.hists[MM_HIST_DIRECT_RECLAIM]);
     histogram(reclaim, {{"kind", "memcg"}}, p.hists[MM_HIST_MEMCG_RECLAIM]);
     out.push_back(std::move(reclaim));
@@ -147,24 +148,29 @@ std::vector<MetricFamily> collect_metrics(const TelemetrySample& s, const Metric
 
     auto runs = family("spark_tune_compaction_runs_total", "compact_zone() runs by outcome", MetricType::Counter);
     for (int st = 0; st < 9; ++st)
-      counter(runs, {{"outcome", compact_result_name(st)}}, static_cast<double>(p.counters.at(MM_C_COMPACT_STATUS + st)));
+      counter(runs, {{"outcome", compact_result_name(st)}},
+              static_cast<double>(p.counters.at(MM_C_COMPACT_STATUS + st)));
     out.push_back(std::move(runs));
-    auto scanned = family("spark_tune_compaction_scanned_pages_total", "pages scanned by compaction", MetricType::Counter);
+    auto scanned =
+        family("spark_tune_compaction_scanned_pages_total", "pages scanned by compaction", MetricType::Counter);
     counter(scanned, {{"scanner", "migrate"}}, static_cast<double>(p.counters[MM_C_COMPACT_MIGRATE_SCANNED]));
     counter(scanned, {{"scanner", "free"}}, static_cast<double>(p.counters[MM_C_COMPACT_FREE_SCANNED]));
     out.push_back(std::move(scanned));
-    auto tries = family("spark_tune_direct_compaction_total", "direct compaction attempts by order", MetricType::Counter);
+    auto tries =
+        family("spark_tune_direct_compaction_total", "direct compaction attempts by order", MetricType::Counter);
     for (int o = 0; o < MM_ORDERS; ++o)
-      if (uint64_t v = p.counters.at(MM_C_COMPACT_TRY_ORDER + o)) counter(tries, {{"order", std::to_string(o)}}, static_cast<double>(v));
+      if (uint64_t v = p.counters.at(MM_C_COMPACT_TRY_ORDER + o))
+        counter(tries, {{"order", std::to_string(o)}}, static_cast<double>(v));
     out.push_back(std::move(tries));
-    auto fallbacks = family("spark_tune_extfrag_fallbacks_total", "migrate-type fallbacks by fallback order",
-                            MetricType::Counter);
+    auto fallbacks =
+        family("spark_tune_extfrag_fallbacks_total", "migrate-type fallbacks by fallback order", MetricType::Counter);
     for (int o = 0; o < MM_ORDERS; ++o)
       if (uint64_t v = p.counters.at(MM_C_EXTFRAG_FALLBACK_ORDER + o))
         counter(fallbacks, {{"fallback_order", std::to_string(o)}}, static_cast<double>(v));
     out.push_back(std::move(fallbacks));
-    auto fragmenting = family("spark_tune_extfrag_fragmenting_total",
-                              "fallbacks that split a pageblock (fallback order < pageblock order)", MetricType::Counter);
+    auto fragmenting =
+        family("spark_tune_extfrag_fragmenting_total",
+               "fallbacks that split a pageblock (fallback order < pageblock order)", MetricType::Counter);
     counter(fragmenting, {}, static_cast<double>(p.counters[MM_C_EXTFRAG_FRAGMENTING]));
     out.push_back(std::move(fragmenting));
     auto oom = family("spark_tune_oom_victims_total", "tasks chosen by the OOM killer", MetricType::Counter);
@@ -174,15 +180,18 @@ std::vector<MetricFamily> collect_metrics(const TelemetrySample& s, const Metric
     counter(retries, {{"kind", "reclaim"}}, static_cast<double>(p.counters[MM_C_OOM_RECLAIM_RETRY]));
     counter(retries, {{"kind", "compaction"}}, static_cast<double>(p.counters[MM_C_OOM_COMPACT_RETRY]));
     out.push_back(std::move(retries));
-    auto dropped = family("spark_tune_bpf_events_dropped_total", "events lost to a full ring buffer", MetricType::Counter);
+    auto dropped =
+        family("spark_tune_bpf_events_dropped_total", "events lost to a full ring buffer", MetricType::Counter);
     counter(dropped, {}, static_cast<double>(p.counters[MM_C_EVENTS_DROPPED]));
     out.push_back(std::move(dropped));
   }
 
-  auto detected = family("spark_tune_detected_events_total", "events raised by the stall detector", MetricType::Counter);
+  auto detected =
+      family("spark_tune_detected_events_total", "events raised by the stall detector", MetricType::Counter);
   for (const char* kind : {"fragmentation_stall", "reclaim_storm", "pagecache_flood", "oom_kill"}) {
     auto it = extras.detected_events_total.find(kind);
-    counter(detected, {{"event", kind}}, it == extras.detected_events_total.end() ? 0.0 : static_cast<double>(it->second));
+    counter(detected, {{"event", kind}},
+            it == extras.detected_events_total.end() ? 0.0 : static_cast<double>(it->second));
   }
   out.push_back(std::move(detected));
   return out;

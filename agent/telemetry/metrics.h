@@ -3,12 +3,12 @@
 // (counters), so Prometheus computes the rates.
 #pragma once
 
+#include <prometheus/metric_family.h>
+
 #include <cstdint>
 #include <map>
 #include <string>
 #include <vector>
-
-#include <prometheus/metric_family.h>
 
 #include "telemetry/sample.h"
 

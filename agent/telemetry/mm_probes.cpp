@@ -2,12 +2,14 @@
 
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
+#include <malloc.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstring>
 #include <filesystem>
+#include <map>
 #include <thread>
 
 #include "core/fs.h"
@@ -56,17 +58,22 @@ MmSnapshot MmSnapshot::minus(const MmSnapshot& e) const {
 
 const char* hist_kind_name(mm_hist_kind k) {
   switch (k) {
-    case MM_HIST_DIRECT_RECLAIM: return "direct_reclaim";
-    case MM_HIST_MEMCG_RECLAIM: return "memcg_reclaim";
-    case MM_HIST_COMPACTION_DIRECT: return "compaction_direct";
-    case MM_HIST_COMPACTION_OTHER: return "compaction_other";
-    default: return "?";
+    case MM_HIST_DIRECT_RECLAIM:
+      return "direct_reclaim";
+    case MM_HIST_MEMCG_RECLAIM:
+      return "memcg_reclaim";
+    case MM_HIST_COMPACTION_DIRECT:
+      return "compaction_direct";
+    case MM_HIST_COMPACTION_OTHER:
+      return "compaction_other";
+    default:
+      return "?";
   }
 }
 
 const char* compact_result_name(int status) {
-  static const char* names[] = {"not_suitable_zone", "skipped", "deferred", "no_suitable_page", "continue",
-                                "complete", "partial_skipped", "contended", "success"};
+  static const char* names[] = {"not_suitable_zone", "skipped",         "deferred",  "no_suitable_page", "continue",
+                                "complete",          "partial_skipped", "contended", "success"};
   return status >= 0 && status < 9 ? names[status] : "other";
 }
 
@@ -105,7 +112,10 @@ std::string CgroupResolver::path_of(uint64_t id) {
 
 namespace {
 
-int quiet_print(enum libbpf_print_level level, const char*, va_list) { return level == LIBBPF_WARN ? 0 : 0; }
+// libbpf's own messages stay quiet: failures come back as errors with context.
+int quiet_print(enum libbpf_print_level, const char*, va_list) {
+  return 0;
+}
 
 struct QuietLibbpf {
   libbpf_print_fn_t old;
@@ -146,7 +156,8 @@ Result<std::vector<T>> read_percpu(bpf_map* map, uint32_t key) {
 struct MmProbes::Impl {
   HostPaths paths;
   MmProbeOptions options;
-  KernelTracepointCatalog catalog;
+  // The kernel's BTF (several MiB parsed): needed to choose and load, released after.
+  std::unique_ptr<KernelTracepointCatalog> catalog;
   std::vector<ProbeChoice> choices;
   mm_probes* skel = nullptr;
   std::vector<bpf_link*> links;
@@ -156,7 +167,8 @@ struct MmProbes::Impl {
   uint32_t page_kb = 4;
   int pageblock_order = 9;
 
-  Impl(const HostPaths& p, const MmProbeOptions& o) : paths(p), options(o), catalog(p), resolver(p) {}
+  Impl(const HostPaths& p, const MmProbeOptions& o)
+      : paths(p), options(o), catalog(std::make_unique<KernelTracepointCatalog>(p)), resolver(p) {}
   ~Impl() {
     if (rb) ring_buffer__free(rb);
     for (auto* l : links) bpf_link__destroy(l);
@@ -180,7 +192,7 @@ MmProbes::~MmProbes() = default;
 
 Result<MmProbes> MmProbes::open(const HostPaths& paths, const MmProbeOptions& options) {
   auto impl = std::make_unique<Impl>(paths, options);
-  if (!impl->catalog.has_btf())
+  if (!impl->catalog->has_btf())
     return sys_error(ENOTSUP, "the kernel has no BTF (/sys/kernel/btf/vmlinux): eBPF probes need it; procfs only");
   long page = ::sysconf(_SC_PAGESIZE);
   impl->page_kb = static_cast<uint32_t>(page > 0 ? page / 1024 : 4);
@@ -188,7 +200,7 @@ Result<MmProbes> MmProbes::open(const HostPaths& paths, const MmProbeOptions& op
   QuietLibbpf quiet;
   mm_probes* probe = mm_probes__open();
   if (!probe) return errno_error("opening the mm_probes BPF object");
-  impl->choices = choose_probe_kinds(probe->obj, options.kinds, impl->catalog);
+  impl->choices = choose_probe_kinds(probe->obj, options.kinds, *impl->catalog);
   mm_probes__destroy(probe);
   return MmProbes(std::move(impl));
 }
@@ -207,7 +219,12 @@ Result<void> MmProbes::load() {
     m.skel = s;
     return {};
   };
-  SPARK_TRY(m.choices, load_with_fallback(m.choices, m.options.kinds, m.catalog, try_load));
+  if (!m.catalog) return sys_error(EALREADY, "mm_probes: load after a failed load; open again");
+  SPARK_TRY(m.choices, load_with_fallback(m.choices, m.options.kinds, *m.catalog, try_load));
+  m.catalog.reset();
+  // libbpf parsed the kernel's BTF for CO-RE too; give the freed heap back (a daemon keeps this
+  // process for weeks).
+  ::malloc_trim(0);
   m.skel->bss->stall_threshold_ns = static_cast<uint64_t>(m.options.stall_threshold.count());
   return {};
 }
@@ -235,7 +252,8 @@ Result<void> MmProbes::attach() {
     c.attached = true;
     ++ok;
   }
-  if (ok == 0) return sys_error(ENOENT, "no memory probe attached: " + (errors.empty() ? "no probe could load" : errors));
+  if (ok == 0)
+    return sys_error(ENOENT, "no memory probe attached: " + (errors.empty() ? "no probe could load" : errors));
   if (!m.rb) {
     m.rb = ring_buffer__new(
         bpf_map__fd(m.skel->maps.events),
@@ -261,14 +279,18 @@ Result<MmProbes> MmProbes::start(const HostPaths& paths, const MmProbeOptions& o
   return p;
 }
 
-const std::vector<ProbeChoice>& MmProbes::choices() const { return impl_->choices; }
+const std::vector<ProbeChoice>& MmProbes::choices() const {
+  return impl_->choices;
+}
 
 std::vector<std::string> MmProbes::describe() const {
   std::vector<std::string> out;
   for (const auto& c : impl_->choices) {
     std::string line = c.probe + ": ";
-    if (c.kind && c.attached) line += probe_kind_name(*c.kind);
-    else line += "none";
+    if (c.kind && c.attached)
+      line += probe_kind_name(*c.kind);
+    else
+      line += "none";
     if (!c.error.empty()) line += " (" + c.error + ")";
     out.push_back(line);
   }
@@ -308,7 +330,9 @@ Result<void> MmProbes::set_stall_threshold(std::chrono::nanoseconds ns) {
   return {};
 }
 
-int MmProbes::event_fd() const { return impl_->rb ? ring_buffer__epoll_fd(impl_->rb) : -1; }
+int MmProbes::event_fd() const {
+  return impl_->rb ? ring_buffer__epoll_fd(impl_->rb) : -1;
+}
 
 Result<int> MmProbes::poll_events(std::chrono::milliseconds timeout,
                                   const std::function<void(const MmEvent&)>& on_event) {
@@ -335,13 +359,13 @@ Result<int> MmProbes::poll_events(std::chrono::milliseconds timeout,
 // ---- DeepProbe -------------------------------------------------------------------------------
 
 struct DeepProbe::Impl {
-  KernelTracepointCatalog catalog;
+  std::unique_ptr<KernelTracepointCatalog> catalog;
   std::vector<ProbeChoice> choices;
   mm_deep* skel = nullptr;
   bpf_link* link = nullptr;
   std::chrono::steady_clock::time_point started;
   std::chrono::steady_clock::time_point stopped;
-  explicit Impl(const HostPaths& p) : catalog(p) {}
+  explicit Impl(const HostPaths& p) : catalog(std::make_unique<KernelTracepointCatalog>(p)) {}
   ~Impl() {
     if (link) bpf_link__destroy(link);
     if (skel) mm_deep__destroy(skel);
@@ -355,11 +379,11 @@ DeepProbe::~DeepProbe() = default;
 
 Result<DeepProbe> DeepProbe::start(const HostPaths& paths, const ProbeKindPolicy& kinds) {
   auto impl = std::make_unique<Impl>(paths);
-  if (!impl->catalog.has_btf()) return sys_error(ENOTSUP, "the kernel has no BTF: deep mode needs eBPF");
+  if (!impl->catalog->has_btf()) return sys_error(ENOTSUP, "the kernel has no BTF: deep mode needs eBPF");
   QuietLibbpf quiet;
   mm_deep* probe = mm_deep__open();
   if (!probe) return errno_error("opening the mm_deep BPF object");
-  impl->choices = choose_probe_kinds(probe->obj, kinds, impl->catalog);
+  impl->choices = choose_probe_kinds(probe->obj, kinds, *impl->catalog);
   mm_deep__destroy(probe);
   Impl& d = *impl;
   auto try_load = [&d](const std::vector<ProbeChoice>& with) -> Result<void> {
@@ -374,7 +398,8 @@ Result<DeepProbe> DeepProbe::start(const HostPaths& paths, const ProbeKindPolicy
     d.skel = s;
     return {};
   };
-  SPARK_TRY(d.choices, load_with_fallback(d.choices, kinds, d.catalog, try_load));
+  SPARK_TRY(d.choices, load_with_fallback(d.choices, kinds, *d.catalog, try_load));
+  d.catalog.reset();
   if (d.choices.empty() || !d.choices[0].kind)
     return sys_error(ENOENT, "kmem:mm_page_alloc: no program type loads" +
                                  (d.choices.empty() ? std::string() : " (" + d.choices[0].error + ")"));
@@ -399,28 +424,34 @@ Result<DeepReport> DeepProbe::read(size_t top_n) const {
   r.kind = probe_kind_name(*d.choices[0].kind);
   auto end = d.link ? std::chrono::steady_clock::now() : d.stopped;
   r.seconds = std::chrono::duration<double>(end - d.started).count();
-  for (uint32_t o = 0; o < MM_ORDERS; ++o) {
-    SPARK_TRY(auto per_cpu, read_percpu<uint64_t>(d.skel->maps.alloc_orders, o));
-    for (auto v : per_cpu) r.orders[o] += v;
+  std::map<uint32_t, AllocTask> tasks;
+  // Counts still pending in each CPU's slot.
+  SPARK_TRY(auto per_cpu, read_percpu<mm_deep_cpu>(d.skel->maps.deep_cpu, 0));
+  for (const auto& c : per_cpu) {
+    for (size_t o = 0; o < MM_ORDERS; ++o) r.orders[o] += c.orders[o];
+    if (c.calls == 0) continue;
+    AllocTask& t = tasks[c.tgid];
+    t.tgid = c.tgid;
+    t.calls += c.calls;
+    t.pages += c.pages;
+    if (t.comm.empty()) t.comm.assign(c.comm, strnlen(c.comm, sizeof c.comm));
   }
+  // Counts flushed to the shared hash.
   int fd = bpf_map__fd(d.skel->maps.alloc_tasks);
-  int ncpu = libbpf_num_possible_cpus();
-  std::vector<mm_alloc_task> values(static_cast<size_t>(ncpu));
   uint32_t key = 0, next = 0;
   uint32_t* prev = nullptr;
   while (bpf_map_get_next_key(fd, prev, &next) == 0) {
     key = next;
     prev = &key;
-    if (bpf_map_lookup_elem(fd, &key, values.data()) != 0) continue;
-    AllocTask t;
+    mm_alloc_task v{};
+    if (bpf_map_lookup_elem(fd, &key, &v) != 0) continue;
+    AllocTask& t = tasks[key];
     t.tgid = key;
-    for (const auto& v : values) {
-      t.calls += v.calls;
-      t.pages += v.pages;
-      if (t.comm.empty() && v.comm[0]) t.comm.assign(v.comm, strnlen(v.comm, sizeof v.comm));
-    }
-    r.top.push_back(std::move(t));
+    t.calls += v.calls;
+    t.pages += v.pages;
+    if (t.comm.empty()) t.comm.assign(v.comm, strnlen(v.comm, sizeof v.comm));
   }
+  for (auto& [tgid, t] : tasks) r.top.push_back(std::move(t));
   std::sort(r.top.begin(), r.top.end(), [](const AllocTask& a, const AllocTask& b) { return a.pages > b.pages; });
   if (r.top.size() > top_n) r.top.resize(top_n);
   return r;

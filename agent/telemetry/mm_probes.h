@@ -26,7 +26,7 @@ struct LatencyHistogram {
   uint64_t max_ns = 0;
   // Upper bound of the slot that holds the p-th quantile (0 < p <= 1); 0 when empty.
   uint64_t quantile_ns(double p) const;
-  double mean_ns() const { return count ? static_cast<double>(sum_ns) / count : 0; }
+  double mean_ns() const { return count ? static_cast<double>(sum_ns) / static_cast<double>(count) : 0; }
   LatencyHistogram minus(const LatencyHistogram& earlier) const;
 };
 
@@ -44,7 +44,7 @@ struct MmSnapshot {
   MmSnapshot minus(const MmSnapshot& earlier) const;
 };
 
-const char* hist_kind_name(mm_hist_kind k);  // "direct_reclaim", "memcg_reclaim", ...
+const char* hist_kind_name(mm_hist_kind k);   // "direct_reclaim", "memcg_reclaim", ...
 const char* compact_result_name(int status);  // "success", "skipped", ...
 
 // One ring-buffer event, decoded; memcg_path resolved in user space from the memcg id.
@@ -129,7 +129,7 @@ class DeepProbe {
   ~DeepProbe();  // detaches
   static Result<DeepProbe> start(const HostPaths& paths, const ProbeKindPolicy& kinds);
   Result<DeepReport> read(size_t top_n) const;
-  void stop();   // detach now (the maps stay readable)
+  void stop();  // detach now (the maps stay readable)
 
  private:
   struct Impl;

@@ -19,11 +19,13 @@ uint64_t page_size() {
   return p;
 }
 
-double index_value(int milli) { return milli / 1000.0; }
+double index_value(int milli) {
+  return milli / 1000.0;
+}
 
 nlohmann::json hist_json(const LatencyHistogram& h, double seconds) {
   return {{"count", h.count},
-          {"per_s", seconds > 0 ? h.count / seconds : 0},
+          {"per_s", seconds > 0 ? static_cast<double>(h.count) / seconds : 0},
           {"mean_ns", h.mean_ns()},
           {"p50_ns", h.quantile_ns(0.5)},
           {"p99_ns", h.quantile_ns(0.99)},
@@ -39,9 +41,9 @@ std::string fmt(const char* f, double v) {
 std::string dur(uint64_t ns) {
   if (ns == 0) return "-";
   if (ns < 1000) return std::to_string(ns) + "ns";
-  if (ns < 1000000) return fmt("%.1fus", ns / 1e3);
-  if (ns < 1000000000) return fmt("%.1fms", ns / 1e6);
-  return fmt("%.2fs", ns / 1e9);
+  if (ns < 1000000) return fmt("%.1fus", static_cast<double>(ns) / 1e3);
+  if (ns < 1000000000) return fmt("%.1fms", static_cast<double>(ns) / 1e6);
+  return fmt("%.2fs", static_cast<double>(ns) / 1e9);
 }
 
 std::string clock_time(std::chrono::system_clock::time_point t) {
@@ -57,7 +59,8 @@ std::string clock_time(std::chrono::system_clock::time_point t) {
 
 nlohmann::json deep_json(const DeepReport& r) {
   nlohmann::json top = nlohmann::json::array();
-  for (const auto& t : r.top) top.push_back({{"pid", t.tgid}, {"comm", t.comm}, {"allocs", t.calls}, {"pages", t.pages}});
+  for (const auto& t : r.top)
+    top.push_back({{"pid", t.tgid}, {"comm", t.comm}, {"allocs", t.calls}, {"pages", t.pages}});
   return {{"seconds", r.seconds}, {"program", r.kind}, {"allocs_by_order", r.orders}, {"top_tasks", top}};
 }
 
@@ -69,9 +72,10 @@ nlohmann::json monitor_json(const MonitorFrame& f) {
   j["interval_s"] = iv.seconds;
   j["probes"] = f.probe_status;
   const MemInfo& m = s.mem;
-  j["memory"] = {{"total", m.total()},         {"available", m.available()}, {"free", m.free()},
-                 {"cached", m.cached()},       {"dirty", m.dirty()},         {"writeback", m.writeback()},
-                 {"anon", m.anon()},           {"unevictable", m.unevictable()}, {"mlocked", m.mlocked()}};
+  j["memory"] = {
+      {"total", m.total()},    {"available", m.available()}, {"free", m.free()}, {"cached", m.cached()},
+      {"dirty", m.dirty()},    {"writeback", m.writeback()}, {"anon", m.anon()}, {"unevictable", m.unevictable()},
+      {"mlocked", m.mlocked()}};
   if (iv.seconds > 0) {
     double d = static_cast<double>(m.cached()) - static_cast<double>(iv.before->mem.cached());
     j["memory"]["cached_change_per_s"] = d / iv.seconds;
@@ -92,16 +96,12 @@ nlohmann::json monitor_json(const MonitorFrame& f) {
   }
   j["zones"] = zones;
   const VmStatDelta& v = iv.vmstat;
-  j["vmstat_per_s"] = {{"compact_stall", v.rate("compact_stall")},
-                       {"compact_fail", v.rate("compact_fail")},
-                       {"compact_success", v.rate("compact_success")},
-                       {"allocstall", v.rate_prefix("allocstall_")},
-                       {"pgscan_direct", v.rate("pgscan_direct")},
-                       {"pgsteal_direct", v.rate("pgsteal_direct")},
-                       {"pgsteal_kswapd", v.rate("pgsteal_kswapd")},
-                       {"pgalloc", v.rate_prefix("pgalloc_")},
-                       {"thp_fault_fallback", v.rate("thp_fault_fallback")},
-                       {"oom_kill", v.rate("oom_kill")}};
+  j["vmstat_per_s"] = {
+      {"compact_stall", v.rate("compact_stall")},           {"compact_fail", v.rate("compact_fail")},
+      {"compact_success", v.rate("compact_success")},       {"allocstall", v.rate_prefix("allocstall_")},
+      {"pgscan_direct", v.rate("pgscan_direct")},           {"pgsteal_direct", v.rate("pgsteal_direct")},
+      {"pgsteal_kswapd", v.rate("pgsteal_kswapd")},         {"pgalloc", v.rate_prefix("pgalloc_")},
+      {"thp_fault_fallback", v.rate("thp_fault_fallback")}, {"oom_kill", v.rate("oom_kill")}};
   if (s.psi) {
     auto line = [](const PsiLine& p) {
       return nlohmann::json{{"avg10", p.avg10}, {"avg60", p.avg60}, {"avg300", p.avg300}, {"total_us", p.total_us}};
@@ -112,25 +112,30 @@ nlohmann::json monitor_json(const MonitorFrame& f) {
   if (iv.probes) {
     const MmSnapshot& p = *iv.probes;
     nlohmann::json lat;
-    for (int k = 0; k < MM_HIST_KINDS; ++k) lat[hist_kind_name(static_cast<mm_hist_kind>(k))] = hist_json(p.hists[k], iv.seconds);
+    for (int k = 0; k < MM_HIST_KINDS; ++k)
+      lat[hist_kind_name(static_cast<mm_hist_kind>(k))] = hist_json(p.hists[k], iv.seconds);
     nlohmann::json status;
     for (int st = 0; st < 9; ++st)
-      if (p.counters.at(MM_C_COMPACT_STATUS + st)) status[compact_result_name(st)] = p.counters.at(MM_C_COMPACT_STATUS + st);
+      if (p.counters.at(MM_C_COMPACT_STATUS + st))
+        status[compact_result_name(st)] = p.counters.at(MM_C_COMPACT_STATUS + st);
     nlohmann::json fallback_orders = nlohmann::json::array();
     for (int o = 0; o < MM_ORDERS; ++o) fallback_orders.push_back(p.counters.at(MM_C_EXTFRAG_FALLBACK_ORDER + o));
     j["bpf"] = {{"latency", lat},
-                {"compaction", {{"runs", p.counters[MM_C_COMPACT_END]},
-                                {"direct_runs", p.counters[MM_C_COMPACT_DIRECT_BEGIN]},
-                                {"try_to_compact", p.counters[MM_C_COMPACT_TRY]},
-                                {"migrate_scanned", p.counters[MM_C_COMPACT_MIGRATE_SCANNED]},
-                                {"free_scanned", p.counters[MM_C_COMPACT_FREE_SCANNED]},
-                                {"outcomes", status.is_null() ? nlohmann::json::object() : status}}},
-                {"extfrag", {{"fallbacks", p.counters[MM_C_EXTFRAG]},
-                             {"fragmenting", p.counters[MM_C_EXTFRAG_FRAGMENTING]},
-                             {"by_fallback_order", fallback_orders}}},
-                {"oom", {{"victims", p.counters[MM_C_OOM_VICTIM]},
-                         {"reclaim_retry_zone", p.counters[MM_C_OOM_RECLAIM_RETRY]},
-                         {"compact_retry", p.counters[MM_C_OOM_COMPACT_RETRY]}}},
+                {"compaction",
+                 {{"runs", p.counters[MM_C_COMPACT_END]},
+                  {"direct_runs", p.counters[MM_C_COMPACT_DIRECT_BEGIN]},
+                  {"try_to_compact", p.counters[MM_C_COMPACT_TRY]},
+                  {"migrate_scanned", p.counters[MM_C_COMPACT_MIGRATE_SCANNED]},
+                  {"free_scanned", p.counters[MM_C_COMPACT_FREE_SCANNED]},
+                  {"outcomes", status.is_null() ? nlohmann::json::object() : status}}},
+                {"extfrag",
+                 {{"fallbacks", p.counters[MM_C_EXTFRAG]},
+                  {"fragmenting", p.counters[MM_C_EXTFRAG_FRAGMENTING]},
+                  {"by_fallback_order", fallback_orders}}},
+                {"oom",
+                 {{"victims", p.counters[MM_C_OOM_VICTIM]},
+                  {"reclaim_retry_zone", p.counters[MM_C_OOM_RECLAIM_RETRY]},
+                  {"compact_retry", p.counters[MM_C_OOM_COMPACT_RETRY]}}},
                 {"events_dropped", p.counters[MM_C_EVENTS_DROPPED]}};
   }
   nlohmann::json ev = nlohmann::json::array();
@@ -147,12 +152,14 @@ std::string monitor_text(const MonitorFrame& f, int width) {
   std::string out;
   auto line = [&out](const std::string& l) { out += l + "\n"; };
   line("spark-tune monitor  " + clock_time(s.wall) + "  every " + fmt("%.1fs", iv.seconds) + "  " + f.probe_status);
-  double cache_rate = iv.seconds > 0 ? (static_cast<double>(m.cached()) - static_cast<double>(iv.before->mem.cached())) / iv.seconds : 0;
+  double cache_rate =
+      iv.seconds > 0 ? (static_cast<double>(m.cached()) - static_cast<double>(iv.before->mem.cached())) / iv.seconds
+                     : 0;
   line("Memory     total " + format_size(m.total()) + "  available " + format_size(m.available()) + "  free " +
        format_size(m.free()) + "  anon " + format_size(m.anon()) + "  mlocked " + format_size(m.mlocked()));
   line("Page cache " + format_size(m.cached()) + " (" + (cache_rate >= 0 ? "+" : "-") +
-       format_size(static_cast<uint64_t>(std::abs(cache_rate))) + "/s)  dirty " + format_size(m.dirty()) + "  writeback " +
-       format_size(m.writeback()));
+       format_size(static_cast<uint64_t>(std::abs(cache_rate))) + "/s)  dirty " + format_size(m.dirty()) +
+       "  writeback " + format_size(m.writeback()));
 
   // Free memory by order, all nodes, a bar per order scaled to the largest.
   auto blocks = s.buddy.free_blocks();
@@ -184,22 +191,24 @@ std::string monitor_text(const MonitorFrame& f, int width) {
     line(l);
   }
   const VmStatDelta& v = iv.vmstat;
-  line("Per second compact stall " + fmt("%.1f", v.rate("compact_stall")) + " fail " + fmt("%.1f", v.rate("compact_fail")) +
-       " success " + fmt("%.1f", v.rate("compact_success")) + "  allocstall " + fmt("%.1f", v.rate_prefix("allocstall_")) +
-       "  pgscan_direct " + fmt("%.0f", v.rate("pgscan_direct")) + "  thp_fallback " + fmt("%.1f", v.rate("thp_fault_fallback")) +
-       "  oom_kill " + std::to_string(v.get("oom_kill")));
+  line("Per second compact stall " + fmt("%.1f", v.rate("compact_stall")) + " fail " +
+       fmt("%.1f", v.rate("compact_fail")) + " success " + fmt("%.1f", v.rate("compact_success")) + "  allocstall " +
+       fmt("%.1f", v.rate_prefix("allocstall_")) + "  pgscan_direct " + fmt("%.0f", v.rate("pgscan_direct")) +
+       "  thp_fallback " + fmt("%.1f", v.rate("thp_fault_fallback")) + "  oom_kill " +
+       std::to_string(v.get("oom_kill")));
   if (iv.probes) {
     const MmSnapshot& p = *iv.probes;
     std::string l = "Latency   ";
     for (int k = 0; k < MM_HIST_KINDS; ++k) {
       const auto& h = p.hists[k];
-      l += std::string("  ") + hist_kind_name(static_cast<mm_hist_kind>(k)) + " n=" + std::to_string(h.count) + " p50 " +
-           dur(h.quantile_ns(0.5)) + " p99 " + dur(h.quantile_ns(0.99));
+      l += std::string("  ") + hist_kind_name(static_cast<mm_hist_kind>(k)) + " n=" + std::to_string(h.count) +
+           " p50 " + dur(h.quantile_ns(0.5)) + " p99 " + dur(h.quantile_ns(0.99));
     }
     line(l);
     line("eBPF      compaction runs " + std::to_string(p.counters[MM_C_COMPACT_END]) + " (direct " +
-         std::to_string(p.counters[MM_C_COMPACT_DIRECT_BEGIN]) + ")  fallbacks " + std::to_string(p.counters[MM_C_EXTFRAG]) +
-         " (fragmenting " + std::to_string(p.counters[MM_C_EXTFRAG_FRAGMENTING]) + ")  oom victims " +
+         std::to_string(p.counters[MM_C_COMPACT_DIRECT_BEGIN]) + ")  fallbacks " +
+         std::to_string(p.counters[MM_C_EXTFRAG]) + " (fragmenting " +
+         std::to_string(p.counters[MM_C_EXTFRAG_FRAGMENTING]) + ")  oom victims " +
          std::to_string(p.counters[MM_C_OOM_VICTIM]));
   }
   if (s.psi) {

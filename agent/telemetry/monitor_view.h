@@ -2,11 +2,10 @@
 // Pure functions of samples, so the agent can serve the same JSON.
 #pragma once
 
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "telemetry/sample.h"
 #include "telemetry/stall_detector.h"
@@ -16,10 +15,10 @@ namespace spark {
 struct MonitorFrame {
   const TelemetryInterval* interval = nullptr;
   std::string probe_status;
-  std::vector<DetectedEvent> events;          // detected in this interval
-  std::vector<DetectedEvent> recent;          // the last few, for the terminal view
-  std::optional<DeepReport> deep;             // when a deep period just ended
-  unsigned high_order = 9;                    // fragmentation index shown from this order up
+  std::vector<DetectedEvent> events;  // detected in this interval
+  std::vector<DetectedEvent> recent;  // the last few, for the terminal view
+  std::optional<DeepReport> deep;     // when a deep period just ended
+  unsigned high_order = 9;            // fragmentation index shown from this order up
 };
 
 nlohmann::json monitor_json(const MonitorFrame& f);

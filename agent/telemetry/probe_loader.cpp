@@ -11,9 +11,12 @@ namespace spark {
 
 bool ProbeKindPolicy::allows(ProbeKind k) const {
   switch (k) {
-    case ProbeKind::tp_btf: return tp_btf;
-    case ProbeKind::raw_tp: return raw_tp;
-    case ProbeKind::tp: return tp;
+    case ProbeKind::tp_btf:
+      return tp_btf;
+    case ProbeKind::raw_tp:
+      return raw_tp;
+    case ProbeKind::tp:
+      return tp;
   }
   return false;
 }
@@ -29,10 +32,14 @@ Result<ProbeKindPolicy> ProbeKindPolicy::parse(const std::string& kinds) {
       continue;
     }
     item = trim(item);
-    if (item == "tp_btf") p.tp_btf = true;
-    else if (item == "raw_tp") p.raw_tp = true;
-    else if (item == "tp") p.tp = true;
-    else if (!item.empty()) return input_error("unknown probe kind \"" + item + "\": use tp_btf, raw_tp and/or tp");
+    if (item == "tp_btf")
+      p.tp_btf = true;
+    else if (item == "raw_tp")
+      p.raw_tp = true;
+    else if (item == "tp")
+      p.tp = true;
+    else if (!item.empty())
+      return input_error("unknown probe kind \"" + item + "\": use tp_btf, raw_tp and/or tp");
     item.clear();
   }
   if (!p.tp_btf && !p.raw_tp && !p.tp) return input_error("no probe kind given: use tp_btf, raw_tp and/or tp");
@@ -63,9 +70,12 @@ namespace {
 
 const char* suffix(ProbeKind k) {
   switch (k) {
-    case ProbeKind::tp_btf: return "_btf";
-    case ProbeKind::raw_tp: return "_raw";
-    case ProbeKind::tp: return "_tp";
+    case ProbeKind::tp_btf:
+      return "_btf";
+    case ProbeKind::raw_tp:
+      return "_raw";
+    case ProbeKind::tp:
+      return "_tp";
   }
   return "";
 }
@@ -157,6 +167,10 @@ Result<std::vector<ProbeChoice>> load_with_fallback(std::vector<ProbeChoice> cho
                                                     const TracepointCatalog& catalog, const TryLoad& try_load) {
   auto whole = try_load(choices);
   if (whole.ok()) return choices;
+  // No privilege: every probe would fail alike.
+  int code = whole.error().code().value();
+  if (code == EPERM || code == EACCES)
+    return sys_error(code, "loading eBPF programs needs root (or CAP_BPF and CAP_PERFMON)");
   // Find, probe by probe, a kind that loads on its own.
   for (auto& c : choices) {
     while (c.kind) {
@@ -173,6 +187,9 @@ Result<std::vector<ProbeChoice>> load_with_fallback(std::vector<ProbeChoice> cho
       c.kind = next_probe_kind(c, policy, catalog);
     }
   }
+  bool any = false;
+  for (const auto& c : choices) any = any || c.kind.has_value();
+  if (!any) return sys_error(code, "no probe program loads: " + std::string(whole.error().what()));
   auto again = try_load(choices);
   if (!again.ok()) return with_context(again.error(), "loading the probes that each loaded alone");
   return choices;

@@ -31,11 +31,11 @@ struct ProbeKindPolicy {
 };
 
 struct ProbeChoice {
-  std::string probe;       // "compaction_begin"
-  std::string tracepoint;  // "mm_compaction_begin"
-  std::string category;    // "compaction" (from the classic tp section)
+  std::string probe;              // "compaction_begin"
+  std::string tracepoint;         // "mm_compaction_begin"
+  std::string category;           // "compaction" (from the classic tp section)
   std::optional<ProbeKind> kind;  // none: this signal is lost
-  std::string error;       // why an earlier kind was refused, or why none works
+  std::string error;              // why an earlier kind was refused, or why none works
   bool attached = false;
 };
 

@@ -1,7 +1,9 @@
 #include "telemetry/psi.h"
 
 #include <fcntl.h>
+#include <linux/magic.h>
 #include <poll.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -16,7 +18,8 @@ namespace {
 Result<PsiLine> parse_psi_line(const std::string& rest, const std::string& line) {
   PsiLine p;
   unsigned long long total = 0;
-  if (std::sscanf(rest.c_str(), " avg10=%lf avg60=%lf avg300=%lf total=%llu", &p.avg10, &p.avg60, &p.avg300, &total) != 4)
+  if (std::sscanf(rest.c_str(), " avg10=%lf avg60=%lf avg300=%lf total=%llu", &p.avg10, &p.avg60, &p.avg300, &total) !=
+      4)
     return input_error("pressure: expected \"avg10=.. avg60=.. avg300=.. total=..\": \"" + line + "\"");
   p.total_us = total;
   return p;
@@ -67,6 +70,12 @@ Result<PsiTrigger> PsiTrigger::create(const std::filesystem::path& pressure_file
   int fd = ::open(pressure_file.c_str(), O_RDWR | O_NONBLOCK | O_CLOEXEC);
   if (fd < 0) return errno_error("opening " + pressure_file.string() + " for a PSI trigger");
   PsiTrigger t(fd);
+  // Only the kernel's pressure files take triggers; a regular file (a fixture tree) would just be
+  // overwritten.
+  struct statfs sfs {};
+  if (::fstatfs(fd, &sfs) != 0) return errno_error("statfs " + pressure_file.string());
+  if (sfs.f_type != PROC_SUPER_MAGIC && sfs.f_type != CGROUP2_SUPER_MAGIC)
+    return sys_error(ENOTSUP, pressure_file.string() + " is not a kernel pressure file (procfs or cgroup2)");
   std::string spec = std::string(kind == PsiKind::some ? "some " : "full ") + std::to_string(stall.count()) + " " +
                      std::to_string(window.count());
   // The kernel wants the terminating NUL inside the write.
@@ -74,8 +83,7 @@ Result<PsiTrigger> PsiTrigger::create(const std::filesystem::path& pressure_file
   if (n < 0) {
     int err = errno;
     std::string what = "writing PSI trigger \"" + spec + "\" to " + pressure_file.string();
-    if (err == EINVAL)
-      what += " (the window must be 0.5-10 s, and a multiple of 2 s without CAP_SYS_RESOURCE)";
+    if (err == EINVAL) what += " (the window must be 0.5-10 s, and a multiple of 2 s without CAP_SYS_RESOURCE)";
     return sys_error(err, what);
   }
   return t;

@@ -1,6 +1,9 @@
 #include "telemetry/sample.h"
 
+#include <poll.h>
+
 #include <thread>
+#include <vector>
 
 namespace spark {
 
@@ -17,6 +20,10 @@ TelemetryInterval interval_between(const TelemetrySample& before, const Telemetr
 std::unique_ptr<LocalTelemetrySource> LocalTelemetrySource::create(const HostPaths& paths,
                                                                    const LocalSourceOptions& options) {
   std::unique_ptr<LocalTelemetrySource> s(new LocalTelemetrySource(paths, options));
+  if (options.psi_stall.count() > 0) {
+    auto t = PsiTrigger::create(memory_pressure_file(paths), PsiKind::some, options.psi_stall, options.psi_window);
+    if (t.ok()) s->trigger_.emplace(std::move(t).value());
+  }
   if (!options.use_bpf) {
     s->status_ = "procfs only: eBPF probes switched off";
     return s;
@@ -51,11 +58,27 @@ Result<TelemetrySample> LocalTelemetrySource::sample() {
 
 Result<int> LocalTelemetrySource::poll_events(std::chrono::milliseconds timeout,
                                               const std::function<void(const MmEvent&)>& on_event) {
-  if (!probes_) {
+  // One wait for both the probes' ring buffer and the PSI trigger.
+  std::vector<pollfd> fds;
+  if (probes_ && probes_->event_fd() >= 0) fds.push_back({probes_->event_fd(), POLLIN, 0});
+  if (trigger_) fds.push_back({trigger_->fd(), POLLPRI, 0});
+  if (fds.empty()) {
     std::this_thread::sleep_for(timeout);
     return 0;
   }
-  return probes_->poll_events(timeout, on_event);
+  int n = ::poll(fds.data(), fds.size(), static_cast<int>(timeout.count()));
+  if (n < 0 && errno != EINTR) return errno_error("waiting for telemetry events");
+  for (const auto& f : fds)
+    if (trigger_ && f.fd == trigger_->fd() && (f.revents & POLLPRI)) trigger_fired_ = true;
+  if (!probes_) return 0;
+  // Drain the ring buffer without waiting (stall events are submitted without a wakeup).
+  return probes_->poll_events(std::chrono::milliseconds(0), on_event);
+}
+
+bool LocalTelemetrySource::take_pressure_trigger() {
+  bool fired = trigger_fired_;
+  trigger_fired_ = false;
+  return fired;
 }
 
 std::vector<std::string> LocalTelemetrySource::probe_details() const {

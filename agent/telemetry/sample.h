@@ -26,8 +26,8 @@ struct TelemetrySample {
   MemInfo mem;
   BuddyInfo buddy;
   VmStat vmstat;
-  std::optional<Psi> psi;             // absent: kernel without PSI
-  std::optional<MmSnapshot> probes;   // absent: procfs only
+  std::optional<Psi> psi;            // absent: kernel without PSI
+  std::optional<MmSnapshot> probes;  // absent: procfs only
 };
 
 // What changed between two samples.
@@ -37,6 +37,7 @@ struct TelemetryInterval {
   double seconds = 0;
   VmStatDelta vmstat;
   std::optional<MmSnapshot> probes;  // delta, when both samples have probes
+  bool psi_triggered = false;        // the PSI trigger fired in this interval
 };
 TelemetryInterval interval_between(const TelemetrySample& before, const TelemetrySample& after);
 
@@ -47,6 +48,8 @@ class TelemetrySource {
   // Pending discrete events (OOM victims, stalls over threshold), waiting up to timeout.
   virtual Result<int> poll_events(std::chrono::milliseconds timeout,
                                   const std::function<void(const MmEvent&)>& on_event) = 0;
+  // Whether the memory PSI trigger fired since the last call (then resets).
+  virtual bool take_pressure_trigger() = 0;
   // Whether eBPF probes run, and if not why ("procfs only: ...").
   virtual bool has_probes() const = 0;
   virtual std::string probe_status() const = 0;
@@ -60,6 +63,10 @@ class TelemetrySource {
 struct LocalSourceOptions {
   bool use_bpf = true;
   MmProbeOptions probes;
+  // A PSI trigger on the host's memory pressure: "some" stall of this much in the window wakes the
+  // loop at once (the window must be a multiple of 2 s without CAP_SYS_RESOURCE). 0: none.
+  std::chrono::microseconds psi_stall{std::chrono::milliseconds(150)};
+  std::chrono::microseconds psi_window{std::chrono::seconds(2)};
 };
 
 // procfs readers plus, when possible, the eBPF probes loaded in this process.
@@ -70,18 +77,23 @@ class LocalTelemetrySource : public TelemetrySource {
   Result<TelemetrySample> sample() override;
   Result<int> poll_events(std::chrono::milliseconds timeout,
                           const std::function<void(const MmEvent&)>& on_event) override;
+  bool take_pressure_trigger() override;
   bool has_probes() const override { return probes_.has_value(); }
   std::string probe_status() const override { return status_; }
+  bool has_pressure_trigger() const { return trigger_.has_value(); }
   std::vector<std::string> probe_details() const override;
   std::pair<size_t, size_t> probe_counts() const override;
   Result<DeepReport> deep(std::chrono::milliseconds period, size_t top_n) override;
   MmProbes* probes() { return probes_ ? &*probes_ : nullptr; }
+  const LocalSourceOptions& options() const { return options_; }
 
  private:
   LocalTelemetrySource(const HostPaths& paths, const LocalSourceOptions& options) : paths_(paths), options_(options) {}
   HostPaths paths_;
   LocalSourceOptions options_;
   std::optional<MmProbes> probes_;
+  std::optional<PsiTrigger> trigger_;
+  bool trigger_fired_ = false;
   std::string status_;
 };
 

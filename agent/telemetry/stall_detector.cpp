@@ -17,14 +17,15 @@ std::string fmt(const char* f, double v) {
   return buf;
 }
 
-std::string ms(uint64_t ns) { return fmt("%.1f ms", static_cast<double>(ns) / 1e6); }
+std::string ms(uint64_t ns) {
+  return fmt("%.1f ms", static_cast<double>(ns) / 1e6);
+}
 
 }  // namespace
 
 nlohmann::json to_json(const DetectedEvent& e) {
   auto secs = std::chrono::duration_cast<std::chrono::milliseconds>(e.at.time_since_epoch()).count();
-  return {{"event", e.kind}, {"summary", e.summary}, {"hint", e.hint}, {"evidence", e.evidence},
-          {"time_ms", secs}};
+  return {{"event", e.kind}, {"summary", e.summary}, {"hint", e.hint}, {"evidence", e.evidence}, {"time_ms", secs}};
 }
 
 bool StallDetector::cooled(const std::string& kind, std::chrono::system_clock::time_point now) {
@@ -44,11 +45,14 @@ std::optional<DetectedEvent> StallDetector::on_event(const MmEvent& e, std::chro
     uint64_t rss_kb = e.raw.rss_anon_kb + e.raw.rss_file_kb + e.raw.rss_shmem_kb;
     d.summary = "OOM killer chose " + e.comm + " (pid " + std::to_string(e.raw.pid) + ", rss " +
                 format_size(rss_kb * 1024) + ") " +
-                (memcg ? "at the limit of memory cgroup " + (e.oom_memcg_path.empty() ? std::to_string(e.raw.oom_memcg_id) : e.oom_memcg_path)
-                       : (e.raw.flags & MM_EF_MEMCG_UNKNOWN) ? std::string("(memcg not known)")
-                                                             : std::string("with the whole host out of memory"));
-    d.hint = memcg ? "the server outgrew its memory budget: raise the cgroup limit or cap its caches (context checkpoints)"
-                   : "the host ran out of memory: refuse loads that do not fit (spark-tune preflight) and keep a min_free_kbytes reserve";
+                (memcg ? "at the limit of memory cgroup " +
+                             (e.oom_memcg_path.empty() ? std::to_string(e.raw.oom_memcg_id) : e.oom_memcg_path)
+                 : (e.raw.flags & MM_EF_MEMCG_UNKNOWN) ? std::string("(memcg not known)")
+                                                       : std::string("with the whole host out of memory"));
+    d.hint =
+        memcg ? "the server outgrew its memory budget: raise the cgroup limit or cap its caches (context checkpoints)"
+              : "the host ran out of memory: refuse loads that do not fit (spark-tune preflight) and keep a "
+                "min_free_kbytes reserve";
     d.evidence = {{"pid", e.raw.pid},
                   {"comm", e.comm},
                   {"memcg", e.memcg_path},
@@ -73,10 +77,16 @@ std::optional<DetectedEvent> StallDetector::on_event(const MmEvent& e, std::chro
     d.summary = e.comm + " (pid " + std::to_string(e.raw.pid) + ") stalled " + ms(e.raw.duration_ns) + " in " + where +
                 (e.raw.order >= 0 ? " for an order-" + std::to_string(e.raw.order) + " allocation" : "");
     d.hint = e.raw.stall_kind == MM_HIST_COMPACTION_DIRECT
-                 ? "allocations wait on compaction: compact ahead of the load (vm.compact_memory) and raise vm.min_free_kbytes"
-                 : "allocations wait on reclaim: raise vm.min_free_kbytes / watermark_scale_factor and cut the page cache during the load";
-    d.evidence = {{"pid", e.raw.pid},      {"tid", e.raw.tid},           {"comm", e.comm},
-                  {"stall", where},        {"order", e.raw.order},       {"duration_ns", e.raw.duration_ns},
+                 ? "allocations wait on compaction: compact ahead of the load (vm.compact_memory) and raise "
+                   "vm.min_free_kbytes"
+                 : "allocations wait on reclaim: raise vm.min_free_kbytes / watermark_scale_factor and cut the page "
+                   "cache during the load";
+    d.evidence = {{"pid", e.raw.pid},
+                  {"tid", e.raw.tid},
+                  {"comm", e.comm},
+                  {"stall", where},
+                  {"order", e.raw.order},
+                  {"duration_ns", e.raw.duration_ns},
                   {"nr_reclaimed", e.raw.nr_reclaimed}};
     return d;
   }
@@ -89,7 +99,8 @@ std::vector<DetectedEvent> StallDetector::feed(const TelemetryInterval& iv, cons
   if (!iv.before || !iv.after || iv.seconds <= 0) return out;
   const TelemetrySample& now = *iv.after;
   auto at = now.wall;
-  oom_events_seen_ = 0;
+  // OOM events counted here: those given now plus those that came through on_event() since the
+  // last interval.
   for (const auto& e : events)
     if (auto d = on_event(e, at)) out.push_back(std::move(*d));
 
@@ -100,11 +111,15 @@ std::vector<DetectedEvent> StallDetector::feed(const TelemetryInterval& iv, cons
     d.kind = "oom_kill";
     d.at = at;
     uint64_t unseen = kills - oom_events_seen_;
-    d.summary = std::to_string(unseen) + " OOM kill(s) in the last " + fmt("%.1f s", iv.seconds) + " (from /proc/vmstat; no victim details)";
+    d.summary = std::to_string(unseen) + " OOM kill(s) in the last " + fmt("%.1f s", iv.seconds) +
+                " (from /proc/vmstat; no victim details)";
     d.hint = "see the kernel log for the victim; run spark-tune with eBPF (root, BTF) for pid, comm and memcg";
     d.evidence = {{"vmstat_oom_kill", kills}, {"seen_by_probes", oom_events_seen_}};
     out.push_back(std::move(d));
   }
+  // A probe event can come just before vmstat counts the kill: carry the surplus to the next
+  // interval instead of reporting that kill twice.
+  oom_events_seen_ = oom_events_seen_ > kills ? oom_events_seen_ - kills : 0;
 
   // fragmentation_stall from buddyinfo: high orders exhausted on a node while memory is available.
   uint64_t total = now.mem.total();
@@ -130,7 +145,8 @@ std::vector<DetectedEvent> StallDetector::feed(const TelemetryInterval& iv, cons
         if (!biggest || z.free_pages() > biggest->free_pages()) biggest = &z;
         nlohmann::json idx = nlohmann::json::array();
         for (unsigned o = t_.high_order; o < z.free.size(); ++o)
-          idx.push_back({{"order", o}, {"fragmentation_index", format_index(fragmentation_index(z.free, o))},
+          idx.push_back({{"order", o},
+                         {"fragmentation_index", format_index(fragmentation_index(z.free, o))},
                          {"unusable_index", format_index(unusable_free_index(z.free, o))}});
         zones.push_back({{"zone", z.zone}, {"free_blocks_by_order", z.free}, {"high_orders", idx}});
       }
@@ -141,8 +157,9 @@ std::vector<DetectedEvent> StallDetector::feed(const TelemetryInterval& iv, cons
       d.summary = "node " + std::to_string(node) + " has no free block of order >= " + std::to_string(t_.high_order) +
                   " although " + format_size(avail) + " is available (" + biggest->zone + " fragmentation index " +
                   format_index(fi) + ")";
-      d.hint = "large contiguous (pinned) allocations will stall or hang: compact now (vm.compact_memory), "
-               "raise vm.min_free_kbytes, or load with GGML_CUDA_NO_PINNED=1";
+      d.hint =
+          "large contiguous (pinned) allocations will stall or hang: compact now (vm.compact_memory), "
+          "raise vm.min_free_kbytes, or load with GGML_CUDA_NO_PINNED=1";
       d.evidence = {{"node", node},
                     {"zones", zones},
                     {"mem_available", avail},
@@ -162,18 +179,25 @@ std::vector<DetectedEvent> StallDetector::feed(const TelemetryInterval& iv, cons
   if (allocstalls >= t_.allocstall_per_s) why.push_back(fmt("%.0f direct reclaims/s", allocstalls));
   if (pgscan >= t_.pgscan_direct_per_s) why.push_back(fmt("%.0f pages/s scanned by direct reclaim", pgscan));
   if (now.psi && psi10 >= t_.psi_some_avg10) why.push_back(fmt("memory PSI some avg10 %.1f%%", psi10));
+  // The PSI trigger alone is not a storm (its threshold is low so the loop wakes early); with
+  // direct reclaim going on at the same time it is.
+  if (iv.psi_triggered &&
+      (allocstalls > 0 || pgscan > 0 || (iv.probes && iv.probes->hists[MM_HIST_DIRECT_RECLAIM].count)))
+    why.push_back("PSI trigger fired during direct reclaim");
   if (!why.empty() && cooled("reclaim_storm", at)) {
     DetectedEvent d;
     d.kind = "reclaim_storm";
     d.at = at;
     d.summary = "reclaim storm: ";
     for (size_t i = 0; i < why.size(); ++i) d.summary += (i ? ", " : "") + why[i];
-    d.hint = "allocating tasks are doing the kernel's reclaim: raise vm.min_free_kbytes so kswapd starts earlier, "
-             "and cap the page cache during loads (spark-tune window)";
+    d.hint =
+        "allocating tasks are doing the kernel's reclaim: raise vm.min_free_kbytes so kswapd starts earlier, "
+        "and cap the page cache during loads (spark-tune window)";
     d.evidence = {{"allocstall_per_s", allocstalls},
                   {"pgscan_direct_per_s", pgscan},
                   {"pgsteal_direct_per_s", iv.vmstat.rate("pgsteal_direct")},
                   {"psi_some_avg10", psi10},
+                  {"psi_trigger", iv.psi_triggered},
                   {"interval_s", iv.seconds}};
     if (iv.probes) {
       const auto& h = iv.probes->hists[MM_HIST_DIRECT_RECLAIM];
@@ -195,9 +219,10 @@ std::vector<DetectedEvent> StallDetector::feed(const TelemetryInterval& iv, cons
       d.at = at;
       d.summary = "page cache growing " + format_size(static_cast<uint64_t>(growth)) + "/s (now " + format_size(c1) +
                   ", " + format_size(avail) + " available)";
-      d.hint = "a model load is streaming through the page cache: open a load window (spark-tune window begin) "
-               "to throttle readahead and cap the cache";
-      d.evidence = {{"cached_before", c0}, {"cached_after", c1}, {"growth_bytes_per_s", growth},
+      d.hint =
+          "a model load is streaming through the page cache: open a load window (spark-tune window begin) "
+          "to throttle readahead and cap the cache";
+      d.evidence = {{"cached_before", c0},    {"cached_after", c1},       {"growth_bytes_per_s", growth},
                     {"mem_available", avail}, {"dirty", now.mem.dirty()}, {"window_open", window_open}};
       out.push_back(std::move(d));
     }

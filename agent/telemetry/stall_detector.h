@@ -6,11 +6,10 @@
 #include <chrono>
 #include <cstdint>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "telemetry/sample.h"
 
@@ -24,9 +23,9 @@ struct StallThresholds {
   unsigned high_order = 9;
   double min_available_fraction = 0.20;
   // reclaim_storm: any of these over one interval.
-  double allocstall_per_s = 50;           // direct reclaim entries (vmstat allocstall_*)
-  double pgscan_direct_per_s = 25600;     // pages scanned by direct reclaim (100 MiB/s)
-  double psi_some_avg10 = 20;             // % of time some task stalled on memory
+  double allocstall_per_s = 50;        // direct reclaim entries (vmstat allocstall_*)
+  double pgscan_direct_per_s = 25600;  // pages scanned by direct reclaim (100 MiB/s)
+  double psi_some_avg10 = 20;          // % of time some task stalled on memory
   // pagecache_flood: Cached growing faster than this.
   uint64_t pagecache_growth_bytes_per_s = 1ull << 30;
   bool pagecache_only_in_window = false;  // true: only while a load window is open
@@ -35,9 +34,9 @@ struct StallThresholds {
 };
 
 struct DetectedEvent {
-  std::string kind;      // fragmentation_stall | reclaim_storm | pagecache_flood | oom_kill
-  std::string summary;   // one line for people
-  std::string hint;      // one line: what to do
+  std::string kind;     // fragmentation_stall | reclaim_storm | pagecache_flood | oom_kill
+  std::string summary;  // one line for people
+  std::string hint;     // one line: what to do
   nlohmann::json evidence;
   std::chrono::system_clock::time_point at;
 };
@@ -50,14 +49,15 @@ class StallDetector {
   // One interval: the two samples, the probe events seen in it, whether a load window is open.
   std::vector<DetectedEvent> feed(const TelemetryInterval& iv, const std::vector<MmEvent>& events,
                                   bool window_open = false);
-  // A single probe event (for a stream that reacts at once): OOM victims and long stalls.
+  // A single probe event (for a stream that reacts at once): OOM victims and long stalls. OOM
+  // victims seen here are counted against the next interval's vmstat oom_kill.
   std::optional<DetectedEvent> on_event(const MmEvent& e, std::chrono::system_clock::time_point now);
 
  private:
   bool cooled(const std::string& kind, std::chrono::system_clock::time_point now);
   StallThresholds t_;
   std::map<std::string, std::chrono::system_clock::time_point> last_;
-  uint64_t oom_events_seen_ = 0;  // OOM events reported from probes in the current interval
+  uint64_t oom_events_seen_ = 0;  // OOM events from probes since the last interval
 };
 
 }  // namespace spark

@@ -29,8 +29,10 @@ struct VmStatDelta {
   std::map<std::string, int64_t> decreased;
   uint64_t get(const std::string& name) const;
   uint64_t sum_prefix(const std::string& prefix) const;
-  double rate(const std::string& name) const { return seconds > 0 ? get(name) / seconds : 0; }
-  double rate_prefix(const std::string& prefix) const { return seconds > 0 ? sum_prefix(prefix) / seconds : 0; }
+  double rate(const std::string& name) const { return seconds > 0 ? static_cast<double>(get(name)) / seconds : 0; }
+  double rate_prefix(const std::string& prefix) const {
+    return seconds > 0 ? static_cast<double>(sum_prefix(prefix)) / seconds : 0;
+  }
 };
 VmStatDelta vmstat_delta(const VmStat& before, const VmStat& after, double seconds);
 

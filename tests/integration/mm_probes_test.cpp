@@ -1,7 +1,10 @@
 // The memory-management probes against the real kernel: attach, fall back without tp_btf,
 // compaction and fallback counts against independent counts, one event per memcg OOM kill.
-#include <gtest/gtest.h>
+#include "telemetry/mm_probes.h"
+
 #include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 
 #include <chrono>
@@ -10,11 +13,10 @@
 
 #include "core/fs.h"
 #include "memcg_child.h"
-#include "tracefs_instance.h"
 #include "support/fixture.h"
-#include "telemetry/mm_probes.h"
 #include "telemetry/psi.h"
 #include "telemetry/vmstat.h"
+#include "tracefs_instance.h"
 
 namespace spark {
 namespace {
@@ -33,9 +35,9 @@ bool can_bpf(std::string* why) {
   return true;
 }
 
-#define REQUIRE_BPF()                         \
-  do {                                        \
-    std::string why_;                         \
+#define REQUIRE_BPF()                          \
+  do {                                         \
+    std::string why_;                          \
     if (!can_bpf(&why_)) GTEST_SKIP() << why_; \
   } while (0)
 
@@ -50,9 +52,9 @@ TEST(MmProbes, AttachesEveryProbeWithTheBestKind) {
   auto p = MmProbes::start(HostPaths::system(), {});
   ASSERT_TRUE(p.ok()) << p.error().what();
   for (const auto& line : p->describe()) std::cout << "  " << line << "\n";
-  const char* probes[] = {"compaction_begin", "compaction_end", "compaction_try", "direct_reclaim_begin",
+  const char* probes[] = {"compaction_begin",   "compaction_end",      "compaction_try",    "direct_reclaim_begin",
                           "direct_reclaim_end", "memcg_reclaim_begin", "memcg_reclaim_end", "extfrag",
-                          "mark_victim", "reclaim_retry_zone", "compact_retry"};
+                          "mark_victim",        "reclaim_retry_zone",  "compact_retry"};
   for (const char* name : probes) {
     const ProbeChoice* c = find_choice(*p, name);
     ASSERT_NE(c, nullptr) << name;
@@ -132,13 +134,12 @@ void expect_one_oom_event(const MmProbeOptions& options, ProbeKind expected_kind
   std::vector<MmEvent> ooms;
   auto deadline = std::chrono::steady_clock::now() + 2s;
   while (std::chrono::steady_clock::now() < deadline) {
+    // Other tasks on the host may be OOM-killed meanwhile: keep the events about our cgroup or hog.
     auto n = p->poll_events(100ms, [&](const MmEvent& e) {
-      // OOMs elsewhere on the host (another test's cgroup) are not ours: ours by memcg or by pid.
-      if (e.is_oom() && (e.raw.memcg_id == cg.inode() || e.raw.pid == static_cast<uint32_t>(pid))) ooms.push_back(e);
+      if (e.is_oom() && (e.raw.pid == static_cast<uint32_t>(pid) || e.raw.memcg_id == cg.inode())) ooms.push_back(e);
     });
     ASSERT_TRUE(n.ok()) << n.error().what();
   }
-  for (const auto& o : ooms) std::cout << "  oom event pid " << o.raw.pid << " comm " << o.comm << " memcg " << o.memcg_path << "\n";
   ASSERT_EQ(ooms.size(), 1u);
   const MmEvent& e = ooms[0];
   EXPECT_EQ(e.raw.pid, static_cast<uint32_t>(pid));
@@ -155,7 +156,7 @@ void expect_one_oom_event(const MmProbeOptions& options, ProbeKind expected_kind
   EXPECT_LT(e.raw.rss_anon_kb, 256u * 1024);
   auto snap = p->snapshot();
   ASSERT_TRUE(snap.ok());
-  EXPECT_EQ(snap->counters[MM_C_OOM_VICTIM], 1u);
+  EXPECT_GE(snap->counters[MM_C_OOM_VICTIM], 1u);
 }
 
 TEST(MmProbes, MemcgOomYieldsExactlyOneOomEvent) {
@@ -221,24 +222,20 @@ TEST(MmProbes, MemcgReclaimLatencyStallEventsAndPsiTrigger) {
   EXPECT_GT(stalls_from_child, 0u);
 }
 
-// Fills pipes: pipe buffers are unmovable pages, so the allocator steals pageblocks from the
-// movable free lists (mm_page_alloc_extfrag). Returns the pipe fds to close.
-std::vector<int> fill_pipes(int count, int bytes_each) {
-  std::vector<int> fds;
-  std::vector<char> chunk(65536, 'x');
-  for (int i = 0; i < count; ++i) {
-    int p[2];
-    if (::pipe2(p, O_NONBLOCK) != 0) break;
-    fds.push_back(p[0]);
-    fds.push_back(p[1]);
-    ::fcntl(p[1], F_SETPIPE_SZ, bytes_each);
-    for (int written = 0; written < bytes_each;) {
-      ssize_t n = ::write(p[1], chunk.data(), chunk.size());
-      if (n <= 0) break;
-      written += static_cast<int>(n);
-    }
-  }
-  return fds;
+// Allocates about `bytes` of page tables: page-table pages are unmovable, so once the Unmovable
+// free lists run dry the allocator steals pageblocks from the movable ones (mm_page_alloc_extfrag).
+// Reading one byte per 2 MiB of a sparse anonymous mapping maps the shared zero page (no data
+// page) but needs one PTE page per 2 MiB. Returns the mapping to unmap.
+std::pair<void*, size_t> fill_page_tables(uint64_t bytes) {
+  size_t span = static_cast<size_t>(bytes / 4096) << 21;  // one 4 KiB PTE page maps 2 MiB
+  void* p = ::mmap(nullptr, span, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (p == MAP_FAILED) return {nullptr, 0};
+  ::madvise(p, span, MADV_NOHUGEPAGE);  // no huge zero page: real PTE tables
+  volatile const char* c = static_cast<const char*>(p);
+  uint64_t sum = 0;
+  for (size_t off = 0; off < span; off += size_t{2} << 20) sum += c[off];
+  (void)sum;
+  return {p, span};
 }
 
 TEST(MmProbes, FallbackCountsAgreeWithTracefs) {
@@ -251,17 +248,30 @@ TEST(MmProbes, FallbackCountsAgreeWithTracefs) {
   for (int attempt = 0; attempt < 3; ++attempt) {
     ASSERT_TRUE(trace.enable("kmem/mm_page_alloc_extfrag", true).ok());
     auto s0 = p->snapshot();
-    std::vector<int> fds = fill_pipes(256, 1 << 20);
+    // Page tables in 128 MiB steps until the Unmovable lists run dry and fallbacks start (a few
+    // steps past the first), at most 3 GiB.
+    std::vector<std::pair<void*, size_t>> maps;
+    uint64_t want = 0, fallbacks_seen_at = 0;
+    while (want < (3ull << 30)) {
+      maps.push_back(fill_page_tables(128ull << 20));
+      ASSERT_NE(maps.back().first, nullptr);
+      want += 128ull << 20;
+      auto mid = p->snapshot();
+      ASSERT_TRUE(mid.ok());
+      if (mid->counters[MM_C_EXTFRAG] > s0->counters[MM_C_EXTFRAG] && fallbacks_seen_at == 0) fallbacks_seen_at = want;
+      if (fallbacks_seen_at && want >= fallbacks_seen_at + (256ull << 20)) break;
+    }
     auto s1 = p->snapshot();
     ASSERT_TRUE(trace.enable("kmem/mm_page_alloc_extfrag", false).ok());
-    for (int fd : fds) ::close(fd);
+    for (auto [map, span] : maps) ::munmap(map, span);
     ASSERT_TRUE(s0.ok() && s1.ok());
     bool lost = false;
     auto traced = trace.count("mm_page_alloc_extfrag", &lost);
     ASSERT_TRUE(traced.ok()) << traced.error().what();
     uint64_t bpf = s1->counters[MM_C_EXTFRAG] - s0->counters[MM_C_EXTFRAG];
-    std::cout << "  attempt " << attempt << ": bpf " << bpf << ", tracefs " << *traced << (lost ? " (lost)" : "") << "\n";
-    if (*traced == 0 && attempt < 2) continue;  // the allocator had unmovable pages to spare
+    std::cout << "  attempt " << attempt << " (" << (want >> 20) << " MiB of page tables): bpf " << bpf << ", tracefs "
+              << *traced << (lost ? " (lost)" : "") << "\n";
+    if (*traced == 0 && attempt < 2) continue;
     ASSERT_FALSE(lost) << "trace buffer overran";
     EXPECT_GT(bpf, 0u) << "the workload caused no migrate-type fallback";
     EXPECT_EQ(bpf, *traced);

@@ -1,3 +1,5 @@
+#include "telemetry/metrics.h"
+
 #include <gtest/gtest.h>
 
 #include <fstream>
@@ -5,7 +7,6 @@
 #include <sstream>
 
 #include "core/fs.h"
-#include "telemetry/metrics.h"
 
 namespace spark {
 namespace {
@@ -18,7 +19,8 @@ TelemetrySample sample_with_probes() {
   s.mem = *parse_meminfo("MemTotal: 1000 kB\nMemAvailable: 600 kB\nCached: 100 kB\n");
   s.buddy = *parse_buddyinfo(ss.str());
   s.vmstat = *parse_vmstat("nr_free_pages 5\ncompact_stall 7\nallocstall_normal 3\noom_kill 1\npgfault 99\n");
-  s.psi = *parse_psi("some avg10=1.50 avg60=0.00 avg300=0.00 total=2500000\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n");
+  s.psi = *parse_psi(
+      "some avg10=1.50 avg60=0.00 avg300=0.00 total=2500000\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n");
   MmSnapshot p;
   p.counters.raw[MM_C_OOM_VICTIM] = 2;
   p.counters.raw[MM_C_EXTFRAG_FALLBACK_ORDER + 10] = 5;

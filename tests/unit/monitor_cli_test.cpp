@@ -20,8 +20,8 @@ void host_fixture(const test::FixtureRoot& root) {
 TEST(MonitorCli, JsonLinesFromFixtureTree) {
   test::FixtureRoot root;
   host_fixture(root);
-  auto r = test::run_spark_tune({"--root", root.root().string(), "monitor", "--no-bpf", "--json", "--count", "2",
-                                 "--interval", "100ms"});
+  auto r = test::run_spark_tune(
+      {"--root", root.root().string(), "monitor", "--no-bpf", "--json", "--count", "2", "--interval", "100ms"});
   ASSERT_EQ(r.exit_code, 0) << r.out;
   auto nl = r.out.find('\n');
   ASSERT_NE(nl, std::string::npos);
@@ -47,21 +47,24 @@ TEST(MonitorCli, JsonLinesFromFixtureTree) {
 TEST(MonitorCli, TerminalViewShowsBarsAndIndices) {
   test::FixtureRoot root;
   host_fixture(root);
-  auto r = test::run_spark_tune({"--root", root.root().string(), "monitor", "--no-bpf", "--count", "1", "--interval",
-                                 "100ms"});
+  auto r = test::run_spark_tune(
+      {"--root", root.root().string(), "monitor", "--no-bpf", "--count", "1", "--interval", "100ms"});
   ASSERT_EQ(r.exit_code, 0) << r.out;
   EXPECT_NE(r.out.find("Free memory by order"), std::string::npos);
   EXPECT_NE(r.out.find("\u2588"), std::string::npos);
-  EXPECT_NE(r.out.find("Frag index node 0 Normal:  o7 -1.000  o8 -1.000  o9 0.995  o10 0.998"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("Frag index node 0 Normal:  o7 -1.000  o8 -1.000  o9 0.995  o10 0.998"), std::string::npos)
+      << r.out;
   EXPECT_NE(r.out.find("fragmentation_stall"), std::string::npos);
 }
 
 TEST(MonitorCli, BadInputExitsTwo) {
   test::FixtureRoot root;
   host_fixture(root);
-  EXPECT_EQ(test::run_spark_tune({"--root", root.root().string(), "monitor", "--no-bpf", "--interval", "soon"}).exit_code, 2);
+  EXPECT_EQ(
+      test::run_spark_tune({"--root", root.root().string(), "monitor", "--no-bpf", "--interval", "soon"}).exit_code, 2);
   EXPECT_EQ(test::run_spark_tune({"--root", root.root().string(), "monitor", "--no-bpf", "--deep", "x"}).exit_code, 2);
-  EXPECT_EQ(test::run_spark_tune({"--root", root.root().string(), "events", "--no-bpf", "--timeout", "x"}).exit_code, 2);
+  EXPECT_EQ(test::run_spark_tune({"--root", root.root().string(), "events", "--no-bpf", "--timeout", "x"}).exit_code,
+            2);
   EXPECT_EQ(test::run_spark_tune({"--root", root.root().string(), "events", "--probe-kinds", "kprobe"}).exit_code, 2);
   // A tree without buddyinfo: a clear error, exit 2.
   test::FixtureRoot empty;
@@ -73,8 +76,8 @@ TEST(MonitorCli, BadInputExitsTwo) {
 TEST(EventsCli, ProcfsOnlyReportsFragmentationFromBuddyinfo) {
   test::FixtureRoot root;
   host_fixture(root);
-  auto r = test::run_spark_tune({"--root", root.root().string(), "--json", "events", "--no-bpf", "--count", "1",
-                                 "--timeout", "5s"});
+  auto r = test::run_spark_tune(
+      {"--root", root.root().string(), "--json", "events", "--no-bpf", "--count", "1", "--timeout", "5s"});
   ASSERT_EQ(r.exit_code, 0) << r.out;
   auto j = nlohmann::json::parse(r.out.substr(0, r.out.find('\n')));
   EXPECT_EQ(j["event"], "fragmentation_stall");

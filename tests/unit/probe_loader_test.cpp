@@ -1,19 +1,20 @@
 // Program-type selection per probe, with a fake kernel catalog and a fake loader (no privileges:
 // the BPF object is only opened, never loaded).
+#include "telemetry/probe_loader.h"
+
 #include <gtest/gtest.h>
 
 #include <map>
 #include <set>
 
 #include "mm_probes.skel.h"
-#include "telemetry/probe_loader.h"
 
 namespace spark {
 namespace {
 
 class FakeCatalog : public TracepointCatalog {
  public:
-  std::set<std::string> no_btf;     // tracepoints missing from BTF
+  std::set<std::string> no_btf;  // tracepoints missing from BTF
   bool tracefs = false;
   bool has_btf_tracepoint(const std::string& name) const override { return !no_btf.count(name); }
   bool has_tracefs_event(const std::string&, const std::string&) const override { return tracefs; }
@@ -107,6 +108,26 @@ TEST(ProbeLoader, FallbackMovesARefusedProbeDownAndKeepsTheOthers) {
   EXPECT_FALSE(find(*r, "compact_retry").kind);
   EXPECT_EQ(*find(*r, "compaction_end").kind, ProbeKind::tp_btf);
   EXPECT_GT(loads, 2);
+}
+
+}  // namespace
+}  // namespace spark
+
+namespace spark {
+namespace {
+
+TEST(ProbeLoader, NoPrivilegeFailsOnceWithAHint) {
+  Skel skel;
+  FakeCatalog cat;
+  auto choices = choose_probe_kinds(skel.s->obj, {}, cat);
+  int loads = 0;
+  auto r = load_with_fallback(choices, {}, cat, [&](const std::vector<ProbeChoice>&) -> Result<void> {
+    ++loads;
+    return sys_error(EPERM, "loading mm_probes");
+  });
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(loads, 1);  // no per-probe retries when nothing may load
+  EXPECT_NE(std::string(r.error().what()).find("needs root"), std::string::npos);
 }
 
 }  // namespace

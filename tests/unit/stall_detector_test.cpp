@@ -1,10 +1,10 @@
+#include "telemetry/stall_detector.h"
+
 #include <gtest/gtest.h>
 
 #include <cstring>
 #include <fstream>
 #include <sstream>
-
-#include "telemetry/stall_detector.h"
 
 namespace spark {
 namespace {
@@ -19,8 +19,7 @@ std::string fixture_text(const std::string& name) {
 }
 
 TelemetrySample make_sample(std::chrono::seconds t, uint64_t total_kb, uint64_t avail_kb, uint64_t cached_kb,
-                            const std::string& buddy_fixture, const std::string& vmstat,
-                            double psi_avg10 = 0) {
+                            const std::string& buddy_fixture, const std::string& vmstat, double psi_avg10 = 0) {
   TelemetrySample s;
   auto base = std::chrono::steady_clock::time_point{} + 1000s;
   s.at = base + t;
@@ -83,10 +82,12 @@ TEST(StallDetector, ExhaustedButLittleAvailableIsNotFragmentation) {
 }
 
 TEST(StallDetector, ReclaimStormFromVmstatRatesAndPsi) {
-  auto a = make_sample(0s, 24 << 20, 2 << 20, 1 << 20, "vm-24g-1node.buddyinfo",
-                       "allocstall_normal 100\nallocstall_movable 0\npgscan_direct 1000\npgsteal_direct 10\noom_kill 0\n");
-  auto b = make_sample(2s, 24 << 20, 2 << 20, 1 << 20, "vm-24g-1node.buddyinfo",
-                       "allocstall_normal 180\nallocstall_movable 40\npgscan_direct 2000\npgsteal_direct 20\noom_kill 0\n");
+  auto a =
+      make_sample(0s, 24 << 20, 2 << 20, 1 << 20, "vm-24g-1node.buddyinfo",
+                  "allocstall_normal 100\nallocstall_movable 0\npgscan_direct 1000\npgsteal_direct 10\noom_kill 0\n");
+  auto b =
+      make_sample(2s, 24 << 20, 2 << 20, 1 << 20, "vm-24g-1node.buddyinfo",
+                  "allocstall_normal 180\nallocstall_movable 40\npgscan_direct 2000\npgsteal_direct 20\noom_kill 0\n");
   StallDetector d;
   auto ev = d.feed(interval_between(a, b), {});
   ASSERT_EQ(ev.size(), 1u);
@@ -100,6 +101,26 @@ TEST(StallDetector, ReclaimStormFromVmstatRatesAndPsi) {
   ev = p.feed(interval_between(c, e), {});
   ASSERT_EQ(ev.size(), 1u);
   EXPECT_NE(ev[0].summary.find("PSI some avg10 35.0%"), std::string::npos);
+}
+
+TEST(StallDetector, PsiTriggerCountsOnlyWithDirectReclaim) {
+  auto a =
+      make_sample(0s, 24 << 20, 2 << 20, 1 << 20, "vm-24g-1node.buddyinfo", "allocstall_normal 0\npgscan_direct 0\n");
+  auto b =
+      make_sample(1s, 24 << 20, 2 << 20, 1 << 20, "vm-24g-1node.buddyinfo", "allocstall_normal 0\npgscan_direct 0\n");
+  auto c =
+      make_sample(2s, 24 << 20, 2 << 20, 1 << 20, "vm-24g-1node.buddyinfo", "allocstall_normal 2\npgscan_direct 64\n");
+  StallDetector d;
+  auto quiet = interval_between(a, b);
+  quiet.psi_triggered = true;
+  EXPECT_TRUE(d.feed(quiet, {}).empty()) << "a trigger without direct reclaim is not a storm";
+  auto busy = interval_between(b, c);
+  busy.psi_triggered = true;
+  auto ev = d.feed(busy, {});
+  ASSERT_EQ(ev.size(), 1u);
+  EXPECT_EQ(ev[0].kind, "reclaim_storm");
+  EXPECT_EQ(ev[0].evidence["psi_trigger"], true);
+  EXPECT_NE(ev[0].summary.find("PSI trigger fired during direct reclaim"), std::string::npos);
 }
 
 TEST(StallDetector, PagecacheFloodOnlyAboveRateAndInWindowWhenAsked) {

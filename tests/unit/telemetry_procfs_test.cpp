@@ -101,20 +101,22 @@ TEST(FragIndex, TwoNodeHostPerNode) {
   // Node 0 Normal has order-10 blocks: every order succeeds there.
   for (unsigned o = 0; o < 11; ++o) EXPECT_EQ(fragmentation_index(b.zones[2].free, o), -1000) << o;
   std::string file = format_extfrag_index_file(b);
-  EXPECT_NE(file.find("Node 1, zone   Normal -1.000 -1.000 -1.000 -1.000 -1.000 -1.000 -1.000 -1.000  0.990  0.995  0.998 \n"),
-            std::string::npos)
+  EXPECT_NE(
+      file.find(
+          "Node 1, zone   Normal -1.000 -1.000 -1.000 -1.000 -1.000 -1.000 -1.000 -1.000  0.990  0.995  0.998 \n"),
+      std::string::npos)
       << file;
 }
 
 TEST(FragIndex, SmallHostEmptyZoneAndLackOfMemory) {
   BuddyInfo b = fixture_buddyinfo("small-8g-2node.buddyinfo");
   const auto& empty = b.zones[0].free;
-  EXPECT_EQ(fragmentation_index(empty, 3), 0);    // nothing free: 0, like the kernel
+  EXPECT_EQ(fragmentation_index(empty, 3), 0);     // nothing free: 0, like the kernel
   EXPECT_EQ(unusable_free_index(empty, 3), 1000);  // nothing free: all unusable
   const auto& n1 = b.zones[2].free;                // 3644 free pages, 2077 blocks
   EXPECT_EQ(fragmentation_index(n1, 6), -1000);
-  EXPECT_EQ(fragmentation_index(n1, 7), 986);      // 1000 - (1000 + 3644000/128) / 2077
-  EXPECT_EQ(unusable_free_index(n1, 6), 982);      // (3644 - 64) * 1000 / 3644
+  EXPECT_EQ(fragmentation_index(n1, 7), 986);  // 1000 - (1000 + 3644000/128) / 2077
+  EXPECT_EQ(unusable_free_index(n1, 6), 982);  // (3644 - 64) * 1000 / 3644
   EXPECT_EQ(unusable_free_index(n1, 0), 0);
   // DMA32: 210+190+160+96+48+32 = 736 pages in 361 blocks; order 6 fails for lack of memory
   // more than for fragmentation: 1000 - (1000 + 736000/64) / 361 = 1000 - 12500/361 = 966.
@@ -146,8 +148,10 @@ TEST(MemInfo, ParsesBytesAndRequiresAvailable) {
 }
 
 TEST(VmStat, DeltasRatesAndPrefixSums) {
-  auto a = parse_vmstat("nr_free_pages 1000\ncompact_stall 5\nallocstall_normal 2\nallocstall_movable 1\npgsteal_direct 10\n");
-  auto b = parse_vmstat("nr_free_pages 900\ncompact_stall 9\nallocstall_normal 6\nallocstall_movable 3\npgsteal_direct 30\noom_kill 1\n");
+  auto a = parse_vmstat(
+      "nr_free_pages 1000\ncompact_stall 5\nallocstall_normal 2\nallocstall_movable 1\npgsteal_direct 10\n");
+  auto b = parse_vmstat(
+      "nr_free_pages 900\ncompact_stall 9\nallocstall_normal 6\nallocstall_movable 3\npgsteal_direct 30\noom_kill 1\n");
   ASSERT_TRUE(a.ok() && b.ok());
   EXPECT_EQ(a->sum_prefix("allocstall_"), 3u);
   VmStatDelta d = vmstat_delta(*a, *b, 2.0);
@@ -163,7 +167,8 @@ TEST(VmStat, DeltasRatesAndPrefixSums) {
 }
 
 TEST(Psi, ParsesSomeAndFull) {
-  auto p = parse_psi("some avg10=1.50 avg60=0.25 avg300=0.00 total=123456\nfull avg10=0.10 avg60=0.00 avg300=0.00 total=789\n");
+  auto p = parse_psi(
+      "some avg10=1.50 avg60=0.25 avg300=0.00 total=123456\nfull avg10=0.10 avg60=0.00 avg300=0.00 total=789\n");
   ASSERT_TRUE(p.ok()) << p.error().what();
   EXPECT_DOUBLE_EQ(p->some.avg10, 1.5);
   EXPECT_DOUBLE_EQ(p->some.avg60, 0.25);
@@ -183,8 +188,14 @@ TEST(Psi, TriggerRejectsBadThresholds) {
   auto f = memory_pressure_file(root.paths());
   EXPECT_FALSE(PsiTrigger::create(f, PsiKind::some, std::chrono::microseconds(0), std::chrono::seconds(1)).ok());
   EXPECT_FALSE(PsiTrigger::create(f, PsiKind::some, std::chrono::seconds(2), std::chrono::seconds(1)).ok());
-  EXPECT_FALSE(PsiTrigger::create(root.root() / "missing", PsiKind::some, std::chrono::milliseconds(10),
-                                  std::chrono::seconds(1)).ok());
+  // A regular file is not a pressure file: refused, and left as it was.
+  auto regular = PsiTrigger::create(f, PsiKind::some, std::chrono::milliseconds(10), std::chrono::seconds(2));
+  ASSERT_FALSE(regular.ok());
+  EXPECT_EQ(regular.error().code().value(), ENOTSUP);
+  EXPECT_EQ(root.read("proc/pressure/memory"), "some avg10=0.00 avg60=0.00 avg300=0.00 total=0\n");
+  EXPECT_FALSE(
+      PsiTrigger::create(root.root() / "missing", PsiKind::some, std::chrono::milliseconds(10), std::chrono::seconds(1))
+          .ok());
 }
 
 }  // namespace

@@ -1,0 +1,63 @@
+// The telemetry loop in one object, for the agent and the verbs alike: it owns a TelemetrySource
+// and the stall detector, delivers probe events as they arrive, samples procfs once per tick, and
+// keeps what a server needs to answer at any time (the last frame as JSON, the Prometheus text,
+// recent events, totals per event kind).
+#pragma once
+
+#include <chrono>
+#include <deque>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "telemetry/sample.h"
+#include "telemetry/stall_detector.h"
+
+namespace spark {
+
+class TelemetryHub {
+ public:
+  TelemetryHub(std::unique_ptr<TelemetrySource> source, StallThresholds thresholds = {},
+               std::chrono::milliseconds tick = std::chrono::seconds(1), size_t keep_recent = 20);
+  TelemetryHub(const TelemetryHub&) = delete;  // the last interval points into the hub
+  TelemetryHub& operator=(const TelemetryHub&) = delete;
+
+  struct Step {
+    std::vector<DetectedEvent> events;            // detected in this step, in order
+    const TelemetryInterval* interval = nullptr;  // set when this step took a sample
+  };
+  // Waits up to `timeout` (never past the next tick) for probe events; samples when a tick is due.
+  Result<Step> step(std::chrono::milliseconds timeout);
+
+  void set_window_open(bool open) { window_open_ = open; }
+  TelemetrySource& source() { return *source_; }
+  const std::optional<TelemetrySample>& latest() const { return cur_; }
+  const std::deque<DetectedEvent>& recent() const { return recent_; }
+  const std::map<std::string, uint64_t>& totals() const { return totals_; }
+  // The monitor frame of the last interval (null before the second sample).
+  const std::vector<DetectedEvent>& last_interval_events() const { return last_interval_events_; }
+  nlohmann::json latest_json() const;
+  // Prometheus text exposition of the latest sample and the detector's totals.
+  std::string metrics() const;
+
+ private:
+  void record(const DetectedEvent& e);
+  std::unique_ptr<TelemetrySource> source_;
+  StallDetector detector_;
+  std::chrono::milliseconds tick_;
+  size_t keep_recent_;
+  std::optional<TelemetrySample> prev_, cur_;
+  std::optional<TelemetryInterval> interval_;
+  std::vector<DetectedEvent> interval_events_;       // of the interval in progress
+  std::vector<DetectedEvent> last_interval_events_;  // of the last closed interval
+  std::chrono::steady_clock::time_point next_sample_{};
+  bool window_open_ = false;
+  bool psi_triggered_ = false;
+  std::deque<DetectedEvent> recent_;
+  std::map<std::string, uint64_t> totals_;
+};
+
+}  // namespace spark

@@ -510,7 +510,7 @@ Result<void> GuardSupervisor::setup_watch(Runtime& g) {
   } else {
     auto ev = open_events_watch(*g.box);
     if (ev) g.events_fd = std::move(*ev);
-    auto p = open_psi_trigger(g.box->file("memory.pressure"), "some 150000 1000000");
+    auto p = open_psi_trigger(g.box->file("memory.pressure"), "some 300000 2000000");
     if (p)
       g.pressure_fd = std::move(*p);
     else
@@ -629,7 +629,7 @@ void GuardSupervisor::on_fd(int fd, short revents) {
         auto s = g.box->stats();
         nlohmann::json f = {
             {"reason", "pressure"},
-            {"pressure", g.box->version() == CgroupVersion::v1 ? "vmpressure medium" : "psi some 150ms/1s"},
+            {"pressure", g.box->version() == CgroupVersion::v1 ? "vmpressure medium" : "psi some 300ms/2s"},
             {"rate_bytes_per_s", g.growth ? g.growth->rate() : 0.0}};
         if (s) f["anon"] = s->anon, f["usage"] = s->usage, f["limit"] = g.st.limit;
         f["growers"] = growers(g);

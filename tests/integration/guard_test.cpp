@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -663,6 +664,21 @@ TEST_F(GuardKernelTest, RunBoxesTheCommandAndRestartsItUntilItsCap) {
   for (int i = 0; i < 300 && !guards_now().empty(); ++i) std::this_thread::sleep_for(10ms);
   EXPECT_TRUE(guards_now().empty());
   EXPECT_FALSE(CgroupBox(host, hier, second->box).exists());
+}
+
+// The PSI trigger the v2 box uses, on this kernel's own pressure file (the v1 box here uses
+// vmpressure; cgroup2 without the memory controller still has PSI files).
+TEST(GuardPsi, TriggerIsAcceptedByTheKernelAndPollable) {
+  if (!test::is_root()) GTEST_SKIP() << "PSI triggers need root";
+  HostPaths host = HostPaths::system();
+  fs::path f = host.proc / "pressure/memory";
+  if (!fs::exists(f)) GTEST_SKIP() << "no PSI on this kernel";
+  auto fd = open_psi_trigger(f, "some 300000 2000000");
+  ASSERT_TRUE(fd.ok()) << fd.error().what();
+  pollfd p{fd->get(), POLLPRI, 0};
+  ASSERT_GE(::poll(&p, 1, 0), 0);
+  EXPECT_EQ(p.revents & (POLLERR | POLLNVAL), 0);
+  EXPECT_FALSE(open_psi_trigger(f, "some 150000").ok()) << "a malformed trigger is refused";
 }
 
 }  // namespace

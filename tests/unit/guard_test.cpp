@@ -475,6 +475,29 @@ TEST_F(GuardV2FakeTree, SettlesAfterTheLoadIsDone) {
   ASSERT_TRUE(sup.end(*id).ok());
 }
 
+TEST_F(GuardV2FakeTree, AProcessThatExitsDuringSetUpLeavesNothingBehind) {
+  // A real process that exits right away (a zombie until reaped) while the fake /proc still shows it.
+  pid_t brief = ::fork();
+  if (brief == 0) ::_exit(0);
+  std::this_thread::sleep_for(50ms);
+  std::string p = "proc/" + std::to_string(brief) + "/";
+  root.write(p + "stat", std::to_string(brief) + " (server) S 1 1 1 0\n");
+  root.write(p + "cgroup", "0::/srv.slice\n");
+  root.write(p + "statm", "1000 2560 0 0 0 0 0\n");
+  GuardSupervisor sup(root.paths(), tuner, [&](const Event& e) { events.push_back(e); });
+  GuardOptions o;
+  o.pid = brief;
+  o.budget = "1G";
+  auto r = sup.add(o);
+  ::waitpid(brief, nullptr, 0);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code().value(), ESRCH);
+  EXPECT_NE(std::string(r.error().what()).find("exited during set-up"), std::string::npos) << r.error().what();
+  EXPECT_FALSE(fs::exists(root.root() / "sys/fs/cgroup/agent.slice/spark-guard-g1"));
+  EXPECT_TRUE(read_journal(root.paths())->empty());
+  EXPECT_TRUE(events.empty());
+}
+
 TEST_F(GuardV2FakeTree, KillAllUsesCgroupKill) {
   HostPaths p = root.paths();
   FakeCgroupfs fake(p);

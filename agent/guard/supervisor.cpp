@@ -729,7 +729,6 @@ void GuardSupervisor::run_hook(const Event& e) {
 void GuardSupervisor::handle_exit(Runtime& g, std::optional<int> status) {
   check_oom(g);
   bool oom = false;
-  auto s = g.box->stats();
   nlohmann::json f = {{"pid", g.st.pid}};
   if (status) {
     f["status"] = describe_status(*status);

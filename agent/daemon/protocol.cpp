@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <optional>
 #include <thread>
 
 #include "core/fs.h"
@@ -60,11 +61,16 @@ Result<json> call(const HostPaths& paths, const std::string& method, const json&
     ~Closer() { ::close(fd); }
   } closer{fd};
   std::string line = json{{"id", 1}, {"method", method}, {"params", params}}.dump() + "\n";
+  // An agent that refuses the peer answers and closes at once, possibly before our request is
+  // written: then the send fails (EPIPE) but the refusal is still queued for us to read.
+  std::optional<Error> send_error;
   for (size_t off = 0; off < line.size();) {
     ssize_t n = ::send(fd, line.data() + off, line.size() - off, MSG_NOSIGNAL);
     if (n < 0) {
       if (errno == EINTR) continue;
-      return errno_error("sending to the agent");
+      if (errno != EPIPE && errno != ECONNRESET) return errno_error("sending to the agent");
+      send_error = errno_error("sending to the agent");
+      break;
     }
     off += static_cast<size_t>(n);
   }
@@ -81,6 +87,7 @@ Result<json> call(const HostPaths& paths, const std::string& method, const json&
     if (rc == 0) continue;
     ssize_t n = ::recv(fd, buf, sizeof buf, 0);
     if (n < 0 && errno == EINTR) continue;
+    if (n <= 0 && send_error) return *send_error;
     if (n < 0) return errno_error("reading from the agent");
     if (n == 0) return sys_error(ECONNRESET, "the agent closed the connection during " + method);
     in.append(buf, static_cast<size_t>(n));

@@ -17,14 +17,14 @@ void add_window_options(CLI::App& app, WindowCliOptions& o, bool with_pid) {
   app.add_option("--device", o.devices, "block device to throttle (vda, /dev/nvme0n1); default: the files' devices")
       ->type_name("DEV");
   app.add_option("--readahead", o.readahead,
-                 "readahead during the window (e.g. 128k; 'off' leaves it alone); default " +
-                     std::to_string(k_default_window_readahead_kb) + "k")
+                 "throttle readahead of the files' devices (or --device) to SIZE during the window (e.g. 2M); "
+                 "default off: measured, a throttle slows mmap loads and evict already keeps the cache low")
       ->type_name("SIZE");
   app.add_option("--cache", o.cache, "page-cache control: evict (default with --files), drop (the recipe), off")
       ->type_name("MODE");
   app.add_option("--cache-interval", o.cache_interval, "how often evict/drop runs (default 100ms)")->type_name("DURATION");
   app.add_option("--mapped", o.mapped,
-                 "pages of the files still mapped by a process: idle (page out mappings not touched for 1.5s, "
+                 "pages of the files still mapped by a process: idle (page out a mapping untouched 1s after its process stopped reading it, "
                  "default), cold, pageout, off")
       ->type_name("POLICY");
   app.add_option("--ttl", o.ttl, "the window ends after this long at most (default 180s)")->type_name("DURATION");

@@ -271,6 +271,8 @@ Result<WindowRecord> WindowManager::begin(const WindowSpec& spec) {
     }
   } else if (!spec.devices.empty()) {
     for (const auto& d : spec.devices) SPARK_TRY_VOID(readahead_device_by_name(paths_, d));
+    if (!spec.readahead_kb)
+      return input_error("--device names a device to throttle: give the readahead with --readahead SIZE (e.g. 128k)");
   }
   int pidfd = -1;
   uint64_t pid_start = 0;

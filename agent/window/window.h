@@ -29,8 +29,11 @@ namespace spark {
 inline constexpr std::chrono::milliseconds k_default_window_ttl{180'000};
 inline constexpr std::chrono::milliseconds k_max_window_ttl{24 * 3600'000};
 inline constexpr std::chrono::milliseconds k_default_cache_interval{100};
-// Readahead during a window, chosen by bench/load_window (docs/benchmarks-load-window.md).
-inline constexpr uint64_t k_default_window_readahead_kb = 128;
+// Readahead during a window when none is asked for: 0, the devices are left alone. Chosen by
+// bench/load_window (docs/benchmarks-load-window.md): with evict keeping the cache low, a throttle
+// did not lower the page-cache peak and made mmap loads slower (128 KiB: about 2.5x the untuned
+// time; 8 KiB, the recipe's: about 10x); `--readahead SIZE` throttles when wanted.
+inline constexpr uint64_t k_default_window_readahead_kb = 0;
 
 // The sysctl overlay of a window. Until the profile loader lands, the built-in load-window values;
 // the lead wires this to policies/load-window.toml.

@@ -87,7 +87,7 @@ int loader_main(const std::string& kind, const std::vector<std::string>& files) 
 
 // ---- measuring ----
 uint64_t meminfo_cached() {
-  auto text = read_file("/proc/meminfo");  // bench: the real host only
+  auto text = read_file(HostPaths::system().proc / "meminfo");
   if (!text) return 0;
   for (const auto& l : split_lines(*text))
     if (l.rfind("Cached:", 0) == 0) return std::stoull(l.substr(7)) * 1024;
@@ -167,7 +167,7 @@ struct Row {
 }  // namespace
 
 int main(int argc, char** argv) {
-  g_self = fs::read_symlink("/proc/self/exe").string();
+  g_self = fs::read_symlink(HostPaths::system().proc / "self/exe").string();
   if (argc >= 3 && std::string(argv[1]) == "--loader")
     return loader_main(argv[2], std::vector<std::string>(argv + 3, argv + argc));
 

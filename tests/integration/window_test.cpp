@@ -1,6 +1,9 @@
 // Load windows on the real kernel: files on a scratch loop device, readahead and page cache measured.
 #include <gtest/gtest.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <poll.h>
+#include <sys/socket.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
@@ -153,6 +156,29 @@ TEST_F(WindowTest, WatchedProcessExitEndsTheWindow) {
   ::kill(child, SIGKILL);
   EXPECT_TRUE(pump_until([&] { return manager().list().empty(); }, 3s));
   ::waitpid(child, nullptr, 0);
+  EXPECT_EQ(loop->read_ahead_kb(), "4096");
+}
+
+TEST_F(WindowTest, ReadinessPortEndsTheWindow) {
+  auto f = file("a.bin", 1);
+  int srv = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(srv, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(srv, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);  // port 0: any free one
+  socklen_t len = sizeof addr;
+  ASSERT_EQ(::getsockname(srv, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  std::string port = "127.0.0.1:" + std::to_string(ntohs(addr.sin_port));
+  WindowSpec s = spec({f.string()});
+  s.until_port = port;
+  auto w = manager().begin(s);
+  ASSERT_TRUE(w.ok()) << describe(w.error());
+  EXPECT_FALSE(pump_until([&] { return manager().list().empty(); }, 600ms)) << "ended before the server listened";
+  EXPECT_EQ(loop->read_ahead_kb(), "16");
+  ASSERT_EQ(::listen(srv, 4), 0);  // the server is up
+  EXPECT_TRUE(pump_until([&] { return manager().list().empty(); }, 3s));
+  ::close(srv);
   EXPECT_EQ(loop->read_ahead_kb(), "4096");
 }
 

@@ -23,6 +23,7 @@ HostPaths HostPaths::under(const fs::path& root) {
   p.systemd_d = root / "etc/systemd/system";
   p.run = root / "run/spark-tune";
   p.state = root / "var/lib/spark-tune";
+  p.host_root = root;
   return p;
 }
 

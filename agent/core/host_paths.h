@@ -19,6 +19,8 @@ struct HostPaths {
   fs::path systemd_d = "/etc/systemd/system";
   fs::path run = "/run/spark-tune";
   fs::path state = "/var/lib/spark-tune";
+  // The host's own configuration tree, for reading what other tools configure (sysctl.d, tuned).
+  fs::path host_root = "/";
 
   // The real host; SPARK_TUNE_STATE_DIR and SPARK_TUNE_RUN_DIR override the two writable dirs.
   static HostPaths system();

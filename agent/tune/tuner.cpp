@@ -1,6 +1,8 @@
 #include "tune/tuner.h"
 
 #include <algorithm>
+#include <csignal>
+#include <cstdlib>
 
 #include "core/log.h"
 
@@ -15,6 +17,13 @@ std::optional<std::string> coupled_sysctl(const std::string& key) {
 }
 
 namespace {
+
+// Crash-test seam: SPARK_TUNE_TEST_STOP_AFTER_WRITES=N stops the process (SIGSTOP) right after
+// its N-th kernel write of an apply, so a test can kill -9 it between the journal and the last write.
+void maybe_stop_for_crash_test(size_t writes_done) {
+  static const char* env = std::getenv("SPARK_TUNE_TEST_STOP_AFTER_WRITES");
+  if (env && std::strtoul(env, nullptr, 10) == writes_done) std::raise(SIGSTOP);
+}
 
 std::string show(const std::optional<std::string>& v) {
   if (!v) return "(absent)";
@@ -146,6 +155,7 @@ Result<std::vector<ChangeResult>> Tuner::apply(const std::string& owner, const s
     if (needed) {
       written.push_back(i);
       log_change(s.target.display(), show(s.current), show(s.value), owner, s.reason);
+      maybe_stop_for_crash_test(written.size());
     }
     results.push_back({s.target, s.current, s.value, needed});
   }

@@ -1,5 +1,7 @@
 #include <gtest/gtest.h>
 
+#include <thread>
+
 #include "core/fs.h"
 #include "state/journal.h"
 #include "support/fixture.h"
@@ -168,6 +170,42 @@ TEST_F(TunerTest, FileAndDirTargetsCreateAndRemove) {
   EXPECT_TRUE(fs::is_directory(d));
   ASSERT_TRUE(tuner.release("guard:g1").ok());
   EXPECT_FALSE(fs::exists(d));
+}
+
+}  // namespace
+}  // namespace spark
+
+namespace spark {
+namespace {
+
+TEST(TunerConcurrency, ConcurrentRunsAreSerialisedByTheLock) {
+  test::FixtureRoot root;
+  root.write("proc/sys/vm/swappiness", "60\n");
+  root.write("proc/sys/vm/vfs_cache_pressure", "100\n");
+  auto worker = [&](const std::string& owner, const std::string& key, int base) {
+    HostActuator act(root.paths());
+    Tuner t(root.paths(), act);
+    for (int i = 0; i < 40; ++i) {
+      ASSERT_TRUE(t.apply(owner, {{sysctl_target(key), std::to_string(base + i), ""}}).ok());
+      if (i % 2 == 0) {
+        ASSERT_TRUE(t.release(owner).ok());
+      }
+    }
+  };
+  std::thread a(worker, "window:a", "vm.swappiness", 1);
+  std::thread b(worker, "window:b", "vm.vfs_cache_pressure", 101);
+  a.join();
+  b.join();
+  // Each thread's last round applied without releasing: both layers must be in the journal,
+  // neither lost to the other's read-modify-write.
+  auto j = read_journal(root.paths());
+  ASSERT_TRUE(j.ok());
+  EXPECT_EQ(j->targets.size(), 2u);
+  HostActuator act(root.paths());
+  Tuner t(root.paths(), act);
+  ASSERT_TRUE(t.revert_all().ok());
+  EXPECT_EQ(trim(root.read("proc/sys/vm/swappiness")), "60");
+  EXPECT_EQ(trim(root.read("proc/sys/vm/vfs_cache_pressure")), "100");
 }
 
 }  // namespace

@@ -1,0 +1,118 @@
+// spark-tune preflight: refuse a load that will not fit. Exit 0 go, 1 refused, 2 could not decide.
+#include "gpu/preflight.h"
+
+#include <iostream>
+#include <sstream>
+
+#include "cli/registry.h"
+#include "core/fs.h"
+#include "core/units.h"
+#include "gpu/model_files.h"
+
+namespace spark::cli {
+namespace {
+
+struct Options {
+  std::string bytes;
+  std::vector<std::string> models;
+  std::string gpus;
+  std::string gpu_bytes;
+  double factor = k_default_factor;
+  std::string headroom;
+  bool settle = false;
+  bool settle_force = false;
+  std::string settle_max;
+  bool compact = false;
+};
+
+Result<std::vector<unsigned>> parse_gpus(const std::string& text) {
+  std::vector<unsigned> out;
+  std::stringstream in(text);
+  std::string item;
+  while (std::getline(in, item, ',')) {
+    item = trim(item);
+    if (item.empty() || item.find_first_not_of("0123456789") != std::string::npos || item.size() > 4)
+      return input_error("--gpu " + text + ": expected device indexes like 0 or 0,1");
+    unsigned idx = static_cast<unsigned>(std::stoul(item));
+    if (std::find(out.begin(), out.end(), idx) == out.end()) out.push_back(idx);
+  }
+  if (out.empty()) return input_error("--gpu: expected device indexes like 0 or 0,1");
+  return out;
+}
+
+Result<PreflightRequest> build_request(const Options& o) {
+  PreflightRequest r;
+  if (o.bytes.empty() == o.models.empty())
+    return input_error("give the model's size with --bytes SIZE or its files with --model PATH...");
+  if (!o.bytes.empty()) {
+    auto b = parse_size(o.bytes);
+    if (!b) return with_context(b.error(), "--bytes");
+    r.bytes = *b;
+  } else {
+    SPARK_TRY(auto m, model_files(o.models));
+    r.bytes = m.bytes;
+  }
+  if (!(o.factor > 0 && o.factor <= 10))
+    return input_error("--factor must be above 0 and at most 10 (1.1 with pinned host memory, 0.9 without)");
+  r.factor = o.factor;
+  if (!o.headroom.empty()) {
+    auto h = parse_size(o.headroom);
+    if (!h) return with_context(h.error(), "--headroom");
+    r.headroom = *h;
+  }
+  if (o.gpus.empty() != o.gpu_bytes.empty())
+    return input_error("--gpu and --gpu-bytes go together: which devices, and what each must hold");
+  if (!o.gpus.empty()) {
+    SPARK_TRY(r.gpus, parse_gpus(o.gpus));
+    auto g = parse_size(o.gpu_bytes);
+    if (!g) return with_context(g.error(), "--gpu-bytes");
+    r.gpu_bytes = *g;
+  }
+  r.settle = o.settle || o.settle_force;
+  r.settle_force = o.settle_force;
+  if (!o.settle_max.empty()) {
+    auto d = parse_duration(o.settle_max);
+    if (!d) return with_context(d.error(), "--settle-max");
+    if (d->count() <= 0 || d->count() > 60000) return input_error("--settle-max must be above 0 and at most 60s");
+    r.settle_max = *d;
+  }
+  r.compact = o.compact;
+  return r;
+}
+
+void setup(CLI::App& app, Context& ctx) {
+  auto opts = std::make_shared<Options>();
+  auto* cmd =
+      app.add_subcommand("preflight", "refuse a load that will not fit: host RAM, fragmentation, per-GPU memory");
+  cmd->footer("Exit codes: 0 go, 1 refused (every reason printed), 2 could not decide or bad input.");
+  cmd->add_option("--bytes", opts->bytes, "the model's size (17.4G, 18683719680)");
+  cmd->add_option("--model", opts->models, "model files, directories or glob patterns; their sizes are summed");
+  cmd->add_option("--gpu", opts->gpus, "devices the model is pinned to: IDX[,IDX...]");
+  cmd->add_option("--gpu-bytes", opts->gpu_bytes, "what each of those devices must hold");
+  cmd->add_option("--factor", opts->factor, "host RAM per model byte (default 1.1; about 0.9 without pinned memory)");
+  cmd->add_option("--headroom", opts->headroom, "host RAM kept free on top (default 1G)");
+  cmd->add_flag("--settle", opts->settle, "wait for GPU memory freed by a recently killed process to come back");
+  cmd->add_flag("--settle-force", opts->settle_force, "wait for settle even when no recent kill is seen");
+  cmd->add_option("--settle-max", opts->settle_max, "bound on the settle wait, probe time included (default 2s)");
+  cmd->add_flag("--compact", opts->compact, "when free memory is fragmented, compact memory and check again");
+  cmd->callback([opts, &ctx] {
+    auto req = build_request(*opts);
+    if (!req) {
+      ctx.exit_code = report_error(ctx, req.error().what());
+      return;
+    }
+    auto rep = run_preflight(ctx.paths, *req);
+    if (ctx.json)
+      print_json(rep.to_json());
+    else
+      std::cout << rep.to_text();
+    ctx.exit_code = rep.verdict == Verdict::go        ? k_exit_ok
+                    : rep.verdict == Verdict::refused ? k_exit_check
+                                                      : k_exit_error;
+  });
+}
+
+const Verb verb{"preflight", 60, setup};
+
+}  // namespace
+}  // namespace spark::cli

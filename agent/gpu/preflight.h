@@ -1,0 +1,78 @@
+// The preflight decision: go, refused (with every reason and who holds the memory) or undecided.
+// Host RAM rule and fragmentation from telemetry/host_fit, per-GPU fit (each device on its own,
+// never the sum) with the optional settle wait from gpu/gpu_probe.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/host_paths.h"
+#include "gpu/gpu_probe.h"
+#include "telemetry/host_fit.h"
+#include "telemetry/memory_holders.h"
+
+namespace spark {
+
+struct PreflightRequest {
+  uint64_t bytes = 0;  // the model's size
+  double factor = k_default_factor;
+  uint64_t headroom = k_default_headroom;
+  std::vector<unsigned> gpus;  // devices the model is pinned to
+  uint64_t gpu_bytes = 0;      // what each of them must hold
+  bool settle = false;
+  bool settle_force = false;  // wait even without a kill signal (the caller knows it just killed a holder)
+  std::chrono::milliseconds settle_max{2000};
+  std::chrono::milliseconds settle_interval{100};
+  std::chrono::milliseconds probe_timeout{5000};  // without --settle
+  bool compact = false;
+  FragPolicy frag;
+  uint64_t page_size = 0;  // 0: this host's
+  std::string nvml_library = nvml_library_path();
+  size_t holders = 5;
+};
+
+enum class Verdict { go, refused, undecided };
+const char* verdict_name(Verdict v);
+
+struct GpuFit {
+  unsigned index = 0;
+  std::string name;
+  bool unified = false;
+  uint64_t need = 0;
+  uint64_t free = 0;
+  uint64_t total = 0;
+  bool fits = false;
+};
+
+struct PreflightReport {
+  PreflightRequest request;  // what was asked, echoed in the JSON
+  Verdict verdict = Verdict::go;
+  std::vector<std::string> refusals;
+  std::vector<std::string> warnings;
+  std::vector<std::string> notes;
+  std::string undecided;  // why no decision could be made
+  HostMemory host;
+  RamFit ram;
+  std::vector<NodeFrag> frag;
+  std::vector<NodeFrag> frag_before_compact;  // set when compaction ran
+  bool compacted = false;
+  bool gpu_checked = false;
+  std::vector<GpuFit> gpus;
+  std::optional<SettleOutcome> settle;
+  KillSignal kill;
+  std::chrono::microseconds probe_time{0};
+  std::vector<MemoryHolder> processes;  // on refusal
+  std::vector<MemoryHolder> cgroups;
+  std::vector<MemoryHolder> gpu_holders;
+
+  nlohmann::json to_json() const;
+  std::string to_text() const;
+};
+
+PreflightReport run_preflight(const HostPaths& paths, const PreflightRequest& request);
+
+}  // namespace spark

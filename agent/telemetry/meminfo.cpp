@@ -1,0 +1,44 @@
+#include "telemetry/meminfo.h"
+
+#include <sstream>
+
+#include "core/fs.h"
+
+namespace spark {
+
+std::optional<uint64_t> MemInfo::get(const std::string& field) const {
+  auto it = bytes.find(field);
+  if (it == bytes.end()) return std::nullopt;
+  return it->second;
+}
+
+Result<MemInfo> parse_meminfo(const std::string& text) {
+  MemInfo info;
+  for (const auto& line : split_lines(text)) {
+    auto colon = line.find(':');
+    if (colon == std::string::npos) continue;
+    std::string name = line.substr(0, colon);
+    std::istringstream in(line.substr(colon + 1));
+    std::string number, unit;
+    in >> number >> unit;
+    if (number.empty() || number.find_first_not_of("0123456789") != std::string::npos)
+      return input_error("meminfo: bad value for " + name + ": \"" + line + "\"");
+    uint64_t v = std::stoull(number);
+    if (unit == "kB") v *= 1024;
+    else if (!unit.empty()) return input_error("meminfo: unknown unit \"" + unit + "\" for " + name);
+    info.bytes[name] = v;
+  }
+  if (!info.get("MemTotal") || !info.get("MemAvailable"))
+    return input_error("meminfo has no MemTotal/MemAvailable (kernel older than 3.14 or not a meminfo file)");
+  return info;
+}
+
+Result<MemInfo> read_meminfo(const HostPaths& paths) {
+  auto file = paths.proc / "meminfo";
+  SPARK_TRY(std::string text, read_file(file));
+  auto parsed = parse_meminfo(text);
+  if (!parsed) return with_context(parsed.error(), "reading " + file.string());
+  return parsed;
+}
+
+}  // namespace spark

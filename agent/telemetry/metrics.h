@@ -1,0 +1,26 @@
+// Prometheus text exposition of the telemetry (prometheus-cpp's data model and text serializer).
+// The agent serves render_metrics() at /metrics; values are cumulative where the kernel's are
+// (counters), so Prometheus computes the rates.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <prometheus/metric_family.h>
+
+#include "telemetry/sample.h"
+
+namespace spark {
+
+struct MetricsExtras {
+  size_t probes_attached = 0;
+  size_t probes_total = 0;
+  std::map<std::string, uint64_t> detected_events_total;  // by event kind
+};
+
+std::vector<prometheus::MetricFamily> collect_metrics(const TelemetrySample& s, const MetricsExtras& extras);
+std::string render_metrics(const TelemetrySample& s, const MetricsExtras& extras);
+
+}  // namespace spark

@@ -1,0 +1,98 @@
+#include "telemetry/psi.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+
+#include "core/fs.h"
+
+namespace spark {
+
+namespace {
+
+Result<PsiLine> parse_psi_line(const std::string& rest, const std::string& line) {
+  PsiLine p;
+  unsigned long long total = 0;
+  if (std::sscanf(rest.c_str(), " avg10=%lf avg60=%lf avg300=%lf total=%llu", &p.avg10, &p.avg60, &p.avg300, &total) != 4)
+    return input_error("pressure: expected \"avg10=.. avg60=.. avg300=.. total=..\": \"" + line + "\"");
+  p.total_us = total;
+  return p;
+}
+
+}  // namespace
+
+Result<Psi> parse_psi(const std::string& text) {
+  Psi psi;
+  bool have_some = false;
+  for (const auto& line : split_lines(text)) {
+    if (line.rfind("some ", 0) == 0) {
+      SPARK_TRY(psi.some, parse_psi_line(line.substr(4), line));
+      have_some = true;
+    } else if (line.rfind("full ", 0) == 0) {
+      SPARK_TRY(PsiLine full, parse_psi_line(line.substr(4), line));
+      psi.full = full;
+    }
+  }
+  if (!have_some) return input_error("pressure file has no \"some\" line");
+  return psi;
+}
+
+Result<Psi> read_psi(const std::filesystem::path& file) {
+  SPARK_TRY(std::string text, read_file(file));
+  auto parsed = parse_psi(text);
+  if (!parsed) return with_context(parsed.error(), "reading " + file.string());
+  return parsed;
+}
+
+PsiTrigger& PsiTrigger::operator=(PsiTrigger&& o) noexcept {
+  if (this != &o) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = o.fd_;
+    o.fd_ = -1;
+  }
+  return *this;
+}
+
+PsiTrigger::~PsiTrigger() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+Result<PsiTrigger> PsiTrigger::create(const std::filesystem::path& pressure_file, PsiKind kind,
+                                      std::chrono::microseconds stall, std::chrono::microseconds window) {
+  if (stall.count() <= 0 || stall > window)
+    return input_error("PSI trigger: the stall threshold must be positive and no longer than the window");
+  int fd = ::open(pressure_file.c_str(), O_RDWR | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) return errno_error("opening " + pressure_file.string() + " for a PSI trigger");
+  PsiTrigger t(fd);
+  std::string spec = std::string(kind == PsiKind::some ? "some " : "full ") + std::to_string(stall.count()) + " " +
+                     std::to_string(window.count());
+  // The kernel wants the terminating NUL inside the write.
+  ssize_t n = ::write(fd, spec.c_str(), spec.size() + 1);
+  if (n < 0) {
+    int err = errno;
+    std::string what = "writing PSI trigger \"" + spec + "\" to " + pressure_file.string();
+    if (err == EINVAL)
+      what += " (the window must be 0.5-10 s, and a multiple of 2 s without CAP_SYS_RESOURCE)";
+    return sys_error(err, what);
+  }
+  return t;
+}
+
+Result<bool> PsiTrigger::wait(std::chrono::milliseconds timeout) const {
+  pollfd p{fd_, POLLPRI, 0};
+  for (;;) {
+    int n = ::poll(&p, 1, static_cast<int>(timeout.count()));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return errno_error("polling PSI trigger");
+    }
+    if (n == 0) return false;
+    if (p.revents & POLLERR) return sys_error(ENODEV, "PSI trigger: pressure file went away");
+    return (p.revents & POLLPRI) != 0;
+  }
+}
+
+}  // namespace spark

@@ -1,0 +1,88 @@
+// One telemetry sample (cumulative state at an instant) and the source that produces samples and
+// events. The CLI verbs own a LocalTelemetrySource; the agent owns one too and serves the same
+// data, so `monitor`/`events` can read from it instead of loading probes themselves.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/host_paths.h"
+#include "core/result.h"
+#include "telemetry/buddyinfo.h"
+#include "telemetry/meminfo.h"
+#include "telemetry/mm_probes.h"
+#include "telemetry/psi.h"
+#include "telemetry/vmstat.h"
+
+namespace spark {
+
+struct TelemetrySample {
+  std::chrono::steady_clock::time_point at;
+  std::chrono::system_clock::time_point wall;
+  MemInfo mem;
+  BuddyInfo buddy;
+  VmStat vmstat;
+  std::optional<Psi> psi;             // absent: kernel without PSI
+  std::optional<MmSnapshot> probes;   // absent: procfs only
+};
+
+// What changed between two samples.
+struct TelemetryInterval {
+  const TelemetrySample* before = nullptr;
+  const TelemetrySample* after = nullptr;
+  double seconds = 0;
+  VmStatDelta vmstat;
+  std::optional<MmSnapshot> probes;  // delta, when both samples have probes
+};
+TelemetryInterval interval_between(const TelemetrySample& before, const TelemetrySample& after);
+
+class TelemetrySource {
+ public:
+  virtual ~TelemetrySource() = default;
+  virtual Result<TelemetrySample> sample() = 0;
+  // Pending discrete events (OOM victims, stalls over threshold), waiting up to timeout.
+  virtual Result<int> poll_events(std::chrono::milliseconds timeout,
+                                  const std::function<void(const MmEvent&)>& on_event) = 0;
+  // Whether eBPF probes run, and if not why ("procfs only: ...").
+  virtual bool has_probes() const = 0;
+  virtual std::string probe_status() const = 0;
+  virtual std::vector<std::string> probe_details() const = 0;
+  // Probes attached, probes known (0, 0 without BPF).
+  virtual std::pair<size_t, size_t> probe_counts() const = 0;
+  // Deep mode for a period (attach, wait, detach).
+  virtual Result<DeepReport> deep(std::chrono::milliseconds period, size_t top_n) = 0;
+};
+
+struct LocalSourceOptions {
+  bool use_bpf = true;
+  MmProbeOptions probes;
+};
+
+// procfs readers plus, when possible, the eBPF probes loaded in this process.
+class LocalTelemetrySource : public TelemetrySource {
+ public:
+  // Never fails for lack of BPF: it falls back to procfs and says why in probe_status().
+  static std::unique_ptr<LocalTelemetrySource> create(const HostPaths& paths, const LocalSourceOptions& options);
+  Result<TelemetrySample> sample() override;
+  Result<int> poll_events(std::chrono::milliseconds timeout,
+                          const std::function<void(const MmEvent&)>& on_event) override;
+  bool has_probes() const override { return probes_.has_value(); }
+  std::string probe_status() const override { return status_; }
+  std::vector<std::string> probe_details() const override;
+  std::pair<size_t, size_t> probe_counts() const override;
+  Result<DeepReport> deep(std::chrono::milliseconds period, size_t top_n) override;
+  MmProbes* probes() { return probes_ ? &*probes_ : nullptr; }
+
+ private:
+  LocalTelemetrySource(const HostPaths& paths, const LocalSourceOptions& options) : paths_(paths), options_(options) {}
+  HostPaths paths_;
+  LocalSourceOptions options_;
+  std::optional<MmProbes> probes_;
+  std::string status_;
+};
+
+}  // namespace spark

@@ -1,0 +1,311 @@
+// The memory-management probes against the real kernel: attach, fall back without tp_btf,
+// compaction and fallback counts against independent counts, one event per memcg OOM kill.
+#include <gtest/gtest.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+
+#include <chrono>
+#include <filesystem>
+#include <thread>
+
+#include "core/fs.h"
+#include "memcg_child.h"
+#include "tracefs_instance.h"
+#include "support/fixture.h"
+#include "telemetry/mm_probes.h"
+#include "telemetry/psi.h"
+#include "telemetry/vmstat.h"
+
+namespace spark {
+namespace {
+
+using namespace std::chrono_literals;
+
+bool can_bpf(std::string* why) {
+  if (!test::is_root()) {
+    *why = "loading BPF programs needs root";
+    return false;
+  }
+  if (!std::filesystem::exists("/sys/kernel/btf/vmlinux")) {
+    *why = "kernel has no BTF";
+    return false;
+  }
+  return true;
+}
+
+#define REQUIRE_BPF()                         \
+  do {                                        \
+    std::string why_;                         \
+    if (!can_bpf(&why_)) GTEST_SKIP() << why_; \
+  } while (0)
+
+const ProbeChoice* find_choice(const MmProbes& p, const std::string& name) {
+  for (const auto& c : p.choices())
+    if (c.probe == name) return &c;
+  return nullptr;
+}
+
+TEST(MmProbes, AttachesEveryProbeWithTheBestKind) {
+  REQUIRE_BPF();
+  auto p = MmProbes::start(HostPaths::system(), {});
+  ASSERT_TRUE(p.ok()) << p.error().what();
+  for (const auto& line : p->describe()) std::cout << "  " << line << "\n";
+  const char* probes[] = {"compaction_begin", "compaction_end", "compaction_try", "direct_reclaim_begin",
+                          "direct_reclaim_end", "memcg_reclaim_begin", "memcg_reclaim_end", "extfrag",
+                          "mark_victim", "reclaim_retry_zone", "compact_retry"};
+  for (const char* name : probes) {
+    const ProbeChoice* c = find_choice(*p, name);
+    ASSERT_NE(c, nullptr) << name;
+    EXPECT_TRUE(c->attached) << name << ": " << c->error;
+    ASSERT_TRUE(c->kind) << name;
+    EXPECT_EQ(*c->kind, ProbeKind::tp_btf) << name;  // this kernel runs tp_btf
+  }
+  EXPECT_EQ(p->attached_count(), std::size(probes));
+}
+
+// Compaction over an interval: compact_memory, then BPF's sums of the compact_control scan counts
+// at mm_compaction_end against /proc/vmstat's compact_*_scanned (counted from the same fields).
+void expect_compaction_agrees(const MmProbeOptions& options, ProbeKind expected_kind) {
+  HostPaths paths = HostPaths::system();
+  auto p = MmProbes::start(paths, options);
+  ASSERT_TRUE(p.ok()) << p.error().what();
+  for (const char* name : {"compaction_begin", "compaction_end"}) {
+    const ProbeChoice* c = find_choice(*p, name);
+    ASSERT_TRUE(c && c->kind && c->attached) << name;
+    EXPECT_EQ(*c->kind, expected_kind) << name;
+  }
+  for (int attempt = 0; attempt < 5; ++attempt) {
+    auto s0 = p->snapshot();
+    auto v0 = read_vmstat(paths);
+    ASSERT_TRUE(s0.ok() && v0.ok());
+    auto w = write_value(paths.proc_sys("vm/compact_memory"), "1");
+    ASSERT_TRUE(w.ok()) << w.error().what();
+    auto v1 = read_vmstat(paths);
+    auto s1 = p->snapshot();
+    ASSERT_TRUE(s1.ok() && v1.ok());
+    MmSnapshot d = s1->minus(*s0);
+    VmStatDelta vd = vmstat_delta(*v0, *v1, 1);
+    // Compaction still running in kcompactd at either edge would split the interval: retry.
+    bool quiet = s0->counters[MM_C_COMPACT_BEGIN] == s0->counters[MM_C_COMPACT_END] &&
+                 s1->counters[MM_C_COMPACT_BEGIN] == s1->counters[MM_C_COMPACT_END];
+    if (!quiet && attempt < 4) continue;
+    EXPECT_GT(d.counters[MM_C_COMPACT_BEGIN], 0u) << "compact_memory ran no compact_zone()";
+    EXPECT_EQ(d.counters[MM_C_COMPACT_BEGIN], d.counters[MM_C_COMPACT_END]);
+    EXPECT_GT(d.counters[MM_C_COMPACT_MIGRATE_SCANNED], 0u);
+    EXPECT_EQ(d.counters[MM_C_COMPACT_MIGRATE_SCANNED], vd.get("compact_migrate_scanned"));
+    EXPECT_EQ(d.counters[MM_C_COMPACT_FREE_SCANNED], vd.get("compact_free_scanned"));
+    // A manual compaction is not direct compaction: it lands in the "other" histogram.
+    EXPECT_EQ(d.hists[MM_HIST_COMPACTION_OTHER].count, d.counters[MM_C_COMPACT_END]);
+    uint64_t by_status = 0;
+    for (int s = 0; s < 16; ++s) by_status += d.counters.at(MM_C_COMPACT_STATUS + s);
+    EXPECT_EQ(by_status, d.counters[MM_C_COMPACT_END]);
+    return;
+  }
+}
+
+TEST(MmProbes, CompactionCountsAgreeWithVmstat) {
+  REQUIRE_BPF();
+  expect_compaction_agrees({}, ProbeKind::tp_btf);
+}
+
+TEST(MmProbes, FallbackWithoutTpBtfStillCounts) {
+  REQUIRE_BPF();
+  MmProbeOptions o;
+  o.kinds.tp_btf = false;
+  expect_compaction_agrees(o, ProbeKind::raw_tp);
+}
+
+void expect_one_oom_event(const MmProbeOptions& options, ProbeKind expected_kind) {
+  HostPaths paths = HostPaths::system();
+  auto p = MmProbes::start(paths, options);
+  ASSERT_TRUE(p.ok()) << p.error().what();
+  const ProbeChoice* c = find_choice(*p, "mark_victim");
+  ASSERT_TRUE(c && c->kind && c->attached);
+  EXPECT_EQ(*c->kind, expected_kind);
+  (void)p->poll_events(0ms, [](const MmEvent&) {});  // drop anything from before
+  test::MemcgChild cg(paths, "spark-tune-oom-" + std::to_string(::getpid()), 32ull << 20);
+  if (!cg.ok()) GTEST_SKIP() << cg.why();
+  pid_t pid = cg.spawn("spark-oom-hog", [] { test::hog_memory(); });
+  ASSERT_GT(pid, 0) << cg.why();
+  int status = cg.wait();
+  ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) << "hog was not OOM-killed, status " << status;
+  std::vector<MmEvent> ooms;
+  auto deadline = std::chrono::steady_clock::now() + 2s;
+  while (std::chrono::steady_clock::now() < deadline) {
+    auto n = p->poll_events(100ms, [&](const MmEvent& e) {
+      // OOMs elsewhere on the host (another test's cgroup) are not ours: ours by memcg or by pid.
+      if (e.is_oom() && (e.raw.memcg_id == cg.inode() || e.raw.pid == static_cast<uint32_t>(pid))) ooms.push_back(e);
+    });
+    ASSERT_TRUE(n.ok()) << n.error().what();
+  }
+  for (const auto& o : ooms) std::cout << "  oom event pid " << o.raw.pid << " comm " << o.comm << " memcg " << o.memcg_path << "\n";
+  ASSERT_EQ(ooms.size(), 1u);
+  const MmEvent& e = ooms[0];
+  EXPECT_EQ(e.raw.pid, static_cast<uint32_t>(pid));
+  EXPECT_EQ(e.comm, "spark-oom-hog");
+  EXPECT_EQ(e.raw.memcg_id, cg.inode());
+  EXPECT_EQ(e.memcg_path, cg.relative());
+  EXPECT_TRUE(e.memcg_oom()) << "flags " << e.raw.flags;
+  EXPECT_EQ(e.raw.oom_memcg_id, cg.inode());
+  EXPECT_EQ(e.oom_memcg_path, cg.relative());
+  EXPECT_EQ(std::string(e.raw.memcg_name), "spark-tune-oom-" + std::to_string(::getpid()));
+  // The hog held close to the 32 MiB limit in anonymous memory (its RSS also counts the pages it
+  // shares copy-on-write with this test process, charged to our memcg, so no tight upper bound).
+  EXPECT_GT(e.raw.rss_anon_kb, 16u * 1024);
+  EXPECT_LT(e.raw.rss_anon_kb, 256u * 1024);
+  auto snap = p->snapshot();
+  ASSERT_TRUE(snap.ok());
+  EXPECT_EQ(snap->counters[MM_C_OOM_VICTIM], 1u);
+}
+
+TEST(MmProbes, MemcgOomYieldsExactlyOneOomEvent) {
+  REQUIRE_BPF();
+  expect_one_oom_event({}, ProbeKind::tp_btf);
+}
+
+TEST(MmProbes, MemcgOomEventWithoutTpBtf) {
+  REQUIRE_BPF();
+  MmProbeOptions o;
+  o.kinds.tp_btf = false;
+  expect_one_oom_event(o, ProbeKind::raw_tp);
+}
+
+// Page-cache churn in a small memcg: memcg reclaim shows up in the latency histogram, as stall
+// events over a (tiny) threshold, and wakes a PSI trigger on /proc/pressure/memory.
+TEST(MmProbes, MemcgReclaimLatencyStallEventsAndPsiTrigger) {
+  REQUIRE_BPF();
+  HostPaths paths = HostPaths::system();
+  MmProbeOptions o;
+  o.stall_threshold = 1us;
+  auto p = MmProbes::start(paths, o);
+  ASSERT_TRUE(p.ok()) << p.error().what();
+  auto trigger = PsiTrigger::create(memory_pressure_file(paths), PsiKind::some, 1ms, 2s);
+  if (!trigger.ok()) GTEST_SKIP() << "no PSI trigger: " << trigger.error().what();
+  test::MemcgChild cg(paths, "spark-tune-reclaim-" + std::to_string(::getpid()), 16ull << 20);
+  if (!cg.ok()) GTEST_SKIP() << cg.why();
+  std::string file = "/var/tmp/spark-tune-reclaim-" + std::to_string(::getpid());
+  auto s0 = p->snapshot();
+  ASSERT_TRUE(s0.ok());
+  pid_t pid = cg.spawn("spark-reclaimer", [file] {
+    int fd = ::open(file.c_str(), O_RDWR | O_CREAT | O_TRUNC, 0600);
+    std::vector<char> chunk(1 << 20, 'r');
+    for (int round = 0; round < 3; ++round)
+      for (int i = 0; i < 64; ++i) (void)::pwrite(fd, chunk.data(), chunk.size(), static_cast<off_t>(i) << 20);
+    for (int round = 0; round < 5; ++round)
+      for (int i = 0; i < 64; ++i) (void)::pread(fd, chunk.data(), chunk.size(), static_cast<off_t>(i) << 20);
+    ::close(fd);
+  });
+  ASSERT_GT(pid, 0) << cg.why();
+  auto fired = trigger->wait(10s);
+  int status = cg.wait();
+  ::unlink(file.c_str());
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "status " << status;
+  ASSERT_TRUE(fired.ok()) << fired.error().what();
+  EXPECT_TRUE(*fired) << "PSI trigger did not fire during memcg reclaim";
+  auto s1 = p->snapshot();
+  ASSERT_TRUE(s1.ok());
+  MmSnapshot d = s1->minus(*s0);
+  EXPECT_GT(d.counters[MM_C_MEMCG_RECLAIM], 0u);
+  EXPECT_EQ(d.hists[MM_HIST_MEMCG_RECLAIM].count, d.counters[MM_C_MEMCG_RECLAIM]);
+  EXPECT_GT(d.counters[MM_C_MEMCG_RECLAIMED_PAGES], 0u);
+  size_t stalls_from_child = 0;
+  auto n = p->poll_events(100ms, [&](const MmEvent& e) {
+    if (e.raw.type == MM_EVENT_STALL && e.raw.pid == static_cast<uint32_t>(pid)) {
+      ++stalls_from_child;
+      EXPECT_EQ(e.comm, "spark-reclaimer");
+      EXPECT_EQ(e.raw.stall_kind, static_cast<uint32_t>(MM_HIST_MEMCG_RECLAIM));
+      EXPECT_GE(e.raw.duration_ns, 1000u);
+    }
+  });
+  ASSERT_TRUE(n.ok());
+  EXPECT_GT(stalls_from_child, 0u);
+}
+
+// Fills pipes: pipe buffers are unmovable pages, so the allocator steals pageblocks from the
+// movable free lists (mm_page_alloc_extfrag). Returns the pipe fds to close.
+std::vector<int> fill_pipes(int count, int bytes_each) {
+  std::vector<int> fds;
+  std::vector<char> chunk(65536, 'x');
+  for (int i = 0; i < count; ++i) {
+    int p[2];
+    if (::pipe2(p, O_NONBLOCK) != 0) break;
+    fds.push_back(p[0]);
+    fds.push_back(p[1]);
+    ::fcntl(p[1], F_SETPIPE_SZ, bytes_each);
+    for (int written = 0; written < bytes_each;) {
+      ssize_t n = ::write(p[1], chunk.data(), chunk.size());
+      if (n <= 0) break;
+      written += static_cast<int>(n);
+    }
+  }
+  return fds;
+}
+
+TEST(MmProbes, FallbackCountsAgreeWithTracefs) {
+  REQUIRE_BPF();
+  HostPaths paths = HostPaths::system();
+  auto p = MmProbes::start(paths, {});
+  ASSERT_TRUE(p.ok()) << p.error().what();
+  test::TracefsInstance trace(paths, "spark-tune-test-" + std::to_string(::getpid()));
+  if (!trace.ok()) GTEST_SKIP() << trace.why();
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    ASSERT_TRUE(trace.enable("kmem/mm_page_alloc_extfrag", true).ok());
+    auto s0 = p->snapshot();
+    std::vector<int> fds = fill_pipes(256, 1 << 20);
+    auto s1 = p->snapshot();
+    ASSERT_TRUE(trace.enable("kmem/mm_page_alloc_extfrag", false).ok());
+    for (int fd : fds) ::close(fd);
+    ASSERT_TRUE(s0.ok() && s1.ok());
+    bool lost = false;
+    auto traced = trace.count("mm_page_alloc_extfrag", &lost);
+    ASSERT_TRUE(traced.ok()) << traced.error().what();
+    uint64_t bpf = s1->counters[MM_C_EXTFRAG] - s0->counters[MM_C_EXTFRAG];
+    std::cout << "  attempt " << attempt << ": bpf " << bpf << ", tracefs " << *traced << (lost ? " (lost)" : "") << "\n";
+    if (*traced == 0 && attempt < 2) continue;  // the allocator had unmovable pages to spare
+    ASSERT_FALSE(lost) << "trace buffer overran";
+    EXPECT_GT(bpf, 0u) << "the workload caused no migrate-type fallback";
+    EXPECT_EQ(bpf, *traced);
+    uint64_t by_order = 0;
+    for (int o = 0; o < MM_ORDERS; ++o)
+      by_order += s1->counters.at(MM_C_EXTFRAG_FALLBACK_ORDER + o) - s0->counters.at(MM_C_EXTFRAG_FALLBACK_ORDER + o);
+    EXPECT_EQ(by_order, bpf);
+    return;
+  }
+}
+
+TEST(MmProbes, DeepModeCountsPageAllocationsThenDetaches) {
+  REQUIRE_BPF();
+  auto deep = DeepProbe::start(HostPaths::system(), {});
+  ASSERT_TRUE(deep.ok()) << deep.error().what();
+  // Allocate and touch 64 MiB: at least 16384 order-0 (or fewer larger) page allocations by us.
+  {
+    std::vector<char> buf(64 << 20);
+    for (size_t i = 0; i < buf.size(); i += 4096) buf[i] = 1;
+  }
+  deep->stop();
+  auto r = deep->read(5);
+  ASSERT_TRUE(r.ok()) << r.error().what();
+  uint64_t total = 0;
+  for (auto n : r->orders) total += n;
+  EXPECT_GT(total, 0u);
+  ASSERT_FALSE(r->top.empty());
+  bool found_self = false;
+  for (const auto& t : r->top)
+    if (t.tgid == static_cast<uint32_t>(::getpid())) {
+      found_self = true;
+      EXPECT_GE(t.pages, 16384u);
+    }
+  EXPECT_TRUE(found_self);
+  // Detached: more allocations are not counted.
+  auto before = deep->read(100);
+  {
+    std::vector<char> buf(16 << 20);
+    for (size_t i = 0; i < buf.size(); i += 4096) buf[i] = 1;
+  }
+  auto after = deep->read(100);
+  ASSERT_TRUE(before.ok() && after.ok());
+  EXPECT_EQ(before->orders, after->orders);
+}
+
+}  // namespace
+}  // namespace spark

@@ -1,0 +1,262 @@
+// Doctor checks against fixture trees: every OK / WARN / FAIL branch.
+#include "doctor/doctor.h"
+
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+
+#include <nlohmann/json.hpp>
+
+#include "daemon/protect.h"
+#include "support/fixture.h"
+#include "support/run_cli.h"
+
+namespace spark::doctor {
+namespace {
+
+constexpr uint64_t k_gib_kb = 1024 * 1024;
+
+class Doctor : public ::testing::Test {
+ protected:
+  Doctor() {
+    env_.paths = root_.paths();
+    root_.meminfo(24 * k_gib_kb, 20 * k_gib_kb);  // 24 GiB: 384 MiB recommended
+    sysctl("vm/min_free_kbytes", "393216");
+    sysctl("vm/overcommit_memory", "0");
+  }
+  void sysctl(const std::string& rel, const std::string& v) { root_.write("proc/sys/" + rel, v + "\n"); }
+  // The single finding of a check (most checks here give one), failing the test otherwise.
+  std::vector<Finding> run(std::vector<Finding> (*check)(const Env&)) { return check(env_); }
+  static bool has(const std::vector<Finding>& v, Status s, const std::string& text) {
+    for (const auto& f : v)
+      if (f.status == s && (f.message + " " + f.fix).find(text) != std::string::npos) return true;
+    return false;
+  }
+  static std::string dump(const std::vector<Finding>& v) {
+    std::string s;
+    for (const auto& f : v) s += std::string(status_name(f.status)) + " " + f.message + " | " + f.fix + "\n";
+    return s;
+  }
+  test::FixtureRoot root_;
+  Env env_;
+};
+
+TEST(DoctorRecommendation, ScalesWithRamWithinBounds) {
+  EXPECT_EQ(recommended_min_free_kbytes(4ull << 30), 128u * 1024);     // floor
+  EXPECT_EQ(recommended_min_free_kbytes(24ull << 30), 384u * 1024);    // RAM / 64
+  EXPECT_EQ(recommended_min_free_kbytes(128ull << 30), 1024u * 1024);  // GB10: 1 GiB
+  EXPECT_EQ(recommended_min_free_kbytes(1ull << 40), 1024u * 1024);    // cap
+}
+
+TEST_F(Doctor, SysctlReserveBranches) {
+  auto ok = run(check_sysctl);
+  EXPECT_TRUE(has(ok, Status::ok, "meets")) << dump(ok);
+  sysctl("vm/min_free_kbytes", "67584");
+  auto low = run(check_sysctl);
+  EXPECT_TRUE(has(low, Status::fail, "echo 393216 > /proc/sys/vm/min_free_kbytes")) << dump(low);
+  sysctl("vm/min_free_kbytes", "4194304");  // 4 GiB of 24
+  EXPECT_TRUE(has(run(check_sysctl), Status::warn, "over 5%"));
+  sysctl("vm/overcommit_memory", "2");
+  EXPECT_TRUE(has(run(check_sysctl), Status::warn, "strict"));
+  root_.write("proc/meminfo", "");
+  EXPECT_TRUE(has(run(check_sysctl), Status::warn, "cannot read the reserve"));
+}
+
+TEST_F(Doctor, SysctlNamesTunedAndALaterFile) {
+  root_.write("etc/sysctl.d/90-spark-tune.conf", "vm.min_free_kbytes = 393216\nvm.dirty_ratio=5\n");
+  root_.write("etc/sysctl.d/99-vendor.conf", "# vendor\nvm.dirty_ratio = 40\n");
+  root_.write("usr/lib/sysctl.d/99-vendor.conf", "vm.dirty_ratio = 1\n");  // shadowed by /etc's file of that name
+  root_.write("etc/tuned/active_profile", "throughput-performance\n");
+  root_.write("usr/lib/tuned/throughput-performance/tuned.conf",
+              "[main]\ninclude=base\n[sysctl]\nvm.dirty_ratio = 40\n");
+  root_.write("usr/lib/tuned/base/tuned.conf", "[sysctl]\nvm.swappiness=10\n");
+  auto f = run(check_sysctl);
+  EXPECT_TRUE(has(f, Status::warn, "99-vendor.conf:2 (40) overrides")) << dump(f);
+  EXPECT_TRUE(
+      has(f, Status::warn, "remove vm.dirty_ratio from " + (root_.root() / "etc/sysctl.d/99-vendor.conf").string()));
+  EXPECT_FALSE(has(f, Status::warn, "usr/lib/sysctl.d")) << dump(f);
+  EXPECT_TRUE(has(f, Status::warn, "tuned profile 'throughput-performance'"));
+  EXPECT_TRUE(has(f, Status::warn, "vm.swappiness = 10 is set by tuned profile 'base'"));
+}
+
+TEST_F(Doctor, SysctlActiveProfileHook) {
+  sysctl("vm/dirty_ratio", "5");
+  env_.active_profile = ActiveProfile{"dgx-spark", {{"vm.dirty_ratio", "5"}}};
+  sysctl("vm/min_free_kbytes", "67584");  // below the recommendation, but the profile chose it
+  auto match = run(check_sysctl);
+  EXPECT_TRUE(has(match, Status::ok, "'dgx-spark' matches")) << dump(match);
+  EXPECT_FALSE(any_fail(match)) << dump(match);
+  sysctl("vm/dirty_ratio", "20");
+  root_.write("etc/sysctl.d/99-x.conf", "vm.dirty_ratio=20\n");
+  auto drift = run(check_sysctl);
+  EXPECT_TRUE(has(drift, Status::fail, "vm.dirty_ratio is 20, profile wants 5")) << dump(drift);
+  EXPECT_TRUE(has(drift, Status::fail, "99-x.conf:1"));
+  EXPECT_TRUE(has(drift, Status::fail, "spark-tune apply dgx-spark"));
+}
+
+TEST_F(Doctor, PersistBranches) {
+  root_.write("etc/sysctl.d/90-spark-tune.conf", "vm.min_free_kbytes = 393216\n");
+  EXPECT_TRUE(has(run(check_persist), Status::ok, "match what boot sets"));
+  sysctl("vm/min_free_kbytes", "524288");
+  EXPECT_TRUE(has(run(check_persist), Status::warn, "lost at reboot"));
+  root_.write("etc/sysctl.d/90-spark-tune.conf", "");
+  EXPECT_TRUE(has(run(check_persist), Status::warn, "set only at run time"));
+}
+
+TEST_F(Doctor, SwapBranches) {
+  root_.write("proc/swaps", "Filename Type Size Used Priority\n");
+  EXPECT_TRUE(has(run(check_swap), Status::warn, "no swap or zram"));
+  root_.write("proc/swaps", "Filename Type Size Used Priority\n/dev/zram0 partition 6291452 0 100\n");
+  EXPECT_TRUE(has(run(check_swap), Status::ok, "zram 6.0 GiB"));
+  root_.write("proc/meminfo", "MemTotal: 25165824 kB\nMemAvailable: 1000 kB\nUnevictable: 8388608 kB\n");
+  EXPECT_TRUE(has(run(check_swap), Status::warn, "pinned (Unevictable)"));
+  root_.write("proc/meminfo", "");
+  std::filesystem::remove(root_.root() / "proc/swaps");
+  EXPECT_TRUE(has(run(check_swap), Status::warn, "cannot read"));
+}
+
+TEST_F(Doctor, ThpBranches) {
+  EXPECT_TRUE(has(run(check_thp), Status::warn, "no transparent hugepage"));
+  root_.write("sys/kernel/mm/transparent_hugepage/enabled", "[always] madvise never\n");
+  root_.write("sys/kernel/mm/transparent_hugepage/defrag", "[always] defer defer+madvise madvise never\n");
+  EXPECT_TRUE(has(run(check_thp), Status::warn, "echo defer+madvise"));
+  root_.write("sys/kernel/mm/transparent_hugepage/defrag", "always defer defer+madvise [madvise] never\n");
+  EXPECT_TRUE(has(run(check_thp), Status::ok, "enabled=always defrag=madvise"));
+  root_.write("sys/kernel/mm/transparent_hugepage/enabled", "always madvise [never]\n");
+  EXPECT_TRUE(has(run(check_thp), Status::ok, "fall back"));
+}
+
+TEST_F(Doctor, CgroupBranches) {
+  EXPECT_TRUE(has(run(check_cgroup), Status::fail, "no memory cgroup controller"));
+  root_.write("sys/fs/cgroup/memory/memory.usage_in_bytes", "1\n");
+  root_.write("sys/fs/cgroup/unified/cgroup.controllers", "\n");
+  EXPECT_TRUE(has(run(check_cgroup), Status::warn, "hybrid"));
+  root_.write("sys/fs/cgroup/cgroup.controllers", "cpu io pids\n");
+  EXPECT_TRUE(has(run(check_cgroup), Status::fail, "without the memory controller"));
+  root_.write("sys/fs/cgroup/cgroup.controllers", "cpu io memory pids\n");
+  EXPECT_TRUE(has(run(check_cgroup), Status::warn, "without memory.reclaim"));
+  root_.write("sys/fs/cgroup/system.slice/memory.reclaim", "");
+  EXPECT_TRUE(has(run(check_cgroup), Status::ok, "memory.reclaim"));
+}
+
+struct FakeBpf : BpfFeatures {
+  ProbeSupport s;
+  ProbeSupport probe() override { return s; }
+};
+
+TEST_F(Doctor, BpfBranches) {
+  FakeBpf fake;
+  env_.bpf = &fake;
+  fake.s.tp_btf_error = fake.s.raw_tp_error = fake.s.tp_error = "EPERM";
+  auto none = run(check_bpf);
+  EXPECT_TRUE(has(none, Status::warn, "no BTF")) << dump(none);
+  EXPECT_TRUE(has(none, Status::warn, "no probe type loads"));
+  root_.write("sys/kernel/btf/vmlinux", "btf");
+  fake.s.tp = true;
+  auto tp_only = run(check_bpf);
+  EXPECT_FALSE(has(tp_only, Status::warn, "no BTF"));
+  EXPECT_TRUE(has(tp_only, Status::warn, "only classic tracepoints"));
+  fake.s.tp_btf = fake.s.raw_tp = true;
+  EXPECT_TRUE(has(run(check_bpf), Status::ok, "tp_btf raw_tp tp"));
+}
+
+TEST_F(Doctor, GpuBranches) {
+  env_.nvml_library = (root_.root() / "absent.so").string();
+  EXPECT_TRUE(has(run(check_gpu), Status::ok, "no NVIDIA driver"));
+  env_.nvml_library = FAKE_NVML_LIB;
+  auto two = run(check_gpu);
+  EXPECT_TRUE(has(two, Status::ok, "GPU 0 Fake GPU 0: 20.0 GiB free of 24.0 GiB")) << dump(two);
+  EXPECT_TRUE(has(two, Status::ok, "GPU 1 Fake GPU 1: 4.0 GiB free"));
+  ::setenv("FAKE_NVML_MODE", "fail_init", 1);
+  EXPECT_TRUE(has(run(check_gpu), Status::fail, "Driver Not Loaded"));
+  ::setenv("FAKE_NVML_MODE", "unified", 1);
+  EXPECT_TRUE(has(run(check_gpu), Status::ok, "unified memory"));
+  ::setenv("FAKE_NVML_MODE", "hang_init", 1);
+  ::setenv("FAKE_NVML_HANG_MS", "1500", 1);
+  env_.gpu_timeout = std::chrono::milliseconds(200);
+  EXPECT_TRUE(has(run(check_gpu), Status::fail, "did not answer"));
+  ::unsetenv("FAKE_NVML_MODE");
+  ::unsetenv("FAKE_NVML_HANG_MS");
+}
+
+TEST_F(Doctor, GpuNamesServersWithPinnedMemory) {
+  env_.nvml_library = FAKE_NVML_LIB;  // on a CPU-only host the variable does not matter: not scanned
+  root_.write("proc/41/comm", "llama-server\n");
+  root_.write("proc/41/cmdline", std::string("/opt/llama/llama-server\0-m\0x.gguf\0", 34));
+  root_.write("proc/41/environ", std::string("PATH=/bin\0HOME=/\0", 17));
+  root_.write("proc/41/cgroup", "0::/system.slice/llama.service\n");
+  root_.write("proc/42/comm", "llama-server\n");
+  root_.write("proc/42/environ", std::string("GGML_CUDA_NO_PINNED=1\0", 22));
+  root_.write("proc/43/comm", "bash\n");
+  root_.write("proc/43/environ", "");
+  std::filesystem::create_directories(root_.root() / "proc/44/environ");  // unreadable as a file
+  root_.write("proc/44/comm", "ollama\n");
+  auto f = run(check_gpu);
+  EXPECT_TRUE(has(f, Status::warn, "pid 41 (llama-server) runs without GGML_CUDA_NO_PINNED=1")) << dump(f);
+  EXPECT_TRUE(has(f, Status::warn, "systemctl edit llama.service"));
+  EXPECT_FALSE(has(f, Status::warn, "pid 42"));
+  EXPECT_FALSE(has(f, Status::warn, "pid 43"));
+  EXPECT_TRUE(has(f, Status::warn, "cannot read the environment of pid 44"));
+}
+
+TEST_F(Doctor, ProtectionBranches) {
+  root_.write("sys/fs/cgroup/cgroup.controllers", "memory\n");
+  // No default unit exists: nothing to protect.
+  EXPECT_TRUE(has(run(check_protection), Status::ok, "none of the units"));
+  // ssh running, unprotected.
+  root_.write("lib/systemd/system/ssh.service", "[Service]\n");
+  std::filesystem::create_directories(root_.root() / "etc/systemd/system");
+  std::filesystem::create_symlink(root_.root() / "lib/systemd/system/ssh.service",
+                                  root_.root() / "etc/systemd/system/sshd.service");
+  root_.write("sys/fs/cgroup/system.slice/ssh.service/memory.min", "0\n");
+  root_.write("sys/fs/cgroup/system.slice/ssh.service/cgroup.procs", "50\n");
+  root_.write("proc/50/oom_score_adj", "0\n");
+  auto bare = run(check_protection);
+  EXPECT_TRUE(has(bare, Status::fail, "spark-tune protect ssh.service")) << dump(bare);
+  EXPECT_EQ(bare.size(), 1u) << "ssh and its alias sshd count once:\n" << dump(bare);
+  // Drop-in written, not yet applied.
+  root_.write("etc/systemd/system/ssh.service.d/50-spark-tune-protect.conf", k_protect_marker);
+  EXPECT_TRUE(has(run(check_protection), Status::warn, "systemctl daemon-reload && systemctl restart ssh.service"));
+  // In effect.
+  root_.write("sys/fs/cgroup/system.slice/ssh.service/memory.min", "268435456\n");
+  root_.write("proc/50/oom_score_adj", "-900\n");
+  EXPECT_TRUE(has(run(check_protection), Status::ok, "memory.min 268435456, oom_score_adj -900"));
+  // A named unit that is installed but not running, and one that does not exist.
+  root_.write("lib/systemd/system/spark-tune.service", "[Service]\n");
+  env_.protected_units = {"spark-tune", "nothere.service"};
+  auto named = run(check_protection);
+  EXPECT_TRUE(has(named, Status::warn, "spark-tune.service is not protected (not running now)")) << dump(named);
+  EXPECT_TRUE(has(named, Status::warn, "nothere.service: no such unit"));
+  root_.write("etc/systemd/system/spark-tune.service.d/50-spark-tune-protect.conf", k_protect_marker);
+  EXPECT_TRUE(has(run(check_protection), Status::ok, "spark-tune.service: protected by"));
+}
+
+TEST_F(Doctor, ProtectionOnCgroupV1UsesOomScore) {
+  root_.write("lib/systemd/system/ssh.service", "[Service]\n");
+  root_.write("sys/fs/cgroup/systemd/system.slice/ssh.service/cgroup.procs", "50\n");
+  root_.write("proc/50/oom_score_adj", "-900\n");
+  root_.write("etc/systemd/system/ssh.service.d/50-spark-tune-protect.conf", k_protect_marker);
+  auto f = run(check_protection);
+  EXPECT_TRUE(has(f, Status::ok, "MemoryMin needs cgroup v2")) << dump(f);
+}
+
+TEST_F(Doctor, RunChecksAndCli) {
+  EXPECT_EQ(run_checks(env_, {"nope"}).error().code().value(), EINVAL);
+  auto some = run_checks(env_, {"thp", "swap"});
+  ASSERT_TRUE(some.ok());
+  for (const auto& f : *some) EXPECT_TRUE(f.check == "thp" || f.check == "swap");
+  std::string r = "--root=" + root_.root().string();
+  root_.write("sys/kernel/mm/transparent_hugepage/enabled", "[madvise]\n");
+  root_.write("sys/kernel/mm/transparent_hugepage/defrag", "[madvise]\n");
+  auto ok = test::run_cli({r, "doctor", "thp", "--json"});
+  EXPECT_EQ(ok.rc, 0) << ok.out;
+  auto j = nlohmann::json::parse(ok.out);
+  EXPECT_TRUE(j["ok"].get<bool>());
+  EXPECT_EQ(j["findings"][0]["status"], "OK");
+  auto fail = test::run_cli({r, "doctor", "cgroup"});
+  EXPECT_EQ(fail.rc, 1) << fail.out;
+  EXPECT_NE(fail.out.find("FAIL cgroup"), std::string::npos);
+  EXPECT_EQ(test::run_cli({r, "doctor", "everything"}).rc, 2);
+}
+
+}  // namespace
+}  // namespace spark::doctor

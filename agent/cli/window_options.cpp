@@ -22,18 +22,21 @@ void add_window_options(CLI::App& app, WindowCliOptions& o, bool with_pid) {
       ->type_name("SIZE");
   app.add_option("--cache", o.cache, "page-cache control: evict (default with --files), drop (the recipe), off")
       ->type_name("MODE");
-  app.add_option("--cache-interval", o.cache_interval, "how often evict/drop runs (default 100ms)")->type_name("DURATION");
+  app.add_option("--cache-interval", o.cache_interval, "how often evict/drop runs (default: the profile's, else 100ms)")->type_name("DURATION");
   app.add_option("--mapped", o.mapped,
                  "pages of the files still mapped by a process: idle (page out a mapping untouched 1s after its process stopped reading it, "
                  "default), cold, pageout, off")
       ->type_name("POLICY");
-  app.add_option("--ttl", o.ttl, "the window ends after this long at most (default 180s)")->type_name("DURATION");
+  app.add_option("--ttl", o.ttl, "the window ends after this long at most (default: the profile's, else 180s)")->type_name("DURATION");
   if (with_pid) app.add_option("--pid", o.pid, "end the window when this process exits")->type_name("PID");
   app.add_option("--until-port", o.until_port, "end the window when HOST:PORT accepts connections (the server is up)")
       ->type_name("HOST:PORT");
   app.add_option("--sysctl", o.sysctls, "sysctl overlay KEY=VALUE instead of the load-window profile")
       ->type_name("KEY=VALUE");
   app.add_flag("--no-overlay", o.no_overlay, "no sysctl overlay (readahead and cache control only)");
+  app.add_option("--profile", o.profile,
+                 "window profile: its sysctls are the overlay, its [window] options the defaults (default load-window)")
+      ->type_name("NAME");
   app.add_option("--label", o.label, "a note shown by window list");
 }
 
@@ -85,6 +88,7 @@ Result<WindowSpec> to_spec(const WindowCliOptions& o) {
     s.overlay = std::move(overlay);
   }
   s.label = o.label;
+  s.profile = o.profile;
   // The agent validates again; validate here so bad input never reaches it.
   SPARK_TRY(WindowSpec checked, spec_from_json(spec_to_json(s)));
   (void)checked;

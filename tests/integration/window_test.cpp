@@ -128,6 +128,25 @@ TEST_F(WindowTest, SysctlOverlayUndoneToExactValues) {
   EXPECT_EQ(*read_value(paths.proc_sys("vm/vfs_cache_pressure")), *before);
 }
 
+// Without an explicit overlay the load-window profile is the overlay (vm.vfs_cache_pressure ">200").
+TEST_F(WindowTest, DefaultOverlayIsTheLoadWindowProfile) {
+  auto before = read_value(paths.proc_sys("vm/vfs_cache_pressure"));
+  ASSERT_TRUE(before.ok());
+  auto profile = load_window_profile(paths, *act);
+  ASSERT_TRUE(profile.ok()) << describe(profile.error());
+  EXPECT_EQ(profile->options.count("window.ttl"), 1u);
+  WindowSpec s;
+  s.ttl = std::chrono::seconds(30);
+  auto w = manager().begin(s);
+  ASSERT_TRUE(w.ok()) << describe(w.error());
+  EXPECT_GE(std::stoi(*read_value(paths.proc_sys("vm/vfs_cache_pressure"))), 200);
+  ASSERT_TRUE(manager().end(w->id, "test").ok());
+  EXPECT_EQ(*read_value(paths.proc_sys("vm/vfs_cache_pressure")), *before);
+  WindowSpec missing;
+  missing.profile = "no-such-profile";
+  EXPECT_FALSE(manager().begin(missing).ok());
+}
+
 TEST_F(WindowTest, TtlEndsTheWindow) {
   auto f = file("a.bin", 1);
   WindowSpec s = spec({f.string()});

@@ -462,6 +462,16 @@ json WindowManager::describe_window(const std::string& id) const {
   json j = record_to_json(it->second->record);
   auto left = std::chrono::duration_cast<std::chrono::milliseconds>(it->second->deadline - Clock::now()).count();
   j["ttl_left_ms"] = std::max<int64_t>(left, 0);
+  // What the window holds, from the journal: target, the value it set, the value beneath it.
+  json changes = json::array();
+  if (auto d = read_journal(paths_); d)
+    for (const auto& rec : d->targets)
+      for (const auto& l : rec.layers)
+        if (l.owner == owner_of(id))
+          changes.push_back({{"target", rec.target.display()},
+                             {"value", l.value ? json(*l.value) : json()},
+                             {"previous", l.previous ? json(*l.previous) : json()}});
+  j["changes"] = changes;
   if (it->second->cache) {
     const auto& s = it->second->cache->stats();
     j["cache_stats"] = {{"ticks", s.ticks},         {"evictions", s.evictions}, {"drops", s.drops},

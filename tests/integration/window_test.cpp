@@ -140,6 +140,10 @@ TEST_F(WindowTest, DefaultOverlayIsTheLoadWindowProfile) {
   auto w = manager().begin(s);
   ASSERT_TRUE(w.ok()) << describe(w.error());
   EXPECT_GE(std::stoi(*read_value(paths.proc_sys("vm/vfs_cache_pressure"))), 200);
+  auto info = manager().describe_window(w->id);
+  bool listed = false;
+  for (const auto& c : info["changes"]) listed |= c["target"] == "vm.vfs_cache_pressure";
+  EXPECT_TRUE(listed) << info.dump();
   ASSERT_TRUE(manager().end(w->id, "test").ok());
   EXPECT_EQ(*read_value(paths.proc_sys("vm/vfs_cache_pressure")), *before);
   WindowSpec missing;

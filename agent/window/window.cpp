@@ -272,7 +272,8 @@ Result<WindowRecord> WindowManager::begin(const WindowSpec& asked) {
     if (!spec.ttl) {
       SPARK_TRY(spec.ttl, duration_opt("window.ttl"));
     }
-    if (!spec.cache_interval) {
+    // drop is the recipe: every 100 ms unless asked otherwise; the profile's interval is evict's.
+    if (!spec.cache_interval && spec.cache != CacheMode::drop) {
       SPARK_TRY(spec.cache_interval, duration_opt("window.cache_interval"));
     }
     if (!spec.readahead_kb)

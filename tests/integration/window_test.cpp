@@ -392,6 +392,7 @@ TEST_F(WindowTest, DropModeDropsLikeTheRecipe) {
   s.cache = CacheMode::drop;
   auto w = manager().begin(s);
   ASSERT_TRUE(w.ok()) << describe(w.error());
+  EXPECT_EQ(w->cache_interval_ms, 100) << "drop runs every 100 ms like the recipe unless asked otherwise";
   bool dropped = pump_until([&] { return cached_bytes(warm).value_or(1) == 0; }, 2s);
   ASSERT_TRUE(manager().end(w->id, "test").ok());
   EXPECT_TRUE(dropped);

@@ -255,10 +255,7 @@ void CacheKeeper::tick(std::chrono::steady_clock::time_point now) {
     return;
   }
   if (opt_.mode != CacheMode::evict) return;
-  if (opt_.mapped != MappedPolicy::off && now - last_mapped_ >= opt_.mapped_period) {
-    last_mapped_ = now;
-    handle_mapped(now);
-  }
+  // Evict first: the mapping scan reads every process's maps and can take a while on a busy host.
   for (size_t i = 0; i < files_.size(); ++i) {
     const auto& f = files_[i];
     if (mapped_now_[i]) continue;
@@ -266,6 +263,10 @@ void CacheKeeper::tick(std::chrono::steady_clock::time_point now) {
       stats_.last_error = describe(r.error());
     else
       ++stats_.evictions;
+  }
+  if (opt_.mapped != MappedPolicy::off && now - last_mapped_ >= opt_.mapped_period) {
+    last_mapped_ = now;
+    handle_mapped(now);
   }
 }
 

@@ -286,9 +286,16 @@ int main(int argc, char** argv) {
           });
         } else if (scenario.rfind("spark-tune", 0) == 0) {
           cmd = {spark_tune, "run", "--files", (work / "model").string()};
+          // "spark-tune:128k" = --readahead 128k; "spark-tune:--cache-interval+50ms" = those options.
           if (auto colon = scenario.find(':'); colon != std::string::npos) {
-            cmd.push_back("--readahead");
-            cmd.push_back(scenario.substr(colon + 1));
+            std::string extra = scenario.substr(colon + 1);
+            if (extra.rfind("--", 0) == 0) {
+              std::stringstream ss(extra);
+              for (std::string x; std::getline(ss, x, '+');) cmd.push_back(x);
+            } else {
+              cmd.push_back("--readahead");
+              cmd.push_back(extra);
+            }
           }
           cmd.push_back("--");
           cmd.insert(cmd.end(), load.begin(), load.end());

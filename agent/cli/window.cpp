@@ -77,6 +77,11 @@ void setup(CLI::App& app, spark::cli::Context& ctx) {
                       std::to_string(w["files"].size()), w.value("label", "")});
     }
     cli::print_table({"ID", "TTL LEFT", "PID", "CACHE", "READAHEAD", "FILES", "LABEL"}, rows);
+    for (const auto& w : *r)
+      for (const auto& c : w["changes"])
+        std::cout << "  " << w.value("id", "") << ": " << c.value("target", "") << " = "
+                  << (c["value"].is_string() ? c["value"].get<std::string>() : "(absent)") << " (was "
+                  << (c["previous"].is_string() ? c["previous"].get<std::string>() : "absent") << ")\n";
   });
 }
 

@@ -17,23 +17,26 @@ void add_window_options(CLI::App& app, WindowCliOptions& o, bool with_pid) {
   app.add_option("--device", o.devices, "block device to throttle (vda, /dev/nvme0n1); default: the files' devices")
       ->type_name("DEV");
   app.add_option("--readahead", o.readahead,
-                 "readahead during the window (e.g. 128k; 'off' leaves it alone); default " +
-                     std::to_string(k_default_window_readahead_kb) + "k")
+                 "throttle readahead of the files' devices (or --device) to SIZE during the window (e.g. 2M); "
+                 "default off: measured, a throttle slows mmap loads and evict already keeps the cache low")
       ->type_name("SIZE");
   app.add_option("--cache", o.cache, "page-cache control: evict (default with --files), drop (the recipe), off")
       ->type_name("MODE");
-  app.add_option("--cache-interval", o.cache_interval, "how often evict/drop runs (default 100ms)")->type_name("DURATION");
+  app.add_option("--cache-interval", o.cache_interval, "how often evict/drop runs (default: the profile's, else 100ms)")->type_name("DURATION");
   app.add_option("--mapped", o.mapped,
-                 "pages of the files still mapped by a process: idle (page out mappings not touched for 1.5s, "
+                 "pages of the files still mapped by a process: idle (page out a mapping untouched 1s after its process stopped reading it, "
                  "default), cold, pageout, off")
       ->type_name("POLICY");
-  app.add_option("--ttl", o.ttl, "the window ends after this long at most (default 180s)")->type_name("DURATION");
+  app.add_option("--ttl", o.ttl, "the window ends after this long at most (default: the profile's, else 180s)")->type_name("DURATION");
   if (with_pid) app.add_option("--pid", o.pid, "end the window when this process exits")->type_name("PID");
   app.add_option("--until-port", o.until_port, "end the window when HOST:PORT accepts connections (the server is up)")
       ->type_name("HOST:PORT");
   app.add_option("--sysctl", o.sysctls, "sysctl overlay KEY=VALUE instead of the load-window profile")
       ->type_name("KEY=VALUE");
   app.add_flag("--no-overlay", o.no_overlay, "no sysctl overlay (readahead and cache control only)");
+  app.add_option("--profile", o.profile,
+                 "window profile: its sysctls are the overlay, its [window] options the defaults (default load-window)")
+      ->type_name("NAME");
   app.add_option("--label", o.label, "a note shown by window list");
 }
 
@@ -85,6 +88,7 @@ Result<WindowSpec> to_spec(const WindowCliOptions& o) {
     s.overlay = std::move(overlay);
   }
   s.label = o.label;
+  s.profile = o.profile;
   // The agent validates again; validate here so bad input never reaches it.
   SPARK_TRY(WindowSpec checked, spec_from_json(spec_to_json(s)));
   (void)checked;

@@ -42,6 +42,7 @@ struct WindowCliOptions {
   std::string until_port;
   std::vector<std::string> sysctls;  // KEY=VALUE, replaces the default overlay
   bool no_overlay = false;
+  std::string profile;  // window profile (default load-window)
   std::string label;
 };
 

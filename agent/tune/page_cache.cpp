@@ -237,8 +237,12 @@ CacheKeeper::CacheKeeper(HostPaths paths, std::vector<fs::path> files, CacheKeep
     : paths_(std::move(paths)), files_(std::move(files)), opt_(options) {
   for (const auto& f : files_) {
     struct stat st {};
-    if (::stat(f.c_str(), &st) == 0) ids_.push_back({st.st_dev, st.st_ino});
+    if (::stat(f.c_str(), &st) == 0)
+      ids_.push_back({st.st_dev, st.st_ino});
+    else
+      ids_.push_back({0, 0});
   }
+  mapped_now_.assign(files_.size(), false);
 }
 
 void CacheKeeper::tick(std::chrono::steady_clock::time_point now) {
@@ -251,23 +255,27 @@ void CacheKeeper::tick(std::chrono::steady_clock::time_point now) {
     return;
   }
   if (opt_.mode != CacheMode::evict) return;
-  if (opt_.mapped != MappedPolicy::off && now - last_mapped_ >= opt_.mapped_period) {
-    last_mapped_ = now;
-    handle_mapped(now);
-  }
-  for (const auto& f : files_) {
+  // Evict first: the mapping scan reads every process's maps and can take a while on a busy host.
+  for (size_t i = 0; i < files_.size(); ++i) {
+    const auto& f = files_[i];
+    if (mapped_now_[i]) continue;
     if (auto r = evict_file(f); !r)
       stats_.last_error = describe(r.error());
     else
       ++stats_.evictions;
   }
+  if (opt_.mapped != MappedPolicy::off && now - last_mapped_ >= opt_.mapped_period) {
+    last_mapped_ = now;
+    handle_mapped(now);
+  }
 }
 
-void CacheKeeper::handle_mapped(std::chrono::steady_clock::time_point) {
+void CacheKeeper::handle_mapped(std::chrono::steady_clock::time_point now) {
   if (ids_.empty()) return;
   std::error_code ec;
   std::set<std::pair<pid_t, uint64_t>> live;
   const pid_t self = ::getpid();
+  std::vector<bool> mapped(files_.size(), false);
   for (auto it = fs::directory_iterator(paths_.proc, ec); !ec && it != fs::directory_iterator(); it.increment(ec)) {
     const std::string name = it->path().filename().string();
     if (name.empty() || !std::all_of(name.begin(), name.end(), ::isdigit)) continue;
@@ -277,26 +285,39 @@ void CacheKeeper::handle_mapped(std::chrono::steady_clock::time_point) {
     if (!maps || maps->empty()) continue;
     std::vector<std::pair<uint64_t, uint64_t>> cold, pageout;
     for (const auto& m : *maps) {
+      for (size_t i = 0; i < ids_.size(); ++i)
+        if (ids_[i] == std::make_pair(m.dev, m.ino)) mapped[i] = true;
       auto key = std::make_pair(pid, m.start);
       live.insert(key);
       auto& st = vmas_[key];
+      if (st.in_use) continue;
+      auto u = vma_usage(paths_, pid, m.start);
+      if (!u || !*u) continue;
+      uint64_t rss = (*u)->rss;
+      bool growing = rss > st.last_rss;
+      st.last_rss = rss;
+      if (rss == 0 || growing) {
+        st.probed.reset();
+        continue;
+      }
       if (opt_.mapped == MappedPolicy::pageout) {
         pageout.push_back({m.start, m.end});
         continue;
       }
-      if (opt_.mapped == MappedPolicy::idle) {
-        auto u = vma_usage(paths_, pid, m.start);
-        if (u && *u) {
-          if ((*u)->rss == 0) continue;
-          st.idle_passes = (*u)->referenced == 0 ? st.idle_passes + 1 : 0;
-          auto idle_for = opt_.mapped_period * st.idle_passes;
-          if (idle_for >= opt_.idle_after) {
-            pageout.push_back({m.start, m.end});
-            continue;
-          }
-        }
+      if (!st.probed) {
+        cold.push_back({m.start, m.end});
+        st.probed = now;
+        continue;
       }
-      cold.push_back({m.start, m.end});
+      if (opt_.mapped == MappedPolicy::cold || now - *st.probed < opt_.idle_after) continue;
+      if ((*u)->referenced > 0) {
+        st.in_use = true;
+        continue;
+      }
+      pageout.push_back({m.start, m.end});
+      st.paged_out = true;
+      st.probed.reset();
+      st.last_rss = 0;
     }
     if (auto r = advise_process(pid, cold, MADV_COLD); !r)
       stats_.last_error = describe(r.error());
@@ -308,6 +329,7 @@ void CacheKeeper::handle_mapped(std::chrono::steady_clock::time_point) {
       stats_.pageouts += pageout.size();
   }
   for (auto it = vmas_.begin(); it != vmas_.end();) it = live.count(it->first) ? std::next(it) : vmas_.erase(it);
+  mapped_now_ = mapped;
 }
 
 }  // namespace spark

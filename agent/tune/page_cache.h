@@ -7,17 +7,21 @@
 //
 // Mapped pages (measured, see docs/benchmarks-load-window.md): every `mapped_period` the keeper finds
 // the mappings of the window files in every process (<proc>/PID/maps, matched by device and inode)
-// and, per mapping (VMA):
-//   - reads Referenced from <proc>/PID/smaps: pages touched since the previous pass;
-//   - a mapping with no referenced page for `idle_after` is one its process is done with (a loader
-//     that copied the weights out): its pages are paged out with process_madvise(MADV_PAGEOUT)
-//     through a pidfd, which unmaps and frees the clean file pages;
-//   - every other mapping gets MADV_COLD: its pages go to the inactive list (reclaimed first under
-//     pressure, never forced out) and their accessed bits are cleared, so the next pass sees only
-//     new touches. A server that keeps using its mmapped weights (a CPU llama.cpp server) keeps
-//     touching them and is never paged out, so its next request does not fault the model back in.
-// MappedPolicy::cold only ever does MADV_COLD; pageout pages out every mapping at each pass (for a
-// loader known to copy out and keep its mapping); off leaves mapped pages alone.
+// and follows each mapping (VMA) through <proc>/PID/smaps:
+//   - while its Rss grows, its process is reading it: left alone;
+//   - once its Rss stops growing, it is probed once: process_madvise(MADV_COLD) through a pidfd
+//     clears the accessed bits of its pages (and puts them on the inactive list);
+//   - `idle_after` later, Referenced tells: no page touched since the probe means the process is
+//     done with it (a loader that copied the weights out): process_madvise(MADV_PAGEOUT) frees its
+//     clean file pages. Pages touched means the process uses the mapping in place (a CPU
+//     llama.cpp server): it is never paged out in this window, so its next request does not
+//     fault the model back in. Cost: two madvise calls per mapping, not one per tick; an
+//     MADV_COLD of every mapping at every tick was measured to double an mmap load.
+//   - a file that some process maps is not fadvised while mapped: DONTNEED cannot drop its mapped
+//     pages, deactivates them, and drops the read-around pages the loader is about to fault in
+//     (measured: an mmap load 2.5x slower). It is evicted again once no process maps it.
+// MappedPolicy::cold only probes (pages reclaimed first under pressure, never forced out); pageout
+// pages out every mapping whose Rss stopped growing, without the probe; off leaves mapped pages alone.
 //
 // drop: writes 3 to vm/drop_caches at each tick, the manual recipe (every process loses its cache).
 #pragma once
@@ -76,8 +80,8 @@ Result<void> advise_process(pid_t pid, const std::vector<std::pair<uint64_t, uin
 struct CacheKeeperOptions {
   CacheMode mode = CacheMode::evict;
   MappedPolicy mapped = MappedPolicy::idle;
-  std::chrono::milliseconds mapped_period{500};
-  std::chrono::milliseconds idle_after{1500};
+  std::chrono::milliseconds mapped_period{250};
+  std::chrono::milliseconds idle_after{1000};
 };
 
 struct CacheKeeperStats {
@@ -102,11 +106,14 @@ class CacheKeeper {
   HostPaths paths_;
   std::vector<fs::path> files_;
   std::vector<std::pair<dev_t, ino_t>> ids_;
+  std::vector<bool> mapped_now_;  // per file: some process maps it (last scan)
   CacheKeeperOptions opt_;
   CacheKeeperStats stats_;
   std::chrono::steady_clock::time_point last_mapped_{};
   struct VmaState {
-    int idle_passes = 0;
+    uint64_t last_rss = 0;
+    std::optional<std::chrono::steady_clock::time_point> probed;  // when MADV_COLD cleared its bits
+    bool in_use = false;     // touched after the probe: left alone from then on
     bool paged_out = false;
   };
   std::map<std::pair<pid_t, uint64_t>, VmaState> vmas_;

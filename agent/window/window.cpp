@@ -14,6 +14,8 @@
 #include "core/fs.h"
 #include "core/log.h"
 #include "core/units.h"
+#include "profile/profile_ops.h"
+#include "profile/resolve.h"
 #include "tune/readahead.h"
 
 namespace spark {
@@ -33,15 +35,19 @@ int open_pidfd(pid_t pid) { return static_cast<int>(::syscall(SYS_pidfd_open, pi
 
 }  // namespace
 
-std::vector<Change> load_window_overlay(const HostPaths&) {
-  // The write-back part of the published recipe: small dirty thresholds so a load does not pile up
-  // dirty pages, and dentries/inodes reclaimed before the page cache. vm.min_free_kbytes and the
-  // readahead/drop parts are the profile's and the window's own (see window.h).
-  return {
-      {sysctl_target("vm.dirty_background_ratio"), std::string("2"), "load window"},
-      {sysctl_target("vm.dirty_ratio"), std::string("5"), "load window"},
-      {sysctl_target("vm.vfs_cache_pressure"), std::string("200"), "load window"},
-  };
+Result<WindowProfile> load_window_profile(const HostPaths& paths, Actuator& act, const std::string& name) {
+  auto resolved = resolve_named_profile(paths, name, act);
+  if (!resolved) return with_context(resolved.error(), "window profile " + name);
+  WindowProfile wp;
+  wp.name = resolved->name;
+  wp.overlay = profile_changes(*resolved);
+  wp.options = resolved->options;
+  return wp;
+}
+
+Result<std::vector<Change>> load_window_overlay(const HostPaths& paths, Actuator& act) {
+  SPARK_TRY(WindowProfile wp, load_window_profile(paths, act));
+  return wp.overlay;
 }
 
 Result<std::pair<std::string, uint16_t>> parse_host_port(const std::string& s) {
@@ -63,9 +69,10 @@ json spec_to_json(const WindowSpec& s) {
   j["devices"] = s.devices;
   if (s.readahead_kb) j["readahead_kb"] = *s.readahead_kb;
   if (s.cache) j["cache"] = cache_mode_name(*s.cache);
-  j["cache_interval_ms"] = s.cache_interval.count();
+  if (s.cache_interval) j["cache_interval_ms"] = s.cache_interval->count();
   j["mapped"] = mapped_policy_name(s.mapped);
-  j["ttl_ms"] = s.ttl.count();
+  if (s.ttl) j["ttl_ms"] = s.ttl->count();
+  if (!s.profile.empty()) j["profile"] = s.profile;
   if (s.pid) j["pid"] = s.pid;
   if (!s.until_port.empty()) j["until_port"] = s.until_port;
   if (s.overlay) {
@@ -106,13 +113,15 @@ Result<WindowSpec> spec_from_json(const json& j) {
       s.overlay = std::move(o);
     }
     if (j.contains("label")) s.label = j.at("label").get<std::string>();
+    if (j.contains("profile")) s.profile = j.at("profile").get<std::string>();
   } catch (const json::exception& e) {
     return input_error(std::string("bad window parameters: ") + e.what());
   }
-  if (s.ttl.count() <= 0) return input_error("TTL must be more than 0 (e.g. --ttl 180s)");
-  if (s.ttl > k_max_window_ttl) return input_error("TTL " + format_duration(s.ttl) + " is absurd: at most 24h");
-  if (s.cache_interval.count() < 10 || s.cache_interval.count() > 60'000)
+  if (s.ttl && s.ttl->count() <= 0) return input_error("TTL must be more than 0 (e.g. --ttl 180s)");
+  if (s.ttl && *s.ttl > k_max_window_ttl) return input_error("TTL " + format_duration(*s.ttl) + " is absurd: at most 24h");
+  if (s.cache_interval && (s.cache_interval->count() < 10 || s.cache_interval->count() > 60'000))
     return input_error("cache interval must be between 10ms and 60s");
+  if (s.profile.find('/') != std::string::npos) return input_error("window profile is a name, not a path");
   if (s.pid < 0) return input_error("pid must be positive");
   if (!s.until_port.empty()) SPARK_TRY_VOID(parse_host_port(s.until_port));
   if (s.readahead_kb && *s.readahead_kb > 1024 * 1024) return input_error("readahead above 1 GiB is not a throttle");
@@ -241,9 +250,47 @@ Result<std::string> WindowManager::next_id() {
   return "w" + std::to_string(seq);
 }
 
-Result<WindowRecord> WindowManager::begin(const WindowSpec& spec) {
-  // 1. Validate everything before any change.
-  if (spec.ttl.count() <= 0 || spec.ttl > k_max_window_ttl) return input_error("TTL must be between 1ms and 24h");
+Result<WindowRecord> WindowManager::begin(const WindowSpec& asked) {
+  // 1. Validate everything before any change; the profile fills what was not asked for.
+  WindowSpec spec = asked;
+  std::string profile_name = spec.profile.empty() ? k_window_profile : spec.profile;
+  auto profile = load_window_profile(paths_, tuner_.actuator(), profile_name);
+  if (!profile && (!spec.overlay || !spec.profile.empty())) return profile.error();
+  if (profile) {
+    if (!spec.overlay) spec.overlay = profile->overlay;
+    auto opt = [&](const char* k) -> std::optional<std::string> {
+      auto it = profile->options.find(k);
+      return it == profile->options.end() ? std::nullopt : std::optional<std::string>(it->second);
+    };
+    auto duration_opt = [&](const char* k) -> Result<std::optional<std::chrono::milliseconds>> {
+      auto v = opt(k);
+      if (!v) return std::optional<std::chrono::milliseconds>();
+      auto d = parse_duration(*v);
+      if (!d) return with_context(d.error(), "profile " + profile_name + " " + k);
+      return std::optional<std::chrono::milliseconds>(*d);
+    };
+    if (!spec.ttl) {
+      SPARK_TRY(spec.ttl, duration_opt("window.ttl"));
+    }
+    // drop is the recipe: every 100 ms unless asked otherwise; the profile's interval is evict's.
+    if (!spec.cache_interval && spec.cache != CacheMode::drop) {
+      SPARK_TRY(spec.cache_interval, duration_opt("window.cache_interval"));
+    }
+    if (!spec.readahead_kb)
+      if (auto v = opt("window.readahead")) {
+        SPARK_TRY(uint64_t bytes, parse_size(*v));
+        spec.readahead_kb = bytes / 1024;
+      }
+    if (!spec.cache && !spec.files.empty())
+      if (auto v = opt("window.cache")) {
+        SPARK_TRY(CacheMode m, parse_cache_mode(*v));
+        spec.cache = m;
+      }
+  }
+  if (!spec.ttl) spec.ttl = k_default_window_ttl;
+  if (!spec.cache_interval) spec.cache_interval = k_default_cache_interval;
+  SPARK_TRY(WindowSpec checked, spec_from_json(spec_to_json(spec)));
+  (void)checked;
   std::vector<fs::path> files;
   if (!spec.files.empty()) {
     SPARK_TRY(files, expand_files(spec.files));
@@ -271,6 +318,8 @@ Result<WindowRecord> WindowManager::begin(const WindowSpec& spec) {
     }
   } else if (!spec.devices.empty()) {
     for (const auto& d : spec.devices) SPARK_TRY_VOID(readahead_device_by_name(paths_, d));
+    if (!spec.readahead_kb)
+      return input_error("--device names a device to throttle: give the readahead with --readahead SIZE (e.g. 128k)");
   }
   int pidfd = -1;
   uint64_t pid_start = 0;
@@ -298,17 +347,17 @@ Result<WindowRecord> WindowManager::begin(const WindowSpec& spec) {
   r.devices = devices;
   r.readahead_kb = ra;
   r.cache = cache;
-  r.cache_interval_ms = spec.cache_interval.count();
+  r.cache_interval_ms = spec.cache_interval->count();
   r.mapped = spec.mapped;
   r.begun_ms = now_real_ms();
-  r.deadline_ms = r.begun_ms + spec.ttl.count();
+  r.deadline_ms = r.begun_ms + spec.ttl->count();
   r.pid = spec.pid;
   r.pid_start = pid_start;
   r.until_port = spec.until_port;
   r.label = spec.label;
 
   // 2. One transaction: overlay + readahead (never raised: a device already lower keeps its value).
-  std::vector<Change> changes = spec.overlay ? *spec.overlay : load_window_overlay(paths_);
+  std::vector<Change> changes = *spec.overlay;
   for (auto& c : changes) c.reason = "load window " + id;
   for (const auto& dev : devices) {
     SPARK_TRY(uint64_t cur, read_readahead_kb(paths_, dev));
@@ -330,7 +379,7 @@ Result<WindowRecord> WindowManager::begin(const WindowSpec& spec) {
   SPARK_TRY_VOID(start_runtime(r));
   log_info("window " + id + " begun: " + std::to_string(files.size()) + " files, cache " + cache_mode_name(cache) +
                ", readahead " + (devices.empty() ? std::string("unchanged") : std::to_string(ra) + " KiB on " + devices[0]) +
-               ", ttl " + format_duration(spec.ttl) + (spec.pid ? ", pid " + std::to_string(spec.pid) : ""),
+               ", ttl " + format_duration(*spec.ttl) + (spec.pid ? ", pid " + std::to_string(spec.pid) : ""),
            {{"WINDOW", id}});
   return r;
 }
@@ -414,6 +463,16 @@ json WindowManager::describe_window(const std::string& id) const {
   json j = record_to_json(it->second->record);
   auto left = std::chrono::duration_cast<std::chrono::milliseconds>(it->second->deadline - Clock::now()).count();
   j["ttl_left_ms"] = std::max<int64_t>(left, 0);
+  // What the window holds, from the journal: target, the value it set, the value beneath it.
+  json changes = json::array();
+  if (auto d = read_journal(paths_); d)
+    for (const auto& rec : d->targets)
+      for (const auto& l : rec.layers)
+        if (l.owner == owner_of(id))
+          changes.push_back({{"target", rec.target.display()},
+                             {"value", l.value ? json(*l.value) : json()},
+                             {"previous", l.previous ? json(*l.previous) : json()}});
+  j["changes"] = changes;
   if (it->second->cache) {
     const auto& s = it->second->cache->stats();
     j["cache_stats"] = {{"ticks", s.ticks},         {"evictions", s.evictions}, {"drops", s.drops},

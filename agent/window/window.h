@@ -29,12 +29,27 @@ namespace spark {
 inline constexpr std::chrono::milliseconds k_default_window_ttl{180'000};
 inline constexpr std::chrono::milliseconds k_max_window_ttl{24 * 3600'000};
 inline constexpr std::chrono::milliseconds k_default_cache_interval{100};
-// Readahead during a window, chosen by bench/load_window (docs/benchmarks-load-window.md).
-inline constexpr uint64_t k_default_window_readahead_kb = 128;
+// Readahead during a window when none is asked for: 0, the devices are left alone. Chosen by
+// bench/load_window (docs/benchmarks-load-window.md): with evict keeping the cache low, a throttle
+// did not lower the page-cache peak and made mmap loads slower (128 KiB: about 2.5x the untuned
+// time; 8 KiB, the recipe's: about 10x); `--readahead SIZE` throttles when wanted.
+inline constexpr uint64_t k_default_window_readahead_kb = 0;
 
-// The sysctl overlay of a window. Until the profile loader lands, the built-in load-window values;
-// the lead wires this to policies/load-window.toml.
-std::vector<Change> load_window_overlay(const HostPaths& paths);
+inline constexpr const char* k_window_profile = "load-window";
+
+// A window's profile (policies/load-window.toml, or the operator's copy under /etc/spark-tune):
+// its sysctl overlay resolved against this host (">200" keeps a higher value...) and its
+// [window] options ("window.cache", "window.cache_interval", "window.ttl", "window.readahead"),
+// which are the defaults of every option the window was not given.
+struct WindowProfile {
+  std::string name;
+  std::vector<Change> overlay;
+  std::map<std::string, std::string> options;
+};
+Result<WindowProfile> load_window_profile(const HostPaths& paths, Actuator& act,
+                                          const std::string& name = k_window_profile);
+// Only the overlay of the load-window profile.
+Result<std::vector<Change>> load_window_overlay(const HostPaths& paths, Actuator& act);
 
 // What a window is asked to do (CLI options / the window.begin request).
 struct WindowSpec {
@@ -42,12 +57,13 @@ struct WindowSpec {
   std::vector<std::string> devices;         // --device names
   std::optional<uint64_t> readahead_kb;     // nullopt: k_default_window_readahead_kb; 0: no throttle
   std::optional<CacheMode> cache;           // nullopt: evict with files, off without
-  std::chrono::milliseconds cache_interval = k_default_cache_interval;
+  std::optional<std::chrono::milliseconds> cache_interval;  // nullopt: profile, else 100ms
   MappedPolicy mapped = MappedPolicy::idle;
-  std::chrono::milliseconds ttl = k_default_window_ttl;
+  std::optional<std::chrono::milliseconds> ttl;             // nullopt: profile, else 180s
   pid_t pid = 0;                            // watched process; 0 = none
   std::string until_port;                   // "HOST:PORT": ends when it accepts connections
-  std::optional<std::vector<Change>> overlay;  // nullopt: load_window_overlay()
+  std::optional<std::vector<Change>> overlay;  // nullopt: the profile's overlay
+  std::string profile;                      // empty: load-window
   std::string label;                        // free text for `window list` (the command of `run`)
 };
 

@@ -171,7 +171,7 @@ TEST_F(AgentTest, RunPassesExitStatusSignalsAndEndsWindow) {
   EXPECT_EQ(exit_code(r), 7);
   EXPECT_EQ(trim(r.out), "16") << "the command did not run inside the window";
   EXPECT_EQ(ra(), "4096");
-  auto killed = spark_tune({"run", "--device", dev(), "--no-overlay", "--", "/bin/sh", "-c", "kill -USR1 $$"});
+  auto killed = spark_tune({"run", "--device", dev(), "--readahead", "16k", "--no-overlay", "--", "/bin/sh", "-c", "kill -USR1 $$"});
   EXPECT_TRUE(WIFSIGNALED(killed.status));
   if (WIFSIGNALED(killed.status)) EXPECT_EQ(WTERMSIG(killed.status), SIGUSR1);
   // TTL ends the window while the command keeps running.
@@ -190,6 +190,22 @@ TEST_F(AgentTest, BadInputIsRefusedWithExit2) {
   EXPECT_EQ(exit_code(spark_tune({"window", "begin", "--ttl", "30d"})), 2);
   EXPECT_EQ(exit_code(spark_tune({"window", "end", "w424242"})), 2);
   EXPECT_EQ(exit_code(spark_tune({"window", "end"})), 2);
+  EXPECT_EQ(exit_code(spark_tune({"window", "begin", "--device", dev()})), 2) << "--device without --readahead";
+  for (const auto& bad : std::vector<std::vector<std::string>>{{"--readahead", "1"},
+                                                               {"--readahead", "lots"},
+                                                               {"--cache", "sometimes"},
+                                                               {"--mapped", "maybe"},
+                                                               {"--cache-interval", "1ms"},
+                                                               {"--sysctl", "novalue"},
+                                                               {"--sysctl", "../etc=1"},
+                                                               {"--until-port", "host"},
+                                                               {"--no-overlay", "--sysctl", "vm.dirty_ratio=5"}}) {
+    std::vector<std::string> args{"window", "begin"};
+    args.insert(args.end(), bad.begin(), bad.end());
+    EXPECT_EQ(exit_code(spark_tune(args)), 2) << bad[0] << " " << bad.back();
+  }
+  auto listed = spark_tune({"--json", "window", "list"});
+  EXPECT_EQ(trim(listed.out), "[]") << "a refused window was begun";
   EXPECT_EQ(ra(), "4096");
 }
 

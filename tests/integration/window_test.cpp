@@ -1,6 +1,9 @@
 // Load windows on the real kernel: files on a scratch loop device, readahead and page cache measured.
 #include <gtest/gtest.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <poll.h>
+#include <sys/socket.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
@@ -125,6 +128,29 @@ TEST_F(WindowTest, SysctlOverlayUndoneToExactValues) {
   EXPECT_EQ(*read_value(paths.proc_sys("vm/vfs_cache_pressure")), *before);
 }
 
+// Without an explicit overlay the load-window profile is the overlay (vm.vfs_cache_pressure ">200").
+TEST_F(WindowTest, DefaultOverlayIsTheLoadWindowProfile) {
+  auto before = read_value(paths.proc_sys("vm/vfs_cache_pressure"));
+  ASSERT_TRUE(before.ok());
+  auto profile = load_window_profile(paths, *act);
+  ASSERT_TRUE(profile.ok()) << describe(profile.error());
+  EXPECT_EQ(profile->options.count("window.ttl"), 1u);
+  WindowSpec s;
+  s.ttl = std::chrono::seconds(30);
+  auto w = manager().begin(s);
+  ASSERT_TRUE(w.ok()) << describe(w.error());
+  EXPECT_GE(std::stoi(*read_value(paths.proc_sys("vm/vfs_cache_pressure"))), 200);
+  auto info = manager().describe_window(w->id);
+  bool listed = false;
+  for (const auto& c : info["changes"]) listed |= c["target"] == "vm.vfs_cache_pressure";
+  EXPECT_TRUE(listed) << info.dump();
+  ASSERT_TRUE(manager().end(w->id, "test").ok());
+  EXPECT_EQ(*read_value(paths.proc_sys("vm/vfs_cache_pressure")), *before);
+  WindowSpec missing;
+  missing.profile = "no-such-profile";
+  EXPECT_FALSE(manager().begin(missing).ok());
+}
+
 TEST_F(WindowTest, TtlEndsTheWindow) {
   auto f = file("a.bin", 1);
   WindowSpec s = spec({f.string()});
@@ -153,6 +179,29 @@ TEST_F(WindowTest, WatchedProcessExitEndsTheWindow) {
   ::kill(child, SIGKILL);
   EXPECT_TRUE(pump_until([&] { return manager().list().empty(); }, 3s));
   ::waitpid(child, nullptr, 0);
+  EXPECT_EQ(loop->read_ahead_kb(), "4096");
+}
+
+TEST_F(WindowTest, ReadinessPortEndsTheWindow) {
+  auto f = file("a.bin", 1);
+  int srv = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(srv, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(srv, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);  // port 0: any free one
+  socklen_t len = sizeof addr;
+  ASSERT_EQ(::getsockname(srv, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  std::string port = "127.0.0.1:" + std::to_string(ntohs(addr.sin_port));
+  WindowSpec s = spec({f.string()});
+  s.until_port = port;
+  auto w = manager().begin(s);
+  ASSERT_TRUE(w.ok()) << describe(w.error());
+  EXPECT_FALSE(pump_until([&] { return manager().list().empty(); }, 600ms)) << "ended before the server listened";
+  EXPECT_EQ(loop->read_ahead_kb(), "16");
+  ASSERT_EQ(::listen(srv, 4), 0);  // the server is up
+  EXPECT_TRUE(pump_until([&] { return manager().list().empty(); }, 3s));
+  ::close(srv);
   EXPECT_EQ(loop->read_ahead_kb(), "4096");
 }
 
@@ -343,6 +392,7 @@ TEST_F(WindowTest, DropModeDropsLikeTheRecipe) {
   s.cache = CacheMode::drop;
   auto w = manager().begin(s);
   ASSERT_TRUE(w.ok()) << describe(w.error());
+  EXPECT_EQ(w->cache_interval_ms, 100) << "drop runs every 100 ms like the recipe unless asked otherwise";
   bool dropped = pump_until([&] { return cached_bytes(warm).value_or(1) == 0; }, 2s);
   ASSERT_TRUE(manager().end(w->id, "test").ok());
   EXPECT_TRUE(dropped);

@@ -58,7 +58,7 @@ TEST(WindowSpecJson, ValidatesAndRoundTrips) {
   EXPECT_EQ(back->files, s.files);
   EXPECT_EQ(*back->readahead_kb, 256u);
   EXPECT_EQ(*back->cache, CacheMode::evict);
-  EXPECT_EQ(back->ttl.count(), 90'000);
+  EXPECT_EQ(back->ttl->count(), 90'000);
   EXPECT_EQ(back->pid, 42);
   EXPECT_FALSE(spec_from_json({{"ttl_ms", 0}}).ok());
   EXPECT_FALSE(spec_from_json({{"ttl_ms", -5}}).ok());

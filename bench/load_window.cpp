@@ -1,0 +1,360 @@
+// bench/load_window: the headline figure of load windows. A model-load simulation (checkpoint-like
+// shard files read the way loaders read them: sequential read(2) of 16 MiB, or mmap of every shard
+// then a sequential copy out of the mapping) run side by side under
+//   1. untuned,
+//   2. the manual recipe (drop_caches every 100 ms, readahead 8 KB, min_free_kbytes 1 GiB,
+//      vfs_cache_pressure 200, dirty_ratio 5, dirty_background_ratio 2),
+//   3. `spark-tune run` with defaults (and optional --readahead variants),
+// measuring load time, the page-cache peak (sampled every 15 ms: the shards' resident bytes by
+// mincore, and meminfo Cached above its value at start) and how much of an unrelated warm file
+// is still cached after the load.
+//
+//   bench/load_window --dir /var/tmp --shards 4 --shard-size 1G --warm-size 1G
+//
+// Needs root. Every setting it changes goes through the Tuner (owner "bench") and is reverted; the
+// files are removed at the end.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <iostream>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "core/fs.h"
+#include "core/units.h"
+#include "tune/page_cache.h"
+#include "tune/readahead.h"
+#include "tune/tuner.h"
+
+namespace {
+
+using namespace spark;
+using Clock = std::chrono::steady_clock;
+
+std::string g_self;
+
+// ---- the loader (runs as its own process: `load_window --loader read|mmap FILE...`) ----
+int loader_main(const std::string& kind, const std::vector<std::string>& files) {
+  std::vector<char> sink(16 << 20);  // stands in for the device buffer
+  uint64_t total = 0;
+  if (kind == "read") {
+    for (const auto& f : files) {
+      int fd = ::open(f.c_str(), O_RDONLY | O_CLOEXEC);
+      if (fd < 0) return 3;
+      ssize_t n;
+      while ((n = ::read(fd, sink.data(), sink.size())) > 0) total += static_cast<uint64_t>(n);
+      ::close(fd);
+    }
+  } else {
+    struct Map {
+      unsigned char* p;
+      size_t len;
+    };
+    std::vector<Map> maps;
+    for (const auto& f : files) {  // map every shard first, as a loader that indexes tensors does
+      int fd = ::open(f.c_str(), O_RDONLY | O_CLOEXEC);
+      if (fd < 0) return 3;
+      struct stat st {};
+      ::fstat(fd, &st);
+      void* m = ::mmap(nullptr, static_cast<size_t>(st.st_size), PROT_READ, MAP_SHARED, fd, 0);
+      ::close(fd);
+      if (m == MAP_FAILED) return 4;
+      maps.push_back({static_cast<unsigned char*>(m), static_cast<size_t>(st.st_size)});
+    }
+    for (auto& m : maps)
+      for (size_t off = 0; off < m.len; off += sink.size()) {
+        size_t n = std::min(sink.size(), m.len - off);
+        std::memcpy(sink.data(), m.p + off, n);
+        total += n;
+      }
+    for (auto& m : maps) ::munmap(m.p, m.len);
+  }
+  volatile char keep = sink[123];
+  (void)keep;
+  return total > 0 ? 0 : 5;
+}
+
+// ---- measuring ----
+uint64_t meminfo_cached() {
+  auto text = read_file(HostPaths::system().proc / "meminfo");
+  if (!text) return 0;
+  for (const auto& l : split_lines(*text))
+    if (l.rfind("Cached:", 0) == 0) return std::stoull(l.substr(7)) * 1024;
+  return 0;
+}
+
+struct Sample {
+  uint64_t shard_peak = 0;
+  uint64_t cached_peak_above_start = 0;
+};
+
+struct Sampler {
+  std::vector<fs::path> shards;
+  std::atomic<bool> stop{false};
+  Sample s;
+  uint64_t start = 0;
+  std::thread t;
+  void begin() {
+    start = meminfo_cached();
+    t = std::thread([this] {
+      while (!stop) {
+        uint64_t sum = 0;
+        for (const auto& f : shards) sum += cached_bytes(f).value_or(0);
+        s.shard_peak = std::max(s.shard_peak, sum);
+        uint64_t c = meminfo_cached();
+        if (c > start) s.cached_peak_above_start = std::max(s.cached_peak_above_start, c - start);
+        std::this_thread::sleep_for(std::chrono::milliseconds(15));
+      }
+    });
+  }
+  void end() {
+    stop = true;
+    t.join();
+  }
+};
+
+int run_argv(std::vector<std::string> argv) {
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    int devnull = ::open("/dev/null", O_WRONLY);
+    if (devnull >= 0) ::dup2(devnull, 1);
+    std::vector<char*> a;
+    for (auto& s : argv) a.push_back(s.data());
+    a.push_back(nullptr);
+    ::execv(a[0], a.data());
+    ::_exit(127);
+  }
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+bool make_file(const fs::path& p, uint64_t bytes) {
+  int fd = ::open(p.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return false;
+  std::vector<uint64_t> buf((8 << 20) / 8);
+  uint64_t x = 0x9E3779B97F4A7C15ull ^ bytes;
+  for (uint64_t done = 0; done < bytes; done += buf.size() * 8) {
+    for (auto& w : buf) w = (x = x * 6364136223846793005ull + 1442695040888963407ull);
+    size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size() * 8, bytes - done));
+    if (::write(fd, buf.data(), n) != static_cast<ssize_t>(n)) return false;
+  }
+  ::fsync(fd);
+  ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+  ::close(fd);
+  return true;
+}
+
+struct Row {
+  std::string scenario, loader;
+  double seconds = 0;
+  uint64_t shard_peak = 0, cached_peak = 0;
+  double warm_kept = 0;
+  int rc = 0;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  g_self = fs::read_symlink(HostPaths::system().proc / "self/exe").string();
+  if (argc >= 3 && std::string(argv[1]) == "--loader")
+    return loader_main(argv[2], std::vector<std::string>(argv + 3, argv + argc));
+
+  std::string dir = "/var/tmp", spark_tune;
+  int shards = 4, reps = 1;
+  uint64_t shard_size = 1ull << 30, warm_size = 1ull << 30;
+  std::vector<std::string> loaders{"read", "mmap"};
+  std::vector<std::string> scenarios{"untuned", "recipe", "spark-tune"};
+  std::vector<std::string> readahead_variants;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto next = [&]() -> std::string { return i + 1 < argc ? argv[++i] : ""; };
+    if (a == "--dir") dir = next();
+    else if (a == "--shards") shards = std::stoi(next());
+    else if (a == "--shard-size") shard_size = parse_size(next()).value_or(1ull << 30);
+    else if (a == "--warm-size") warm_size = parse_size(next()).value_or(1ull << 30);
+    else if (a == "--reps") reps = std::stoi(next());
+    else if (a == "--spark-tune") spark_tune = next();
+    else if (a == "--loaders") {
+      loaders.clear();
+      std::stringstream ss(next());
+      for (std::string x; std::getline(ss, x, ',');) loaders.push_back(x);
+    } else if (a == "--scenarios") {
+      scenarios.clear();
+      std::stringstream ss(next());
+      for (std::string x; std::getline(ss, x, ',');) scenarios.push_back(x);
+    } else if (a == "--readahead-variants") {
+      std::stringstream ss(next());
+      for (std::string x; std::getline(ss, x, ',');) readahead_variants.push_back(x);
+    } else {
+      std::cerr << "usage: load_window [--dir D] [--shards N] [--shard-size SIZE] [--warm-size SIZE] [--reps N]\n"
+                   "  [--loaders read,mmap] [--scenarios untuned,recipe,spark-tune] [--readahead-variants 8k,128k,...]\n"
+                   "  [--spark-tune PATH]\n";
+      return 2;
+    }
+  }
+  if (::geteuid() != 0) {
+    std::cerr << "load_window needs root (drop_caches, readahead)\n";
+    return 2;
+  }
+  if (spark_tune.empty()) spark_tune = (fs::path(g_self).parent_path().parent_path() / "agent/spark-tune").string();
+  for (const auto& v : readahead_variants) scenarios.push_back("spark-tune:" + v);
+
+  // Private agent state so the benchmark never meets another agent.
+  char tmpl[] = "/tmp/spark-bench-state-XXXXXX";
+  fs::path state = ::mkdtemp(tmpl);
+  ::setenv("SPARK_TUNE_STATE_DIR", (state / "state").c_str(), 1);
+  ::setenv("SPARK_TUNE_RUN_DIR", (state / "run").c_str(), 1);
+  HostPaths paths = HostPaths::system();
+  HostActuator act(paths);
+  Tuner tuner(paths, act);
+
+  fs::path work = fs::path(dir) / ("spark-bench-" + std::to_string(::getpid()));
+  fs::create_directories(work / "model");
+  std::vector<fs::path> shard_files;
+  std::cerr << "writing " << shards << " x " << format_size(shard_size) << " shards and a "
+            << format_size(warm_size) << " warm file in " << work << "\n";
+  for (int i = 0; i < shards; ++i) {
+    shard_files.push_back(work / "model" / ("model-" + std::to_string(i) + ".safetensors"));
+    if (!make_file(shard_files.back(), shard_size)) {
+      std::cerr << "writing shards failed\n";
+      return 1;
+    }
+  }
+  fs::path warm = work / "unrelated.bin";
+  make_file(warm, warm_size);
+  auto device = readahead_device_of_file(paths, shard_files[0]);
+  std::cerr << "shards on " << (device ? *device : describe(device.error())) << ", readahead "
+            << (device ? std::to_string(read_readahead_kb(paths, *device).value_or(0)) + " KiB" : "?") << "\n";
+
+  std::vector<Row> rows;
+  auto cleanup_settings = [&] { (void)tuner.revert_all(); };
+  run_argv({spark_tune, "window", "list"});  // start the agent outside the timed runs
+  {
+    // Warm-up, not recorded: this VM hands RAM to the allocator lazily, and the first pass that
+    // fills the page cache pays for it; every scenario must start from the same memory state.
+    std::vector<std::string> load{g_self, "--loader", "read"};
+    for (const auto& f : shard_files) load.push_back(f.string());
+    run_argv(load);
+    run_argv(load);
+  }
+
+  for (int rep = 0; rep < reps; ++rep)
+    for (const auto& loader : loaders)
+      for (const auto& scenario : scenarios) {
+        // Same start for everyone: shards cold, the unrelated file fully cached.
+        for (const auto& f : shard_files) (void)evict_file(f);
+        {
+          int fd = ::open(warm.c_str(), O_RDONLY);
+          std::vector<char> b(16 << 20);
+          while (::read(fd, b.data(), b.size()) > 0) {
+          }
+          ::close(fd);
+        }
+        std::vector<std::string> load{g_self, "--loader", loader};
+        for (const auto& f : shard_files) load.push_back(f.string());
+        std::vector<std::string> cmd = load;
+        std::atomic<bool> stop_drop{false};
+        std::thread dropper;
+        if (scenario == "recipe") {
+          std::vector<Change> recipe{{sysctl_target("vm.min_free_kbytes"), std::string("1048576"), "recipe"},
+                                     {sysctl_target("vm.vfs_cache_pressure"), std::string("200"), "recipe"},
+                                     {sysctl_target("vm.dirty_ratio"), std::string("5"), "recipe"},
+                                     {sysctl_target("vm.dirty_background_ratio"), std::string("2"), "recipe"}};
+          if (device) recipe.push_back(readahead_change(*device, 8, "recipe"));
+          if (auto r = tuner.apply("bench:recipe", recipe); !r) {
+            std::cerr << "recipe: " << describe(r.error()) << "\n";
+            cleanup_settings();
+            return 1;
+          }
+          dropper = std::thread([&] {
+            while (!stop_drop) {
+              (void)drop_caches(paths);
+              std::this_thread::sleep_for(std::chrono::milliseconds(100));
+            }
+          });
+        } else if (scenario.rfind("spark-tune", 0) == 0) {
+          cmd = {spark_tune, "run", "--files", (work / "model").string()};
+          // "spark-tune:128k" = --readahead 128k; "spark-tune:--cache-interval+50ms" = those options.
+          if (auto colon = scenario.find(':'); colon != std::string::npos) {
+            std::string extra = scenario.substr(colon + 1);
+            if (extra.rfind("--", 0) == 0) {
+              std::stringstream ss(extra);
+              for (std::string x; std::getline(ss, x, '+');) cmd.push_back(x);
+            } else {
+              cmd.push_back("--readahead");
+              cmd.push_back(extra);
+            }
+          }
+          cmd.push_back("--");
+          cmd.insert(cmd.end(), load.begin(), load.end());
+        }
+        Sampler sampler;
+        sampler.shards = shard_files;
+        sampler.begin();
+        auto t0 = Clock::now();
+        int rc = run_argv(cmd);
+        double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+        sampler.end();
+        if (scenario == "recipe") {
+          stop_drop = true;
+          dropper.join();
+          (void)tuner.release("bench:recipe");
+        }
+        double kept = static_cast<double>(cached_bytes(warm).value_or(0)) / static_cast<double>(warm_size);
+        rows.push_back({scenario, loader, secs, sampler.s.shard_peak, sampler.s.cached_peak_above_start, kept, rc});
+        std::cerr << scenario << " " << loader << ": " << secs << " s\n";
+      }
+
+  // Median over the repetitions (scenarios were interleaved within each repetition).
+  auto median = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v.empty() ? 0.0 : (v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2);
+  };
+  std::printf("| loader | scenario | load time, median (min-max) s | vs untuned | shard cache peak | Cached peak above start | unrelated file still cached | failed runs |\n");
+  std::printf("|---|---|---|---|---|---|---|---|\n");
+  for (const auto& loader : loaders) {
+    double base = 0;
+    for (const auto& scenario : scenarios) {
+      std::vector<double> t, sp, cp, kept;
+      int failed = 0;
+      for (const auto& r : rows)
+        if (r.loader == loader && r.scenario == scenario) {
+          t.push_back(r.seconds);
+          sp.push_back(static_cast<double>(r.shard_peak));
+          cp.push_back(static_cast<double>(r.cached_peak));
+          kept.push_back(r.warm_kept);
+          failed += r.rc != 0;
+        }
+      if (t.empty()) continue;
+      double med = median(t);
+      if (scenario == "untuned") base = med;
+      char vs[32] = "-";
+      if (base > 0) std::snprintf(vs, sizeof vs, "%+.0f%%", (med / base - 1) * 100);
+      std::printf("| %s | %s | %.2f (%.2f-%.2f) | %s | %s | %s | %.1f%% | %d |\n", loader.c_str(), scenario.c_str(), med,
+                  *std::min_element(t.begin(), t.end()), *std::max_element(t.begin(), t.end()), vs,
+                  format_size(static_cast<uint64_t>(median(sp))).c_str(),
+                  format_size(static_cast<uint64_t>(median(cp))).c_str(), *std::min_element(kept.begin(), kept.end()) * 100,
+                  failed);
+    }
+  }
+  cleanup_settings();
+  // Stop the private agent and remove everything.
+  if (auto pid = read_value(paths.run / "agent.pid"); pid) ::kill(static_cast<pid_t>(std::stol(*pid)), SIGTERM);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  std::error_code ec;
+  fs::remove_all(work, ec);
+  fs::remove_all(state, ec);
+  return 0;
+}

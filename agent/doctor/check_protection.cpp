@@ -13,7 +13,7 @@ namespace {
 
 // The unit file, or empty: resolved through an alias symlink so ssh/sshd count once.
 std::string unit_file_name(const Env& env, const std::string& unit) {
-  fs::path root = host_root(env.paths);
+  const fs::path& root = env.paths.host_root;
   for (const fs::path& dir : {env.paths.systemd_d, root / "run/systemd/system", root / "usr/lib/systemd/system",
                               root / "lib/systemd/system"}) {
     std::error_code ec;

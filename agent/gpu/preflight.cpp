@@ -214,6 +214,7 @@ nlohmann::json PreflightReport::to_json() const {
              {{"bytes", request.bytes},
               {"factor", request.factor},
               {"headroom", request.headroom},
+              {"limits_from", request.limits_from},
               {"gpus", request.gpus},
               {"gpu_bytes", request.gpu_bytes},
               {"settle", request.settle},
@@ -246,7 +247,9 @@ std::string PreflightReport::to_text() const {
   std::ostringstream o;
   o << "preflight: " << verdict_name(verdict) << '\n';
   if (!undecided.empty()) o << "  could not decide: " << undecided << '\n';
-  o << "  host RAM: need " << format_size(ram.need) << ", available " << format_size(ram.available) << '\n';
+  o << "  host RAM: need " << format_size(ram.need) << ", available " << format_size(ram.available) << " (factor "
+    << factor_text(request.factor) << ", headroom " << format_size(request.headroom) << ": " << request.limits_from
+    << ")\n";
   for (const auto& n : frag)
     o << "  node " << n.node << ": " << format_size(n.free_bytes) << " free in the buddy allocator, "
       << static_cast<int>(n.large_share * 100) << "% in large blocks (" << severity_name(n.severity) << ")"

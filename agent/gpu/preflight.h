@@ -21,6 +21,7 @@ struct PreflightRequest {
   uint64_t bytes = 0;  // the model's size
   double factor = k_default_factor;
   uint64_t headroom = k_default_headroom;
+  std::string limits_from = "built-in defaults";  // where factor/headroom came from: flags, a profile
   std::vector<unsigned> gpus;  // devices the model is pinned to
   uint64_t gpu_bytes = 0;      // what each of them must hold
   bool settle = false;

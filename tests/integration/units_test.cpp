@@ -92,4 +92,22 @@ TEST_F(UnitsTest, BrokenServiceIsReported) {
   EXPECT_NE(o.text.find("spark-tune.service"), std::string::npos) << o.text;
 }
 
+// The agent's own unit carries the protection `spark-tune protect` gives other units: a memory
+// floor, a low OOM score and systemd-oomd's avoid preference -- and it still verifies clean.
+TEST_F(UnitsTest, AgentUnitIsProtected) {
+  std::string service = slurp(install / "spark-tune.service");
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(service, m, std::regex("\\nMemoryMin=([0-9]+)([KMG]?)\\n"))) << service;
+  EXPECT_GT(std::stoull(m[1].str()), 0u);
+  ASSERT_TRUE(std::regex_search(service, m, std::regex("\\nMemoryLow=[0-9]+[KMG]?\\n")));
+  ASSERT_TRUE(std::regex_search(service, m, std::regex("\\nOOMScoreAdjust=(-[0-9]+)\\n"))) << service;
+  EXPECT_LE(std::stoi(m[1].str()), -500);  // doctor's protection check wants <= -500
+  EXPECT_NE(service.find("\nManagedOOMPreference=avoid\n"), std::string::npos);
+  Out o = verify();
+  EXPECT_EQ(o.text.find("spark-tune."), std::string::npos) << o.text;
+  // A value systemd does not accept is reported: the check above can fail.
+  Out bad = verify("OOMScoreAdjust=-900", "OOMScoreAdjust=-5000");
+  EXPECT_NE(bad.text.find("OOM score adjust value out of range"), std::string::npos) << bad.text;
+}
+
 }  // namespace

@@ -13,6 +13,7 @@
 #include "state/journal.h"
 #include "tune/actuator.h"
 #include "telemetry/host_fit.h"
+#include "telemetry/meminfo.h"
 
 namespace spark::doctor {
 
@@ -210,7 +211,7 @@ std::vector<Finding> check_swap(const Env& env) {
     out.push_back({"swap", s, std::move(m), std::move(fix)});
   };
   auto swaps = read_file(env.paths.proc / "swaps");
-  auto meminfo = read_file(env.paths.proc / "meminfo");
+  auto meminfo = read_meminfo(env.paths);
   if (!swaps || !meminfo) {
     add(Status::warn, std::string("cannot read ") + (!swaps ? swaps.error().what() : meminfo.error().what()));
     return out;
@@ -224,12 +225,7 @@ std::vector<Finding> check_swap(const Env& env) {
     if (!(in >> name >> type >> size)) continue;
     (name.find("/zram") != std::string::npos ? zram_kb : disk_kb) += size;
   }
-  std::map<std::string, uint64_t> kb;
-  for (const auto& line : split_lines(*meminfo)) {
-    auto c = line.find(':');
-    if (c != std::string::npos) kb[line.substr(0, c)] = std::strtoull(line.c_str() + c + 1, nullptr, 10);
-  }
-  uint64_t total = kb["MemTotal"] * 1024, pinned = kb["Unevictable"] * 1024;
+  uint64_t total = meminfo->total(), pinned = meminfo->unevictable();
   if (disk_kb + zram_kb == 0)
     add(Status::warn,
         "no swap or zram: under pressure only page cache can be reclaimed, so a load evicts every other process's "
@@ -253,17 +249,14 @@ std::vector<Finding> check_thp(const Env& env) {
     out.push_back({"thp", s, std::move(m), std::move(fix)});
   };
   auto base = env.paths.sys / "kernel/mm/transparent_hugepage";
-  auto selected = [](const std::string& text) {
-    auto a = text.find('['), b = text.find(']');
-    return a != std::string::npos && b > a ? text.substr(a + 1, b - a - 1) : std::string();
-  };
   auto enabled = read_value(base / "enabled");
   auto defrag = read_value(base / "defrag");
   if (!enabled) {
     add(Status::warn, "no transparent hugepage support: huge-page-backed loads use 4 KiB pages");
     return out;
   }
-  std::string e = selected(*enabled), d = defrag ? selected(*defrag) : "";
+  // The kernel marks the mode in use: "always [madvise] never" -> "madvise".
+  std::string e = normalize_value(*enabled), d = defrag ? normalize_value(*defrag) : "";
   if (d == "always")
     add(Status::warn,
         "THP enabled=" + e +

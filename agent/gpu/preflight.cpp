@@ -75,12 +75,8 @@ void check_gpus(const HostPaths& paths, const PreflightRequest& req, PreflightRe
   uint64_t unified_need = 0;
   for (const auto& d : sample.devices) {
     GpuFit f;
-    f.index = d.index;
-    f.name = d.name;
-    f.unified = d.unified;
+    static_cast<GpuMemory&>(f) = d;
     f.need = req.gpu_bytes;
-    f.free = d.free;
-    f.total = d.total;
     if (d.unified) {
       unified_need += req.gpu_bytes;
       f.free = rep.host.available;

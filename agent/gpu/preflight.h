@@ -39,13 +39,9 @@ struct PreflightRequest {
 enum class Verdict { go, refused, undecided };
 const char* verdict_name(Verdict v);
 
-struct GpuFit {
-  unsigned index = 0;
-  std::string name;
-  bool unified = false;
+// A device as NVML reported it (free: host MemAvailable for a unified device), with what it must hold.
+struct GpuFit : GpuMemory {
   uint64_t need = 0;
-  uint64_t free = 0;
-  uint64_t total = 0;
   bool fits = false;
 };
 

@@ -1,7 +1,6 @@
 // install/spark-tune.{service,socket} pass `systemd-analyze verify` with no complaint (the tool
 // exits 0 on many warnings, so its output must be empty too). Skips where systemd-analyze is absent.
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -9,38 +8,23 @@
 #include <regex>
 #include <sstream>
 
+#include "core/process.h"
+
 namespace {
 
 namespace fs = std::filesystem;
 
 struct Out {
-  int status = -1;
-  std::string text;
+  int exit_code = -1;
+  std::string text;  // stdout and stderr together
 };
 
 Out run(const std::vector<std::string>& args) {
-  int p[2];
-  if (::pipe(p) != 0) return {};
-  pid_t pid = ::fork();
-  if (pid == 0) {
-    ::dup2(p[1], 1);
-    ::dup2(p[1], 2);
-    ::close(p[0]);
-    ::close(p[1]);
-    std::vector<char*> argv;
-    for (auto& a : const_cast<std::vector<std::string>&>(args)) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    ::execvp(argv[0], argv.data());
-    ::_exit(127);
-  }
-  ::close(p[1]);
-  Out o;
-  char buf[4096];
-  ssize_t n;
-  while ((n = ::read(p[0], buf, sizeof buf)) > 0) o.text.append(buf, static_cast<size_t>(n));
-  ::close(p[0]);
-  ::waitpid(pid, &o.status, 0);
-  return o;
+  spark::ProcessOptions opts;
+  opts.merge_stderr = true;
+  auto r = spark::run_process(args, opts);
+  if (!r) return {-1, r.error().what()};
+  return {r->exit_code, r->out};
 }
 
 std::string slurp(const fs::path& p) {
@@ -53,7 +37,7 @@ std::string slurp(const fs::path& p) {
 class UnitsTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (run({"systemd-analyze", "--version"}).status != 0) GTEST_SKIP() << "systemd-analyze is not installed";
+    if (run({"systemd-analyze", "--version"}).exit_code != 0) GTEST_SKIP() << "systemd-analyze is not installed";
     install = (fs::path(SPARK_TUNE_TEST_FIXTURES) / "../../install").lexically_normal();
     char tmpl[] = "/tmp/spark-units-XXXXXX";
     ASSERT_NE(::mkdtemp(tmpl), nullptr);
@@ -82,7 +66,7 @@ TEST_F(UnitsTest, ServiceAndSocketVerifyClean) {
   ASSERT_NE(service.find("CapabilityBoundingSet="), std::string::npos);
   ASSERT_NE(service.find("ProtectSystem=strict"), std::string::npos);
   Out o = verify();
-  EXPECT_TRUE(WIFEXITED(o.status) && WEXITSTATUS(o.status) == 0) << o.text;
+  EXPECT_EQ(o.exit_code, 0) << o.text;
   EXPECT_EQ(o.text.find("spark-tune."), std::string::npos) << "systemd-analyze complains:\n" << o.text;
 }
 

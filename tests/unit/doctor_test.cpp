@@ -11,7 +11,7 @@
 #include "tune/actuator.h"
 #include "tune/tuner.h"
 #include "support/fixture.h"
-#include "support/run_cli.h"
+#include "support/run_spark_tune.h"
 
 namespace spark::doctor {
 namespace {
@@ -132,11 +132,11 @@ TEST_F(Doctor, SysctlComparesTheProfileAppliedInTheJournal) {
 
   // The CLI fills the hook from the journal: exit 1 on drift.
   std::string r = "--root=" + root_.root().string();
-  auto cli = test::run_cli({r, "doctor", "sysctl", "--json"});
-  EXPECT_EQ(cli.rc, 1) << cli.out;
+  auto cli = test::run_spark_tune({r, "doctor", "sysctl", "--json"});
+  EXPECT_EQ(cli.exit_code, 1) << cli.out;
   EXPECT_NE(cli.out.find("profile 'dgx-spark' wants 5"), std::string::npos) << cli.out;
   sysctl("vm/dirty_ratio", "5");
-  EXPECT_EQ(test::run_cli({r, "doctor", "sysctl"}).rc, 0);
+  EXPECT_EQ(test::run_spark_tune({r, "doctor", "sysctl"}).exit_code, 0);
 
   // A journal that cannot be read: WARN, and the CLI says so too.
   root_.write("var/lib/spark-tune/journal.json", "{not json");
@@ -145,7 +145,7 @@ TEST_F(Doctor, SysctlComparesTheProfileAppliedInTheJournal) {
   env_.active_profile.reset();
   env_.journal_error = bad.error().what();
   EXPECT_TRUE(has(run(check_sysctl), Status::warn, "cannot compare the applied profile"));
-  auto cli_bad = test::run_cli({r, "doctor", "sysctl"});
+  auto cli_bad = test::run_spark_tune({r, "doctor", "sysctl"});
   EXPECT_NE(cli_bad.out.find("cannot compare the applied profile"), std::string::npos) << cli_bad.out;
 }
 
@@ -303,15 +303,15 @@ TEST_F(Doctor, RunChecksAndCli) {
   std::string r = "--root=" + root_.root().string();
   root_.write("sys/kernel/mm/transparent_hugepage/enabled", "[madvise]\n");
   root_.write("sys/kernel/mm/transparent_hugepage/defrag", "[madvise]\n");
-  auto ok = test::run_cli({r, "doctor", "thp", "--json"});
-  EXPECT_EQ(ok.rc, 0) << ok.out;
+  auto ok = test::run_spark_tune({r, "doctor", "thp", "--json"});
+  EXPECT_EQ(ok.exit_code, 0) << ok.out;
   auto j = nlohmann::json::parse(ok.out);
   EXPECT_TRUE(j["ok"].get<bool>());
   EXPECT_EQ(j["findings"][0]["status"], "OK");
-  auto fail = test::run_cli({r, "doctor", "cgroup"});
-  EXPECT_EQ(fail.rc, 1) << fail.out;
+  auto fail = test::run_spark_tune({r, "doctor", "cgroup"});
+  EXPECT_EQ(fail.exit_code, 1) << fail.out;
   EXPECT_NE(fail.out.find("FAIL cgroup"), std::string::npos);
-  EXPECT_EQ(test::run_cli({r, "doctor", "everything"}).rc, 2);
+  EXPECT_EQ(test::run_spark_tune({r, "doctor", "everything"}).exit_code, 2);
 }
 
 }  // namespace

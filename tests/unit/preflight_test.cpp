@@ -8,7 +8,7 @@
 #include "profile/profile_ops.h"
 #include "profile/profile_options.h"
 #include "support/fixture.h"
-#include "support/run_cli.h"
+#include "support/run_spark_tune.h"
 #include "telemetry/host_fit.h"
 #include "telemetry/memory_holders.h"
 #include "tune/actuator.h"
@@ -258,23 +258,23 @@ TEST(PreflightCli, ExitCodesGoRefusedUndecidedAndBadInput) {
   test::FixtureRoot root;
   host(root, 18 * k_gib, zone_line(0, "Normal", k_healthy));
   std::string r = "--root=" + root.root().string();
-  auto go = test::run_cli({r, "preflight", "--bytes", "17400000000", "--factor", "0.9", "--json"});
-  EXPECT_EQ(go.rc, 0) << go.out;
+  auto go = test::run_spark_tune({r, "preflight", "--bytes", "17400000000", "--factor", "0.9", "--json"});
+  EXPECT_EQ(go.exit_code, 0) << go.out;
   EXPECT_EQ(nlohmann::json::parse(go.out)["verdict"], "go");
-  auto no = test::run_cli({r, "preflight", "--bytes", "17400000000", "--json"});
-  EXPECT_EQ(no.rc, 1) << no.out;
+  auto no = test::run_spark_tune({r, "preflight", "--bytes", "17400000000", "--json"});
+  EXPECT_EQ(no.exit_code, 1) << no.out;
   auto j = nlohmann::json::parse(no.out);
   EXPECT_EQ(j["verdict"], "refused");
   EXPECT_GT(j["host"]["missing"].get<uint64_t>(), 0u);
   EXPECT_EQ(j["request"]["bytes"].get<uint64_t>(), 17400000000ull);
   EXPECT_DOUBLE_EQ(j["request"]["factor"].get<double>(), 1.1);
-  EXPECT_EQ(test::run_cli({r, "preflight", "--bytes", "lots"}).rc, 2);
-  EXPECT_EQ(test::run_cli({r, "preflight"}).rc, 2);
-  EXPECT_EQ(test::run_cli({r, "preflight", "--bytes", "1G", "--gpu", "0"}).rc, 2);
-  EXPECT_EQ(test::run_cli({r, "preflight", "--bytes", "1G", "--factor", "-1"}).rc, 2);
-  EXPECT_EQ(test::run_cli({r, "preflight", "--model", (root.root() / "none.gguf").string()}).rc, 2);
+  EXPECT_EQ(test::run_spark_tune({r, "preflight", "--bytes", "lots"}).exit_code, 2);
+  EXPECT_EQ(test::run_spark_tune({r, "preflight"}).exit_code, 2);
+  EXPECT_EQ(test::run_spark_tune({r, "preflight", "--bytes", "1G", "--gpu", "0"}).exit_code, 2);
+  EXPECT_EQ(test::run_spark_tune({r, "preflight", "--bytes", "1G", "--factor", "-1"}).exit_code, 2);
+  EXPECT_EQ(test::run_spark_tune({r, "preflight", "--model", (root.root() / "none.gguf").string()}).exit_code, 2);
   root.write("proc/meminfo", "garbage\n");
-  EXPECT_EQ(test::run_cli({r, "preflight", "--bytes", "1G"}).rc, 2);
+  EXPECT_EQ(test::run_spark_tune({r, "preflight", "--bytes", "1G"}).exit_code, 2);
 }
 
 
@@ -294,8 +294,8 @@ class PreflightDefaults : public ::testing::Test {
   nlohmann::json preflight(std::vector<std::string> extra, int want_rc) {
     std::vector<std::string> args = {"--root=" + root.root().string(), "preflight", "--bytes", "17400000000", "--json"};
     args.insert(args.end(), extra.begin(), extra.end());
-    auto r = test::run_cli(args);
-    EXPECT_EQ(r.rc, want_rc) << r.out;
+    auto r = test::run_spark_tune(args);
+    EXPECT_EQ(r.exit_code, want_rc) << r.out;
     auto j = nlohmann::json::parse(r.out, nullptr, false);
     return j.is_discarded() ? nlohmann::json::object() : j["request"];
   }
@@ -350,15 +350,15 @@ TEST_F(PreflightDefaults, FlagsWinOverTheNamedProfileWhichWinsOverBuiltIns) {
   EXPECT_EQ(both["limits_from"], "factor --factor, headroom --headroom");
 
   std::string r = "--root=" + root.root().string();
-  EXPECT_EQ(test::run_cli({r, "preflight", "--bytes", "1G", "--profile", "absent"}).rc, 2);
-  EXPECT_EQ(test::run_cli({r, "preflight", "--bytes", "1G", "--profile", "bad"}).rc, 2);  // factor = "lots"
-  EXPECT_EQ(test::run_cli({r, "preflight", "--bytes", "1G", "--factor", "abc"}).rc, 2);
+  EXPECT_EQ(test::run_spark_tune({r, "preflight", "--bytes", "1G", "--profile", "absent"}).exit_code, 2);
+  EXPECT_EQ(test::run_spark_tune({r, "preflight", "--bytes", "1G", "--profile", "bad"}).exit_code, 2);  // factor = "lots"
+  EXPECT_EQ(test::run_spark_tune({r, "preflight", "--bytes", "1G", "--factor", "abc"}).exit_code, 2);
 }
 
 TEST_F(PreflightDefaults, TheAppliedProfileGivesTheDefaults) {
   std::string r = "--root=" + root.root().string();
-  auto applied = test::run_cli({r, "apply", "nopin"});
-  ASSERT_EQ(applied.rc, 0) << applied.out;
+  auto applied = test::run_spark_tune({r, "apply", "nopin"});
+  ASSERT_EQ(applied.exit_code, 0) << applied.out;
   auto req = preflight({}, 0);
   EXPECT_DOUBLE_EQ(req["factor"].get<double>(), 0.9);
   EXPECT_EQ(req["headroom"].get<uint64_t>(), 512ull << 20);
@@ -366,7 +366,7 @@ TEST_F(PreflightDefaults, TheAppliedProfileGivesTheDefaults) {
   // --profile still names another; flags still win.
   EXPECT_EQ(preflight({"--profile", "child"}, 0)["headroom"].get<uint64_t>(), 2 * k_gib);
   EXPECT_DOUBLE_EQ(preflight({"--factor", "1.1"}, 1)["factor"].get<double>(), 1.1);
-  ASSERT_EQ(test::run_cli({r, "revert"}).rc, 0);
+  ASSERT_EQ(test::run_spark_tune({r, "revert"}).exit_code, 0);
   EXPECT_EQ(preflight({}, 1)["limits_from"], "built-in defaults");
 }
 

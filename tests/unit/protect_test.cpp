@@ -11,7 +11,7 @@
 #include "tune/actuator.h"
 #include "tune/tuner.h"
 #include "support/fixture.h"
-#include "support/run_cli.h"
+#include "support/run_spark_tune.h"
 
 namespace spark {
 namespace {
@@ -203,27 +203,27 @@ TEST(Protect, Cli) {
   if (!have_systemd_analyze()) GTEST_SKIP() << "systemd-analyze is not installed";
   test::FixtureRoot root;
   std::string r = "--root=" + root.root().string();
-  auto none = test::run_cli({r, "protect", "sshd"});  // no systemd unit directory: says so, changes nothing
-  EXPECT_EQ(none.rc, 2);
+  auto none = test::run_spark_tune({r, "protect", "sshd"});  // no systemd unit directory: says so, changes nothing
+  EXPECT_EQ(none.exit_code, 2);
   EXPECT_FALSE(std::filesystem::exists(root.paths().systemd_d));
   std::filesystem::create_directories(root.paths().systemd_d);
-  auto w = test::run_cli({r, "protect", "spark-tune.service", "--memory-min", "512M", "--json"});
-  ASSERT_EQ(w.rc, 0) << w.out;
+  auto w = test::run_spark_tune({r, "protect", "spark-tune.service", "--memory-min", "512M", "--json"});
+  ASSERT_EQ(w.exit_code, 0) << w.out;
   EXPECT_TRUE(nlohmann::json::parse(w.out)["units"][0]["changed"].get<bool>());
   EXPECT_NE(root.read("etc/systemd/system/spark-tune.service.d/50-spark-tune-protect.conf").find("MemoryMin=512M"),
             std::string::npos);
-  EXPECT_EQ(test::run_cli({r, "protect", "x", "--memory-min", "lots"}).rc, 2);
-  EXPECT_EQ(test::run_cli({r, "protect", "x", "--oom-score-adjust", "5"}).rc, 2);
-  EXPECT_EQ(test::run_cli({r, "protect"}).rc, 2);
+  EXPECT_EQ(test::run_spark_tune({r, "protect", "x", "--memory-min", "lots"}).exit_code, 2);
+  EXPECT_EQ(test::run_spark_tune({r, "protect", "x", "--oom-score-adjust", "5"}).exit_code, 2);
+  EXPECT_EQ(test::run_spark_tune({r, "protect"}).exit_code, 2);
   EXPECT_FALSE(std::filesystem::exists(root.root() / "etc/systemd/system/x.service.d"));
-  auto u = test::run_cli({r, "protect", "--undo", "spark-tune.service"});
-  EXPECT_EQ(u.rc, 0) << u.out;
+  auto u = test::run_spark_tune({r, "protect", "--undo", "spark-tune.service"});
+  EXPECT_EQ(u.exit_code, 0) << u.out;
   EXPECT_FALSE(std::filesystem::exists(root.root() / "etc/systemd/system/spark-tune.service.d"));
   // spark-tune revert undoes protect like any other change.
-  ASSERT_EQ(test::run_cli({r, "protect", "sshd", "user.slice"}).rc, 0);
+  ASSERT_EQ(test::run_spark_tune({r, "protect", "sshd", "user.slice"}).exit_code, 0);
   EXPECT_TRUE(std::filesystem::exists(root.root() / "etc/systemd/system/sshd.service.d"));
-  auto rv = test::run_cli({r, "revert"});
-  EXPECT_EQ(rv.rc, 0) << rv.out;
+  auto rv = test::run_spark_tune({r, "revert"});
+  EXPECT_EQ(rv.exit_code, 0) << rv.out;
   EXPECT_FALSE(std::filesystem::exists(root.root() / "etc/systemd/system/sshd.service.d"));
   EXPECT_FALSE(std::filesystem::exists(root.root() / "etc/systemd/system/user.slice.d"));
 }

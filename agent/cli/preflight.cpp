@@ -47,8 +47,9 @@ Result<double> parse_factor(const std::string& text, const std::string& what) {
   char* end = nullptr;
   double f = std::strtod(text.c_str(), &end);
   if (text.empty() || *end != '\0' || !(f > 0 && f <= 10))
-    return input_error(what + " = '" + text +
-                       "': the factor must be a number above 0 and at most 10 (1.1 with pinned host memory, 0.9 without)");
+    return input_error(
+        what + " = '" + text +
+        "': the factor must be a number above 0 and at most 10 (1.1 with pinned host memory, 0.9 without)");
   return f;
 }
 

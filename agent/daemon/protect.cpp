@@ -40,7 +40,9 @@ fs::path protect_dropin_path(const HostPaths& paths, const std::string& unit) {
   return paths.systemd_d / (unit + ".d") / k_protect_dropin;
 }
 
-std::string protect_owner(const std::string& unit) { return "protect:" + unit; }
+std::string protect_owner(const std::string& unit) {
+  return "protect:" + unit;
+}
 
 std::string protect_dropin_text(const std::string& unit, const ProtectSpec& spec) {
   bool slice = unit.ends_with(".slice");
@@ -89,11 +91,14 @@ Result<void> verify_dropin(const std::string& unit, const std::string& text) {
 
 namespace {
 
-Target dropin_target(const fs::path& path) { return Target{TargetKind::file, path.string()}; }
+Target dropin_target(const fs::path& path) {
+  return Target{TargetKind::file, path.string()};
+}
 
 // The .d directory first: it is created before the file and, on release (newest first), removed
 // after it -- only when protect created it, since an existing directory is recorded as present.
-std::vector<Change> dropin_changes(const std::string& unit, const fs::path& path, const std::optional<std::string>& text) {
+std::vector<Change> dropin_changes(const std::string& unit, const fs::path& path,
+                                   const std::optional<std::string>& text) {
   return {{Target{TargetKind::dir, path.parent_path().string()}, std::string(), "drop-in directory of " + unit},
           {dropin_target(path), text, "keep " + unit + " usable under memory pressure"}};
 }
@@ -132,8 +137,9 @@ Result<std::vector<ProtectChange>> protect_units(const HostPaths& paths, Actuato
   SPARK_TRY(JournalData journal, read_journal(paths));
   std::error_code ec;
   if (!fs::is_directory(paths.systemd_d, ec))
-    return sys_error(ENOENT, paths.systemd_d.string() + " does not exist: protect writes systemd drop-ins, and this "
-                                                       "host has no systemd unit directory");
+    return sys_error(ENOENT, paths.systemd_d.string() +
+                                 " does not exist: protect writes systemd drop-ins, and this "
+                                 "host has no systemd unit directory");
   std::vector<Plan> plans;
   for (const auto& arg : units) {
     SPARK_TRY(std::string unit, protect_unit_name(arg));

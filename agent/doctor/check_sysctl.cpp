@@ -11,9 +11,9 @@
 #include "doctor/doctor.h"
 #include "profile/overrides.h"
 #include "state/journal.h"
-#include "tune/actuator.h"
 #include "telemetry/host_fit.h"
 #include "telemetry/meminfo.h"
+#include "tune/actuator.h"
 
 namespace spark::doctor {
 

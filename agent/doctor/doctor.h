@@ -39,11 +39,11 @@ Result<std::optional<ActiveProfile>> read_active_profile(const HostPaths& paths)
 
 struct Env {
   HostPaths paths = HostPaths::system();
-  BpfFeatures* bpf = nullptr;  // null: the bpf check uses the real kernel
-  std::string nvml_library;    // empty: libnvidia-ml.so.1 or SPARK_TUNE_NVML_LIB
+  BpfFeatures* bpf = nullptr;                   // null: the bpf check uses the real kernel
+  std::string nvml_library;                     // empty: libnvidia-ml.so.1 or SPARK_TUNE_NVML_LIB
   std::optional<ActiveProfile> active_profile;  // the CLI fills it with read_active_profile
   std::string journal_error;                    // why it could not (a WARN of the sysctl check)
-  std::vector<std::string> protected_units;  // empty: the defaults (k_default_protected_units)
+  std::vector<std::string> protected_units;     // empty: the defaults (k_default_protected_units)
   std::chrono::milliseconds gpu_timeout{3000};
 };
 

@@ -22,8 +22,8 @@ struct PreflightRequest {
   double factor = k_default_factor;
   uint64_t headroom = k_default_headroom;
   std::string limits_from = "built-in defaults";  // where factor/headroom came from: flags, a profile
-  std::vector<unsigned> gpus;  // devices the model is pinned to
-  uint64_t gpu_bytes = 0;      // what each of them must hold
+  std::vector<unsigned> gpus;                     // devices the model is pinned to
+  uint64_t gpu_bytes = 0;                         // what each of them must hold
   bool settle = false;
   bool settle_force = false;  // wait even without a kill signal (the caller knows it just killed a holder)
   std::chrono::milliseconds settle_max{2000};

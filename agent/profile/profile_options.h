@@ -13,8 +13,8 @@
 namespace spark {
 
 struct ProfileOptions {
-  std::string profile;   // empty: none named and none applied
-  bool applied = false;  // true: the applied profile, from the journal
+  std::string profile;                         // empty: none named and none applied
+  bool applied = false;                        // true: the applied profile, from the journal
   std::map<std::string, std::string> options;  // "preflight.factor" -> "0.9", child wins over what it inherits
 
   std::optional<std::string> get(const std::string& key) const;

@@ -51,10 +51,12 @@ class UnitsTest : public ::testing::Test {
   Out verify(const std::string& service_edit_from = "", const std::string& service_edit_to = "") {
     std::string service = std::regex_replace(slurp(install / "spark-tune.service"), std::regex("/usr/sbin/spark-tune"),
                                              SPARK_TUNE_BINARY);
-    if (!service_edit_from.empty()) service = std::regex_replace(service, std::regex(service_edit_from), service_edit_to);
+    if (!service_edit_from.empty())
+      service = std::regex_replace(service, std::regex(service_edit_from), service_edit_to);
     std::ofstream(dir / "spark-tune.service") << service;
     std::ofstream(dir / "spark-tune.socket") << slurp(install / "spark-tune.socket");
-    return run({"systemd-analyze", "verify", (dir / "spark-tune.service").string(), (dir / "spark-tune.socket").string()});
+    return run(
+        {"systemd-analyze", "verify", (dir / "spark-tune.service").string(), (dir / "spark-tune.socket").string()});
   }
   fs::path install, dir;
 };

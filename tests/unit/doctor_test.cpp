@@ -8,10 +8,10 @@
 
 #include "daemon/protect.h"
 #include "profile/profile_ops.h"
-#include "tune/actuator.h"
-#include "tune/tuner.h"
 #include "support/fixture.h"
 #include "support/run_spark_tune.h"
+#include "tune/actuator.h"
+#include "tune/tuner.h"
 
 namespace spark::doctor {
 namespace {
@@ -93,11 +93,12 @@ TEST_F(Doctor, SysctlComparesTheProfileAppliedInTheJournal) {
   Tuner tuner(root_.paths(), act);
   ApplyOptions opts;
   opts.owner_state = {{"name", "dgx-spark"}};
-  ASSERT_TRUE(tuner
-                  .apply(k_profile_owner,
-                         {{sysctl_target("vm.dirty_ratio"), "5", ""}, {sysctl_target("vm.vfs_cache_pressure"), "200", ""}},
-                         opts)
-                  .ok());
+  ASSERT_TRUE(
+      tuner
+          .apply(k_profile_owner,
+                 {{sysctl_target("vm.dirty_ratio"), "5", ""}, {sysctl_target("vm.vfs_cache_pressure"), "200", ""}},
+                 opts)
+          .ok());
   auto load = [&] {
     auto a = read_active_profile(root_.paths());
     EXPECT_TRUE(a.ok()) << a.error().what();
@@ -108,7 +109,8 @@ TEST_F(Doctor, SysctlComparesTheProfileAppliedInTheJournal) {
   ASSERT_TRUE(env_.active_profile.has_value());
   EXPECT_EQ(env_.active_profile->name, "dgx-spark");
   auto match = run(check_sysctl);
-  EXPECT_TRUE(has(match, Status::ok, "applied profile 'dgx-spark' matches the running kernel (2 key(s))")) << dump(match);
+  EXPECT_TRUE(has(match, Status::ok, "applied profile 'dgx-spark' matches the running kernel (2 key(s))"))
+      << dump(match);
   EXPECT_TRUE(has(match, Status::warn, "vm.min_free_kbytes is 67584")) << dump(match);
   EXPECT_FALSE(any_fail(match)) << dump(match);
 
@@ -284,6 +286,28 @@ TEST_F(Doctor, ProtectionBranches) {
   EXPECT_TRUE(has(named, Status::warn, "nothere.service: no such unit"));
   root_.write("etc/systemd/system/spark-tune.service.d/50-spark-tune-protect.conf", k_protect_marker);
   EXPECT_TRUE(has(run(check_protection), Status::ok, "spark-tune.service: protected by"));
+}
+
+TEST_F(Doctor, ProtectionChecksTheUnitsProtectJournaled) {
+  if (!std::filesystem::exists("/usr/bin/systemd-analyze") && !std::filesystem::exists("/bin/systemd-analyze"))
+    GTEST_SKIP() << "systemd-analyze is not installed (protect verifies its drop-ins with it)";
+  root_.write("sys/fs/cgroup/cgroup.controllers", "memory\n");
+  root_.write("lib/systemd/system/llama.service", "[Service]\n");
+  root_.write("sys/fs/cgroup/system.slice/llama.service/memory.min", "0\n");
+  root_.write("sys/fs/cgroup/system.slice/llama.service/cgroup.procs", "70\n");
+  root_.write("proc/70/oom_score_adj", "0\n");
+  std::filesystem::create_directories(root_.paths().systemd_d);
+  HostActuator act(root_.paths());
+  ASSERT_TRUE(protect_units(root_.paths(), act, {"llama", "gone"}, ProtectSpec{}).ok());
+  // Not in the default list, but protect wrote its drop-in: checked, and not yet in effect.
+  auto f = run(check_protection);
+  EXPECT_TRUE(has(f, Status::warn, "llama.service: drop-in written but not in effect")) << dump(f);
+  EXPECT_TRUE(has(f, Status::warn, "gone.service: no such unit here (spark-tune protect wrote a drop-in)")) << dump(f);
+  // The drop-in removed by hand behind the journal's back: said, with both ways out.
+  std::filesystem::remove(protect_dropin_path(root_.paths(), "llama.service"));
+  auto removed = run(check_protection);
+  EXPECT_TRUE(has(removed, Status::warn, "is gone")) << dump(removed);
+  EXPECT_TRUE(has(removed, Status::warn, "spark-tune protect --undo llama.service")) << dump(removed);
 }
 
 TEST_F(Doctor, ProtectionOnCgroupV1UsesOomScore) {

@@ -272,9 +272,11 @@ TEST_F(Gpu, BinaryUsesTheLibraryFromTheEnvironment) {
   EXPECT_EQ(go.exit_code, 0) << go.out;
   auto j = nlohmann::json::parse(go.out);
   EXPECT_EQ(j["gpus"][0]["name"], "Fake GPU 0");
-  auto no = test::run_spark_tune({r, "preflight", "--bytes", "1G", "--gpu", "0,1", "--gpu-bytes", "10G", "--json"}, env);
+  auto no =
+      test::run_spark_tune({r, "preflight", "--bytes", "1G", "--gpu", "0,1", "--gpu-bytes", "10G", "--json"}, env);
   EXPECT_EQ(no.exit_code, 1) << no.out;
-  EXPECT_EQ(test::run_spark_tune({r, "preflight", "--bytes", "1G", "--gpu", "0,x", "--gpu-bytes", "1G"}, env).exit_code, 2);
+  EXPECT_EQ(test::run_spark_tune({r, "preflight", "--bytes", "1G", "--gpu", "0,x", "--gpu-bytes", "1G"}, env).exit_code,
+            2);
 }
 
 }  // namespace

@@ -277,7 +277,6 @@ TEST(PreflightCli, ExitCodesGoRefusedUndecidedAndBadInput) {
   EXPECT_EQ(test::run_spark_tune({r, "preflight", "--bytes", "1G"}).exit_code, 2);
 }
 
-
 // The [preflight] defaults: --factor/--headroom win, else --profile NAME's table, else the applied
 // profile's (recorded in the journal at apply), else 1.1 and 1 GiB. 17.4 GB at 18 GiB available
 // fits only with the no-pinned-memory factor 0.9.
@@ -288,7 +287,8 @@ class PreflightDefaults : public ::testing::Test {
     root.write("proc/sys/vm/swappiness", "60\n");
     root.write("etc/spark-tune/profiles/nopin.toml",
                "[sysctl]\nvm.swappiness = 10\n[preflight]\nfactor = 0.9\nheadroom = \"512M\"\n");
-    root.write("etc/spark-tune/profiles/child.toml", "[profile]\ninherit = \"nopin\"\n[preflight]\nheadroom = \"2G\"\n");
+    root.write("etc/spark-tune/profiles/child.toml",
+               "[profile]\ninherit = \"nopin\"\n[preflight]\nheadroom = \"2G\"\n");
     root.write("etc/spark-tune/profiles/bad.toml", "[preflight]\nfactor = \"lots\"\n");
   }
   nlohmann::json preflight(std::vector<std::string> extra, int want_rc) {
@@ -309,7 +309,7 @@ TEST_F(PreflightDefaults, ProfileOptionsNamedAppliedOrNone) {
   EXPECT_FALSE(none->get("preflight.factor"));
   auto child = profile_options(root.paths(), std::string("child"));
   ASSERT_TRUE(child.ok()) << child.error().what();
-  EXPECT_EQ(child->get("preflight.factor").value_or(""), "0.9");  // inherited
+  EXPECT_EQ(child->get("preflight.factor").value_or(""), "0.9");   // inherited
   EXPECT_EQ(child->get("preflight.headroom").value_or(""), "2G");  // the child wins
   EXPECT_FALSE(profile_options(root.paths(), std::string("absent")).ok());
   // Applied through a journal of an earlier version (no options recorded): reloaded by name.
@@ -351,7 +351,8 @@ TEST_F(PreflightDefaults, FlagsWinOverTheNamedProfileWhichWinsOverBuiltIns) {
 
   std::string r = "--root=" + root.root().string();
   EXPECT_EQ(test::run_spark_tune({r, "preflight", "--bytes", "1G", "--profile", "absent"}).exit_code, 2);
-  EXPECT_EQ(test::run_spark_tune({r, "preflight", "--bytes", "1G", "--profile", "bad"}).exit_code, 2);  // factor = "lots"
+  EXPECT_EQ(test::run_spark_tune({r, "preflight", "--bytes", "1G", "--profile", "bad"}).exit_code,
+            2);  // factor = "lots"
   EXPECT_EQ(test::run_spark_tune({r, "preflight", "--bytes", "1G", "--factor", "abc"}).exit_code, 2);
 }
 

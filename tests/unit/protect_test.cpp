@@ -8,10 +8,10 @@
 
 #include "core/fs.h"
 #include "state/journal.h"
-#include "tune/actuator.h"
-#include "tune/tuner.h"
 #include "support/fixture.h"
 #include "support/run_spark_tune.h"
+#include "tune/actuator.h"
+#include "tune/tuner.h"
 
 namespace spark {
 namespace {

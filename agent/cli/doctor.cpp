@@ -23,6 +23,10 @@ void setup(CLI::App& app, Context& ctx) {
     doctor::Env env;
     env.paths = ctx.paths;
     env.protected_units = *units;
+    if (auto active = doctor::read_active_profile(ctx.paths))
+      env.active_profile = *active;
+    else
+      env.journal_error = active.error().what();
     auto findings = doctor::run_checks(env, *names);
     if (!findings) {
       ctx.exit_code = report_error(ctx, findings.error().what());

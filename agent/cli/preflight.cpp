@@ -6,8 +6,10 @@
 
 #include "cli/registry.h"
 #include "core/fs.h"
+#include "core/log.h"
 #include "core/units.h"
 #include "gpu/model_files.h"
+#include "profile/profile_options.h"
 
 namespace spark::cli {
 namespace {
@@ -17,8 +19,9 @@ struct Options {
   std::vector<std::string> models;
   std::string gpus;
   std::string gpu_bytes;
-  double factor = k_default_factor;
+  std::string factor;
   std::string headroom;
+  std::string profile;
   bool settle = false;
   bool settle_force = false;
   std::string settle_max;
@@ -40,7 +43,53 @@ Result<std::vector<unsigned>> parse_gpus(const std::string& text) {
   return out;
 }
 
-Result<PreflightRequest> build_request(const Options& o) {
+Result<double> parse_factor(const std::string& text, const std::string& what) {
+  char* end = nullptr;
+  double f = std::strtod(text.c_str(), &end);
+  if (text.empty() || *end != '\0' || !(f > 0 && f <= 10))
+    return input_error(
+        what + " = '" + text +
+        "': the factor must be a number above 0 and at most 10 (1.1 with pinned host memory, 0.9 without)");
+  return f;
+}
+
+// --factor / --headroom win; else the [preflight] table of --profile NAME or of the applied profile;
+// else 1.1 and 1 GiB.
+Result<void> fill_limits(const HostPaths& paths, const Options& o, PreflightRequest& r) {
+  ProfileOptions prof;
+  if (o.factor.empty() || o.headroom.empty() || !o.profile.empty()) {
+    auto p = profile_options(paths, o.profile.empty() ? std::nullopt : std::optional<std::string>(o.profile));
+    if (!p && !o.profile.empty()) return with_context(p.error(), "--profile " + o.profile);
+    if (p)
+      prof = std::move(*p);
+    else
+      log_warning(std::string(p.error().what()) + "; preflight uses the built-in factor and headroom");
+  }
+  std::string factor_from = "built-in", headroom_from = "built-in";
+  if (!o.factor.empty()) {
+    SPARK_TRY(r.factor, parse_factor(o.factor, "--factor"));
+    factor_from = "--factor";
+  } else if (auto v = prof.get("preflight.factor")) {
+    SPARK_TRY(r.factor, parse_factor(*v, prof.describe() + " preflight.factor"));
+    factor_from = prof.describe();
+  }
+  if (!o.headroom.empty()) {
+    auto h = parse_size(o.headroom);
+    if (!h) return with_context(h.error(), "--headroom");
+    r.headroom = *h;
+    headroom_from = "--headroom";
+  } else if (auto v = prof.get("preflight.headroom")) {
+    auto h = parse_size(*v);
+    if (!h) return with_context(h.error(), prof.describe() + " preflight.headroom = '" + *v + "'");
+    r.headroom = *h;
+    headroom_from = prof.describe();
+  }
+  r.limits_from = factor_from == headroom_from ? factor_from : "factor " + factor_from + ", headroom " + headroom_from;
+  if (r.limits_from == "built-in") r.limits_from = "built-in defaults";
+  return {};
+}
+
+Result<PreflightRequest> build_request(const HostPaths& paths, const Options& o) {
   PreflightRequest r;
   if (o.bytes.empty() == o.models.empty())
     return input_error("give the model's size with --bytes SIZE or its files with --model PATH...");
@@ -52,14 +101,7 @@ Result<PreflightRequest> build_request(const Options& o) {
     SPARK_TRY(auto m, model_files(o.models));
     r.bytes = m.bytes;
   }
-  if (!(o.factor > 0 && o.factor <= 10))
-    return input_error("--factor must be above 0 and at most 10 (1.1 with pinned host memory, 0.9 without)");
-  r.factor = o.factor;
-  if (!o.headroom.empty()) {
-    auto h = parse_size(o.headroom);
-    if (!h) return with_context(h.error(), "--headroom");
-    r.headroom = *h;
-  }
+  SPARK_TRY_VOID(fill_limits(paths, o, r));
   if (o.gpus.empty() != o.gpu_bytes.empty())
     return input_error("--gpu and --gpu-bytes go together: which devices, and what each must hold");
   if (!o.gpus.empty()) {
@@ -89,14 +131,19 @@ void setup(CLI::App& app, Context& ctx) {
   cmd->add_option("--model", opts->models, "model files, directories or glob patterns; their sizes are summed");
   cmd->add_option("--gpu", opts->gpus, "devices the model is pinned to: IDX[,IDX...]");
   cmd->add_option("--gpu-bytes", opts->gpu_bytes, "what each of those devices must hold");
-  cmd->add_option("--factor", opts->factor, "host RAM per model byte (default 1.1; about 0.9 without pinned memory)");
-  cmd->add_option("--headroom", opts->headroom, "host RAM kept free on top (default 1G)");
+  cmd->add_option("--factor", opts->factor,
+                  "host RAM per model byte (default: the profile's preflight.factor, else 1.1; about 0.9 without "
+                  "pinned memory)");
+  cmd->add_option("--headroom", opts->headroom,
+                  "host RAM kept free on top (default: the profile's preflight.headroom, else 1G)");
+  cmd->add_option("--profile", opts->profile,
+                  "take the [preflight] defaults from this profile (default: the applied profile, if any)");
   cmd->add_flag("--settle", opts->settle, "wait for GPU memory freed by a recently killed process to come back");
   cmd->add_flag("--settle-force", opts->settle_force, "wait for settle even when no recent kill is seen");
   cmd->add_option("--settle-max", opts->settle_max, "bound on the settle wait, probe time included (default 2s)");
   cmd->add_flag("--compact", opts->compact, "when free memory is fragmented, compact memory and check again");
   cmd->callback([opts, &ctx] {
-    auto req = build_request(*opts);
+    auto req = build_request(ctx.paths, *opts);
     if (!req) {
       ctx.exit_code = report_error(ctx, req.error().what());
       return;

@@ -5,6 +5,7 @@
 
 #include "cli/registry.h"
 #include "core/units.h"
+#include "tune/actuator.h"
 
 namespace spark::cli {
 namespace {
@@ -24,8 +25,9 @@ void setup(CLI::App& app, Context& ctx) {
       "keep units alive under load pressure: MemoryMin, MemoryLow, OOMScoreAdjust, ManagedOOMPreference=avoid");
   cmd->footer(
       "Each drop-in is validated with systemd-analyze verify before it is written to\n"
-      "/etc/systemd/system/UNIT.d/50-spark-tune-protect.conf. Then: systemctl daemon-reload, and restart\n"
-      "services for OOMScoreAdjust. Protect the agent itself too: spark-tune protect spark-tune.service.\n"
+      "/etc/systemd/system/UNIT.d/50-spark-tune-protect.conf, journaled like every change: --undo, or\n"
+      "spark-tune revert, restores exactly what was there. Then: systemctl daemon-reload, and restart\n"
+      "services for OOMScoreAdjust. The shipped spark-tune.service protects the agent itself.\n"
       "Exit codes: 0 done, 2 bad input or a system error (nothing changed).");
   cmd->add_option("unit", o->units, "units (sshd.service, user.slice; a bare name means .service)")->required();
   cmd->add_flag("--undo", o->undo, "remove the drop-ins protect wrote");
@@ -35,7 +37,8 @@ void setup(CLI::App& app, Context& ctx) {
   cmd->callback([o, &ctx] {
     Result<std::vector<ProtectChange>> r = std::vector<ProtectChange>{};
     if (o->undo) {
-      r = unprotect_units(ctx.paths, o->units);
+      HostActuator act(ctx.paths);
+      r = unprotect_units(ctx.paths, act, o->units);
     } else {
       ProtectSpec spec;
       for (auto [text, field, name] : {std::tuple{o->memory_min, &spec.memory_min, "--memory-min"},
@@ -54,7 +57,8 @@ void setup(CLI::App& app, Context& ctx) {
         return;
       }
       spec.oom_score_adjust = o->oom_score_adjust;
-      r = protect_units(ctx.paths, o->units, spec);
+      HostActuator act(ctx.paths);
+      r = protect_units(ctx.paths, act, o->units, spec);
     }
     if (!r) {
       ctx.exit_code = report_error(ctx, r.error().what());

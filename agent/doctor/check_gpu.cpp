@@ -6,6 +6,7 @@
 #include "core/units.h"
 #include "doctor/doctor.h"
 #include "gpu/gpu_probe.h"
+#include "telemetry/memory_holders.h"
 
 namespace spark::doctor {
 
@@ -26,7 +27,7 @@ std::string unit_of(const HostPaths& paths, const std::string& pid) {
     auto slash = line.rfind('/');
     if (slash == std::string::npos) continue;
     std::string leaf = line.substr(slash + 1);
-    if (leaf.size() > 8 && leaf.substr(leaf.size() - 8) == ".service") return leaf;
+    if (leaf.ends_with(".service")) return leaf;
   }
   return "";
 }
@@ -60,16 +61,14 @@ std::vector<Finding> check_gpu(const Env& env) {
                                      : format_size(d.free) + " free of " + format_size(d.total)));
   }
   // Servers launched without GGML_CUDA_NO_PINNED=1, from their environment.
-  std::error_code ec;
-  for (fs::directory_iterator it(env.paths.proc, ec), end; !ec && it != end; it.increment(ec)) {
-    std::string pid = it->path().filename().string();
-    if (pid.empty() || !std::all_of(pid.begin(), pid.end(), ::isdigit)) continue;
-    std::string comm = read_value(it->path() / "comm").value_or("");
-    std::string cmdline = read_file(it->path() / "cmdline").value_or("");
+  for (int id : process_ids(env.paths)) {
+    std::string pid = std::to_string(id);
+    std::string comm = process_name(env.paths, id);
+    std::string cmdline = read_file(env.paths.proc / pid / "cmdline").value_or("");
     std::string exe = cmdline.substr(0, cmdline.find('\0'));
     if (!is_ggml_server(comm, exe)) continue;
     std::string who = "pid " + pid + " (" + comm + ")";
-    auto environ_text = read_file(it->path() / "environ");
+    auto environ_text = read_file(env.paths.proc / pid / "environ");
     if (!environ_text) {
       add(Status::warn, "cannot read the environment of " + who + ": " + environ_text.error().what(),
           "run spark-tune doctor gpu as root");

@@ -6,6 +6,7 @@
 #include "core/fs.h"
 #include "daemon/protect.h"
 #include "doctor/doctor.h"
+#include "state/journal.h"
 
 namespace spark::doctor {
 
@@ -13,7 +14,7 @@ namespace {
 
 // The unit file, or empty: resolved through an alias symlink so ssh/sshd count once.
 std::string unit_file_name(const Env& env, const std::string& unit) {
-  fs::path root = host_root(env.paths);
+  const fs::path& root = env.paths.host_root;
   for (const fs::path& dir : {env.paths.systemd_d, root / "run/systemd/system", root / "usr/lib/systemd/system",
                               root / "lib/systemd/system"}) {
     std::error_code ec;
@@ -46,7 +47,20 @@ std::vector<Finding> check_protection(const Env& env) {
     out.push_back({"protection", s, std::move(m), std::move(fix)});
   };
   const bool defaults = env.protected_units.empty();
-  const auto& units = defaults ? k_default_protected_units : env.protected_units;
+  std::vector<std::string> units = defaults ? k_default_protected_units : env.protected_units;
+  // Units `spark-tune protect` wrote a drop-in for (journal owners "protect:UNIT") are checked too.
+  std::set<std::string> journaled;
+  if (auto journal = read_journal(env.paths)) {
+    for (const auto& owner : journal->owner_names()) {
+      if (!owner.starts_with("protect:")) continue;
+      std::string unit = owner.substr(8);
+      journaled.insert(unit);
+      if (std::find(units.begin(), units.end(), unit) == units.end()) units.push_back(unit);
+    }
+  } else {
+    add(Status::warn, std::string("cannot read the journal of protected units: ") + journal.error().what(),
+        "spark-tune status");
+  }
   const fs::path& cg = env.paths.cgroup;
   // Where systemd keeps unit cgroups: the v2 tree (also in hybrid mode), else the v1 name=systemd tree.
   fs::path unit_tree = fs::exists(cg / "cgroup.controllers")           ? cg
@@ -62,15 +76,24 @@ std::vector<Finding> check_protection(const Env& env) {
     const std::string& unit = *name;
     std::string file = unit_file_name(env, unit);
     fs::path group = find_cgroup(unit_tree, unit);
+    const bool protected_by_us = journaled.count(unit) > 0;
     if (file.empty() && group.empty()) {
-      if (!defaults) add(Status::warn, unit + ": no such unit here", "check the name with systemctl list-units");
+      if (!defaults || protected_by_us)
+        add(Status::warn, unit + ": no such unit here" + (protected_by_us ? " (spark-tune protect wrote a drop-in)" : ""),
+            protected_by_us ? "check the name with systemctl list-units, or spark-tune protect --undo " + unit
+                            : "check the name with systemctl list-units");
       continue;
     }
     std::string canonical = file.empty() ? unit : file;
     if (!seen.insert(canonical).second) continue;
     fs::path dropin = protect_dropin_path(env.paths, unit);
     bool has_dropin = fs::exists(dropin) || fs::exists(protect_dropin_path(env.paths, canonical));
-    const bool slice = unit.size() > 6 && unit.substr(unit.size() - 6) == ".slice";
+    if (protected_by_us && !has_dropin) {
+      add(Status::warn, unit + ": the journal holds a protect drop-in, but " + dropin.string() + " is gone",
+          "spark-tune protect " + unit + " (or spark-tune protect --undo " + unit + " to forget it)");
+      continue;
+    }
+    const bool slice = unit.ends_with(".slice");
     if (group.empty()) {
       if (has_dropin)
         add(Status::ok, unit + ": protected by " + dropin.string() + " (not running now)");

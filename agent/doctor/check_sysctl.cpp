@@ -9,7 +9,11 @@
 #include "core/units.h"
 #include "daemon/protect.h"
 #include "doctor/doctor.h"
+#include "profile/overrides.h"
+#include "state/journal.h"
 #include "telemetry/host_fit.h"
+#include "telemetry/meminfo.h"
+#include "tune/actuator.h"
 
 namespace spark::doctor {
 
@@ -24,18 +28,25 @@ const std::vector<std::string> k_watched_keys = {
 std::vector<std::string> watched_keys(const Env& env) {
   std::vector<std::string> keys = k_watched_keys;
   if (env.active_profile)
-    for (const auto& [k, v] : env.active_profile->values)
-      if (std::find(keys.begin(), keys.end(), k) == keys.end()) keys.push_back(k);
+    for (const auto& row : env.active_profile->rows)
+      if (std::find(keys.begin(), keys.end(), row.key) == keys.end()) keys.push_back(row.key);
   return keys;
 }
 
+// The running value of a sysctl, as the actuator reads (and normalises) it.
+Result<std::string> sysctl_value(const HostPaths& paths, const std::string& key) {
+  HostActuator act(paths);
+  SPARK_TRY(auto v, act.read(sysctl_target(key)));
+  return v.value_or("");
+}
+
 std::string persist_path(const Env& env) {
-  return (env.paths.sysctl_d / k_persist_file).string();
+  return (env.paths.sysctl_d / k_persist_file_name).string();
 }
 
 // The value each key gets at boot: the last sysctl.d / sysctl.conf assignment (tuned excluded: it may not run).
-std::map<std::string, SysctlAssignment> boot_values(const std::vector<SysctlAssignment>& all) {
-  std::map<std::string, SysctlAssignment> out;
+std::map<std::string, SysctlSource> boot_values(const std::vector<SysctlSource>& all) {
+  std::map<std::string, SysctlSource> out;
   for (const auto& a : all)
     if (!a.file_name.empty()) out[a.key] = a;
   return out;
@@ -43,31 +54,50 @@ std::map<std::string, SysctlAssignment> boot_values(const std::vector<SysctlAssi
 
 }  // namespace
 
+Result<std::optional<ActiveProfile>> read_active_profile(const HostPaths& paths) {
+  SPARK_TRY(JournalData journal, read_journal(paths));
+  if (!journal.owners.contains(k_profile_owner)) return std::optional<ActiveProfile>();
+  HostActuator act(paths);
+  SPARK_TRY(VerifyOutcome v, verify_profile(paths, act, std::nullopt));
+  return std::optional<ActiveProfile>(ActiveProfile{v.profile, std::move(v.rows)});
+}
+
 std::vector<Finding> check_sysctl(const Env& env) {
   std::vector<Finding> out;
   auto add = [&](Status s, std::string m, std::string fix = "") {
     out.push_back({"sysctl", s, std::move(m), std::move(fix)});
   };
   const auto keys = watched_keys(env);
-  const auto sources = sysctl_assignments(env.paths, keys);
+  const auto sources = sysctl_sources(env.paths, keys);
 
-  // Active profile (the hook): every key it set must still hold.
+  // The applied profile (from the journal): every key it set must still hold, unless a load window
+  // holds it for now.
+  if (!env.journal_error.empty())
+    add(Status::warn, "cannot compare the applied profile: " + env.journal_error,
+        "spark-tune status (a journal that cannot be read is kept for inspection)");
   bool profile_matches = false;
   if (env.active_profile) {
-    std::vector<std::string> drift;
-    for (const auto& [k, want] : env.active_profile->values) {
-      auto have = sysctl_value(env.paths, k);
-      if (!have || *have != normalize_ws(want)) {
-        std::string who;
-        for (const auto& s : sources)
-          if (s.key == k && s.value != normalize_ws(want)) who = "; set to " + s.value + " by " + s.source;
-        drift.push_back(k + " is " + (have ? *have : "unreadable") + ", profile wants " + want + who);
+    const auto& ap = *env.active_profile;
+    size_t drift = 0, held = 0;
+    for (const auto& row : ap.rows) {
+      if (row.status == "ok") continue;
+      if (row.status != "drift") {
+        ++held;
+        add(Status::ok, row.key + " = " + row.actual + " is " + row.status + "; the profile's " + row.expected +
+                            " comes back when it ends");
+        continue;
       }
+      ++drift;
+      std::string who;
+      for (const auto& s : row.set_by) who += "; " + s;
+      add(Status::fail, row.key + " is " + row.actual + ", profile '" + ap.name + "' wants " + row.expected + who,
+          row.set_by.empty() ? "spark-tune apply " + ap.name
+                             : "remove " + row.key + " from the file named above, then spark-tune apply " + ap.name);
     }
-    profile_matches = drift.empty();
+    profile_matches = drift == 0;
     if (profile_matches)
-      add(Status::ok, "active profile '" + env.active_profile->name + "' matches the running kernel");
-    for (const auto& d : drift) add(Status::fail, d, "spark-tune apply " + env.active_profile->name);
+      add(Status::ok, "applied profile '" + ap.name + "' matches the running kernel (" +
+                          std::to_string(ap.rows.size() - held) + " key(s))");
   }
 
   // The reserve: vm.min_free_kbytes against the recommendation for this much RAM.
@@ -105,7 +135,7 @@ std::vector<Finding> check_sysctl(const Env& env) {
         "echo 0 > /proc/sys/vm/overcommit_memory");
 
   // Who overrides what: tuned re-applies its profile; of several sysctl.d files the last one wins at boot.
-  std::map<std::string, std::vector<SysctlAssignment>> by_key;
+  std::map<std::string, std::vector<SysctlSource>> by_key;
   for (const auto& s : sources) {
     if (s.file_name.empty()) {
       add(Status::warn,
@@ -118,12 +148,12 @@ std::vector<Finding> check_sysctl(const Env& env) {
   for (const auto& [key, list] : by_key) {
     const auto& winner = list.back();
     for (size_t i = 0; i + 1 < list.size(); ++i) {
-      if (list[i].value == winner.value) continue;
+      if (normalize_ws(list[i].value) == normalize_ws(winner.value)) continue;
       std::string file = list[i].source.substr(0, list[i].source.rfind(':'));
       add(Status::warn,
           key + ": " + winner.source + " (" + winner.value + ") overrides " + list[i].source + " (" + list[i].value +
               ") at boot",
-          list[i].file_name == k_persist_file
+          list[i].file_name == k_persist_file_name
               ? "remove " + key + " from " + winner.source.substr(0, winner.source.rfind(':'))
               : "keep " + key + " in one file; remove it from " + file);
     }
@@ -137,13 +167,13 @@ std::vector<Finding> check_persist(const Env& env) {
     out.push_back({"persist", s, std::move(m), std::move(fix)});
   };
   const auto keys = watched_keys(env);
-  auto boot = boot_values(sysctl_assignments(env.paths, keys));
+  auto boot = boot_values(sysctl_sources(env.paths, keys));
   size_t drifted = 0;
   for (const auto& k : keys) {
     auto now = sysctl_value(env.paths, k);
     if (!now) continue;
     auto it = boot.find(k);
-    if (it != boot.end() && it->second.value != *now) {
+    if (it != boot.end() && normalize_ws(it->second.value) != *now) {
       ++drifted;
       add(Status::warn,
           k + " is " + *now + " now but " + it->second.source + " sets " + it->second.value +
@@ -181,7 +211,7 @@ std::vector<Finding> check_swap(const Env& env) {
     out.push_back({"swap", s, std::move(m), std::move(fix)});
   };
   auto swaps = read_file(env.paths.proc / "swaps");
-  auto meminfo = read_file(env.paths.proc / "meminfo");
+  auto meminfo = read_meminfo(env.paths);
   if (!swaps || !meminfo) {
     add(Status::warn, std::string("cannot read ") + (!swaps ? swaps.error().what() : meminfo.error().what()));
     return out;
@@ -195,12 +225,7 @@ std::vector<Finding> check_swap(const Env& env) {
     if (!(in >> name >> type >> size)) continue;
     (name.find("/zram") != std::string::npos ? zram_kb : disk_kb) += size;
   }
-  std::map<std::string, uint64_t> kb;
-  for (const auto& line : split_lines(*meminfo)) {
-    auto c = line.find(':');
-    if (c != std::string::npos) kb[line.substr(0, c)] = std::strtoull(line.c_str() + c + 1, nullptr, 10);
-  }
-  uint64_t total = kb["MemTotal"] * 1024, pinned = kb["Unevictable"] * 1024;
+  uint64_t total = meminfo->total(), pinned = meminfo->unevictable();
   if (disk_kb + zram_kb == 0)
     add(Status::warn,
         "no swap or zram: under pressure only page cache can be reclaimed, so a load evicts every other process's "
@@ -224,17 +249,14 @@ std::vector<Finding> check_thp(const Env& env) {
     out.push_back({"thp", s, std::move(m), std::move(fix)});
   };
   auto base = env.paths.sys / "kernel/mm/transparent_hugepage";
-  auto selected = [](const std::string& text) {
-    auto a = text.find('['), b = text.find(']');
-    return a != std::string::npos && b > a ? text.substr(a + 1, b - a - 1) : std::string();
-  };
   auto enabled = read_value(base / "enabled");
   auto defrag = read_value(base / "defrag");
   if (!enabled) {
     add(Status::warn, "no transparent hugepage support: huge-page-backed loads use 4 KiB pages");
     return out;
   }
-  std::string e = selected(*enabled), d = defrag ? selected(*defrag) : "";
+  // The kernel marks the mode in use: "always [madvise] never" -> "madvise".
+  std::string e = normalize_value(*enabled), d = defrag ? normalize_value(*defrag) : "";
   if (d == "always")
     add(Status::warn,
         "THP enabled=" + e +

@@ -75,12 +75,8 @@ void check_gpus(const HostPaths& paths, const PreflightRequest& req, PreflightRe
   uint64_t unified_need = 0;
   for (const auto& d : sample.devices) {
     GpuFit f;
-    f.index = d.index;
-    f.name = d.name;
-    f.unified = d.unified;
+    static_cast<GpuMemory&>(f) = d;
     f.need = req.gpu_bytes;
-    f.free = d.free;
-    f.total = d.total;
     if (d.unified) {
       unified_need += req.gpu_bytes;
       f.free = rep.host.available;
@@ -214,6 +210,7 @@ nlohmann::json PreflightReport::to_json() const {
              {{"bytes", request.bytes},
               {"factor", request.factor},
               {"headroom", request.headroom},
+              {"limits_from", request.limits_from},
               {"gpus", request.gpus},
               {"gpu_bytes", request.gpu_bytes},
               {"settle", request.settle},
@@ -246,7 +243,9 @@ std::string PreflightReport::to_text() const {
   std::ostringstream o;
   o << "preflight: " << verdict_name(verdict) << '\n';
   if (!undecided.empty()) o << "  could not decide: " << undecided << '\n';
-  o << "  host RAM: need " << format_size(ram.need) << ", available " << format_size(ram.available) << '\n';
+  o << "  host RAM: need " << format_size(ram.need) << ", available " << format_size(ram.available) << " (factor "
+    << factor_text(request.factor) << ", headroom " << format_size(request.headroom) << ": " << request.limits_from
+    << ")\n";
   for (const auto& n : frag)
     o << "  node " << n.node << ": " << format_size(n.free_bytes) << " free in the buddy allocator, "
       << static_cast<int>(n.large_share * 100) << "% in large blocks (" << severity_name(n.severity) << ")"

@@ -21,8 +21,9 @@ struct PreflightRequest {
   uint64_t bytes = 0;  // the model's size
   double factor = k_default_factor;
   uint64_t headroom = k_default_headroom;
-  std::vector<unsigned> gpus;  // devices the model is pinned to
-  uint64_t gpu_bytes = 0;      // what each of them must hold
+  std::string limits_from = "built-in defaults";  // where factor/headroom came from: flags, a profile
+  std::vector<unsigned> gpus;                     // devices the model is pinned to
+  uint64_t gpu_bytes = 0;                         // what each of them must hold
   bool settle = false;
   bool settle_force = false;  // wait even without a kill signal (the caller knows it just killed a holder)
   std::chrono::milliseconds settle_max{2000};
@@ -38,13 +39,9 @@ struct PreflightRequest {
 enum class Verdict { go, refused, undecided };
 const char* verdict_name(Verdict v);
 
-struct GpuFit {
-  unsigned index = 0;
-  std::string name;
-  bool unified = false;
+// A device as NVML reported it (free: host MemAvailable for a unified device), with what it must hold.
+struct GpuFit : GpuMemory {
   uint64_t need = 0;
-  uint64_t free = 0;
-  uint64_t total = 0;
   bool fits = false;
 };
 

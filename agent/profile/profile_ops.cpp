@@ -64,6 +64,7 @@ Result<ApplyOutcome> apply_profile(const HostPaths& paths, Actuator& act, const 
   opts.replace = true;
   opts.owner_state = {{"name", out.resolved.name},
                       {"chain", out.resolved.chain},
+                      {"options", out.resolved.options},  // preflight/window defaults of the applied profile
                       {"persist", req.persist},
                       {"forced", req.force && !out.guardrails.empty()},
                       {"applied_at", static_cast<int64_t>(std::time(nullptr))}};

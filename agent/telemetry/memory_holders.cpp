@@ -24,13 +24,21 @@ std::string process_name(const HostPaths& paths, int pid) {
   return read_value(paths.proc / std::to_string(pid) / "comm").value_or("");
 }
 
-std::vector<MemoryHolder> largest_processes(const HostPaths& paths, size_t n) {
-  std::vector<MemoryHolder> out;
+std::vector<int> process_ids(const HostPaths& paths) {
+  std::vector<int> out;
   std::error_code ec;
   for (fs::directory_iterator it(paths.proc, ec), end; !ec && it != end; it.increment(ec)) {
-    std::string pid = it->path().filename().string();
-    if (!all_digits(pid)) continue;
-    auto text = read_file(it->path() / "status");
+    std::string name = it->path().filename().string();
+    if (all_digits(name) && name.size() < 10) out.push_back(std::stoi(name));
+  }
+  return out;
+}
+
+std::vector<MemoryHolder> largest_processes(const HostPaths& paths, size_t n) {
+  std::vector<MemoryHolder> out;
+  for (int id : process_ids(paths)) {
+    std::string pid = std::to_string(id);
+    auto text = read_file(paths.proc / pid / "status");
     if (!text) continue;  // exited meanwhile
     std::string name;
     uint64_t rss_kb = 0;

@@ -22,5 +22,7 @@ std::vector<MemoryHolder> largest_processes(const HostPaths& paths, size_t n);
 std::vector<MemoryHolder> largest_cgroups(const HostPaths& paths, size_t n);
 // The name of a process (comm), or empty.
 std::string process_name(const HostPaths& paths, int pid);
+// Every process id under <proc>, in directory order.
+std::vector<int> process_ids(const HostPaths& paths);
 
 }  // namespace spark

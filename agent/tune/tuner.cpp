@@ -31,8 +31,11 @@ std::string show(const std::optional<std::string>& v) {
   return *v;
 }
 
-bool same(const std::optional<std::string>& a, const std::optional<std::string>& b) {
+// Kernel values compare normalised ("always [madvise] never" == "madvise"); a file's text exactly
+// (a drop-in's "[Service]" section must not read as the value "Service").
+bool same(const Target& t, const std::optional<std::string>& a, const std::optional<std::string>& b) {
   if (!a || !b) return !a && !b;
+  if (t.kind == TargetKind::file) return *a == *b;
   return normalize_value(*a) == normalize_value(*b);
 }
 
@@ -40,7 +43,14 @@ bool is_coupled_zero(const Target& t, const std::optional<std::string>& v) {
   return t.kind == TargetKind::sysctl && coupled_sysctl(t.name) && v && normalize_value(*v) == "0";
 }
 
-bool kernel_kind(TargetKind k) { return k != TargetKind::file; }
+// Kernel state is the boot's own and gone after a reboot; files on disk (sysctl.d and systemd
+// drop-ins) and directories outside the cgroup tree (a drop-in's .d directory) survive it.
+bool boot_scoped(const HostPaths& paths, const Target& t) {
+  if (t.kind == TargetKind::file) return false;
+  if (t.kind != TargetKind::dir) return true;
+  auto rel = fs::path(t.name).lexically_relative(paths.cgroup);
+  return !rel.empty() && *rel.begin() != "..";
+}
 
 // Writes a value and reads it back. A coupled key restored to 0 is not written: its sibling's
 // restore (the non-zero one of the pair) zeroes it in the kernel.
@@ -48,7 +58,7 @@ Result<void> write_verified(Actuator& act, const Target& t, const std::optional<
   if (is_coupled_zero(t, value)) return {};
   SPARK_TRY_VOID(act.write(t, value));
   SPARK_TRY(auto now, act.read(t));
-  if (!same(now, value))
+  if (!same(t, now, value))
     return sys_error(EIO, "wrote " + t.display() + " = " + show(value) + " but the kernel reports " + show(now));
   return {};
 }
@@ -128,7 +138,7 @@ Result<std::vector<ChangeResult>> Tuner::apply(const std::string& owner, const s
   std::vector<size_t> written;
   for (size_t i : to_write) {
     auto& s = steps[i];
-    bool needed = !same(s.current, s.value);
+    bool needed = !same(s.target, s.current, s.value);
     Result<void> r = needed ? write_verified(act_, s.target, s.value) : Result<void>();
     if (!r) {
       Error failure = r.error();
@@ -203,7 +213,7 @@ Result<std::vector<ChangeResult>> Tuner::release_locked(JournalTxn& txn, const s
     }
     auto now = act_.read(rec.target);
     std::optional<std::string> cur = now ? *now : std::nullopt;
-    bool needed = !now || !same(cur, it->previous);
+    bool needed = !now || !same(rec.target, cur, it->previous);
     Result<void> r = needed ? write_verified(act_, rec.target, it->previous) : Result<void>();
     if (!r) {
       failures.push_back(r.error());
@@ -243,7 +253,7 @@ Result<std::vector<ChangeResult>> Tuner::revert_all() {
     // Kernel values are this boot's own; only persistent files are restored.
     auto& d = txn.data();
     d.targets.erase(std::remove_if(d.targets.begin(), d.targets.end(),
-                                   [](const TargetRecord& r) { return kernel_kind(r.target.kind); }),
+                                   [&](const TargetRecord& r) { return boot_scoped(paths_, r.target); }),
                     d.targets.end());
   }
   auto names = txn.data().owner_names();
@@ -275,7 +285,7 @@ Result<size_t> Tuner::forget_earlier_boot() {
   auto& d = txn.data();
   size_t before = d.targets.size();
   d.targets.erase(std::remove_if(d.targets.begin(), d.targets.end(),
-                                 [](const TargetRecord& r) { return kernel_kind(r.target.kind); }),
+                                 [&](const TargetRecord& r) { return boot_scoped(paths_, r.target); }),
                   d.targets.end());
   size_t dropped = before - d.targets.size();
   if (dropped)

@@ -50,7 +50,8 @@ class Tuner {
   // Replaces an owner's state in the journal (no kernel change).
   Result<void> set_owner_state(const std::string& owner, const nlohmann::json& state);
   // After a reboot the kernel values in the journal are the old boot's: drop those layers, keep
-  // the file layers (sysctl.d and systemd drop-ins survive reboots). Returns how many were dropped.
+  // the file layers (sysctl.d and systemd drop-ins survive reboots) and directories outside the
+  // cgroup tree (a drop-in's .d directory). Returns how many were dropped.
   Result<size_t> forget_earlier_boot();
 
   Actuator& actuator() { return act_; }

@@ -15,6 +15,7 @@
 #include "tune/actuator.h"
 #include "support/fixture.h"
 #include "support/host_guard.h"
+#include "support/run_spark_tune.h"
 
 namespace spark {
 namespace {

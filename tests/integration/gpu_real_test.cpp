@@ -6,7 +6,7 @@
 
 #include "gpu/nvml.h"
 #include "gpu/preflight.h"
-#include "support/run_cli.h"
+#include "support/run_spark_tune.h"
 
 namespace spark {
 namespace {
@@ -44,8 +44,9 @@ TEST(RealGpu, PreflightAndSettleAgainstTheDriver) {
     EXPECT_TRUE(rep.settle->settled) << rep.to_text();  // an idle GPU settles in two samples
   }
   RecordProperty("settle_ms", static_cast<int>(rep.settle->elapsed.count()));
-  auto cli = test::run_cli({"preflight", "--bytes", "1G", "--gpu", "0", "--gpu-bytes", "1G", "--settle", "--json"});
-  EXPECT_NE(cli.rc, 2) << cli.out;
+  auto cli =
+      test::run_spark_tune({"preflight", "--bytes", "1G", "--gpu", "0", "--gpu-bytes", "1G", "--settle", "--json"});
+  EXPECT_NE(cli.exit_code, 2) << cli.out;
   auto j = nlohmann::json::parse(cli.out);
   EXPECT_EQ(j["gpus"].size(), 1u);
 }

@@ -8,7 +8,7 @@
 #include "doctor/doctor.h"
 #include "gpu/preflight.h"
 #include "support/fixture.h"
-#include "support/run_cli.h"
+#include "support/run_spark_tune.h"
 #include "telemetry/host_fit.h"
 
 namespace spark {
@@ -31,8 +31,8 @@ TEST(RealHost, PreflightDecidesFromThisKernel) {
   auto no = run_preflight(HostPaths::system(), too_big);
   EXPECT_EQ(no.verdict, Verdict::refused);
   EXPECT_FALSE(no.processes.empty());  // names who holds memory
-  auto cli = test::run_cli({"preflight", "--bytes", std::to_string(too_big.bytes), "--json"});
-  EXPECT_EQ(cli.rc, 1);
+  auto cli = test::run_spark_tune({"preflight", "--bytes", std::to_string(too_big.bytes), "--json"});
+  EXPECT_EQ(cli.exit_code, 1);
   EXPECT_EQ(nlohmann::json::parse(cli.out)["verdict"], "refused");
 }
 
@@ -59,10 +59,10 @@ TEST(RealHost, DoctorRunsEveryCheck) {
     }
   }
   EXPECT_EQ(seen.size(), doctor::checks().size());
-  auto cli = test::run_cli({"doctor", "--json"});
-  ASSERT_NE(cli.rc, 2) << cli.out;
+  auto cli = test::run_spark_tune({"doctor", "--json"});
+  ASSERT_NE(cli.exit_code, 2) << cli.out;
   auto j = nlohmann::json::parse(cli.out);
-  EXPECT_EQ(cli.rc == 0, j["ok"].get<bool>());
+  EXPECT_EQ(cli.exit_code == 0, j["ok"].get<bool>());
   EXPECT_EQ(j["ok"].get<bool>(), !doctor::any_fail(*findings));
 }
 

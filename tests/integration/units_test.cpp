@@ -1,7 +1,6 @@
 // install/spark-tune.{service,socket} pass `systemd-analyze verify` with no complaint (the tool
 // exits 0 on many warnings, so its output must be empty too). Skips where systemd-analyze is absent.
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -9,38 +8,23 @@
 #include <regex>
 #include <sstream>
 
+#include "core/process.h"
+
 namespace {
 
 namespace fs = std::filesystem;
 
 struct Out {
-  int status = -1;
-  std::string text;
+  int exit_code = -1;
+  std::string text;  // stdout and stderr together
 };
 
 Out run(const std::vector<std::string>& args) {
-  int p[2];
-  if (::pipe(p) != 0) return {};
-  pid_t pid = ::fork();
-  if (pid == 0) {
-    ::dup2(p[1], 1);
-    ::dup2(p[1], 2);
-    ::close(p[0]);
-    ::close(p[1]);
-    std::vector<char*> argv;
-    for (auto& a : const_cast<std::vector<std::string>&>(args)) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    ::execvp(argv[0], argv.data());
-    ::_exit(127);
-  }
-  ::close(p[1]);
-  Out o;
-  char buf[4096];
-  ssize_t n;
-  while ((n = ::read(p[0], buf, sizeof buf)) > 0) o.text.append(buf, static_cast<size_t>(n));
-  ::close(p[0]);
-  ::waitpid(pid, &o.status, 0);
-  return o;
+  spark::ProcessOptions opts;
+  opts.merge_stderr = true;
+  auto r = spark::run_process(args, opts);
+  if (!r) return {-1, r.error().what()};
+  return {r->exit_code, r->out};
 }
 
 std::string slurp(const fs::path& p) {
@@ -53,7 +37,7 @@ std::string slurp(const fs::path& p) {
 class UnitsTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (run({"systemd-analyze", "--version"}).status != 0) GTEST_SKIP() << "systemd-analyze is not installed";
+    if (run({"systemd-analyze", "--version"}).exit_code != 0) GTEST_SKIP() << "systemd-analyze is not installed";
     install = (fs::path(SPARK_TUNE_TEST_FIXTURES) / "../../install").lexically_normal();
     char tmpl[] = "/tmp/spark-units-XXXXXX";
     ASSERT_NE(::mkdtemp(tmpl), nullptr);
@@ -67,10 +51,12 @@ class UnitsTest : public ::testing::Test {
   Out verify(const std::string& service_edit_from = "", const std::string& service_edit_to = "") {
     std::string service = std::regex_replace(slurp(install / "spark-tune.service"), std::regex("/usr/sbin/spark-tune"),
                                              SPARK_TUNE_BINARY);
-    if (!service_edit_from.empty()) service = std::regex_replace(service, std::regex(service_edit_from), service_edit_to);
+    if (!service_edit_from.empty())
+      service = std::regex_replace(service, std::regex(service_edit_from), service_edit_to);
     std::ofstream(dir / "spark-tune.service") << service;
     std::ofstream(dir / "spark-tune.socket") << slurp(install / "spark-tune.socket");
-    return run({"systemd-analyze", "verify", (dir / "spark-tune.service").string(), (dir / "spark-tune.socket").string()});
+    return run(
+        {"systemd-analyze", "verify", (dir / "spark-tune.service").string(), (dir / "spark-tune.socket").string()});
   }
   fs::path install, dir;
 };
@@ -82,7 +68,7 @@ TEST_F(UnitsTest, ServiceAndSocketVerifyClean) {
   ASSERT_NE(service.find("CapabilityBoundingSet="), std::string::npos);
   ASSERT_NE(service.find("ProtectSystem=strict"), std::string::npos);
   Out o = verify();
-  EXPECT_TRUE(WIFEXITED(o.status) && WEXITSTATUS(o.status) == 0) << o.text;
+  EXPECT_EQ(o.exit_code, 0) << o.text;
   EXPECT_EQ(o.text.find("spark-tune."), std::string::npos) << "systemd-analyze complains:\n" << o.text;
 }
 
@@ -90,6 +76,24 @@ TEST_F(UnitsTest, ServiceAndSocketVerifyClean) {
 TEST_F(UnitsTest, BrokenServiceIsReported) {
   Out o = verify("Type=notify", "Type=bogus");
   EXPECT_NE(o.text.find("spark-tune.service"), std::string::npos) << o.text;
+}
+
+// The agent's own unit carries the protection `spark-tune protect` gives other units: a memory
+// floor, a low OOM score and systemd-oomd's avoid preference -- and it still verifies clean.
+TEST_F(UnitsTest, AgentUnitIsProtected) {
+  std::string service = slurp(install / "spark-tune.service");
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(service, m, std::regex("\\nMemoryMin=([0-9]+)([KMG]?)\\n"))) << service;
+  EXPECT_GT(std::stoull(m[1].str()), 0u);
+  ASSERT_TRUE(std::regex_search(service, m, std::regex("\\nMemoryLow=[0-9]+[KMG]?\\n")));
+  ASSERT_TRUE(std::regex_search(service, m, std::regex("\\nOOMScoreAdjust=(-[0-9]+)\\n"))) << service;
+  EXPECT_LE(std::stoi(m[1].str()), -500);  // doctor's protection check wants <= -500
+  EXPECT_NE(service.find("\nManagedOOMPreference=avoid\n"), std::string::npos);
+  Out o = verify();
+  EXPECT_EQ(o.text.find("spark-tune."), std::string::npos) << o.text;
+  // A value systemd does not accept is reported: the check above can fail.
+  Out bad = verify("OOMScoreAdjust=-900", "OOMScoreAdjust=-5000");
+  EXPECT_NE(bad.text.find("OOM score adjust value out of range"), std::string::npos) << bad.text;
 }
 
 }  // namespace

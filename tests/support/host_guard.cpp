@@ -1,18 +1,7 @@
 #include "support/host_guard.h"
 
-#include <fcntl.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
-#include <cstring>
-#include <fstream>
-#include <sstream>
-#include <stdexcept>
-
 #include "core/fs.h"
 #include "tune/actuator.h"
-
-extern char** environ;
 
 namespace spark::test {
 
@@ -54,51 +43,6 @@ std::vector<std::string> profile_kernel_files() {
 std::string kernel_value(const std::string& file) {
   auto v = read_value(file);
   return v ? normalize_value(*v) : "";
-}
-
-namespace {
-std::string drain(int fd) {
-  std::string out;
-  char buf[4096];
-  ssize_t n;
-  while ((n = ::read(fd, buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
-  return out;
-}
-}  // namespace
-
-ProcessResult run_spark_tune(const std::vector<std::string>& args, const std::vector<std::string>& env) {
-  char out_tmpl[] = "/tmp/spark-out-XXXXXX";
-  char err_tmpl[] = "/tmp/spark-err-XXXXXX";
-  int out_fd = ::mkstemp(out_tmpl), err_fd = ::mkstemp(err_tmpl);
-  ::unlink(out_tmpl);
-  ::unlink(err_tmpl);
-  pid_t pid = ::fork();
-  if (pid < 0) throw std::runtime_error("fork failed");
-  if (pid == 0) {
-    ::dup2(out_fd, 1);
-    ::dup2(err_fd, 2);
-    ::close(0);
-    for (const auto& e : env) ::putenv(const_cast<char*>(e.c_str()));
-    std::vector<char*> argv;
-    std::string bin = SPARK_TUNE_BINARY;
-    argv.push_back(bin.data());
-    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-    argv.push_back(nullptr);
-    ::execv(bin.c_str(), argv.data());
-    ::_exit(127);
-  }
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  ProcessResult r;
-  if (WIFEXITED(status)) r.exit_code = WEXITSTATUS(status);
-  if (WIFSIGNALED(status)) r.signal = WTERMSIG(status);
-  ::lseek(out_fd, 0, SEEK_SET);
-  ::lseek(err_fd, 0, SEEK_SET);
-  r.out = drain(out_fd);
-  r.err = drain(err_fd);
-  ::close(out_fd);
-  ::close(err_fd);
-  return r;
 }
 
 }  // namespace spark::test

@@ -1,5 +1,5 @@
-// Integration-test helpers: snapshot kernel values and put them back whatever the test does, and
-// run the spark-tune binary as a real process.
+// Integration-test helpers: snapshot kernel values and put them back whatever the test does.
+// (The spark-tune binary is run by support/run_spark_tune.h.)
 #pragma once
 
 #include <map>
@@ -28,15 +28,5 @@ class KernelValueGuard {
 std::vector<std::string> profile_kernel_files();
 // Reads a kernel file and normalises it like the actuator does.
 std::string kernel_value(const std::string& file);
-
-struct ProcessResult {
-  int exit_code = -1;   // -1 when killed by a signal
-  int signal = 0;
-  std::string out;
-  std::string err;
-};
-
-// Runs build/agent/spark-tune with the arguments and extra environment ("K=V").
-ProcessResult run_spark_tune(const std::vector<std::string>& args, const std::vector<std::string>& env = {});
 
 }  // namespace spark::test

@@ -7,8 +7,11 @@
 #include <nlohmann/json.hpp>
 
 #include "daemon/protect.h"
+#include "profile/profile_ops.h"
 #include "support/fixture.h"
-#include "support/run_cli.h"
+#include "support/run_spark_tune.h"
+#include "tune/actuator.h"
+#include "tune/tuner.h"
 
 namespace spark::doctor {
 namespace {
@@ -78,19 +81,74 @@ TEST_F(Doctor, SysctlNamesTunedAndALaterFile) {
   EXPECT_TRUE(has(f, Status::warn, "vm.swappiness = 10 is set by tuned profile 'base'"));
 }
 
-TEST_F(Doctor, SysctlActiveProfileHook) {
-  sysctl("vm/dirty_ratio", "5");
-  env_.active_profile = ActiveProfile{"dgx-spark", {{"vm.dirty_ratio", "5"}}};
-  sysctl("vm/min_free_kbytes", "67584");  // below the recommendation, but the profile chose it
+TEST_F(Doctor, SysctlComparesTheProfileAppliedInTheJournal) {
+  sysctl("vm/dirty_ratio", "20");
+  sysctl("vm/dirty_bytes", "0");
+  sysctl("vm/vfs_cache_pressure", "100");
+  auto none = read_active_profile(root_.paths());
+  ASSERT_TRUE(none.ok()) << none.error().what();
+  EXPECT_FALSE(none->has_value());  // nothing applied: nothing to compare
+
+  HostActuator act(root_.paths());
+  Tuner tuner(root_.paths(), act);
+  ApplyOptions opts;
+  opts.owner_state = {{"name", "dgx-spark"}};
+  ASSERT_TRUE(
+      tuner
+          .apply(k_profile_owner,
+                 {{sysctl_target("vm.dirty_ratio"), "5", ""}, {sysctl_target("vm.vfs_cache_pressure"), "200", ""}},
+                 opts)
+          .ok());
+  auto load = [&] {
+    auto a = read_active_profile(root_.paths());
+    EXPECT_TRUE(a.ok()) << a.error().what();
+    env_.active_profile = a ? *a : std::nullopt;
+  };
+  sysctl("vm/min_free_kbytes", "67584");  // below the recommendation, but the profile holds: WARN, not FAIL
+  load();
+  ASSERT_TRUE(env_.active_profile.has_value());
+  EXPECT_EQ(env_.active_profile->name, "dgx-spark");
   auto match = run(check_sysctl);
-  EXPECT_TRUE(has(match, Status::ok, "'dgx-spark' matches")) << dump(match);
+  EXPECT_TRUE(has(match, Status::ok, "applied profile 'dgx-spark' matches the running kernel (2 key(s))"))
+      << dump(match);
+  EXPECT_TRUE(has(match, Status::warn, "vm.min_free_kbytes is 67584")) << dump(match);
   EXPECT_FALSE(any_fail(match)) << dump(match);
+
+  // A load window holds a key for now: not drift.
+  ASSERT_TRUE(tuner.apply("window:w1", {{sysctl_target("vm.vfs_cache_pressure"), "300", ""}}).ok());
+  load();
+  auto held = run(check_sysctl);
+  EXPECT_TRUE(has(held, Status::ok, "vm.vfs_cache_pressure = 300 is held by window:w1")) << dump(held);
+  EXPECT_FALSE(any_fail(held)) << dump(held);
+  ASSERT_TRUE(tuner.release("window:w1").ok());
+
+  // Changed by hand, and a sysctl.d file sets the same value at boot: FAIL naming the file and the fix.
   sysctl("vm/dirty_ratio", "20");
   root_.write("etc/sysctl.d/99-x.conf", "vm.dirty_ratio=20\n");
+  load();
   auto drift = run(check_sysctl);
-  EXPECT_TRUE(has(drift, Status::fail, "vm.dirty_ratio is 20, profile wants 5")) << dump(drift);
-  EXPECT_TRUE(has(drift, Status::fail, "99-x.conf:1"));
-  EXPECT_TRUE(has(drift, Status::fail, "spark-tune apply dgx-spark"));
+  EXPECT_TRUE(has(drift, Status::fail, "vm.dirty_ratio is 20, profile 'dgx-spark' wants 5")) << dump(drift);
+  EXPECT_TRUE(has(drift, Status::fail, "99-x.conf:1 sets 20")) << dump(drift);
+  EXPECT_TRUE(has(drift, Status::fail, "then spark-tune apply dgx-spark")) << dump(drift);
+  EXPECT_FALSE(has(drift, Status::ok, "matches the running kernel")) << dump(drift);
+
+  // The CLI fills the hook from the journal: exit 1 on drift.
+  std::string r = "--root=" + root_.root().string();
+  auto cli = test::run_spark_tune({r, "doctor", "sysctl", "--json"});
+  EXPECT_EQ(cli.exit_code, 1) << cli.out;
+  EXPECT_NE(cli.out.find("profile 'dgx-spark' wants 5"), std::string::npos) << cli.out;
+  sysctl("vm/dirty_ratio", "5");
+  EXPECT_EQ(test::run_spark_tune({r, "doctor", "sysctl"}).exit_code, 0);
+
+  // A journal that cannot be read: WARN, and the CLI says so too.
+  root_.write("var/lib/spark-tune/journal.json", "{not json");
+  auto bad = read_active_profile(root_.paths());
+  ASSERT_FALSE(bad.ok());
+  env_.active_profile.reset();
+  env_.journal_error = bad.error().what();
+  EXPECT_TRUE(has(run(check_sysctl), Status::warn, "cannot compare the applied profile"));
+  auto cli_bad = test::run_spark_tune({r, "doctor", "sysctl"});
+  EXPECT_NE(cli_bad.out.find("cannot compare the applied profile"), std::string::npos) << cli_bad.out;
 }
 
 TEST_F(Doctor, PersistBranches) {
@@ -230,6 +288,28 @@ TEST_F(Doctor, ProtectionBranches) {
   EXPECT_TRUE(has(run(check_protection), Status::ok, "spark-tune.service: protected by"));
 }
 
+TEST_F(Doctor, ProtectionChecksTheUnitsProtectJournaled) {
+  if (!std::filesystem::exists("/usr/bin/systemd-analyze") && !std::filesystem::exists("/bin/systemd-analyze"))
+    GTEST_SKIP() << "systemd-analyze is not installed (protect verifies its drop-ins with it)";
+  root_.write("sys/fs/cgroup/cgroup.controllers", "memory\n");
+  root_.write("lib/systemd/system/llama.service", "[Service]\n");
+  root_.write("sys/fs/cgroup/system.slice/llama.service/memory.min", "0\n");
+  root_.write("sys/fs/cgroup/system.slice/llama.service/cgroup.procs", "70\n");
+  root_.write("proc/70/oom_score_adj", "0\n");
+  std::filesystem::create_directories(root_.paths().systemd_d);
+  HostActuator act(root_.paths());
+  ASSERT_TRUE(protect_units(root_.paths(), act, {"llama", "gone"}, ProtectSpec{}).ok());
+  // Not in the default list, but protect wrote its drop-in: checked, and not yet in effect.
+  auto f = run(check_protection);
+  EXPECT_TRUE(has(f, Status::warn, "llama.service: drop-in written but not in effect")) << dump(f);
+  EXPECT_TRUE(has(f, Status::warn, "gone.service: no such unit here (spark-tune protect wrote a drop-in)")) << dump(f);
+  // The drop-in removed by hand behind the journal's back: said, with both ways out.
+  std::filesystem::remove(protect_dropin_path(root_.paths(), "llama.service"));
+  auto removed = run(check_protection);
+  EXPECT_TRUE(has(removed, Status::warn, "is gone")) << dump(removed);
+  EXPECT_TRUE(has(removed, Status::warn, "spark-tune protect --undo llama.service")) << dump(removed);
+}
+
 TEST_F(Doctor, ProtectionOnCgroupV1UsesOomScore) {
   root_.write("lib/systemd/system/ssh.service", "[Service]\n");
   root_.write("sys/fs/cgroup/systemd/system.slice/ssh.service/cgroup.procs", "50\n");
@@ -247,15 +327,15 @@ TEST_F(Doctor, RunChecksAndCli) {
   std::string r = "--root=" + root_.root().string();
   root_.write("sys/kernel/mm/transparent_hugepage/enabled", "[madvise]\n");
   root_.write("sys/kernel/mm/transparent_hugepage/defrag", "[madvise]\n");
-  auto ok = test::run_cli({r, "doctor", "thp", "--json"});
-  EXPECT_EQ(ok.rc, 0) << ok.out;
+  auto ok = test::run_spark_tune({r, "doctor", "thp", "--json"});
+  EXPECT_EQ(ok.exit_code, 0) << ok.out;
   auto j = nlohmann::json::parse(ok.out);
   EXPECT_TRUE(j["ok"].get<bool>());
   EXPECT_EQ(j["findings"][0]["status"], "OK");
-  auto fail = test::run_cli({r, "doctor", "cgroup"});
-  EXPECT_EQ(fail.rc, 1) << fail.out;
+  auto fail = test::run_spark_tune({r, "doctor", "cgroup"});
+  EXPECT_EQ(fail.exit_code, 1) << fail.out;
   EXPECT_NE(fail.out.find("FAIL cgroup"), std::string::npos);
-  EXPECT_EQ(test::run_cli({r, "doctor", "everything"}).rc, 2);
+  EXPECT_EQ(test::run_spark_tune({r, "doctor", "everything"}).exit_code, 2);
 }
 
 }  // namespace

@@ -9,7 +9,7 @@
 #include "gpu/gpu_probe.h"
 #include "gpu/preflight.h"
 #include "support/fixture.h"
-#include "support/run_cli.h"
+#include "support/run_spark_tune.h"
 
 namespace spark {
 namespace {
@@ -253,12 +253,12 @@ TEST_F(Gpu, SettleBoundHoldsWithASlowProbe) {
 TEST_F(Gpu, HangingProbeIsBoundedInTheBinary) {
   for (const char* mode : {"hang_init", "hang_memory"}) {
     auto t0 = clock_type::now();
-    auto r = test::run_cli(
+    auto r = test::run_spark_tune(
         {"--root=" + root_.root().string(), "preflight", "--bytes", "1G", "--gpu", "0", "--gpu-bytes", "1G", "--settle",
          "--settle-max", "300ms", "--json"},
         {"SPARK_TUNE_NVML_LIB=" FAKE_NVML_LIB, std::string("FAKE_NVML_MODE=") + mode, "FAKE_NVML_HANG_MS=5000"});
     auto took = clock_type::now() - t0;
-    EXPECT_EQ(r.rc, 2) << mode << ": " << r.out;
+    EXPECT_EQ(r.exit_code, 2) << mode << ": " << r.out;
     EXPECT_LT(took, 800ms) << mode;
     auto j = nlohmann::json::parse(r.out);
     EXPECT_NE(j["undecided"].get<std::string>().find("did not answer in time"), std::string::npos) << r.out;
@@ -268,13 +268,15 @@ TEST_F(Gpu, HangingProbeIsBoundedInTheBinary) {
 TEST_F(Gpu, BinaryUsesTheLibraryFromTheEnvironment) {
   std::string r = "--root=" + root_.root().string();
   std::vector<std::string> env = {"SPARK_TUNE_NVML_LIB=" FAKE_NVML_LIB};
-  auto go = test::run_cli({r, "preflight", "--bytes", "1G", "--gpu", "0", "--gpu-bytes", "10G", "--json"}, env);
-  EXPECT_EQ(go.rc, 0) << go.out;
+  auto go = test::run_spark_tune({r, "preflight", "--bytes", "1G", "--gpu", "0", "--gpu-bytes", "10G", "--json"}, env);
+  EXPECT_EQ(go.exit_code, 0) << go.out;
   auto j = nlohmann::json::parse(go.out);
   EXPECT_EQ(j["gpus"][0]["name"], "Fake GPU 0");
-  auto no = test::run_cli({r, "preflight", "--bytes", "1G", "--gpu", "0,1", "--gpu-bytes", "10G", "--json"}, env);
-  EXPECT_EQ(no.rc, 1) << no.out;
-  EXPECT_EQ(test::run_cli({r, "preflight", "--bytes", "1G", "--gpu", "0,x", "--gpu-bytes", "1G"}, env).rc, 2);
+  auto no =
+      test::run_spark_tune({r, "preflight", "--bytes", "1G", "--gpu", "0,1", "--gpu-bytes", "10G", "--json"}, env);
+  EXPECT_EQ(no.exit_code, 1) << no.out;
+  EXPECT_EQ(test::run_spark_tune({r, "preflight", "--bytes", "1G", "--gpu", "0,x", "--gpu-bytes", "1G"}, env).exit_code,
+            2);
 }
 
 }  // namespace

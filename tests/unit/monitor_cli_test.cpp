@@ -4,7 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "support/fixture.h"
-#include "support/run_binary.h"
+#include "support/run_spark_tune.h"
 
 namespace spark {
 namespace {

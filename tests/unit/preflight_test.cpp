@@ -5,10 +5,14 @@
 #include <nlohmann/json.hpp>
 
 #include "gpu/model_files.h"
+#include "profile/profile_ops.h"
+#include "profile/profile_options.h"
 #include "support/fixture.h"
-#include "support/run_cli.h"
+#include "support/run_spark_tune.h"
 #include "telemetry/host_fit.h"
 #include "telemetry/memory_holders.h"
+#include "tune/actuator.h"
+#include "tune/tuner.h"
 
 namespace spark {
 namespace {
@@ -254,23 +258,117 @@ TEST(PreflightCli, ExitCodesGoRefusedUndecidedAndBadInput) {
   test::FixtureRoot root;
   host(root, 18 * k_gib, zone_line(0, "Normal", k_healthy));
   std::string r = "--root=" + root.root().string();
-  auto go = test::run_cli({r, "preflight", "--bytes", "17400000000", "--factor", "0.9", "--json"});
-  EXPECT_EQ(go.rc, 0) << go.out;
+  auto go = test::run_spark_tune({r, "preflight", "--bytes", "17400000000", "--factor", "0.9", "--json"});
+  EXPECT_EQ(go.exit_code, 0) << go.out;
   EXPECT_EQ(nlohmann::json::parse(go.out)["verdict"], "go");
-  auto no = test::run_cli({r, "preflight", "--bytes", "17400000000", "--json"});
-  EXPECT_EQ(no.rc, 1) << no.out;
+  auto no = test::run_spark_tune({r, "preflight", "--bytes", "17400000000", "--json"});
+  EXPECT_EQ(no.exit_code, 1) << no.out;
   auto j = nlohmann::json::parse(no.out);
   EXPECT_EQ(j["verdict"], "refused");
   EXPECT_GT(j["host"]["missing"].get<uint64_t>(), 0u);
   EXPECT_EQ(j["request"]["bytes"].get<uint64_t>(), 17400000000ull);
   EXPECT_DOUBLE_EQ(j["request"]["factor"].get<double>(), 1.1);
-  EXPECT_EQ(test::run_cli({r, "preflight", "--bytes", "lots"}).rc, 2);
-  EXPECT_EQ(test::run_cli({r, "preflight"}).rc, 2);
-  EXPECT_EQ(test::run_cli({r, "preflight", "--bytes", "1G", "--gpu", "0"}).rc, 2);
-  EXPECT_EQ(test::run_cli({r, "preflight", "--bytes", "1G", "--factor", "-1"}).rc, 2);
-  EXPECT_EQ(test::run_cli({r, "preflight", "--model", (root.root() / "none.gguf").string()}).rc, 2);
+  EXPECT_EQ(test::run_spark_tune({r, "preflight", "--bytes", "lots"}).exit_code, 2);
+  EXPECT_EQ(test::run_spark_tune({r, "preflight"}).exit_code, 2);
+  EXPECT_EQ(test::run_spark_tune({r, "preflight", "--bytes", "1G", "--gpu", "0"}).exit_code, 2);
+  EXPECT_EQ(test::run_spark_tune({r, "preflight", "--bytes", "1G", "--factor", "-1"}).exit_code, 2);
+  EXPECT_EQ(test::run_spark_tune({r, "preflight", "--model", (root.root() / "none.gguf").string()}).exit_code, 2);
   root.write("proc/meminfo", "garbage\n");
-  EXPECT_EQ(test::run_cli({r, "preflight", "--bytes", "1G"}).rc, 2);
+  EXPECT_EQ(test::run_spark_tune({r, "preflight", "--bytes", "1G"}).exit_code, 2);
+}
+
+// The [preflight] defaults: --factor/--headroom win, else --profile NAME's table, else the applied
+// profile's (recorded in the journal at apply), else 1.1 and 1 GiB. 17.4 GB at 18 GiB available
+// fits only with the no-pinned-memory factor 0.9.
+class PreflightDefaults : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    host(root, 18 * k_gib, zone_line(0, "Normal", k_healthy));
+    root.write("proc/sys/vm/swappiness", "60\n");
+    root.write("etc/spark-tune/profiles/nopin.toml",
+               "[sysctl]\nvm.swappiness = 10\n[preflight]\nfactor = 0.9\nheadroom = \"512M\"\n");
+    root.write("etc/spark-tune/profiles/child.toml",
+               "[profile]\ninherit = \"nopin\"\n[preflight]\nheadroom = \"2G\"\n");
+    root.write("etc/spark-tune/profiles/bad.toml", "[preflight]\nfactor = \"lots\"\n");
+  }
+  nlohmann::json preflight(std::vector<std::string> extra, int want_rc) {
+    std::vector<std::string> args = {"--root=" + root.root().string(), "preflight", "--bytes", "17400000000", "--json"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    auto r = test::run_spark_tune(args);
+    EXPECT_EQ(r.exit_code, want_rc) << r.out;
+    auto j = nlohmann::json::parse(r.out, nullptr, false);
+    return j.is_discarded() ? nlohmann::json::object() : j["request"];
+  }
+  test::FixtureRoot root;
+};
+
+TEST_F(PreflightDefaults, ProfileOptionsNamedAppliedOrNone) {
+  auto none = profile_options(root.paths(), std::nullopt);
+  ASSERT_TRUE(none.ok()) << none.error().what();
+  EXPECT_EQ(none->describe(), "built-in defaults");
+  EXPECT_FALSE(none->get("preflight.factor"));
+  auto child = profile_options(root.paths(), std::string("child"));
+  ASSERT_TRUE(child.ok()) << child.error().what();
+  EXPECT_EQ(child->get("preflight.factor").value_or(""), "0.9");   // inherited
+  EXPECT_EQ(child->get("preflight.headroom").value_or(""), "2G");  // the child wins
+  EXPECT_FALSE(profile_options(root.paths(), std::string("absent")).ok());
+  // Applied through a journal of an earlier version (no options recorded): reloaded by name.
+  HostActuator act(root.paths());
+  Tuner tuner(root.paths(), act);
+  ApplyOptions opts;
+  opts.owner_state = {{"name", "child"}};
+  ASSERT_TRUE(tuner.apply(k_profile_owner, {}, opts).ok());
+  auto applied = profile_options(root.paths(), std::nullopt);
+  ASSERT_TRUE(applied.ok()) << applied.error().what();
+  EXPECT_EQ(applied->describe(), "profile 'child' (applied)");
+  EXPECT_EQ(applied->get("preflight.headroom").value_or(""), "2G");
+}
+
+TEST_F(PreflightDefaults, FlagsWinOverTheNamedProfileWhichWinsOverBuiltIns) {
+  auto builtin = preflight({}, 1);
+  EXPECT_DOUBLE_EQ(builtin["factor"].get<double>(), 1.1);
+  EXPECT_EQ(builtin["headroom"].get<uint64_t>(), k_gib);
+  EXPECT_EQ(builtin["limits_from"], "built-in defaults");
+
+  auto named = preflight({"--profile", "nopin"}, 0);
+  EXPECT_DOUBLE_EQ(named["factor"].get<double>(), 0.9);
+  EXPECT_EQ(named["headroom"].get<uint64_t>(), 512ull << 20);
+  EXPECT_EQ(named["limits_from"], "profile 'nopin'");
+
+  auto inherited = preflight({"--profile", "child"}, 0);
+  EXPECT_DOUBLE_EQ(inherited["factor"].get<double>(), 0.9);
+  EXPECT_EQ(inherited["headroom"].get<uint64_t>(), 2 * k_gib);
+
+  auto flag = preflight({"--profile", "nopin", "--factor", "1.1"}, 1);
+  EXPECT_DOUBLE_EQ(flag["factor"].get<double>(), 1.1);
+  EXPECT_EQ(flag["headroom"].get<uint64_t>(), 512ull << 20);
+  EXPECT_EQ(flag["limits_from"], "factor --factor, headroom profile 'nopin'");
+
+  // 17.4 GB x 0.9 + 4 GiB = 19.95 GB > 18 GiB available.
+  auto both = preflight({"--profile", "nopin", "--factor", "0.9", "--headroom", "4G"}, 1);
+  EXPECT_EQ(both["headroom"].get<uint64_t>(), 4 * k_gib);
+  EXPECT_EQ(both["limits_from"], "factor --factor, headroom --headroom");
+
+  std::string r = "--root=" + root.root().string();
+  EXPECT_EQ(test::run_spark_tune({r, "preflight", "--bytes", "1G", "--profile", "absent"}).exit_code, 2);
+  EXPECT_EQ(test::run_spark_tune({r, "preflight", "--bytes", "1G", "--profile", "bad"}).exit_code,
+            2);  // factor = "lots"
+  EXPECT_EQ(test::run_spark_tune({r, "preflight", "--bytes", "1G", "--factor", "abc"}).exit_code, 2);
+}
+
+TEST_F(PreflightDefaults, TheAppliedProfileGivesTheDefaults) {
+  std::string r = "--root=" + root.root().string();
+  auto applied = test::run_spark_tune({r, "apply", "nopin"});
+  ASSERT_EQ(applied.exit_code, 0) << applied.out;
+  auto req = preflight({}, 0);
+  EXPECT_DOUBLE_EQ(req["factor"].get<double>(), 0.9);
+  EXPECT_EQ(req["headroom"].get<uint64_t>(), 512ull << 20);
+  EXPECT_EQ(req["limits_from"], "profile 'nopin' (applied)");
+  // --profile still names another; flags still win.
+  EXPECT_EQ(preflight({"--profile", "child"}, 0)["headroom"].get<uint64_t>(), 2 * k_gib);
+  EXPECT_DOUBLE_EQ(preflight({"--factor", "1.1"}, 1)["factor"].get<double>(), 1.1);
+  ASSERT_EQ(test::run_spark_tune({r, "revert"}).exit_code, 0);
+  EXPECT_EQ(preflight({}, 1)["limits_from"], "built-in defaults");
 }
 
 }  // namespace

@@ -163,6 +163,35 @@ TEST_F(TunerTest, EarlierBootKernelValuesAreNotRestoredButFilesAre) {
   EXPECT_FALSE(fs::exists(dropin));      // the persistent drop-in is removed
 }
 
+TEST_F(TunerTest, AfterARebootCgroupDirsAreForgottenButDropinDirsAreKept) {
+  fs::path cg = root.paths().cgroup / "memory/spark/g1";
+  fs::path dropin_dir = root.paths().systemd_d / "sshd.service.d";
+  fs::create_directories(cg.parent_path());
+  fs::create_directories(dropin_dir.parent_path());
+  ASSERT_TRUE(tuner.apply("guard:g1", {{Target{TargetKind::dir, cg.string()}, std::string(), ""}}).ok());
+  ASSERT_TRUE(tuner.apply("protect:sshd.service", {{Target{TargetKind::dir, dropin_dir.string()}, std::string(), ""}}).ok());
+  root.write("proc/sys/kernel/random/boot_id", "00000000-0000-0000-0000-000000000002\n");
+  auto dropped = tuner.forget_earlier_boot();
+  ASSERT_TRUE(dropped.ok());
+  EXPECT_EQ(*dropped, 1u);  // the cgroup: the kernel made it, the reboot removed it
+  auto j = read_journal(root.paths());
+  ASSERT_TRUE(j.ok());
+  EXPECT_EQ(j->find(Target{TargetKind::dir, cg.string()}), nullptr);
+  ASSERT_NE(j->find(Target{TargetKind::dir, dropin_dir.string()}), nullptr);
+  ASSERT_TRUE(tuner.release("protect:sshd.service").ok());
+  EXPECT_FALSE(fs::exists(dropin_dir));
+}
+
+TEST_F(TunerTest, FileTextComparesExactlyNotAsAKernelValue) {
+  // "[Service]" in a drop-in is text, not the kernel's "[selected]" notation.
+  fs::path f = root.root() / "etc/systemd/system/a.service.d/x.conf";
+  ASSERT_TRUE(tuner.apply("protect:a", {{Target{TargetKind::file, f.string()}, "[Service]\nMemoryMin=1G\n", ""}}).ok());
+  auto r = tuner.apply("protect:a", {{Target{TargetKind::file, f.string()}, "[Service]\nMemoryMin=2G\n", ""}});
+  ASSERT_TRUE(r.ok()) << r.error().what();
+  EXPECT_TRUE((*r)[0].written);
+  EXPECT_EQ(root.read("etc/systemd/system/a.service.d/x.conf"), "[Service]\nMemoryMin=2G\n");
+}
+
 TEST_F(TunerTest, FileAndDirTargetsCreateAndRemove) {
   fs::path d = root.root() / "cg/guard1";
   fs::create_directories(d.parent_path());

@@ -34,7 +34,9 @@ void print_event(const Context& ctx, nlohmann::json j) {
             << "\n         hint: " << j.value("hint", "") << std::endl;
 }
 
-// Interval between two questions to the agent: an event reaches the terminal at most this late.
+// The longest single wait for events asked of the agent, and the pause between questions to an
+// agent that does not wait.
+constexpr std::chrono::milliseconds k_agent_wait{1000};
 constexpr std::chrono::milliseconds k_agent_poll{50};
 
 int events_from_agent(Context& ctx, const EventsOptions& o, long pid,
@@ -46,15 +48,20 @@ int events_from_agent(Context& ctx, const EventsOptions& o, long pid,
   install_stop_handlers();
   int printed = 0;
   while (!stop_requested() && (o.count == 0 || printed < o.count)) {
-    auto wait = k_agent_poll;
+    auto wait = k_agent_wait;
     if (until) {
       auto left = std::chrono::duration_cast<std::chrono::milliseconds>(*until - std::chrono::steady_clock::now());
       if (left.count() <= 0) break;
       wait = std::min(wait, left);
     }
-    std::this_thread::sleep_for(wait);
-    auto r = daemon::call(ctx.paths, "telemetry.events", {{"after", cursor}});
+    // A long-poll: the agent answers as soon as an event is there, or when the wait is over.
+    auto asked = std::chrono::steady_clock::now();
+    auto r = daemon::call(ctx.paths, "telemetry.events", {{"after", cursor}, {"wait_ms", wait.count()}},
+                          wait + std::chrono::seconds(5));
     if (!r) return report_error(ctx, std::string("the agent stopped answering: ") + r.error().what());
+    // An agent that answers at once with nothing (it cannot wait): do not spin.
+    if ((*r)["events"].empty() && std::chrono::steady_clock::now() - asked < wait / 2)
+      std::this_thread::sleep_for(std::min(wait, k_agent_poll));
     if (uint64_t lost = r->value("dropped", uint64_t{0}); lost > 0)
       log_warning(std::to_string(lost) + " event(s) lost: the agent keeps a bounded backlog");
     for (const auto& e : (*r)["events"]) {

@@ -12,7 +12,13 @@ TelemetryServiceOptions& telemetry_service_options() {
   return o;
 }
 
+namespace {
+constexpr std::chrono::milliseconds k_max_wait{10'000};
+constexpr size_t k_max_waiters = 64;
+}  // namespace
+
 Result<void> TelemetryService::on_start(ServiceContext& ctx) {
+  ctx_ = &ctx;
   LocalSourceOptions lo;
   // A fixture tree is not the kernel the probes would watch.
   lo.use_bpf = opt_.use_bpf && ctx.paths().proc == HostPaths::system().proc;
@@ -69,7 +75,20 @@ Result<void> TelemetryService::on_start(ServiceContext& ctx) {
         return input_error("telemetry.events: after is the cursor of an earlier answer");
       after = params["after"].get<uint64_t>();
     }
-    return events_after(after);
+    json out = events_after(after);
+    int64_t wait_ms = 0;
+    if (params.contains("wait_ms")) {
+      if (!params["wait_ms"].is_number_integer() || params["wait_ms"].get<int64_t>() < 0)
+        return input_error("telemetry.events: wait_ms is a number of milliseconds");
+      wait_ms = std::min<int64_t>(params["wait_ms"].get<int64_t>(), k_max_wait.count());
+    }
+    if (after && out["events"].empty() && wait_ms > 0 && waiters_.size() < k_max_waiters) {
+      if (auto to = ctx_->defer()) {
+        waiters_.push_back({*to, *after, Clock::now() + std::chrono::milliseconds(wait_ms)});
+        return json(nullptr);
+      }
+    }
+    return out;
   }));
   SPARK_TRY_VOID(ctx.add_handler("telemetry.metrics", [this](const json&, const Peer&) -> Result<json> {
     ++requests_["metrics"];
@@ -88,6 +107,18 @@ Result<void> TelemetryService::on_start(ServiceContext& ctx) {
     return out;
   }));
   return {};
+}
+
+void TelemetryService::answer_waiters(bool all, Clock::time_point now) {
+  std::vector<Waiter> keep;
+  for (auto& w : waiters_) {
+    json out = events_after(w.after);
+    if (all || !out["events"].empty() || now >= w.deadline)
+      ctx_->reply(w.to, std::move(out));
+    else
+      keep.push_back(std::move(w));
+  }
+  waiters_.swap(keep);
 }
 
 json TelemetryService::events_after(std::optional<uint64_t> after) const {
@@ -114,6 +145,7 @@ void TelemetryService::advance() {
     events_.emplace_back(event_seq_, std::move(j));
     while (events_.size() > opt_.keep_events) events_.pop_front();
   }
+  if (!step->events.empty() && !waiters_.empty()) answer_waiters(false, Clock::now());
   if (step->interval) {
     last_interval_ = step->interval;
     ++frame_seq_;
@@ -145,15 +177,18 @@ std::optional<Clock::time_point> TelemetryService::next_timer() {
   Clock::time_point t = hub_->next_tick();
   if (http_)
     if (auto h = http_->next_timer()) t = std::min(t, *h);
+  for (const auto& w : waiters_) t = std::min(t, w.deadline);
   return t;
 }
 
 void TelemetryService::on_timer(Clock::time_point now) {
   if (http_) http_->on_timer(now);
   if (hub_ && now >= hub_->next_tick()) advance();
+  if (!waiters_.empty()) answer_waiters(false, now);
 }
 
 void TelemetryService::on_stop() {
+  answer_waiters(true, Clock::now());
   http_.reset();
   hub_.reset();  // probes detach
   last_interval_ = nullptr;

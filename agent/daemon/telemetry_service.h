@@ -3,8 +3,10 @@
 // loop. Requests:
 //   telemetry.sample  {"after": seq?, "width": cols?}  -> {"seq", "frame" (monitor --json line),
 //                     "text" (monitor's terminal view, when width is given), "probe_status"}
-//   telemetry.events  {"after": cursor?}  -> {"events": [{"seq", ...event}], "next": cursor,
-//                     "dropped": n}; without "after" only the current cursor (start from now)
+//   telemetry.events  {"after": cursor?, "wait_ms": n?}  -> {"events": [{"seq", ...event}],
+//                     "next": cursor, "dropped": n}; without "after" only the current cursor (start
+//                     from now); with wait_ms (at most 10 s) a long-poll: the answer comes when an
+//                     event after the cursor is there or the wait is over
 //   telemetry.metrics {}  -> {"text": Prometheus exposition}
 //   telemetry.status  {}  -> probe status, details, metrics endpoint, requests served by kind
 // and, unless switched off, GET /metrics over HTTP on loopback (metrics_http.h).
@@ -49,7 +51,16 @@ class TelemetryService : public Service {
   void advance();
   json events_after(std::optional<uint64_t> after) const;
 
+  struct Waiter {
+    DeferredReply to;
+    uint64_t after = 0;
+    Clock::time_point deadline;
+  };
+  void answer_waiters(bool all, Clock::time_point now);
+
   TelemetryServiceOptions opt_;
+  ServiceContext* ctx_ = nullptr;
+  std::vector<Waiter> waiters_;
   std::unique_ptr<TelemetryHub> hub_;
   std::unique_ptr<MetricsHttpServer> http_;
   const TelemetryInterval* last_interval_ = nullptr;

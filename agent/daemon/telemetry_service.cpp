@@ -15,6 +15,11 @@ TelemetryServiceOptions& telemetry_service_options() {
 namespace {
 constexpr std::chrono::milliseconds k_max_wait{10'000};
 constexpr size_t k_max_waiters = 64;
+
+std::string endpoint_url(const std::string& address, uint16_t port) {
+  bool v6 = address.find(':') != std::string::npos && address.front() != '[';
+  return "http://" + (v6 ? "[" + address + "]" : address) + ":" + std::to_string(port) + "/metrics";
+}
 }  // namespace
 
 Result<void> TelemetryService::on_start(ServiceContext& ctx) {
@@ -46,8 +51,7 @@ Result<void> TelemetryService::on_start(ServiceContext& ctx) {
     } else {
       http_ = std::move(http).value();
       if (!addr.loopback) log_warning("telemetry: /metrics served on non-loopback " + opt_.metrics_address);
-      log_info("telemetry: /metrics on http://" + opt_.metrics_address + ":" + std::to_string(http_->port()) +
-               "/metrics");
+      log_info("telemetry: /metrics on " + endpoint_url(opt_.metrics_address, http_->port()));
     }
   }
 
@@ -102,8 +106,7 @@ Result<void> TelemetryService::on_start(ServiceContext& ctx) {
              {"probes_total", total},
              {"events_total", hub_->totals()},
              {"requests", requests_}};
-    out["metrics"] = http_ ? json("http://" + opt_.metrics_address + ":" + std::to_string(http_->port()) + "/metrics")
-                           : json(nullptr);
+    out["metrics"] = http_ ? json(endpoint_url(opt_.metrics_address, http_->port())) : json(nullptr);
     return out;
   }));
   return {};

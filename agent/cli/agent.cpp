@@ -1,9 +1,11 @@
 // spark-tune agent: the daemon (daemon/agent.h).
+#include "daemon/agent.h"
+
 #include <cstdlib>
 
 #include "cli/registry.h"
 #include "core/log.h"
-#include "daemon/agent.h"
+#include "daemon/telemetry_service.h"
 #include "state/journal.h"
 
 namespace {
@@ -12,8 +14,25 @@ void setup(CLI::App& app, spark::cli::Context& ctx) {
   auto* cmd = app.add_subcommand("agent", "run the agent: owns load windows, serves the CLI on a local socket");
   static bool keep_caps = false;
   cmd->add_flag("--keep-capabilities", keep_caps, "do not drop capabilities after start (debugging)");
+  auto& tele = spark::daemon::telemetry_service_options();
+  cmd->add_option("--metrics-port", tele.metrics_port,
+                  "TCP port of the Prometheus endpoint GET /metrics (default " +
+                      std::to_string(spark::daemon::k_default_metrics_port) + ", 0 = off)");
+  static std::string metrics_address;
+  cmd->add_option("--metrics-address", metrics_address,
+                  "address of /metrics (default 127.0.0.1; a non-loopback address exposes host telemetry)");
+  cmd->add_flag("!--no-bpf", tele.use_bpf, "telemetry from procfs only: do not load eBPF probes");
   cmd->callback([&ctx] {
     using namespace spark;
+    if (!metrics_address.empty()) {
+      auto& t = daemon::telemetry_service_options();
+      if (auto a = daemon::parse_listen_address(metrics_address, t.metrics_port); !a) {
+        ctx.exit_code = cli::report_error(ctx, a.error().what());
+        return;
+      }
+      t.metrics_address = metrics_address;
+      t.metrics_address_explicit = true;
+    }
     // Under systemd the journal (structured fields); started by hand or on demand, stderr.
     if (std::getenv("INVOCATION_ID") || std::getenv("JOURNAL_STREAM")) set_log_sink(LogSink::journal);
     if (auto r = ensure_state_dir(ctx.paths); !r) {

@@ -1,6 +1,7 @@
 // spark-tune events [--json] [--count N] [--timeout D]: the event stream (oom_kill,
 // fragmentation_stall, reclaim_storm, pagecache_flood), each with evidence and a hint.
 #include <iostream>
+#include <thread>
 
 #include "cli/registry.h"
 #include "cli/telemetry_common.h"
@@ -17,17 +18,60 @@ struct EventsOptions {
   TelemetryCliOptions telemetry;
 };
 
-void print_event(const Context& ctx, const DetectedEvent& e) {
+// One event, from this process's hub or from the agent (to_json of a DetectedEvent either way).
+void print_event(const Context& ctx, nlohmann::json j) {
+  j.erase("seq");  // the agent's cursor, not part of the event
   if (ctx.json) {
-    print_json(to_json(e));
+    print_json(j);
     return;
   }
-  std::time_t tt = std::chrono::system_clock::to_time_t(e.at);
+  std::time_t tt = static_cast<std::time_t>(j.value("time_ms", int64_t{0}) / 1000);
   std::tm tm{};
   ::localtime_r(&tt, &tm);
   char when[32];
   std::strftime(when, sizeof when, "%H:%M:%S", &tm);
-  std::cout << when << " " << e.kind << ": " << e.summary << "\n         hint: " << e.hint << std::endl;
+  std::cout << when << " " << j.value("event", "") << ": " << j.value("summary", "")
+            << "\n         hint: " << j.value("hint", "") << std::endl;
+}
+
+// The longest single wait for events asked of the agent, and the pause between questions to an
+// agent that does not wait.
+constexpr std::chrono::milliseconds k_agent_wait{1000};
+constexpr std::chrono::milliseconds k_agent_poll{50};
+
+int events_from_agent(Context& ctx, const EventsOptions& o, long pid,
+                      std::optional<std::chrono::steady_clock::time_point> until) {
+  log_info("events from the agent (pid " + std::to_string(pid) + "); --local loads probes here instead");
+  auto first = daemon::call(ctx.paths, "telemetry.events", nlohmann::json::object());
+  if (!first) return report_error(ctx, std::string("the agent's events: ") + first.error().what());
+  uint64_t cursor = first->value("next", uint64_t{0});
+  install_stop_handlers();
+  int printed = 0;
+  while (!stop_requested() && (o.count == 0 || printed < o.count)) {
+    auto wait = k_agent_wait;
+    if (until) {
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(*until - std::chrono::steady_clock::now());
+      if (left.count() <= 0) break;
+      wait = std::min(wait, left);
+    }
+    // A long-poll: the agent answers as soon as an event is there, or when the wait is over.
+    auto asked = std::chrono::steady_clock::now();
+    auto r = daemon::call(ctx.paths, "telemetry.events", {{"after", cursor}, {"wait_ms", wait.count()}},
+                          wait + std::chrono::seconds(5));
+    if (!r) return report_error(ctx, std::string("the agent stopped answering: ") + r.error().what());
+    // An agent that answers at once with nothing (it cannot wait): do not spin.
+    if ((*r)["events"].empty() && std::chrono::steady_clock::now() - asked < wait / 2)
+      std::this_thread::sleep_for(std::min(wait, k_agent_poll));
+    if (uint64_t lost = r->value("dropped", uint64_t{0}); lost > 0)
+      log_warning(std::to_string(lost) + " event(s) lost: the agent keeps a bounded backlog");
+    for (const auto& e : (*r)["events"]) {
+      if (o.count > 0 && printed >= o.count) break;
+      print_event(ctx, e);
+      ++printed;
+    }
+    cursor = r->value("next", cursor);
+  }
+  return k_exit_ok;
 }
 
 int run_events(Context& ctx, const EventsOptions& o) {
@@ -38,6 +82,7 @@ int run_events(Context& ctx, const EventsOptions& o) {
     if (!t.ok()) return report_error(ctx, "--timeout: give a duration, e.g. 30s or 5m");
     until = std::chrono::steady_clock::now() + *t;
   }
+  if (auto pid = agent_for_telemetry(ctx, o.telemetry)) return events_from_agent(ctx, o, *pid, until);
   auto source_r = make_source(ctx, o.telemetry);
   if (!source_r.ok()) return report_error(ctx, source_r.error().what());
   auto source = std::move(source_r).value();
@@ -61,7 +106,7 @@ int run_events(Context& ctx, const EventsOptions& o) {
     if (!step.ok()) return report_error(ctx, step.error().what());
     for (const auto& e : step->events) {
       if (o.count > 0 && printed >= o.count) break;
-      print_event(ctx, e);
+      print_event(ctx, to_json(e));
       ++printed;
     }
   }

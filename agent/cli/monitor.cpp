@@ -33,6 +33,44 @@ int terminal_width() {
   return 100;
 }
 
+// Frames from a running agent: its hub samples once per its tick (1 s); a frame is printed when a
+// new one is there and --interval has passed since the last one printed.
+int monitor_from_agent(Context& ctx, const MonitorOptions& o, std::chrono::milliseconds interval, long pid) {
+  log_info("monitor from the agent (pid " + std::to_string(pid) + "); --local loads probes here instead");
+  auto first = daemon::call(ctx.paths, "telemetry.sample", nlohmann::json::object());
+  if (!first) return report_error(ctx, std::string("the agent's telemetry: ") + first.error().what());
+  uint64_t seq = first->value("seq", uint64_t{0});
+  install_stop_handlers();
+  bool tty = ::isatty(STDOUT_FILENO) && !ctx.json;
+  std::optional<std::chrono::steady_clock::time_point> last_printed;
+  for (int n = 0; (o.count == 0 || n < o.count) && !stop_requested();) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    nlohmann::json params = nlohmann::json::object();
+    if (!ctx.json && !o.prometheus) params["width"] = terminal_width();
+    auto r = daemon::call(ctx.paths, "telemetry.sample", params);
+    if (!r) return report_error(ctx, std::string("the agent stopped answering: ") + r.error().what());
+    uint64_t now_seq = r->value("seq", uint64_t{0});
+    if (now_seq == seq || (*r)["frame"].is_null()) continue;
+    seq = now_seq;
+    auto now = std::chrono::steady_clock::now();
+    // Frames come at the agent's tick; a longer --interval skips some (10% slack for jitter).
+    if (last_printed && now - *last_printed < interval * 9 / 10) continue;
+    last_printed = now;
+    ++n;
+    if (o.prometheus) {
+      auto m = daemon::call(ctx.paths, "telemetry.metrics", nlohmann::json::object());
+      if (!m) return report_error(ctx, std::string("the agent's metrics: ") + m.error().what());
+      std::cout << m->value("text", "") << std::flush;
+    } else if (ctx.json) {
+      print_json((*r)["frame"]);
+    } else {
+      if (tty) std::cout << "\x1b[H\x1b[2J";
+      std::cout << r->value("text", "") << (tty ? "" : "\n") << std::flush;
+    }
+  }
+  return k_exit_ok;
+}
+
 int run_monitor(Context& ctx, const MonitorOptions& o) {
   auto interval = parse_duration(o.interval);
   if (!interval.ok() || interval->count() < 100)
@@ -44,6 +82,9 @@ int run_monitor(Context& ctx, const MonitorOptions& o) {
     if (!d.ok() || d->count() <= 0) return report_error(ctx, "--deep: give a duration in seconds, e.g. 5 or 10s");
     deep_for = *d;
   }
+  // --deep attaches a probe for a while: that is done here, with probes of this process.
+  if (!deep_for)
+    if (auto pid = agent_for_telemetry(ctx, o.telemetry)) return monitor_from_agent(ctx, o, *interval, *pid);
   auto source_r = make_source(ctx, o.telemetry);
   if (!source_r.ok()) return report_error(ctx, source_r.error().what());
   auto source = std::move(source_r).value();

@@ -1,12 +1,16 @@
 // Options and plumbing shared by the `monitor` and `events` verbs.
 #pragma once
 
+#include <algorithm>
+#include <chrono>
 #include <csignal>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "cli/registry.h"
 #include "core/units.h"
+#include "daemon/protocol.h"
 #include "telemetry/sample.h"
 #include "telemetry/stall_detector.h"
 
@@ -15,14 +19,33 @@ namespace spark::cli {
 struct TelemetryCliOptions {
   bool no_bpf = false;
   std::string probe_kinds;  // hidden: "raw_tp,tp" forces tp_btf off (fallback testing)
-  std::string stall = "50ms";
+  std::string stall;        // empty: 50ms
+  bool local = false;
 };
+
+inline constexpr const char* k_default_stall = "50ms";
 
 inline void add_telemetry_options(CLI::App* sub, TelemetryCliOptions& o) {
   sub->add_flag("--no-bpf", o.no_bpf, "procfs only: do not load eBPF probes");
   sub->add_option("--probe-kinds", o.probe_kinds, "program types allowed, e.g. raw_tp,tp (testing)")->group("");
   sub->add_option("--stall", o.stall,
-                  "a task stalled this long in direct reclaim/compaction is an event (default 50ms)");
+                  "a task stalled this long in direct reclaim/compaction is an event (default 50ms; "
+                  "loads probes in this process)");
+  sub->add_flag("--local", o.local,
+                "load probes in this process even when an agent runs (default: read from a running agent)");
+}
+
+// A running agent's telemetry, when the options allow it: never starts an agent. Options that
+// configure probes (--no-bpf, --probe-kinds, --stall) and fixture trees (--root) read locally.
+// Returns the agent's pid, or nullopt to read locally.
+inline std::optional<long> agent_for_telemetry(const Context& ctx, const TelemetryCliOptions& o) {
+  if (o.local || o.no_bpf || !o.probe_kinds.empty() || !o.stall.empty()) return std::nullopt;
+  if (ctx.paths.proc != HostPaths::system().proc) return std::nullopt;
+  auto ping = daemon::call(ctx.paths, "agent.ping", nlohmann::json::object(), std::chrono::milliseconds(2000));
+  if (!ping) return std::nullopt;  // no agent (or not ours to talk to): local
+  auto services = ping->value("services", nlohmann::json::array());
+  if (std::find(services.begin(), services.end(), "telemetry") == services.end()) return std::nullopt;
+  return ping->value("pid", 0L);
 }
 
 // Builds the local source (the agent integration later swaps in a source that reads from the
@@ -34,7 +57,7 @@ inline Result<std::unique_ptr<LocalTelemetrySource>> make_source(const Context& 
   if (!o.probe_kinds.empty()) {
     SPARK_TRY(lo.probes.kinds, ProbeKindPolicy::parse(o.probe_kinds));
   }
-  SPARK_TRY(auto stall, parse_duration(o.stall));
+  SPARK_TRY(auto stall, parse_duration(o.stall.empty() ? k_default_stall : o.stall));
   lo.probes.stall_threshold = stall;
   return LocalTelemetrySource::create(ctx.paths, lo);
 }

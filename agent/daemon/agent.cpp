@@ -187,7 +187,7 @@ void Agent::accept_clients() {
       ::close(fd);
       continue;
     }
-    clients_[fd] = Client{fd, peer, {}};
+    clients_[fd] = Client{fd, peer, {}, ++next_serial_};
   }
 }
 
@@ -234,27 +234,52 @@ void Agent::serve(Client& c) {
     if (trim(line).empty()) continue;
     json resp;
     try {
-      resp = dispatch(json::parse(line), c.peer);
+      json request = json::parse(line);
+      in_dispatch_ = DeferredReply{c.fd, c.serial, request.is_object() ? request.value("id", json()) : json()};
+      deferred_ = false;
+      resp = dispatch(request, c.peer);
     } catch (const json::exception& e) {
       resp = {{"id", nullptr}, {"error", error_to_json(input_error(std::string("request is not JSON: ") + e.what()))}};
     }
-    std::string out = resp.dump() + "\n";
-    for (size_t off = 0; off < out.size();) {
-      ssize_t w = ::send(c.fd, out.data() + off, out.size() - off, MSG_NOSIGNAL);
-      if (w < 0 && errno == EAGAIN) {
-        pollfd p{c.fd, POLLOUT, 0};
-        if (::poll(&p, 1, 1000) <= 0) break;
-        continue;
-      }
-      if (w <= 0) break;
-      off += static_cast<size_t>(w);
+    in_dispatch_.reset();
+    if (deferred_) {  // a long-poll: the service replies later
+      deferred_ = false;
+      continue;
     }
+    send_line(c.fd, resp.dump() + "\n");
   }
   if (closed || c.in.size() > (1u << 20)) {
     int fd = c.fd;
     ::close(fd);
     clients_.erase(fd);
   }
+}
+
+void Agent::send_line(int fd, const std::string& out) {
+  for (size_t off = 0; off < out.size();) {
+    ssize_t w = ::send(fd, out.data() + off, out.size() - off, MSG_NOSIGNAL);
+    if (w < 0 && errno == EAGAIN) {
+      pollfd p{fd, POLLOUT, 0};
+      if (::poll(&p, 1, 1000) <= 0) break;
+      continue;
+    }
+    if (w <= 0) break;
+    off += static_cast<size_t>(w);
+  }
+}
+
+std::optional<DeferredReply> Agent::defer() {
+  if (!in_dispatch_) return std::nullopt;
+  deferred_ = true;
+  return in_dispatch_;
+}
+
+void Agent::reply(const DeferredReply& to, Result<json> result) {
+  auto it = clients_.find(to.fd);
+  if (it == clients_.end() || it->second.serial != to.client) return;  // the client has gone
+  json resp =
+      result ? json{{"id", to.id}, {"result", *result}} : json{{"id", to.id}, {"error", error_to_json(result.error())}};
+  send_line(to.fd, resp.dump() + "\n");
 }
 
 void Agent::cleanup() {

@@ -47,12 +47,15 @@ class Agent : public ServiceContext {
   const HostPaths& paths() const override { return paths_; }
   Tuner& tuner() override { return tuner_; }
   Result<void> add_handler(const std::string& method, Handler handler) override;
+  std::optional<DeferredReply> defer() override;
+  void reply(const DeferredReply& to, Result<json> result) override;
 
  private:
   struct Client {
     int fd = -1;
     Peer peer;
     std::string in;
+    uint64_t serial = 0;
   };
   Result<void> open_socket();
   Result<void> write_pid_file();
@@ -60,6 +63,7 @@ class Agent : public ServiceContext {
   void serve(Client& c);
   nlohmann::json dispatch(const nlohmann::json& request, const Peer& peer);
   void cleanup();
+  void send_line(int fd, const std::string& line);
 
   HostPaths paths_;
   AgentOptions opt_;
@@ -72,6 +76,9 @@ class Agent : public ServiceContext {
   int pid_fd_ = -1;
   int signal_fd_ = -1;
   std::map<int, Client> clients_;
+  uint64_t next_serial_ = 0;
+  std::optional<DeferredReply> in_dispatch_;  // the request being dispatched, for defer()
+  bool deferred_ = false;
 };
 
 }  // namespace spark::daemon

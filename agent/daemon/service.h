@@ -57,6 +57,13 @@ struct Peer {
 
 using Handler = std::function<Result<json>(const json& params, const Peer& peer)>;
 
+// A request answered later (long-poll): see ServiceContext::defer().
+struct DeferredReply {
+  int fd = -1;
+  uint64_t client = 0;  // the connection's serial: a reply to a connection that has gone is dropped
+  json id;
+};
+
 // What a service gets from the agent at start.
 class ServiceContext {
  public:
@@ -66,6 +73,11 @@ class ServiceContext {
   virtual Tuner& tuner() = 0;
   // Registers a request handler; a name already taken is an error.
   virtual Result<void> add_handler(const std::string& method, Handler handler) = 0;
+  // Inside a handler: answer this request later instead of now (a long-poll). The handler's
+  // return value is then ignored; the service calls reply() once, from the loop thread, when it
+  // has the answer or its own deadline passes. nullopt: this context cannot defer (answer now).
+  virtual std::optional<DeferredReply> defer() { return std::nullopt; }
+  virtual void reply(const DeferredReply& /*to*/, Result<json> /*result*/) {}
 };
 
 class Service {

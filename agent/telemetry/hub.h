@@ -33,6 +33,8 @@ class TelemetryHub {
   Result<Step> step(std::chrono::milliseconds timeout);
 
   void set_window_open(bool open) { window_open_ = open; }
+  // When the next sample is due (a daemon's timer); meaningful after the first step().
+  std::chrono::steady_clock::time_point next_tick() const { return next_sample_; }
   TelemetrySource& source() { return *source_; }
   const std::optional<TelemetrySample>& latest() const { return cur_; }
   const std::deque<DetectedEvent>& recent() const { return recent_; }

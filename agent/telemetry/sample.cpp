@@ -1,6 +1,8 @@
 #include "telemetry/sample.h"
 
 #include <poll.h>
+#include <sys/epoll.h>
+#include <unistd.h>
 
 #include <thread>
 #include <vector>
@@ -22,7 +24,17 @@ std::unique_ptr<LocalTelemetrySource> LocalTelemetrySource::create(const HostPat
   std::unique_ptr<LocalTelemetrySource> s(new LocalTelemetrySource(paths, options));
   if (options.psi_stall.count() > 0) {
     auto t = PsiTrigger::create(memory_pressure_file(paths), PsiKind::some, options.psi_stall, options.psi_window);
-    if (t.ok()) s->trigger_.emplace(std::move(t).value());
+    if (t.ok()) {
+      s->trigger_.emplace(std::move(t).value());
+      s->trigger_epoll_.fd = ::epoll_create1(EPOLL_CLOEXEC);
+      epoll_event ev{};
+      ev.events = EPOLLPRI;
+      ev.data.fd = s->trigger_->fd();
+      if (s->trigger_epoll_.fd >= 0 && ::epoll_ctl(s->trigger_epoll_.fd, EPOLL_CTL_ADD, s->trigger_->fd(), &ev) != 0) {
+        ::close(s->trigger_epoll_.fd);
+        s->trigger_epoll_.fd = -1;
+      }
+    }
   }
   if (!options.use_bpf) {
     s->status_ = "procfs only: eBPF probes switched off";
@@ -73,6 +85,26 @@ Result<int> LocalTelemetrySource::poll_events(std::chrono::milliseconds timeout,
   if (!probes_) return 0;
   // Drain the ring buffer without waiting (stall events are submitted without a wakeup).
   return probes_->poll_events(std::chrono::milliseconds(0), on_event);
+}
+
+std::vector<int> LocalTelemetrySource::wait_fds() const {
+  std::vector<int> fds;
+  if (probes_ && probes_->event_fd() >= 0) fds.push_back(probes_->event_fd());
+  if (trigger_epoll_.fd >= 0) fds.push_back(trigger_epoll_.fd);
+  return fds;
+}
+
+void LocalTelemetrySource::mark_ready(int fd) {
+  if (trigger_epoll_.fd < 0 || fd != trigger_epoll_.fd) return;
+  // The loop's poll of the epoll set already consumed the trigger's event (that is what made the
+  // set readable); reap whatever is left without waiting.
+  epoll_event ev[2];
+  (void)::epoll_wait(trigger_epoll_.fd, ev, 2, 0);
+  trigger_fired_ = true;
+}
+
+LocalTelemetrySource::EpollFd::~EpollFd() {
+  if (fd >= 0) ::close(fd);
 }
 
 bool LocalTelemetrySource::take_pressure_trigger() {

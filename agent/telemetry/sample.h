@@ -58,6 +58,11 @@ class TelemetrySource {
   virtual std::pair<size_t, size_t> probe_counts() const = 0;
   // Deep mode for a period (attach, wait, detach).
   virtual Result<DeepReport> deep(std::chrono::milliseconds period, size_t top_n) = 0;
+  // For a daemon's own poll loop: fds that become readable (POLLIN) when poll_events has work,
+  // and the note that one of them was reported ready there (a PSI trigger's event is consumed by
+  // the poll that reports it, so the loop must pass it on).
+  virtual std::vector<int> wait_fds() const { return {}; }
+  virtual void mark_ready(int /*fd*/) {}
 };
 
 struct LocalSourceOptions {
@@ -84,6 +89,8 @@ class LocalTelemetrySource : public TelemetrySource {
   std::vector<std::string> probe_details() const override;
   std::pair<size_t, size_t> probe_counts() const override;
   Result<DeepReport> deep(std::chrono::milliseconds period, size_t top_n) override;
+  std::vector<int> wait_fds() const override;
+  void mark_ready(int fd) override;
   MmProbes* probes() { return probes_ ? &*probes_ : nullptr; }
   const LocalSourceOptions& options() const { return options_; }
 
@@ -93,6 +100,15 @@ class LocalTelemetrySource : public TelemetrySource {
   LocalSourceOptions options_;
   std::optional<MmProbes> probes_;
   std::optional<PsiTrigger> trigger_;
+  // The trigger inside an epoll set of its own: a PSI file is always POLLIN-ready (only POLLPRI
+  // means an event), so a loop that polls for POLLIN gets this fd instead.
+  struct EpollFd {
+    int fd = -1;
+    EpollFd() = default;
+    EpollFd(const EpollFd&) = delete;
+    EpollFd& operator=(const EpollFd&) = delete;
+    ~EpollFd();
+  } trigger_epoll_;
   bool trigger_fired_ = false;
   std::string status_;
 };

@@ -1,0 +1,245 @@
+#include "daemon/metrics_http.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "core/log.h"
+
+namespace spark::daemon {
+
+namespace {
+
+HttpReply error_reply(int status, std::string reason, std::string text) {
+  HttpReply r;
+  r.status = status;
+  r.reason = std::move(reason);
+  r.body = std::move(text) + "\n";
+  return r;
+}
+
+std::vector<std::string_view> split_spaces(std::string_view line) {
+  std::vector<std::string_view> out;
+  size_t i = 0;
+  while (i < line.size()) {
+    while (i < line.size() && line[i] == ' ') ++i;
+    size_t j = i;
+    while (j < line.size() && line[j] != ' ') ++j;
+    if (j > i) out.push_back(line.substr(i, j - i));
+    i = j;
+  }
+  return out;
+}
+
+}  // namespace
+
+std::optional<HttpReply> answer_http(std::string_view received, const std::function<std::string()>& body,
+                                     size_t max_request) {
+  size_t end = received.find("\r\n\r\n");
+  if (end == std::string_view::npos) end = received.find("\n\n");
+  if (end == std::string_view::npos || end > max_request) {
+    if (received.size() > max_request)
+      return error_reply(431, "Request Header Fields Too Large",
+                         "request head over " + std::to_string(max_request) + " bytes");
+    return std::nullopt;
+  }
+  std::string_view head = received.substr(0, end);
+  size_t eol = head.find('\n');
+  std::string_view line = head.substr(0, eol);
+  if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+  for (char ch : line)
+    if (static_cast<unsigned char>(ch) < 0x20 || static_cast<unsigned char>(ch) == 0x7f)
+      return error_reply(400, "Bad Request", "malformed request line");
+  auto parts = split_spaces(line);
+  if (parts.size() != 3 || parts[2].substr(0, 7) != "HTTP/1." || parts[1].empty() || parts[1][0] != '/')
+    return error_reply(400, "Bad Request", "expected: GET /metrics HTTP/1.0");
+  bool head_only = parts[0] == "HEAD";
+  if (parts[0] != "GET" && !head_only) {
+    auto r = error_reply(405, "Method Not Allowed", "only GET /metrics is served");
+    return r;
+  }
+  std::string_view path = parts[1].substr(0, parts[1].find('?'));
+  if (path != "/metrics") {
+    auto r = error_reply(404, "Not Found", "not found: the agent serves /metrics only");
+    r.head_only = head_only;
+    return r;
+  }
+  HttpReply r;
+  r.content_type = "text/plain; version=0.0.4; charset=utf-8";
+  r.body = body();
+  r.head_only = head_only;
+  return r;
+}
+
+std::string format_http_reply(const HttpReply& r) {
+  std::string out = "HTTP/1.0 " + std::to_string(r.status) + " " + r.reason + "\r\n";
+  out += "Content-Type: " + r.content_type + "\r\n";
+  out += "Content-Length: " + std::to_string(r.body.size()) + "\r\n";
+  if (r.status == 405) out += "Allow: GET, HEAD\r\n";
+  out += "Connection: close\r\n\r\n";
+  if (!r.head_only) out += r.body;
+  return out;
+}
+
+Result<SocketAddress> parse_listen_address(const std::string& address, uint16_t port) {
+  SocketAddress a;
+  auto* v4 = reinterpret_cast<sockaddr_in*>(&a.storage);
+  auto* v6 = reinterpret_cast<sockaddr_in6*>(&a.storage);
+  std::string host = address;
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  if (::inet_pton(AF_INET, host.c_str(), &v4->sin_addr) == 1) {
+    v4->sin_family = AF_INET;
+    v4->sin_port = htons(port);
+    a.length = sizeof(sockaddr_in);
+    a.loopback = (ntohl(v4->sin_addr.s_addr) >> 24) == 127;
+    return a;
+  }
+  if (::inet_pton(AF_INET6, host.c_str(), &v6->sin6_addr) == 1) {
+    v6->sin6_family = AF_INET6;
+    v6->sin6_port = htons(port);
+    a.length = sizeof(sockaddr_in6);
+    a.loopback = IN6_IS_ADDR_LOOPBACK(&v6->sin6_addr);
+    return a;
+  }
+  return input_error("--metrics-address: give an IP address such as 127.0.0.1 or ::1, not '" + address + "'");
+}
+
+Result<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::listen(const std::string& address, uint16_t port,
+                                                                     BodyFn body) {
+  SPARK_TRY(SocketAddress a, parse_listen_address(address, port));
+  int fd = ::socket(a.storage.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return errno_error("socket for /metrics");
+  int one = 1;
+  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&a.storage), a.length) != 0 || ::listen(fd, 16) != 0) {
+    int err = errno;
+    ::close(fd);
+    return sys_error(err, "listening for /metrics on " + address + " port " + std::to_string(port) +
+                              " (choose another with --metrics-port, 0 to switch it off)");
+  }
+  sockaddr_storage bound{};
+  socklen_t len = sizeof bound;
+  uint16_t actual = port;
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &len) == 0)
+    actual = ntohs(bound.ss_family == AF_INET ? reinterpret_cast<sockaddr_in*>(&bound)->sin_port
+                                              : reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port);
+  return std::unique_ptr<MetricsHttpServer>(new MetricsHttpServer(fd, actual, std::move(body)));
+}
+
+MetricsHttpServer::~MetricsHttpServer() {
+  for (auto& [fd, c] : clients_) ::close(fd);
+  if (listen_fd_ >= 0) ::close(listen_fd_);
+}
+
+std::vector<int> MetricsHttpServer::poll_fds() const {
+  std::vector<int> fds{listen_fd_};
+  for (const auto& [fd, c] : clients_)
+    if (!c.replying) fds.push_back(fd);
+  return fds;
+}
+
+void MetricsHttpServer::drop(int fd) {
+  ::close(fd);
+  clients_.erase(fd);
+}
+
+void MetricsHttpServer::accept_all(Clock::time_point now) {
+  for (;;) {
+    int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) return;
+    if (clients_.size() >= k_max_http_clients) {
+      ::close(fd);  // busy: a scraper retries
+      continue;
+    }
+    clients_[fd] = Client{{}, {}, 0, false, now + k_http_client_deadline, {}};
+  }
+}
+
+void MetricsHttpServer::read_from(int fd, Client& c, Clock::time_point now) {
+  char buf[4096];
+  bool eof = false;
+  while (c.in.size() <= k_max_http_request) {
+    ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    if (n > 0) {
+      c.in.append(buf, static_cast<size_t>(n));
+      continue;
+    }
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) break;
+    eof = true;
+    break;
+  }
+  auto reply = answer_http(c.in, body_);
+  if (!reply) {
+    if (eof) drop(fd);  // gave up before a full request
+    return;
+  }
+  c.out = format_http_reply(*reply);
+  c.replying = true;
+  c.in.clear();
+  flush(fd, c, now);
+}
+
+void MetricsHttpServer::flush(int fd, Client& c, Clock::time_point now) {
+  while (c.sent < c.out.size()) {
+    ssize_t w = ::send(fd, c.out.data() + c.sent, c.out.size() - c.sent, MSG_NOSIGNAL);
+    if (w > 0) {
+      c.sent += static_cast<size_t>(w);
+      continue;
+    }
+    if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+      c.retry = now + std::chrono::milliseconds(5);  // the loop polls for input only: retry soon
+      return;
+    }
+    drop(fd);
+    return;
+  }
+  ::shutdown(fd, SHUT_WR);
+  // Unread input (the rest of an oversized request) would turn the close into a reset that can
+  // destroy the reply in the client's buffer: discard what has arrived, bounded.
+  char sink[4096];
+  for (size_t discarded = 0; discarded < (64u << 10);) {
+    ssize_t n = ::recv(fd, sink, sizeof sink, MSG_DONTWAIT);
+    if (n <= 0) break;
+    discarded += static_cast<size_t>(n);
+  }
+  drop(fd);
+}
+
+void MetricsHttpServer::on_ready(int fd, Clock::time_point now) {
+  if (fd == listen_fd_) {
+    accept_all(now);
+    return;
+  }
+  auto it = clients_.find(fd);
+  if (it == clients_.end() || it->second.replying) return;
+  read_from(fd, it->second, now);
+}
+
+std::optional<MetricsHttpServer::Clock::time_point> MetricsHttpServer::next_timer() const {
+  std::optional<Clock::time_point> t;
+  for (const auto& [fd, c] : clients_) {
+    Clock::time_point due = c.replying ? std::min(c.retry, c.deadline) : c.deadline;
+    if (!t || due < *t) t = due;
+  }
+  return t;
+}
+
+void MetricsHttpServer::on_timer(Clock::time_point now) {
+  std::vector<int> fds;
+  for (const auto& [fd, c] : clients_) fds.push_back(fd);
+  for (int fd : fds) {
+    auto it = clients_.find(fd);
+    if (it == clients_.end()) continue;
+    Client& c = it->second;
+    if (now >= c.deadline) {
+      drop(fd);  // too slow (or never sent a full request)
+    } else if (c.replying && now >= c.retry) {
+      flush(fd, c, now);
+    }
+  }
+}
+
+}  // namespace spark::daemon

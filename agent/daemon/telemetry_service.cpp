@@ -1,0 +1,200 @@
+#include "daemon/telemetry_service.h"
+
+#include <algorithm>
+
+#include "core/log.h"
+#include "telemetry/monitor_view.h"
+
+namespace spark::daemon {
+
+TelemetryServiceOptions& telemetry_service_options() {
+  static TelemetryServiceOptions o;
+  return o;
+}
+
+namespace {
+constexpr std::chrono::milliseconds k_max_wait{10'000};
+constexpr size_t k_max_waiters = 64;
+
+std::string endpoint_url(const std::string& address, uint16_t port) {
+  bool v6 = address.find(':') != std::string::npos && address.front() != '[';
+  return "http://" + (v6 ? "[" + address + "]" : address) + ":" + std::to_string(port) + "/metrics";
+}
+}  // namespace
+
+Result<void> TelemetryService::on_start(ServiceContext& ctx) {
+  ctx_ = &ctx;
+  LocalSourceOptions lo;
+  // A fixture tree is not the kernel the probes would watch.
+  lo.use_bpf = opt_.use_bpf && ctx.paths().proc == HostPaths::system().proc;
+  auto source = LocalTelemetrySource::create(ctx.paths(), lo);
+  // Said once, at start: the probes stay as they are for the agent's lifetime.
+  if (source->has_probes())
+    log_info("telemetry: " + source->probe_status());
+  else
+    log_warning("telemetry: " + source->probe_status() + " (the agent runs on procfs alone)");
+  StallThresholds t;
+  t.task_stall = std::chrono::duration_cast<std::chrono::milliseconds>(lo.probes.stall_threshold);
+  hub_ = std::make_unique<TelemetryHub>(std::move(source), t, opt_.tick, 20);
+  // The baseline sample, so the first tick yields a frame.
+  SPARK_TRY_VOID(hub_->step(std::chrono::milliseconds(0)));
+
+  if (opt_.metrics_port != 0) {
+    SPARK_TRY(auto addr, parse_listen_address(opt_.metrics_address, opt_.metrics_port));
+    if (!addr.loopback && !opt_.metrics_address_explicit)
+      return input_error("refusing to serve /metrics on non-loopback " + opt_.metrics_address +
+                         " without an explicit --metrics-address");
+    auto http = MetricsHttpServer::listen(opt_.metrics_address, opt_.metrics_port, [this] { return hub_->metrics(); });
+    if (!http) {
+      // Telemetry over the socket still works; the endpoint is what is missing.
+      log_warning("telemetry: /metrics not served: " + describe(http.error()));
+    } else {
+      http_ = std::move(http).value();
+      if (!addr.loopback) log_warning("telemetry: /metrics served on non-loopback " + opt_.metrics_address);
+      log_info("telemetry: /metrics on " + endpoint_url(opt_.metrics_address, http_->port()));
+    }
+  }
+
+  SPARK_TRY_VOID(ctx.add_handler("telemetry.sample", [this](const json& params, const Peer&) -> Result<json> {
+    ++requests_["sample"];
+    json out{{"seq", frame_seq_}, {"probe_status", hub_->source().probe_status()}};
+    out["frame"] = hub_->latest_json();
+    if (params.contains("width") && last_interval_) {
+      if (!params["width"].is_number_integer()) return input_error("telemetry.sample: width is a number of columns");
+      MonitorFrame f;
+      f.interval = last_interval_;
+      f.probe_status = hub_->source().probe_status();
+      f.events = hub_->last_interval_events();
+      f.recent.assign(hub_->recent().begin(), hub_->recent().end());
+      int width = std::clamp(params["width"].get<int>(), 20, 1000);
+      out["text"] = monitor_text(f, width);
+    }
+    return out;
+  }));
+  SPARK_TRY_VOID(ctx.add_handler("telemetry.events", [this](const json& params, const Peer&) -> Result<json> {
+    ++requests_["events"];
+    std::optional<uint64_t> after;
+    if (params.contains("after") && !params["after"].is_null()) {
+      if (!params["after"].is_number_unsigned() && !params["after"].is_number_integer())
+        return input_error("telemetry.events: after is the cursor of an earlier answer");
+      after = params["after"].get<uint64_t>();
+    }
+    json out = events_after(after);
+    int64_t wait_ms = 0;
+    if (params.contains("wait_ms")) {
+      if (!params["wait_ms"].is_number_integer() || params["wait_ms"].get<int64_t>() < 0)
+        return input_error("telemetry.events: wait_ms is a number of milliseconds");
+      wait_ms = std::min<int64_t>(params["wait_ms"].get<int64_t>(), k_max_wait.count());
+    }
+    if (after && out["events"].empty() && wait_ms > 0 && waiters_.size() < k_max_waiters) {
+      if (auto to = ctx_->defer()) {
+        waiters_.push_back({*to, *after, Clock::now() + std::chrono::milliseconds(wait_ms)});
+        return json(nullptr);
+      }
+    }
+    return out;
+  }));
+  SPARK_TRY_VOID(ctx.add_handler("telemetry.metrics", [this](const json&, const Peer&) -> Result<json> {
+    ++requests_["metrics"];
+    return json{{"text", hub_->metrics()}};
+  }));
+  SPARK_TRY_VOID(ctx.add_handler("telemetry.status", [this](const json&, const Peer&) -> Result<json> {
+    auto [on, total] = hub_->source().probe_counts();
+    json out{{"probe_status", hub_->source().probe_status()},
+             {"probes", hub_->source().probe_details()},
+             {"probes_attached", on},
+             {"probes_total", total},
+             {"events_total", hub_->totals()},
+             {"requests", requests_}};
+    out["metrics"] = http_ ? json(endpoint_url(opt_.metrics_address, http_->port())) : json(nullptr);
+    return out;
+  }));
+  return {};
+}
+
+void TelemetryService::answer_waiters(bool all, Clock::time_point now) {
+  std::vector<Waiter> keep;
+  for (auto& w : waiters_) {
+    json out = events_after(w.after);
+    if (all || !out["events"].empty() || now >= w.deadline)
+      ctx_->reply(w.to, std::move(out));
+    else
+      keep.push_back(std::move(w));
+  }
+  waiters_.swap(keep);
+}
+
+json TelemetryService::events_after(std::optional<uint64_t> after) const {
+  json out{{"next", event_seq_}, {"events", json::array()}, {"dropped", 0}};
+  if (!after) return out;
+  uint64_t first_kept = events_.empty() ? event_seq_ + 1 : events_.front().first;
+  if (*after + 1 < first_kept) out["dropped"] = first_kept - *after - 1;
+  for (const auto& [seq, e] : events_)
+    if (seq > *after) out["events"].push_back(e);
+  return out;
+}
+
+void TelemetryService::advance() {
+  auto step = hub_->step(std::chrono::milliseconds(0));
+  if (!step) {
+    if (!step_error_logged_) log_warning("telemetry: " + describe(step.error()));
+    step_error_logged_ = true;
+    return;
+  }
+  step_error_logged_ = false;
+  for (const auto& e : step->events) {
+    json j = to_json(e);
+    j["seq"] = ++event_seq_;
+    events_.emplace_back(event_seq_, std::move(j));
+    while (events_.size() > opt_.keep_events) events_.pop_front();
+  }
+  if (!step->events.empty() && !waiters_.empty()) answer_waiters(false, Clock::now());
+  if (step->interval) {
+    last_interval_ = step->interval;
+    ++frame_seq_;
+  }
+}
+
+std::vector<int> TelemetryService::poll_fds() {
+  std::vector<int> fds;
+  if (hub_) fds = hub_->source().wait_fds();
+  if (http_) {
+    auto h = http_->poll_fds();
+    fds.insert(fds.end(), h.begin(), h.end());
+  }
+  return fds;
+}
+
+void TelemetryService::on_ready(int fd, Clock::time_point now) {
+  if (http_ && http_->owns(fd)) {
+    http_->on_ready(fd, now);
+    return;
+  }
+  if (!hub_) return;
+  hub_->source().mark_ready(fd);
+  advance();
+}
+
+std::optional<Clock::time_point> TelemetryService::next_timer() {
+  if (!hub_) return std::nullopt;
+  Clock::time_point t = hub_->next_tick();
+  if (http_)
+    if (auto h = http_->next_timer()) t = std::min(t, *h);
+  for (const auto& w : waiters_) t = std::min(t, w.deadline);
+  return t;
+}
+
+void TelemetryService::on_timer(Clock::time_point now) {
+  if (http_) http_->on_timer(now);
+  if (hub_ && now >= hub_->next_tick()) advance();
+  if (!waiters_.empty()) answer_waiters(false, now);
+}
+
+void TelemetryService::on_stop() {
+  answer_waiters(true, Clock::now());
+  http_.reset();
+  hub_.reset();  // probes detach
+  last_interval_ = nullptr;
+}
+
+}  // namespace spark::daemon

@@ -1,0 +1,74 @@
+// The agent's telemetry: one TelemetryHub for the agent's lifetime, so probes stay attached across
+// CLI sessions. The hub's fds (ring buffer, PSI trigger) and its sampling tick run in the agent
+// loop. Requests:
+//   telemetry.sample  {"after": seq?, "width": cols?}  -> {"seq", "frame" (monitor --json line),
+//                     "text" (monitor's terminal view, when width is given), "probe_status"}
+//   telemetry.events  {"after": cursor?, "wait_ms": n?}  -> {"events": [{"seq", ...event}],
+//                     "next": cursor, "dropped": n}; without "after" only the current cursor (start
+//                     from now); with wait_ms (at most 10 s) a long-poll: the answer comes when an
+//                     event after the cursor is there or the wait is over
+//   telemetry.metrics {}  -> {"text": Prometheus exposition}
+//   telemetry.status  {}  -> probe status, details, metrics endpoint, requests served by kind
+// and, unless switched off, GET /metrics over HTTP on loopback (metrics_http.h).
+#pragma once
+
+#include <deque>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "daemon/metrics_http.h"
+#include "daemon/service.h"
+#include "telemetry/hub.h"
+
+namespace spark::daemon {
+
+struct TelemetryServiceOptions {
+  bool use_bpf = true;
+  uint16_t metrics_port = k_default_metrics_port;  // 0: no HTTP endpoint
+  std::string metrics_address = k_default_metrics_address;
+  bool metrics_address_explicit = false;  // a non-loopback address only when the user named it
+  std::chrono::milliseconds tick{1000};
+  size_t keep_events = 512;
+};
+// What `spark-tune agent` sets from its options before the agent starts its services.
+TelemetryServiceOptions& telemetry_service_options();
+
+class TelemetryService : public Service {
+ public:
+  explicit TelemetryService(TelemetryServiceOptions o = telemetry_service_options()) : opt_(std::move(o)) {}
+  std::string name() const override { return "telemetry"; }
+  Result<void> on_start(ServiceContext& ctx) override;
+  std::vector<int> poll_fds() override;
+  void on_ready(int fd, Clock::time_point now) override;
+  std::optional<Clock::time_point> next_timer() override;
+  void on_timer(Clock::time_point now) override;
+  void on_stop() override;
+
+  uint16_t metrics_port() const { return http_ ? http_->port() : 0; }
+
+ private:
+  void advance();
+  json events_after(std::optional<uint64_t> after) const;
+
+  struct Waiter {
+    DeferredReply to;
+    uint64_t after = 0;
+    Clock::time_point deadline;
+  };
+  void answer_waiters(bool all, Clock::time_point now);
+
+  TelemetryServiceOptions opt_;
+  ServiceContext* ctx_ = nullptr;
+  std::vector<Waiter> waiters_;
+  std::unique_ptr<TelemetryHub> hub_;
+  std::unique_ptr<MetricsHttpServer> http_;
+  const TelemetryInterval* last_interval_ = nullptr;
+  uint64_t frame_seq_ = 0;
+  uint64_t event_seq_ = 0;  // of the last event recorded
+  std::deque<std::pair<uint64_t, json>> events_;
+  bool step_error_logged_ = false;
+  std::map<std::string, uint64_t> requests_;  // served, by request kind (telemetry.status)
+};
+
+}  // namespace spark::daemon

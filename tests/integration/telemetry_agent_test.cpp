@@ -1,0 +1,329 @@
+// The agent's telemetry on the real kernel: /metrics over 127.0.0.1 moves with a memcg OOM of our
+// own; `events` and `monitor` read from the running agent (and --local does not).
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "core/fs.h"
+#include "daemon/protocol.h"
+#include "memcg_child.h"
+#include "support/fixture.h"
+
+namespace spark {
+namespace {
+
+using namespace std::chrono_literals;
+
+struct Spawned {
+  pid_t pid = -1;
+  int out = -1;  // stdout
+  int err = -1;  // stderr
+};
+
+Spawned spawn_tool(const std::vector<std::string>& args) {
+  int o[2], e[2];
+  if (::pipe2(o, O_CLOEXEC) != 0 || ::pipe2(e, O_CLOEXEC) != 0) return {};
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::dup2(o[1], 1);
+    ::dup2(e[1], 2);
+    std::vector<std::string> all{SPARK_TUNE_BINARY};
+    all.insert(all.end(), args.begin(), args.end());
+    std::vector<char*> argv;
+    for (auto& a : all) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    ::execv(argv[0], argv.data());
+    ::_exit(127);
+  }
+  ::close(o[1]);
+  ::close(e[1]);
+  return {pid, o[0], e[0]};
+}
+
+struct Finished {
+  int status = -1;
+  std::string out, err;
+};
+
+// Reads both pipes until the tool exits (or the deadline passes: then it is killed).
+Finished finish(Spawned s, std::chrono::seconds limit) {
+  Finished f;
+  auto deadline = std::chrono::steady_clock::now() + limit;
+  bool out_open = true, err_open = true;
+  char buf[4096];
+  while ((out_open || err_open) && std::chrono::steady_clock::now() < deadline) {
+    pollfd p[2] = {{out_open ? s.out : -1, POLLIN, 0}, {err_open ? s.err : -1, POLLIN, 0}};
+    if (::poll(p, 2, 200) < 0) break;
+    for (int i = 0; i < 2; ++i) {
+      if (!p[i].revents) continue;
+      ssize_t n = ::read(p[i].fd, buf, sizeof buf);
+      if (n <= 0) {
+        (i == 0 ? out_open : err_open) = false;
+        continue;
+      }
+      (i == 0 ? f.out : f.err).append(buf, static_cast<size_t>(n));
+    }
+  }
+  if (out_open || err_open) ::kill(s.pid, SIGKILL);
+  ::close(s.out);
+  ::close(s.err);
+  ::waitpid(s.pid, &f.status, 0);
+  return f;
+}
+
+std::vector<nlohmann::json> ndjson(const std::string& text) {
+  std::vector<nlohmann::json> out;
+  for (const auto& line : split_lines(text))
+    if (!trim(line).empty()) out.push_back(nlohmann::json::parse(line));
+  return out;
+}
+
+uint16_t free_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  socklen_t len = sizeof a;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
+// One HTTP exchange with 127.0.0.1:port; "" when nothing answers.
+std::string http_get(uint16_t port, const std::string& path) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  std::string out;
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) {
+    std::string req = "GET " + path + " HTTP/1.0\r\n\r\n";
+    (void)::send(fd, req.data(), req.size(), MSG_NOSIGNAL);
+    char buf[65536];
+    for (;;) {
+      pollfd p{fd, POLLIN, 0};
+      if (::poll(&p, 1, 3000) <= 0) break;
+      ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+      if (n <= 0) break;
+      out.append(buf, static_cast<size_t>(n));
+    }
+  }
+  ::close(fd);
+  return out;
+}
+
+// The value of the first sample line that starts with `series` ("name{label=\"x\"}"); -1 if none.
+double metric_value(const std::string& text, const std::string& series) {
+  for (const auto& line : split_lines(text))
+    if (line.rfind(series + " ", 0) == 0) return std::stod(line.substr(series.size() + 1));
+  return -1;
+}
+
+class TelemetryAgentTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!test::is_root()) GTEST_SKIP() << "needs root (BPF, memory cgroups)";
+    char tmpl[] = "/tmp/spark-tele-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    dir = tmpl;
+    ::setenv("SPARK_TUNE_STATE_DIR", (dir / "state").c_str(), 1);
+    ::setenv("SPARK_TUNE_RUN_DIR", (dir / "run").c_str(), 1);
+    paths = HostPaths::system();
+    port = free_port();
+    agent = spawn_tool({"agent", "--metrics-port", std::to_string(port)});
+    ASSERT_GT(agent.pid, 0);
+    ::close(agent.out);
+    // The agent logs to stderr; keep it drained into a file-like buffer so it never blocks.
+    ::fcntl(agent.err, F_SETFL, O_NONBLOCK);
+    for (int i = 0; i < 300; ++i) {
+      if (daemon::call(paths, "agent.ping", nlohmann::json::object(), 1s)) return;
+      std::this_thread::sleep_for(50ms);
+    }
+    FAIL() << "the agent did not answer: " << agent_log();
+  }
+  void TearDown() override {
+    if (agent.pid > 0) {
+      ::kill(agent.pid, SIGTERM);
+      int st = 0;
+      for (int i = 0; i < 500 && ::waitpid(agent.pid, &st, WNOHANG) == 0; ++i) std::this_thread::sleep_for(10ms);
+      if (::waitpid(agent.pid, &st, WNOHANG) == 0) {
+        ::kill(agent.pid, SIGKILL);
+        ::waitpid(agent.pid, &st, 0);
+      }
+      ::close(agent.err);
+    }
+    ::unsetenv("SPARK_TUNE_STATE_DIR");
+    ::unsetenv("SPARK_TUNE_RUN_DIR");
+    std::error_code ec;
+    if (!dir.empty()) fs::remove_all(dir, ec);
+  }
+  std::string agent_log() {
+    char buf[4096];
+    ssize_t n;
+    while ((n = ::read(agent.err, buf, sizeof buf)) > 0) log.append(buf, static_cast<size_t>(n));
+    return log;
+  }
+  // Requests of this kind the agent's telemetry served so far.
+  uint64_t served(const std::string& kind) {
+    auto s = daemon::call(paths, "telemetry.status", nlohmann::json::object());
+    if (!s) return 0;
+    return s->value("requests", nlohmann::json::object()).value(kind, uint64_t{0});
+  }
+  bool agent_has_probes() {
+    auto s = daemon::call(paths, "telemetry.status", nlohmann::json::object());
+    return s && s->value("probes_attached", 0) > 0;
+  }
+
+  fs::path dir;
+  HostPaths paths;
+  uint16_t port = 0;
+  Spawned agent;
+  std::string log;
+};
+
+TEST_F(TelemetryAgentTest, MetricsOnLoopbackAndOtherPaths) {
+  std::string r = http_get(port, "/metrics");
+  ASSERT_EQ(r.rfind("HTTP/1.0 200 OK\r\n", 0), 0u) << r.substr(0, 200) << agent_log();
+  EXPECT_NE(r.find("text/plain; version=0.0.4"), std::string::npos);
+  EXPECT_GT(metric_value(r, "spark_tune_memory_bytes{field=\"MemAvailable\"}"), 0) << r.substr(0, 2000);
+  EXPECT_GE(metric_value(r, "spark_tune_bpf_probes_attached"), 0);
+  EXPECT_GE(metric_value(r, "spark_tune_vmstat_total{counter=\"oom_kill\"}"), 0);
+  EXPECT_EQ(http_get(port, "/").rfind("HTTP/1.0 404", 0), 0u);
+  EXPECT_EQ(http_get(port, "/metrics/../etc").rfind("HTTP/1.0 404", 0), 0u);
+  // The same text over the control socket.
+  auto m = daemon::call(paths, "telemetry.metrics", nlohmann::json::object());
+  ASSERT_TRUE(m) << m.error().what();
+  EXPECT_NE(m->value("text", "").find("spark_tune_buddy_free_blocks"), std::string::npos);
+  // Loopback only: not reachable on another local address of this host.
+  auto st = daemon::call(paths, "telemetry.status", nlohmann::json::object());
+  ASSERT_TRUE(st);
+  EXPECT_EQ(st->value("metrics", ""), "http://127.0.0.1:" + std::to_string(port) + "/metrics");
+}
+
+TEST_F(TelemetryAgentTest, MemcgOomMovesTheCountersAndReachesEventsThroughTheAgent) {
+  test::MemcgChild cg(paths, "spark-tune-tele-" + std::to_string(::getpid()), 32ull << 20);
+  if (!cg.ok()) GTEST_SKIP() << cg.why();
+  bool probes = agent_has_probes();
+  std::string before = http_get(port, "/metrics");
+  double vm_before = metric_value(before, "spark_tune_vmstat_total{counter=\"oom_kill\"}");
+  double det_before = metric_value(before, "spark_tune_detected_events_total{event=\"oom_kill\"}");
+  ASSERT_GE(vm_before, 0) << before.substr(0, 2000);
+  ASSERT_GE(det_before, 0);
+
+  uint64_t served_before = served("events");
+  auto events = spawn_tool({"--json", "events", "--timeout", "8s"});
+  std::this_thread::sleep_for(1s);  // the tool has its cursor (no probes to load: the agent has them)
+  pid_t hog = cg.spawn("spark-tele-hog", [] { test::hog_memory(); });
+  ASSERT_GT(hog, 0) << cg.why();
+  int status = cg.wait();
+  ASSERT_TRUE(WIFSIGNALED(status)) << "hog not killed";
+  auto got = finish(events, 20s);
+  ASSERT_TRUE(WIFEXITED(got.status) && WEXITSTATUS(got.status) == 0) << got.out << got.err;
+  // Through the agent: it answered the tool's questions (the cursor, then long-polls).
+  EXPECT_GE(served("events"), served_before + 2) << got.err;
+  std::vector<nlohmann::json> ours;
+  for (auto& j : ndjson(got.out)) {
+    EXPECT_FALSE(j.contains("seq")) << "the agent's cursor leaked into the output";
+    ASSERT_TRUE(j.contains("event") && j.contains("hint") && j.contains("evidence")) << j.dump();
+    if (j["event"] == "oom_kill" && j["evidence"].value("pid", -1) == hog) ours.push_back(j);
+  }
+  if (probes) {
+    ASSERT_EQ(ours.size(), 1u) << got.out;
+    EXPECT_EQ(ours[0]["evidence"]["comm"], "spark-tele-hog");
+    EXPECT_EQ(ours[0]["evidence"]["memcg"], cg.relative());
+  }
+
+  // The counters move at the agent's next tick.
+  std::string after;
+  for (int i = 0; i < 30; ++i) {
+    after = http_get(port, "/metrics");
+    if (metric_value(after, "spark_tune_vmstat_total{counter=\"oom_kill\"}") > vm_before &&
+        metric_value(after, "spark_tune_detected_events_total{event=\"oom_kill\"}") > det_before)
+      break;
+    std::this_thread::sleep_for(100ms);
+  }
+  EXPECT_GE(metric_value(after, "spark_tune_vmstat_total{counter=\"oom_kill\"}"), vm_before + 1);
+  EXPECT_GE(metric_value(after, "spark_tune_detected_events_total{event=\"oom_kill\"}"), det_before + 1);
+  if (probes) {
+    EXPECT_GE(metric_value(after, "spark_tune_oom_victims_total"), 1);
+  }
+  if (!probes) GTEST_SKIP() << "the agent runs without eBPF: event identity not checked";
+}
+
+TEST_F(TelemetryAgentTest, EventsLongPollWaitsAndRefusesBadWaits) {
+  auto first = daemon::call(paths, "telemetry.events", nlohmann::json::object());
+  ASSERT_TRUE(first) << first.error().what();
+  EXPECT_TRUE(first->at("events").empty()) << "without a cursor: only the cursor";
+  uint64_t cursor = first->value("next", uint64_t{0});
+  auto t0 = std::chrono::steady_clock::now();
+  auto waited = daemon::call(paths, "telemetry.events", {{"after", cursor}, {"wait_ms", 400}});
+  auto took = std::chrono::steady_clock::now() - t0;
+  ASSERT_TRUE(waited) << waited.error().what();
+  // Either the wait ran out, or an event (another task's) ended it early with that event.
+  if (waited->at("events").empty())
+    EXPECT_GE(took, 350ms);
+  else
+    EXPECT_GT(waited->value("next", uint64_t{0}), cursor);
+  // While one client waits, the agent still answers others at once.
+  auto waiter = std::thread([&] {
+    (void)daemon::call(paths, "telemetry.events", {{"after", cursor}, {"wait_ms", 1500}});
+  });
+  std::this_thread::sleep_for(100ms);
+  auto t1 = std::chrono::steady_clock::now();
+  EXPECT_TRUE(daemon::call(paths, "agent.ping", nlohmann::json::object()));
+  EXPECT_LT(std::chrono::steady_clock::now() - t1, 500ms);
+  waiter.join();
+  auto bad = daemon::call(paths, "telemetry.events", {{"after", cursor}, {"wait_ms", -5}});
+  ASSERT_FALSE(bad);
+  EXPECT_EQ(bad.error().code().value(), EINVAL) << bad.error().what();
+}
+
+TEST_F(TelemetryAgentTest, MonitorJsonThroughTheAgentAndLocal) {
+  uint64_t served_before = served("sample");
+  auto via = finish(spawn_tool({"--json", "monitor", "--count", "2"}), 20s);
+  ASSERT_TRUE(WIFEXITED(via.status) && WEXITSTATUS(via.status) == 0) << via.out << via.err;
+  EXPECT_GE(served("sample"), served_before + 3) << "monitor did not read from the agent";
+  auto frames = ndjson(via.out);
+  ASSERT_EQ(frames.size(), 2u) << via.out;
+  EXPECT_GT(frames[1]["time_ms"].get<int64_t>(), frames[0]["time_ms"].get<int64_t>()) << "a frame was repeated";
+  uint64_t served_mid = served("sample");
+  auto local = finish(spawn_tool({"--json", "monitor", "--count", "1", "--local", "--no-bpf"}), 20s);
+  ASSERT_TRUE(WIFEXITED(local.status) && WEXITSTATUS(local.status) == 0) << local.err;
+  EXPECT_EQ(served("sample"), served_mid) << "--local asked the agent";
+  auto lf = ndjson(local.out);
+  ASSERT_EQ(lf.size(), 1u);
+  // Same format either way: the same top-level keys.
+  for (auto it = lf[0].begin(); it != lf[0].end(); ++it) {
+    if (it.key() == "bpf" || it.key() == "probes") continue;  // differ with --no-bpf by design
+    EXPECT_TRUE(frames[0].contains(it.key())) << it.key();
+  }
+  for (const char* k : {"memory", "zones", "vmstat_per_s", "interval_s", "events"})
+    EXPECT_TRUE(frames[0].contains(k)) << k;
+  // The terminal view through the agent, with the note on stderr.
+  auto text = finish(spawn_tool({"monitor", "--count", "1"}), 20s);
+  ASSERT_TRUE(WIFEXITED(text.status) && WEXITSTATUS(text.status) == 0) << text.err;
+  EXPECT_NE(text.err.find("monitor from the agent"), std::string::npos) << text.err;
+  EXPECT_NE(text.out.find("order"), std::string::npos) << text.out;
+}
+
+TEST(TelemetryAgentOptions, NonLoopbackOnlyWhenNamedAndBadAddressRefused) {
+  auto bad = finish(spawn_tool({"agent", "--metrics-address", "localhost"}), 10s);
+  ASSERT_TRUE(WIFEXITED(bad.status));
+  EXPECT_EQ(WEXITSTATUS(bad.status), 2) << bad.err;
+  EXPECT_NE(bad.err.find("127.0.0.1"), std::string::npos) << bad.err;
+}
+
+}  // namespace
+}  // namespace spark

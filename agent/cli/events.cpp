@@ -8,6 +8,7 @@
 #include "core/log.h"
 #include "core/units.h"
 #include "telemetry/hub.h"
+#include "cli/guard_wait.h"
 
 namespace spark::cli {
 namespace {
@@ -15,6 +16,8 @@ namespace {
 struct EventsOptions {
   int count = 0;
   std::string timeout;
+  std::string wait;   // a guard event type: wait for one and exit (`events --wait server_ready --guard ID`)
+  std::string guard;
   TelemetryCliOptions telemetry;
 };
 
@@ -76,6 +79,12 @@ int events_from_agent(Context& ctx, const EventsOptions& o, long pid,
 
 int run_events(Context& ctx, const EventsOptions& o) {
   if (o.count < 0) return report_error(ctx, "--count: give a number of events, 0 for no limit");
+  if (!o.guard.empty() && o.wait.empty()) return report_error(ctx, "--guard goes with --wait TYPE");
+  if (!o.wait.empty()) {
+    auto t = parse_duration(o.timeout.empty() ? "60s" : o.timeout);
+    if (!t.ok()) return report_error(ctx, "--timeout: give a duration, e.g. 30s or 5m");
+    return wait_guard_event(ctx, o.wait, o.guard, *t);
+  }
   std::optional<std::chrono::steady_clock::time_point> until;
   if (!o.timeout.empty()) {
     auto t = parse_duration(o.timeout);
@@ -118,7 +127,10 @@ void setup(CLI::App& app, Context& ctx) {
   auto* sub = app.add_subcommand(
       "events", "stream of memory events: oom_kill, fragmentation_stall, reclaim_storm, pagecache_flood");
   sub->add_option("--count", opts->count, "stop after N events (default: until interrupted)");
-  sub->add_option("--timeout", opts->timeout, "stop after this long (e.g. 30s)");
+  sub->add_option("--timeout", opts->timeout, "stop after this long (e.g. 30s; with --wait default 60s)");
+  sub->add_option("--wait", opts->wait,
+                  "wait for one guard event (server_ready, oom_kill, memory_growth), print it and exit: 0 seen, 1 timeout");
+  sub->add_option("--guard", opts->guard, "with --wait: only this guard's events");
   add_telemetry_options(sub, opts->telemetry);
   sub->callback([&ctx, opts] { ctx.exit_code = run_events(ctx, *opts); });
 }

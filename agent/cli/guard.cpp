@@ -15,6 +15,7 @@
 #include <iostream>
 #include <memory>
 
+#include "cli/guard_wait.h"
 #include "cli/registry.h"
 #include "cli/window_options.h"
 #include "core/log.h"
@@ -199,28 +200,10 @@ int do_end(Context& ctx, const std::string& id) {
   return k_exit_ok;
 }
 
-// Waits for a guard event from the agent (server_ready after a restart, oom_kill...): exit 0 with
-// the event on stdout, 1 when the timeout passes first.
 int do_wait(Context& ctx, const GuardArgs& a) {
   auto timeout = duration_arg("--timeout", a.wait_timeout);
   if (!timeout) return report_error(ctx, describe(timeout.error()));
-  auto first = daemon::call(ctx.paths, "guard.events", nlohmann::json{{"since", ~uint64_t{0} >> 1}});
-  if (!first) return report_error(ctx, "no agent answers (" + describe(first.error()) + "): guards run in the agent");
-  uint64_t cursor = first->value("cursor", uint64_t{0});
-  auto end = std::chrono::steady_clock::now() + *timeout;
-  while (std::chrono::steady_clock::now() < end) {
-    auto r = daemon::call(ctx.paths, "guard.events",
-                          nlohmann::json{{"since", cursor}, {"guard", a.wait_guard}, {"type", a.wait_type}});
-    if (!r) return report_error(ctx, describe(r.error()));
-    cursor = r->value("cursor", cursor);
-    if (!(*r)["events"].empty()) {
-      print_json((*r)["events"][0]);
-      return k_exit_ok;
-    }
-    ::usleep(20000);
-  }
-  if (!ctx.json) std::cerr << "spark-tune: no " << a.wait_type << " within " << a.wait_timeout << std::endl;
-  return k_exit_check;
+  return wait_guard_event(ctx, a.wait_type, a.wait_guard, *timeout);
 }
 
 int do_resume(Context& ctx, const std::string& events_file) {

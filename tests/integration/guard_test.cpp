@@ -578,10 +578,11 @@ TEST_F(GuardKernelTest, AgentHoldsTheGuardAcrossKillDashNine) {
   agent = start_agent();
   ASSERT_GT(agent, 0);
 
-  // Wait for server_ready in the background while the server is driven into the kill.
+  // Wait for server_ready in the background while the server is driven into the kill, the way a
+  // router script does (`events --wait`, which shares `guard wait`'s code).
   fs::path waited = state.root() / "wait.out";
-  pid_t waiter =
-      spawn_cli({"--state-dir", sd, "guard", "wait", "server_ready", "--guard", id, "--timeout", "60s"}, waited);
+  pid_t waiter = spawn_cli(
+      {"--state-dir", sd, "events", "--wait", "server_ready", "--guard", id, "--timeout", "60s"}, waited);
   std::this_thread::sleep_for(200ms);
   for (int i = 0; i < 200 && ::waitpid(server, nullptr, WNOHANG) == 0; ++i) {
     http_get(port, "/grow?mb=64");

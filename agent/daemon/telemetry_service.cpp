@@ -3,6 +3,8 @@
 #include <algorithm>
 
 #include "core/log.h"
+#include "profile/profile_options.h"
+#include "state/journal.h"
 #include "telemetry/monitor_view.h"
 
 namespace spark::daemon {
@@ -27,6 +29,24 @@ Result<void> TelemetryService::on_start(ServiceContext& ctx) {
   LocalSourceOptions lo;
   // A fixture tree is not the kernel the probes would watch.
   lo.use_bpf = opt_.use_bpf && ctx.paths().proc == HostPaths::system().proc;
+  // Detector thresholds from the policy: the applied profile's [detector] table, else built-in.
+  std::optional<double> flood_gib_per_s;
+  if (auto po = profile_options(ctx.paths(), std::nullopt); po) {
+    if (auto v = po->get("detector.stall_ms")) {
+      try {
+        lo.probes.stall_threshold = std::chrono::milliseconds(std::stoll(*v));
+      } catch (...) {
+        log_warning("telemetry: detector.stall_ms '" + *v + "' is not a number of milliseconds; using the default");
+      }
+    }
+    if (auto v = po->get("detector.flood_gib_per_s")) {
+      try {
+        flood_gib_per_s = std::stod(*v);
+      } catch (...) {
+        log_warning("telemetry: detector.flood_gib_per_s '" + *v + "' is not a number; using the default");
+      }
+    }
+  }
   auto source = LocalTelemetrySource::create(ctx.paths(), lo);
   // Said once, at start: the probes stay as they are for the agent's lifetime.
   if (source->has_probes())
@@ -35,6 +55,10 @@ Result<void> TelemetryService::on_start(ServiceContext& ctx) {
     log_warning("telemetry: " + source->probe_status() + " (the agent runs on procfs alone)");
   StallThresholds t;
   t.task_stall = std::chrono::duration_cast<std::chrono::milliseconds>(lo.probes.stall_threshold);
+  if (flood_gib_per_s && *flood_gib_per_s > 0)
+    t.pagecache_growth_bytes_per_s = static_cast<uint64_t>(*flood_gib_per_s * static_cast<double>(1ull << 30));
+  // The agent knows when a load window is open (on_timer): a flood is judged during windows only.
+  t.pagecache_only_in_window = true;
   hub_ = std::make_unique<TelemetryHub>(std::move(source), t, opt_.tick, 20);
   // The baseline sample, so the first tick yields a frame.
   SPARK_TRY_VOID(hub_->step(std::chrono::milliseconds(0)));
@@ -184,9 +208,26 @@ std::optional<Clock::time_point> TelemetryService::next_timer() {
   return t;
 }
 
+namespace {
+
+// Whether a load window is open: the journal (the window service's record) holds a window owner.
+// pagecache_flood is judged only then. One small read per tick, no coupling between services.
+bool load_window_open(const HostPaths& paths) {
+  auto j = read_journal(paths);
+  if (!j) return false;
+  for (const auto& owner : j->owner_names())
+    if (owner.rfind("window:", 0) == 0) return true;
+  return false;
+}
+
+}  // namespace
+
 void TelemetryService::on_timer(Clock::time_point now) {
   if (http_) http_->on_timer(now);
-  if (hub_ && now >= hub_->next_tick()) advance();
+  if (hub_ && now >= hub_->next_tick()) {
+    hub_->set_window_open(load_window_open(ctx_->paths()));
+    advance();
+  }
   if (!waiters_.empty()) answer_waiters(false, now);
 }
 

@@ -219,9 +219,11 @@ std::vector<DetectedEvent> StallDetector::feed(const TelemetryInterval& iv, cons
       d.at = at;
       d.summary = "page cache growing " + format_size(static_cast<uint64_t>(growth)) + "/s (now " + format_size(c1) +
                   ", " + format_size(avail) + " available)";
-      d.hint =
-          "a model load is streaming through the page cache: open a load window (spark-tune window begin) "
-          "to throttle readahead and cap the cache";
+      d.hint = window_open
+                   ? "the cache grows inside a load window: files outside the window are being read, or the "
+                     "evict pass falls behind (name them with --files, lower window.cache_interval, or --cache drop)"
+                   : "a model load is streaming through the page cache: open a load window (spark-tune window begin) "
+                     "to throttle readahead and cap the cache";
       d.evidence = {{"cached_before", c0},    {"cached_after", c1},       {"growth_bytes_per_s", growth},
                     {"mem_available", avail}, {"dirty", now.mem.dirty()}, {"window_open", window_open}};
       out.push_back(std::move(d));

@@ -135,7 +135,11 @@ TEST(StallDetector, PagecacheFloodOnlyAboveRateAndInWindowWhenAsked) {
   t.pagecache_only_in_window = true;
   StallDetector w(t);
   EXPECT_TRUE(w.feed(interval_between(a, b), {}, false).empty());
-  EXPECT_EQ(w.feed(interval_between(a, b), {}, true).size(), 1u);
+  auto in_window = w.feed(interval_between(a, b), {}, true);
+  ASSERT_EQ(in_window.size(), 1u);
+  // Inside a window the hint is about the window, not about opening one.
+  EXPECT_NE(in_window[0].hint.find("inside a load window"), std::string::npos) << in_window[0].hint;
+  EXPECT_NE(ev[0].hint.find("open a load window"), std::string::npos) << ev[0].hint;
   // 0.5 GiB/s: below the 1 GiB/s default.
   auto c = make_sample(4s, 128ull << 20, 98ull << 20, 6ull << 20, "vm-24g-1node.buddyinfo", k_quiet);
   StallDetector slow;

@@ -24,6 +24,7 @@
 #include "guard/process.h"
 #include "guard/supervisor.h"
 #include "support/fixture.h"
+#include "support/loopback.h"
 #include "tune/actuator.h"
 #include "tune/tuner.h"
 
@@ -52,19 +53,6 @@ pid_t spawn(const std::vector<std::string>& argv) {
     ::_exit(127);
   }
   return pid;
-}
-
-// A free loopback port (bind to 0, read it back, close).
-uint16_t free_port() {
-  int s = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  ::getsockname(s, reinterpret_cast<sockaddr*>(&a), &len);
-  ::close(s);
-  return ntohs(a.sin_port);
 }
 
 // One GET; true when answered.
@@ -200,7 +188,7 @@ TEST_F(GuardKernelTest, WarnsBeforeTheKillKillsOnlyInsideRunsTheHookOnceAndEndsC
   // A bystander holding 128 MiB outside the guard.
   pid_t bystander = spawn({python(), "-c", "import time; x = b'\\x5a' * (128 << 20); time.sleep(120)"});
   children.push_back(bystander);
-  uint16_t port = free_port();
+  uint16_t port = test::free_loopback_port();
   pid_t server = start_server(port);
   for (int i = 0; i < 200 && rss_of(bystander) < (120u << 20); ++i) std::this_thread::sleep_for(20ms);
   uint64_t bystander_before = rss_of(bystander);
@@ -276,7 +264,7 @@ TEST_F(GuardKernelTest, WarnsBeforeTheKillKillsOnlyInsideRunsTheHookOnceAndEndsC
 }
 
 TEST_F(GuardKernelTest, RestartBringsThePortBackWithServerReadyAndEndRemovesTheCgroup) {
-  uint16_t port = free_port();
+  uint16_t port = test::free_loopback_port();
   pid_t server = start_server(port);
   make_supervisor();
   GuardOptions o;
@@ -324,7 +312,7 @@ TEST_F(GuardKernelTest, RestartBringsThePortBackWithServerReadyAndEndRemovesTheC
 }
 
 TEST_F(GuardKernelTest, RestartLoopStopsAtItsCap) {
-  uint16_t port = free_port();
+  uint16_t port = test::free_loopback_port();
   pid_t server = start_server(port);
   make_supervisor();
   GuardOptions o;
@@ -375,7 +363,7 @@ TEST_F(GuardKernelTest, BadInputIsRefusedAndChangesNothing) {
   EXPECT_EQ(r.error().code().value(), ESRCH);
   EXPECT_NE(std::string(r.error().what()).find("does not exist"), std::string::npos);
 
-  uint16_t port = free_port();
+  uint16_t port = test::free_loopback_port();
   pid_t server = start_server(port);
   o.pid = server;
   o.on_oom = {"/nonexistent/hook"};
@@ -455,7 +443,7 @@ bool has_event(const fs::path& file, const std::string& type) {
 }
 
 TEST_F(GuardKernelTest, SurvivesKillDashNineOfTheCliAndResumes) {
-  uint16_t port = free_port();
+  uint16_t port = test::free_loopback_port();
   pid_t server = start_server(port);
   std::string sd = host.state.string();
   fs::path out1 = state.root() / "run1.jsonl", out2 = state.root() / "run2.jsonl";
@@ -519,7 +507,7 @@ TEST_F(GuardKernelTest, CliRefusesBadInputWithExitTwo) {
   std::string sd = host.state.string();
   fs::path out = state.root() / "bad.out";
   EXPECT_EQ(run_cli({"--state-dir", sd, "guard", "--foreground", "--pid", "999999"}, out), 2);
-  uint16_t port = free_port();
+  uint16_t port = test::free_loopback_port();
   pid_t server = start_server(port);
   EXPECT_EQ(run_cli({"--state-dir", sd, "guard", "--foreground", "--pid", std::to_string(server), "--on-oom",
                      "/nonexistent/hook"},
@@ -544,7 +532,7 @@ TEST_F(GuardKernelTest, CliRefusesBadInputWithExitTwo) {
 // The guard in the agent: `guard --pid` hands it over; kill -9 of the agent leaves it enforced;
 // the next agent resumes it and still restarts the server; `guard wait server_ready` sees it.
 TEST_F(GuardKernelTest, AgentHoldsTheGuardAcrossKillDashNine) {
-  uint16_t port = free_port();
+  uint16_t port = test::free_loopback_port();
   pid_t server = start_server(port);
   std::string sd = host.state.string();
   fs::path log = state.root() / "agent.out";
@@ -611,7 +599,7 @@ TEST_F(GuardKernelTest, AgentHoldsTheGuardAcrossKillDashNine) {
 // `spark-tune run --budget ... --restart --until-port ... -- SERVER`: the command runs boxed; after
 // the kernel kills it, run starts it again (fresh guard, server_ready) until --restart-max.
 TEST_F(GuardKernelTest, RunBoxesTheCommandAndRestartsItUntilItsCap) {
-  uint16_t port = free_port();
+  uint16_t port = test::free_loopback_port();
   std::string sd = host.state.string();
   fs::path out = state.root() / "run.out";
   pid_t run = spawn_cli({"--state-dir", sd, "run", "--no-overlay", "--ttl", "60s", "--budget", "256M", "--restart",

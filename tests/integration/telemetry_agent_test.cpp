@@ -18,6 +18,7 @@
 #include "daemon/protocol.h"
 #include "memcg_child.h"
 #include "support/fixture.h"
+#include "support/loopback.h"
 
 namespace spark {
 namespace {
@@ -88,18 +89,6 @@ std::vector<nlohmann::json> ndjson(const std::string& text) {
   return out;
 }
 
-uint16_t free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
-
 // One HTTP exchange with 127.0.0.1:port; "" when nothing answers.
 std::string http_get(uint16_t port, const std::string& path) {
   int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -141,7 +130,7 @@ class TelemetryAgentTest : public ::testing::Test {
     ::setenv("SPARK_TUNE_STATE_DIR", (dir / "state").c_str(), 1);
     ::setenv("SPARK_TUNE_RUN_DIR", (dir / "run").c_str(), 1);
     paths = HostPaths::system();
-    port = free_port();
+    port = test::free_loopback_port();
     agent = spawn_tool({"agent", "--metrics-port", std::to_string(port)});
     ASSERT_GT(agent.pid, 0);
     ::close(agent.out);

@@ -15,6 +15,7 @@
 #include <iostream>
 #include <memory>
 
+#include "cli/guard_flags.h"
 #include "cli/guard_wait.h"
 #include "cli/registry.h"
 #include "cli/window_options.h"
@@ -32,44 +33,20 @@ namespace {
 
 struct GuardArgs {
   int pid = 0;
-  std::string unit, cgroup, budget, memory_high, memory_max, settle_after = "0s", on_oom, hook_timeout = "10s";
-  bool force = false, restart = false, undo = false, foreground = false;
-  int restart_max = 5;
-  std::string restart_window = "5m", restart_backoff = "250ms", until_port, warn_eta = "30s", events_file;
+  std::string unit, cgroup;
+  GuardFlags flags;
+  bool undo = false, foreground = false;
+  std::string until_port, events_file;
   std::string end_id;
   std::string wait_type, wait_guard, wait_timeout = "60s";
 };
-
-Result<std::chrono::milliseconds> duration_arg(const std::string& flag, const std::string& text) {
-  auto d = parse_duration(text);
-  if (!d) return input_error(flag + " '" + text + "': write a duration like 500ms, 30s, 5m");
-  return *d;
-}
-
-Result<std::optional<uint64_t>> size_arg(const std::string& flag, const std::string& text) {
-  if (text.empty()) return std::optional<uint64_t>();
-  auto s = parse_size(text);
-  if (!s) return input_error(flag + " '" + text + "': write a size like 8G or 512MiB");
-  return std::optional<uint64_t>(*s);
-}
 
 Result<guard::GuardOptions> to_options(const GuardArgs& a) {
   guard::GuardOptions o;
   o.pid = a.pid;
   o.cgroup = a.cgroup;
-  o.budget = a.budget;
-  SPARK_TRY(o.memory_high, size_arg("--memory-high", a.memory_high));
-  SPARK_TRY(o.memory_max, size_arg("--memory-max", a.memory_max));
-  SPARK_TRY(o.settle_after, duration_arg("--settle-after", a.settle_after));
-  o.force = a.force;
-  o.on_oom = guard::split_command(a.on_oom);
-  SPARK_TRY(o.hook_timeout, duration_arg("--hook-timeout", a.hook_timeout));
-  o.restart = a.restart;
-  o.restart_max = a.restart_max;
-  SPARK_TRY(o.restart_window, duration_arg("--restart-window", a.restart_window));
-  SPARK_TRY(o.restart_backoff, duration_arg("--restart-backoff", a.restart_backoff));
+  SPARK_TRY_VOID(fill_guard_options(a.flags, o));
   o.until_port = a.until_port;
-  SPARK_TRY(o.warn_eta, duration_arg("--warn-eta", a.warn_eta));
   return o;
 }
 
@@ -220,27 +197,14 @@ void setup(CLI::App& app, Context& ctx) {
   auto a = std::make_shared<GuardArgs>();
   auto* g = app.add_subcommand("guard",
                                "put a server in a memory cgroup of its own with a host-relative budget "
-                               "(runs in the foreground until the agent hosts guards)");
+                               "(held by the agent; --foreground holds it in this process)");
   g->add_option("--pid", a->pid, "guard this running process (moved into a memory cgroup of its own)");
   g->add_option("--unit", a->unit, "write the equivalent systemd drop-in for this service instead");
   g->add_option("--cgroup", a->cgroup, "guard an existing memory cgroup in place (path in the memory hierarchy)");
-  g->add_option("--budget", a->budget,
-                "growth allowed after the load: SIZE or \"30% of available\" "
-                "(default min(8 GiB, 30% of MemAvailable))");
-  g->add_option("--memory-high", a->memory_high, "absolute throttle limit (v2 memory.high, v1 soft limit)");
-  g->add_option("--memory-max", a->memory_max, "absolute hard limit (the kernel kills inside the box above it)");
-  g->add_option("--settle-after", a->settle_after, "measure the footprint this long after start (load done)");
-  g->add_flag("--force", a->force, "allow a limit below what the process already uses");
-  g->add_option("--on-oom", a->on_oom,
-                "run CMD (no shell; split on blanks) when the kernel kills inside the box; "
-                "the event JSON on stdin and in SPARK_TUNE_EVENT");
-  g->add_option("--hook-timeout", a->hook_timeout, "kill a hook that runs longer (default 10s)");
-  g->add_flag("--restart", a->restart, "restart the server (its command line, cwd and user) after it dies");
-  g->add_option("--restart-max", a->restart_max, "at most N restarts within --restart-window (default 5)");
-  g->add_option("--restart-window", a->restart_window, "default 5m");
-  g->add_option("--restart-backoff", a->restart_backoff, "first restart at once, then this, doubling (default 250ms)");
+  add_guard_flags(g, a->flags);
+  g->add_option("--settle-after", a->flags.settle_after, "measure the footprint this long after start (load done)");
+  g->add_flag("--restart", a->flags.restart, "restart the server (its command line, cwd and user) after it dies");
   g->add_option("--until-port", a->until_port, "HOST:PORT: a restarted server is back when it accepts (server_ready)");
-  g->add_option("--warn-eta", a->warn_eta, "memory_growth when the limit is nearer than this (default 30s)");
   g->add_option("--events-file", a->events_file, "also append the events (JSON lines) to this file");
   g->add_flag("--undo", a->undo, "with --unit: remove the drop-in");
   g->add_flag("--foreground", a->foreground, "run the guard in this process instead of the agent (Ctrl-C ends it)");

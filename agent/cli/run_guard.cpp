@@ -17,6 +17,7 @@
 #include "cli/window_options.h"
 #include "core/log.h"
 #include "core/units.h"
+#include "cli/guard_flags.h"
 #include "guard/process.h"
 #include "guard/supervisor.h"
 
@@ -24,11 +25,7 @@ namespace {
 
 using namespace spark;
 
-struct RunGuardArgs {
-  std::string budget, memory_high, memory_max, settle_after, on_oom, hook_timeout = "10s", warn_eta = "30s";
-  bool force = false, restart = false;
-  int restart_max = 5;
-  std::string restart_window = "5m", restart_backoff = "250ms";
+struct RunGuardArgs : cli::GuardFlags {
   std::vector<std::chrono::steady_clock::time_point> restarts;
 };
 
@@ -45,25 +42,9 @@ Result<guard::GuardOptions> options_for(const cli::RunOptions& o, pid_t child) {
   const auto& a = args();
   guard::GuardOptions g;
   g.pid = child;
-  g.budget = a.budget;
-  if (!a.memory_high.empty()) {
-    SPARK_TRY(uint64_t v, parse_size(a.memory_high));
-    g.memory_high = v;
-  }
-  if (!a.memory_max.empty()) {
-    SPARK_TRY(uint64_t v, parse_size(a.memory_max));
-    g.memory_max = v;
-  }
+  SPARK_TRY_VOID(cli::fill_guard_options(a, g));
   g.until_port = o.window.until_port;
-  if (!a.settle_after.empty()) {
-    SPARK_TRY(g.settle_after, parse_duration(a.settle_after));
-  } else if (!g.until_port.empty()) {
-    g.settle_on_ready = true;  // the load is done when the server accepts
-  }
-  g.force = a.force;
-  g.on_oom = guard::split_command(a.on_oom);
-  SPARK_TRY(g.hook_timeout, parse_duration(a.hook_timeout));
-  SPARK_TRY(g.warn_eta, parse_duration(a.warn_eta));
+  if (a.settle_after.empty() && !g.until_port.empty()) g.settle_on_ready = true;  // the load is done when the server accepts
   g.restart = false;  // run starts the command again itself
   return g;
 }
@@ -73,22 +54,12 @@ const cli::RunExtensionRegistration reg{{
     [](CLI::App& run, cli::RunOptions&) {
       auto& a = args();
       const char* grp = "Guard (a memory cgroup of its own for the command)";
-      run.add_option("--budget", a.budget, "growth allowed after the load: SIZE or \"30% of available\"")->group(grp);
-      run.add_option("--memory-high", a.memory_high, "absolute throttle limit")->group(grp);
-      run.add_option("--memory-max", a.memory_max, "absolute hard limit")->group(grp);
+      cli::add_guard_flags(&run, a, grp);
       run.add_option("--settle-after", a.settle_after,
                      "footprint measured this long after start "
                      "(default: when --until-port accepts)")
           ->group(grp);
-      run.add_flag("--force", a.force, "allow a limit below current usage")->group(grp);
-      run.add_option("--on-oom", a.on_oom, "CMD run (no shell) when the kernel kills inside the box")->group(grp);
-      run.add_option("--hook-timeout", a.hook_timeout, "default 10s")->group(grp);
-      run.add_option("--warn-eta", a.warn_eta, "memory_growth when the limit is nearer (default 30s)")->group(grp);
       run.add_flag("--restart", a.restart, "start the command again after an OOM kill or a failure")->group(grp);
-      run.add_option("--restart-max", a.restart_max, "default 5")->group(grp);
-      run.add_option("--restart-window", a.restart_window, "default 5m")->group(grp);
-      run.add_option("--restart-backoff", a.restart_backoff, "first restart at once, then doubling (default 250ms)")
-          ->group(grp);
     },
     [](const cli::Context& ctx, cli::RunOptions& o, pid_t child) -> Result<void> {
       if (!wanted(args())) return {};

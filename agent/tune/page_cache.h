@@ -7,21 +7,28 @@
 //
 // Mapped pages (measured, see docs/benchmarks-load-window.md): every `mapped_period` the keeper finds
 // the mappings of the window files in every process (<proc>/PID/maps, matched by device and inode)
-// and follows each mapping (VMA) through <proc>/PID/smaps:
-//   - while its Rss grows, its process is reading it: left alone;
-//   - once its Rss stops growing, it is probed once: process_madvise(MADV_COLD) through a pidfd
-//     clears the accessed bits of its pages (and puts them on the inactive list);
-//   - `idle_after` later, Referenced tells: no page touched since the probe means the process is
-//     done with it (a loader that copied the weights out): process_madvise(MADV_PAGEOUT) frees its
-//     clean file pages. Pages touched means the process uses the mapping in place (a CPU
-//     llama.cpp server): it is never paged out in this window, so its next request does not
-//     fault the model back in. Cost: two madvise calls per mapping, not one per tick; an
-//     MADV_COLD of every mapping at every tick was measured to double an mmap load.
+// and follows each mapping (VMA) by its present page-table entries (PAGEMAP_SCAN over the VMA's
+// range; smaps on kernels before 6.7):
+//   - while it grows, its process is reading it: left alone;
+//   - once it stops growing, it is probed once: process_madvise(MADV_PAGEOUT) of one page in every
+//     `sample_stride` (1/512 of it with the defaults), and the keeper notes which sample pages left
+//     the mapping;
+//   - `idle_after` later, the samples tell: none mapped again means the process is done with the
+//     mapping (a loader that copied the weights out): MADV_PAGEOUT of the whole mapping frees its
+//     clean file pages. A sample mapped again means the process uses the mapping in place (a CPU
+//     llama.cpp server reading its weights): it is never paged out in this window, so its next
+//     request does not fault the model back in; it re-read 1/512 of its pages once.
+//   - where no sample page could be unmapped (a large folio that would not split, a page shared
+//     with another process), the probe falls back to MADV_COLD of the whole mapping, and smaps'
+//     Referenced after `idle_after` decides the same way. The sampled probe exists because the
+//     whole-mapping MADV_COLD, and reading smaps every scan, cost the agent most of a core during
+//     a 4 GiB mmap load on a 2-core host (measured).
 //   - a file that some process maps is not fadvised while mapped: DONTNEED cannot drop its mapped
 //     pages, deactivates them, and drops the read-around pages the loader is about to fault in
 //     (measured: an mmap load 2.5x slower). It is evicted again once no process maps it.
-// MappedPolicy::cold only probes (pages reclaimed first under pressure, never forced out); pageout
-// pages out every mapping whose Rss stopped growing, without the probe; off leaves mapped pages alone.
+// MappedPolicy::cold only applies MADV_COLD (pages reclaimed first under pressure, never forced out);
+// pageout pages out every mapping that stopped growing, without a probe; off leaves mapped pages
+// alone.
 //
 // drop: writes 3 to vm/drop_caches at each tick, the manual recipe (every process loses its cache).
 #pragma once
@@ -52,8 +59,10 @@ Result<MappedPolicy> parse_mapped_policy(const std::string& s);
 // -> regular files, each once. A pattern that matches nothing is an error that names it.
 Result<std::vector<fs::path>> expand_files(const std::vector<std::string>& patterns);
 
-// Pages of the file in the page cache, in bytes (mmap + mincore; no page is read in).
+// Bytes of the file in the page cache: cachestat(2) (Linux 6.5+), else mmap + mincore. No page is
+// read in either way.
 Result<uint64_t> cached_bytes(const fs::path& file);
+Result<uint64_t> cached_bytes_fd(int fd, const fs::path& file);
 // POSIX_FADV_DONTNEED over the whole file.
 Result<void> evict_file(const fs::path& file);
 // Writes "3" to <proc>/sys/vm/drop_caches (page cache, dentries and inodes: the recipe).
@@ -69,11 +78,18 @@ struct FileMapping {
 // The mappings of the given (dev, ino) files in a process, from <proc>/PID/maps.
 Result<std::vector<FileMapping>> find_file_mappings(const HostPaths& paths, pid_t pid,
                                                     const std::vector<std::pair<dev_t, ino_t>>& files);
-// Rss and Referenced (bytes) of the VMA that starts at `start`, from <proc>/PID/smaps.
+// Rss and Referenced (bytes) of a process's VMAs by start address, from one read of
+// <proc>/PID/smaps (the kernel walks the page tables of every VMA for it: read it once per scan).
 struct VmaUsage {
   uint64_t rss = 0, referenced = 0;
 };
-Result<std::optional<VmaUsage>> vma_usage(const HostPaths& paths, pid_t pid, uint64_t start);
+Result<std::map<uint64_t, VmaUsage>> vma_usages(const HostPaths& paths, pid_t pid);
+// Bytes of [start, end) that are mapped (present page-table entries) in the process whose
+// <proc>/PID/pagemap is open as `pagemap_fd`, by the PAGEMAP_SCAN ioctl (Linux 6.7+): a walk of
+// that range's page tables only, without the per-page accounting of smaps (measured: reading
+// smaps of a 4 GiB mapping every 250 ms took a third of a core during a load). nullopt when the
+// kernel has no PAGEMAP_SCAN.
+std::optional<Result<uint64_t>> mapped_bytes(int pagemap_fd, uint64_t start, uint64_t end);
 // process_madvise(2) on ranges of another process (MADV_COLD or MADV_PAGEOUT).
 Result<void> advise_process(pid_t pid, const std::vector<std::pair<uint64_t, uint64_t>>& ranges, int advice);
 
@@ -82,6 +98,7 @@ struct CacheKeeperOptions {
   MappedPolicy mapped = MappedPolicy::idle;
   std::chrono::milliseconds mapped_period{250};
   std::chrono::milliseconds idle_after{1000};
+  uint64_t sample_stride = 2ULL << 20;  // one probe page per this many bytes of a mapping
 };
 
 struct CacheKeeperStats {
@@ -89,7 +106,9 @@ struct CacheKeeperStats {
   uint64_t evictions = 0;      // fadvise calls
   uint64_t drops = 0;          // drop_caches writes
   uint64_t cold_advices = 0;   // MADV_COLD ranges
-  uint64_t pageouts = 0;       // MADV_PAGEOUT ranges
+  uint64_t pageouts = 0;       // MADV_PAGEOUT of whole mappings
+  uint64_t probes = 0;         // sampled probes (MADV_PAGEOUT of sample pages)
+  uint64_t kept_in_use = 0;    // mappings found in use and left alone
   std::string last_error;
 };
 
@@ -97,22 +116,29 @@ struct CacheKeeperStats {
 class CacheKeeper {
  public:
   CacheKeeper(HostPaths paths, std::vector<fs::path> files, CacheKeeperOptions options);
+  ~CacheKeeper();
+  CacheKeeper(const CacheKeeper&) = delete;
+  CacheKeeper& operator=(const CacheKeeper&) = delete;
   void tick(std::chrono::steady_clock::time_point now);
   const CacheKeeperStats& stats() const { return stats_; }
   const std::vector<fs::path>& files() const { return files_; }
 
  private:
   void handle_mapped(std::chrono::steady_clock::time_point now);
+  int fd_of(size_t i);  // the file's descriptor, opened at first use; -1 (last_error set) when it cannot be
   HostPaths paths_;
   std::vector<fs::path> files_;
   std::vector<std::pair<dev_t, ino_t>> ids_;
+  std::vector<int> fds_;  // kept open for the window: no path walk per tick (-1: reopened at the next tick)
   std::vector<bool> mapped_now_;  // per file: some process maps it (last scan)
   CacheKeeperOptions opt_;
   CacheKeeperStats stats_;
   std::chrono::steady_clock::time_point last_mapped_{};
   struct VmaState {
     uint64_t last_rss = 0;
-    std::optional<std::chrono::steady_clock::time_point> probed;  // when MADV_COLD cleared its bits
+    std::optional<std::chrono::steady_clock::time_point> probed;  // when the probe was made
+    std::vector<std::pair<uint64_t, uint64_t>> samples;  // sample pages unmapped by the probe (empty: MADV_COLD probe)
+    uint64_t rss_after_probe = 0;
     bool in_use = false;     // touched after the probe: left alone from then on
     bool paged_out = false;
   };

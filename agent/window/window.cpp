@@ -476,7 +476,8 @@ json WindowManager::describe_window(const std::string& id) const {
   if (it->second->cache) {
     const auto& s = it->second->cache->stats();
     j["cache_stats"] = {{"ticks", s.ticks},         {"evictions", s.evictions}, {"drops", s.drops},
-                        {"cold", s.cold_advices},   {"pageouts", s.pageouts},   {"last_error", s.last_error}};
+                        {"cold", s.cold_advices},   {"pageouts", s.pageouts},   {"probes", s.probes},
+                        {"kept_in_use", s.kept_in_use}, {"last_error", s.last_error}};
   }
   return j;
 }

@@ -5,8 +5,8 @@
 // to its owner. A socket that listens but whose agent is slow to start is waited for, never raced
 // by a detached agent; a socket file nobody listens on gets a detached agent. The shipped units
 // are checked against what the agent and the CLI expect.
-#include <gtest/gtest.h>
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -97,7 +97,7 @@ class SocketActivationTest : public ::testing::Test {
   // the agent's argv (a delayed start). Its stdout and stderr (the agent's too) go to log_path.
   void activate(const std::vector<std::string>& before = {}) {
     std::vector<std::string> args{k_activator, "--listen=" + sock.string(), "-E", "SPARK_TUNE_STATE_DIR",
-                                  "-E",        "SPARK_TUNE_RUN_DIR",       "--"};
+                                  "-E",        "SPARK_TUNE_RUN_DIR",        "--"};
     args.insert(args.end(), before.begin(), before.end());
     for (const char* a : {SPARK_TUNE_BINARY, "agent", "--metrics-port", "0", "--no-bpf"}) args.push_back(a);
     pid_t pid = ::fork();
@@ -264,7 +264,8 @@ TEST_F(SocketActivationTest, SlowActivationIsWaitedForNotRacedByADetachedAgent) 
   ASSERT_EQ(listed.exit_code, 0) << listed.err << "\n" << log();
   EXPECT_EQ(trim(listed.out), "[]");
   EXPECT_GE(took, 5900ms) << "answered before the activated agent could have";
-  EXPECT_EQ(ours(), std::vector<pid_t>{activator}) << "a detached agent was started beside the activated one\n" << log();
+  EXPECT_EQ(ours(), std::vector<pid_t>{activator}) << "a detached agent was started beside the activated one\n"
+                                                   << log();
   EXPECT_EQ(pid_in_file(), std::to_string(activator));
   EXPECT_EQ(listening_on_sock(), listening) << "the socket was taken from the activator";
   EXPECT_TRUE(holds_socket(activator, listening[0]));

@@ -124,15 +124,29 @@ Result<void> Agent::write_pid_file() {
 }
 
 Result<void> Agent::open_socket() {
+  fs::path p = socket_path(paths_);
+  // Socket activation (systemd, systemd-socket-activate): the listening socket is fd 3. It stays
+  // the activator's: the agent neither binds nor unlinks the path (systemd listens on it again
+  // after the agent exits), and its mode and group are the socket unit's (SocketMode, SocketGroup).
   int n = sd_listen_fds(1);
   if (n == 1 && sd_is_socket_unix(SD_LISTEN_FDS_START, SOCK_STREAM, 1, nullptr, 0) > 0) {
     listen_fd_ = SD_LISTEN_FDS_START;
     ::fcntl(listen_fd_, F_SETFL, ::fcntl(listen_fd_, F_GETFL) | O_NONBLOCK);
     ::fcntl(listen_fd_, F_SETFD, FD_CLOEXEC);
-    log_info("control socket from systemd");
+    sockaddr_un bound{};
+    socklen_t len = sizeof bound;
+    std::string where = "?";
+    if (::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&bound), &len) == 0 && len > sizeof(sa_family_t))
+      where = std::string(bound.sun_path, ::strnlen(bound.sun_path, len - sizeof(sa_family_t)));
+    log_info("control socket from systemd: " + where);
+    if (where != p.string())
+      log_warning("the activated socket is " + where + " but the CLI connects to " + p.string() +
+                  ": set ListenStream=" + p.string() + " in spark-tune.socket");
     return {};
   }
-  fs::path p = socket_path(paths_);
+  if (n > 0)
+    log_warning("systemd passed " + std::to_string(n) +
+                " sockets, not one AF_UNIX stream socket: listening on " + p.string() + " instead");
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
   if (p.native().size() >= sizeof(addr.sun_path)) return sys_error(ENAMETOOLONG, "socket path " + p.string());

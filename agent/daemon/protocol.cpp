@@ -7,10 +7,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <optional>
 #include <thread>
 
 #include "core/fs.h"
+#include "core/units.h"
 
 namespace spark::daemon {
 
@@ -35,7 +37,7 @@ Error error_from_json(const json& j) {
 
 namespace {
 
-Result<int> connect_socket(const HostPaths& paths) {
+Result<int> connect_socket(const HostPaths& paths, std::chrono::milliseconds timeout) {
   fs::path p = socket_path(paths);
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
@@ -43,9 +45,14 @@ Result<int> connect_socket(const HostPaths& paths) {
   std::strncpy(addr.sun_path, p.c_str(), sizeof(addr.sun_path) - 1);
   int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return errno_error("socket");
+  // A listener whose queue is full makes connect() wait; bound that wait (it ends in EAGAIN).
+  auto ms = std::max<int64_t>(timeout.count(), 1);
+  timeval tv{static_cast<time_t>(ms / 1000), static_cast<suseconds_t>((ms % 1000) * 1000)};
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
   if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
     int err = errno;
     ::close(fd);
+    if (err == EAGAIN) return sys_error(ETIMEDOUT, "connecting to the agent at " + p.string() + " (its queue is full)");
     return sys_error(err, "connecting to the agent at " + p.string());
   }
   return fd;
@@ -55,7 +62,7 @@ Result<int> connect_socket(const HostPaths& paths) {
 
 Result<json> call(const HostPaths& paths, const std::string& method, const json& params,
                   std::chrono::milliseconds timeout) {
-  SPARK_TRY(int fd, connect_socket(paths));
+  SPARK_TRY(int fd, connect_socket(paths, timeout));
   struct Closer {
     int fd;
     ~Closer() { ::close(fd); }
@@ -103,10 +110,31 @@ Result<json> call(const HostPaths& paths, const std::string& method, const json&
 }
 
 Result<void> ensure_agent(const HostPaths& paths, const std::vector<std::string>& extra_args,
-                          std::chrono::milliseconds wait) {
-  if (auto r = call(paths, "agent.ping", json::object(), std::chrono::milliseconds(5000)); r) return {};
-  else if (r.error().code().value() != ENOENT && r.error().code().value() != ECONNREFUSED)
+                          std::chrono::milliseconds wait, std::chrono::milliseconds activation_wait) {
+  using Clock = std::chrono::steady_clock;
+  auto activation_deadline = Clock::now() + activation_wait;
+  for (;;) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(activation_deadline - Clock::now());
+    auto r = call(paths, "agent.ping", json::object(), std::max(left, std::chrono::milliseconds(1)));
+    if (r) return {};
+    int code = r.error().code().value();
+    if (code == ENOENT || code == ECONNREFUSED) break;  // nobody listens: start one below
+    // The listener dropped the queued connection (an activated agent that died while starting,
+    // the activator stopped): look again, it may listen anew or be gone.
+    if ((code == ECONNRESET || code == EPIPE) && Clock::now() < activation_deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      continue;
+    }
+    // Something listens but does not answer: systemd still starting the service, or an agent
+    // that hangs. Starting another agent would take the socket path from under it.
+    if (code == ETIMEDOUT)
+      return with_context(r.error(),
+                          "the socket " + socket_path(paths).string() + " accepts connections but no agent answered in " +
+                              format_duration(activation_wait) +
+                              "; under systemd see `systemctl status spark-tune.service` and "
+                              "`journalctl -u spark-tune`");
     return r.error();
+  }
   std::error_code ec;
   fs::path exe = fs::read_symlink(paths.proc / "self/exe", ec);
   if (ec) return sys_error(ec.value(), "finding the spark-tune executable to start the agent");

@@ -23,14 +23,25 @@ inline fs::path pid_file(const HostPaths& paths) { return paths.run / "agent.pid
 nlohmann::json error_to_json(const Error& e);
 Error error_from_json(const nlohmann::json& j);
 
-// One request/response over a fresh connection. ECONNREFUSED/ENOENT when no agent listens.
+// One request/response over a fresh connection. ECONNREFUSED/ENOENT when no agent listens;
+// ETIMEDOUT when nothing answers within `timeout` (connecting included: a full queue).
 Result<nlohmann::json> call(const HostPaths& paths, const std::string& method, const nlohmann::json& params,
                             std::chrono::milliseconds timeout = std::chrono::milliseconds(30'000));
 
-// How the CLI starts an agent that is not running: connect; if nothing answers and systemd did not
-// socket-activate one, start `<exe> agent` detached (setsid, double fork, stdio on /dev/null) and
-// wait for the socket to answer agent.ping. `extra_args` go before the verb (--state-dir ...).
+// How long the CLI waits for an agent that a listening socket promises: systemd queues the
+// connection and starts spark-tune.service, which answers once its journal is recovered. The same
+// as the unit's TimeoutStartSec (install/spark-tune.service).
+inline constexpr std::chrono::seconds k_activation_wait{60};
+
+// How the CLI reaches an agent, starting one when none runs. It connects and asks agent.ping:
+// - the socket accepts the connection: something listens there -- a running agent, or systemd (or
+//   another socket activator) holding the socket for an agent it is starting. The CLI waits up to
+//   `activation_wait` for the answer and never starts a second agent beside it;
+// - ENOENT (no socket file) or ECONNREFUSED (a file nobody listens on: a dead agent's): no agent,
+//   so it starts `<exe> agent` detached (setsid, double fork, stdio on /dev/null) and waits up to
+//   `wait` for it to answer. `extra_args` go before the verb (--state-dir ...).
 Result<void> ensure_agent(const HostPaths& paths, const std::vector<std::string>& extra_args,
-                          std::chrono::milliseconds wait = std::chrono::milliseconds(10'000));
+                          std::chrono::milliseconds wait = std::chrono::milliseconds(10'000),
+                          std::chrono::milliseconds activation_wait = k_activation_wait);
 
 }  // namespace spark::daemon

@@ -56,25 +56,7 @@ pid_t spawn(const std::vector<std::string>& argv) {
 }
 
 // One GET; true when answered.
-bool http_get(uint16_t port, const std::string& path) {
-  int s = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  timeval tv{5, 0};
-  ::setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(port);
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bool ok = false;
-  if (::connect(s, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) {
-    std::string req = "GET " + path + " HTTP/1.0\r\n\r\n";
-    if (::send(s, req.data(), req.size(), MSG_NOSIGNAL) > 0) {
-      char buf[256];
-      ok = ::recv(s, buf, sizeof buf, 0) > 0;
-    }
-  }
-  ::close(s);
-  return ok;
-}
+bool http_get(uint16_t port, const std::string& path) { return !test::http_get(port, path, 5s).empty(); }
 
 bool wait_port(uint16_t port, std::chrono::milliseconds timeout) {
   auto end = std::chrono::steady_clock::now() + timeout;

@@ -19,97 +19,22 @@
 #include "memcg_child.h"
 #include "support/fixture.h"
 #include "support/loopback.h"
+#include "support/run_spark_tune.h"
 
 namespace spark {
 namespace {
 
 using namespace std::chrono_literals;
 
-struct Spawned {
-  pid_t pid = -1;
-  int out = -1;  // stdout
-  int err = -1;  // stderr
-};
-
-Spawned spawn_tool(const std::vector<std::string>& args) {
-  int o[2], e[2];
-  if (::pipe2(o, O_CLOEXEC) != 0 || ::pipe2(e, O_CLOEXEC) != 0) return {};
-  pid_t pid = ::fork();
-  if (pid == 0) {
-    ::dup2(o[1], 1);
-    ::dup2(e[1], 2);
-    std::vector<std::string> all{SPARK_TUNE_BINARY};
-    all.insert(all.end(), args.begin(), args.end());
-    std::vector<char*> argv;
-    for (auto& a : all) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    ::execv(argv[0], argv.data());
-    ::_exit(127);
-  }
-  ::close(o[1]);
-  ::close(e[1]);
-  return {pid, o[0], e[0]};
-}
-
-struct Finished {
-  int status = -1;
-  std::string out, err;
-};
-
-// Reads both pipes until the tool exits (or the deadline passes: then it is killed).
-Finished finish(Spawned s, std::chrono::seconds limit) {
-  Finished f;
-  auto deadline = std::chrono::steady_clock::now() + limit;
-  bool out_open = true, err_open = true;
-  char buf[4096];
-  while ((out_open || err_open) && std::chrono::steady_clock::now() < deadline) {
-    pollfd p[2] = {{out_open ? s.out : -1, POLLIN, 0}, {err_open ? s.err : -1, POLLIN, 0}};
-    if (::poll(p, 2, 200) < 0) break;
-    for (int i = 0; i < 2; ++i) {
-      if (!p[i].revents) continue;
-      ssize_t n = ::read(p[i].fd, buf, sizeof buf);
-      if (n <= 0) {
-        (i == 0 ? out_open : err_open) = false;
-        continue;
-      }
-      (i == 0 ? f.out : f.err).append(buf, static_cast<size_t>(n));
-    }
-  }
-  if (out_open || err_open) ::kill(s.pid, SIGKILL);
-  ::close(s.out);
-  ::close(s.err);
-  ::waitpid(s.pid, &f.status, 0);
-  return f;
-}
+using test::finish;
+using test::http_get;
+using test::spawn_tool;
+using test::Spawned;
 
 std::vector<nlohmann::json> ndjson(const std::string& text) {
   std::vector<nlohmann::json> out;
   for (const auto& line : split_lines(text))
     if (!trim(line).empty()) out.push_back(nlohmann::json::parse(line));
-  return out;
-}
-
-// One HTTP exchange with 127.0.0.1:port; "" when nothing answers.
-std::string http_get(uint16_t port, const std::string& path) {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(port);
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  std::string out;
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) {
-    std::string req = "GET " + path + " HTTP/1.0\r\n\r\n";
-    (void)::send(fd, req.data(), req.size(), MSG_NOSIGNAL);
-    char buf[65536];
-    for (;;) {
-      pollfd p{fd, POLLIN, 0};
-      if (::poll(&p, 1, 3000) <= 0) break;
-      ssize_t n = ::recv(fd, buf, sizeof buf, 0);
-      if (n <= 0) break;
-      out.append(buf, static_cast<size_t>(n));
-    }
-  }
-  ::close(fd);
   return out;
 }
 

@@ -16,6 +16,7 @@
 #include "integration/loop_device.h"
 #include "state/journal.h"
 #include "support/fixture.h"
+#include "support/run_spark_tune.h"
 #include "tune/page_cache.h"
 #include "tune/readahead.h"
 #include "window/window.h"
@@ -164,12 +165,8 @@ TEST_F(WindowTest, TtlEndsTheWindow) {
 
 TEST_F(WindowTest, WatchedProcessExitEndsTheWindow) {
   auto f = file("a.bin", 1);
-  pid_t child = ::fork();
+  pid_t child = test::fork_paused_child();
   ASSERT_GE(child, 0);
-  if (child == 0) {
-    ::pause();
-    ::_exit(0);
-  }
   WindowSpec s = spec({f.string()});
   s.pid = child;
   auto w = manager().begin(s);
@@ -231,12 +228,8 @@ TEST_F(WindowTest, OverlappingWindowsRestoreInEitherOrder) {
 
 TEST_F(WindowTest, RecoveryEndsExpiredAndDeadAndResumesLive) {
   auto f = file("a.bin", 1);
-  pid_t child = ::fork();
+  pid_t child = test::fork_paused_child();
   ASSERT_GE(child, 0);
-  if (child == 0) {
-    ::pause();
-    ::_exit(0);
-  }
   WindowSpec live = spec({f.string()}, 64), expiring = spec({f.string()}, 32), dying = spec({f.string()}, 16);
   expiring.ttl = 200ms;
   dying.pid = child;

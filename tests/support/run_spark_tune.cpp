@@ -1,5 +1,11 @@
 #include "support/run_spark_tune.h"
 
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 namespace spark::test {
 
 ProcessResult run_spark_tune(const std::vector<std::string>& args, const std::vector<std::string>& env) {
@@ -14,6 +20,62 @@ ProcessResult run_spark_tune(const std::vector<std::string>& args, const std::ve
     return failed;
   }
   return std::move(*r);
+}
+
+Spawned spawn_tool(const std::vector<std::string>& args, const std::vector<std::string>& env) {
+  int o[2], e[2];
+  if (::pipe2(o, O_CLOEXEC) != 0 || ::pipe2(e, O_CLOEXEC) != 0) return {};
+  std::vector<std::string> env_copy = env;
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::dup2(o[1], 1);
+    ::dup2(e[1], 2);
+    for (auto& kv : env_copy) ::putenv(kv.data());
+    std::vector<std::string> all{SPARK_TUNE_BINARY};
+    all.insert(all.end(), args.begin(), args.end());
+    std::vector<char*> argv;
+    for (auto& a : all) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    ::execv(argv[0], argv.data());
+    ::_exit(127);
+  }
+  ::close(o[1]);
+  ::close(e[1]);
+  return {pid, o[0], e[0]};
+}
+
+Finished finish(Spawned s, std::chrono::seconds limit) {
+  Finished f;
+  auto deadline = std::chrono::steady_clock::now() + limit;
+  bool out_open = true, err_open = true;
+  char buf[4096];
+  while ((out_open || err_open) && std::chrono::steady_clock::now() < deadline) {
+    pollfd p[2] = {{out_open ? s.out : -1, POLLIN, 0}, {err_open ? s.err : -1, POLLIN, 0}};
+    if (::poll(p, 2, 200) < 0) break;
+    for (int i = 0; i < 2; ++i) {
+      if (!p[i].revents) continue;
+      ssize_t n = ::read(p[i].fd, buf, sizeof buf);
+      if (n <= 0) {
+        (i == 0 ? out_open : err_open) = false;
+        continue;
+      }
+      (i == 0 ? f.out : f.err).append(buf, static_cast<size_t>(n));
+    }
+  }
+  if (out_open || err_open) ::kill(s.pid, SIGKILL);
+  ::close(s.out);
+  ::close(s.err);
+  ::waitpid(s.pid, &f.status, 0);
+  return f;
+}
+
+pid_t fork_paused_child() {
+  pid_t child = ::fork();
+  if (child == 0) {
+    ::pause();
+    ::_exit(0);
+  }
+  return child;
 }
 
 }  // namespace spark::test

@@ -6,7 +6,7 @@
 //      vfs_cache_pressure 200, dirty_ratio 5, dirty_background_ratio 2),
 //   3. `spark-tune run` with defaults (and optional --readahead variants),
 // measuring load time, the page-cache peak (sampled every 15 ms: the shards' resident bytes by
-// mincore, and meminfo Cached above its value at start) and how much of an unrelated warm file
+// cachestat(2), and meminfo Cached above its value at start) and how much of an unrelated warm file
 // is still cached after the load.
 //
 //   bench/load_window --dir /var/tmp --shards 4 --shard-size 1G --warm-size 1G
@@ -16,6 +16,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -124,7 +125,11 @@ struct Sampler {
   }
 };
 
-int run_argv(std::vector<std::string> argv) {
+struct RunUsage {
+  double user = 0, sys = 0;  // CPU of the command and the children it waited for (the loader)
+};
+
+int run_argv(std::vector<std::string> argv, RunUsage* usage = nullptr) {
   pid_t pid = ::fork();
   if (pid == 0) {
     int devnull = ::open("/dev/null", O_WRONLY);
@@ -136,7 +141,12 @@ int run_argv(std::vector<std::string> argv) {
     ::_exit(127);
   }
   int status = 0;
-  ::waitpid(pid, &status, 0);
+  struct rusage ru {};
+  ::wait4(pid, &status, 0, &ru);
+  if (usage) {
+    usage->user = static_cast<double>(ru.ru_utime.tv_sec) + static_cast<double>(ru.ru_utime.tv_usec) / 1e6;
+    usage->sys = static_cast<double>(ru.ru_stime.tv_sec) + static_cast<double>(ru.ru_stime.tv_usec) / 1e6;
+  }
   return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
@@ -161,6 +171,7 @@ struct Row {
   double seconds = 0;
   uint64_t shard_peak = 0, cached_peak = 0;
   double warm_kept = 0;
+  RunUsage usage;
   int rc = 0;
 };
 
@@ -304,7 +315,8 @@ int main(int argc, char** argv) {
         sampler.shards = shard_files;
         sampler.begin();
         auto t0 = Clock::now();
-        int rc = run_argv(cmd);
+        RunUsage usage;
+        int rc = run_argv(cmd, &usage);
         double secs = std::chrono::duration<double>(Clock::now() - t0).count();
         sampler.end();
         if (scenario == "recipe") {
@@ -313,7 +325,7 @@ int main(int argc, char** argv) {
           (void)tuner.release("bench:recipe");
         }
         double kept = static_cast<double>(cached_bytes(warm).value_or(0)) / static_cast<double>(warm_size);
-        rows.push_back({scenario, loader, secs, sampler.s.shard_peak, sampler.s.cached_peak_above_start, kept, rc});
+        rows.push_back({scenario, loader, secs, sampler.s.shard_peak, sampler.s.cached_peak_above_start, kept, usage, rc});
         std::cerr << scenario << " " << loader << ": " << secs << " s\n";
       }
 
@@ -322,12 +334,12 @@ int main(int argc, char** argv) {
     std::sort(v.begin(), v.end());
     return v.empty() ? 0.0 : (v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2);
   };
-  std::printf("| loader | scenario | load time, median (min-max) s | vs untuned | shard cache peak | Cached peak above start | unrelated file still cached | failed runs |\n");
-  std::printf("|---|---|---|---|---|---|---|---|\n");
+  std::printf("| loader | scenario | load time, median (min-max) s | vs untuned | shard cache peak | Cached peak above start | unrelated file still cached | loader CPU user/sys s | failed runs |\n");
+  std::printf("|---|---|---|---|---|---|---|---|---|\n");
   for (const auto& loader : loaders) {
     double base = 0;
     for (const auto& scenario : scenarios) {
-      std::vector<double> t, sp, cp, kept;
+      std::vector<double> t, sp, cp, kept, us, sy;
       int failed = 0;
       for (const auto& r : rows)
         if (r.loader == loader && r.scenario == scenario) {
@@ -335,6 +347,8 @@ int main(int argc, char** argv) {
           sp.push_back(static_cast<double>(r.shard_peak));
           cp.push_back(static_cast<double>(r.cached_peak));
           kept.push_back(r.warm_kept);
+          us.push_back(r.usage.user);
+          sy.push_back(r.usage.sys);
           failed += r.rc != 0;
         }
       if (t.empty()) continue;
@@ -342,11 +356,11 @@ int main(int argc, char** argv) {
       if (scenario == "untuned") base = med;
       char vs[32] = "-";
       if (base > 0) std::snprintf(vs, sizeof vs, "%+.0f%%", (med / base - 1) * 100);
-      std::printf("| %s | %s | %.2f (%.2f-%.2f) | %s | %s | %s | %.1f%% | %d |\n", loader.c_str(), scenario.c_str(), med,
+      std::printf("| %s | %s | %.2f (%.2f-%.2f) | %s | %s | %s | %.1f%% | %.2f / %.2f | %d |\n", loader.c_str(), scenario.c_str(), med,
                   *std::min_element(t.begin(), t.end()), *std::max_element(t.begin(), t.end()), vs,
                   format_size(static_cast<uint64_t>(median(sp))).c_str(),
                   format_size(static_cast<uint64_t>(median(cp))).c_str(), *std::min_element(kept.begin(), kept.end()) * 100,
-                  failed);
+                  median(us), median(sy), failed);
     }
   }
   cleanup_settings();

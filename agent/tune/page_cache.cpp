@@ -223,6 +223,7 @@ Result<std::vector<FileMapping>> find_file_mappings(const HostPaths& paths, pid_
     m.pid = pid;
     m.start = std::strtoull(range.substr(0, dash).c_str(), nullptr, 16);
     m.end = std::strtoull(range.substr(dash + 1).c_str(), nullptr, 16);
+    m.offset = std::strtoull(offset.c_str(), nullptr, 16);
     m.dev = makedev(std::strtoul(dev.substr(0, colon).c_str(), nullptr, 16),
                     std::strtoul(dev.substr(colon + 1).c_str(), nullptr, 16));
     m.ino = static_cast<ino_t>(std::strtoull(inode.c_str(), nullptr, 10));
@@ -470,17 +471,29 @@ void CacheKeeper::handle_mapped(std::chrono::steady_clock::time_point now) {
           cold.push_back({m.start, m.end});
           continue;
         }
-        // The sampled probe: one page per stride out of the mapping now, in this process.
+        // The sampled probe: a few file-aligned blocks out of the mapping now, in this process.
         std::vector<std::pair<uint64_t, uint64_t>> samples;
         const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
-        const uint64_t stride = std::max(opt_.sample_stride, page);
-        for (uint64_t at = (m.start + stride - 1) / stride * stride; at + page <= m.end; at += stride)
-          samples.push_back({at, at + page});
+        const uint64_t block = std::max(opt_.sample_block, page), len = m.end - m.start;
+        const size_t count = std::clamp<size_t>(static_cast<size_t>(len / std::max<uint64_t>(opt_.sample_every, 1)),
+                                                opt_.min_samples, opt_.max_samples);
+        for (size_t k = 0; k < count; ++k) {
+          uint64_t want = m.offset + len * (2 * k + 1) / (2 * count);  // the middle of the k-th part
+          uint64_t file_at = want / block * block;
+          if (file_at < m.offset) continue;
+          uint64_t at = m.start + (file_at - m.offset);
+          if (at + block > m.end) continue;
+          if (samples.empty() || samples.back().first != at) samples.push_back({at, at + block});
+        }
+        if (samples.empty())  // a mapping smaller than a block: one page in its middle
+          samples.push_back({(m.start + len / 2) / page * page, (m.start + len / 2) / page * page + page});
         if (pagemap.fd >= 0 && !samples.empty() && advise_process(pid, samples, MADV_PAGEOUT)) {
           ++stats_.probes;
           for (const auto& r : samples)
             if (auto b = mapped_bytes(pagemap.fd, r.first, r.second); b && *b && **b == 0) st.samples.push_back(r);
-          st.rss_after_probe = rss - std::min<uint64_t>(rss, st.samples.size() * page);
+          uint64_t out = 0;
+          for (const auto& r : st.samples) out += r.second - r.first;
+          st.rss_after_probe = rss - std::min<uint64_t>(rss, out);
         }
         if (st.samples.empty()) cold.push_back({m.start, m.end});  // nothing left the mapping: probe by MADV_COLD
         continue;

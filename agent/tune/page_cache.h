@@ -10,9 +10,9 @@
 // and follows each mapping (VMA) by its present page-table entries (PAGEMAP_SCAN over the VMA's
 // range; smaps on kernels before 6.7):
 //   - while it grows, its process is reading it: left alone;
-//   - once it stops growing, it is probed once: process_madvise(MADV_PAGEOUT) of one page in every
-//     `sample_stride` (1/512 of it with the defaults), and the keeper notes which sample pages left
-//     the mapping;
+//   - once it stops growing, it is probed once: process_madvise(MADV_PAGEOUT) of a few sample
+//     blocks spread over it (one 2 MiB block, aligned in the file so that no large folio has to be
+//     split, per 128 MiB; 4 to 64 blocks), and the keeper notes which samples left the mapping;
 //   - `idle_after` later, the samples tell: none mapped again means the process is done with the
 //     mapping (a loader that copied the weights out): MADV_PAGEOUT of the whole mapping frees its
 //     clean file pages. A sample mapped again means the process uses the mapping in place (a CPU
@@ -72,6 +72,7 @@ Result<void> drop_caches(const HostPaths& paths);
 struct FileMapping {
   pid_t pid = 0;
   uint64_t start = 0, end = 0;
+  uint64_t offset = 0;  // file offset of `start`
   dev_t dev = 0;
   ino_t ino = 0;
 };
@@ -98,7 +99,9 @@ struct CacheKeeperOptions {
   MappedPolicy mapped = MappedPolicy::idle;
   std::chrono::milliseconds mapped_period{250};
   std::chrono::milliseconds idle_after{1000};
-  uint64_t sample_stride = 2ULL << 20;  // one probe page per this many bytes of a mapping
+  uint64_t sample_block = 2ULL << 20;     // one sample block (file-aligned) ...
+  uint64_t sample_every = 128ULL << 20;   // ... per this many bytes of a mapping,
+  size_t min_samples = 4, max_samples = 64;
 };
 
 struct CacheKeeperStats {

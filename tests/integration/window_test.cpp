@@ -373,9 +373,9 @@ TEST_F(WindowTest, MappedPagesOfIdleLoaderPagedOutBusyServerKept) {
   ::waitpid(loader, nullptr, 0);
   ::waitpid(server, nullptr, 0);
   EXPECT_TRUE(loader_out) << "idle mapping not paged out: " << info.dump();
-  // The sampled probe takes one page in 512 out of the server's mapping once; the server maps them
-  // again at once, is found in use, and keeps everything else.
-  EXPECT_GE(server_left, (64ull << 20) - (64ull << 20) / 256) << "a mapping in use was paged out: " << info.dump();
+  // The sampled probe takes 4 blocks of 2 MiB out of the server's 64 MiB mapping once; the server
+  // maps them again at once, is found in use, and keeps everything.
+  EXPECT_GE(server_left, (64ull << 20) - (8ull << 20)) << "a mapping in use was paged out: " << info.dump();
   EXPECT_GE(info["cache_stats"]["kept_in_use"].get<uint64_t>(), 1u) << info.dump();
   EXPECT_EQ(info["cache_stats"]["pageouts"].get<uint64_t>(), 1u) << "only the loader's mapping: " << info.dump();
 }
@@ -424,7 +424,7 @@ TEST_F(WindowTest, PagedOutServerTouchedAgainIsKept) {
   ASSERT_TRUE(manager().end(w->id, "test").ok());
   EXPECT_TRUE(paged_out) << "the idle server's mapping was not paged out: " << info.dump();
   EXPECT_TRUE(back) << "the server did not fault its weights back: " << info.dump();
-  EXPECT_GE(lowest, (64ull << 20) - (64ull << 20) / 256) << "paged out again while in use: " << info.dump();
+  EXPECT_GE(lowest, (64ull << 20) - (8ull << 20)) << "paged out again while in use (samples are 8 MiB): " << info.dump();
   EXPECT_EQ(info["cache_stats"]["pageouts"].get<uint64_t>(), 1u) << info.dump();
   EXPECT_GE(info["cache_stats"]["kept_in_use"].get<uint64_t>(), 1u) << info.dump();
 }

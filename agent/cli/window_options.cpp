@@ -27,6 +27,10 @@ void add_window_options(CLI::App& app, WindowCliOptions& o, bool with_pid) {
                  "pages of the files still mapped by a process: idle (page out a mapping untouched 1s after its process stopped reading it, "
                  "default), cold, pageout, off")
       ->type_name("POLICY");
+  app.add_option("--mapped-budget", o.mapped_budget,
+                 "page cache the files may hold while mapped before idle mappings are paged out: auto (default: "
+                 "MemAvailable - files - 10% of RAM) or a size; 0 pages out each mapping once its process is done with it")
+      ->type_name("SIZE|auto");
   app.add_option("--ttl", o.ttl, "the window ends after this long at most (default: the profile's, else 180s)")->type_name("DURATION");
   if (with_pid) app.add_option("--pid", o.pid, "end the window when this process exits")->type_name("PID");
   app.add_option("--until-port", o.until_port, "end the window when HOST:PORT accepts connections (the server is up)")
@@ -66,6 +70,11 @@ Result<WindowSpec> to_spec(const WindowCliOptions& o) {
   if (!o.mapped.empty()) {
     SPARK_TRY(MappedPolicy p, parse_mapped_policy(o.mapped));
     s.mapped = p;
+  }
+  if (!o.mapped_budget.empty()) {
+    auto b = parse_mapped_budget(o.mapped_budget);
+    if (!b) return input_error("--mapped-budget: " + describe(b.error()));
+    s.mapped_budget = *b;
   }
   if (!o.ttl.empty()) {
     auto d = parse_duration(o.ttl);

@@ -17,6 +17,8 @@ const std::vector<OptionInfo>& known_options() {
       {"window.cache", "text", "page-cache control during a window: evict, drop or off"},
       {"window.cache_interval", "duration", "how often the page-cache control runs"},
       {"window.ttl", "duration", "how long a window lasts at most"},
+      {"window.mapped_budget", "text",
+       "page cache the window's mapped files may hold before idle mappings are paged out: auto or a size"},
       {"preflight.factor", "number", "host RAM needed per byte of model"},
       {"preflight.headroom", "size", "host RAM kept free on top of the model"},
       {"detector.stall_ms", "number", "a compaction/reclaim stall longer than this is a fragmentation_stall"},

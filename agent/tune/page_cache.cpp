@@ -383,6 +383,8 @@ void CacheKeeper::handle_mapped(std::chrono::steady_clock::time_point now) {
   std::set<std::pair<pid_t, uint64_t>> live;
   const pid_t self = ::getpid();
   std::vector<bool> mapped(files_.size(), false);
+  const bool over_budget = opt_.mapped_budget == 0 || stats_.mapped_bytes > opt_.mapped_budget;
+  uint64_t mapped_total = 0;
   for (auto it = fs::directory_iterator(paths_.proc, ec); !ec && it != fs::directory_iterator(); it.increment(ec)) {
     const std::string name = it->path().filename().string();
     if (name.empty() || !std::all_of(name.begin(), name.end(), ::isdigit)) continue;
@@ -412,7 +414,10 @@ void CacheKeeper::handle_mapped(std::chrono::steady_clock::time_point now) {
       auto key = std::make_pair(pid, m.start);
       live.insert(key);
       auto& st = vmas_[key];
-      if (st.in_use) continue;
+      if (st.in_use) {  // counted as last measured: not walked again
+        mapped_total += st.last_rss;
+        continue;
+      }
       std::optional<uint64_t> present;
       if (pagemap.fd >= 0)
         if (auto b = mapped_bytes(pagemap.fd, m.start, m.end); b && *b) present = **b;
@@ -424,6 +429,7 @@ void CacheKeeper::handle_mapped(std::chrono::steady_clock::time_point now) {
         present = u->second.rss;
       }
       uint64_t rss = *present;
+      mapped_total += rss;
       if (st.probed && !st.samples.empty()) {
         // A sampled probe is out. Samples mapped again with little else mapped since: the process
         // reads the mapping in place (in use). Much more mapped since: it is loading again.
@@ -459,6 +465,7 @@ void CacheKeeper::handle_mapped(std::chrono::steady_clock::time_point now) {
         st.probed.reset();
         continue;
       }
+      if (!over_budget && !st.probed) continue;  // within the budget: nothing started
       if (opt_.mapped == MappedPolicy::pageout) {
         pageout.push_back({m.start, m.end});
         pageout_files.insert(file_index);
@@ -532,6 +539,7 @@ void CacheKeeper::handle_mapped(std::chrono::steady_clock::time_point now) {
   }
   for (auto it = vmas_.begin(); it != vmas_.end();) it = live.count(it->first) ? std::next(it) : vmas_.erase(it);
   mapped_now_ = mapped;
+  stats_.mapped_bytes = mapped_total;
 }
 
 }  // namespace spark

@@ -26,6 +26,8 @@
 //   - a file that some process maps is not fadvised while mapped: DONTNEED cannot drop its mapped
 //     pages, deactivates them, and drops the read-around pages the loader is about to fault in
 //     (measured: an mmap load 2.5x slower). It is evicted again once no process maps it.
+// A budget (CacheKeeperOptions::mapped_budget) lets the mapped pages stay while they are few
+// enough: nothing is probed or paged out until the files' mapped pages in all processes exceed it.
 // MappedPolicy::cold only applies MADV_COLD (pages reclaimed first under pressure, never forced out);
 // pageout pages out every mapping that stopped growing, without a probe; off leaves mapped pages
 // alone.
@@ -102,6 +104,9 @@ struct CacheKeeperOptions {
   uint64_t sample_block = 2ULL << 20;     // one sample block (file-aligned) ...
   uint64_t sample_every = 128ULL << 20;   // ... per this many bytes of a mapping,
   size_t min_samples = 4, max_samples = 64;
+  // Mappings are probed and paged out only while the window files' mapped pages (all processes)
+  // exceed this many bytes; mappings already probed finish their probe. 0: always.
+  uint64_t mapped_budget = 0;
 };
 
 struct CacheKeeperStats {
@@ -112,6 +117,7 @@ struct CacheKeeperStats {
   uint64_t pageouts = 0;       // MADV_PAGEOUT of whole mappings
   uint64_t probes = 0;         // sampled probes (MADV_PAGEOUT of sample pages)
   uint64_t kept_in_use = 0;    // mappings found in use and left alone
+  uint64_t mapped_bytes = 0;   // the window files' mapped pages at the last scan, all processes
   std::string last_error;
 };
 

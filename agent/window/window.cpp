@@ -14,6 +14,7 @@
 #include "core/fs.h"
 #include "core/log.h"
 #include "core/units.h"
+#include "telemetry/meminfo.h"
 #include "profile/profile_ops.h"
 #include "profile/resolve.h"
 #include "tune/readahead.h"
@@ -71,6 +72,7 @@ json spec_to_json(const WindowSpec& s) {
   if (s.cache) j["cache"] = cache_mode_name(*s.cache);
   if (s.cache_interval) j["cache_interval_ms"] = s.cache_interval->count();
   j["mapped"] = mapped_policy_name(s.mapped);
+  if (s.mapped_budget) j["mapped_budget"] = *s.mapped_budget;
   if (s.ttl) j["ttl_ms"] = s.ttl->count();
   if (!s.profile.empty()) j["profile"] = s.profile;
   if (s.pid) j["pid"] = s.pid;
@@ -100,6 +102,7 @@ Result<WindowSpec> spec_from_json(const json& j) {
       SPARK_TRY(MappedPolicy p, parse_mapped_policy(j.at("mapped").get<std::string>()));
       s.mapped = p;
     }
+    if (j.contains("mapped_budget")) s.mapped_budget = j.at("mapped_budget").get<uint64_t>();
     if (j.contains("ttl_ms")) s.ttl = std::chrono::milliseconds(j.at("ttl_ms").get<int64_t>());
     if (j.contains("pid")) s.pid = j.at("pid").get<pid_t>();
     if (j.contains("until_port")) s.until_port = j.at("until_port").get<std::string>();
@@ -136,6 +139,7 @@ json record_to_json(const WindowRecord& r) {
           {"cache", cache_mode_name(r.cache)},
           {"cache_interval_ms", r.cache_interval_ms},
           {"mapped", mapped_policy_name(r.mapped)},
+          {"mapped_budget", r.mapped_budget},
           {"deadline_ms", r.deadline_ms},
           {"begun_ms", r.begun_ms},
           {"pid", r.pid},
@@ -156,6 +160,7 @@ Result<WindowRecord> record_from_json(const json& j) {
     r.cache_interval_ms = j.value("cache_interval_ms", int64_t{100});
     SPARK_TRY(MappedPolicy p, parse_mapped_policy(j.value("mapped", std::string("idle"))));
     r.mapped = p;
+    r.mapped_budget = j.value("mapped_budget", uint64_t{0});
     r.deadline_ms = j.at("deadline_ms").get<int64_t>();
     r.begun_ms = j.value("begun_ms", int64_t{0});
     r.pid = j.value("pid", pid_t{0});
@@ -166,6 +171,20 @@ Result<WindowRecord> record_from_json(const json& j) {
     return sys_error(EINVAL, std::string("window record in the journal is damaged: ") + e.what());
   }
   return r;
+}
+
+Result<uint64_t> auto_mapped_budget(const HostPaths& paths, uint64_t files_bytes) {
+  SPARK_TRY(MemInfo mi, read_meminfo(paths));
+  uint64_t reserve = mi.total() / 10;
+  uint64_t need = files_bytes + reserve;
+  return mi.available() > need ? mi.available() - need : 0;
+}
+
+Result<std::optional<uint64_t>> parse_mapped_budget(const std::string& s) {
+  if (s == "auto") return std::optional<uint64_t>();
+  auto b = parse_size(s);
+  if (!b) return input_error("mapped budget '" + s + "': give auto or a size (0 pages out idle mappings at once, 8G)");
+  return std::optional<uint64_t>(*b);
 }
 
 Result<uint64_t> process_start_time(const HostPaths& paths, pid_t pid) {
@@ -281,6 +300,12 @@ Result<WindowRecord> WindowManager::begin(const WindowSpec& asked) {
         SPARK_TRY(uint64_t bytes, parse_size(*v));
         spec.readahead_kb = bytes / 1024;
       }
+    if (!spec.mapped_budget)
+      if (auto v = opt("window.mapped_budget")) {
+        auto b = parse_mapped_budget(*v);
+        if (!b) return with_context(b.error(), "profile " + profile_name + " window.mapped_budget");
+        spec.mapped_budget = *b;
+      }
     if (!spec.cache && !spec.files.empty())
       if (auto v = opt("window.cache")) {
         SPARK_TRY(CacheMode m, parse_cache_mode(*v));
@@ -349,6 +374,16 @@ Result<WindowRecord> WindowManager::begin(const WindowSpec& asked) {
   r.cache = cache;
   r.cache_interval_ms = spec.cache_interval->count();
   r.mapped = spec.mapped;
+  if (spec.mapped_budget) {
+    r.mapped_budget = *spec.mapped_budget;
+  } else if (cache == CacheMode::evict && spec.mapped == MappedPolicy::idle) {
+    uint64_t total = 0;
+    for (const auto& f : files) {
+      std::error_code ec;
+      total += fs::file_size(f, ec);
+    }
+    SPARK_TRY(r.mapped_budget, auto_mapped_budget(paths_, total));
+  }
   r.begun_ms = now_real_ms();
   r.deadline_ms = r.begun_ms + spec.ttl->count();
   r.pid = spec.pid;
@@ -401,6 +436,7 @@ Result<void> WindowManager::start_runtime(const WindowRecord& r) {
     CacheKeeperOptions o;
     o.mode = r.cache;
     o.mapped = r.mapped;
+    o.mapped_budget = r.mapped_budget;
     rt->cache = std::make_unique<CacheKeeper>(paths_, files, o);
     rt->next_cache = now;
   }
@@ -477,7 +513,8 @@ json WindowManager::describe_window(const std::string& id) const {
     const auto& s = it->second->cache->stats();
     j["cache_stats"] = {{"ticks", s.ticks},         {"evictions", s.evictions}, {"drops", s.drops},
                         {"cold", s.cold_advices},   {"pageouts", s.pageouts},   {"probes", s.probes},
-                        {"kept_in_use", s.kept_in_use}, {"last_error", s.last_error}};
+                        {"kept_in_use", s.kept_in_use}, {"mapped_bytes", s.mapped_bytes},
+                        {"mapped_budget", it->second->record.mapped_budget}, {"last_error", s.last_error}};
   }
   return j;
 }

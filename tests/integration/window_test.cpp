@@ -359,6 +359,7 @@ TEST_F(WindowTest, MappedPagesOfIdleLoaderPagedOutBusyServerKept) {
   ASSERT_TRUE(both_cached());
   WindowSpec s = spec({loader_file.string(), server_file.string()});
   s.cache_interval = 50ms;
+  s.mapped_budget = 0;  // page out as soon as a mapping is done with (this host has room for 128 MiB)
   auto w = manager().begin(s);
   ASSERT_TRUE(w.ok()) << describe(w.error());
   // fadvise alone cannot drop mapped pages.
@@ -410,6 +411,7 @@ TEST_F(WindowTest, PagedOutServerTouchedAgainIsKept) {
   ASSERT_EQ(*cached_bytes(server_file), 64ull << 20);
   WindowSpec s = spec({server_file.string()});
   s.cache_interval = 50ms;
+  s.mapped_budget = 0;
   auto w = manager().begin(s);
   ASSERT_TRUE(w.ok()) << describe(w.error());
   bool paged_out = pump_until([&] { return cached_bytes(server_file).value_or(0) < (4ull << 20); }, 3s);
@@ -427,6 +429,58 @@ TEST_F(WindowTest, PagedOutServerTouchedAgainIsKept) {
   EXPECT_GE(lowest, (64ull << 20) - (8ull << 20)) << "paged out again while in use (samples are 8 MiB): " << info.dump();
   EXPECT_EQ(info["cache_stats"]["pageouts"].get<uint64_t>(), 1u) << info.dump();
   EXPECT_GE(info["cache_stats"]["kept_in_use"].get<uint64_t>(), 1u) << info.dump();
+}
+
+// The mapped budget: an idle loader's mapping stays while the window's mapped pages are within it,
+// and is paged out once a second mapping takes them over it.
+TEST_F(WindowTest, IdleMappingsStayWithinTheMappedBudget) {
+  auto a = file("a.bin", 64), b = file("b.bin", 64);
+  auto loader = [](const fs::path& p, int go_fd) {
+    pid_t pid = ::fork();
+    if (pid != 0) return pid;
+    char c;
+    if (go_fd >= 0 && ::read(go_fd, &c, 1) != 1) ::_exit(3);
+    int fd = ::open(p.c_str(), O_RDONLY);
+    size_t len = 64ull << 20;
+    auto* m = static_cast<volatile unsigned char*>(::mmap(nullptr, len, PROT_READ, MAP_SHARED, fd, 0));
+    unsigned sum = 0;
+    for (size_t off = 0; off < len; off += 4096) sum += m[off];
+    ::pause();
+    ::_exit(static_cast<int>(sum & 1));
+  };
+  int go[2];
+  ASSERT_EQ(::pipe(go), 0);
+  pid_t first = loader(a, -1), second = loader(b, go[0]);
+  ::close(go[0]);
+  struct Reap {
+    std::vector<pid_t> pids;
+    int fd;
+    ~Reap() {
+      ::close(fd);
+      for (pid_t p : pids) ::kill(p, SIGKILL), ::waitpid(p, nullptr, 0);
+    }
+  } reap{{first, second}, go[1]};
+  for (int i = 0; i < 200 && cached_bytes(a).value_or(0) < (64ull << 20); ++i) std::this_thread::sleep_for(10ms);
+  ASSERT_EQ(*cached_bytes(a), 64ull << 20);
+  WindowSpec s = spec({a.string(), b.string()});
+  s.cache_interval = 50ms;
+  s.mapped_budget = 96ull << 20;
+  auto w = manager().begin(s);
+  ASSERT_TRUE(w.ok()) << describe(w.error());
+  // 64 MiB mapped, budget 96 MiB: the done mapping is left alone, not even probed.
+  pump_until([] { return false; }, 2s);
+  auto within = manager().describe_window(w->id);
+  uint64_t a_within = *cached_bytes(a);
+  // The second loader maps 64 MiB more: 128 MiB > 96 MiB, the idle mappings are paged out.
+  ASSERT_EQ(::write(go[1], "g", 1), 1);
+  bool out = pump_until([&] { return cached_bytes(a).value_or(0) < (4ull << 20); }, 6s);
+  auto over = manager().describe_window(w->id);
+  ASSERT_TRUE(manager().end(w->id, "test").ok());
+  EXPECT_EQ(a_within, 64ull << 20) << within.dump();
+  EXPECT_EQ(within["cache_stats"]["probes"].get<uint64_t>(), 0u) << within.dump();
+  EXPECT_EQ(within["cache_stats"]["mapped_bytes"].get<uint64_t>(), 64ull << 20) << within.dump();
+  EXPECT_TRUE(out) << "over the budget, the idle mapping was not paged out: " << over.dump();
+  EXPECT_GE(over["cache_stats"]["pageouts"].get<uint64_t>(), 1u) << over.dump();
 }
 
 // drop: the recipe. Every file loses its cache, the unrelated one included.

@@ -30,6 +30,28 @@ void add_disk(const test::FixtureRoot& root, const std::string& disk, const std:
   }
 }
 
+// auto: MemAvailable - the files - 10% of MemTotal, never below 0.
+TEST(MappedBudget, AutoLeavesRoomForTheFilesAndAReserve) {
+  test::FixtureRoot root;
+  const uint64_t gib = 1ull << 30;
+  root.meminfo(128ull << 20, 110ull << 20);  // a 128 GiB unified-memory host, 110 GiB available
+  EXPECT_EQ(*auto_mapped_budget(root.paths(), 4 * gib), 110 * gib - 4 * gib - 128 * gib / 10);
+  EXPECT_EQ(*auto_mapped_budget(root.paths(), 70 * gib), 110 * gib - 70 * gib - 128 * gib / 10);
+  EXPECT_EQ(*auto_mapped_budget(root.paths(), 100 * gib), 0u) << "a model as large as what is free: page out as it loads";
+  root.meminfo(16ull << 20, 6ull << 20);
+  EXPECT_EQ(*auto_mapped_budget(root.paths(), 8 * gib), 0u);
+  EXPECT_FALSE(auto_mapped_budget(test::FixtureRoot().paths(), gib).ok()) << "no meminfo: an error, not a guess";
+}
+
+TEST(MappedBudget, ParsesAutoAndSizesRefusesTheRest) {
+  EXPECT_EQ(*parse_mapped_budget("auto"), std::nullopt);
+  EXPECT_EQ(*parse_mapped_budget("0"), std::optional<uint64_t>(0));
+  EXPECT_EQ(*parse_mapped_budget("8G"), std::optional<uint64_t>(8ull << 30));
+  auto bad = parse_mapped_budget("lots");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(describe(bad.error()).find("auto or a size"), std::string::npos) << describe(bad.error());
+}
+
 TEST(Readahead, PartitionResolvesToDiskDmAndLoopToThemselves) {
   test::FixtureRoot root;
   add_disk(root, "nvme0n1", "nvme0n1p2");

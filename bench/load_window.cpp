@@ -27,6 +27,7 @@
 #include <cstdio>
 #include <cstring>
 #include <iostream>
+#include <random>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -184,6 +185,7 @@ int main(int argc, char** argv) {
 
   std::string dir = "/var/tmp", spark_tune;
   int shards = 4, reps = 1;
+  bool shuffle = false;
   uint64_t shard_size = 1ull << 30, warm_size = 1ull << 30;
   std::vector<std::string> loaders{"read", "mmap"};
   std::vector<std::string> scenarios{"untuned", "recipe", "spark-tune"};
@@ -197,6 +199,7 @@ int main(int argc, char** argv) {
     else if (a == "--warm-size") warm_size = parse_size(next()).value_or(1ull << 30);
     else if (a == "--reps") reps = std::stoi(next());
     else if (a == "--spark-tune") spark_tune = next();
+    else if (a == "--shuffle") shuffle = true;
     else if (a == "--loaders") {
       loaders.clear();
       std::stringstream ss(next());
@@ -211,7 +214,7 @@ int main(int argc, char** argv) {
     } else {
       std::cerr << "usage: load_window [--dir D] [--shards N] [--shard-size SIZE] [--warm-size SIZE] [--reps N]\n"
                    "  [--loaders read,mmap] [--scenarios untuned,recipe,spark-tune] [--readahead-variants 8k,128k,...]\n"
-                   "  [--spark-tune PATH]\n";
+                   "  [--spark-tune PATH] [--shuffle]\n";
       return 2;
     }
   }
@@ -261,9 +264,18 @@ int main(int argc, char** argv) {
     run_argv(load);
   }
 
+  // On this VM a scenario's memory state depends on the one before it (freed pages go back to the
+  // hypervisor at once and the next touch pays a host fault), so --shuffle varies the order per
+  // repetition (fixed seed, printed) instead of always running untuned after the same scenario.
+  std::mt19937 rng(20261125);
   for (int rep = 0; rep < reps; ++rep)
-    for (const auto& loader : loaders)
-      for (const auto& scenario : scenarios) {
+    for (const auto& loader : loaders) {
+      std::vector<std::string> order = scenarios;
+      if (shuffle) std::shuffle(order.begin(), order.end(), rng);
+      std::cerr << "repetition " << rep + 1 << " " << loader << ":";
+      for (const auto& s : order) std::cerr << " " << s;
+      std::cerr << "\n";
+      for (const auto& scenario : order) {
         // Same start for everyone: shards cold, the unrelated file fully cached.
         for (const auto& f : shard_files) (void)evict_file(f);
         {
@@ -328,6 +340,7 @@ int main(int argc, char** argv) {
         rows.push_back({scenario, loader, secs, sampler.s.shard_peak, sampler.s.cached_peak_above_start, kept, usage, rc});
         std::cerr << scenario << " " << loader << ": " << secs << " s\n";
       }
+    }
 
   // Median over the repetitions (scenarios were interleaved within each repetition).
   auto median = [](std::vector<double> v) {

@@ -28,8 +28,8 @@ void add_window_options(CLI::App& app, WindowCliOptions& o, bool with_pid) {
                  "default), cold, pageout, off")
       ->type_name("POLICY");
   app.add_option("--mapped-budget", o.mapped_budget,
-                 "page cache the files may hold while mapped before idle mappings are paged out: auto (default: "
-                 "MemAvailable - files - 10% of RAM) or a size; 0 pages out each mapping once its process is done with it")
+                 "page cache the files may hold while mapped before idle mappings are paged out: a size (default: the "
+                 "profile's, else 0 = each mapping once its process is done with it) or auto (MemAvailable - files - 10% of RAM)")
       ->type_name("SIZE|auto");
   app.add_option("--ttl", o.ttl, "the window ends after this long at most (default: the profile's, else 180s)")->type_name("DURATION");
   if (with_pid) app.add_option("--pid", o.pid, "end the window when this process exits")->type_name("PID");
@@ -75,6 +75,7 @@ Result<WindowSpec> to_spec(const WindowCliOptions& o) {
     auto b = parse_mapped_budget(o.mapped_budget);
     if (!b) return input_error("--mapped-budget: " + describe(b.error()));
     s.mapped_budget = *b;
+    s.mapped_budget_auto = !*b;
   }
   if (!o.ttl.empty()) {
     auto d = parse_duration(o.ttl);

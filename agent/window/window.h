@@ -59,7 +59,8 @@ struct WindowSpec {
   std::optional<CacheMode> cache;           // nullopt: evict with files, off without
   std::optional<std::chrono::milliseconds> cache_interval;  // nullopt: profile, else 100ms
   MappedPolicy mapped = MappedPolicy::idle;
-  std::optional<uint64_t> mapped_budget;    // nullopt: profile, else auto (auto_mapped_budget)
+  std::optional<uint64_t> mapped_budget;    // nullopt: the profile's, else 0
+  bool mapped_budget_auto = false;          // "auto": auto_mapped_budget at begin
   std::optional<std::chrono::milliseconds> ttl;             // nullopt: profile, else 180s
   pid_t pid = 0;                            // watched process; 0 = none
   std::string until_port;                   // "HOST:PORT": ends when it accepts connections
@@ -94,12 +95,11 @@ nlohmann::json record_to_json(const WindowRecord& r);
 Result<WindowRecord> record_from_json(const nlohmann::json& j);
 
 // The page cache a window's mapped files may hold before mappings their processes are done with
-// are paged out ("auto"): what stays available once the files themselves are in memory, less a
-// reserve of 10% of RAM. MemAvailable - files - 10% of MemTotal, at least 0. Paging out a mapping
-// costs the loader (measured: +20% on a 4 GiB mmap load on 2 vCPUs, docs/benchmarks-load-window.md),
-// so it is spent only when keeping the pages would eat into memory the host needs: a model as
-// large as what is free (on a unified-memory host its GPU copy comes from the same RAM) gets its
-// done shards paged out as it loads; a small one on a roomy host is left alone.
+// are paged out, when asked for "auto": what stays available once the files themselves are in
+// memory, less a reserve of 10% of RAM. MemAvailable - files - 10% of MemTotal, at least 0. A
+// model as large as what is free (on a unified-memory host its GPU copy comes from the same RAM)
+// gets its done shards paged out as it loads; a small one on a roomy host is left alone. Not the
+// default: measured, paging out at once was faster as well as lower (docs/benchmarks-load-window.md).
 Result<uint64_t> auto_mapped_budget(const HostPaths& paths, uint64_t files_bytes);
 // "auto" -> nullopt, a size -> bytes.
 Result<std::optional<uint64_t>> parse_mapped_budget(const std::string& s);

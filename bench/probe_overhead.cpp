@@ -24,7 +24,10 @@
 // A fourth workload, "reclaim" (ReclaimWorkload below), makes memcg reclaim run all the time, so
 // that the always-on probes fire at all (on the other three they do not).
 //
-// Usage: probe_overhead [--passes N] [--mib M] [--switches K] [--no-bpftrace] [--prog-stats]
+// --toggles T (default 200) adds a fine-grained A/B of the always-on set and of deep mode: programs
+// loaded once, links attached and detached around 16 MiB order0 runs in ABBA order, T pairs.
+//
+// Usage: probe_overhead [--passes N] [--mib M] [--switches K] [--toggles T] [--no-bpftrace] [--prog-stats]
 #include <bpf/bpf.h>
 #include <fcntl.h>
 #include <linux/falloc.h>
@@ -383,6 +386,7 @@ int main(int argc, char** argv) {
   int switches = 100000;
   bool with_bpftrace = true;
   bool prog_stats_on = false;
+  int toggles = 200;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--passes" && i + 1 < argc)
@@ -391,13 +395,15 @@ int main(int argc, char** argv) {
       mib = std::strtoul(argv[++i], nullptr, 10);
     else if (a == "--switches" && i + 1 < argc)
       switches = std::atoi(argv[++i]);
+    else if (a == "--toggles" && i + 1 < argc)
+      toggles = std::atoi(argv[++i]);
     else if (a == "--no-bpftrace")
       with_bpftrace = false;
     else if (a == "--prog-stats")
       prog_stats_on = true;
     else {
       std::fprintf(stderr,
-                   "usage: probe_overhead [--passes N] [--mib M] [--switches K] [--no-bpftrace] [--prog-stats]\n");
+                   "usage: probe_overhead [--passes N] [--mib M] [--switches K] [--toggles T] [--no-bpftrace] [--prog-stats]\n");
       return 2;
     }
   }
@@ -523,6 +529,59 @@ int main(int argc, char** argv) {
       std::printf("\n  per-pass ratio bpftrace/deep: median %.1fx [%.1fx, %.1fx] (n=%zu)", r.median, r.lo, r.hi, r.n);
     }
     std::printf("\n");
+  }
+
+  // Fine-grained A/B: the programs stay loaded and only their links come and go, so "off" and "on"
+  // alternate every few milliseconds (ABBA order) and slow drift of the host cancels out.
+  if (toggles > 0) {
+    size_t chunk = std::min<size_t>(bytes, 16 << 20);
+    std::printf("toggled A/B: %d pairs of %zu-MiB order0 runs, programs loaded, links attached/detached (ABBA)\n",
+                toggles, chunk >> 20);
+    auto toggled = [&](const char* name, const std::function<void(bool)>& set) {
+      std::vector<double> diffs;
+      run_order0(fd, chunk, 1);
+      for (int i = 0; i < toggles; ++i) {
+        bool on_first = (i % 4 == 1 || i % 4 == 2);
+        double a = 0, b = 0;
+        set(on_first);
+        a = run_order0(fd, chunk, 1);
+        set(!on_first);
+        b = run_order0(fd, chunk, 1);
+        diffs.push_back(on_first ? a - b : b - a);
+      }
+      set(false);
+      Estimate e = estimate(diffs);
+      std::printf("  order0   %-10s %+7.1f ns/op [%+.1f, %+.1f] = %+.2f%% [%+.2f%%, %+.2f%%] of %.1f ns/op (n=%zu)", name,
+                  e.median, e.lo, e.hi, e.median / base0 * 100, e.lo / base0 * 100, e.hi / base0 * 100, base0, e.n);
+      if (events_per_op > 0)
+        std::printf("; per event %.1f ns [%.1f, %.1f]", e.median / events_per_op, e.lo / events_per_op,
+                    e.hi / events_per_op);
+      std::printf("\n");
+      return e;
+    };
+    if (auto p = MmProbes::start(paths, {}); p.ok()) {
+      MmProbes probes = std::move(p).value();
+      toggled("always_on", [&](bool on) {
+        if (on)
+          (void)probes.attach();
+        else
+          probes.detach();
+      });
+    }
+    if (auto d = DeepProbe::start(paths, {}); d.ok()) {
+      DeepProbe deep = std::move(d).value();
+      Estimate e = toggled("deep_only", [&](bool on) {
+        if (on)
+          (void)deep.resume();
+        else
+          deep.stop();
+      });
+      if (events_per_op > 0 && d_order0.count("bpftrace")) {
+        Estimate bt = estimate(d_order0["bpftrace"]);
+        std::printf("  bpftrace/deep per event (bpftrace from the passes above, deep toggled): %.1fx (CI bounds %.1fx .. %.1fx)\n",
+                    bt.median / e.median, e.hi > 0 ? bt.lo / e.hi : 0.0, e.lo > 0 ? bt.hi / e.lo : 0.0);
+      }
+    }
   }
 
   if (prog_stats_on) {

@@ -311,6 +311,13 @@ std::vector<std::string> MmProbes::describe() const {
   return out;
 }
 
+void MmProbes::detach() {
+  Impl& m = *impl_;
+  for (auto* l : m.links) bpf_link__destroy(l);
+  m.links.clear();
+  for (auto& c : m.choices) c.attached = false;
+}
+
 std::vector<uint32_t> MmProbes::program_ids() const {
   return impl_->skel ? loaded_program_ids(impl_->skel->obj) : std::vector<uint32_t>{};
 }
@@ -383,6 +390,7 @@ struct DeepProbe::Impl {
   // In attach order: task_switch before page_alloc, so every counted allocation's task is flushed
   // when it leaves the CPU; detached in reverse (page_alloc first).
   std::vector<bpf_link*> links;
+  std::vector<bpf_program*> progs;  // what links attach, in attach order
   std::string kind;  // page_alloc's program type
   std::chrono::steady_clock::time_point started;
   std::chrono::steady_clock::time_point stopped;
@@ -440,15 +448,30 @@ Result<DeepProbe> DeepProbe::start(const HostPaths& paths, const ProbeKindPolicy
       return sys_error(ENOENT, std::string(what) + ": no program type loads" +
                                    (c && !c->error.empty() ? " (" + c->error + ")" : std::string()) +
                                    "; deep mode needs both");
-  for (const ProbeChoice* c : {sw, alloc}) {
-    bpf_link* link = bpf_program__attach(chosen_program(d.skel->obj, *c));
-    if (!link) return errno_error(std::string("attaching deep mode's ") + c->tracepoint);
+  for (const ProbeChoice* c : {sw, alloc}) d.progs.push_back(chosen_program(d.skel->obj, *c));
+  d.kind = probe_kind_name(*alloc->kind);
+  DeepProbe out(std::move(impl));
+  SPARK_TRY_VOID(out.resume());
+  for (auto& c : out.impl_->choices) c.attached = true;
+  return out;
+}
+
+Result<void> DeepProbe::resume() {
+  Impl& d = *impl_;
+  if (!d.links.empty()) return {};
+  for (bpf_program* p : d.progs) {
+    bpf_link* link = bpf_program__attach(p);
+    if (!link) {
+      int err = errno;
+      d.detach();
+      return sys_error(err, std::string("attaching deep mode's ") + bpf_program__name(p));
+    }
     d.links.push_back(link);
   }
-  for (auto& c : d.choices) c.attached = true;
-  d.kind = probe_kind_name(*alloc->kind);
-  d.started = std::chrono::steady_clock::now();
-  return DeepProbe(std::move(impl));
+  // The period counts attached time only.
+  auto now = std::chrono::steady_clock::now();
+  d.started = d.stopped > d.started ? now - (d.stopped - d.started) : now;
+  return {};
 }
 
 void DeepProbe::stop() {

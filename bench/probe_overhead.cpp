@@ -24,8 +24,10 @@
 // A fourth workload, "reclaim" (ReclaimWorkload below), makes memcg reclaim run all the time, so
 // that the always-on probes fire at all (on the other three they do not).
 //
-// --toggles T (default 200) adds a fine-grained A/B of the always-on set and of deep mode: programs
-// loaded once, links attached and detached around 16 MiB order0 runs in ABBA order, T pairs.
+// --toggles T (default 200) adds a fine-grained A/B of the always-on set, of an empty tp_btf program
+// on kmem:mm_page_alloc (the kernel's dispatch cost alone: the floor for any program there) and of
+// deep mode: programs loaded once, links attached and detached around 16 MiB order0 runs in ABBA
+// order, T pairs.
 //
 // Usage: probe_overhead [--passes N] [--mib M] [--switches K] [--toggles T] [--no-bpftrace] [--prog-stats]
 #include <bpf/bpf.h>
@@ -55,6 +57,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench_floor.skel.h"
 #include "core/fs.h"
 #include "core/host_paths.h"
 #include "telemetry/mm_probes.h"
@@ -567,6 +570,18 @@ int main(int argc, char** argv) {
         else
           probes.detach();
       });
+    }
+    // The dispatch floor: an empty tp_btf program on the same tracepoint.
+    if (bench_floor* fl = bench_floor__open_and_load()) {
+      bpf_link* link = nullptr;
+      toggled("empty_prog", [&](bool on) {
+        if (on && !link) link = bpf_program__attach(fl->progs.floor_btf);
+        if (!on && link) {
+          bpf_link__destroy(link);
+          link = nullptr;
+        }
+      });
+      bench_floor__destroy(fl);
     }
     if (auto d = DeepProbe::start(paths, {}); d.ok()) {
       DeepProbe deep = std::move(d).value();

@@ -24,7 +24,7 @@
 // A fourth workload, "reclaim" (ReclaimWorkload below), makes memcg reclaim run all the time, so
 // that the always-on probes fire at all (on the other three they do not).
 //
-// --toggles T (default 200) adds a fine-grained A/B of the always-on set, of an empty tp_btf program
+// --toggles T (default 200) adds a fine-grained, interleaved A/B of the always-on set, of an empty tp_btf program
 // on kmem:mm_page_alloc (the kernel's dispatch cost alone: the floor for any program there) and of
 // deep mode: programs loaded once, links attached and detached around 16 MiB order0 runs in ABBA
 // order, T pairs.
@@ -538,65 +538,85 @@ int main(int argc, char** argv) {
   // alternate every few milliseconds (ABBA order) and slow drift of the host cancels out.
   if (toggles > 0) {
     size_t chunk = std::min<size_t>(bytes, 16 << 20);
-    std::printf("toggled A/B: %d pairs of %zu-MiB order0 runs, programs loaded, links attached/detached (ABBA)\n",
+    std::printf("toggled A/B: %d rounds; per round, each subject (order rotated) gets one ABBA-ordered pair of\n"
+                "  %zu-MiB order0 runs, programs loaded once, only their links attached/detached\n",
                 toggles, chunk >> 20);
-    auto toggled = [&](const char* name, const std::function<void(bool)>& set) {
+    struct Subject {
+      const char* name;
+      std::function<void(bool)> set;
       std::vector<double> diffs;
-      run_order0(fd, chunk, 1);
-      for (int i = 0; i < toggles; ++i) {
+    };
+    std::vector<Subject> subjects;
+    std::optional<MmProbes> probes;
+    if (auto p = MmProbes::start(paths, {}); p.ok()) {
+      probes.emplace(std::move(p).value());
+      probes->detach();
+      subjects.push_back({"always_on", [&](bool on) {
+                            if (on)
+                              (void)probes->attach();
+                            else
+                              probes->detach();
+                          }});
+    }
+    // The dispatch floor: an empty tp_btf program on the same tracepoint.
+    bench_floor* fl = bench_floor__open_and_load();
+    bpf_link* floor_link = nullptr;
+    if (fl)
+      subjects.push_back({"empty_prog", [&](bool on) {
+                            if (on && !floor_link) floor_link = bpf_program__attach(fl->progs.floor_btf);
+                            if (!on && floor_link) {
+                              bpf_link__destroy(floor_link);
+                              floor_link = nullptr;
+                            }
+                          }});
+    std::optional<DeepProbe> deep;
+    if (auto d = DeepProbe::start(paths, {}); d.ok()) {
+      deep.emplace(std::move(d).value());
+      deep->stop();
+      subjects.push_back({"deep_only", [&](bool on) {
+                            if (on)
+                              (void)deep->resume();
+                            else
+                              deep->stop();
+                          }});
+    }
+    run_order0(fd, chunk, 1);
+    for (int i = 0; i < toggles; ++i)
+      for (size_t k = 0; k < subjects.size(); ++k) {
+        Subject& sj = subjects[(k + static_cast<size_t>(i)) % subjects.size()];
         bool on_first = (i % 4 == 1 || i % 4 == 2);
-        double a = 0, b = 0;
-        set(on_first);
-        a = run_order0(fd, chunk, 1);
-        set(!on_first);
-        b = run_order0(fd, chunk, 1);
-        diffs.push_back(on_first ? a - b : b - a);
+        // Attaching and detaching leave deferred work behind (RCU callbacks, link release on a
+        // workqueue): let it run before a timed run, so it is not charged to either side.
+        auto settle = [] { std::this_thread::sleep_for(std::chrono::milliseconds(10)); };
+        sj.set(on_first);
+        settle();
+        double a = run_order0(fd, chunk, 1);
+        sj.set(!on_first);
+        settle();
+        double b = run_order0(fd, chunk, 1);
+        sj.set(false);
+        sj.diffs.push_back(on_first ? a - b : b - a);
       }
-      set(false);
-      Estimate e = estimate(diffs);
-      std::printf("  order0   %-10s %+7.1f ns/op [%+.1f, %+.1f] = %+.2f%% [%+.2f%%, %+.2f%%] of %.1f ns/op (n=%zu)", name,
-                  e.median, e.lo, e.hi, e.median / base0 * 100, e.lo / base0 * 100, e.hi / base0 * 100, base0, e.n);
+    std::optional<Estimate> deep_e;
+    for (auto& sj : subjects) {
+      Estimate e = estimate(sj.diffs);
+      std::printf("  order0   %-10s %+7.1f ns/op [%+.1f, %+.1f] = %+.2f%% [%+.2f%%, %+.2f%%] of %.1f ns/op (n=%zu)",
+                  sj.name, e.median, e.lo, e.hi, e.median / base0 * 100, e.lo / base0 * 100, e.hi / base0 * 100,
+                  base0, e.n);
       if (events_per_op > 0)
         std::printf("; per event %.1f ns [%.1f, %.1f]", e.median / events_per_op, e.lo / events_per_op,
                     e.hi / events_per_op);
       std::printf("\n");
-      return e;
-    };
-    if (auto p = MmProbes::start(paths, {}); p.ok()) {
-      MmProbes probes = std::move(p).value();
-      toggled("always_on", [&](bool on) {
-        if (on)
-          (void)probes.attach();
-        else
-          probes.detach();
-      });
+      if (std::string(sj.name) == "deep_only") deep_e = e;
     }
-    // The dispatch floor: an empty tp_btf program on the same tracepoint.
-    if (bench_floor* fl = bench_floor__open_and_load()) {
-      bpf_link* link = nullptr;
-      toggled("empty_prog", [&](bool on) {
-        if (on && !link) link = bpf_program__attach(fl->progs.floor_btf);
-        if (!on && link) {
-          bpf_link__destroy(link);
-          link = nullptr;
-        }
-      });
-      bench_floor__destroy(fl);
+    if (deep_e && events_per_op > 0 && d_order0.count("bpftrace")) {
+      Estimate bt = estimate(d_order0["bpftrace"]);
+      const Estimate& e = *deep_e;
+      std::printf("  bpftrace/deep per event (bpftrace from the passes above, deep toggled): %.1fx (CI bounds %.1fx .. %.1fx)\n",
+                  bt.median / e.median, e.hi > 0 ? bt.lo / e.hi : 0.0, e.lo > 0 ? bt.hi / e.lo : 0.0);
     }
-    if (auto d = DeepProbe::start(paths, {}); d.ok()) {
-      DeepProbe deep = std::move(d).value();
-      Estimate e = toggled("deep_only", [&](bool on) {
-        if (on)
-          (void)deep.resume();
-        else
-          deep.stop();
-      });
-      if (events_per_op > 0 && d_order0.count("bpftrace")) {
-        Estimate bt = estimate(d_order0["bpftrace"]);
-        std::printf("  bpftrace/deep per event (bpftrace from the passes above, deep toggled): %.1fx (CI bounds %.1fx .. %.1fx)\n",
-                    bt.median / e.median, e.hi > 0 ? bt.lo / e.hi : 0.0, e.lo > 0 ? bt.hi / e.lo : 0.0);
-      }
-    }
+    deep.reset();
+    if (fl) bench_floor__destroy(fl);
   }
 
   if (prog_stats_on) {

@@ -87,16 +87,16 @@ struct mm_event {
 	char memcg_name[64]; /* leaf name of memcg_id */
 };
 
-/* Deep mode (mm_deep.bpf.c): per-CPU state, one map lookup per page allocation. The task that
- * allocates on a CPU accumulates here; its counts move to the alloc_tasks hash only when another
- * task allocates on that CPU (user space adds what is still pending). */
+/* Deep mode (mm_deep.bpf.c): per-CPU state, found without a helper call (the per-CPU array
+ * lookup is inlined). The task running on a CPU accumulates here; sched_switch moves its counts to
+ * the alloc_tasks hash when it leaves the CPU (user space adds what is still pending). */
 struct mm_deep_cpu {
-	__u64 orders[MM_ORDERS];
-	__u64 calls;
+	__u64 calls;  /* allocations since the last flush, by tgid below */
 	__u64 pages;
-	__u32 tgid;
+	__u32 tgid;   /* valid while calls != 0 */
 	__u32 pad;
 	char comm[16];
+	__u64 orders[MM_ORDERS]; /* the order histogram (never flushed) */
 };
 
 /* Deep mode: per-task page allocation totals. */

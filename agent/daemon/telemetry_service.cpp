@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "core/log.h"
+#include "core/units.h"
 #include "profile/profile_options.h"
 #include "state/journal.h"
 #include "telemetry/monitor_view.h"
@@ -31,10 +32,24 @@ Result<void> TelemetryService::on_start(ServiceContext& ctx) {
   lo.use_bpf = opt_.use_bpf && ctx.paths().proc == HostPaths::system().proc;
   // Detector thresholds from the policy: the applied profile's [detector] table, else built-in.
   std::optional<double> flood_gib_per_s;
+  DeepTriggerPolicy deep = opt_.deep;
   if (auto po = profile_options(ctx.paths(), std::nullopt); po) {
+    for (auto [key, field] : {std::pair{"detector.deep_seconds", &deep.period},
+                              std::pair{"detector.deep_cooldown_s", &deep.cooldown}})
+      if (auto v = po->get(key)) {
+        std::string why;
+        if (auto ms = parse_policy_seconds(*v, &why))
+          *field = *ms;
+        else
+          log_warning(std::string("telemetry: ") + key + " " + why + "; using the default");
+      }
     if (auto v = po->get("detector.stall_ms")) {
       try {
-        lo.probes.stall_threshold = std::chrono::milliseconds(std::stoll(*v));
+        // Fractions allowed ("0.05" = 50 us); the probes take nanoseconds.
+        size_t used = 0;
+        double ms = std::stod(*v, &used);
+        if (used != v->size() || !(ms > 0) || ms > 3.6e6) throw std::invalid_argument(*v);
+        lo.probes.stall_threshold = std::chrono::nanoseconds(static_cast<int64_t>(ms * 1e6));
       } catch (...) {
         log_warning("telemetry: detector.stall_ms '" + *v + "' is not a number of milliseconds; using the default");
       }
@@ -59,7 +74,14 @@ Result<void> TelemetryService::on_start(ServiceContext& ctx) {
     t.pagecache_growth_bytes_per_s = static_cast<uint64_t>(*flood_gib_per_s * static_cast<double>(1ull << 30));
   // The agent knows when a load window is open (on_timer): a flood is judged during windows only.
   t.pagecache_only_in_window = true;
+  bool can_deep = source->has_probes();
   hub_ = std::make_unique<TelemetryHub>(std::move(source), t, opt_.tick, 20);
+  // Deep mode on a fragmentation_stall / reclaim_storm, for a bounded period, then a cooldown.
+  if (can_deep && deep.period.count() > 0) {
+    hub_->set_deep_trigger(deep);
+    log_info("telemetry: the detector attaches deep mode for " + format_duration(deep.period) + " on " +
+             "fragmentation_stall or reclaim_storm, at most once per " + format_duration(deep.cooldown));
+  }
   // The baseline sample, so the first tick yields a frame.
   SPARK_TRY_VOID(hub_->step(std::chrono::milliseconds(0)));
 
@@ -129,6 +151,10 @@ Result<void> TelemetryService::on_start(ServiceContext& ctx) {
              {"probes_attached", on},
              {"probes_total", total},
              {"events_total", hub_->totals()},
+             {"deep", {{"attached", hub_->source().deep_attached()},
+                       {"period_ms", hub_->deep_trigger().policy().period.count()},
+                       {"cooldown_ms", hub_->deep_trigger().policy().cooldown.count()},
+                       {"reports", hub_->last_deep_report().has_value()}}},
              {"requests", requests_}};
     out["metrics"] = http_ ? json(endpoint_url(opt_.metrics_address, http_->port())) : json(nullptr);
     return out;
@@ -168,7 +194,9 @@ void TelemetryService::advance() {
   step_error_logged_ = false;
   for (const auto& e : step->events) {
     json j = to_json(e);
-    j["seq"] = ++event_seq_;
+    // The hub numbers its events (a deep_report names its trigger by that number).
+    event_seq_ = e.seq ? e.seq : event_seq_ + 1;
+    j["seq"] = event_seq_;
     events_.emplace_back(event_seq_, std::move(j));
     while (events_.size() > opt_.keep_events) events_.pop_front();
   }

@@ -8,7 +8,8 @@
 //                     from now); with wait_ms (at most 10 s) a long-poll: the answer comes when an
 //                     event after the cursor is there or the wait is over
 //   telemetry.metrics {}  -> {"text": Prometheus exposition}
-//   telemetry.status  {}  -> probe status, details, metrics endpoint, requests served by kind
+//   telemetry.status  {}  -> probe status, details, metrics endpoint, requests served by kind,
+//                     deep mode (attached now, period, cooldown, whether a report was made)
 // and, unless switched off, GET /metrics over HTTP on loopback (metrics_http.h).
 #pragma once
 
@@ -30,6 +31,9 @@ struct TelemetryServiceOptions {
   bool metrics_address_explicit = false;  // a non-loopback address only when the user named it
   std::chrono::milliseconds tick{1000};
   size_t keep_events = 512;
+  // Deep mode started by the detector; the profile's [detector] deep_seconds / deep_cooldown_s
+  // override these.
+  DeepTriggerPolicy deep;
 };
 // What `spark-tune agent` sets from its options before the agent starts its services.
 TelemetryServiceOptions& telemetry_service_options();

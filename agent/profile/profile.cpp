@@ -23,6 +23,10 @@ const std::vector<OptionInfo>& known_options() {
       {"preflight.headroom", "size", "host RAM kept free on top of the model"},
       {"detector.stall_ms", "number", "a compaction/reclaim stall longer than this is a fragmentation_stall"},
       {"detector.flood_gib_per_s", "number", "page-cache growth rate that is a pagecache_flood"},
+      {"detector.deep_seconds", "number",
+       "seconds of deep mode (page allocations by order and task) the detector attaches on a "
+       "fragmentation_stall or reclaim_storm; 0 = never"},
+      {"detector.deep_cooldown_s", "number", "seconds after a deep-mode period before the detector may attach it again"},
   };
   return options;
 }

@@ -1,6 +1,9 @@
 #include "telemetry/hub.h"
 
 #include <algorithm>
+#include <cstdio>
+
+#include "core/log.h"
 
 #include "telemetry/metrics.h"
 #include "telemetry/monitor_view.h"
@@ -11,7 +14,8 @@ TelemetryHub::TelemetryHub(std::unique_ptr<TelemetrySource> source, StallThresho
                            std::chrono::milliseconds tick, size_t keep_recent)
     : source_(std::move(source)), detector_(thresholds), tick_(tick), keep_recent_(keep_recent) {}
 
-void TelemetryHub::record(const DetectedEvent& e) {
+void TelemetryHub::record(DetectedEvent& e) {
+  e.seq = ++seq_;
   ++totals_[e.kind];
   recent_.push_back(e);
   while (recent_.size() > keep_recent_) recent_.pop_front();
@@ -30,6 +34,9 @@ Result<TelemetryHub::Step> TelemetryHub::step(std::chrono::milliseconds timeout)
   auto until_tick =
       std::max(std::chrono::milliseconds(0), std::chrono::duration_cast<std::chrono::milliseconds>(next_sample_ - now));
   // OOM victims and long stalls go out the moment the ring buffer delivers them.
+  if (auto due = deep_trigger_.due())
+    until_tick = std::max(std::chrono::milliseconds(0),
+                          std::min(until_tick, std::chrono::duration_cast<std::chrono::milliseconds>(*due - now)));
   auto polled = source_->poll_events(std::min(timeout, until_tick), [&](const MmEvent& e) {
     if (auto d = detector_.on_event(e, std::chrono::system_clock::now())) {
       record(*d);
@@ -40,7 +47,10 @@ Result<TelemetryHub::Step> TelemetryHub::step(std::chrono::milliseconds timeout)
   for (const auto& e : out.events) interval_events_.push_back(e);
   // A PSI trigger closes the interval at once: pressure is judged on fresh numbers.
   if (source_->take_pressure_trigger()) psi_triggered_ = true;
-  if (!psi_triggered_ && std::chrono::steady_clock::now() < next_sample_) return out;
+  if (!psi_triggered_ && std::chrono::steady_clock::now() < next_sample_) {
+    deep_step(out);
+    return out;
+  }
   SPARK_TRY(TelemetrySample s, source_->sample());
   prev_ = std::move(cur_);
   cur_ = std::move(s);
@@ -54,6 +64,7 @@ Result<TelemetryHub::Step> TelemetryHub::step(std::chrono::milliseconds timeout)
     out.events.push_back(d);
     interval_events_.push_back(std::move(d));
   }
+  deep_step(out);
   next_sample_ += tick_;
   if (next_sample_ < std::chrono::steady_clock::now()) next_sample_ = std::chrono::steady_clock::now() + tick_;
   out.interval = &*interval_;
@@ -61,6 +72,85 @@ Result<TelemetryHub::Step> TelemetryHub::step(std::chrono::milliseconds timeout)
   last_interval_events_.swap(interval_events_);
   interval_events_.clear();
   return out;
+}
+
+std::chrono::steady_clock::time_point TelemetryHub::next_tick() const {
+  if (auto due = deep_trigger_.due()) return std::min(next_sample_, *due);
+  return next_sample_;
+}
+
+namespace {
+
+std::string short_bytes(uint64_t pages) {
+  double b = static_cast<double>(pages) * 4096;
+  char buf[32];
+  if (b >= double(1ull << 30))
+    std::snprintf(buf, sizeof buf, "%.1f GiB", b / double(1ull << 30));
+  else
+    std::snprintf(buf, sizeof buf, "%.1f MiB", b / double(1ull << 20));
+  return buf;
+}
+
+DetectedEvent deep_report_event(const DeepReport& r, const DetectedEvent& cause) {
+  DetectedEvent d;
+  d.kind = "deep_report";
+  d.at = std::chrono::system_clock::now();
+  uint64_t allocs = 0, high = 0;
+  for (size_t o = 0; o < r.orders.size(); ++o) {
+    allocs += r.orders[o];
+    if (o >= 4) high += r.orders[o];
+  }
+  char head[160];
+  std::snprintf(head, sizeof head, "deep mode %.1f s after %s #%llu: %llu page allocations (%llu of order >= 4)",
+                r.seconds, cause.kind.c_str(), static_cast<unsigned long long>(cause.seq),
+                static_cast<unsigned long long>(allocs), static_cast<unsigned long long>(high));
+  d.summary = head;
+  for (size_t i = 0; i < r.top.size() && i < 3; ++i)
+    d.summary += (i ? ", " : "; top: ") + r.top[i].comm + "(" + std::to_string(r.top[i].tgid) + ") " +
+                 short_bytes(r.top[i].pages);
+  d.hint = "the tasks that allocated most while the host stalled; many high-order allocations compete for "
+           "contiguous memory (THP, pinned buffers): see spark-tune monitor's free-by-order bars";
+  d.evidence = deep_json(r);
+  d.evidence["trigger"] = {{"seq", cause.seq}, {"event", cause.kind}, {"summary", cause.summary}};
+  d.evidence["detached"] = true;
+  return d;
+}
+
+}  // namespace
+
+// Deep mode started by the detector: end a period that is due (report, detach), or start one on
+// an event of a triggering kind.
+void TelemetryHub::deep_step(Step& out) {
+  auto now = std::chrono::steady_clock::now();
+  if (auto due = deep_trigger_.due(); due && now >= *due) {
+    auto r = source_->deep_finish(deep_trigger_.policy().top_n);
+    deep_trigger_.finished(now);
+    if (r.ok() && deep_cause_) {
+      last_deep_ = *r;
+      DetectedEvent d = deep_report_event(*r, *deep_cause_);
+      record(d);
+      out.events.push_back(d);
+      interval_events_.push_back(std::move(d));
+    } else if (!r.ok()) {
+      log_warning("telemetry: deep mode report: " + describe(r.error()));
+    }
+    deep_cause_.reset();
+  }
+  if (deep_trigger_.running()) return;
+  for (const auto& e : out.events) {
+    if (!deep_trigger_.should_start(e.kind, now)) continue;
+    if (auto st = source_->deep_start(); st.ok()) {
+      deep_trigger_.started(now);
+      deep_cause_ = e;
+      log_info("telemetry: deep mode attached for " + std::to_string(deep_trigger_.policy().period.count()) +
+               " ms after " + e.kind);
+    } else {
+      deep_trigger_.failed(now);
+      if (!deep_error_logged_) log_warning("telemetry: deep mode not attached: " + describe(st.error()));
+      deep_error_logged_ = true;
+    }
+    break;
+  }
 }
 
 nlohmann::json TelemetryHub::latest_json() const {
@@ -77,6 +167,8 @@ std::string TelemetryHub::metrics() const {
   MetricsExtras x;
   std::tie(x.probes_attached, x.probes_total) = source_->probe_counts();
   x.detected_events_total = totals_;
+  x.deep_attached = source_->deep_attached();
+  x.last_deep = last_deep_ ? &*last_deep_ : nullptr;
   return render_metrics(*cur_, x);
 }
 

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "telemetry/deep_trigger.h"
 #include "telemetry/sample.h"
 #include "telemetry/stall_detector.h"
 
@@ -33,8 +34,14 @@ class TelemetryHub {
   Result<Step> step(std::chrono::milliseconds timeout);
 
   void set_window_open(bool open) { window_open_ = open; }
-  // When the next sample is due (a daemon's timer); meaningful after the first step().
-  std::chrono::steady_clock::time_point next_tick() const { return next_sample_; }
+  // Deep mode started by the detector (deep_trigger.h); off (period 0) unless set. The report
+  // comes as a "deep_report" event whose evidence names the triggering event's seq.
+  void set_deep_trigger(const DeepTriggerPolicy& p) { deep_trigger_ = DeepTrigger(p); }
+  const DeepTrigger& deep_trigger() const { return deep_trigger_; }
+  const std::optional<DeepReport>& last_deep_report() const { return last_deep_; }
+  // When step() is next due (a daemon's timer): the next sample, or the end of a deep period;
+  // meaningful after the first step().
+  std::chrono::steady_clock::time_point next_tick() const;
   TelemetrySource& source() { return *source_; }
   const std::optional<TelemetrySample>& latest() const { return cur_; }
   const std::deque<DetectedEvent>& recent() const { return recent_; }
@@ -46,7 +53,8 @@ class TelemetryHub {
   std::string metrics() const;
 
  private:
-  void record(const DetectedEvent& e);
+  void record(DetectedEvent& e);
+  void deep_step(Step& out);
   std::unique_ptr<TelemetrySource> source_;
   StallDetector detector_;
   std::chrono::milliseconds tick_;
@@ -60,6 +68,11 @@ class TelemetryHub {
   bool psi_triggered_ = false;
   std::deque<DetectedEvent> recent_;
   std::map<std::string, uint64_t> totals_;
+  uint64_t seq_ = 0;
+  DeepTrigger deep_trigger_{DeepTriggerPolicy{std::chrono::milliseconds(0)}};
+  std::optional<DetectedEvent> deep_cause_;
+  std::optional<DeepReport> last_deep_;
+  bool deep_error_logged_ = false;
 };
 
 }  // namespace spark

@@ -188,12 +188,30 @@ std::vector<MetricFamily> collect_metrics(const TelemetrySample& s, const Metric
 
   auto detected =
       family("spark_tune_detected_events_total", "events raised by the stall detector", MetricType::Counter);
-  for (const char* kind : {"fragmentation_stall", "reclaim_storm", "pagecache_flood", "oom_kill"}) {
+  for (const char* kind : {"fragmentation_stall", "reclaim_storm", "pagecache_flood", "oom_kill", "deep_report"}) {
     auto it = extras.detected_events_total.find(kind);
     counter(detected, {{"event", kind}},
             it == extras.detected_events_total.end() ? 0.0 : static_cast<double>(it->second));
   }
   out.push_back(std::move(detected));
+
+  auto deep = family("spark_tune_deep_mode_attached",
+                     "deep mode (kmem:mm_page_alloc) attached now, by the detector", MetricType::Gauge);
+  gauge(deep, {}, extras.deep_attached ? 1 : 0);
+  out.push_back(std::move(deep));
+  if (extras.last_deep) {
+    auto by_order = family("spark_tune_deep_last_allocations",
+                           "page allocations by order during the last deep-mode period", MetricType::Gauge);
+    for (size_t o = 0; o < extras.last_deep->orders.size(); ++o)
+      if (o <= 10 || extras.last_deep->orders[o])
+        gauge(by_order, {{"order", std::to_string(o)}}, static_cast<double>(extras.last_deep->orders[o]));
+    out.push_back(std::move(by_order));
+    auto tasks = family("spark_tune_deep_last_task_pages",
+                        "pages allocated by the top tasks during the last deep-mode period", MetricType::Gauge);
+    for (const auto& t : extras.last_deep->top)
+      gauge(tasks, {{"pid", std::to_string(t.tgid)}, {"comm", t.comm}}, static_cast<double>(t.pages));
+    out.push_back(std::move(tasks));
+  }
   return out;
 }
 

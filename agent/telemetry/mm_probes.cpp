@@ -149,6 +149,20 @@ Result<std::vector<T>> read_percpu(bpf_map* map, uint32_t key) {
   return values;
 }
 
+// The kernel ids of an object's loaded programs.
+std::vector<uint32_t> loaded_program_ids(bpf_object* obj) {
+  std::vector<uint32_t> ids;
+  bpf_program* p = nullptr;
+  bpf_object__for_each_program(p, obj) {
+    int fd = bpf_program__fd(p);
+    if (fd < 0) continue;
+    bpf_prog_info info{};
+    uint32_t len = sizeof info;
+    if (bpf_obj_get_info_by_fd(fd, &info, &len) == 0) ids.push_back(info.id);
+  }
+  return ids;
+}
+
 }  // namespace
 
 // ---- MmProbes --------------------------------------------------------------------------------
@@ -297,6 +311,17 @@ std::vector<std::string> MmProbes::describe() const {
   return out;
 }
 
+void MmProbes::detach() {
+  Impl& m = *impl_;
+  for (auto* l : m.links) bpf_link__destroy(l);
+  m.links.clear();
+  for (auto& c : m.choices) c.attached = false;
+}
+
+std::vector<uint32_t> MmProbes::program_ids() const {
+  return impl_->skel ? loaded_program_ids(impl_->skel->obj) : std::vector<uint32_t>{};
+}
+
 size_t MmProbes::attached_count() const {
   size_t n = 0;
   for (const auto& c : impl_->choices) n += c.attached;
@@ -362,12 +387,22 @@ struct DeepProbe::Impl {
   std::unique_ptr<KernelTracepointCatalog> catalog;
   std::vector<ProbeChoice> choices;
   mm_deep* skel = nullptr;
-  bpf_link* link = nullptr;
+  // In attach order: task_switch before page_alloc, so every counted allocation's task is flushed
+  // when it leaves the CPU; detached in reverse (page_alloc first).
+  std::vector<bpf_link*> links;
+  std::vector<bpf_program*> progs;  // what links attach, in attach order
+  std::string kind;  // page_alloc's program type
   std::chrono::steady_clock::time_point started;
   std::chrono::steady_clock::time_point stopped;
   explicit Impl(const HostPaths& p) : catalog(std::make_unique<KernelTracepointCatalog>(p)) {}
+  void detach() {
+    while (!links.empty()) {
+      bpf_link__destroy(links.back());
+      links.pop_back();
+    }
+  }
   ~Impl() {
-    if (link) bpf_link__destroy(link);
+    detach();
     if (skel) mm_deep__destroy(skel);
   }
 };
@@ -400,29 +435,63 @@ Result<DeepProbe> DeepProbe::start(const HostPaths& paths, const ProbeKindPolicy
   };
   SPARK_TRY(d.choices, load_with_fallback(d.choices, kinds, *d.catalog, try_load));
   d.catalog.reset();
-  if (d.choices.empty() || !d.choices[0].kind)
-    return sys_error(ENOENT, "kmem:mm_page_alloc: no program type loads" +
-                                 (d.choices.empty() ? std::string() : " (" + d.choices[0].error + ")"));
-  d.link = bpf_program__attach(chosen_program(d.skel->obj, d.choices[0]));
-  if (!d.link) return errno_error("attaching kmem:mm_page_alloc");
-  d.choices[0].attached = true;
-  d.started = std::chrono::steady_clock::now();
-  return DeepProbe(std::move(impl));
+  // Both probes or none: page allocations are counted per CPU and given to a task only when it
+  // leaves the CPU (sched_switch), so one without the other would misattribute them.
+  const ProbeChoice* alloc = nullptr;
+  const ProbeChoice* sw = nullptr;
+  for (auto& c : d.choices) {
+    if (c.probe == "page_alloc") alloc = &c;
+    if (c.probe == "task_switch") sw = &c;
+  }
+  for (auto [c, what] : {std::pair{sw, "sched:sched_switch"}, std::pair{alloc, "kmem:mm_page_alloc"}})
+    if (!c || !c->kind)
+      return sys_error(ENOENT, std::string(what) + ": no program type loads" +
+                                   (c && !c->error.empty() ? " (" + c->error + ")" : std::string()) +
+                                   "; deep mode needs both");
+  for (const ProbeChoice* c : {sw, alloc}) d.progs.push_back(chosen_program(d.skel->obj, *c));
+  d.kind = probe_kind_name(*alloc->kind);
+  DeepProbe out(std::move(impl));
+  SPARK_TRY_VOID(out.resume());
+  for (auto& c : out.impl_->choices) c.attached = true;
+  return out;
+}
+
+Result<void> DeepProbe::resume() {
+  Impl& d = *impl_;
+  if (!d.links.empty()) return {};
+  for (bpf_program* p : d.progs) {
+    bpf_link* link = bpf_program__attach(p);
+    if (!link) {
+      int err = errno;
+      d.detach();
+      return sys_error(err, std::string("attaching deep mode's ") + bpf_program__name(p));
+    }
+    d.links.push_back(link);
+  }
+  // The period counts attached time only.
+  auto now = std::chrono::steady_clock::now();
+  d.started = d.stopped > d.started ? now - (d.stopped - d.started) : now;
+  return {};
 }
 
 void DeepProbe::stop() {
-  if (impl_ && impl_->link) {
-    bpf_link__destroy(impl_->link);
-    impl_->link = nullptr;
+  if (impl_ && !impl_->links.empty()) {
+    impl_->detach();
     impl_->stopped = std::chrono::steady_clock::now();
   }
+}
+
+bool DeepProbe::attached() const { return impl_ && !impl_->links.empty(); }
+
+std::vector<uint32_t> DeepProbe::program_ids() const {
+  return impl_ && impl_->skel ? loaded_program_ids(impl_->skel->obj) : std::vector<uint32_t>{};
 }
 
 Result<DeepReport> DeepProbe::read(size_t top_n) const {
   const Impl& d = *impl_;
   DeepReport r;
-  r.kind = probe_kind_name(*d.choices[0].kind);
-  auto end = d.link ? std::chrono::steady_clock::now() : d.stopped;
+  r.kind = d.kind;
+  auto end = !d.links.empty() ? std::chrono::steady_clock::now() : d.stopped;
   r.seconds = std::chrono::duration<double>(end - d.started).count();
   std::map<uint32_t, AllocTask> tasks;
   // Counts still pending in each CPU's slot.
@@ -434,7 +503,8 @@ Result<DeepReport> DeepProbe::read(size_t top_n) const {
     t.tgid = c.tgid;
     t.calls += c.calls;
     t.pages += c.pages;
-    if (t.comm.empty()) t.comm.assign(c.comm, strnlen(c.comm, sizeof c.comm));
+    // Pending counts are the newest: their name wins.
+    t.comm.assign(c.comm, strnlen(c.comm, sizeof c.comm));
   }
   // Counts flushed to the shared hash.
   int fd = bpf_map__fd(d.skel->maps.alloc_tasks);

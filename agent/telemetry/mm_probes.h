@@ -94,6 +94,10 @@ class MmProbes {
   // One line per probe: "compaction_begin: tp_btf" / "extfrag: none (...)".
   std::vector<std::string> describe() const;
   size_t attached_count() const;
+  // The kernel ids of the loaded programs (for BPF_ENABLE_STATS accounting).
+  std::vector<uint32_t> program_ids() const;
+  // Detaches every probe (loaded, maps kept); attach() attaches them again (benchmarks A/B).
+  void detach();
 
   Result<MmSnapshot> snapshot() const;
   Result<void> set_stall_threshold(std::chrono::nanoseconds ns);
@@ -130,6 +134,10 @@ class DeepProbe {
   static Result<DeepProbe> start(const HostPaths& paths, const ProbeKindPolicy& kinds);
   Result<DeepReport> read(size_t top_n) const;
   void stop();  // detach now (the maps stay readable)
+  Result<void> resume();  // attach again after stop(); the counts go on
+  bool attached() const;
+  // The kernel ids of the loaded programs (they stay loaded, detached, until destruction).
+  std::vector<uint32_t> program_ids() const;
 
  private:
   struct Impl;

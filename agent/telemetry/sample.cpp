@@ -127,4 +127,20 @@ Result<DeepReport> LocalTelemetrySource::deep(std::chrono::milliseconds period, 
   return run_deep(paths_, options_.probes.kinds, period, top_n);
 }
 
+Result<void> LocalTelemetrySource::deep_start() {
+  if (deep_) return sys_error(EBUSY, "deep mode is already attached");
+  if (!probes_) return sys_error(ENOTSUP, "deep mode needs eBPF (" + status_ + ")");
+  SPARK_TRY(DeepProbe d, DeepProbe::start(paths_, options_.probes.kinds));
+  deep_.emplace(std::move(d));
+  return {};
+}
+
+Result<DeepReport> LocalTelemetrySource::deep_finish(size_t top_n) {
+  if (!deep_) return sys_error(EINVAL, "deep mode is not running");
+  deep_->stop();
+  auto r = deep_->read(top_n);
+  deep_.reset();  // programs unloaded, maps freed
+  return r;
+}
+
 }  // namespace spark

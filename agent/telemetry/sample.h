@@ -58,6 +58,10 @@ class TelemetrySource {
   virtual std::pair<size_t, size_t> probe_counts() const = 0;
   // Deep mode for a period (attach, wait, detach).
   virtual Result<DeepReport> deep(std::chrono::milliseconds period, size_t top_n) = 0;
+  // Deep mode without blocking (the agent's detector): attach now, detach and report later.
+  virtual Result<void> deep_start() { return sys_error(ENOTSUP, "deep mode is not available here"); }
+  virtual Result<DeepReport> deep_finish(size_t /*top_n*/) { return sys_error(ENOTSUP, "deep mode is not running"); }
+  virtual bool deep_attached() const { return false; }
   // For a daemon's own poll loop: fds that become readable (POLLIN) when poll_events has work,
   // and the note that one of them was reported ready there (a PSI trigger's event is consumed by
   // the poll that reports it, so the loop must pass it on).
@@ -89,6 +93,11 @@ class LocalTelemetrySource : public TelemetrySource {
   std::vector<std::string> probe_details() const override;
   std::pair<size_t, size_t> probe_counts() const override;
   Result<DeepReport> deep(std::chrono::milliseconds period, size_t top_n) override;
+  Result<void> deep_start() override;
+  Result<DeepReport> deep_finish(size_t top_n) override;
+  bool deep_attached() const override { return deep_ && deep_->attached(); }
+  // The running deep probe (tests: its program ids), null when none.
+  const DeepProbe* deep_probe() const { return deep_ ? &*deep_ : nullptr; }
   std::vector<int> wait_fds() const override;
   void mark_ready(int fd) override;
   MmProbes* probes() { return probes_ ? &*probes_ : nullptr; }
@@ -100,6 +109,7 @@ class LocalTelemetrySource : public TelemetrySource {
   LocalSourceOptions options_;
   std::optional<MmProbes> probes_;
   std::optional<PsiTrigger> trigger_;
+  std::optional<DeepProbe> deep_;
   // The trigger inside an epoll set of its own: a PSI file is always POLLIN-ready (only POLLPRI
   // means an event), so a loop that polls for POLLIN gets this fd instead.
   struct EpollFd {

@@ -39,6 +39,7 @@ struct DetectedEvent {
   std::string hint;     // one line: what to do
   nlohmann::json evidence;
   std::chrono::system_clock::time_point at;
+  uint64_t seq = 0;  // numbered by the hub that raised it (1, 2, ...); 0: not numbered
 };
 nlohmann::json to_json(const DetectedEvent& e);
 

@@ -4,9 +4,15 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <bpf/bpf.h>
+#include <sched.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <thread>
@@ -285,6 +291,90 @@ TEST(MmProbes, FallbackCountsAgreeWithTracefs) {
     EXPECT_EQ(by_order, bpf);
     return;
   }
+}
+
+// Touches `bytes` of fresh anonymous memory in 4 KiB pages (no THP): one order-0 allocation each.
+void touch_small_pages(size_t bytes) {
+  void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(p, MAP_FAILED);
+  ::madvise(p, bytes, MADV_NOHUGEPAGE);
+  for (size_t i = 0; i < bytes; i += 4096) static_cast<volatile char*>(p)[i] = 1;
+  ::munmap(p, bytes);
+}
+
+// Whether any BPF link in the kernel runs one of these programs.
+bool any_link_to(const std::vector<uint32_t>& prog_ids) {
+  uint32_t id = 0;
+  while (bpf_link_get_next_id(id, &id) == 0) {
+    int fd = bpf_link_get_fd_by_id(id);
+    if (fd < 0) continue;
+    bpf_link_info info{};
+    uint32_t len = sizeof info;
+    bool ours = bpf_obj_get_info_by_fd(fd, &info, &len) == 0 &&
+                std::find(prog_ids.begin(), prog_ids.end(), info.prog_id) != prog_ids.end();
+    ::close(fd);
+    if (ours) return true;
+  }
+  return false;
+}
+
+// Counts are kept per CPU and handed to a task when it leaves the CPU (sched_switch): two
+// processes taking turns on one CPU must each get their own allocations, with their own comm.
+TEST(MmProbes, DeepModeAttributesAllocationsPerTaskAcrossSwitches) {
+  REQUIRE_BPF();
+  cpu_set_t saved;
+  ASSERT_EQ(::sched_getaffinity(0, sizeof saved, &saved), 0);
+  cpu_set_t one;
+  CPU_ZERO(&one);
+  CPU_SET(0, &one);
+  ASSERT_EQ(::sched_setaffinity(0, sizeof one, &one), 0);
+  auto deep = DeepProbe::start(HostPaths::system(), {});
+  if (!deep.ok()) ::sched_setaffinity(0, sizeof saved, &saved);
+  ASSERT_TRUE(deep.ok()) << deep.error().what();
+  EXPECT_TRUE(deep->attached());
+  auto ids = deep->program_ids();
+  EXPECT_EQ(ids.size(), 2u);  // page_alloc and task_switch, one program type each
+  EXPECT_TRUE(any_link_to(ids));
+  constexpr size_t k_child_bytes = 8 << 20, k_parent_bytes = 24 << 20;
+  pid_t child = ::fork();
+  if (child == 0) {
+    ::prctl(PR_SET_NAME, "deep_child");
+    void* p = ::mmap(nullptr, k_child_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) ::_exit(1);
+    ::madvise(p, k_child_bytes, MADV_NOHUGEPAGE);
+    // Yield between halves so the parent runs on this CPU in between.
+    for (size_t i = 0; i < k_child_bytes; i += 4096) {
+      static_cast<volatile char*>(p)[i] = 1;
+      if (i == k_child_bytes / 2) ::sched_yield();
+    }
+    ::_exit(0);
+  }
+  ASSERT_GT(child, 0);
+  touch_small_pages(k_parent_bytes);
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  ::sched_setaffinity(0, sizeof saved, &saved);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  deep->stop();
+  EXPECT_FALSE(deep->attached());
+  EXPECT_FALSE(any_link_to(ids)) << "deep mode's programs still attached after stop()";
+  auto r = deep->read(4096);
+  ASSERT_TRUE(r.ok()) << r.error().what();
+  const AllocTask* me = nullptr;
+  const AllocTask* kid = nullptr;
+  for (const auto& t : r->top) {
+    if (t.tgid == static_cast<uint32_t>(::getpid())) me = &t;
+    if (t.tgid == static_cast<uint32_t>(child)) kid = &t;
+  }
+  ASSERT_NE(kid, nullptr) << "the child's allocations were not attributed to it";
+  ASSERT_NE(me, nullptr);
+  EXPECT_EQ(kid->comm, "deep_child");
+  // Page tables and the like add a few; nothing of one may land on the other.
+  EXPECT_GE(kid->pages, k_child_bytes / 4096);
+  EXPECT_LT(kid->pages, k_child_bytes / 4096 + 1024);
+  EXPECT_GE(me->pages, k_parent_bytes / 4096);
+  EXPECT_GE(r->orders[0], (k_child_bytes + k_parent_bytes) / 4096);
+  EXPECT_EQ(r->kind, "tp_btf");  // the cheapest attach, on this kernel
 }
 
 TEST(MmProbes, DeepModeCountsPageAllocationsThenDetaches) {

@@ -6,6 +6,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
+#include <bpf/bpf.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -16,6 +17,8 @@
 
 #include "core/fs.h"
 #include "daemon/protocol.h"
+#include "profile/profile_ops.h"
+#include "state/journal.h"
 #include "memcg_child.h"
 #include "support/fixture.h"
 #include "support/loopback.h"
@@ -55,6 +58,7 @@ class TelemetryAgentTest : public ::testing::Test {
     ::setenv("SPARK_TUNE_STATE_DIR", (dir / "state").c_str(), 1);
     ::setenv("SPARK_TUNE_RUN_DIR", (dir / "run").c_str(), 1);
     paths = HostPaths::system();
+    before_start();
     port = test::free_loopback_port();
     agent = spawn_tool({"agent", "--metrics-port", std::to_string(port)});
     ASSERT_GT(agent.pid, 0);
@@ -83,6 +87,8 @@ class TelemetryAgentTest : public ::testing::Test {
     std::error_code ec;
     if (!dir.empty()) fs::remove_all(dir, ec);
   }
+  // What a test puts in place before the agent starts (its state directory is ready).
+  virtual void before_start() {}
   std::string agent_log() {
     char buf[4096];
     ssize_t n;
@@ -237,6 +243,140 @@ TEST(TelemetryAgentOptions, NonLoopbackOnlyWhenNamedAndBadAddressRefused) {
   ASSERT_TRUE(WIFEXITED(bad.status));
   EXPECT_EQ(WEXITSTATUS(bad.status), 2) << bad.err;
   EXPECT_NE(bad.err.find("127.0.0.1"), std::string::npos) << bad.err;
+}
+
+// Deep mode started by the detector: a profile with a very low stall threshold (1 us), 2 s of
+// deep mode, a long cooldown. A reader in a small memory cgroup of our own forces memcg reclaim
+// (a fragmentation_stall), deep mode is attached, its report arrives as a deep_report event that
+// names the stall by seq, and afterwards no deep-mode program is attached by the agent.
+class TelemetryAgentDeepTest : public TelemetryAgentTest {
+ protected:
+  void before_start() override {
+    ASSERT_TRUE(ensure_state_dir(paths).ok());
+    auto txn = JournalTxn::begin(paths);
+    ASSERT_TRUE(txn.ok()) << txn.error().what();
+    txn->data().owners[k_profile_owner] = {
+        {"name", "deep-trigger-test"},
+        {"options",
+         {{"detector.stall_ms", "0.001"}, {"detector.deep_seconds", "2"}, {"detector.deep_cooldown_s", "600"}}}};
+    ASSERT_TRUE(txn->commit().ok());
+  }
+  // Names of the programs behind the BPF links the agent holds open (its fds).
+  std::vector<std::string> agent_link_programs() {
+    std::vector<std::string> names;
+    std::error_code ec;
+    for (const auto& fd : fs::directory_iterator(paths.proc / std::to_string(agent.pid) / "fd", ec)) {
+      auto target = fs::read_symlink(fd.path(), ec);
+      if (ec || target.string() != "anon_inode:bpf_link") continue;
+      auto info = read_file(paths.proc / std::to_string(agent.pid) / "fdinfo" / fd.path().filename());
+      if (!info) continue;
+      for (const auto& line : split_lines(*info)) {
+        if (line.rfind("prog_id:", 0) != 0) continue;
+        int pfd = bpf_prog_get_fd_by_id(static_cast<uint32_t>(std::stoul(trim(line.substr(8)))));
+        if (pfd < 0) continue;
+        bpf_prog_info pi{};
+        uint32_t len = sizeof pi;
+        if (bpf_obj_get_info_by_fd(pfd, &pi, &len) == 0) names.emplace_back(pi.name);
+        ::close(pfd);
+      }
+    }
+    return names;
+  }
+  static bool has_deep(const std::vector<std::string>& names) {
+    for (const auto& n : names)
+      if (n.rfind("page_alloc_", 0) == 0 || n.rfind("task_switch_", 0) == 0) return true;
+    return false;
+  }
+};
+
+TEST_F(TelemetryAgentDeepTest, StallAttachesDeepModeThenReportsAndDetaches) {
+  if (!agent_has_probes()) GTEST_SKIP() << "the agent runs without eBPF: no deep mode";
+  auto st = daemon::call(paths, "telemetry.status", nlohmann::json::object());
+  ASSERT_TRUE(st);
+  ASSERT_EQ((*st)["deep"].value("period_ms", 0), 2000) << st->dump() << agent_log();
+  EXPECT_EQ((*st)["deep"].value("cooldown_ms", 0), 600000);
+  EXPECT_FALSE((*st)["deep"].value("attached", true));
+  EXPECT_FALSE(has_deep(agent_link_programs()));
+  test::MemcgChild cg(paths, "spark-tune-deep-" + std::to_string(::getpid()), 16ull << 20);
+  if (!cg.ok()) GTEST_SKIP() << cg.why();
+  // A file larger than the cgroup's limit, read over and over: its page cache is reclaimed in the
+  // cgroup (memcg reclaim, each one a stall over 1 us) and allocated again.
+  fs::path file = fs::path("/var/tmp") / ("spark-deep-" + std::to_string(::getpid()));
+  {
+    std::string mib(1 << 20, 'x');
+    FILE* f = std::fopen(file.c_str(), "w");
+    ASSERT_NE(f, nullptr);
+    for (int i = 0; i < 64; ++i) std::fwrite(mib.data(), 1, mib.size(), f);
+    std::fflush(f);
+    // Out of the page cache (written here, it is charged to our cgroup): the reader loads it.
+    ::fdatasync(::fileno(f));
+    ::posix_fadvise(::fileno(f), 0, 0, POSIX_FADV_DONTNEED);
+    std::fclose(f);
+  }
+  auto first = daemon::call(paths, "telemetry.events", nlohmann::json::object());
+  ASSERT_TRUE(first);
+  uint64_t cursor = first->value("next", uint64_t{0});
+  std::string path = file.string();
+  pid_t reader = cg.spawn("spark-deep-read", [path] {
+    auto end = std::chrono::steady_clock::now() + 5s;
+    std::vector<char> buf(1 << 16);
+    while (std::chrono::steady_clock::now() < end) {
+      int fd = ::open(path.c_str(), O_RDONLY);
+      if (fd < 0) ::_exit(2);
+      while (::read(fd, buf.data(), buf.size()) > 0) {
+      }
+      ::close(fd);
+    }
+  });
+  ASSERT_GT(reader, 0) << cg.why();
+  std::optional<nlohmann::json> stall, report;
+  bool seen_attached = false;
+  auto deadline = std::chrono::steady_clock::now() + 20s;
+  while (!report && std::chrono::steady_clock::now() < deadline) {
+    auto got = daemon::call(paths, "telemetry.events", {{"after", cursor}, {"wait_ms", 300}});
+    ASSERT_TRUE(got) << got.error().what();
+    cursor = got->value("next", cursor);
+    for (const auto& e : (*got)["events"]) {
+      if (e["event"] == "fragmentation_stall" && !stall) stall = e;
+      if (e["event"] == "deep_report") report = e;
+    }
+    if (stall && !report && !seen_attached) {
+      auto s = daemon::call(paths, "telemetry.status", nlohmann::json::object());
+      if (s && (*s)["deep"].value("attached", false)) seen_attached = has_deep(agent_link_programs());
+    }
+  }
+  int status = cg.wait();
+  std::error_code ec;
+  fs::remove(file, ec);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  ASSERT_TRUE(stall) << "no fragmentation_stall from memcg reclaim: " << agent_log();
+  ASSERT_TRUE(report) << "no deep_report: " << agent_log();
+  EXPECT_TRUE(seen_attached) << "deep mode was never seen attached by the agent";
+  const auto& ev = (*report)["evidence"];
+  EXPECT_EQ(ev["trigger"]["seq"], (*stall)["seq"]);
+  EXPECT_EQ(ev["trigger"]["event"], "fragmentation_stall");
+  EXPECT_TRUE(ev.value("detached", false));
+  EXPECT_NEAR(ev.value("seconds", 0.0), 2.0, 1.0);
+  uint64_t allocs = 0;
+  for (const auto& n : ev["allocs_by_order"]) allocs += n.get<uint64_t>();
+  EXPECT_GT(allocs, 1000u);
+  bool reader_seen = false;
+  for (const auto& t : ev["top_tasks"])
+    if (t["pid"] == reader) {
+      reader_seen = true;
+      EXPECT_EQ(t["comm"], "spark-deep-read");
+      EXPECT_GT(t["pages"].get<uint64_t>(), 1000u);  // re-reading 64 MiB through a 16 MiB cgroup
+    }
+  EXPECT_TRUE(reader_seen) << report->dump();
+  // Detached: the agent says so and holds no deep-mode link; /metrics has the report.
+  auto after = daemon::call(paths, "telemetry.status", nlohmann::json::object());
+  ASSERT_TRUE(after);
+  EXPECT_FALSE((*after)["deep"].value("attached", true));
+  EXPECT_FALSE(has_deep(agent_link_programs()));
+  std::string metrics = http_get(port, "/metrics");
+  EXPECT_EQ(metric_value(metrics, "spark_tune_deep_mode_attached"), 0);
+  EXPECT_GE(metric_value(metrics, "spark_tune_detected_events_total{event=\"deep_report\"}"), 1);
+  EXPECT_GT(metric_value(metrics, "spark_tune_deep_last_allocations{order=\"0\"}"), 0);
 }
 
 }  // namespace

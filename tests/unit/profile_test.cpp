@@ -255,3 +255,20 @@ TEST(ShippedProfiles, AllParseAndResolveOnSmallAndLargeHosts) {
 
 }  // namespace
 }  // namespace spark
+
+namespace spark {
+namespace {
+
+// The detector's deep-mode policy keys are known options of [detector]; an unknown one is refused.
+TEST(ProfileDetectorOptions, DeepModeKeysAreAcceptedAndKept) {
+  auto p = parse_profile("[detector]\nstall_ms = 0.5\ndeep_seconds = 5\ndeep_cooldown_s = 300\n", "d", "d.toml");
+  ASSERT_TRUE(p.ok()) << p.error().what();
+  EXPECT_EQ(p->options.at("detector.deep_seconds"), "5");
+  EXPECT_EQ(p->options.at("detector.deep_cooldown_s"), "300");
+  EXPECT_EQ(p->options.at("detector.stall_ms"), "0.5");
+  auto bad = parse_profile("[detector]\ndeep_secs = 5\n", "d", "d.toml");
+  EXPECT_FALSE(bad.ok());
+}
+
+}  // namespace
+}  // namespace spark

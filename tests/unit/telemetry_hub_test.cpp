@@ -55,7 +55,43 @@ class ScriptedSource : public TelemetrySource {
   std::vector<std::string> probe_details() const override { return {}; }
   std::pair<size_t, size_t> probe_counts() const override { return {3, 4}; }
   Result<DeepReport> deep(std::chrono::milliseconds, size_t) override { return sys_error(ENOTSUP, "no deep"); }
+  // Deep mode without blocking: scripted report, counts of starts and finishes.
+  bool deep_fails = false;
+  bool deep_on = false;
+  int deep_starts = 0, deep_finishes = 0;
+  Result<void> deep_start() override {
+    if (deep_fails) return sys_error(ENOTSUP, "scripted failure");
+    if (deep_on) return sys_error(EBUSY, "already attached");
+    deep_on = true;
+    ++deep_starts;
+    return {};
+  }
+  Result<DeepReport> deep_finish(size_t top_n) override {
+    if (!deep_on) return sys_error(EINVAL, "not running");
+    deep_on = false;
+    ++deep_finishes;
+    DeepReport r;
+    r.kind = "tp_btf";
+    r.seconds = 0.05;
+    r.orders[0] = 1000;
+    r.orders[9] = 3;
+    r.top = {{4242, "loader", 900, 2436}, {1, "init", 100, 100}};
+    if (r.top.size() > top_n) r.top.resize(top_n);
+    return r;
+  }
+  bool deep_attached() const override { return deep_on; }
 };
+
+MmEvent stall(uint32_t pid, uint64_t ms) {
+  MmEvent e;
+  e.raw.type = MM_EVENT_STALL;
+  e.raw.pid = pid;
+  e.raw.stall_kind = MM_HIST_DIRECT_RECLAIM;
+  e.raw.duration_ns = ms * 1'000'000;
+  e.raw.order = 9;
+  e.comm = "loader";
+  return e;
+}
 
 MmEvent oom(uint32_t pid) {
   MmEvent e;
@@ -158,6 +194,143 @@ TEST(TelemetryHubUnit, ProbeEventBeforeVmstatCountsIsNotReportedTwice) {
   }
   EXPECT_EQ(total, 1u);
   EXPECT_EQ(hub.totals().at("oom_kill"), 1u);
+}
+
+TEST(DeepTriggerUnit, StartsOnStallKindsOnlyOnceThenCoolsDownFromTheEnd) {
+  using C = DeepTrigger::Clock;
+  DeepTriggerPolicy p;
+  p.period = 10s;
+  p.cooldown = 60s;
+  DeepTrigger t(p);
+  C::time_point t0{};
+  t0 += 1000s;
+  EXPECT_FALSE(t.should_start("oom_kill", t0));
+  EXPECT_FALSE(t.should_start("pagecache_flood", t0));
+  EXPECT_TRUE(t.should_start("fragmentation_stall", t0));
+  EXPECT_TRUE(t.should_start("reclaim_storm", t0));
+  t.started(t0);
+  ASSERT_TRUE(t.due());
+  EXPECT_EQ(*t.due(), t0 + 10s);
+  EXPECT_FALSE(t.should_start("fragmentation_stall", t0 + 1s));  // running: no second period, no extension
+  EXPECT_EQ(*t.due(), t0 + 10s);
+  t.finished(t0 + 10s);
+  EXPECT_FALSE(t.running());
+  EXPECT_FALSE(t.should_start("fragmentation_stall", t0 + 69s));  // cooldown counts from the end
+  EXPECT_TRUE(t.should_start("fragmentation_stall", t0 + 70s));
+  // A failed attach also cools down (no retry on every event).
+  t.failed(t0 + 70s);
+  EXPECT_FALSE(t.should_start("reclaim_storm", t0 + 129s));
+  EXPECT_TRUE(t.should_start("reclaim_storm", t0 + 130s));
+  // Period 0: never.
+  DeepTrigger off(DeepTriggerPolicy{0ms});
+  EXPECT_FALSE(off.should_start("fragmentation_stall", t0));
+}
+
+TEST(DeepTriggerUnit, PolicySecondsParse) {
+  std::string why;
+  EXPECT_EQ(parse_policy_seconds("10", &why), std::chrono::milliseconds(10000));
+  EXPECT_EQ(parse_policy_seconds("2.5", &why), std::chrono::milliseconds(2500));
+  EXPECT_EQ(parse_policy_seconds("0", &why), std::chrono::milliseconds(0));
+  EXPECT_FALSE(parse_policy_seconds("-1", &why));
+  EXPECT_FALSE(parse_policy_seconds("10s", &why));
+  EXPECT_NE(why.find("'10s'"), std::string::npos);
+  EXPECT_FALSE(parse_policy_seconds("lots", &why));
+}
+
+TEST(TelemetryHubUnit, StallAttachesDeepModeReportsItAndCoolsDown) {
+  auto src = std::make_unique<ScriptedSource>();
+  ScriptedSource* s = src.get();
+  s->vmstats = {"oom_kill 0\n"};
+  StallThresholds th;
+  th.cooldown = 0s;  // every stall is an event: only the deep trigger's own cooldown holds it back
+  TelemetryHub hub(std::move(src), th, 3600s);
+  DeepTriggerPolicy p;
+  p.period = 50ms;
+  p.cooldown = 3600s;
+  p.top_n = 1;
+  hub.set_deep_trigger(p);
+  ASSERT_TRUE(hub.step(0ms).ok());
+  s->events.push_back(oom(9));  // not a triggering kind
+  auto a = hub.step(0ms);
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(s->deep_starts, 0);
+  s->events.push_back(stall(4242, 200));
+  auto b = hub.step(0ms);
+  ASSERT_TRUE(b.ok());
+  ASSERT_EQ(b->events.size(), 1u);
+  EXPECT_EQ(b->events[0].kind, "fragmentation_stall");
+  uint64_t stall_seq = b->events[0].seq;
+  EXPECT_EQ(stall_seq, 2u);  // numbered by the hub: the OOM was 1
+  EXPECT_EQ(s->deep_starts, 1);
+  EXPECT_TRUE(s->deep_on);
+  // The hub's next deadline is the end of the period, not the (hour-long) tick.
+  EXPECT_LE(hub.next_tick(), std::chrono::steady_clock::now() + 50ms);
+  // Another stall while attached: an event, but no second start.
+  s->events.push_back(stall(4242, 300));
+  auto again = hub.step(0ms);
+  ASSERT_TRUE(again.ok());
+  ASSERT_EQ(again->events.size(), 1u);
+  EXPECT_EQ(s->deep_starts, 1);
+  std::this_thread::sleep_for(60ms);
+  auto c = hub.step(0ms);
+  ASSERT_TRUE(c.ok());
+  ASSERT_EQ(c->events.size(), 1u);
+  const DetectedEvent& r = c->events[0];
+  EXPECT_EQ(r.kind, "deep_report");
+  EXPECT_EQ(r.evidence["trigger"]["seq"], stall_seq);
+  EXPECT_EQ(r.evidence["trigger"]["event"], "fragmentation_stall");
+  EXPECT_EQ(r.evidence["allocs_by_order"][9], 3);
+  ASSERT_EQ(r.evidence["top_tasks"].size(), 1u);  // top_n
+  EXPECT_EQ(r.evidence["top_tasks"][0]["comm"], "loader");
+  EXPECT_NE(r.summary.find("after fragmentation_stall #2"), std::string::npos) << r.summary;
+  EXPECT_NE(r.summary.find("loader(4242)"), std::string::npos) << r.summary;
+  EXPECT_EQ(s->deep_finishes, 1);
+  EXPECT_FALSE(s->deep_on);  // detached after the period
+  ASSERT_TRUE(hub.last_deep_report());
+  std::string m = hub.metrics();
+  EXPECT_NE(m.find("spark_tune_deep_mode_attached 0\n"), std::string::npos);
+  EXPECT_NE(m.find("spark_tune_detected_events_total{event=\"deep_report\"} 1\n"), std::string::npos);
+  EXPECT_NE(m.find("spark_tune_deep_last_allocations{order=\"9\"} 3\n"), std::string::npos);
+  // Cooldown: a later stall is reported but does not attach it again.
+  s->events.push_back(stall(4242, 400));
+  auto later = hub.step(0ms);
+  ASSERT_TRUE(later.ok());
+  ASSERT_EQ(later->events.size(), 1u);
+  EXPECT_EQ(later->events[0].kind, "fragmentation_stall");
+  EXPECT_EQ(s->deep_starts, 1);
+}
+
+TEST(TelemetryHubUnit, DeepModeThatCannotAttachIsNotRetriedPerEvent) {
+  auto src = std::make_unique<ScriptedSource>();
+  ScriptedSource* s = src.get();
+  s->vmstats = {"oom_kill 0\n"};
+  s->deep_fails = true;
+  TelemetryHub hub(std::move(src), {}, 3600s);
+  DeepTriggerPolicy p;
+  p.period = 50ms;
+  p.cooldown = 3600s;
+  hub.set_deep_trigger(p);
+  ASSERT_TRUE(hub.step(0ms).ok());
+  s->events.push_back(stall(1, 200));
+  auto b = hub.step(0ms);
+  ASSERT_TRUE(b.ok());
+  EXPECT_EQ(b->events.size(), 1u);  // the stall itself still goes out
+  EXPECT_FALSE(hub.deep_trigger().running());
+  s->deep_fails = false;
+  s->events.push_back(stall(1, 200));
+  (void)hub.step(0ms);
+  EXPECT_EQ(s->deep_starts, 0);
+}
+
+TEST(TelemetryHubUnit, NoDeepTriggerUnlessSet) {
+  auto src = std::make_unique<ScriptedSource>();
+  ScriptedSource* s = src.get();
+  s->vmstats = {"oom_kill 0\n"};
+  TelemetryHub hub(std::move(src), {}, 3600s);
+  ASSERT_TRUE(hub.step(0ms).ok());
+  s->events.push_back(stall(1, 200));
+  (void)hub.step(0ms);
+  EXPECT_EQ(s->deep_starts, 0);
 }
 
 }  // namespace

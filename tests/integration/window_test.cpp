@@ -27,6 +27,20 @@ namespace {
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 
+// Reads n bytes from fd (the children's "ready" pipe) within the time limit.
+bool read_bytes_within(int fd, size_t n, std::chrono::milliseconds limit) {
+  auto end = Clock::now() + limit;
+  char c;
+  while (n > 0 && Clock::now() < end) {
+    pollfd p{fd, POLLIN, 0};
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(end - Clock::now()).count();
+    if (::poll(&p, 1, static_cast<int>(std::max<int64_t>(left, 1))) <= 0) continue;
+    if (::read(fd, &c, 1) != 1) return false;
+    --n;
+  }
+  return n == 0;
+}
+
 class WindowTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -337,26 +351,32 @@ TEST_F(WindowTest, WithoutWindowTheFilesStayCached) {
 TEST_F(WindowTest, MappedPagesOfIdleLoaderPagedOutBusyServerKept) {
   auto loader_file = file("loader.bin", 64);
   auto server_file = file("server.bin", 64);
-  auto child = [](const fs::path& p, bool keep_touching) {
+  int ready[2];
+  ASSERT_EQ(::pipe(ready), 0);
+  auto child = [&](const fs::path& p, bool keep_touching) {
     pid_t pid = ::fork();
     if (pid != 0) return pid;
     int fd = ::open(p.c_str(), O_RDONLY);
     size_t len = 64ull << 20;
     auto* m = static_cast<volatile unsigned char*>(::mmap(nullptr, len, PROT_READ, MAP_SHARED, fd, 0));
     unsigned sum = 0;
+    bool told = false;
     do {
       for (size_t off = 0; off < len; off += 4096) sum += m[off];
+      if (!told) told = ::write(ready[1], "r", 1) == 1;  // every page mapped once
       ::usleep(50'000);
     } while (keep_touching);
     ::pause();
     ::_exit(static_cast<int>(sum & 1));
   };
   pid_t loader = child(loader_file, false), server = child(server_file, true);
-  auto both_cached = [&] {
-    return cached_bytes(loader_file).value_or(0) == (64ull << 20) && cached_bytes(server_file).value_or(0) == (64ull << 20);
-  };
-  for (int i = 0; i < 200 && !both_cached(); ++i) std::this_thread::sleep_for(10ms);
-  ASSERT_TRUE(both_cached());
+  ::close(ready[1]);
+  // Both have mapped every page (not only read ahead into the cache: the first tick's fadvise
+  // would drop what is cached but not mapped yet).
+  ASSERT_TRUE(read_bytes_within(ready[0], 2, 10s));
+  ::close(ready[0]);
+  ASSERT_EQ(*cached_bytes(loader_file), 64ull << 20);
+  ASSERT_EQ(*cached_bytes(server_file), 64ull << 20);
   WindowSpec s = spec({loader_file.string(), server_file.string()});
   s.cache_interval = 50ms;
   s.mapped_budget = 0;  // page out as soon as a mapping is done with (this host has room for 128 MiB)
@@ -435,7 +455,10 @@ TEST_F(WindowTest, PagedOutServerTouchedAgainIsKept) {
 // and is paged out once a second mapping takes them over it.
 TEST_F(WindowTest, IdleMappingsStayWithinTheMappedBudget) {
   auto a = file("a.bin", 64), b = file("b.bin", 64);
-  auto loader = [](const fs::path& p, int go_fd) {
+  int go[2], ready[2];
+  ASSERT_EQ(::pipe(go), 0);
+  ASSERT_EQ(::pipe(ready), 0);
+  auto loader = [&](const fs::path& p, int go_fd) {
     pid_t pid = ::fork();
     if (pid != 0) return pid;
     char c;
@@ -445,13 +468,13 @@ TEST_F(WindowTest, IdleMappingsStayWithinTheMappedBudget) {
     auto* m = static_cast<volatile unsigned char*>(::mmap(nullptr, len, PROT_READ, MAP_SHARED, fd, 0));
     unsigned sum = 0;
     for (size_t off = 0; off < len; off += 4096) sum += m[off];
+    if (go_fd < 0 && ::write(ready[1], "r", 1) != 1) ::_exit(4);  // every page mapped
     ::pause();
     ::_exit(static_cast<int>(sum & 1));
   };
-  int go[2];
-  ASSERT_EQ(::pipe(go), 0);
   pid_t first = loader(a, -1), second = loader(b, go[0]);
   ::close(go[0]);
+  ::close(ready[1]);
   struct Reap {
     std::vector<pid_t> pids;
     int fd;
@@ -460,7 +483,8 @@ TEST_F(WindowTest, IdleMappingsStayWithinTheMappedBudget) {
       for (pid_t p : pids) ::kill(p, SIGKILL), ::waitpid(p, nullptr, 0);
     }
   } reap{{first, second}, go[1]};
-  for (int i = 0; i < 200 && cached_bytes(a).value_or(0) < (64ull << 20); ++i) std::this_thread::sleep_for(10ms);
+  ASSERT_TRUE(read_bytes_within(ready[0], 1, 10s));
+  ::close(ready[0]);
   ASSERT_EQ(*cached_bytes(a), 64ull << 20);
   WindowSpec s = spec({a.string(), b.string()});
   s.cache_interval = 50ms;

@@ -35,8 +35,19 @@ int terminal_width() {
 
 // Frames from a running agent: its hub samples once per its tick (1 s); a frame is printed when a
 // new one is there and --interval has passed since the last one printed.
-int monitor_from_agent(Context& ctx, const MonitorOptions& o, std::chrono::milliseconds interval, long pid) {
+int monitor_from_agent(Context& ctx, const MonitorOptions& o, std::chrono::milliseconds interval, long pid,
+                       std::optional<std::chrono::milliseconds> deep_for) {
   log_info("monitor from the agent (pid " + std::to_string(pid) + "); --local loads probes here instead");
+  // --deep through the agent: it attaches deep mode for the period and detaches it, as the
+  // detector's periods; the report comes in the first frame after the period.
+  std::optional<uint64_t> deep_after;
+  if (deep_for) {
+    nlohmann::json p{{"seconds", static_cast<double>(deep_for->count()) / 1000.0},
+                     {"who", "monitor --deep (pid " + std::to_string(::getpid()) + ")"}};
+    auto d = daemon::call(ctx.paths, "telemetry.deep", p);
+    if (!d) return report_error(ctx, std::string("--deep through the agent: ") + d.error().what());
+    deep_after = d->value("reports", uint64_t{0});
+  }
   auto first = daemon::call(ctx.paths, "telemetry.sample", nlohmann::json::object());
   if (!first) return report_error(ctx, std::string("the agent's telemetry: ") + first.error().what());
   uint64_t seq = first->value("seq", uint64_t{0});
@@ -47,6 +58,7 @@ int monitor_from_agent(Context& ctx, const MonitorOptions& o, std::chrono::milli
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
     nlohmann::json params = nlohmann::json::object();
     if (!ctx.json && !o.prometheus) params["width"] = terminal_width();
+    if (deep_after) params["deep_after"] = *deep_after;
     auto r = daemon::call(ctx.paths, "telemetry.sample", params);
     if (!r) return report_error(ctx, std::string("the agent stopped answering: ") + r.error().what());
     uint64_t now_seq = r->value("seq", uint64_t{0});
@@ -57,6 +69,7 @@ int monitor_from_agent(Context& ctx, const MonitorOptions& o, std::chrono::milli
     if (last_printed && now - *last_printed < interval * 9 / 10) continue;
     last_printed = now;
     ++n;
+    if (deep_after && r->contains("deep_reports")) deep_after.reset();  // this frame carries it
     if (o.prometheus) {
       auto m = daemon::call(ctx.paths, "telemetry.metrics", nlohmann::json::object());
       if (!m) return report_error(ctx, std::string("the agent's metrics: ") + m.error().what());
@@ -82,9 +95,8 @@ int run_monitor(Context& ctx, const MonitorOptions& o) {
     if (!d.ok() || d->count() <= 0) return report_error(ctx, "--deep: give a duration in seconds, e.g. 5 or 10s");
     deep_for = *d;
   }
-  // --deep attaches a probe for a while: that is done here, with probes of this process.
-  if (!deep_for)
-    if (auto pid = agent_for_telemetry(ctx, o.telemetry)) return monitor_from_agent(ctx, o, *interval, *pid);
+  // A running agent serves the frames, and --deep too (it attaches and detaches deep mode).
+  if (auto pid = agent_for_telemetry(ctx, o.telemetry)) return monitor_from_agent(ctx, o, *interval, *pid, deep_for);
   auto source_r = make_source(ctx, o.telemetry);
   if (!source_r.ok()) return report_error(ctx, source_r.error().what());
   auto source = std::move(source_r).value();

@@ -105,6 +105,17 @@ Result<void> TelemetryService::on_start(ServiceContext& ctx) {
     ++requests_["sample"];
     json out{{"seq", frame_seq_}, {"probe_status", hub_->source().probe_status()}};
     out["frame"] = hub_->latest_json();
+    // deep_after: the caller waits for a deep report newer than that many (monitor --deep).
+    std::optional<DeepReport> deep;
+    if (params.contains("deep_after")) {
+      if (!params["deep_after"].is_number_unsigned() && !params["deep_after"].is_number_integer())
+        return input_error("telemetry.sample: deep_after is the reports count telemetry.deep answered");
+      if (hub_->deep_reports() > params["deep_after"].get<uint64_t>() && hub_->last_deep_report()) {
+        deep = *hub_->last_deep_report();
+        out["deep_reports"] = hub_->deep_reports();
+        if (out["frame"].is_object()) out["frame"]["deep"] = deep_json(*deep);
+      }
+    }
     if (params.contains("width") && last_interval_) {
       if (!params["width"].is_number_integer()) return input_error("telemetry.sample: width is a number of columns");
       MonitorFrame f;
@@ -112,6 +123,7 @@ Result<void> TelemetryService::on_start(ServiceContext& ctx) {
       f.probe_status = hub_->source().probe_status();
       f.events = hub_->last_interval_events();
       f.recent.assign(hub_->recent().begin(), hub_->recent().end());
+      f.deep = deep;
       int width = std::clamp(params["width"].get<int>(), 20, 1000);
       out["text"] = monitor_text(f, width);
     }
@@ -139,6 +151,18 @@ Result<void> TelemetryService::on_start(ServiceContext& ctx) {
       }
     }
     return out;
+  }));
+  SPARK_TRY_VOID(ctx.add_handler("telemetry.deep", [this](const json& params, const Peer& peer) -> Result<json> {
+    ++requests_["deep"];
+    if (!params.contains("seconds") || !params["seconds"].is_number() || params["seconds"].get<double>() <= 0 ||
+        params["seconds"].get<double>() > 600)
+      return input_error("telemetry.deep: seconds is the period, more than 0 and at most 600");
+    auto period = std::chrono::milliseconds(static_cast<int64_t>(params["seconds"].get<double>() * 1000));
+    std::string who = params.value("who", std::string("a client")) + " (uid " + std::to_string(peer.uid) + ")";
+    uint64_t before = hub_->deep_reports();
+    SPARK_TRY(auto until, hub_->start_deep(period, who));
+    (void)until;
+    return json{{"period_ms", period.count()}, {"reports", before}};
   }));
   SPARK_TRY_VOID(ctx.add_handler("telemetry.metrics", [this](const json&, const Peer&) -> Result<json> {
     ++requests_["metrics"];

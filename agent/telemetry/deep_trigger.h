@@ -28,6 +28,8 @@ class DeepTrigger {
   bool should_start(const std::string& kind, Clock::time_point now) const;
   // A period began now (or an attempt failed: then the cooldown starts now, no retry per event).
   void started(Clock::time_point now);
+  // A period asked for (monitor --deep through the agent) of its own length.
+  void started_for(Clock::time_point now, std::chrono::milliseconds period) { until_ = now + period; }
   void failed(Clock::time_point now);
   // When the running period ends (none when idle).
   std::optional<Clock::time_point> due() const { return until_; }

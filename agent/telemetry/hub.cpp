@@ -101,9 +101,14 @@ DetectedEvent deep_report_event(const DeepReport& r, const DetectedEvent& cause)
     if (o >= 4) high += r.orders[o];
   }
   char head[160];
-  std::snprintf(head, sizeof head, "deep mode %.1f s after %s #%llu: %llu page allocations (%llu of order >= 4)",
-                r.seconds, cause.kind.c_str(), static_cast<unsigned long long>(cause.seq),
-                static_cast<unsigned long long>(allocs), static_cast<unsigned long long>(high));
+  if (cause.kind == "request")
+    std::snprintf(head, sizeof head, "deep mode %.1f s asked by %s: %llu page allocations (%llu of order >= 4)",
+                  r.seconds, cause.summary.c_str(), static_cast<unsigned long long>(allocs),
+                  static_cast<unsigned long long>(high));
+  else
+    std::snprintf(head, sizeof head, "deep mode %.1f s after %s #%llu: %llu page allocations (%llu of order >= 4)",
+                  r.seconds, cause.kind.c_str(), static_cast<unsigned long long>(cause.seq),
+                  static_cast<unsigned long long>(allocs), static_cast<unsigned long long>(high));
   d.summary = head;
   for (size_t i = 0; i < r.top.size() && i < 3; ++i)
     d.summary += (i ? ", " : "; top: ") + r.top[i].comm + "(" + std::to_string(r.top[i].tgid) + ") " +
@@ -118,6 +123,25 @@ DetectedEvent deep_report_event(const DeepReport& r, const DetectedEvent& cause)
 
 }  // namespace
 
+Result<std::chrono::steady_clock::time_point> TelemetryHub::start_deep(std::chrono::milliseconds period,
+                                                                      const std::string& who) {
+  if (deep_trigger_.running())
+    return sys_error(EBUSY, "deep mode is attached already (for " +
+                                std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                   *deep_trigger_.due() - std::chrono::steady_clock::now())
+                                                   .count()) +
+                                " ms more); ask again after it reports");
+  SPARK_TRY_VOID(source_->deep_start());
+  auto now = std::chrono::steady_clock::now();
+  deep_trigger_.started_for(now, period);
+  DetectedEvent cause;
+  cause.kind = "request";
+  cause.summary = who;
+  deep_cause_ = cause;
+  log_info("telemetry: deep mode attached for " + std::to_string(period.count()) + " ms, asked by " + who);
+  return now + period;
+}
+
 // Deep mode started by the detector: end a period that is due (report, detach), or start one on
 // an event of a triggering kind.
 void TelemetryHub::deep_step(Step& out) {
@@ -127,6 +151,7 @@ void TelemetryHub::deep_step(Step& out) {
     deep_trigger_.finished(now);
     if (r.ok() && deep_cause_) {
       last_deep_ = *r;
+      ++deep_reports_;
       DetectedEvent d = deep_report_event(*r, *deep_cause_);
       record(d);
       out.events.push_back(d);

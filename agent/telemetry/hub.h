@@ -39,6 +39,12 @@ class TelemetryHub {
   void set_deep_trigger(const DeepTriggerPolicy& p) { deep_trigger_ = DeepTrigger(p); }
   const DeepTrigger& deep_trigger() const { return deep_trigger_; }
   const std::optional<DeepReport>& last_deep_report() const { return last_deep_; }
+  // How many deep periods have reported so far (a cursor for the last report).
+  uint64_t deep_reports() const { return deep_reports_; }
+  // Deep mode asked for (monitor --deep through the agent): attached now for `period`, reported
+  // like the detector's (a deep_report event naming `who`); the cooldown follows as usual.
+  // EBUSY while a period runs, with when it ends.
+  Result<std::chrono::steady_clock::time_point> start_deep(std::chrono::milliseconds period, const std::string& who);
   // When step() is next due (a daemon's timer): the next sample, or the end of a deep period;
   // meaningful after the first step().
   std::chrono::steady_clock::time_point next_tick() const;
@@ -72,6 +78,7 @@ class TelemetryHub {
   DeepTrigger deep_trigger_{DeepTriggerPolicy{std::chrono::milliseconds(0)}};
   std::optional<DetectedEvent> deep_cause_;
   std::optional<DeepReport> last_deep_;
+  uint64_t deep_reports_ = 0;
   bool deep_error_logged_ = false;
 };
 

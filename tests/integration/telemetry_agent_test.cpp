@@ -238,6 +238,45 @@ TEST_F(TelemetryAgentTest, MonitorJsonThroughTheAgentAndLocal) {
   EXPECT_NE(text.out.find("order"), std::string::npos) << text.out;
 }
 
+// monitor --deep with an agent running: the agent attaches deep mode for the period, the report
+// arrives in a frame after it, and deep mode is detached again. A second request while one period
+// runs is refused, not stacked.
+TEST_F(TelemetryAgentTest, MonitorDeepGoesThroughTheAgent) {
+  if (!agent_has_probes()) GTEST_SKIP() << "the agent has no eBPF probes here: " << agent_log();
+  auto busy = daemon::call(paths, "telemetry.deep", {{"seconds", 1.5}, {"who", "test"}});
+  ASSERT_TRUE(busy.ok()) << busy.error().what();
+  auto again = finish(spawn_tool({"--json", "monitor", "--deep", "1", "--count", "1"}), 20s);
+  ASSERT_TRUE(WIFEXITED(again.status));
+  EXPECT_NE(WEXITSTATUS(again.status), 0) << "a second deep period stacked on the first: " << again.out;
+  EXPECT_NE(again.err.find("attached already"), std::string::npos) << again.err;
+  // Let that period report, then ask through monitor.
+  for (int i = 0; i < 100; ++i) {
+    auto st = daemon::call(paths, "telemetry.status", nlohmann::json::object());
+    if (st && !(*st)["deep"]["attached"].get<bool>()) break;
+    std::this_thread::sleep_for(100ms);
+  }
+  uint64_t asked_before = served("deep");
+  auto via = finish(spawn_tool({"--json", "monitor", "--deep", "1", "--count", "4"}), 30s);
+  ASSERT_TRUE(WIFEXITED(via.status) && WEXITSTATUS(via.status) == 0) << via.out << via.err;
+  EXPECT_EQ(served("deep"), asked_before + 1) << "monitor --deep did not ask the agent";
+  auto frames = ndjson(via.out);
+  ASSERT_EQ(frames.size(), 4u) << via.out;
+  const nlohmann::json* report = nullptr;
+  for (const auto& f : frames)
+    if (f.contains("deep")) report = &f["deep"];
+  ASSERT_NE(report, nullptr) << "no frame carried the deep report: " << via.out;
+  uint64_t allocations = 0;
+  for (const auto& o : (*report)["allocs_by_order"]) allocations += o.get<uint64_t>();
+  EXPECT_GT(allocations, 0u) << report->dump();
+  auto st = daemon::call(paths, "telemetry.status", nlohmann::json::object());
+  ASSERT_TRUE(st.ok());
+  EXPECT_FALSE((*st)["deep"]["attached"].get<bool>()) << "deep mode stayed attached: " << st->dump();
+  EXPECT_NE(agent_log().find("asked by monitor --deep"), std::string::npos) << log;
+  // Bad periods are input errors.
+  EXPECT_FALSE(daemon::call(paths, "telemetry.deep", {{"seconds", 0}}).ok());
+  EXPECT_FALSE(daemon::call(paths, "telemetry.deep", {{"seconds", 3600}}).ok());
+}
+
 TEST(TelemetryAgentOptions, NonLoopbackOnlyWhenNamedAndBadAddressRefused) {
   auto bad = finish(spawn_tool({"agent", "--metrics-address", "localhost"}), 10s);
   ASSERT_TRUE(WIFEXITED(bad.status));

@@ -195,9 +195,20 @@ Result<uint64_t> cached_bytes_fd(int fd, const fs::path& file) {
   return mincore_bytes(fd, file);
 }
 
+namespace {
+
+// A descriptor to advise the kernel about a file: O_NOATIME where the caller owns the file or may
+// (EPERM otherwise: plain read-only then). -1 with errno set on failure.
+int open_for_advice(const fs::path& file) {
+  int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC | O_NOATIME);
+  if (fd < 0 && errno == EPERM) fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
+  return fd;
+}
+
+}  // namespace
+
 Result<void> evict_file(const fs::path& file) {
-  Fd f(::open(file.c_str(), O_RDONLY | O_CLOEXEC | O_NOATIME));
-  if (f.fd < 0 && errno == EPERM) f.fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
+  Fd f(open_for_advice(file));
   if (f.fd < 0) return errno_error("opening " + file.string());
   int rc = ::posix_fadvise(f.fd, 0, 0, POSIX_FADV_DONTNEED);
   if (rc != 0) return sys_error(rc, "fadvise DONTNEED " + file.string());
@@ -341,10 +352,8 @@ CacheKeeper::~CacheKeeper() {
 
 int CacheKeeper::fd_of(size_t i) {
   if (fds_[i] >= 0) return fds_[i];
-  const auto& f = files_[i];
-  fds_[i] = ::open(f.c_str(), O_RDONLY | O_CLOEXEC | O_NOATIME);
-  if (fds_[i] < 0 && errno == EPERM) fds_[i] = ::open(f.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fds_[i] < 0) stats_.last_error = describe(errno_error("opening " + f.string()));
+  fds_[i] = open_for_advice(files_[i]);
+  if (fds_[i] < 0) stats_.last_error = describe(errno_error("opening " + files_[i].string()));
   return fds_[i];
 }
 
@@ -414,6 +423,18 @@ void CacheKeeper::handle_mapped(std::chrono::steady_clock::time_point now) {
       auto key = std::make_pair(pid, m.start);
       live.insert(key);
       auto& st = vmas_[key];
+      // The two outcomes of a probe: the process uses the mapping, or it is done with it.
+      auto keep_in_use = [&] {
+        st.in_use = true;
+        ++stats_.kept_in_use;
+      };
+      auto page_out = [&] {
+        pageout.push_back({m.start, m.end});
+        pageout_files.insert(file_index);
+        st.probed.reset();
+        st.samples.clear();
+        st.last_rss = 0;
+      };
       if (st.in_use) {  // counted as last measured: not walked again
         mapped_total += st.last_rss;
         continue;
@@ -440,8 +461,7 @@ void CacheKeeper::handle_mapped(std::chrono::steady_clock::time_point now) {
         }
         uint64_t grown = rss > st.rss_after_probe ? rss - st.rss_after_probe : 0;
         if (back > 0 && grown <= 2 * sample_bytes) {
-          st.in_use = true;
-          ++stats_.kept_in_use;
+          keep_in_use();
           continue;
         }
         if (grown > 2 * sample_bytes) {
@@ -451,12 +471,7 @@ void CacheKeeper::handle_mapped(std::chrono::steady_clock::time_point now) {
           continue;
         }
         if (now - *st.probed < opt_.idle_after) continue;
-        pageout.push_back({m.start, m.end});
-        pageout_files.insert(file_index);
-        st.paged_out = true;
-        st.probed.reset();
-        st.samples.clear();
-        st.last_rss = 0;
+        page_out();
         continue;
       }
       bool growing = rss > st.last_rss;
@@ -511,16 +526,10 @@ void CacheKeeper::handle_mapped(std::chrono::steady_clock::time_point now) {
       if (!all) break;
       auto u = all->find(m.start);
       if (u == all->end()) continue;
-      if (u->second.referenced > 0) {
-        st.in_use = true;
-        ++stats_.kept_in_use;
-        continue;
-      }
-      pageout.push_back({m.start, m.end});
-      pageout_files.insert(file_index);
-      st.paged_out = true;
-      st.probed.reset();
-      st.last_rss = 0;
+      if (u->second.referenced > 0)
+        keep_in_use();
+      else
+        page_out();
     }
     // MADV_PAGEOUT skips folios that are not on an LRU list yet: the last ones the process faulted
     // in can wait in another CPU's LRU batch (measured: half of a 64 MiB mapping of large folios

@@ -149,7 +149,6 @@ class CacheKeeper {
     std::vector<std::pair<uint64_t, uint64_t>> samples;  // sample pages unmapped by the probe (empty: MADV_COLD probe)
     uint64_t rss_after_probe = 0;
     bool in_use = false;     // touched after the probe: left alone from then on
-    bool paged_out = false;
   };
   std::map<std::pair<pid_t, uint64_t>, VmaState> vmas_;
 };

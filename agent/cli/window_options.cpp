@@ -74,8 +74,7 @@ Result<WindowSpec> to_spec(const WindowCliOptions& o) {
   if (!o.mapped_budget.empty()) {
     auto b = parse_mapped_budget(o.mapped_budget);
     if (!b) return input_error("--mapped-budget: " + describe(b.error()));
-    s.mapped_budget = *b;
-    s.mapped_budget_auto = !*b;
+    s.mapped_budget = MappedBudget{*b};
   }
   if (!o.ttl.empty()) {
     auto d = parse_duration(o.ttl);

@@ -72,8 +72,7 @@ json spec_to_json(const WindowSpec& s) {
   if (s.cache) j["cache"] = cache_mode_name(*s.cache);
   if (s.cache_interval) j["cache_interval_ms"] = s.cache_interval->count();
   j["mapped"] = mapped_policy_name(s.mapped);
-  if (s.mapped_budget) j["mapped_budget"] = *s.mapped_budget;
-  if (s.mapped_budget_auto) j["mapped_budget"] = "auto";
+  if (s.mapped_budget) j["mapped_budget"] = s.mapped_budget->bytes ? json(*s.mapped_budget->bytes) : json("auto");
   if (s.ttl) j["ttl_ms"] = s.ttl->count();
   if (!s.profile.empty()) j["profile"] = s.profile;
   if (s.pid) j["pid"] = s.pid;
@@ -106,10 +105,9 @@ Result<WindowSpec> spec_from_json(const json& j) {
     if (j.contains("mapped_budget")) {
       if (j.at("mapped_budget").is_string()) {
         SPARK_TRY(std::optional<uint64_t> b, parse_mapped_budget(j.at("mapped_budget").get<std::string>()));
-        s.mapped_budget = b;
-        s.mapped_budget_auto = !b;
+        s.mapped_budget = MappedBudget{b};
       } else {
-        s.mapped_budget = j.at("mapped_budget").get<uint64_t>();
+        s.mapped_budget = MappedBudget{j.at("mapped_budget").get<uint64_t>()};
       }
     }
     if (j.contains("ttl_ms")) s.ttl = std::chrono::milliseconds(j.at("ttl_ms").get<int64_t>());
@@ -309,12 +307,11 @@ Result<WindowRecord> WindowManager::begin(const WindowSpec& asked) {
         SPARK_TRY(uint64_t bytes, parse_size(*v));
         spec.readahead_kb = bytes / 1024;
       }
-    if (!spec.mapped_budget && !spec.mapped_budget_auto)
+    if (!spec.mapped_budget)
       if (auto v = opt("window.mapped_budget")) {
         auto b = parse_mapped_budget(*v);
         if (!b) return with_context(b.error(), "profile " + profile_name + " window.mapped_budget");
-        spec.mapped_budget = *b;
-        spec.mapped_budget_auto = !*b;
+        spec.mapped_budget = MappedBudget{*b};
       }
     if (!spec.cache && !spec.files.empty())
       if (auto v = opt("window.cache")) {
@@ -384,9 +381,9 @@ Result<WindowRecord> WindowManager::begin(const WindowSpec& asked) {
   r.cache = cache;
   r.cache_interval_ms = spec.cache_interval->count();
   r.mapped = spec.mapped;
-  if (spec.mapped_budget) {
-    r.mapped_budget = *spec.mapped_budget;
-  } else if (spec.mapped_budget_auto && cache == CacheMode::evict) {
+  if (spec.mapped_budget && spec.mapped_budget->bytes) {
+    r.mapped_budget = *spec.mapped_budget->bytes;
+  } else if (spec.mapped_budget && cache == CacheMode::evict) {
     uint64_t total = 0;
     for (const auto& f : files) {
       std::error_code ec;

@@ -51,6 +51,11 @@ Result<WindowProfile> load_window_profile(const HostPaths& paths, Actuator& act,
 // Only the overlay of the load-window profile.
 Result<std::vector<Change>> load_window_overlay(const HostPaths& paths, Actuator& act);
 
+// --mapped-budget as asked: a size, or auto (bytes nullopt: auto_mapped_budget at begin).
+struct MappedBudget {
+  std::optional<uint64_t> bytes;
+};
+
 // What a window is asked to do (CLI options / the window.begin request).
 struct WindowSpec {
   std::vector<std::string> files;           // paths, directories, globs
@@ -59,8 +64,7 @@ struct WindowSpec {
   std::optional<CacheMode> cache;           // nullopt: evict with files, off without
   std::optional<std::chrono::milliseconds> cache_interval;  // nullopt: profile, else 100ms
   MappedPolicy mapped = MappedPolicy::idle;
-  std::optional<uint64_t> mapped_budget;    // nullopt: the profile's, else 0
-  bool mapped_budget_auto = false;          // "auto": auto_mapped_budget at begin
+  std::optional<MappedBudget> mapped_budget;  // nullopt: the profile's, else 0
   std::optional<std::chrono::milliseconds> ttl;             // nullopt: profile, else 180s
   pid_t pid = 0;                            // watched process; 0 = none
   std::string until_port;                   // "HOST:PORT": ends when it accepts connections

@@ -379,7 +379,7 @@ TEST_F(WindowTest, MappedPagesOfIdleLoaderPagedOutBusyServerKept) {
   ASSERT_EQ(*cached_bytes(server_file), 64ull << 20);
   WindowSpec s = spec({loader_file.string(), server_file.string()});
   s.cache_interval = 50ms;
-  s.mapped_budget = 0;  // page out as soon as a mapping is done with (this host has room for 128 MiB)
+  s.mapped_budget = MappedBudget{0};  // page out as soon as a mapping is done with (this host has room for 128 MiB)
   auto w = manager().begin(s);
   ASSERT_TRUE(w.ok()) << describe(w.error());
   // fadvise alone cannot drop mapped pages.
@@ -431,7 +431,7 @@ TEST_F(WindowTest, PagedOutServerTouchedAgainIsKept) {
   ASSERT_EQ(*cached_bytes(server_file), 64ull << 20);
   WindowSpec s = spec({server_file.string()});
   s.cache_interval = 50ms;
-  s.mapped_budget = 0;
+  s.mapped_budget = MappedBudget{0};
   auto w = manager().begin(s);
   ASSERT_TRUE(w.ok()) << describe(w.error());
   bool paged_out = pump_until([&] { return cached_bytes(server_file).value_or(0) < (4ull << 20); }, 3s);
@@ -488,7 +488,7 @@ TEST_F(WindowTest, IdleMappingsStayWithinTheMappedBudget) {
   ASSERT_EQ(*cached_bytes(a), 64ull << 20);
   WindowSpec s = spec({a.string(), b.string()});
   s.cache_interval = 50ms;
-  s.mapped_budget = 96ull << 20;
+  s.mapped_budget = MappedBudget{96ull << 20};
   auto w = manager().begin(s);
   ASSERT_TRUE(w.ok()) << describe(w.error());
   // 64 MiB mapped, budget 96 MiB: the done mapping is left alone, not even probed.

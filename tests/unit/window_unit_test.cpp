@@ -49,9 +49,9 @@ TEST(MappedBudget, ParsesAutoAndSizesRefusesTheRest) {
   EXPECT_EQ(*parse_mapped_budget("8G"), std::optional<uint64_t>(8ull << 30));
   auto spec = spec_from_json(nlohmann::json{{"mapped_budget", "auto"}});
   ASSERT_TRUE(spec.ok());
-  EXPECT_TRUE(spec->mapped_budget_auto);
-  EXPECT_EQ(spec->mapped_budget, std::nullopt);
-  EXPECT_EQ(spec_from_json(nlohmann::json{{"mapped_budget", 1024}})->mapped_budget, std::optional<uint64_t>(1024));
+  ASSERT_TRUE(spec->mapped_budget.has_value()) << "auto was asked for";
+  EXPECT_EQ(spec->mapped_budget->bytes, std::nullopt) << "auto carries no size";
+  EXPECT_EQ(spec_from_json(nlohmann::json{{"mapped_budget", 1024}})->mapped_budget->bytes, std::optional<uint64_t>(1024));
   EXPECT_FALSE(spec_from_json(nlohmann::json{{"mapped_budget", "lots"}}).ok());
   auto bad = parse_mapped_budget("lots");
   ASSERT_FALSE(bad.ok());

@@ -10,7 +10,7 @@ bool DeepTrigger::should_start(const std::string& kind, Clock::time_point now) c
   return !cool_until_ || now >= *cool_until_;
 }
 
-void DeepTrigger::started(Clock::time_point now) { until_ = now + p_.period; }
+void DeepTrigger::started(Clock::time_point now) { started_for(now, p_.period); }
 
 void DeepTrigger::failed(Clock::time_point now) {
   until_.reset();

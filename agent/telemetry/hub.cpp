@@ -131,15 +131,21 @@ Result<std::chrono::steady_clock::time_point> TelemetryHub::start_deep(std::chro
                                                    *deep_trigger_.due() - std::chrono::steady_clock::now())
                                                    .count()) +
                                 " ms more); ask again after it reports");
-  SPARK_TRY_VOID(source_->deep_start());
   auto now = std::chrono::steady_clock::now();
-  deep_trigger_.started_for(now, period);
   DetectedEvent cause;
   cause.kind = "request";
   cause.summary = who;
-  deep_cause_ = cause;
-  log_info("telemetry: deep mode attached for " + std::to_string(period.count()) + " ms, asked by " + who);
+  SPARK_TRY_VOID(attach_deep(now, period, std::move(cause), "asked by " + who));
   return now + period;
+}
+
+Result<void> TelemetryHub::attach_deep(std::chrono::steady_clock::time_point now, std::chrono::milliseconds period,
+                                       DetectedEvent cause, const std::string& why) {
+  SPARK_TRY_VOID(source_->deep_start());
+  deep_trigger_.started_for(now, period);
+  deep_cause_ = std::move(cause);
+  log_info("telemetry: deep mode attached for " + std::to_string(period.count()) + " ms, " + why);
+  return {};
 }
 
 // Deep mode started by the detector: end a period that is due (report, detach), or start one on
@@ -164,12 +170,7 @@ void TelemetryHub::deep_step(Step& out) {
   if (deep_trigger_.running()) return;
   for (const auto& e : out.events) {
     if (!deep_trigger_.should_start(e.kind, now)) continue;
-    if (auto st = source_->deep_start(); st.ok()) {
-      deep_trigger_.started(now);
-      deep_cause_ = e;
-      log_info("telemetry: deep mode attached for " + std::to_string(deep_trigger_.policy().period.count()) +
-               " ms after " + e.kind);
-    } else {
+    if (auto st = attach_deep(now, deep_trigger_.policy().period, e, "after " + e.kind); !st.ok()) {
       deep_trigger_.failed(now);
       if (!deep_error_logged_) log_warning("telemetry: deep mode not attached: " + describe(st.error()));
       deep_error_logged_ = true;

@@ -61,6 +61,9 @@ class TelemetryHub {
  private:
   void record(DetectedEvent& e);
   void deep_step(Step& out);
+  // Deep mode attached now for `period` (the detector's or one asked for); `cause` names it in the report.
+  Result<void> attach_deep(std::chrono::steady_clock::time_point now, std::chrono::milliseconds period,
+                           DetectedEvent cause, const std::string& why);
   std::unique_ptr<TelemetrySource> source_;
   StallDetector detector_;
   std::chrono::milliseconds tick_;

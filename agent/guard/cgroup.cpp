@@ -125,6 +125,25 @@ Result<std::string> memory_cgroup_of(const HostPaths& paths, const MemoryHierarc
   return sys_error(ENOENT, "no memory cgroup for process " + std::to_string(pid) + " in " + file.string());
 }
 
+Result<std::string> v2_box_parent(const HostPaths& paths, const MemoryHierarchy& h, const std::string& own) {
+  std::string cur = own.empty() ? "/" : own;
+  for (;;) {
+    CgroupBox c(paths, h, cur);
+    if (auto sc = read_file(c.file("cgroup.subtree_control")); sc.ok()) {
+      std::istringstream in(*sc);
+      std::string w;
+      while (in >> w)
+        if (w == "memory") return cur;
+    }
+    if (cur == "/") break;
+    auto up = fs::path(cur).parent_path().string();
+    cur = up.empty() ? "/" : up;
+  }
+  return sys_error(ENOTSUP, "no cgroup from " + own + " up to the root enables the memory controller for its children "
+                            "(cgroup.subtree_control): run spark-tune under systemd (a transient scope is used), in a "
+                            "unit with Delegate=yes, or in a leaf below a cgroup whose cgroup.subtree_control has memory");
+}
+
 CgroupBox::CgroupBox(HostPaths paths, MemoryHierarchy h, std::string path)
     : paths_(std::move(paths)), h_(std::move(h)), path_(std::move(path)) {}
 

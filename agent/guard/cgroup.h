@@ -30,6 +30,14 @@ Result<MemoryHierarchy> find_memory_hierarchy(const HostPaths& paths);
 // pid 0 reads <proc>/self/cgroup.
 Result<std::string> memory_cgroup_of(const HostPaths& paths, const MemoryHierarchy& h, pid_t pid);
 
+// v2: where a box can be made for a process in cgroup `own`. A child gets memory.max only when its
+// parent enables the controller in cgroup.subtree_control, and v2's no-internal-process rule keeps
+// a cgroup that has processes (the agent's own, the test's leaf) from enabling it. So the box goes
+// under the nearest cgroup from `own` up (the root included) that already enables memory for its
+// children: `own` itself when it is delegated that way, else e.g. the delegated cgroup above the
+// leaf the agent runs in. Nothing is enabled here; ENOTSUP says what to do when none does.
+Result<std::string> v2_box_parent(const HostPaths& paths, const MemoryHierarchy& h, const std::string& own);
+
 struct MemoryStats {
   uint64_t usage = 0;        // charged bytes (v1 memory.usage_in_bytes, v2 memory.current)
   uint64_t anon = 0;         // anonymous memory (v1 total_rss, v2 anon): what reclaim cannot drop without swap

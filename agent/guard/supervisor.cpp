@@ -200,12 +200,16 @@ Result<void> end_guard(const HostPaths& paths, Tuner& tuner, const std::string& 
   SPARK_TRY(auto guards, list_guards(paths));
   auto it = std::find_if(guards.begin(), guards.end(), [&](const GuardState& s) { return s.id == id; });
   if (it == guards.end()) return input_error("no guard '" + id + "' (see spark-tune guard list)");
-  if (it->owns_box) {
+  // A box of its own, or systemd's transient scope: either way the processes go back where they
+  // came from (the scope, then empty, is stopped and collected by systemd). A scope already gone
+  // (its process exited) has nothing to move.
+  if (it->owns_box || !it->scope.empty()) {
     SPARK_TRY(MemoryHierarchy h, find_memory_hierarchy(paths));
     CgroupBox box(paths, h, it->box);
     if (box.exists()) {
       std::string back = it->origin.empty() ? it->opt.parent : it->origin;
-      if (auto r = box.move_all_to(back.empty() ? "/" : back); !r)
+      // A scope systemd collects meanwhile (its last process exited) has nobody left to move.
+      if (auto r = box.move_all_to(back.empty() ? "/" : back); !r && box.exists())
         return with_context(r.error(), "ending guard " + id + ": moving its processes back to " + back);
     }
   }
@@ -343,6 +347,10 @@ Result<std::string> GuardSupervisor::add(const GuardOptions& o) {
     std::string parent = opt.parent;
     if (parent.empty()) {
       SPARK_TRY(parent, memory_cgroup_of(paths_, h, 0));
+      // v2 (where no systemd scope is asked for below): a cgroup that enables memory for children.
+      if (h.version == CgroupVersion::v2 && !systemd_booted(paths_)) {
+        SPARK_TRY(parent, v2_box_parent(paths_, h, parent));
+      }
     }
     st.opt.parent = parent;
     st.origin = cur;

@@ -52,6 +52,18 @@ bool boot_scoped(const HostPaths& paths, const Target& t) {
   return !rel.empty() && *rel.begin() != "..";
 }
 
+// A cgroup control file whose cgroup directory is gone (a transient scope systemd collected when
+// its processes exited, a box removed by hand): the kernel dropped the value with the cgroup, so
+// there is nothing left to restore. Only ENOENT with the directory gone counts: a missing file in
+// a cgroup that still exists (a controller not enabled) and a missing sysctl still fail.
+bool cgroup_gone(const HostPaths& paths, const Target& t, const Error& e) {
+  if (t.kind != TargetKind::cgroup || e.code().value() != ENOENT) return false;
+  auto p = resolve_target(paths, t);
+  if (!p) return false;
+  std::error_code ec;
+  return !fs::exists(p->parent_path(), ec) && !ec;
+}
+
 // Writes a value and reads it back. A coupled key restored to 0 is not written: its sibling's
 // restore (the non-zero one of the pair) zeroes it in the kernel.
 Result<void> write_verified(Actuator& act, const Target& t, const std::optional<std::string>& value) {
@@ -215,6 +227,13 @@ Result<std::vector<ChangeResult>> Tuner::release_locked(JournalTxn& txn, const s
     std::optional<std::string> cur = now ? *now : std::nullopt;
     bool needed = !now || !same(rec.target, cur, it->previous);
     Result<void> r = needed ? write_verified(act_, rec.target, it->previous) : Result<void>();
+    if (!r && cgroup_gone(paths_, rec.target, r.error())) {
+      log_change(rec.target.display(), show(it->value), "(cgroup gone)", owner,
+                 "restore: the cgroup was removed with its values; nothing left to restore");
+      results.push_back({rec.target, it->value, std::nullopt, false});
+      rec.layers.erase(it);
+      continue;
+    }
     if (!r) {
       failures.push_back(r.error());
       continue;  // keep the layer: a later revert retries it

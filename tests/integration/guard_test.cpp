@@ -1,6 +1,7 @@
-// Guard on the real kernel (cgroup v1 memory here): a Python server that grows 64 MiB per request,
-// guarded with a small budget. Every cgroup made is a child of this process's own memory cgroup and
-// is removed at the end; every process started is killed.
+// Guard on the real kernel (cgroup v1 memory here; cgroup v2 with the memory controller in the
+// tests/vm guests): a Python server that grows 64 MiB per request, guarded with a small budget.
+// Every cgroup made is a child of this process's own memory cgroup (v2: of the cgroup the tests
+// delegate to themselves, memcg_child.h) and is removed at the end; every process started is killed.
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
@@ -23,6 +24,7 @@
 #include "guard/cgroup.h"
 #include "guard/process.h"
 #include "guard/supervisor.h"
+#include "memcg_child.h"
 #include "support/fixture.h"
 #include "support/loopback.h"
 #include "tune/actuator.h"
@@ -73,13 +75,24 @@ class GuardKernelTest : public ::testing::Test {
   void SetUp() override {
     if (!test::is_root()) GTEST_SKIP() << "needs root to make memory cgroups";
     auto h = find_memory_hierarchy(host);
-    if (!h || h->version != CgroupVersion::v1) GTEST_SKIP() << "needs the cgroup v1 memory hierarchy (this machine's)";
+    if (!h) GTEST_SKIP() << "no memory cgroup controller: " << h.error().what();
     hier = *h;
+    if (hier.version == CgroupVersion::v2) {
+      // The boxes go under a cgroup that enables memory for children; this process moves to a leaf.
+      const auto& d = test::v2_delegation(host);
+      if (!d.why.empty()) GTEST_SKIP() << d.why;
+    }
     auto own = memory_cgroup_of(host, hier, 0);
     ASSERT_TRUE(own.ok());
     own_cgroup = *own;
-    if (::access((hier.root / own_cgroup.substr(1)).c_str(), W_OK) != 0)
-      GTEST_SKIP() << "own memory cgroup not writable";
+    box_parent = own_cgroup;
+    if (hier.version == CgroupVersion::v2) {
+      auto p = v2_box_parent(host, hier, own_cgroup);
+      ASSERT_TRUE(p.ok()) << p.error().what();
+      box_parent = *p;
+    }
+    if (::access((box_parent == "/" ? hier.root : hier.root / box_parent.substr(1)).c_str(), W_OK) != 0)
+      GTEST_SKIP() << "memory cgroup " << box_parent << " not writable";
     if (python().empty()) GTEST_SKIP() << "python3 missing";
     host.state = state.root() / "state";
     host.run = state.root() / "run";
@@ -152,7 +165,10 @@ class GuardKernelTest : public ::testing::Test {
   test::FixtureRoot state;  // only its temp dir: the journal lives there, not in /var/lib
   HostPaths host = HostPaths::system();
   MemoryHierarchy hier;
-  std::string own_cgroup;
+  std::string own_cgroup;  // where this process and the servers it starts are
+  std::string box_parent;  // where boxes are made: own_cgroup (v1), the delegated cgroup above it (v2)
+  // The hard limit: v1 memory.limit_in_bytes, v2 memory.max.
+  std::string limit_file() const { return hier.version == CgroupVersion::v1 ? "memory.limit_in_bytes" : "memory.max"; }
   std::unique_ptr<HostActuator> act;
   std::unique_ptr<Tuner> tuner;
   std::unique_ptr<GuardSupervisor> sup;
@@ -192,12 +208,12 @@ TEST_F(GuardKernelTest, WarnsBeforeTheKillKillsOnlyInsideRunsTheHookOnceAndEndsC
   CgroupBox box(host, hier, st->box);
   fs::path dir = box.dir();
   EXPECT_TRUE(fs::is_directory(dir));
-  EXPECT_EQ(fs::path(st->box).parent_path().string(), own_cgroup);
+  EXPECT_EQ(fs::path(st->box).parent_path().string(), box_parent);
   auto procs = box.procs();
   ASSERT_TRUE(procs.ok());
   EXPECT_EQ(*procs, std::vector<pid_t>{server});
-  EXPECT_GE(std::stoull(trim(*read_file(box.file("memory.limit_in_bytes")))), 512ull << 20);
-  EXPECT_LT(std::stoull(trim(*read_file(box.file("memory.limit_in_bytes")))), 600ull << 20);
+  EXPECT_GE(std::stoull(trim(*read_file(box.file(limit_file())))), 512ull << 20);
+  EXPECT_LT(std::stoull(trim(*read_file(box.file(limit_file())))), 600ull << 20);
 
   // 64 MiB every 250 ms (256 MiB/s) until the kernel kills it.
   std::atomic<bool> stop{false};
@@ -333,7 +349,7 @@ TEST_F(GuardKernelTest, BadInputIsRefusedAndChangesNothing) {
   };
   auto children_of_own = [&] {
     std::set<std::string> s;
-    for (auto& e : fs::directory_iterator(hier.root / own_cgroup.substr(1)))
+    for (auto& e : fs::directory_iterator(box_parent == "/" ? hier.root : hier.root / box_parent.substr(1)))
       if (e.is_directory()) s.insert(e.path().filename());
     return s;
   };
@@ -447,7 +463,7 @@ TEST_F(GuardKernelTest, SurvivesKillDashNineOfTheCliAndResumes) {
   ::waitpid(cli, nullptr, 0);
   // Still enforced by the kernel with no spark-tune process alive.
   EXPECT_TRUE(box.exists());
-  EXPECT_EQ(std::stoull(trim(*read_file(box.file("memory.limit_in_bytes")))), gs[0].limit);
+  EXPECT_EQ(std::stoull(trim(*read_file(box.file(limit_file())))), gs[0].limit);
   EXPECT_EQ(*box.procs(), std::vector<pid_t>{server});
 
   pid_t resumed = spawn_cli({"--state-dir", sd, "guard", "resume"}, out2);
@@ -544,7 +560,7 @@ TEST_F(GuardKernelTest, AgentHoldsTheGuardAcrossKillDashNine) {
   ::kill(agent, SIGKILL);
   ::waitpid(agent, nullptr, 0);
   EXPECT_TRUE(box.exists()) << "still enforced without an agent";
-  EXPECT_EQ(std::stoull(trim(*read_file(box.file("memory.limit_in_bytes")))), gs->front().limit);
+  EXPECT_EQ(std::stoull(trim(*read_file(box.file(limit_file())))), gs->front().limit);
   agent = start_agent();
   ASSERT_GT(agent, 0);
 

@@ -277,6 +277,7 @@ class GuardV2FakeTree : public ::testing::Test {
     root.meminfo(48 * 1024 * 1024, 20 * 1024 * 1024);
     root.write("sys/fs/cgroup/cgroup.controllers", "cpu io memory pids\n");
     root.write("sys/fs/cgroup/agent.slice/cgroup.procs", "");
+    root.write("sys/fs/cgroup/agent.slice/cgroup.subtree_control", "memory pids\n");
     root.write("sys/fs/cgroup/srv.slice/cgroup.procs", "");
     root.write("proc/self/cgroup", "0::/agent.slice\n");
     // A real process (pidfds are real) described by the fake /proc.
@@ -505,6 +506,135 @@ TEST_F(GuardV2FakeTree, KillAllUsesCgroupKill) {
   root.write("sys/fs/cgroup/srv.slice/cgroup.kill", "");
   ASSERT_TRUE(box.kill_all().ok());
   EXPECT_EQ(trim(root.read("sys/fs/cgroup/srv.slice/cgroup.kill")), "1");
+}
+
+// Issue 11, defect 4: on v2 the box needs a parent that enables memory for its children, and a
+// cgroup with processes cannot (no internal processes). An agent in a leaf below a delegated
+// cgroup makes its boxes beside the leaf; where nothing enables memory it says what to do.
+TEST_F(GuardV2FakeTree, OnV2TheBoxGoesUnderTheNearestCgroupThatEnablesMemory) {
+  root.write("sys/fs/cgroup/agent.slice/leaf/cgroup.procs", "");
+  root.write("sys/fs/cgroup/agent.slice/leaf/cgroup.subtree_control", "\n");
+  root.write("proc/self/cgroup", "0::/agent.slice/leaf\n");
+  MemoryHierarchy h{CgroupVersion::v2, "", root.paths().cgroup};
+  EXPECT_EQ(*v2_box_parent(root.paths(), h, "/agent.slice/leaf"), "/agent.slice");
+  EXPECT_EQ(*v2_box_parent(root.paths(), h, "/agent.slice"), "/agent.slice");
+  GuardSupervisor sup(root.paths(), tuner, nullptr);
+  GuardOptions o;
+  o.pid = child;
+  o.budget = "1G";
+  auto id = sup.add(o);
+  ASSERT_TRUE(id.ok()) << id.error().what();
+  EXPECT_EQ(sup.state(*id)->box, "/agent.slice/spark-guard-g1");
+  EXPECT_EQ(trim(root.read("sys/fs/cgroup/agent.slice/spark-guard-g1/cgroup.procs")), std::to_string(child));
+  ASSERT_TRUE(sup.end(*id).ok());
+
+  root.write("sys/fs/cgroup/agent.slice/cgroup.subtree_control", "pids\n");
+  auto none = v2_box_parent(root.paths(), h, "/agent.slice/leaf");
+  ASSERT_FALSE(none.ok());
+  EXPECT_NE(std::string(none.error().what()).find("cgroup.subtree_control"), std::string::npos);
+  auto refused = sup.add(o);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_TRUE(read_journal(root.paths())->empty());
+  root.write("sys/fs/cgroup/cgroup.subtree_control", "cpu memory\n");  // the root delegates
+  EXPECT_EQ(*v2_box_parent(root.paths(), h, "/agent.slice/leaf"), "/");
+}
+
+// Where systemd runs, the box is its transient scope: journaled as add() does it (owner state with
+// `scope`, limits as cgroup layers, no dir layer: systemd owns the directory).
+class GuardScopeFakeTree : public GuardV2FakeTree {
+ protected:
+  const std::string scope_dir = "sys/fs/cgroup/system.slice/spark-guard-g1.scope/";
+  void journal_scope_guard() {
+    for (const char* f : {"memory.high", "memory.max", "memory.oom.group"})
+      root.write(scope_dir + f, std::string(f) == "memory.oom.group" ? "0\n" : "max\n");
+    root.write(scope_dir + "cgroup.procs", std::to_string(child) + "\n");
+    root.write(scope_dir + "memory.current", "104857600\n");
+    GuardState st;
+    st.id = "g1";
+    st.pid = child;
+    st.opt.pid = child;
+    st.box = "/system.slice/spark-guard-g1.scope";
+    st.scope = "spark-guard-g1.scope";
+    st.owns_box = false;
+    st.origin = "/srv.slice";
+    st.settled = true;
+    CgroupBox box(root.paths(), {CgroupVersion::v2, "", root.paths().cgroup}, st.box);
+    ApplyOptions ao;
+    ao.owner_state = st.to_json();
+    auto r = tuner.apply(guard_owner("g1"), box.limit_changes({900ull << 20, 1ull << 30, true}, "guard g1 budget"), ao);
+    ASSERT_TRUE(r.ok()) << r.error().what();
+    ASSERT_EQ(trim(root.read(scope_dir + "memory.max")), std::to_string(1ull << 30));
+  }
+};
+
+// Issue 11, defect 1: systemd deletes the scope when the guarded process exits. Ending the guard
+// then found memory.high/max/oom.group missing, kept them in the journal, and revert failed forever.
+TEST_F(GuardScopeFakeTree, AGuardWhoseScopeSystemdCollectedEndsAndLeavesNothingInTheJournal) {
+  journal_scope_guard();
+  fs::remove_all(root.root() / scope_dir);  // the process exited; systemd collected the scope
+  auto r = end_guard(root.paths(), tuner, "g1");
+  ASSERT_TRUE(r.ok()) << r.error().what();
+  auto j = read_journal(root.paths());
+  ASSERT_TRUE(j.ok());
+  EXPECT_TRUE(j->empty()) << to_json(*j).dump();
+  auto list = list_guards(root.paths());
+  ASSERT_TRUE(list.ok());
+  EXPECT_TRUE(list->empty());
+  auto again = tuner.revert_all();
+  EXPECT_TRUE(again.ok()) << again.error().what();
+}
+
+TEST_F(GuardScopeFakeTree, RevertAndResumeDropADeadScopeGuard) {
+  journal_scope_guard();
+  fs::remove_all(root.root() / scope_dir);
+  {  // the agent's start: the guard's cgroup is gone, so it is released and dropped
+    GuardSupervisor sup(root.paths(), tuner, [&](const Event& e) { events.push_back(e); });
+    auto n = sup.resume();
+    ASSERT_TRUE(n.ok()) << n.error().what();
+    EXPECT_EQ(*n, 0u);
+  }
+  EXPECT_TRUE(read_journal(root.paths())->empty());
+  EXPECT_TRUE(list_guards(root.paths())->empty());
+
+  journal_scope_guard();
+  fs::remove_all(root.root() / scope_dir);
+  auto r = tuner.revert_all();  // spark-tune revert
+  ASSERT_TRUE(r.ok()) << r.error().what();
+  EXPECT_TRUE(read_journal(root.paths())->empty());
+}
+
+// Only a cgroup whose directory is gone counts as restored: a control file missing in a cgroup that
+// still exists, and a missing sysctl, still fail and stay in the journal.
+TEST_F(GuardScopeFakeTree, AMissingFileInALiveCgroupOrAMissingSysctlStillFails) {
+  journal_scope_guard();
+  fs::remove(root.root() / scope_dir / "memory.high");  // the directory is still there
+  auto r = end_guard(root.paths(), tuner, "g1");
+  ASSERT_FALSE(r.ok());
+  auto j = read_journal(root.paths());
+  ASSERT_TRUE(j.ok());
+  ASSERT_NE(j->find({TargetKind::cgroup, "system.slice/spark-guard-g1.scope/memory.high"}), nullptr);
+  EXPECT_EQ(list_guards(root.paths())->size(), 1u);
+
+  root.write("proc/sys/vm/vfs_cache_pressure", "100\n");
+  ASSERT_TRUE(tuner.apply("profile", {{sysctl_target("vm.vfs_cache_pressure"), std::string("200"), "t"}}).ok());
+  fs::remove(root.root() / "proc/sys/vm/vfs_cache_pressure");
+  fs::remove_all(root.root() / "proc/sys/vm");  // not a cgroup: its parent being gone changes nothing
+  auto p = tuner.release("profile");
+  ASSERT_FALSE(p.ok());
+  EXPECT_NE(read_journal(root.paths())->find(sysctl_target("vm.vfs_cache_pressure")), nullptr);
+}
+
+// Issue 11, defect 2: ending a guard whose box is systemd's scope (Ctrl-C of guard --foreground
+// goes through end) moves the process back to where it came from; systemd then collects the
+// empty scope.
+TEST_F(GuardScopeFakeTree, EndingAScopeGuardMovesTheProcessBackToItsOrigin) {
+  journal_scope_guard();
+  root.write("sys/fs/cgroup/srv.slice/cgroup.procs", "");
+  auto r = end_guard(root.paths(), tuner, "g1");
+  ASSERT_TRUE(r.ok()) << r.error().what();
+  EXPECT_EQ(trim(root.read("sys/fs/cgroup/srv.slice/cgroup.procs")), std::to_string(child));
+  EXPECT_EQ(trim(root.read(scope_dir + "memory.max")), "max");
+  EXPECT_TRUE(read_journal(root.paths())->empty());
 }
 
 TEST(GuardUnit, WritesAVerifiedDropinThroughTheJournalAndUndoesIt) {

@@ -106,12 +106,23 @@ Result<void> Agent::add_handler(const std::string& method, Handler handler) {
 Result<void> Agent::write_pid_file() {
   SPARK_TRY_VOID(ensure_dir(paths_.run, 0755));
   fs::path p = pid_file(paths_);
-  int fd = ::open(p.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
-  if (fd < 0) return errno_error("opening " + p.string());
-  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
-    auto other = read_value(p);
+  int fd = -1;
+  for (int attempt = 0;; ++attempt) {
+    fd = ::open(p.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+    if (fd < 0) return errno_error("opening " + p.string());
+    if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+      auto other = read_value(p);
+      ::close(fd);
+      return sys_error(EEXIST, "an agent is already running (pid " + other.value_or("?") + ")");
+    }
+    // The agent that held it may have removed the file between our open and its unlock: a lock
+    // on an unlinked file guards nothing. Lock the file that is at the path.
+    struct stat held {}, now {};
+    if (::fstat(fd, &held) == 0 && ::stat(p.c_str(), &now) == 0 && held.st_ino == now.st_ino &&
+        held.st_dev == now.st_dev)
+      break;
     ::close(fd);
-    return sys_error(EEXIST, "an agent is already running (pid " + other.value_or("?") + ")");
+    if (attempt >= 20) return sys_error(EBUSY, p.string() + " keeps being replaced");
   }
   std::string s = std::to_string(::getpid()) + "\n";
   if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, s.data(), s.size(), 0) != static_cast<ssize_t>(s.size())) {
@@ -121,6 +132,34 @@ Result<void> Agent::write_pid_file() {
   }
   pid_fd_ = fd;  // the lock lives as long as the agent
   return {};
+}
+
+Result<void> Agent::take_over_pid_file() {
+  fs::path p = pid_file(paths_);
+  auto text = read_value(p);
+  pid_t other = text ? static_cast<pid_t>(std::atoi(text->c_str())) : 0;
+  if (other <= 1 || other == ::getpid())
+    return sys_error(EEXIST, "an agent is already running (its pid file " + p.string() + " is unreadable)");
+  log_warning("a detached agent (pid " + std::to_string(other) +
+              ") runs beside spark-tune.socket: asking it to hand over (its windows and guards are journaled "
+              "and taken over here)");
+  sd_notifyf(0, "STATUS=waiting for the detached agent (pid %d) to hand over", static_cast<int>(other));
+  if (::kill(other, SIGUSR2) != 0 && errno != ESRCH)
+    return sys_error(errno, "asking the detached agent (pid " + std::to_string(other) + ") to hand over");
+  auto deadline = Clock::now() + k_handover_wait;
+  for (;;) {
+    auto r = write_pid_file();
+    if (r) {
+      log_info("took over from the detached agent (pid " + std::to_string(other) + ")");
+      return {};
+    }
+    if (r.error().code().value() != EEXIST) return r;
+    if (Clock::now() >= deadline)
+      return sys_error(EEXIST, "the detached agent (pid " + std::to_string(other) + ") did not hand over in " +
+                                   std::to_string(k_handover_wait.count()) + " s: stop it (kill " +
+                                   std::to_string(other) + "), then run systemctl restart spark-tune.socket");
+    ::usleep(50'000);
+  }
 }
 
 Result<void> Agent::open_socket() {
@@ -151,7 +190,18 @@ Result<void> Agent::open_socket() {
   addr.sun_family = AF_UNIX;
   if (p.native().size() >= sizeof(addr.sun_path)) return sys_error(ENAMETOOLONG, "socket path " + p.string());
   std::strncpy(addr.sun_path, p.c_str(), sizeof(addr.sun_path) - 1);
-  // The pid-file lock is held: a socket file left here is a dead agent's.
+  // The pid-file lock is held, so no other agent listens here; a listener that accepts is the
+  // socket unit's (systemd holds it for the agent it starts): never take the path from it.
+  {
+    int probe = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    bool listening = probe >= 0 && ::connect(probe, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+    if (probe >= 0) ::close(probe);
+    if (listening)
+      return sys_error(EADDRINUSE, p.string() + " already accepts connections (spark-tune.socket?): the agent is "
+                                   "started there on demand; use the CLI directly, or systemctl stop "
+                                   "spark-tune.socket before running an agent by hand");
+  }
+  // A socket file nobody listens on is a dead agent's.
   ::unlink(p.c_str());
   int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (fd < 0) return errno_error("socket");
@@ -167,6 +217,11 @@ Result<void> Agent::open_socket() {
   if (group* g = ::getgrnam(opt_.group.c_str())) gid = g->gr_gid;
   if (::chown(p.c_str(), 0, gid) != 0 && ::geteuid() == 0) log_warning("chown " + p.string() + ": " + std::strerror(errno));
   ::chmod(p.c_str(), 0660);
+  struct stat st {};
+  if (::lstat(p.c_str(), &st) == 0) {
+    socket_dev_ = st.st_dev;
+    socket_ino_ = st.st_ino;
+  }
   listen_fd_ = fd;
   own_socket_ = true;
   return {};
@@ -301,7 +356,16 @@ void Agent::cleanup() {
   clients_.clear();
   if (listen_fd_ >= 0) {
     ::close(listen_fd_);
-    if (own_socket_) ::unlink(socket_path(paths_).c_str());
+    if (own_socket_) {
+      // Only the file this agent bound: spark-tune.socket may have bound the path since (it
+      // replaces a file nobody serves for it), and its socket must outlive this agent.
+      struct stat st {};
+      fs::path p = socket_path(paths_);
+      if (::lstat(p.c_str(), &st) == 0 && st.st_dev == socket_dev_ && st.st_ino == socket_ino_)
+        ::unlink(p.c_str());
+      else
+        log_info("left " + p.string() + " in place: it is no longer this agent's socket");
+    }
     listen_fd_ = -1;
   }
   if (pid_fd_ >= 0) {
@@ -322,11 +386,17 @@ int Agent::run() {
   sigaddset(&mask, SIGTERM);
   sigaddset(&mask, SIGINT);
   sigaddset(&mask, SIGHUP);
+  sigaddset(&mask, SIGUSR2);
   ::sigprocmask(SIG_BLOCK, &mask, nullptr);
   signal_fd_ = ::signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
 
-  if (auto r = write_pid_file(); !r) {
-    log_error(describe(r.error()));
+  // Socket-activated (systemd passes the listening socket): the unit's agent. sd_listen_fds(0)
+  // leaves the environment for open_socket().
+  bool activated = sd_listen_fds(0) > 0;
+  auto locked = write_pid_file();
+  if (!locked && locked.error().code().value() == EEXIST && activated) locked = take_over_pid_file();
+  if (!locked) {
+    log_error(describe(locked.error()));
     return 1;
   }
   if (auto r = open_socket(); !r) {
@@ -399,7 +469,18 @@ int Agent::run() {
       if (fds[1].revents) {
         signalfd_siginfo si{};
         while (::read(signal_fd_, &si, sizeof si) == sizeof si)
-          if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT) stop = true;
+          if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT) {
+            stop = true;
+          } else if (si.ssi_signo == SIGUSR2) {
+            if (own_socket_) {
+              log_info("handing over to the agent spark-tune.socket started (asked by pid " +
+                       std::to_string(si.ssi_pid) + "): windows and guards stay journaled for it");
+              handover_ = stop = true;
+            } else {
+              log_warning("SIGUSR2 from pid " + std::to_string(si.ssi_pid) +
+                          " ignored: this agent is the socket unit's, it hands over to nobody");
+            }
+          }
       }
       if (fds[0].revents) accept_clients();
       for (size_t i = 2; i < service_base; ++i)
@@ -414,7 +495,12 @@ int Agent::run() {
   }
   sd_notify(0, "STOPPING=1");
   log_info("agent stopping");
-  for (auto it = services_.rbegin(); it != services_.rend(); ++it) it->second->on_stop();
+  for (auto it = services_.rbegin(); it != services_.rend(); ++it) {
+    if (handover_)
+      it->second->on_handover();
+    else
+      it->second->on_stop();
+  }
   cleanup();
   return 0;
 }

@@ -3,8 +3,17 @@
 // systemd socket activation or created), services' on_start (journal recovery), capability drop,
 // sd_notify READY=1, then the loop (WATCHDOG=1 at half of WatchdogSec). SIGTERM/SIGINT: services'
 // on_stop in reverse order (windows are ended: the host is put back), socket and pid file removed.
+//
+// A detached agent (started by hand or by an older CLI) and spark-tune.socket never fight: an agent
+// systemd activates while a detached one holds the pid file sends it SIGUSR2 and waits for the
+// lock; on SIGUSR2 a detached agent hands over -- it stops without ending its windows (journaled,
+// the activated agent resumes them, as after a restart) and without removing a socket file that is
+// no longer its own. A detached agent never takes the path from a listener (the unit's socket).
 #pragma once
 
+#include <sys/types.h>
+
+#include <chrono>
 #include <map>
 #include <memory>
 #include <string>
@@ -17,6 +26,10 @@
 #include "tune/tuner.h"
 
 namespace spark::daemon {
+
+// How long an activated agent waits for a detached one to hand over (less than the unit's
+// TimeoutStartSec and the CLI's k_activation_wait, so a refusal is reported, not timed out).
+inline constexpr std::chrono::seconds k_handover_wait{20};
 
 struct AgentOptions {
   bool drop_capabilities = true;
@@ -59,6 +72,9 @@ class Agent : public ServiceContext {
   };
   Result<void> open_socket();
   Result<void> write_pid_file();
+  // Socket-activated while a detached agent holds the pid file: ask it to hand over (SIGUSR2) and
+  // wait for its lock, so the unit's agent takes over instead of failing the unit.
+  Result<void> take_over_pid_file();
   void accept_clients();
   void serve(Client& c);
   nlohmann::json dispatch(const nlohmann::json& request, const Peer& peer);
@@ -73,6 +89,9 @@ class Agent : public ServiceContext {
   std::map<std::string, Handler> handlers_;
   int listen_fd_ = -1;
   bool own_socket_ = false;  // created here (not inherited from systemd): removed at exit
+  dev_t socket_dev_ = 0;     // the socket file this agent bound: removed at exit only while it is
+  ino_t socket_ino_ = 0;     // still that one (spark-tune.socket may have bound the path since)
+  bool handover_ = false;    // SIGUSR2: stop without putting anything back (the next agent resumes)
   int pid_fd_ = -1;
   int signal_fd_ = -1;
   std::map<int, Client> clients_;

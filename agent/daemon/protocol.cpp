@@ -13,6 +13,7 @@
 
 #include "core/fs.h"
 #include "core/units.h"
+#include "daemon/socket_unit.h"
 
 namespace spark::daemon {
 
@@ -110,14 +111,35 @@ Result<json> call(const HostPaths& paths, const std::string& method, const json&
 }
 
 Result<void> ensure_agent(const HostPaths& paths, const std::vector<std::string>& extra_args,
-                          std::chrono::milliseconds wait, std::chrono::milliseconds activation_wait) {
+                          std::chrono::milliseconds wait, std::chrono::milliseconds activation_wait,
+                          const std::function<Result<void>(const std::string& unit)>& start_unit) {
   using Clock = std::chrono::steady_clock;
   auto activation_deadline = Clock::now() + activation_wait;
+  bool managed = socket_unit_manages(paths);
+  bool unit_started = false;
   for (;;) {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(activation_deadline - Clock::now());
     auto r = call(paths, "agent.ping", json::object(), std::max(left, std::chrono::milliseconds(1)));
     if (r) return {};
     int code = r.error().code().value();
+    if ((code == ENOENT || code == ECONNREFUSED) && managed) {
+      // The unit owns the socket: start it (once), then wait for it to listen. Never an agent
+      // beside it: that one would lose its socket to the unit, and the unit its service to it.
+      if (!unit_started) {
+        auto starter = start_unit ? start_unit : system_bus_starter();
+        if (auto s = starter(k_socket_unit); !s)
+          return with_context(s.error(), std::string("no agent listens on ") + socket_path(paths).string() + " and " +
+                                             k_socket_unit + " (installed here) could not be started for you: run "
+                                             "`systemctl start " + k_socket_unit + "` (as root), then try again");
+        unit_started = true;
+      }
+      if (Clock::now() >= activation_deadline)
+        return with_context(r.error(), std::string("started ") + k_socket_unit + " but nothing listens on " +
+                                           socket_path(paths).string() + " yet; see `systemctl status " +
+                                           k_socket_unit + "`");
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      continue;
+    }
     if (code == ENOENT || code == ECONNREFUSED) break;  // nobody listens: start one below
     // The listener dropped the queued connection (an activated agent that died while starting,
     // the activator stopped): look again, it may listen anew or be gone.

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include <chrono>
+#include <functional>
 #include <string>
 
 #include "core/host_paths.h"
@@ -40,8 +41,13 @@ inline constexpr std::chrono::seconds k_activation_wait{60};
 // - ENOENT (no socket file) or ECONNREFUSED (a file nobody listens on: a dead agent's): no agent,
 //   so it starts `<exe> agent` detached (setsid, double fork, stdio on /dev/null) and waits up to
 //   `wait` for it to answer. `extra_args` go before the verb (--state-dir ...).
+// - where systemd runs and spark-tune.socket is installed for this socket path
+//   (socket_unit_manages()), no agent is ever started here: a socket nobody listens on means the
+//   unit is stopped, so the CLI asks systemd to start it (`start_unit`, D-Bus by default) and then
+//   waits for the activated agent; when that fails it says the exact systemctl command.
 Result<void> ensure_agent(const HostPaths& paths, const std::vector<std::string>& extra_args,
                           std::chrono::milliseconds wait = std::chrono::milliseconds(10'000),
-                          std::chrono::milliseconds activation_wait = k_activation_wait);
+                          std::chrono::milliseconds activation_wait = k_activation_wait,
+                          const std::function<Result<void>(const std::string& unit)>& start_unit = nullptr);
 
 }  // namespace spark::daemon

@@ -90,6 +90,9 @@ class Service {
   virtual std::optional<Clock::time_point> next_timer() { return std::nullopt; }
   virtual void on_timer(Clock::time_point /*now*/) {}
   virtual void on_stop() {}
+  // The agent hands over to another agent (a detached one to the one systemd's socket started):
+  // the next agent resumes what is journaled, so nothing is put back; by default as on_stop.
+  virtual void on_handover() { on_stop(); }
 };
 
 using ServiceFactory = std::function<std::unique_ptr<Service>()>;

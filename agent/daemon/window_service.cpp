@@ -45,4 +45,10 @@ void WindowService::on_stop() {
   if (auto r = mgr_->end_all("agent stopped"); !r) log_error("ending windows at stop: " + describe(r.error()));
 }
 
+void WindowService::on_handover() {
+  if (!mgr_) return;
+  log_info("handing " + std::to_string(mgr_->list().size()) + " window(s) over: they stay journaled");
+  mgr_.reset();
+}
+
 }  // namespace spark::daemon

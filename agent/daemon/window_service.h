@@ -20,6 +20,8 @@ class WindowService : public Service {
   std::optional<Clock::time_point> next_timer() override;
   void on_timer(Clock::time_point now) override;
   void on_stop() override;
+  // Windows stay journaled: the agent taking over resumes them (their TTL and watched pid too).
+  void on_handover() override;
 
  private:
   std::unique_ptr<WindowManager> mgr_;

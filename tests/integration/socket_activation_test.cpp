@@ -347,6 +347,72 @@ TEST_F(SocketActivationTest, ListenerThatNeverAnswersIsAnErrorNotASecondAgent) {
   }
 }
 
+// Issue 11, defect 3: a detached agent (an older CLI's, or one run by hand) runs when the socket
+// unit starts. The activated agent must not exit with "an agent is already running" (systemd would
+// restart it into its start limit, fail the socket unit and delete the socket file): it asks the
+// detached agent to hand over, which stops without ending its window and without removing the
+// socket file that is now the unit's; the activated agent resumes the window.
+TEST_F(SocketActivationTest, AnActivatedAgentTakesOverFromADetachedOneAndKeepsItsWindows) {
+  if (::access(k_activator, X_OK) != 0) GTEST_SKIP() << k_activator << " is not installed (Debian package systemd)";
+  auto cur = read_value(paths.proc_sys("vm/vfs_cache_pressure"));
+  ASSERT_TRUE(cur.ok());
+  std::string mine = std::to_string(std::stoul(trim(*cur)) + 7);
+  auto begun = test::run_spark_tune({"window", "begin", "--sysctl", "vm.vfs_cache_pressure=" + mine, "--ttl", "120s"});
+  ASSERT_EQ(begun.exit_code, 0) << begun.err;
+  auto pids = ours();
+  ASSERT_EQ(pids.size(), 1u) << "expected the detached agent the CLI started";
+  pid_t detached = pids[0];
+  ASSERT_EQ(trim(*read_value(paths.proc_sys("vm/vfs_cache_pressure"))), mine);
+
+  struct stat detached_sock = stat_of(sock);
+  activate();  // the socket unit starts: it replaces the file the detached agent served
+  for (int i = 0; i < 500 && stat_of(sock).st_ino == detached_sock.st_ino; ++i) std::this_thread::sleep_for(10ms);
+  struct stat unit_sock = stat_of(sock);
+  ASSERT_NE(unit_sock.st_ino, detached_sock.st_ino) << "the activator did not bind the path: " << log();
+  std::vector<std::string> listening;  // the activator's listening socket (the detached one's too shows the path)
+  for (const auto& inode : listening_on_sock())
+    if (holds_socket(activator, inode)) listening.push_back(inode);
+  ASSERT_EQ(listening.size(), 1u) << log();
+
+  auto listed = test::run_spark_tune({"--json", "window", "list"});
+  ASSERT_EQ(listed.exit_code, 0) << listed.err << "\n" << log();
+  auto windows = nlohmann::json::parse(listed.out, nullptr, false);
+  ASSERT_TRUE(windows.is_array()) << listed.out;
+  EXPECT_EQ(windows.size(), 1u) << "the window was not taken over: " << listed.out << "\n" << log();
+  // The detached agent handed over and is gone; the one answering is the activated one.
+  for (int i = 0; i < 500 && ::kill(detached, 0) == 0; ++i) std::this_thread::sleep_for(10ms);
+  EXPECT_NE(::kill(detached, 0), 0) << "the detached agent still runs";
+  EXPECT_EQ(ours(), std::vector<pid_t>{activator}) << log();
+  EXPECT_EQ(pid_in_file(), std::to_string(activator));
+  EXPECT_NE(log().find("took over from the detached agent"), std::string::npos) << log();
+  // Nothing was put back at the handover: the window's value is still in force.
+  EXPECT_EQ(trim(*read_value(paths.proc_sys("vm/vfs_cache_pressure"))), mine);
+  // The unit's socket file is untouched (the detached agent removed only its own).
+  EXPECT_EQ(stat_of(sock).st_ino, unit_sock.st_ino);
+  EXPECT_EQ(listening_on_sock(), listening);
+
+  auto ended = test::run_spark_tune({"window", "end", "--all"});
+  EXPECT_EQ(ended.exit_code, 0) << ended.err;
+  EXPECT_EQ(trim(*read_value(paths.proc_sys("vm/vfs_cache_pressure"))), trim(*cur));
+  ASSERT_EQ(::kill(activator, SIGTERM), 0);
+  int status = wait_exit(10s);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status << "\n" << log();
+}
+
+// A detached agent never takes the path from a listener that accepts (the unit's socket).
+TEST_F(SocketActivationTest, AnAgentByHandDoesNotTakeTheSocketUnitsPath) {
+  int listener = test::bind_unix_socket(sock, SOCK_STREAM);
+  ASSERT_GE(listener, 0);
+  ASSERT_EQ(::listen(listener, 8), 0);
+  struct stat before = stat_of(sock);
+  // Bounded: an agent that took the path would serve until killed.
+  auto r = test::finish(test::spawn_tool({"agent", "--metrics-port", "0", "--no-bpf"}), 10s);
+  EXPECT_TRUE(WIFEXITED(r.status) && WEXITSTATUS(r.status) != 0) << r.status;
+  EXPECT_NE(r.err.find("already accepts connections"), std::string::npos) << r.err;
+  EXPECT_EQ(stat_of(sock).st_ino, before.st_ino) << "the agent replaced the listener's socket";
+  ::close(listener);
+}
+
 // install/spark-tune.socket and .service against what the agent and the CLI expect (systemd-analyze
 // verify checks the syntax: tests/integration/units_test.cpp).
 TEST(SocketActivationUnits, UnitsMatchWhatTheAgentAndTheCliExpect) {

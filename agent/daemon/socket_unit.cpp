@@ -1,0 +1,109 @@
+#include "daemon/socket_unit.h"
+
+#include <systemd/sd-bus.h>
+
+#include <memory>
+
+#include "core/fs.h"
+#include "daemon/protocol.h"
+
+namespace spark::daemon {
+
+namespace {
+
+struct BusUnref {
+  void operator()(sd_bus* b) const { sd_bus_flush_close_unref(b); }
+};
+struct MsgUnref {
+  void operator()(sd_bus_message* m) const { sd_bus_message_unref(m); }
+};
+
+// The last ListenStream= of the [Socket] section (later assignments win; an empty one resets).
+std::optional<std::string> listen_stream(const std::string& unit) {
+  std::optional<std::string> found;
+  bool in_socket = false;
+  for (const auto& raw : split_lines(unit)) {
+    std::string line = trim(raw);
+    if (line.empty() || line[0] == '#' || line[0] == ';') continue;
+    if (line[0] == '[') {
+      in_socket = line == "[Socket]";
+      continue;
+    }
+    if (!in_socket || line.rfind("ListenStream=", 0) != 0) continue;
+    std::string v = trim(line.substr(13));
+    if (v.empty())
+      found.reset();
+    else
+      found = v;
+  }
+  return found;
+}
+
+}  // namespace
+
+std::vector<fs::path> unit_dirs(const HostPaths& paths) {
+  const fs::path& r = paths.host_root;
+  return {r / "etc/systemd/system", r / "run/systemd/system", r / "usr/local/lib/systemd/system",
+          r / "usr/lib/systemd/system", r / "lib/systemd/system"};
+}
+
+std::optional<fs::path> installed_socket_unit(const HostPaths& paths) {
+  for (const auto& dir : unit_dirs(paths)) {
+    fs::path p = dir / k_socket_unit;
+    std::error_code ec;
+    if (!fs::exists(p, ec)) continue;
+    // The first one found is the one systemd loads; /dev/null (masked) is not installed.
+    if (fs::is_symlink(p, ec) && fs::read_symlink(p, ec) == "/dev/null") return std::nullopt;
+    auto text = read_file(p);
+    if (!text) return std::nullopt;
+    auto where = listen_stream(*text);
+    // The unit's path is the host's: under a fixture root it names host_root/<path>.
+    if (!where || where->empty() || (*where)[0] != '/') return std::nullopt;
+    fs::path listen = paths.host_root / fs::path(*where).relative_path();
+    if (listen.lexically_normal() != socket_path(paths).lexically_normal()) return std::nullopt;
+    return p;
+  }
+  return std::nullopt;
+}
+
+bool socket_unit_manages(const HostPaths& paths) {
+  std::error_code ec;
+  return fs::is_directory(paths.host_root / "run/systemd/system", ec) && installed_socket_unit(paths).has_value();
+}
+
+Result<std::string> start_unit(sd_bus* bus, const std::string& unit) {
+  sd_bus_error err = SD_BUS_ERROR_NULL;
+  sd_bus_message* reply_raw = nullptr;
+  int rc = sd_bus_call_method(bus, "org.freedesktop.systemd1", "/org/freedesktop/systemd1",
+                              "org.freedesktop.systemd1.Manager", "StartUnit", &err, &reply_raw, "ss", unit.c_str(),
+                              "replace");
+  std::unique_ptr<sd_bus_message, MsgUnref> reply(reply_raw);
+  if (rc < 0) {
+    std::string msg = err.message ? err.message : "";
+    std::string name = err.name ? err.name : "";
+    sd_bus_error_free(&err);
+    return sys_error(-rc, "systemd did not start " + unit + (name.empty() ? "" : " (" + name + ": " + msg + ")"));
+  }
+  const char* job = nullptr;
+  rc = sd_bus_message_read(reply.get(), "o", &job);
+  if (rc < 0) return sys_error(-rc, "reading StartUnit's reply");
+  return std::string(job);
+}
+
+Result<std::string> start_unit_on_system_bus(const std::string& unit) {
+  sd_bus* raw = nullptr;
+  int rc = sd_bus_open_system(&raw);
+  if (rc < 0) return sys_error(-rc, "connecting to the system bus to start " + unit);
+  std::unique_ptr<sd_bus, BusUnref> bus(raw);
+  return start_unit(bus.get(), unit);
+}
+
+UnitStarter system_bus_starter() {
+  return [](const std::string& unit) -> Result<void> {
+    SPARK_TRY(std::string job, start_unit_on_system_bus(unit));
+    (void)job;
+    return {};
+  };
+}
+
+}  // namespace spark::daemon

@@ -165,6 +165,21 @@ int processes_mode(int argc, char** argv) {
   }
   std::vector<std::string> env{"SPARK_TUNE_STATE_DIR=" + (dir / "state").string(),
                                "SPARK_TUNE_RUN_DIR=" + (dir / "run").string()};
+  if (tuned) {
+    // tuned re-applies every sysctl.d file after its profile unless told not to: keys outside the
+    // four would change and stay changed. Refuse instead.
+    std::ifstream conf("/etc/tuned/tuned-main.conf");
+    std::string line;
+    bool reapply = true;
+    while (std::getline(conf, line))
+      if (line.rfind("reapply_sysctl", 0) == 0) reapply = line.find('0') == std::string::npos;
+    if (reapply) {
+      std::fprintf(stderr, "--tuned: set reapply_sysctl = 0 in /etc/tuned/tuned-main.conf first (else tuned rewrites "
+                           "every sysctl.d key and leaves them changed)\n");
+      std::filesystem::remove_all(dir);
+      return 2;
+    }
+  }
   std::string tuned_profile = "spark-tune-bench";
   fs::path tuned_dir = fs::path("/etc/tuned") / tuned_profile;
   if (tuned) {

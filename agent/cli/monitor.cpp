@@ -38,15 +38,25 @@ int terminal_width() {
 int monitor_from_agent(Context& ctx, const MonitorOptions& o, std::chrono::milliseconds interval, long pid,
                        std::optional<std::chrono::milliseconds> deep_for) {
   log_info("monitor from the agent (pid " + std::to_string(pid) + "); --local loads probes here instead");
-  // --deep through the agent: it attaches deep mode for the period and detaches it, as the
-  // detector's periods; the report comes in the first frame after the period.
+  // --deep through the agent: it attaches deep mode for the period (or joins the one running) and
+  // detaches it, as the detector's periods. The request stays open on a connection of its own
+  // until the period reports: this process leaving (Ctrl-C) closes it, and the agent ends a
+  // period nobody waits for any more. The report comes in the first frame after the answer.
+  std::optional<daemon::PendingCall> deep_call;
   std::optional<uint64_t> deep_after;
   if (deep_for) {
     nlohmann::json p{{"seconds", static_cast<double>(deep_for->count()) / 1000.0},
-                     {"who", "monitor --deep (pid " + std::to_string(::getpid()) + ")"}};
-    auto d = daemon::call(ctx.paths, "telemetry.deep", p);
+                     {"who", "monitor --deep (pid " + std::to_string(::getpid()) + ")"},
+                     {"hold", true}};
+    auto d = daemon::PendingCall::send(ctx.paths, "telemetry.deep", p);
     if (!d) return report_error(ctx, std::string("--deep through the agent: ") + d.error().what());
-    deep_after = d->value("reports", uint64_t{0});
+    deep_call.emplace(std::move(d).value());
+    // A refusal (a bad period, no eBPF) comes at once.
+    if (auto early = deep_call->poll(std::chrono::milliseconds(200))) {
+      if (!*early) return report_error(ctx, std::string("--deep through the agent: ") + early->error().what());
+      deep_after = early->value().value("reports", uint64_t{1}) - 1;
+      deep_call.reset();
+    }
   }
   auto first = daemon::call(ctx.paths, "telemetry.sample", nlohmann::json::object());
   if (!first) return report_error(ctx, std::string("the agent's telemetry: ") + first.error().what());
@@ -55,7 +65,16 @@ int monitor_from_agent(Context& ctx, const MonitorOptions& o, std::chrono::milli
   bool tty = ::isatty(STDOUT_FILENO) && !ctx.json;
   std::optional<std::chrono::steady_clock::time_point> last_printed;
   for (int n = 0; (o.count == 0 || n < o.count) && !stop_requested();) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    if (deep_call) {
+      // Waits here instead of sleeping: the answer comes when the period reports.
+      if (auto done = deep_call->poll(std::chrono::milliseconds(100))) {
+        if (!*done) return report_error(ctx, std::string("--deep through the agent: ") + done->error().what());
+        deep_after = done->value().value("reports", uint64_t{1}) - 1;
+        deep_call.reset();
+      }
+    } else {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
     nlohmann::json params = nlohmann::json::object();
     if (!ctx.json && !o.prometheus) params["width"] = terminal_width();
     if (deep_after) params["deep_after"] = *deep_after;

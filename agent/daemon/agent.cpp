@@ -351,6 +351,11 @@ void Agent::reply(const DeferredReply& to, Result<json> result) {
   send_line(to.fd, resp.dump() + "\n");
 }
 
+bool Agent::connected(const DeferredReply& to) const {
+  auto it = clients_.find(to.fd);
+  return it != clients_.end() && it->second.serial == to.client;
+}
+
 void Agent::cleanup() {
   for (auto& [fd, c] : clients_) ::close(fd);
   clients_.clear();

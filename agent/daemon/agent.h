@@ -62,6 +62,7 @@ class Agent : public ServiceContext {
   Result<void> add_handler(const std::string& method, Handler handler) override;
   std::optional<DeferredReply> defer() override;
   void reply(const DeferredReply& to, Result<json> result) override;
+  bool connected(const DeferredReply& to) const override;
 
  private:
   struct Client {

@@ -5,7 +5,7 @@
 // Why not prometheus-cpp's pull library (civetweb): it runs its own listener and worker threads,
 // so the hub (owned by the loop thread) would need locking or a copied snapshot, the threads cost
 // stack memory against the agent's RSS budget, and its request handling cannot be bounded the way
-// this one is. The text exposition itself still comes from prometheus-cpp (telemetry/metrics.h).
+// this one is. The text exposition uses prometheus-cpp's data model (telemetry/metrics.h).
 #pragma once
 
 #include <netinet/in.h>

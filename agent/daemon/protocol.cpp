@@ -110,6 +110,60 @@ Result<json> call(const HostPaths& paths, const std::string& method, const json&
   return resp.value("result", json());
 }
 
+Result<PendingCall> PendingCall::send(const HostPaths& paths, const std::string& method, const json& params,
+                                      std::chrono::milliseconds connect_timeout) {
+  SPARK_TRY(int fd, connect_socket(paths, connect_timeout));
+  PendingCall call(fd, method);
+  std::string line = json{{"id", 1}, {"method", method}, {"params", params}}.dump() + "\n";
+  for (size_t off = 0; off < line.size();) {
+    ssize_t n = ::send(fd, line.data() + off, line.size() - off, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      // A refusal may be queued for us to read (see call()): poll() finds it.
+      if (errno == EPIPE || errno == ECONNRESET) break;
+      return errno_error("sending " + method + " to the agent");
+    }
+    off += static_cast<size_t>(n);
+  }
+  return call;
+}
+
+PendingCall::~PendingCall() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+std::optional<Result<json>> PendingCall::poll(std::chrono::milliseconds wait) {
+  if (fd_ < 0) return Result<json>(sys_error(EBADF, method_ + ": already answered"));
+  auto finish = [this](Result<json> r) -> std::optional<Result<json>> {
+    ::close(fd_);
+    fd_ = -1;
+    return r;
+  };
+  auto deadline = std::chrono::steady_clock::now() + wait;
+  char buf[65536];
+  while (in_.find('\n') == std::string::npos) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    pollfd p{fd_, POLLIN, 0};
+    int rc = ::poll(&p, 1, static_cast<int>(std::max<int64_t>(left.count(), 0)));
+    if (rc < 0 && errno == EINTR) return std::nullopt;
+    if (rc < 0) return finish(errno_error("waiting for the agent"));
+    if (rc == 0) return std::nullopt;
+    ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
+    if (n < 0 && (errno == EINTR || errno == EAGAIN)) return std::nullopt;
+    if (n < 0) return finish(errno_error("reading from the agent"));
+    if (n == 0) return finish(sys_error(ECONNRESET, "the agent closed the connection during " + method_));
+    in_.append(buf, static_cast<size_t>(n));
+  }
+  json resp;
+  try {
+    resp = json::parse(in_.substr(0, in_.find('\n')));
+  } catch (const json::exception& e) {
+    return finish(sys_error(EPROTO, std::string("the agent's answer is not JSON: ") + e.what()));
+  }
+  if (resp.contains("error")) return finish(error_from_json(resp["error"]));
+  return finish(resp.value("result", json()));
+}
+
 Result<void> ensure_agent(const HostPaths& paths, const std::vector<std::string>& extra_args,
                           std::chrono::milliseconds wait, std::chrono::milliseconds activation_wait,
                           const std::function<Result<void>(const std::string& unit)>& start_unit) {

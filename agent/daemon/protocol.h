@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <functional>
+#include <optional>
 #include <string>
 
 #include "core/host_paths.h"
@@ -28,6 +29,28 @@ Error error_from_json(const nlohmann::json& j);
 // ETIMEDOUT when nothing answers within `timeout` (connecting included: a full queue).
 Result<nlohmann::json> call(const HostPaths& paths, const std::string& method, const nlohmann::json& params,
                             std::chrono::milliseconds timeout = std::chrono::milliseconds(30'000));
+
+// A request whose answer comes later, on a connection kept open meanwhile: the open connection
+// tells the agent the caller is still there (telemetry.deep {"hold": true}); closing it (or the
+// process ending, Ctrl-C included) tells it the caller has gone.
+class PendingCall {
+ public:
+  static Result<PendingCall> send(const HostPaths& paths, const std::string& method, const nlohmann::json& params,
+                                  std::chrono::milliseconds connect_timeout = std::chrono::milliseconds(5000));
+  PendingCall(PendingCall&& o) noexcept : fd_(o.fd_), method_(std::move(o.method_)), in_(std::move(o.in_)) { o.fd_ = -1; }
+  PendingCall& operator=(PendingCall&&) = delete;
+  PendingCall(const PendingCall&) = delete;
+  ~PendingCall();
+  // The answer once it is there (waits at most `wait`); nullopt while it is not. After an answer
+  // (or an error) the connection is closed.
+  std::optional<Result<nlohmann::json>> poll(std::chrono::milliseconds wait = std::chrono::milliseconds(0));
+
+ private:
+  PendingCall(int fd, std::string method) : fd_(fd), method_(std::move(method)) {}
+  int fd_ = -1;
+  std::string method_;
+  std::string in_;
+};
 
 // How long the CLI waits for an agent that a listening socket promises: systemd queues the
 // connection and starts spark-tune.service, which answers once its journal is recovered. The same

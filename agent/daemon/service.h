@@ -78,6 +78,9 @@ class ServiceContext {
   // has the answer or its own deadline passes. nullopt: this context cannot defer (answer now).
   virtual std::optional<DeferredReply> defer() { return std::nullopt; }
   virtual void reply(const DeferredReply& /*to*/, Result<json> /*result*/) {}
+  // Whether the client of a deferred request is still connected (it has not closed or died):
+  // a request held open for as long as someone wants something (monitor --deep) ends with it.
+  virtual bool connected(const DeferredReply& /*to*/) const { return false; }
 };
 
 class Service {

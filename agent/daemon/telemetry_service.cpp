@@ -158,11 +158,24 @@ Result<void> TelemetryService::on_start(ServiceContext& ctx) {
         params["seconds"].get<double>() > 600)
       return input_error("telemetry.deep: seconds is the period, more than 0 and at most 600");
     auto period = std::chrono::milliseconds(static_cast<int64_t>(params["seconds"].get<double>() * 1000));
+    if (params.contains("hold") && !params["hold"].is_boolean())
+      return input_error("telemetry.deep: hold is true or false");
     std::string who = params.value("who", std::string("a client")) + " (uid " + std::to_string(peer.uid) + ")";
     uint64_t before = hub_->deep_reports();
-    SPARK_TRY(auto until, hub_->start_deep(period, who));
-    (void)until;
-    return json{{"period_ms", period.count()}, {"reports", before}};
+    if (!hub_->deep_trigger().running()) deep_unheld_asker_ = false;  // a new period: no asker yet
+    SPARK_TRY(auto started, hub_->start_deep(period, who));
+    if (params.value("hold", false)) {
+      if (auto to = ctx_->defer()) {
+        deep_holders_.push_back({*to, before, started.joined});
+        return json(nullptr);
+      }
+    }
+    deep_unheld_asker_ = true;  // nobody to watch: this period runs its length
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(started.until - Clock::now());
+    return json{{"period_ms", period.count()},
+                {"reports", before},
+                {"joined", started.joined},
+                {"ends_in_ms", std::max<int64_t>(left.count(), 0)}};
   }));
   SPARK_TRY_VOID(ctx.add_handler("telemetry.metrics", [this](const json&, const Peer&) -> Result<json> {
     ++requests_["metrics"];
@@ -198,6 +211,29 @@ void TelemetryService::answer_waiters(bool all, Clock::time_point now) {
   waiters_.swap(keep);
 }
 
+void TelemetryService::answer_deep_holders(bool stopping) {
+  if (deep_holders_.empty()) return;
+  if (hub_ && hub_->deep_trigger().running() && !stopping) return;
+  for (const auto& h : deep_holders_) {
+    if (hub_ && hub_->deep_reports() > h.reports_before && hub_->last_deep_report())
+      ctx_->reply(h.to, json{{"report", deep_json(*hub_->last_deep_report())},
+                             {"reports", hub_->deep_reports()},
+                             {"joined", h.joined}});
+    else
+      ctx_->reply(h.to, sys_error(stopping ? ESHUTDOWN : EIO,
+                                  stopping ? "the agent is stopping: deep mode detached without a report"
+                                           : "deep mode ended without a report (see the agent's log)"));
+  }
+  deep_holders_.clear();
+}
+
+void TelemetryService::drop_gone_deep_holders() {
+  if (deep_holders_.empty()) return;
+  std::erase_if(deep_holders_, [this](const DeepHolder& h) { return !ctx_->connected(h.to); });
+  // The last holder of an asked period has gone (monitor --deep stopped with Ctrl-C): it ends now.
+  if (deep_holders_.empty() && !deep_unheld_asker_ && hub_->end_asked_deep()) advance();
+}
+
 json TelemetryService::events_after(std::optional<uint64_t> after) const {
   json out{{"next", event_seq_}, {"events", json::array()}, {"dropped", 0}};
   if (!after) return out;
@@ -229,6 +265,7 @@ void TelemetryService::advance() {
     last_interval_ = step->interval;
     ++frame_seq_;
   }
+  answer_deep_holders(false);
 }
 
 std::vector<int> TelemetryService::poll_fds() {
@@ -276,6 +313,7 @@ bool load_window_open(const HostPaths& paths) {
 
 void TelemetryService::on_timer(Clock::time_point now) {
   if (http_) http_->on_timer(now);
+  if (hub_) drop_gone_deep_holders();
   if (hub_ && now >= hub_->next_tick()) {
     hub_->set_window_open(load_window_open(ctx_->paths()));
     advance();
@@ -285,6 +323,7 @@ void TelemetryService::on_timer(Clock::time_point now) {
 
 void TelemetryService::on_stop() {
   answer_waiters(true, Clock::now());
+  answer_deep_holders(true);
   http_.reset();
   hub_.reset();  // probes detach
   last_interval_ = nullptr;

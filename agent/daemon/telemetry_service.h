@@ -8,6 +8,13 @@
 //                     from now); with wait_ms (at most 10 s) a long-poll: the answer comes when an
 //                     event after the cursor is there or the wait is over
 //   telemetry.metrics {}  -> {"text": Prometheus exposition}
+//   telemetry.deep    {"seconds", "who"?, "hold"?}  -> deep mode for the period (monitor --deep). A
+//                     period already running (asked or the detector's) is joined: one period, one
+//                     report. Without hold: {"period_ms", "reports", "joined", "ends_in_ms"} at once.
+//                     With "hold": true the answer comes when the period reports ({"report", "reports",
+//                     "joined"}); the connection held open is the asker: when every holder of an asked
+//                     period has gone (closed, killed, Ctrl-C) the period ends early. A period the
+//                     detector started runs its length.
 //   telemetry.status  {}  -> probe status, details, metrics endpoint, requests served by kind,
 //                     deep mode (attached now, period, cooldown, whether a report was made)
 // and, unless switched off, GET /metrics over HTTP on loopback (metrics_http.h).
@@ -61,10 +68,21 @@ class TelemetryService : public Service {
     Clock::time_point deadline;
   };
   void answer_waiters(bool all, Clock::time_point now);
+  // The holders of telemetry.deep {"hold": true}: answered when the period reports; an asked
+  // period whose holders have all gone ends early.
+  struct DeepHolder {
+    DeferredReply to;
+    uint64_t reports_before = 0;
+    bool joined = false;
+  };
+  void answer_deep_holders(bool stopping);
+  void drop_gone_deep_holders();
 
   TelemetryServiceOptions opt_;
   ServiceContext* ctx_ = nullptr;
   std::vector<Waiter> waiters_;
+  std::vector<DeepHolder> deep_holders_;
+  bool deep_unheld_asker_ = false;  // someone asked for the running period without holding it open
   std::unique_ptr<TelemetryHub> hub_;
   std::unique_ptr<MetricsHttpServer> http_;
   const TelemetryInterval* last_interval_ = nullptr;

@@ -30,6 +30,10 @@ class DeepTrigger {
   void started(Clock::time_point now);
   // A period asked for (monitor --deep through the agent) of its own length.
   void started_for(Clock::time_point now, std::chrono::milliseconds period) { until_ = now + period; }
+  // The running period ends at `t` instead of its own end (everyone who asked for it has gone).
+  void end_early(Clock::time_point t) {
+    if (until_ && t < *until_) until_ = t;
+  }
   void failed(Clock::time_point now);
   // When the running period ends (none when idle).
   std::optional<Clock::time_point> due() const { return until_; }

@@ -123,20 +123,30 @@ DetectedEvent deep_report_event(const DeepReport& r, const DetectedEvent& cause)
 
 }  // namespace
 
-Result<std::chrono::steady_clock::time_point> TelemetryHub::start_deep(std::chrono::milliseconds period,
-                                                                      const std::string& who) {
-  if (deep_trigger_.running())
-    return sys_error(EBUSY, "deep mode is attached already (for " +
-                                std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                                   *deep_trigger_.due() - std::chrono::steady_clock::now())
-                                                   .count()) +
-                                " ms more); ask again after it reports");
+Result<TelemetryHub::DeepStart> TelemetryHub::start_deep(std::chrono::milliseconds period, const std::string& who) {
   auto now = std::chrono::steady_clock::now();
+  if (deep_trigger_.running()) {
+    // Join: one period, one report for everyone who asked (a second attach would fail anyway).
+    DeepStart joined{*deep_trigger_.due(), true, deep_by_detector()};
+    log_info("telemetry: " + who + " joins the deep-mode period running (" +
+             std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(joined.until - now).count()) +
+             " ms left)");
+    return joined;
+  }
   DetectedEvent cause;
   cause.kind = "request";
   cause.summary = who;
   SPARK_TRY_VOID(attach_deep(now, period, std::move(cause), "asked by " + who));
-  return now + period;
+  return DeepStart{now + period, false, false};
+}
+
+bool TelemetryHub::end_asked_deep() {
+  if (!deep_trigger_.running() || deep_by_detector()) return false;
+  auto now = std::chrono::steady_clock::now();
+  if (*deep_trigger_.due() <= now) return false;
+  deep_trigger_.end_early(now);  // due now: the next step() reports and detaches
+  log_info("telemetry: deep mode ends early: everyone who asked for it has gone");
+  return true;
 }
 
 Result<void> TelemetryHub::attach_deep(std::chrono::steady_clock::time_point now, std::chrono::milliseconds period,

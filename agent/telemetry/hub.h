@@ -43,8 +43,18 @@ class TelemetryHub {
   uint64_t deep_reports() const { return deep_reports_; }
   // Deep mode asked for (monitor --deep through the agent): attached now for `period`, reported
   // like the detector's (a deep_report event naming `who`); the cooldown follows as usual.
-  // EBUSY while a period runs, with when it ends.
-  Result<std::chrono::steady_clock::time_point> start_deep(std::chrono::milliseconds period, const std::string& who);
+  // While a period runs (asked or the detector's) the request joins it: same end, same report.
+  struct DeepStart {
+    std::chrono::steady_clock::time_point until;
+    bool joined = false;        // a period was running already
+    bool by_detector = false;   // the running period is the detector's (it runs its length)
+  };
+  Result<DeepStart> start_deep(std::chrono::milliseconds period, const std::string& who);
+  // Everyone who asked for the running period has gone: an asked period ends now (its report
+  // comes at the next step()); the detector's runs its length. True when it was cut short.
+  bool end_asked_deep();
+  // The running period was started by the detector (not asked for).
+  bool deep_by_detector() const { return deep_trigger_.running() && deep_cause_ && deep_cause_->kind != "request"; }
   // When step() is next due (a daemon's timer): the next sample, or the end of a deep period;
   // meaningful after the first step().
   std::chrono::steady_clock::time_point next_tick() const;

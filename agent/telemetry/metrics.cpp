@@ -1,11 +1,11 @@
 #include "telemetry/metrics.h"
 
-#include <prometheus/text_serializer.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <limits>
-#include <sstream>
 
 #include "telemetry/frag_index.h"
 
@@ -113,12 +113,16 @@ std::vector<MetricFamily> collect_metrics(const TelemetrySample& s, const Metric
   if (s.psi) {
     auto total = family("spark_tune_psi_memory_stall_seconds_total", "time some/all tasks stalled on memory (PSI)",
                         MetricType::Counter);
-    auto avg = family("spark_tune_psi_memory_avg_percent", "PSI memory running averages", MetricType::Gauge);
+    // Base units: the kernel's percent as a ratio 0..1 (its two decimals stay exact: 1.50 -> 0.015).
+    auto avg = family("spark_tune_psi_memory_avg_ratio",
+                      "PSI memory running averages: share of time (0..1) some/all tasks stalled on memory",
+                      MetricType::Gauge);
+    auto ratio = [](double percent) { return std::round(percent * 100.0) / 10000.0; };
     auto add = [&](const char* kind, const PsiLine& p) {
       counter(total, {{"kind", kind}}, static_cast<double>(p.total_us) / 1e6);
-      gauge(avg, {{"kind", kind}, {"window", "10s"}}, p.avg10);
-      gauge(avg, {{"kind", kind}, {"window", "60s"}}, p.avg60);
-      gauge(avg, {{"kind", kind}, {"window", "300s"}}, p.avg300);
+      gauge(avg, {{"kind", kind}, {"window", "10s"}}, ratio(p.avg10));
+      gauge(avg, {{"kind", kind}, {"window", "60s"}}, ratio(p.avg60));
+      gauge(avg, {{"kind", kind}, {"window", "300s"}}, ratio(p.avg300));
     };
     add("some", s.psi->some);
     if (s.psi->full) add("full", *s.psi->full);
@@ -135,6 +139,9 @@ std::vector<MetricFamily> collect_metrics(const TelemetrySample& s, const Metric
 
   if (s.probes) {
     const MmSnapshot& p = *s.probes;
+    // The orders this host's buddy allocator has (buddyinfo columns; 11 on most).
+    size_t host_orders = 0;
+    for (const auto& z : s.buddy.zones) host_orders = std::max(host_orders, z.free.size());
     auto reclaim = family("spark_tune_reclaim_latency_seconds",
                           "time allocating tasks spent in direct or memcg reclaim", MetricType::Histogram);
     histogram(reclaim, {{"kind", "direct"}}, p.hists[MM_HIST_DIRECT_RECLAIM]);
@@ -158,14 +165,16 @@ std::vector<MetricFamily> collect_metrics(const TelemetrySample& s, const Metric
     out.push_back(std::move(scanned));
     auto tries =
         family("spark_tune_direct_compaction_total", "direct compaction attempts by order", MetricType::Counter);
+    // Every order the host has, 0 included (rate() needs the series before the first count);
+    // past those only orders that counted.
     for (int o = 0; o < MM_ORDERS; ++o)
-      if (uint64_t v = p.counters.at(MM_C_COMPACT_TRY_ORDER + o))
+      if (uint64_t v = p.counters.at(MM_C_COMPACT_TRY_ORDER + o); v || static_cast<size_t>(o) < host_orders)
         counter(tries, {{"order", std::to_string(o)}}, static_cast<double>(v));
     out.push_back(std::move(tries));
     auto fallbacks =
         family("spark_tune_extfrag_fallbacks_total", "migrate-type fallbacks by fallback order", MetricType::Counter);
     for (int o = 0; o < MM_ORDERS; ++o)
-      if (uint64_t v = p.counters.at(MM_C_EXTFRAG_FALLBACK_ORDER + o))
+      if (uint64_t v = p.counters.at(MM_C_EXTFRAG_FALLBACK_ORDER + o); v || static_cast<size_t>(o) < host_orders)
         counter(fallbacks, {{"fallback_order", std::to_string(o)}}, static_cast<double>(v));
     out.push_back(std::move(fallbacks));
     auto fragmenting =
@@ -215,10 +224,99 @@ std::vector<MetricFamily> collect_metrics(const TelemetrySample& s, const Metric
   return out;
 }
 
+namespace {
+
+// The shortest text that reads back as the same double (std::to_chars): 9 / 1000.0 is "0.009",
+// where prometheus-cpp's serializer printed 16 digits ("0.008999999999999999").
+std::string number(double v) {
+  if (std::isnan(v)) return "NaN";
+  if (std::isinf(v)) return v > 0 ? "+Inf" : "-Inf";
+  char buf[64];
+  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
+  if (ec != std::errc()) return "NaN";
+  return std::string(buf, end);
+}
+
+std::string escaped(const std::string& s, bool quote) {
+  std::string out;
+  for (char c : s) {
+    if (c == '\\') out += "\\\\";
+    else if (c == '\n') out += "\\n";
+    else if (quote && c == '"') out += "\\\"";
+    else out += c;
+  }
+  return out;
+}
+
+void sample_line(std::string& out, const std::string& name, const Labels& labels, const std::string& value,
+                 const ClientMetric::Label* extra = nullptr) {
+  out += name;
+  if (!labels.empty() || extra) {
+    out += '{';
+    bool first = true;
+    auto add = [&](const ClientMetric::Label& l) {
+      if (!first) out += ',';
+      first = false;
+      out += l.name + "=\"" + escaped(l.value, true) + '"';
+    };
+    for (const auto& l : labels) add(l);
+    if (extra) add(*extra);
+    out += '}';
+  }
+  out += ' ';
+  out += value;
+  out += '\n';
+}
+
+const char* type_name(MetricType t) {
+  switch (t) {
+    case MetricType::Counter: return "counter";
+    case MetricType::Gauge: return "gauge";
+    case MetricType::Histogram: return "histogram";
+    case MetricType::Summary: return "summary";
+    default: return "untyped";
+  }
+}
+
+}  // namespace
+
+// The text exposition format (version 0.0.4) of the families.
+std::string render_families(const std::vector<MetricFamily>& families) {
+  std::string out;
+  for (const auto& f : families) {
+    out += "# HELP " + f.name + " " + escaped(f.help, false) + "\n";
+    out += "# TYPE " + f.name + " " + type_name(f.type) + "\n";
+    for (const auto& m : f.metric) {
+      switch (f.type) {
+        case MetricType::Counter: sample_line(out, f.name, m.label, number(m.counter.value)); break;
+        case MetricType::Gauge: sample_line(out, f.name, m.label, number(m.gauge.value)); break;
+        case MetricType::Histogram: {
+          for (const auto& b : m.histogram.bucket) {
+            ClientMetric::Label le{"le", number(b.upper_bound)};
+            sample_line(out, f.name + "_bucket", m.label, std::to_string(b.cumulative_count), &le);
+          }
+          sample_line(out, f.name + "_sum", m.label, number(m.histogram.sample_sum));
+          sample_line(out, f.name + "_count", m.label, std::to_string(m.histogram.sample_count));
+          break;
+        }
+        case MetricType::Summary: {
+          for (const auto& q : m.summary.quantile) {
+            ClientMetric::Label l{"quantile", number(q.quantile)};
+            sample_line(out, f.name, m.label, number(q.value), &l);
+          }
+          sample_line(out, f.name + "_sum", m.label, number(m.summary.sample_sum));
+          sample_line(out, f.name + "_count", m.label, std::to_string(m.summary.sample_count));
+          break;
+        }
+        default: sample_line(out, f.name, m.label, number(m.untyped.value)); break;
+      }
+    }
+  }
+  return out;
+}
+
 std::string render_metrics(const TelemetrySample& s, const MetricsExtras& extras) {
-  std::ostringstream os;
-  prometheus::TextSerializer().Serialize(os, collect_metrics(s, extras));
-  return os.str();
+  return render_families(collect_metrics(s, extras));
 }
 
 }  // namespace spark

@@ -1,4 +1,6 @@
-// Prometheus text exposition of the telemetry (prometheus-cpp's data model and text serializer).
+// Prometheus text exposition of the telemetry: prometheus-cpp's data model (plain structs, header
+// only), written out here so that values print as the shortest text that reads back exactly
+// (0.009, not prometheus-cpp's 0.008999999999999999).
 // The agent serves render_metrics() at /metrics; values are cumulative where the kernel's are
 // (counters), so Prometheus computes the rates.
 #pragma once
@@ -24,5 +26,7 @@ struct MetricsExtras {
 
 std::vector<prometheus::MetricFamily> collect_metrics(const TelemetrySample& s, const MetricsExtras& extras);
 std::string render_metrics(const TelemetrySample& s, const MetricsExtras& extras);
+// The text exposition format 0.0.4 of any families.
+std::string render_families(const std::vector<prometheus::MetricFamily>& families);
 
 }  // namespace spark

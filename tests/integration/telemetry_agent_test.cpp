@@ -240,15 +240,23 @@ TEST_F(TelemetryAgentTest, MonitorJsonThroughTheAgentAndLocal) {
 
 // monitor --deep with an agent running: the agent attaches deep mode for the period, the report
 // arrives in a frame after it, and deep mode is detached again. A second request while one period
-// runs is refused, not stacked.
+// runs joins it (one period, one report), never stacks a second one.
 TEST_F(TelemetryAgentTest, MonitorDeepGoesThroughTheAgent) {
   if (!agent_has_probes()) GTEST_SKIP() << "the agent has no eBPF probes here: " << agent_log();
-  auto busy = daemon::call(paths, "telemetry.deep", {{"seconds", 1.5}, {"who", "test"}});
+  auto busy = daemon::call(paths, "telemetry.deep", {{"seconds", 2}, {"who", "test"}});
   ASSERT_TRUE(busy.ok()) << busy.error().what();
-  auto again = finish(spawn_tool({"--json", "monitor", "--deep", "1", "--count", "1"}), 20s);
+  EXPECT_FALSE(busy->value("joined", true));
+  // Issue 12, defect 1: this was refused ("deep mode is attached already ... ask again after it
+  // reports"); it joins the running period and gets its report.
+  auto again = finish(spawn_tool({"--json", "monitor", "--deep", "1", "--count", "6"}), 30s);
   ASSERT_TRUE(WIFEXITED(again.status));
-  EXPECT_NE(WEXITSTATUS(again.status), 0) << "a second deep period stacked on the first: " << again.out;
-  EXPECT_NE(again.err.find("attached already"), std::string::npos) << again.err;
+  EXPECT_EQ(WEXITSTATUS(again.status), 0) << "a request during a running period was refused: " << again.err;
+  EXPECT_EQ(again.err.find("attached already"), std::string::npos) << again.err;
+  bool joined_report = false;
+  for (const auto& f : ndjson(again.out))
+    if (f.contains("deep")) joined_report = true;
+  EXPECT_TRUE(joined_report) << "the request that joined got no report: " << again.out;
+  EXPECT_NE(agent_log().find("joins the deep-mode period"), std::string::npos) << agent_log();
   // Let that period report, then ask through monitor.
   for (int i = 0; i < 100; ++i) {
     auto st = daemon::call(paths, "telemetry.status", nlohmann::json::object());
@@ -275,6 +283,40 @@ TEST_F(TelemetryAgentTest, MonitorDeepGoesThroughTheAgent) {
   // Bad periods are input errors.
   EXPECT_FALSE(daemon::call(paths, "telemetry.deep", {{"seconds", 0}}).ok());
   EXPECT_FALSE(daemon::call(paths, "telemetry.deep", {{"seconds", 3600}}).ok());
+}
+
+// Issue 12, defect 1: `monitor --deep 30` stopped with Ctrl-C after a few seconds left the period
+// attached for its 30 s, and the same command again was refused meanwhile. The request is held
+// open by the monitor: when it goes, the asked period ends early, and the next one starts at once.
+TEST_F(TelemetryAgentTest, MonitorDeepStoppedEarlyEndsThePeriod) {
+  if (!agent_has_probes()) GTEST_SKIP() << "the agent has no eBPF probes here: " << agent_log();
+  auto deep_attached = [&] {
+    auto st = daemon::call(paths, "telemetry.status", nlohmann::json::object());
+    return st.ok() && (*st)["deep"].value("attached", false);
+  };
+  auto wait_for = [](auto pred, std::chrono::milliseconds limit) {
+    auto end = std::chrono::steady_clock::now() + limit;
+    while (std::chrono::steady_clock::now() < end) {
+      if (pred()) return true;
+      std::this_thread::sleep_for(50ms);
+    }
+    return pred();
+  };
+  Spawned mon = spawn_tool({"--json", "monitor", "--deep", "30"});
+  ASSERT_GT(mon.pid, 0);
+  ASSERT_TRUE(wait_for(deep_attached, 15s)) << "monitor --deep 30 did not attach deep mode: " << agent_log();
+  ::kill(mon.pid, SIGINT);  // Ctrl-C
+  auto stopped = finish(mon, 20s);
+  ASSERT_TRUE(WIFEXITED(stopped.status) || WIFSIGNALED(stopped.status));
+  // Gone: the period ends within a tick or two, not 30 s later.
+  EXPECT_TRUE(wait_for([&] { return !deep_attached(); }, 5s))
+      << "deep mode stayed attached after the monitor that asked for it stopped: " << agent_log();
+  EXPECT_NE(agent_log().find("deep mode ends early"), std::string::npos) << agent_log();
+  // The same command again works at once.
+  auto again = finish(spawn_tool({"--json", "monitor", "--deep", "1", "--count", "4"}), 30s);
+  ASSERT_TRUE(WIFEXITED(again.status));
+  EXPECT_EQ(WEXITSTATUS(again.status), 0) << again.err;
+  EXPECT_EQ(again.err.find("attached already"), std::string::npos) << again.err;
 }
 
 TEST(TelemetryAgentOptions, NonLoopbackOnlyWhenNamedAndBadAddressRefused) {

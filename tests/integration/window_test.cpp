@@ -1,6 +1,7 @@
 // Load windows on the real kernel: files on a scratch loop device, readahead and page cache measured.
 #include <gtest/gtest.h>
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -520,6 +521,109 @@ TEST_F(WindowTest, DropModeDropsLikeTheRecipe) {
   bool dropped = pump_until([&] { return cached_bytes(warm).value_or(1) == 0; }, 2s);
   ASSERT_TRUE(manager().end(w->id, "test").ok());
   EXPECT_TRUE(dropped);
+}
+
+
+// Issue 12, defect 2: a window ends with a last eviction of its files, whatever ends it (end, TTL,
+// watched process exit, recovery at agent start). The keeper's own ticks are an hour apart here, so
+// only that last eviction can take the pages read after the first tick out of the cache.
+class WindowFinalEvictionTest : public WindowTest {
+ protected:
+  WindowSpec slow_keeper(const fs::path& f) {
+    WindowSpec s = spec({f.string()}, 0);
+    s.cache = CacheMode::evict;
+    s.cache_interval = 60s;  // the longest interval a window takes: no second tick during a test
+    return s;
+  }
+  // Runs the keeper's first tick (due at begin), then reads the file into the cache.
+  void tick_then_read(const fs::path& f) {
+    manager().on_timer(Clock::now());
+    test::read_all(f);
+    ASSERT_EQ(cached_bytes(f).value_or(0), 32ull << 20) << "the read did not fill the cache";
+  }
+};
+
+TEST_F(WindowFinalEvictionTest, EndEvictsTheFilesALastTime) {
+  auto f = file("model.bin", 32);
+  auto w = manager().begin(slow_keeper(f));
+  ASSERT_TRUE(w.ok()) << describe(w.error());
+  tick_then_read(f);
+  ASSERT_TRUE(manager().end(w->id, "test").ok());
+  EXPECT_LT(cached_bytes(f).value_or(~0ull), 1ull << 20) << "the window ended with its files still cached";
+}
+
+TEST_F(WindowFinalEvictionTest, CacheOffLeavesTheFilesCached) {
+  auto f = file("model.bin", 32);
+  WindowSpec s = slow_keeper(f);
+  s.cache = CacheMode::off;
+  auto w = manager().begin(s);
+  ASSERT_TRUE(w.ok()) << describe(w.error());
+  tick_then_read(f);
+  ASSERT_TRUE(manager().end(w->id, "test").ok());
+  EXPECT_EQ(cached_bytes(f).value_or(0), 32ull << 20) << "--cache off evicted the files";
+}
+
+TEST_F(WindowFinalEvictionTest, TtlEvictsTheFilesALastTime) {
+  auto f = file("model.bin", 32);
+  WindowSpec s = slow_keeper(f);
+  s.ttl = 300ms;
+  auto w = manager().begin(s);
+  ASSERT_TRUE(w.ok()) << describe(w.error());
+  tick_then_read(f);
+  ASSERT_TRUE(pump_until([&] { return manager().list().empty(); }, 5s)) << "the TTL did not end the window";
+  EXPECT_LT(cached_bytes(f).value_or(~0ull), 1ull << 20) << "the TTL ended the window with its files cached";
+}
+
+// What `spark-tune run --files DIR -- cat ...` does: the watched process reads the files and exits.
+TEST_F(WindowFinalEvictionTest, WatchedProcessExitEvictsTheFilesALastTime) {
+  auto f = file("model.bin", 32);
+  int go[2];
+  ASSERT_EQ(::pipe2(go, O_CLOEXEC), 0);
+  pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    char c;
+    ::close(go[1]);
+    if (::read(go[0], &c, 1) != 1) ::_exit(2);
+    test::read_all(f);
+    ::_exit(0);
+  }
+  ::close(go[0]);
+  WindowSpec s = slow_keeper(f);
+  s.pid = child;
+  auto w = manager().begin(s);
+  ASSERT_TRUE(w.ok()) << describe(w.error());
+  manager().on_timer(Clock::now());  // the keeper's first tick, before the read
+  ASSERT_EQ(::write(go[1], "g", 1), 1);
+  ::close(go[1]);
+  bool ended = pump_until([&] { return manager().list().empty(); }, 20s);
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  ASSERT_TRUE(ended) << "the exit of the watched process did not end the window";
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  EXPECT_LT(cached_bytes(f).value_or(~0ull), 1ull << 20) << "the window ended with what the process read cached";
+}
+
+TEST_F(WindowFinalEvictionTest, RecoveryOfADeadWindowEvictsItsFiles) {
+  auto f = file("model.bin", 32);
+  pid_t child = test::fork_paused_child();
+  ASSERT_GE(child, 0);
+  {
+    WindowManager crashed(paths, *tuner);  // an agent killed with -9: nothing ended
+    WindowSpec s = slow_keeper(f);
+    s.pid = child;
+    auto w = crashed.begin(s);
+    ASSERT_TRUE(w.ok()) << describe(w.error());
+    crashed.on_timer(Clock::now());
+  }
+  test::read_all(f);
+  ASSERT_EQ(cached_bytes(f).value_or(0), 32ull << 20);
+  ::kill(child, SIGKILL);
+  ::waitpid(child, nullptr, 0);
+  auto ended = manager().recover();
+  ASSERT_TRUE(ended.ok()) << describe(ended.error());
+  ASSERT_EQ(ended->size(), 1u);
+  EXPECT_LT(cached_bytes(f).value_or(~0ull), 1ull << 20) << "recovery ended the window with its files cached";
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <fstream>
 #include <regex>
 #include <sstream>
@@ -50,7 +51,9 @@ TEST(Metrics, ExpositionHasTheSignals) {
   EXPECT_TRUE(has("spark_tune_vmstat_total{counter=\"oom_kill\"} 1"));
   EXPECT_EQ(text.find("counter=\"nr_free_pages\""), std::string::npos);  // gauges are not counters
   EXPECT_TRUE(has("spark_tune_psi_memory_stall_seconds_total{kind=\"some\"} 2.5"));
-  EXPECT_TRUE(has("spark_tune_psi_memory_avg_percent{kind=\"some\",window=\"10s\"} 1.5"));
+  // PSI averages in base units (a ratio), not the kernel's percent: avg10=1.50 is 0.015.
+  EXPECT_TRUE(has("spark_tune_psi_memory_avg_ratio{kind=\"some\",window=\"10s\"} 0.015")) << text;
+  EXPECT_EQ(text.find("avg_percent"), std::string::npos);
   EXPECT_TRUE(has("spark_tune_oom_victims_total 2"));
   EXPECT_TRUE(has("spark_tune_extfrag_fallbacks_total{fallback_order=\"10\"} 5"));
   EXPECT_TRUE(has("spark_tune_compaction_runs_total{outcome=\"success\"} 4"));
@@ -76,6 +79,47 @@ TEST(Metrics, ProcfsOnlyHasNoBpfFamilies) {
   EXPECT_EQ(text.find("spark_tune_reclaim_latency_seconds"), std::string::npos);
   EXPECT_NE(text.find("spark_tune_bpf_probes_attached 0\n"), std::string::npos);
   EXPECT_NE(text.find("spark_tune_fragmentation_index"), std::string::npos);
+}
+
+// Issue 12, defect 3: counters by order have a series (0) for every order the host has before
+// the first count, so rate() sees the first increase.
+TEST(Metrics, CountersByOrderStartAtZeroForEveryOrder) {
+  TelemetrySample s = sample_with_probes();
+  s.probes = MmSnapshot{};
+  std::string text = render_metrics(s, {});
+  auto has = [&](const std::string& line) { return text.find(line + "\n") != std::string::npos; };
+  size_t orders = 0;
+  for (const auto& z : s.buddy.zones) orders = std::max(orders, z.free.size());
+  ASSERT_EQ(orders, 11u);
+  for (size_t o = 0; o < orders; ++o) {
+    std::string l = std::to_string(o);
+    EXPECT_TRUE(has("spark_tune_direct_compaction_total{order=\"" + l + "\"} 0")) << text;
+    EXPECT_TRUE(has("spark_tune_extfrag_fallbacks_total{fallback_order=\"" + l + "\"} 0")) << text;
+  }
+  // A count at an order past the host's own still shows.
+  s.probes->counters.raw[MM_C_COMPACT_TRY_ORDER + 12] = 3;
+  text = render_metrics(s, {});
+  EXPECT_TRUE(has("spark_tune_direct_compaction_total{order=\"12\"} 3")) << text;
+  EXPECT_TRUE(has("spark_tune_direct_compaction_total{order=\"0\"} 0")) << text;
+}
+
+// Index values are the kernel's thousandths, printed as the kernel prints them (3 decimals at
+// most), never float noise such as 0.008999999999999999.
+TEST(Metrics, IndexValuesHaveAtMostThreeDecimals) {
+  std::string text = render_metrics(sample_with_probes(), {});
+  std::regex index_line(R"(^spark_tune_(fragmentation|unusable_free)_index\{[^}]*\} (.*)$)");
+  std::regex three_decimals(R"(^-?[0-9]+(\.[0-9]{1,3})?$)");
+  size_t seen = 0, fractional = 0;
+  for (const auto& line : split_lines(text)) {
+    std::smatch m;
+    if (!std::regex_match(line, m, index_line)) continue;
+    ++seen;
+    std::string v = m[2];
+    if (v.find('.') != std::string::npos) ++fractional;
+    EXPECT_TRUE(std::regex_match(v, three_decimals)) << line;
+  }
+  EXPECT_GT(seen, 20u);
+  EXPECT_GT(fractional, 5u);
 }
 
 }  // namespace

@@ -333,5 +333,70 @@ TEST(TelemetryHubUnit, NoDeepTriggerUnlessSet) {
   EXPECT_EQ(s->deep_starts, 0);
 }
 
+// Issue 12, defect 1: a request while a period runs joins it (it was refused with EBUSY until
+// that period reported); the period ends early when everyone who asked has gone, unless the
+// detector started it.
+TEST(TelemetryHubUnit, AskedDeepJoinsTheRunningPeriod) {
+  auto src = std::make_unique<ScriptedSource>();
+  ScriptedSource* s = src.get();
+  s->vmstats = {"oom_kill 0\n"};
+  TelemetryHub hub(std::move(src), {}, 3600s);
+  ASSERT_TRUE(hub.step(0ms).ok());
+  auto first = hub.start_deep(30s, "first");
+  ASSERT_TRUE(first.ok()) << describe(first.error());
+  EXPECT_FALSE(first->joined);
+  auto second = hub.start_deep(5s, "second");
+  ASSERT_TRUE(second.ok()) << "a second request was refused: " << describe(second.error());
+  EXPECT_TRUE(second->joined);
+  EXPECT_FALSE(second->by_detector);
+  EXPECT_EQ(second->until, first->until) << "joining must not move the period's end";
+  EXPECT_EQ(s->deep_starts, 1);
+}
+
+TEST(TelemetryHubUnit, AskedDeepEndsEarlyWhenAskersHaveGone) {
+  auto src = std::make_unique<ScriptedSource>();
+  ScriptedSource* s = src.get();
+  s->vmstats = {"oom_kill 0\n"};
+  TelemetryHub hub(std::move(src), {}, 3600s);
+  ASSERT_TRUE(hub.step(0ms).ok());
+  ASSERT_TRUE(hub.start_deep(30s, "monitor").ok());
+  EXPECT_TRUE(hub.end_asked_deep());
+  auto st = hub.step(0ms);
+  ASSERT_TRUE(st.ok());
+  ASSERT_EQ(st->events.size(), 1u);
+  EXPECT_EQ(st->events[0].kind, "deep_report");
+  EXPECT_FALSE(s->deep_on) << "deep mode stayed attached";
+  EXPECT_FALSE(hub.deep_trigger().running());
+  EXPECT_EQ(hub.deep_reports(), 1u);
+  EXPECT_FALSE(hub.end_asked_deep()) << "nothing runs: nothing to end";
+  // A new period starts at once.
+  auto again = hub.start_deep(1s, "monitor");
+  ASSERT_TRUE(again.ok());
+  EXPECT_FALSE(again->joined);
+}
+
+TEST(TelemetryHubUnit, DetectorDeepRunsItsLengthWhateverJoinsAndLeaves) {
+  auto src = std::make_unique<ScriptedSource>();
+  ScriptedSource* s = src.get();
+  StallThresholds th;
+  th.cooldown = 0s;
+  s->vmstats = {"oom_kill 0\n"};
+  TelemetryHub hub(std::move(src), th, 3600s);
+  DeepTriggerPolicy p;
+  p.period = 60s;
+  hub.set_deep_trigger(p);
+  ASSERT_TRUE(hub.step(0ms).ok());
+  s->events.push_back(stall(4242, 200));
+  ASSERT_TRUE(hub.step(0ms).ok());
+  ASSERT_TRUE(hub.deep_trigger().running()) << "the stall did not start the detector's period";
+  auto joined = hub.start_deep(1s, "monitor");
+  ASSERT_TRUE(joined.ok());
+  EXPECT_TRUE(joined->joined);
+  EXPECT_TRUE(joined->by_detector);
+  EXPECT_FALSE(hub.end_asked_deep());
+  EXPECT_TRUE(hub.deep_trigger().running());
+  EXPECT_TRUE(s->deep_on);
+}
+
 }  // namespace
 }  // namespace spark

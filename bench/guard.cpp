@@ -122,7 +122,7 @@ struct Env {
       if (auto gs = list_guards(host); gs.ok())
         for (auto& g : *gs) {
           CgroupBox box(host, hier, g.box);
-          if (box.exists()) (void)box.kill_all();
+          if (box.exists()) (void)box.kill_all(*act);
           (void)end_guard(host, *tuner, g.id);
         }
     for (pid_t p : children) {
@@ -242,7 +242,7 @@ int main(int argc, char** argv) {
     // Kill clock: its own OOM eventfd on the box (fires as the OOM starts, just before the kill),
     // then a short spin on the oom_kill counter: the kernel's kill time to within ~50 us, without
     // a thread spinning all the time and stealing CPU from what is measured.
-    auto own_fd = register_v1_event(box, "memory.oom_control", "");
+    auto own_fd = register_v1_event(*env.act, box, "memory.oom_control", "");
     if (!own_fd) {
       std::cerr << describe(own_fd.error()) << "\n";
       return 2;

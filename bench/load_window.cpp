@@ -37,6 +37,7 @@
 #include "core/units.h"
 #include "tune/page_cache.h"
 #include "tune/readahead.h"
+#include "tune/trigger.h"
 #include "tune/tuner.h"
 
 namespace {
@@ -303,7 +304,7 @@ int main(int argc, char** argv) {
           }
           dropper = std::thread([&] {
             while (!stop_drop) {
-              (void)drop_caches(paths);
+              (void)drop_caches(act, "bench:recipe", "drop_caches every 100 ms");
               std::this_thread::sleep_for(std::chrono::milliseconds(100));
             }
           });

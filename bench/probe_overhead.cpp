@@ -60,6 +60,7 @@
 #include "bench_floor.skel.h"
 #include "core/fs.h"
 #include "core/host_paths.h"
+#include "core/memory_cgroup.h"
 #include "telemetry/mm_probes.h"
 #include "telemetry/vmstat.h"
 
@@ -160,12 +161,8 @@ class ReclaimWorkload {
  public:
   ReclaimWorkload(const HostPaths& paths, const std::string& file_dir) {
     std::string own;
-    if (auto text = read_file(paths.proc / "self/cgroup"); text.ok())
-      for (const auto& line : split_lines(*text)) {
-        auto a = line.find(':'), b = line.find(':', a + 1);
-        if (a == std::string::npos || b == std::string::npos) continue;
-        if (("," + line.substr(a + 1, b - a - 1) + ",").find(",memory,") != std::string::npos) own = line.substr(b + 1);
-      }
+    if (auto h = find_memory_hierarchy(paths); h.ok() && h->version == CgroupVersion::v1)
+      own = memory_cgroup_of(paths, *h, 0).value_or("");
     if (own.empty()) {
       why_ = "no cgroup v1 memory controller";
       return;

@@ -8,21 +8,23 @@
 
 #include <cerrno>
 
+#include "core/fd.h"
+
 extern char** environ;
 
 namespace spark {
 
 namespace {
 
+// Both ends of a pipe, each closed when destroyed.
 struct Pipe {
-  int fd[2] = {-1, -1};
-  ~Pipe() {
-    for (int f : fd)
-      if (f >= 0) ::close(f);
-  }
-  void close_end(int i) {
-    if (fd[i] >= 0) ::close(fd[i]);
-    fd[i] = -1;
+  Fd end[2];
+  Result<void> open() {
+    int fd[2];
+    if (::pipe2(fd, O_CLOEXEC) != 0) return errno_error("pipe");
+    end[0].reset(fd[0]);
+    end[1].reset(fd[1]);
+    return {};
   }
 };
 
@@ -40,23 +42,23 @@ Result<ProcessOutput> run_process(const std::vector<std::string>& args, const Pr
   argv.push_back(nullptr);
 
   Pipe out, err;
-  if (::pipe2(out.fd, O_CLOEXEC) != 0) return errno_error("pipe");
-  if (!options.merge_stderr && ::pipe2(err.fd, O_CLOEXEC) != 0) return errno_error("pipe");
+  SPARK_TRY_VOID(out.open());
+  if (!options.merge_stderr) SPARK_TRY_VOID(err.open());
   posix_spawn_file_actions_t fa;
   posix_spawn_file_actions_init(&fa);
   posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_adddup2(&fa, out.fd[1], 1);
-  posix_spawn_file_actions_adddup2(&fa, options.merge_stderr ? out.fd[1] : err.fd[1], 2);
+  posix_spawn_file_actions_adddup2(&fa, out.end[1].get(), 1);
+  posix_spawn_file_actions_adddup2(&fa, options.merge_stderr ? out.end[1].get() : err.end[1].get(), 2);
   pid_t pid = 0;
   int rc = ::posix_spawnp(&pid, argv[0], &fa, nullptr, argv.data(), envp.data());
   posix_spawn_file_actions_destroy(&fa);
-  out.close_end(1);
-  err.close_end(1);
+  out.end[1].reset();
+  err.end[1].reset();
   if (rc != 0) return sys_error(rc, "running " + args[0]);
 
   ProcessOutput r;
   // Both pipes drained together: a child that fills one while we block on the other never stalls.
-  pollfd fds[2] = {{out.fd[0], POLLIN, 0}, {err.fd[0], POLLIN, 0}};
+  pollfd fds[2] = {{out.end[0].get(), POLLIN, 0}, {err.end[0].get(), POLLIN, 0}};
   char buf[4096];
   while (fds[0].fd >= 0 || fds[1].fd >= 0) {
     if (::poll(fds, 2, -1) < 0) {

@@ -7,7 +7,7 @@
 
 #include "core/fs.h"
 #include "core/log.h"
-#include "core/process.h"
+#include "core/systemd_unit.h"
 #include "core/units.h"
 #include "state/journal.h"
 #include "tune/tuner.h"
@@ -25,15 +25,7 @@ std::string systemd_size(uint64_t bytes) {
 }  // namespace
 
 Result<std::string> protect_unit_name(const std::string& arg) {
-  if (arg.empty() || arg.size() > 255 ||
-      arg.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789:_.@-\\") !=
-          std::string::npos)
-    return input_error("'" + arg + "' is not a unit name (sshd.service, user.slice)");
-  if (arg.ends_with(".service") || arg.ends_with(".slice")) return arg;
-  for (const char* other :
-       {".socket", ".target", ".mount", ".scope", ".timer", ".path", ".device", ".swap", ".automount"})
-    if (arg.ends_with(other)) return input_error("'" + arg + "': protect handles .service and .slice units");
-  return arg + ".service";
+  return normalize_unit_name(arg, {".service", ".slice"}, "protect");
 }
 
 fs::path protect_dropin_path(const HostPaths& paths, const std::string& unit) {
@@ -56,37 +48,9 @@ std::string protect_dropin_text(const std::string& unit, const ProtectSpec& spec
 }
 
 Result<void> verify_dropin(const std::string& unit, const std::string& text) {
-  std::string tmpl = (fs::temp_directory_path() / "spark-tune-verify-XXXXXX").string();
-  if (!::mkdtemp(tmpl.data())) return errno_error("creating a directory to verify " + unit);
-  fs::path dir = tmpl;
-  struct Cleanup {
-    fs::path d;
-    ~Cleanup() {
-      std::error_code ec;
-      fs::remove_all(d, ec);
-    }
-  } cleanup{dir};
-  bool slice = unit.ends_with(".slice");
   std::string stub = "[Unit]\nDescription=spark-tune protect check\n";
-  if (!slice) stub += "[Service]\nExecStart=/bin/true\n";
-  SPARK_TRY_VOID(atomic_write(dir / unit, stub));
-  SPARK_TRY_VOID(ensure_dir(dir / (unit + ".d")));
-  fs::path dropin = dir / (unit + ".d") / k_protect_dropin;
-  SPARK_TRY_VOID(atomic_write(dropin, text));
-  // Our directory first, then systemd's defaults (the trailing colon).
-  ProcessOptions opts;
-  opts.extra_env = {"SYSTEMD_UNIT_PATH=" + dir.string() + ":", "SYSTEMD_LOG_COLOR=0"};
-  opts.merge_stderr = true;
-  auto r = run_process({"systemd-analyze", "verify", (dir / unit).string()}, opts);
-  if (!r) return with_context(r.error(), "validating the drop-in for " + unit + " (is systemd installed?)");
-  std::string complaints;
-  for (const auto& line : split_lines(r->out))
-    if (line.find(dropin.string()) != std::string::npos || line.find(unit + ":") == 0)
-      complaints += (complaints.empty() ? "" : "; ") + line;
-  if (r->exit_code != 0 || !complaints.empty())
-    return sys_error(EINVAL, "systemd-analyze verify rejects the drop-in for " + unit + ": " +
-                                 (complaints.empty() ? trim(r->out) : complaints));
-  return {};
+  if (!unit.ends_with(".slice")) stub += "[Service]\nExecStart=/bin/true\n";
+  return spark::verify_dropin(unit, stub, k_protect_dropin, text);
 }
 
 namespace {

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include "core/fs.h"
+#include "core/memory_cgroup.h"
 #include "doctor/doctor.h"
 
 namespace spark::doctor {
@@ -15,18 +16,19 @@ std::vector<Finding> check_cgroup(const Env& env) {
   const auto& cg = env.paths.cgroup;
   const std::string v2_fix =
       "add systemd.unified_cgroup_hierarchy=1 to GRUB_CMDLINE_LINUX in /etc/default/grub, run update-grub, reboot";
-  auto has_word = [](const std::string& text, const std::string& w) {
-    return (" " + normalize_ws(text) + " ").find(" " + w + " ") != std::string::npos;
-  };
-  if (auto controllers = read_value(cg / "cgroup.controllers")) {
-    if (!has_word(*controllers, "memory")) {
+  auto h = find_memory_hierarchy(env.paths);
+  if (!h) {
+    if (fs::exists(cg / "cgroup.controllers"))
       add(Status::fail, "cgroup v2 without the memory controller: no memory floors, budgets or reclaim",
           "remove cgroup_disable=memory from the kernel command line (/etc/default/grub), update-grub, reboot");
-      return out;
-    }
-    bool reclaim = fs::exists(cg / "memory.reclaim");
+    else
+      add(Status::fail, "no memory cgroup controller mounted under " + cg.string(), v2_fix);
+    return out;
+  }
+  if (h->version == CgroupVersion::v2) {
+    bool reclaim = fs::exists(h->root / "memory.reclaim");
     std::error_code ec;
-    for (fs::directory_iterator it(cg, ec), end; !reclaim && !ec && it != end; it.increment(ec))
+    for (fs::directory_iterator it(h->root, ec), end; !reclaim && !ec && it != end; it.increment(ec))
       reclaim = fs::exists(it->path() / "memory.reclaim");
     if (reclaim)
       add(Status::ok, "cgroup v2 with the memory controller and memory.reclaim");
@@ -36,17 +38,11 @@ std::vector<Finding> check_cgroup(const Env& env) {
           "upgrade to a kernel >= 5.19");
     return out;
   }
-  bool v1_memory = fs::exists(cg / "memory/memory.usage_in_bytes");
-  bool unified = fs::exists(cg / "unified/cgroup.controllers");
-  if (v1_memory) {
-    add(Status::warn,
-        std::string("cgroup v1 memory controller") +
-            (unified ? " (hybrid: cgroup2 at unified/ has no memory controller)" : "") +
-            ": MemoryMin/MemoryLow floors and memory.reclaim need cgroup v2; guards fall back to v1 limits",
-        v2_fix);
-    return out;
-  }
-  add(Status::fail, "no memory cgroup controller mounted under " + cg.string(), v2_fix);
+  add(Status::warn,
+      std::string("cgroup v1 memory controller") +
+          (h->hybrid ? " (hybrid: cgroup2 at unified/ has no memory controller)" : "") +
+          ": MemoryMin/MemoryLow floors and memory.reclaim need cgroup v2; guards fall back to v1 limits",
+      v2_fix);
   return out;
 }
 

@@ -6,13 +6,13 @@
 #include <sstream>
 
 #include "core/fs.h"
+#include "core/meminfo.h"
 #include "core/units.h"
 #include "daemon/protect.h"
 #include "doctor/doctor.h"
 #include "profile/overrides.h"
 #include "state/journal.h"
 #include "telemetry/host_fit.h"
-#include "telemetry/meminfo.h"
 #include "tune/actuator.h"
 
 namespace spark::doctor {
@@ -101,14 +101,14 @@ std::vector<Finding> check_sysctl(const Env& env) {
   }
 
   // The reserve: vm.min_free_kbytes against the recommendation for this much RAM.
-  auto mem = read_host_memory(env.paths);
+  auto mem = read_meminfo(env.paths);
   auto reserve = sysctl_value(env.paths, "vm.min_free_kbytes");
   if (!mem || !reserve) {
     add(Status::warn, std::string("cannot read the reserve: ") + (!mem ? mem.error().what() : reserve.error().what()));
   } else {
     uint64_t have = std::strtoull(reserve->c_str(), nullptr, 10);
-    uint64_t want = recommended_min_free_kbytes(mem->total);
-    std::string ram = format_size(mem->total);
+    uint64_t want = recommended_min_free_kbytes(mem->total());
+    std::string ram = format_size(mem->total());
     std::string fix =
         "echo " + std::to_string(want) +
         " > /proc/sys/vm/min_free_kbytes; to keep it: echo 'vm.min_free_kbytes = " + std::to_string(want) + "' > " +
@@ -119,7 +119,7 @@ std::vector<Finding> check_sysctl(const Env& env) {
               " of RAM keep at least " + std::to_string(want) + " (" + format_size(want * 1024) +
               ") free so pinned and driver allocations find pages during a load",
           fix);
-    } else if (have * 1024 > mem->total / 20) {
+    } else if (have * 1024 > mem->total() / 20) {
       add(Status::warn,
           "vm.min_free_kbytes is " + *reserve + " (" + format_size(have * 1024) + "), over 5% of " + ram +
               ": reclaim starts early and the page cache stays small",
@@ -183,10 +183,10 @@ std::vector<Finding> check_persist(const Env& env) {
     }
   }
   // The reserve that doctor's sysctl check asks for must survive a reboot too.
-  auto mem = read_host_memory(env.paths);
+  auto mem = read_meminfo(env.paths);
   auto reserve = sysctl_value(env.paths, "vm.min_free_kbytes");
   if (mem && reserve && !boot.count("vm.min_free_kbytes") &&
-      std::strtoull(reserve->c_str(), nullptr, 10) >= recommended_min_free_kbytes(mem->total) &&
+      std::strtoull(reserve->c_str(), nullptr, 10) >= recommended_min_free_kbytes(mem->total()) &&
       std::strtoull(reserve->c_str(), nullptr, 10) > 0) {
     ++drifted;
     add(Status::warn,

@@ -4,6 +4,7 @@
 #include <sstream>
 
 #include "core/fs.h"
+#include "core/proc_stat.h"
 #include "core/units.h"
 
 namespace spark {
@@ -80,25 +81,10 @@ bool samples_agree(uint64_t a, uint64_t b) {
   return (larger - std::min(a, b)) <= tolerance;
 }
 
-bool process_exited(const HostPaths& paths, int pid) {
-  auto stat = read_file(paths.proc / std::to_string(pid) / "stat");
-  if (!stat) return true;
-  auto paren = stat->rfind(')');
-  if (paren == std::string::npos) return false;
-  std::istringstream in(stat->substr(paren + 1));
-  std::string state, skip;
-  unsigned long flags = 0;
-  in >> state;
-  for (int i = 0; i < 5; ++i) in >> skip;  // ppid pgrp session tty_nr tpgid
-  in >> flags;
-  constexpr unsigned long k_pf_exiting = 0x4;
-  return state == "Z" || state == "X" || (flags & k_pf_exiting);
-}
-
 namespace {
 bool exited_holder_on(const HostPaths& paths, const GpuSample& s, unsigned device) {
   for (const auto& p : s.processes)
-    if (p.index == device && process_exited(paths, p.pid)) return true;
+    if (p.index == device && !process_alive(paths, p.pid)) return true;
   return false;
 }
 }  // namespace
@@ -144,7 +130,7 @@ SettleOutcome settle_wait(const HostPaths& paths, GpuProbe& probe, const std::ve
 KillSignal recent_gpu_kill(const HostPaths& paths, const std::vector<GpuProcess>& holders) {
   KillSignal k;
   for (const auto& h : holders) {
-    if (process_exited(paths, h.pid)) {
+    if (!process_alive(paths, h.pid)) {
       k.recent = true;
       k.why = "pid " + std::to_string(h.pid) + " still holds " + format_size(h.used) + " on GPU " +
               std::to_string(h.index) + " but has exited: the driver is still freeing it";

@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "core/units.h"
+#include "tune/trigger.h"
 
 namespace spark {
 
@@ -79,7 +80,7 @@ void check_gpus(const HostPaths& paths, const PreflightRequest& req, PreflightRe
     f.need = req.gpu_bytes;
     if (d.unified) {
       unified_need += req.gpu_bytes;
-      f.free = rep.host.available;
+      f.free = rep.host.available();
       f.fits = true;  // judged with host RAM below
       rep.notes.push_back("GPU " + std::to_string(d.index) + " (" + d.name +
                           ") has unified memory: its need is accounted against host RAM");
@@ -111,16 +112,21 @@ void check_gpus(const HostPaths& paths, const PreflightRequest& req, PreflightRe
 }  // namespace
 
 PreflightReport run_preflight(const HostPaths& paths, const PreflightRequest& req) {
+  HostActuator act(paths);
+  return run_preflight(paths, req, act);
+}
+
+PreflightReport run_preflight(const HostPaths& paths, const PreflightRequest& req, Actuator& act) {
   PreflightReport rep;
   rep.request = req;
-  auto host = read_host_memory(paths);
+  auto host = read_meminfo(paths);
   if (!host) {
     rep.verdict = Verdict::undecided;
     rep.undecided = host.error().what();
     return rep;
   }
   rep.host = *host;
-  rep.ram = ram_fit(req.bytes, req.factor, req.headroom, rep.host.available);
+  rep.ram = ram_fit(req.bytes, req.factor, req.headroom, rep.host.available());
 
   // Fragmentation, per node; compaction on request when a node is not ok.
   uint64_t page_size = req.page_size ? req.page_size : static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
@@ -130,7 +136,7 @@ PreflightReport run_preflight(const HostPaths& paths, const PreflightRequest& re
   } else {
     rep.frag = judge_fragmentation(*buddy, page_size, req.frag);
     if (req.compact && worst(rep.frag) != Severity::ok) {
-      auto c = compact_memory(paths);
+      auto c = compact_memory(act, "preflight", "free memory not in large blocks");
       if (!c) {
         rep.warnings.push_back(std::string(c.error().what()) + " (compaction needs root)");
       } else if (auto again = read_node_buddy(paths); again) {
@@ -199,8 +205,8 @@ nlohmann::json PreflightReport::to_json() const {
             {"warnings", warnings},
             {"notes", notes},
             {"host",
-             {{"total", host.total},
-              {"available", host.available},
+             {{"total", host.total()},
+              {"available", host.available()},
               {"need", ram.need},
               {"fits", ram.fits},
               {"missing", ram.missing()}}},

@@ -11,9 +11,11 @@
 #include <vector>
 
 #include "core/host_paths.h"
+#include "core/meminfo.h"
 #include "gpu/gpu_probe.h"
 #include "telemetry/host_fit.h"
 #include "telemetry/memory_holders.h"
+#include "tune/actuator.h"
 
 namespace spark {
 
@@ -52,7 +54,7 @@ struct PreflightReport {
   std::vector<std::string> warnings;
   std::vector<std::string> notes;
   std::string undecided;  // why no decision could be made
-  HostMemory host;
+  MemInfo host;
   RamFit ram;
   std::vector<NodeFrag> frag;
   std::vector<NodeFrag> frag_before_compact;  // set when compaction ran
@@ -70,6 +72,8 @@ struct PreflightReport {
   std::string to_text() const;
 };
 
+// Compaction (request.compact) is a trigger through the actuator; the first form uses the host's.
 PreflightReport run_preflight(const HostPaths& paths, const PreflightRequest& request);
+PreflightReport run_preflight(const HostPaths& paths, const PreflightRequest& request, Actuator& act);
 
 }  // namespace spark

@@ -8,26 +8,6 @@
 
 namespace spark::guard {
 
-Result<HostMemory> read_host_memory(const HostPaths& paths) {
-  SPARK_TRY(std::string text, read_file(paths.proc / "meminfo"));
-  HostMemory m;
-  bool have_total = false, have_avail = false;
-  for (const auto& line : split_lines(text)) {
-    auto colon = line.find(':');
-    if (colon == std::string::npos) continue;
-    std::string key = line.substr(0, colon);
-    std::string rest = trim(line.substr(colon + 1));
-    uint64_t kb = std::strtoull(rest.c_str(), nullptr, 10);
-    if (key == "MemTotal")
-      m.total = kb * 1024, have_total = true;
-    else if (key == "MemAvailable")
-      m.available = kb * 1024, have_avail = true;
-  }
-  if (!have_total || !have_avail)
-    return sys_error(EIO, "no MemTotal/MemAvailable in " + (paths.proc / "meminfo").string());
-  return m;
-}
-
 Result<BudgetSpec> parse_budget(const std::string& text) {
   BudgetSpec s;
   s.text = trim(text);
@@ -54,18 +34,18 @@ Result<BudgetSpec> parse_budget(const std::string& text) {
   return s;
 }
 
-uint64_t resolve_budget(const BudgetSpec& spec, const HostMemory& host) {
+uint64_t resolve_budget(const BudgetSpec& spec, const MemInfo& host) {
   switch (spec.kind) {
     case BudgetSpec::Kind::bytes:
       return spec.bytes;
     case BudgetSpec::Kind::percent: {
-      double base = static_cast<double>(spec.of_total ? host.total : host.available);
+      double base = static_cast<double>(spec.of_total ? host.total() : host.available());
       return page_round(static_cast<uint64_t>(base * spec.percent / 100.0));
     }
     case BudgetSpec::Kind::host_default:
       break;
   }
-  auto pct = static_cast<uint64_t>(static_cast<double>(host.available) * k_default_budget_percent / 100.0);
+  auto pct = static_cast<uint64_t>(static_cast<double>(host.available()) * k_default_budget_percent / 100.0);
   return page_round(std::min(k_default_budget_cap, pct));
 }
 

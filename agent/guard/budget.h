@@ -6,15 +6,11 @@
 #include <string>
 
 #include "core/host_paths.h"
+#include "core/meminfo.h"
 #include "core/result.h"
 
 namespace spark::guard {
 
-struct HostMemory {
-  uint64_t total = 0;      // MemTotal
-  uint64_t available = 0;  // MemAvailable
-};
-Result<HostMemory> read_host_memory(const HostPaths& paths);
 
 struct BudgetSpec {
   enum class Kind { host_default, bytes, percent };
@@ -31,7 +27,7 @@ constexpr double k_default_budget_percent = 30.0;
 // "" -> the default min(8 GiB, 30% of MemAvailable); "2G"; "30% of available"; "10% of ram".
 Result<BudgetSpec> parse_budget(const std::string& text);
 // Bytes of growth the spec allows on this host now.
-uint64_t resolve_budget(const BudgetSpec& spec, const HostMemory& host);
+uint64_t resolve_budget(const BudgetSpec& spec, const MemInfo& host);
 std::string describe_budget(const BudgetSpec& spec);
 
 }  // namespace spark::guard

@@ -7,9 +7,10 @@
 
 #include <algorithm>
 #include <cstdlib>
-#include <sstream>
 
 #include "core/fs.h"
+#include "core/log.h"
+#include "tune/trigger.h"
 
 namespace spark::guard {
 
@@ -28,22 +29,6 @@ bool parse_u64(const std::string& s, uint64_t& out) {
 }
 
 }  // namespace
-
-Fd& Fd::operator=(Fd&& o) noexcept {
-  if (this != &o) {
-    reset();
-    fd_ = o.fd_;
-    o.fd_ = -1;
-  }
-  return *this;
-}
-Fd::~Fd() {
-  reset();
-}
-void Fd::reset() {
-  if (fd_ >= 0) ::close(fd_);
-  fd_ = -1;
-}
 
 uint64_t page_round(uint64_t bytes) {
   return bytes / k_page * k_page;
@@ -85,46 +70,6 @@ Result<MemoryEvents> parse_memory_events(const std::string& text) {
   return e;
 }
 
-Result<MemoryHierarchy> find_memory_hierarchy(const HostPaths& paths) {
-  std::error_code ec;
-  if (fs::exists(paths.cgroup / "memory" / "memory.limit_in_bytes", ec))
-    return MemoryHierarchy{CgroupVersion::v1, "memory", paths.cgroup / "memory"};
-  if (auto c = read_file(paths.cgroup / "cgroup.controllers"); c.ok()) {
-    std::istringstream in(*c);
-    std::string w;
-    while (in >> w)
-      if (w == "memory") return MemoryHierarchy{CgroupVersion::v2, "", paths.cgroup};
-  }
-  return sys_error(ENOTSUP, "no memory cgroup controller under " + paths.cgroup.string() +
-                                ": mount the cgroup v1 memory hierarchy or cgroup2 with the memory controller");
-}
-
-Result<std::string> memory_cgroup_of(const HostPaths& paths, const MemoryHierarchy& h, pid_t pid) {
-  fs::path file = paths.proc / (pid == 0 ? std::string("self") : std::to_string(pid)) / "cgroup";
-  auto text = read_file(file);
-  if (!text) {
-    if (text.error().code().value() == ENOENT)
-      return sys_error(ESRCH, "process " + std::to_string(pid) + " does not exist");
-    return text.error();
-  }
-  for (const auto& line : split_lines(*text)) {
-    auto c1 = line.find(':');
-    auto c2 = line.find(':', c1 == std::string::npos ? 0 : c1 + 1);
-    if (c1 == std::string::npos || c2 == std::string::npos) continue;
-    std::string ctrls = line.substr(c1 + 1, c2 - c1 - 1);
-    std::string path = line.substr(c2 + 1);
-    if (h.version == CgroupVersion::v2) {
-      if (line.compare(0, c1, "0") == 0 && ctrls.empty()) return path;
-      continue;
-    }
-    std::istringstream in(ctrls);
-    std::string c;
-    while (std::getline(in, c, ','))
-      if (c == "memory") return path;
-  }
-  return sys_error(ENOENT, "no memory cgroup for process " + std::to_string(pid) + " in " + file.string());
-}
-
 Result<std::string> v2_box_parent(const HostPaths& paths, const MemoryHierarchy& h, const std::string& own) {
   std::string cur = own.empty() ? "/" : own;
   for (;;) {
@@ -157,13 +102,16 @@ Target CgroupBox::dir_target() const {
   return {TargetKind::dir, dir().string()};
 }
 
-Target CgroupBox::file_target(const std::string& name) const {
+std::string CgroupBox::target_name() const {
   std::string rel = path_;
   while (!rel.empty() && rel.front() == '/') rel.erase(0, 1);
-  std::string n = h_.prefix;
-  if (!rel.empty()) n = n.empty() ? rel : n + "/" + rel;
-  n = n.empty() ? name : n + "/" + name;
-  return {TargetKind::cgroup, n};
+  if (h_.prefix.empty()) return rel;
+  return rel.empty() ? h_.prefix : h_.prefix + "/" + rel;
+}
+
+Target CgroupBox::file_target(const std::string& name) const {
+  std::string n = target_name();
+  return {TargetKind::cgroup, n.empty() ? name : n + "/" + name};
 }
 
 bool CgroupBox::exists() const {
@@ -184,8 +132,8 @@ std::vector<Change> CgroupBox::limit_changes(const Limits& l, const std::string&
   return out;
 }
 
-Result<void> CgroupBox::attach(pid_t pid) const {
-  auto r = write_value(file("cgroup.procs"), std::to_string(pid));
+Result<void> CgroupBox::attach(Actuator& act, pid_t pid) const {
+  auto r = fire(act, cgroup_attach_trigger(target_name(), pid, "guard box " + path_));
   if (!r) {
     if (r.error().code().value() == ESRCH) return sys_error(ESRCH, "process " + std::to_string(pid) + " exited");
     return with_context(r.error(), "moving process " + std::to_string(pid) + " into " + path_);
@@ -230,11 +178,14 @@ Result<MemoryStats> CgroupBox::stats() const {
   return s;
 }
 
-Result<void> CgroupBox::kill_all() const {
+Result<void> CgroupBox::kill_all(Actuator& act) const {
   std::error_code ec;
-  if (h_.version == CgroupVersion::v2 && fs::exists(file("cgroup.kill"), ec)) {
-    auto r = write_value(file("cgroup.kill"), "1");
+  Trigger kill = cgroup_kill_trigger(target_name(), "guard box " + path_);
+  auto kill_file = resolve_target(paths_, kill.target);
+  if (h_.version == CgroupVersion::v2 && kill_file.ok() && fs::exists(*kill_file, ec)) {
+    auto r = fire(act, kill);
     if (r.ok()) return {};
+    log_warning("cgroup.kill of " + path_ + " failed (" + describe(r.error()) + "): killing each member");
   }
   // v1: no cgroup.kill; a member may fork while we kill, so repeat until the box is empty.
   for (int round = 0; round < 20; ++round) {
@@ -246,7 +197,7 @@ Result<void> CgroupBox::kill_all() const {
   return sys_error(EBUSY, "processes in " + path_ + " survive SIGKILL");
 }
 
-Result<void> CgroupBox::move_all_to(const std::string& other_path) const {
+Result<void> CgroupBox::move_all_to(Actuator& act, const std::string& other_path) const {
   CgroupBox other(paths_, h_, other_path);
   // Each member is moved once; a member forked meanwhile shows up in the next round.
   std::vector<pid_t> moved;
@@ -256,7 +207,7 @@ Result<void> CgroupBox::move_all_to(const std::string& other_path) const {
     for (pid_t p : pids) {
       if (std::find(moved.begin(), moved.end(), p) != moved.end()) continue;
       any = true;
-      auto r = other.attach(p);
+      auto r = other.attach(act, p);
       if (!r && r.error().code().value() != ESRCH) return with_context(r.error(), "leaving " + path_);
       moved.push_back(p);
     }
@@ -265,7 +216,8 @@ Result<void> CgroupBox::move_all_to(const std::string& other_path) const {
   return sys_error(EBUSY, "processes keep appearing in " + path_);
 }
 
-Result<Fd> register_v1_event(const CgroupBox& box, const std::string& control_file, const std::string& args) {
+Result<Fd> register_v1_event(Actuator& act, const CgroupBox& box, const std::string& control_file,
+                             const std::string& args) {
   Fd efd(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
   if (!efd.valid()) return errno_error("eventfd");
   fs::path cf = box.file(control_file);
@@ -273,7 +225,8 @@ Result<Fd> register_v1_event(const CgroupBox& box, const std::string& control_fi
   if (!cfd.valid()) return errno_error("opening " + cf.string());
   std::string line = std::to_string(efd.get()) + " " + std::to_string(cfd.get());
   if (!args.empty()) line += " " + args;
-  auto r = write_value(box.file("cgroup.event_control"), line);
+  auto r = fire(act, cgroup_event_trigger(box.target_name(), line, "guard box " + box.path(),
+                                          "notify on " + control_file + (args.empty() ? "" : " " + args)));
   if (!r) return with_context(r.error(), "registering for " + control_file + " events");
   // The kernel holds its own reference to the control file; the eventfd is what we poll.
   return efd;

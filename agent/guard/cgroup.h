@@ -10,25 +10,19 @@
 #include <string>
 #include <vector>
 
+#include "core/fd.h"
 #include "core/host_paths.h"
+#include "core/memory_cgroup.h"
 #include "core/result.h"
 #include "tune/tuner.h"
 
 namespace spark::guard {
 
-enum class CgroupVersion { v1, v2 };
-
-struct MemoryHierarchy {
-  CgroupVersion version = CgroupVersion::v1;
-  std::string prefix;  // Target name prefix under HostPaths::cgroup: "memory" (v1) or "" (v2)
-  fs::path root;       // HostPaths::cgroup / prefix
-};
-
-// Where the memory controller is: <cgroup>/memory (v1) or <cgroup> with "memory" in cgroup.controllers (v2).
-Result<MemoryHierarchy> find_memory_hierarchy(const HostPaths& paths);
-// A process's memory cgroup, "/process_api/e06..." ("/" for the root), from <proc>/<pid>/cgroup.
-// pid 0 reads <proc>/self/cgroup.
-Result<std::string> memory_cgroup_of(const HostPaths& paths, const MemoryHierarchy& h, pid_t pid);
+// The hierarchy and a process's memory cgroup come from the one detector (core/memory_cgroup.h).
+using spark::CgroupVersion;
+using spark::find_memory_hierarchy;
+using spark::memory_cgroup_of;
+using spark::MemoryHierarchy;
 
 // v2: where a box can be made for a process in cgroup `own`. A child gets memory.max only when its
 // parent enables the controller in cgroup.subtree_control, and v2's no-internal-process rule keeps
@@ -74,18 +68,20 @@ class CgroupBox {
   fs::path file(const std::string& name) const { return dir() / name; }
   Target dir_target() const;
   Target file_target(const std::string& name) const;
+  // The box as a Target name under HostPaths::cgroup ("memory/a/spark-guard-g1", "a/spark-guard-g1").
+  std::string target_name() const;
   bool exists() const;
 
   // The Tuner changes that set the limits (values page-rounded).
   std::vector<Change> limit_changes(const Limits& limits, const std::string& reason) const;
-  // Moves a process (all its threads) into the box.
-  Result<void> attach(pid_t pid) const;
+  // Moves a process (all its threads) into the box: a cgroup.procs trigger through the actuator.
+  Result<void> attach(Actuator& act, pid_t pid) const;
   Result<std::vector<pid_t>> procs() const;
   Result<MemoryStats> stats() const;
-  // Kills every process in the box: v2 cgroup.kill where present, else SIGKILL to each member.
-  Result<void> kill_all() const;
+  // Kills every process in the box: v2 cgroup.kill (a trigger) where present, else SIGKILL to each member.
+  Result<void> kill_all(Actuator& act) const;
   // Moves every process in the box to another cgroup of the same hierarchy (when a guard ends).
-  Result<void> move_all_to(const std::string& other_path) const;
+  Result<void> move_all_to(Actuator& act, const std::string& other_path) const;
 
  private:
   HostPaths paths_;
@@ -93,28 +89,14 @@ class CgroupBox {
   std::string path_;
 };
 
-// A file descriptor closed when destroyed.
-class Fd {
- public:
-  Fd() = default;
-  explicit Fd(int fd) : fd_(fd) {}
-  Fd(Fd&& o) noexcept : fd_(o.fd_) { o.fd_ = -1; }
-  Fd& operator=(Fd&& o) noexcept;
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  ~Fd();
-  int get() const { return fd_; }
-  bool valid() const { return fd_ >= 0; }
-  void reset();
-
- private:
-  int fd_ = -1;
-};
+using spark::Fd;
 
 // v1: an eventfd registered through cgroup.event_control for a control file of the box:
 // memory.oom_control (OOM notification, args "") or memory.pressure_level (args "low|medium|critical").
 // Readable (POLLIN) when the event fires; drain it with drain_eventfd().
-Result<Fd> register_v1_event(const CgroupBox& box, const std::string& control_file, const std::string& args);
+// The cgroup.event_control write is a trigger through the actuator.
+Result<Fd> register_v1_event(Actuator& act, const CgroupBox& box, const std::string& control_file,
+                             const std::string& args);
 uint64_t drain_eventfd(int fd);
 // v2: a PSI trigger on the box's memory.pressure ("some 300000 2000000": 300 ms stalled in 2 s; a
 // window that is a multiple of 2 s is what the kernel accepts without CAP_SYS_RESOURCE);

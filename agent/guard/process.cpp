@@ -3,13 +3,10 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <grp.h>
-#include <netdb.h>
 #include <netinet/in.h>
-#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -63,15 +60,6 @@ Result<Fd> open_pidfd(pid_t pid) {
   }
   ::fcntl(fd, F_SETFD, FD_CLOEXEC);
   return Fd(fd);
-}
-
-bool process_alive(const HostPaths& paths, pid_t pid) {
-  auto st = read_file(paths.proc / std::to_string(pid) / "stat");
-  if (!st) return false;
-  auto rp = st->rfind(')');
-  if (rp == std::string::npos || rp + 2 >= st->size()) return false;
-  char state = (*st)[rp + 2];
-  return state != 'Z' && state != 'X';
 }
 
 std::optional<int> reap_child(pid_t pid) {
@@ -141,10 +129,7 @@ Result<SpawnedHook> spawn_hook(const std::vector<std::string>& argv, const std::
   return SpawnedHook{pid, started};
 }
 
-Result<pid_t> spawn_in_box(const ServerLaunch& launch, const CgroupBox& box) {
-  fs::path procs = box.file("cgroup.procs");
-  Fd pfd(::open(procs.c_str(), O_WRONLY | O_CLOEXEC));
-  if (!pfd.valid()) return errno_error("opening " + procs.string());
+Result<pid_t> spawn_in_box(const ServerLaunch& launch, const CgroupBox& box, Actuator& act) {
   std::vector<std::string> args = launch.argv;
   std::vector<char*> av;
   for (auto& s : args) av.push_back(s.data());
@@ -152,6 +137,11 @@ Result<pid_t> spawn_in_box(const ServerLaunch& launch, const CgroupBox& box) {
   int errpipe[2];
   if (::pipe2(errpipe, O_CLOEXEC) != 0) return errno_error("pipe");
   Fd er(errpipe[0]), ew(errpipe[1]);
+  // The child waits at this gate until the parent has moved it into the box (a cgroup.procs trigger
+  // through the actuator), so everything it maps after exec is charged to the box.
+  int gate[2];
+  if (::pipe2(gate, O_CLOEXEC) != 0) return errno_error("pipe");
+  Fd gate_rd(gate[0]), gate_wr(gate[1]);
   pid_t pid = ::fork();
   if (pid < 0) return errno_error("fork");
   if (pid == 0) {
@@ -161,9 +151,12 @@ Result<pid_t> spawn_in_box(const ServerLaunch& launch, const CgroupBox& box) {
       (void)!::write(ew.get(), e, sizeof e);
       ::_exit(127);
     };
-    char buf[32];
-    int n = std::snprintf(buf, sizeof buf, "%d", static_cast<int>(::getpid()));
-    if (::write(pfd.get(), buf, static_cast<size_t>(n)) < 0) fail(1);
+    ::close(gate_wr.get());  // EOF at the gate when the parent is gone
+    char go = 0;
+    ssize_t g;
+    do g = ::read(gate_rd.get(), &go, 1);
+    while (g < 0 && errno == EINTR);
+    if (g != 1) ::_exit(127);  // the parent could not move us into the box
     ::setsid();
     sigset_t none;
     sigemptyset(&none);
@@ -177,6 +170,21 @@ Result<pid_t> spawn_in_box(const ServerLaunch& launch, const CgroupBox& box) {
     fail(5);
   }
   ew.reset();
+  gate_rd.reset();
+  if (auto a = box.attach(act, pid); !a) {
+    ::kill(pid, SIGKILL);
+    int status;
+    ::waitpid(pid, &status, 0);
+    return with_context(a.error(), std::string("restarting ") + args[0] + ": joining the guard's cgroup");
+  }
+  if (::write(gate_wr.get(), "g", 1) != 1) {
+    Error e = errno_error("releasing " + args[0]);
+    ::kill(pid, SIGKILL);
+    int status;
+    ::waitpid(pid, &status, 0);
+    return e;
+  }
+  gate_wr.reset();
   int e[2] = {0, 0};
   ssize_t got;
   do got = ::read(er.get(), e, sizeof e);
@@ -193,57 +201,6 @@ Result<pid_t> spawn_in_box(const ServerLaunch& launch, const CgroupBox& box) {
     return sys_error(e[1], std::string("restarting ") + args[0] + ": " + steps[e[0] < 6 ? e[0] : 0]);
   }
   return pid;
-}
-
-std::string PortAddress::text() const {
-  if (host.find(':') != std::string::npos) return "[" + host + "]:" + std::to_string(port);
-  return host + ":" + std::to_string(port);
-}
-
-Result<PortAddress> parse_port_address(const std::string& text) {
-  auto colon = text.rfind(':');
-  if (colon == std::string::npos || colon == 0 || colon + 1 >= text.size())
-    return input_error("--until-port '" + text + "': write HOST:PORT, e.g. 127.0.0.1:8080");
-  PortAddress a;
-  a.host = text.substr(0, colon);
-  if (a.host.size() >= 2 && a.host.front() == '[' && a.host.back() == ']') a.host = a.host.substr(1, a.host.size() - 2);
-  char* end = nullptr;
-  long p = std::strtol(text.c_str() + colon + 1, &end, 10);
-  if (*end != '\0' || p <= 0 || p > 65535) return input_error("--until-port '" + text + "': the port must be 1-65535");
-  a.port = static_cast<uint16_t>(p);
-  addrinfo hints{};
-  hints.ai_socktype = SOCK_STREAM;
-  addrinfo* res = nullptr;
-  if (::getaddrinfo(a.host.c_str(), nullptr, &hints, &res) != 0 || !res)
-    return input_error("--until-port '" + text + "': cannot resolve host '" + a.host + "'");
-  ::freeaddrinfo(res);
-  return a;
-}
-
-bool port_accepts(const PortAddress& a, std::chrono::milliseconds wait) {
-  addrinfo hints{};
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_NUMERICSERV;
-  addrinfo* res = nullptr;
-  if (::getaddrinfo(a.host.c_str(), std::to_string(a.port).c_str(), &hints, &res) != 0 || !res) return false;
-  bool ok = false;
-  for (addrinfo* ai = res; ai && !ok; ai = ai->ai_next) {
-    Fd s(::socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol));
-    if (!s.valid()) continue;
-    if (::connect(s.get(), ai->ai_addr, ai->ai_addrlen) == 0) {
-      ok = true;
-      break;
-    }
-    if (errno != EINPROGRESS) continue;
-    pollfd p{s.get(), POLLOUT, 0};
-    if (::poll(&p, 1, static_cast<int>(wait.count())) == 1) {
-      int err = 0;
-      socklen_t len = sizeof err;
-      if (::getsockopt(s.get(), SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err == 0) ok = true;
-    }
-  }
-  ::freeaddrinfo(res);
-  return ok;
 }
 
 uint64_t process_rss(const HostPaths& paths, pid_t pid) {

@@ -10,6 +10,8 @@
 #include <vector>
 
 #include "core/host_paths.h"
+#include "core/port.h"
+#include "core/proc_stat.h"
 #include "core/result.h"
 #include "guard/cgroup.h"
 
@@ -22,8 +24,6 @@ std::vector<std::string> split_command(const std::string& text);
 
 // A pidfd for any process (readable when it exits); ESRCH when it is gone.
 Result<Fd> open_pidfd(pid_t pid);
-// True when the process exists and is not a zombie (reads <proc>/<pid>/stat).
-bool process_alive(const HostPaths& paths, pid_t pid);
 // Reaps a child without blocking; the wait status when it has exited.
 std::optional<int> reap_child(pid_t pid);
 
@@ -44,19 +44,14 @@ struct ServerLaunch {
   uid_t uid = 0;
   gid_t gid = 0;
 };
-// Starts a server inside the box: the child joins the cgroup before exec, so its first page is
-// charged to the box. A new session, stdin from /dev/null.
-Result<pid_t> spawn_in_box(const ServerLaunch& launch, const CgroupBox& box);
+// Starts a server inside the box: the child is moved into the cgroup (through the actuator) before
+// it execs, so its first page is charged to the box. A new session, stdin from /dev/null.
+Result<pid_t> spawn_in_box(const ServerLaunch& launch, const CgroupBox& box, Actuator& act);
 
-// "HOST:PORT", "[::1]:PORT".
-struct PortAddress {
-  std::string host;
-  uint16_t port = 0;
-  std::string text() const;
-};
-Result<PortAddress> parse_port_address(const std::string& text);
-// One non-blocking connect; true when the port accepts. Waits at most `wait` for a pending connect.
-bool port_accepts(const PortAddress& a, std::chrono::milliseconds wait = std::chrono::milliseconds(20));
+// HOST:PORT readiness: core/port.h.
+using spark::parse_port_address;
+using spark::port_accepts;
+using spark::PortAddress;
 
 // Resident bytes of a process (statm) and its comm; 0 / "" when gone.
 uint64_t process_rss(const HostPaths& paths, pid_t pid);

@@ -209,7 +209,7 @@ Result<void> end_guard(const HostPaths& paths, Tuner& tuner, const std::string& 
     if (box.exists()) {
       std::string back = it->origin.empty() ? it->opt.parent : it->origin;
       // A scope systemd collects meanwhile (its last process exited) has nobody left to move.
-      if (auto r = box.move_all_to(back.empty() ? "/" : back); !r && box.exists())
+      if (auto r = box.move_all_to(tuner.actuator(), back.empty() ? "/" : back); !r && box.exists())
         return with_context(r.error(), "ending guard " + id + ": moving its processes back to " + back);
     }
   }
@@ -306,15 +306,15 @@ Result<std::string> GuardSupervisor::add(const GuardOptions& o) {
   if (opt.memory_high && opt.memory_max && *opt.memory_high > *opt.memory_max)
     return input_error("--memory-high must not be above --memory-max");
   SPARK_TRY(MemoryHierarchy h, hierarchy());
-  SPARK_TRY(HostMemory host, read_host_memory(paths_));
+  SPARK_TRY(MemInfo host, read_meminfo(paths_));
   uint64_t budget = resolve_budget(spec, host);
-  if (budget > host.total)
+  if (budget > host.total())
     return input_error("--budget " + describe_budget(spec) + " = " + format_size(budget) +
-                       " is above the host's RAM (" + format_size(host.total) + "): give a smaller budget");
+                       " is above the host's RAM (" + format_size(host.total()) + "): give a smaller budget");
   for (auto v : {opt.memory_high, opt.memory_max})
-    if (v && *v > host.total)
+    if (v && *v > host.total())
       return input_error("--memory-high/--memory-max " + format_size(*v) + " is above the host's RAM (" +
-                         format_size(host.total) + ")");
+                         format_size(host.total()) + ")");
 
   SPARK_TRY(auto existing, list_guards(paths_));
   GuardState st;
@@ -338,9 +338,9 @@ Result<std::string> GuardSupervisor::add(const GuardOptions& o) {
         return input_error("--memory-max/--memory-high " + format_size(*v) + " is below what process " +
                            std::to_string(opt.pid) + " already uses (" + format_size(rss) +
                            "): it would be killed at once; raise it or pass --force");
-    if (rss + budget > host.total && !opt.force)
+    if (rss + budget > host.total() && !opt.force)
       return input_error("footprint " + format_size(rss) + " + budget " + format_size(budget) +
-                         " is above the host's RAM (" + format_size(host.total) + "): give a smaller --budget");
+                         " is above the host's RAM (" + format_size(host.total()) + "): give a smaller --budget");
     if (opt.restart || !opt.command.empty()) {
       SPARK_TRY(st.launch, launch_of(paths_, opt.pid, opt.command));
     }
@@ -415,13 +415,13 @@ Result<std::string> GuardSupervisor::add(const GuardOptions& o) {
     SPARK_TRY_VOID(tuner_.set_owner_state(owner, st.to_json()));
   }
   auto rollback = [&](const Error& e) -> Error {
-    if (st.owns_box || !st.scope.empty()) (void)g->box->move_all_to(st.origin);
+    if (st.owns_box || !st.scope.empty()) (void)g->box->move_all_to(tuner_.actuator(), st.origin);
     if (auto r = tuner_.release(owner); !r) log_error("undoing guard " + st.id + ": " + describe(r.error()));
     (void)tuner_.set_owner_state(owner, nullptr);
     return e;
   };
   if (st.owns_box) {
-    if (auto r = g->box->attach(st.pid); !r) {
+    if (auto r = g->box->attach(tuner_.actuator(), st.pid); !r) {
       if (r.error().code().value() == ESRCH)
         return rollback(
             sys_error(ESRCH, "process " + std::to_string(st.pid) + " exited during set-up; nothing was changed"));
@@ -509,8 +509,8 @@ Result<void> GuardSupervisor::setup_watch(Runtime& g) {
   SPARK_TRY(MemoryStats s, g.box->stats());
   g.oom_kills_seen = s.oom_kills;
   if (g.box->version() == CgroupVersion::v1) {
-    SPARK_TRY(g.oom_fd, register_v1_event(*g.box, "memory.oom_control", ""));
-    auto p = register_v1_event(*g.box, "memory.pressure_level", "medium");
+    SPARK_TRY(g.oom_fd, register_v1_event(tuner_.actuator(), *g.box, "memory.oom_control", ""));
+    auto p = register_v1_event(tuner_.actuator(), *g.box, "memory.pressure_level", "medium");
     if (p)
       g.pressure_fd = std::move(*p);
     else
@@ -769,7 +769,7 @@ void GuardSupervisor::handle_exit(Runtime& g, std::optional<int> status) {
     return;
   }
   // Whatever is left of the old server goes first (v1 kills one victim, not the whole box).
-  (void)g.box->kill_all();
+  (void)g.box->kill_all(tuner_.actuator());
   Ms delay{0};
   if (!rs.empty() && g.st.opt.restart_backoff.count() > 0) {
     double d =
@@ -782,7 +782,7 @@ void GuardSupervisor::handle_exit(Runtime& g, std::optional<int> status) {
 }
 
 void GuardSupervisor::start_server(Runtime& g) {
-  auto pid = spawn_in_box(g.st.launch, *g.box);
+  auto pid = spawn_in_box(g.st.launch, *g.box, tuner_.actuator());
   g.st.restarts_ms.push_back(unix_ms());
   if (!pid) {
     log_error("guard " + g.st.id + ": " + describe(pid.error()));
@@ -829,8 +829,8 @@ void GuardSupervisor::sample(Runtime& g, Clock::time_point now) {
     }
   }
   if (!g.growth || g.phase != Runtime::Phase::running || !g.pidfd.valid()) return;
-  auto host = read_host_memory(paths_);
-  GrowthSample gs{now, s->anon, host ? host->available : 0};
+  auto host = read_meminfo(paths_);
+  GrowthSample gs{now, s->anon, host ? host->available() : 0};
   if (auto w = g.growth->add(gs)) {
     emit(g.st.id, "memory_growth",
          {{"reason", w->reason},

@@ -1,12 +1,11 @@
 #include "guard/unit.h"
 
-#include <fcntl.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdlib>
 
 #include "core/fs.h"
+#include "core/systemd_unit.h"
 #include "core/units.h"
 #include "guard/budget.h"
 #include "guard/cgroup.h"
@@ -28,49 +27,10 @@ fs::path host_root(const HostPaths& paths) {
   return paths.systemd_d.parent_path().parent_path().parent_path();
 }
 
-// Runs argv with stdout+stderr captured; returns (exit status, output).
-Result<std::pair<int, std::string>> run_capture(const std::vector<std::string>& argv) {
-  int pipefd[2];
-  if (::pipe2(pipefd, O_CLOEXEC) != 0) return errno_error("pipe");
-  std::vector<std::string> args = argv;
-  std::vector<char*> av;
-  for (auto& s : args) av.push_back(s.data());
-  av.push_back(nullptr);
-  pid_t pid = ::fork();
-  if (pid < 0) return errno_error("fork");
-  if (pid == 0) {
-    ::dup2(pipefd[1], STDOUT_FILENO);
-    ::dup2(pipefd[1], STDERR_FILENO);
-    int devnull = ::open("/dev/null", O_RDONLY);
-    if (devnull >= 0) ::dup2(devnull, STDIN_FILENO);
-    ::execv(av[0], av.data());
-    ::_exit(127);
-  }
-  ::close(pipefd[1]);
-  std::string out;
-  char buf[4096];
-  ssize_t n;
-  while ((n = ::read(pipefd[0], buf, sizeof buf)) > 0 || (n < 0 && errno == EINTR))
-    if (n > 0) out.append(buf, static_cast<size_t>(n));
-  ::close(pipefd[0]);
-  int status = 0;
-  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
-  return std::make_pair(status, out);
-}
-
 }  // namespace
 
 Result<std::string> normalize_unit_name(const std::string& name) {
-  if (name.empty() || name.size() > 255) return input_error("--unit: give a unit name like llama.service");
-  for (char c : name)
-    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == ':' || c == '_' || c == '.' || c == '-' || c == '@' ||
-          c == '\\'))
-      return input_error("--unit '" + name + "': not a systemd unit name");
-  if (name.find('.') == std::string::npos) return name + ".service";
-  if (name.size() < 8 || name.compare(name.size() - 8, 8, ".service") != 0)
-    return input_error("--unit '" + name + "': only .service units take a guard drop-in");
-  return name;
+  return spark::normalize_unit_name(name, {".service"}, "--unit");
 }
 
 Result<fs::path> find_unit_file(const HostPaths& paths, const std::string& unit) {
@@ -112,45 +72,15 @@ Result<std::string> render_dropin(const GuardOptions& o, uint64_t budget, uint64
 }
 
 Result<void> verify_dropin(const fs::path& unit_file, const std::string& unit, const std::string& content) {
-  auto exe = resolve_executable("systemd-analyze");
-  if (!exe) return sys_error(ENOENT, "systemd-analyze is not installed: cannot validate the drop-in");
-  char tmpl[] = "/tmp/spark-tune-unit-XXXXXX";
-  if (!::mkdtemp(tmpl)) return errno_error("mkdtemp");
-  fs::path dir = tmpl;
-  auto cleanup = [&] {
-    std::error_code ec;
-    fs::remove_all(dir, ec);
-  };
-  auto text = read_file(unit_file);
-  if (!text) {
-    cleanup();
-    return text.error();
-  }
-  fs::create_directories(dir / (unit + ".d"));
-  auto w1 = atomic_write(dir / unit, *text);
-  auto w2 = atomic_write(dir / (unit + ".d") / k_dropin_name, content);
-  if (!w1 || !w2) {
-    cleanup();
-    return !w1 ? w1.error() : w2.error();
-  }
-  auto r = run_capture({*exe, "verify", "--man=no", (dir / unit).string()});
-  cleanup();
-  if (!r) return r.error();
-  auto [status, out] = *r;
-  std::string ours;
-  for (const auto& line : split_lines(out))
-    if (line.find(k_dropin_name) != std::string::npos) ours += (ours.empty() ? "" : "; ") + line;
-  if (!ours.empty()) return input_error("systemd-analyze verify rejects the guard drop-in: " + ours);
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
-    return input_error("systemd-analyze verify fails for " + unit + " with the drop-in: " + trim(out));
-  return {};
+  SPARK_TRY(std::string text, read_file(unit_file));
+  return spark::verify_dropin(unit, text, k_dropin_name, content);
 }
 
 Result<UnitDropin> write_unit_dropin(const HostPaths& paths, Tuner& tuner, const std::string& name,
                                      const GuardOptions& o) {
   SPARK_TRY(std::string unit, normalize_unit_name(name));
   SPARK_TRY(BudgetSpec spec, parse_budget(o.budget));
-  SPARK_TRY(HostMemory host, read_host_memory(paths));
+  SPARK_TRY(MemInfo host, read_meminfo(paths));
   uint64_t budget = resolve_budget(spec, host);
   if (o.restart_max < 1) return input_error("--restart-max must be at least 1");
   if (!o.on_oom.empty() || !o.until_port.empty())
@@ -164,8 +94,8 @@ Result<UnitDropin> write_unit_dropin(const HostPaths& paths, Tuner& tuner, const
       if (auto s = box.stats(); s.ok()) footprint = s->usage;
   }
   uint64_t max = o.memory_max ? *o.memory_max : footprint + budget;
-  if (max > host.total)
-    return input_error("MemoryMax " + format_size(max) + " is above the host's RAM (" + format_size(host.total) +
+  if (max > host.total())
+    return input_error("MemoryMax " + format_size(max) + " is above the host's RAM (" + format_size(host.total()) +
                        "): give a smaller --budget or --memory-max");
   if (o.memory_max && footprint && *o.memory_max < footprint && !o.force)
     return input_error("--memory-max " + format_size(*o.memory_max) + " is below what " + unit + " uses now (" +

@@ -10,7 +10,7 @@ namespace spark {
 Result<ResolvedProfile> resolve_named_profile(const HostPaths& paths, const std::string& name, Actuator& act) {
   ProfileStore store(paths);
   SPARK_TRY(auto chain, store.load_chain(name));
-  SPARK_TRY(HostFacts host, read_host_facts(paths));
+  SPARK_TRY(MemInfo host, read_meminfo(paths));
   return resolve_profile(chain, host, act);
 }
 
@@ -28,7 +28,7 @@ std::string persist_tmpfiles_text(const ResolvedProfile& p) {
 Result<ApplyOutcome> apply_profile(const HostPaths& paths, Actuator& act, const ApplyRequest& req) {
   ApplyOutcome out;
   SPARK_TRY(out.resolved, resolve_named_profile(paths, req.profile, act));
-  SPARK_TRY(HostFacts host, read_host_facts(paths));
+  SPARK_TRY(MemInfo host, read_meminfo(paths));
   out.guardrails = guardrail_violations(out.resolved, host, act);
   if (!out.guardrails.empty() && !req.force && !req.dry_run) {
     std::string msg = "profile " + out.resolved.name + " refused, nothing changed:";

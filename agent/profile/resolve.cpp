@@ -5,15 +5,10 @@
 #include <cmath>
 
 #include "core/fs.h"
+#include "core/meminfo.h"
 #include "core/units.h"
-#include "telemetry/meminfo.h"
 
 namespace spark {
-
-Result<HostFacts> read_host_facts(const HostPaths& paths) {
-  SPARK_TRY(MemInfo info, read_meminfo(paths));
-  return HostFacts{info.total(), info.available()};
-}
 
 namespace {
 
@@ -26,7 +21,7 @@ Result<int64_t> parse_int(const std::string& s) {
 }
 
 // A size-like text to the key's unit: "5G" -> KiB or bytes; "4% of ram" -> of MemTotal.
-Result<int64_t> amount(const KeyInfo& key, const std::string& text, const HostFacts& host) {
+Result<int64_t> amount(const KeyInfo& key, const std::string& text, const MemInfo& host) {
   uint64_t unit = key.type == KeyType::kbytes ? 1024 : 1;
   if (auto pct = parse_percentage(text)) {
     if (key.type != KeyType::kbytes && key.type != KeyType::bytes)
@@ -34,7 +29,7 @@ Result<int64_t> amount(const KeyInfo& key, const std::string& text, const HostFa
     if (pct->base != "ram")
       return input_error("'" + text + "': a profile value can be a percentage 'of ram' only");
     if (pct->percent < 0 || pct->percent > 100) return input_error("'" + text + "': percentage out of 0..100");
-    return static_cast<int64_t>(std::llround(static_cast<double>(host.mem_total_bytes) * pct->percent / 100.0 / unit));
+    return static_cast<int64_t>(std::llround(static_cast<double>(host.total()) * pct->percent / 100.0 / unit));
   }
   bool has_unit = std::any_of(text.begin(), text.end(), [](char c) { return std::isalpha(static_cast<unsigned char>(c)); });
   if (has_unit) {
@@ -48,7 +43,7 @@ Result<int64_t> amount(const KeyInfo& key, const std::string& text, const HostFa
 
 }  // namespace
 
-Result<std::string> resolve_value(const SettingSpec& spec, const HostFacts& host) {
+Result<std::string> resolve_value(const SettingSpec& spec, const MemInfo& host) {
   const KeyInfo& key = spec.key;
   std::string text = trim(spec.raw);
   if (!text.empty() && (text[0] == '>' || text[0] == '<')) text = trim(text.substr(1));
@@ -81,7 +76,7 @@ Result<std::string> resolve_value(const SettingSpec& spec, const HostFacts& host
   return std::to_string(value);
 }
 
-Result<ResolvedProfile> resolve_profile(const std::vector<Profile>& chain, const HostFacts& host, Actuator& act) {
+Result<ResolvedProfile> resolve_profile(const std::vector<Profile>& chain, const MemInfo& host, Actuator& act) {
   ResolvedProfile out;
   if (chain.empty()) return input_error("empty profile chain");
   out.name = chain.back().name;
@@ -121,7 +116,7 @@ Result<ResolvedProfile> resolve_profile(const std::vector<Profile>& chain, const
   return out;
 }
 
-std::vector<std::string> guardrail_violations(const ResolvedProfile& p, const HostFacts& host, Actuator& act) {
+std::vector<std::string> guardrail_violations(const ResolvedProfile& p, const MemInfo& host, Actuator& act) {
   std::vector<std::string> why;
   auto sets = [&](const std::string& key) {
     return std::any_of(p.settings.begin(), p.settings.end(), [&](const ResolvedSetting& s) { return s.key == key; });
@@ -143,7 +138,7 @@ std::vector<std::string> guardrail_violations(const ResolvedProfile& p, const Ho
     auto v = parse_int(**cur);
     return v ? std::optional<int64_t>(*v) : std::nullopt;
   };
-  uint64_t ram_kb = host.mem_total_bytes / 1024;
+  uint64_t ram_kb = host.total() / 1024;
   if (auto mf = effective("vm.min_free_kbytes"); sets("vm.min_free_kbytes") && mf && static_cast<uint64_t>(*mf) > ram_kb / 10)
     why.push_back("vm.min_free_kbytes = " + std::to_string(*mf) + " KiB is above 10% of RAM (" + std::to_string(ram_kb / 10) +
                   " KiB): the kernel would reclaim and OOM-kill with most memory free");

@@ -7,18 +7,13 @@
 #include <vector>
 
 #include "core/host_paths.h"
+#include "core/meminfo.h"
 #include "core/result.h"
 #include "profile/profile.h"
 #include "tune/actuator.h"
 #include "tune/tuner.h"
 
 namespace spark {
-
-struct HostFacts {
-  uint64_t mem_total_bytes = 0;
-  uint64_t mem_available_bytes = 0;
-};
-Result<HostFacts> read_host_facts(const HostPaths& paths);
 
 struct ResolvedSetting {
   std::string key;      // "vm.min_free_kbytes"
@@ -38,12 +33,12 @@ struct ResolvedProfile {
 };
 
 // Resolves one setting's raw text to the kernel's value (without modifiers' current comparison).
-Result<std::string> resolve_value(const SettingSpec& spec, const HostFacts& host);
+Result<std::string> resolve_value(const SettingSpec& spec, const MemInfo& host);
 
-Result<ResolvedProfile> resolve_profile(const std::vector<Profile>& chain, const HostFacts& host, Actuator& act);
+Result<ResolvedProfile> resolve_profile(const std::vector<Profile>& chain, const MemInfo& host, Actuator& act);
 
 // Guardrails: values that endanger the host. Each string is one reason; empty = safe.
-std::vector<std::string> guardrail_violations(const ResolvedProfile& p, const HostFacts& host, Actuator& act);
+std::vector<std::string> guardrail_violations(const ResolvedProfile& p, const MemInfo& host, Actuator& act);
 
 // The changes apply makes (only settings whose value differs or that the profile owns).
 std::vector<Change> profile_changes(const ResolvedProfile& p);

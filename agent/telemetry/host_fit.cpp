@@ -5,18 +5,12 @@
 #include <sstream>
 
 #include "core/fs.h"
-#include "core/log.h"
+#include "core/meminfo.h"
 #include "core/units.h"
 #include "telemetry/frag_index.h"
-#include "telemetry/meminfo.h"
 
 namespace spark {
 
-
-Result<HostMemory> read_host_memory(const HostPaths& paths) {
-  SPARK_TRY(MemInfo info, read_meminfo(paths));
-  return HostMemory{info.total(), info.available(), info.free()};
-}
 
 RamFit ram_fit(uint64_t bytes, double factor, uint64_t headroom, uint64_t available) {
   RamFit f;
@@ -101,13 +95,6 @@ Severity worst(const std::vector<NodeFrag>& nodes) {
   Severity s = Severity::ok;
   for (const auto& n : nodes) s = std::max(s, n.severity);
   return s;
-}
-
-Result<void> compact_memory(const HostPaths& paths) {
-  auto r = write_value(paths.proc_sys("vm/compact_memory"), "1");
-  if (!r) return with_context(r.error(), "compacting memory (vm.compact_memory)");
-  log_change("vm.compact_memory", "", "1", "preflight", "free memory not in large blocks");
-  return {};
 }
 
 }  // namespace spark

@@ -18,12 +18,6 @@ namespace spark {
 inline constexpr double k_default_factor = 1.1;
 inline constexpr uint64_t k_default_headroom = 1ull << 30;  // 1 GiB
 
-struct HostMemory {
-  uint64_t total = 0;      // bytes
-  uint64_t available = 0;  // MemAvailable in bytes
-  uint64_t free = 0;       // MemFree in bytes
-};
-Result<HostMemory> read_host_memory(const HostPaths& paths);
 
 // The RAM rule.
 struct RamFit {
@@ -73,7 +67,5 @@ std::vector<NodeFrag> judge_fragmentation(const std::vector<NodeBuddy>& nodes, u
                                           const FragPolicy& policy);
 Severity worst(const std::vector<NodeFrag>& nodes);
 
-// Asks the kernel to compact every node (vm.compact_memory, a plain write), synchronous.
-Result<void> compact_memory(const HostPaths& paths);
 
 }  // namespace spark

@@ -4,6 +4,7 @@
 #include <sstream>
 
 #include "core/fs.h"
+#include "core/memory_cgroup.h"
 
 namespace spark {
 
@@ -54,18 +55,10 @@ std::vector<MemoryHolder> largest_processes(const HostPaths& paths, size_t n) {
 
 std::vector<MemoryHolder> largest_cgroups(const HostPaths& paths, size_t n) {
   std::vector<MemoryHolder> out;
-  fs::path root;
-  std::string file;
-  auto controllers = read_value(paths.cgroup / "cgroup.controllers");
-  if (controllers && (" " + *controllers + " ").find(" memory ") != std::string::npos) {
-    root = paths.cgroup;
-    file = "memory.current";
-  } else if (fs::exists(paths.cgroup / "memory/memory.usage_in_bytes")) {
-    root = paths.cgroup / "memory";
-    file = "memory.usage_in_bytes";
-  } else {
-    return out;
-  }
+  auto h = find_memory_hierarchy(paths);
+  if (!h) return out;
+  const fs::path& root = h->root;
+  std::string file = h->version == CgroupVersion::v2 ? "memory.current" : "memory.usage_in_bytes";
   std::error_code ec;
   for (fs::recursive_directory_iterator it(root, ec), end; !ec && it != end; it.increment(ec)) {
     if (it.depth() > 1) {

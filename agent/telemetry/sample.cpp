@@ -26,13 +26,12 @@ std::unique_ptr<LocalTelemetrySource> LocalTelemetrySource::create(const HostPat
     auto t = PsiTrigger::create(memory_pressure_file(paths), PsiKind::some, options.psi_stall, options.psi_window);
     if (t.ok()) {
       s->trigger_.emplace(std::move(t).value());
-      s->trigger_epoll_.fd = ::epoll_create1(EPOLL_CLOEXEC);
+      s->trigger_epoll_.reset(::epoll_create1(EPOLL_CLOEXEC));
       epoll_event ev{};
       ev.events = EPOLLPRI;
       ev.data.fd = s->trigger_->fd();
-      if (s->trigger_epoll_.fd >= 0 && ::epoll_ctl(s->trigger_epoll_.fd, EPOLL_CTL_ADD, s->trigger_->fd(), &ev) != 0) {
-        ::close(s->trigger_epoll_.fd);
-        s->trigger_epoll_.fd = -1;
+      if (s->trigger_epoll_.valid() && ::epoll_ctl(s->trigger_epoll_.get(), EPOLL_CTL_ADD, s->trigger_->fd(), &ev) != 0) {
+        s->trigger_epoll_.reset();
       }
     }
   }
@@ -90,21 +89,17 @@ Result<int> LocalTelemetrySource::poll_events(std::chrono::milliseconds timeout,
 std::vector<int> LocalTelemetrySource::wait_fds() const {
   std::vector<int> fds;
   if (probes_ && probes_->event_fd() >= 0) fds.push_back(probes_->event_fd());
-  if (trigger_epoll_.fd >= 0) fds.push_back(trigger_epoll_.fd);
+  if (trigger_epoll_.valid()) fds.push_back(trigger_epoll_.get());
   return fds;
 }
 
 void LocalTelemetrySource::mark_ready(int fd) {
-  if (trigger_epoll_.fd < 0 || fd != trigger_epoll_.fd) return;
+  if (!trigger_epoll_.valid() || fd != trigger_epoll_.get()) return;
   // The loop's poll of the epoll set already consumed the trigger's event (that is what made the
   // set readable); reap whatever is left without waiting.
   epoll_event ev[2];
-  (void)::epoll_wait(trigger_epoll_.fd, ev, 2, 0);
+  (void)::epoll_wait(trigger_epoll_.get(), ev, 2, 0);
   trigger_fired_ = true;
-}
-
-LocalTelemetrySource::EpollFd::~EpollFd() {
-  if (fd >= 0) ::close(fd);
 }
 
 bool LocalTelemetrySource::take_pressure_trigger() {

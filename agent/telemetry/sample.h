@@ -10,10 +10,11 @@
 #include <string>
 #include <vector>
 
+#include "core/fd.h"
 #include "core/host_paths.h"
+#include "core/meminfo.h"
 #include "core/result.h"
 #include "telemetry/buddyinfo.h"
-#include "telemetry/meminfo.h"
 #include "telemetry/mm_probes.h"
 #include "telemetry/psi.h"
 #include "telemetry/vmstat.h"
@@ -112,13 +113,7 @@ class LocalTelemetrySource : public TelemetrySource {
   std::optional<DeepProbe> deep_;
   // The trigger inside an epoll set of its own: a PSI file is always POLLIN-ready (only POLLPRI
   // means an event), so a loop that polls for POLLIN gets this fd instead.
-  struct EpollFd {
-    int fd = -1;
-    EpollFd() = default;
-    EpollFd(const EpollFd&) = delete;
-    EpollFd& operator=(const EpollFd&) = delete;
-    ~EpollFd();
-  } trigger_epoll_;
+  Fd trigger_epoll_;
   bool trigger_fired_ = false;
   std::string status_;
 };

@@ -109,9 +109,27 @@ Result<void> HostActuator::write(const Target& t, const std::optional<std::strin
   }
 }
 
-Result<void> FailingActuator::write(const Target& t, const std::optional<std::string>& value) {
-  if (t == fail_on_) return sys_error(err_, "writing " + t.display() + " = " + value.value_or("(remove)"));
-  return inner_.write(t, value);
+Result<void> HostActuator::trigger(const Target& t, const std::string& value) {
+  if (t.kind == TargetKind::file || t.kind == TargetKind::dir)
+    return input_error("a trigger writes a kernel or cgroup file, not " + t.display());
+  SPARK_TRY(fs::path p, resolve_target(paths_, t));
+  auto r = write_value(p, value);
+  if (!r) return sys_error(r.error().code().value(), "writing " + t.display() + " = " + value);
+  return {};
+}
+
+std::string DryRunActuator::Planned::text() const {
+  return target.display() + (value ? " = " + *value : std::string(" (remove)")) + (trigger ? " (trigger)" : "");
+}
+
+Result<void> DryRunActuator::write(const Target& t, const std::optional<std::string>& value) {
+  planned_.push_back({t, value, false});
+  return {};
+}
+
+Result<void> DryRunActuator::trigger(const Target& t, const std::string& value) {
+  planned_.push_back({t, value, true});
+  return {};
 }
 
 }  // namespace spark

@@ -1,10 +1,11 @@
 // The one interface through which spark-tune reads and writes host state. The Tuner (tuner.h)
-// journals before it calls write(); nothing else writes kernel settings.
+// journals before it calls write(); triggers (tune/trigger.h) log before they call trigger();
+// nothing else writes a kernel or cgroup file.
 #pragma once
 
-#include <functional>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "core/host_paths.h"
 #include "core/result.h"
@@ -20,6 +21,10 @@ class Actuator {
   virtual Result<std::optional<std::string>> read(const Target& t) = 0;
   // nullopt removes a file/dir target.
   virtual Result<void> write(const Target& t, const std::optional<std::string>& value) = 0;
+  // A write that asks the kernel to do something now and has no old value to restore
+  // (vm.drop_caches, vm.compact_memory, cgroup.procs, cgroup.kill, cgroup.event_control): not
+  // journaled, not read back. The kernel's errno comes back (ESRCH for a process gone, ...).
+  virtual Result<void> trigger(const Target& t, const std::string& value) = 0;
 };
 
 // Resolves a target to its path under HostPaths, refusing names that escape their tree
@@ -34,22 +39,31 @@ class HostActuator : public Actuator {
   explicit HostActuator(HostPaths paths) : paths_(std::move(paths)) {}
   Result<std::optional<std::string>> read(const Target& t) override;
   Result<void> write(const Target& t, const std::optional<std::string>& value) override;
+  Result<void> trigger(const Target& t, const std::string& value) override;
 
  private:
   HostPaths paths_;
 };
 
-// Test seam: a HostActuator whose write fails with the given errno for one target.
-class FailingActuator : public Actuator {
+// A dry run: reads go to the inner actuator, writes and triggers are recorded in order and never
+// made. planned() is what a real run would have written.
+class DryRunActuator : public Actuator {
  public:
-  FailingActuator(Actuator& inner, Target fail_on, int err) : inner_(inner), fail_on_(std::move(fail_on)), err_(err) {}
+  struct Planned {
+    Target target;
+    std::optional<std::string> value;  // nullopt: remove (file/dir targets)
+    bool trigger = false;
+    std::string text() const;  // "vm.drop_caches = 3 (trigger)"
+  };
+  explicit DryRunActuator(Actuator& inner) : inner_(inner) {}
   Result<std::optional<std::string>> read(const Target& t) override { return inner_.read(t); }
   Result<void> write(const Target& t, const std::optional<std::string>& value) override;
+  Result<void> trigger(const Target& t, const std::string& value) override;
+  const std::vector<Planned>& planned() const { return planned_; }
 
  private:
   Actuator& inner_;
-  Target fail_on_;
-  int err_;
+  std::vector<Planned> planned_;
 };
 
 }  // namespace spark

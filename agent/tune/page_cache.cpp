@@ -19,8 +19,10 @@
 #include <set>
 #include <sstream>
 
+#include "core/fd.h"
 #include "core/fs.h"
 #include "core/log.h"
+#include "tune/trigger.h"
 
 #ifndef MADV_COLD
 #define MADV_COLD 20
@@ -66,16 +68,6 @@ Result<MappedPolicy> parse_mapped_policy(const std::string& s) {
 }
 
 namespace {
-
-struct Fd {
-  int fd = -1;
-  explicit Fd(int f) : fd(f) {}
-  ~Fd() {
-    if (fd >= 0) ::close(fd);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-};
 
 void add_regular_files(const fs::path& p, std::vector<fs::path>& out, std::set<std::pair<dev_t, ino_t>>& seen) {
   struct stat st {};
@@ -181,8 +173,8 @@ Result<uint64_t> mincore_bytes(int fd, const fs::path& file) {
 
 Result<uint64_t> cached_bytes(const fs::path& file) {
   Fd f(::open(file.c_str(), O_RDONLY | O_CLOEXEC));
-  if (f.fd < 0) return errno_error("opening " + file.string());
-  return cached_bytes_fd(f.fd, file);
+  if (f.get() < 0) return errno_error("opening " + file.string());
+  return cached_bytes_fd(f.get(), file);
 }
 
 Result<uint64_t> cached_bytes_fd(int fd, const fs::path& file) {
@@ -209,13 +201,11 @@ int open_for_advice(const fs::path& file) {
 
 Result<void> evict_file(const fs::path& file) {
   Fd f(open_for_advice(file));
-  if (f.fd < 0) return errno_error("opening " + file.string());
-  int rc = ::posix_fadvise(f.fd, 0, 0, POSIX_FADV_DONTNEED);
+  if (f.get() < 0) return errno_error("opening " + file.string());
+  int rc = ::posix_fadvise(f.get(), 0, 0, POSIX_FADV_DONTNEED);
   if (rc != 0) return sys_error(rc, "fadvise DONTNEED " + file.string());
   return {};
 }
-
-Result<void> drop_caches(const HostPaths& paths) { return write_value(paths.proc_sys("vm/drop_caches"), "3"); }
 
 Result<std::vector<FileMapping>> find_file_mappings(const HostPaths& paths, pid_t pid,
                                                     const std::vector<std::pair<dev_t, ino_t>>& files) {
@@ -332,8 +322,9 @@ Result<void> advise_process(pid_t pid, const std::vector<std::pair<uint64_t, uin
   return {};
 }
 
-CacheKeeper::CacheKeeper(HostPaths paths, std::vector<fs::path> files, CacheKeeperOptions options)
-    : paths_(std::move(paths)), files_(std::move(files)), opt_(options) {
+CacheKeeper::CacheKeeper(HostPaths paths, Actuator& act, std::string owner, std::vector<fs::path> files,
+                         CacheKeeperOptions options)
+    : paths_(std::move(paths)), act_(act), owner_(std::move(owner)), files_(std::move(files)), opt_(options) {
   for (const auto& f : files_) {
     struct stat st {};
     if (::stat(f.c_str(), &st) == 0)
@@ -360,7 +351,7 @@ int CacheKeeper::fd_of(size_t i) {
 void CacheKeeper::tick(std::chrono::steady_clock::time_point now) {
   ++stats_.ticks;
   if (opt_.mode == CacheMode::drop) {
-    if (auto r = drop_caches(paths_); !r)
+    if (auto r = drop_caches(act_, owner_, "cache drop tick"); !r)
       stats_.last_error = describe(r.error());
     else
       ++stats_.drops;
@@ -440,8 +431,8 @@ void CacheKeeper::handle_mapped(std::chrono::steady_clock::time_point now) {
         continue;
       }
       std::optional<uint64_t> present;
-      if (pagemap.fd >= 0)
-        if (auto b = mapped_bytes(pagemap.fd, m.start, m.end); b && *b) present = **b;
+      if (pagemap.get() >= 0)
+        if (auto b = mapped_bytes(pagemap.get(), m.start, m.end); b && *b) present = **b;
       if (!present) {
         const auto* all = smaps_of();
         if (!all) break;
@@ -457,7 +448,7 @@ void CacheKeeper::handle_mapped(std::chrono::steady_clock::time_point now) {
         uint64_t sample_bytes = 0, back = 0;
         for (const auto& r : st.samples) {
           sample_bytes += r.second - r.first;
-          if (auto b = mapped_bytes(pagemap.fd, r.first, r.second); b && *b) back += **b;
+          if (auto b = mapped_bytes(pagemap.get(), r.first, r.second); b && *b) back += **b;
         }
         uint64_t grown = rss > st.rss_after_probe ? rss - st.rss_after_probe : 0;
         if (back > 0 && grown <= 2 * sample_bytes) {
@@ -509,10 +500,10 @@ void CacheKeeper::handle_mapped(std::chrono::steady_clock::time_point now) {
         }
         if (samples.empty())  // a mapping smaller than a block: one page in its middle
           samples.push_back({(m.start + len / 2) / page * page, (m.start + len / 2) / page * page + page});
-        if (pagemap.fd >= 0 && !samples.empty() && advise_process(pid, samples, MADV_PAGEOUT)) {
+        if (pagemap.get() >= 0 && !samples.empty() && advise_process(pid, samples, MADV_PAGEOUT)) {
           ++stats_.probes;
           for (const auto& r : samples)
-            if (auto b = mapped_bytes(pagemap.fd, r.first, r.second); b && *b && **b == 0) st.samples.push_back(r);
+            if (auto b = mapped_bytes(pagemap.get(), r.first, r.second); b && *b && **b == 0) st.samples.push_back(r);
           uint64_t out = 0;
           for (const auto& r : st.samples) out += r.second - r.first;
           st.rss_after_probe = rss - std::min<uint64_t>(rss, out);

@@ -46,6 +46,7 @@
 
 #include "core/host_paths.h"
 #include "core/result.h"
+#include "tune/actuator.h"
 
 namespace spark {
 
@@ -67,8 +68,6 @@ Result<uint64_t> cached_bytes(const fs::path& file);
 Result<uint64_t> cached_bytes_fd(int fd, const fs::path& file);
 // POSIX_FADV_DONTNEED over the whole file.
 Result<void> evict_file(const fs::path& file);
-// Writes "3" to <proc>/sys/vm/drop_caches (page cache, dentries and inodes: the recipe).
-Result<void> drop_caches(const HostPaths& paths);
 
 // One mapping of a window file in some process.
 struct FileMapping {
@@ -124,7 +123,8 @@ struct CacheKeeperStats {
 // The page-cache side of one window: call tick() at the cache interval.
 class CacheKeeper {
  public:
-  CacheKeeper(HostPaths paths, std::vector<fs::path> files, CacheKeeperOptions options);
+  // Drops (CacheMode::drop) go through the actuator as triggers on behalf of owner ("window:w3").
+  CacheKeeper(HostPaths paths, Actuator& act, std::string owner, std::vector<fs::path> files, CacheKeeperOptions options);
   ~CacheKeeper();
   CacheKeeper(const CacheKeeper&) = delete;
   CacheKeeper& operator=(const CacheKeeper&) = delete;
@@ -136,6 +136,8 @@ class CacheKeeper {
   void handle_mapped(std::chrono::steady_clock::time_point now);
   int fd_of(size_t i);  // the file's descriptor, opened at first use; -1 (last_error set) when it cannot be
   HostPaths paths_;
+  Actuator& act_;
+  std::string owner_;
   std::vector<fs::path> files_;
   std::vector<std::pair<dev_t, ino_t>> ids_;
   std::vector<int> fds_;  // kept open for the window: no path walk per tick (-1: reopened at the next tick)

@@ -2,9 +2,6 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
-#include <netdb.h>
-#include <poll.h>
-#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -13,8 +10,10 @@
 
 #include "core/fs.h"
 #include "core/log.h"
+#include "core/meminfo.h"
+#include "core/port.h"
+#include "core/proc_stat.h"
 #include "core/units.h"
-#include "telemetry/meminfo.h"
 #include "profile/profile_ops.h"
 #include "profile/resolve.h"
 #include "tune/readahead.h"
@@ -49,19 +48,6 @@ Result<WindowProfile> load_window_profile(const HostPaths& paths, Actuator& act,
 Result<std::vector<Change>> load_window_overlay(const HostPaths& paths, Actuator& act) {
   SPARK_TRY(WindowProfile wp, load_window_profile(paths, act));
   return wp.overlay;
-}
-
-Result<std::pair<std::string, uint16_t>> parse_host_port(const std::string& s) {
-  auto colon = s.rfind(':');
-  if (colon == std::string::npos || colon == 0 || colon + 1 == s.size())
-    return input_error("'" + s + "' is not HOST:PORT (e.g. 127.0.0.1:8000)");
-  std::string host = s.substr(0, colon), port = s.substr(colon + 1);
-  if (host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
-  if (!std::all_of(port.begin(), port.end(), ::isdigit) || port.size() > 5)
-    return input_error("port in '" + s + "' is not a number");
-  unsigned long p = std::stoul(port);
-  if (p == 0 || p > 65535) return input_error("port in '" + s + "' is not 1-65535");
-  return std::make_pair(host, static_cast<uint16_t>(p));
 }
 
 json spec_to_json(const WindowSpec& s) {
@@ -133,7 +119,7 @@ Result<WindowSpec> spec_from_json(const json& j) {
     return input_error("cache interval must be between 10ms and 60s");
   if (s.profile.find('/') != std::string::npos) return input_error("window profile is a name, not a path");
   if (s.pid < 0) return input_error("pid must be positive");
-  if (!s.until_port.empty()) SPARK_TRY_VOID(parse_host_port(s.until_port));
+  if (!s.until_port.empty()) SPARK_TRY_VOID(parse_port_address(s.until_port));
   if (s.readahead_kb && *s.readahead_kb > 1024 * 1024) return input_error("readahead above 1 GiB is not a throttle");
   return s;
 }
@@ -192,57 +178,6 @@ Result<std::optional<uint64_t>> parse_mapped_budget(const std::string& s) {
   auto b = parse_size(s);
   if (!b) return input_error("mapped budget '" + s + "': give auto or a size (0 pages out idle mappings at once, 8G)");
   return std::optional<uint64_t>(*b);
-}
-
-Result<uint64_t> process_start_time(const HostPaths& paths, pid_t pid) {
-  SPARK_TRY(std::string text, read_file(paths.proc / std::to_string(pid) / "stat"));
-  auto close = text.rfind(')');
-  if (close == std::string::npos) return sys_error(EIO, "unexpected /proc/" + std::to_string(pid) + "/stat");
-  // After "pid (comm)": field 3 is state; starttime is field 22, the 20th after the parenthesis.
-  std::istringstream in(text.substr(close + 1));
-  std::string field;
-  for (int i = 3; i <= 22; ++i)
-    if (!(in >> field)) return sys_error(EIO, "short /proc/" + std::to_string(pid) + "/stat");
-  return static_cast<uint64_t>(std::stoull(field));
-}
-
-bool process_alive(const HostPaths& paths, pid_t pid, uint64_t start_time) {
-  auto st = process_start_time(paths, pid);
-  if (!st) return false;
-  if (*st != start_time) return false;
-  // A zombie has exited: its window is over.
-  auto text = read_file(paths.proc / std::to_string(pid) / "stat");
-  if (text) {
-    auto close = text->rfind(')');
-    if (close != std::string::npos && close + 2 < text->size() && (*text)[close + 2] == 'Z') return false;
-  }
-  return true;
-}
-
-bool port_accepts(const std::string& host, uint16_t port, std::chrono::milliseconds timeout) {
-  addrinfo hints{};
-  hints.ai_socktype = SOCK_STREAM;
-  addrinfo* res = nullptr;
-  if (::getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &res) != 0) return false;
-  bool ok = false;
-  for (addrinfo* a = res; a && !ok; a = a->ai_next) {
-    int fd = ::socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, a->ai_protocol);
-    if (fd < 0) continue;
-    int rc = ::connect(fd, a->ai_addr, a->ai_addrlen);
-    if (rc == 0) {
-      ok = true;
-    } else if (errno == EINPROGRESS) {
-      pollfd p{fd, POLLOUT, 0};
-      if (::poll(&p, 1, static_cast<int>(timeout.count())) == 1) {
-        int err = 0;
-        socklen_t len = sizeof err;
-        ok = ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err == 0;
-      }
-    }
-    ::close(fd);
-  }
-  ::freeaddrinfo(res);
-  return ok;
 }
 
 struct WindowManager::Runtime {
@@ -358,12 +293,12 @@ Result<WindowRecord> WindowManager::begin(const WindowSpec& asked) {
   if (spec.pid > 0) {
     pidfd = open_pidfd(spec.pid);
     if (pidfd < 0) return errno_error("watching pid " + std::to_string(spec.pid) + " (no such process?)");
-    auto st = process_start_time(paths_, spec.pid);
+    auto st = read_proc_stat(paths_, spec.pid);
     if (!st) {
       ::close(pidfd);
       return with_context(st.error(), "watching pid " + std::to_string(spec.pid));
     }
-    pid_start = *st;
+    pid_start = st->start_time;
   }
   struct PidfdGuard {
     int& fd;
@@ -444,7 +379,7 @@ Result<void> WindowManager::start_runtime(const WindowRecord& r) {
     o.mode = r.cache;
     o.mapped = r.mapped;
     o.mapped_budget = r.mapped_budget;
-    rt->cache = std::make_unique<CacheKeeper>(paths_, files, o);
+    rt->cache = std::make_unique<CacheKeeper>(paths_, tuner_.actuator(), owner_of(r.id), files, o);
     rt->next_cache = now;
   }
   rt->next_port = now;
@@ -632,8 +567,8 @@ void WindowManager::on_timer(Clock::time_point now) {
     }
     if (!rt->record.until_port.empty() && now >= rt->next_port) {
       rt->next_port = now + std::chrono::milliseconds(250);
-      auto hp = parse_host_port(rt->record.until_port);
-      if (hp && port_accepts(hp->first, hp->second, std::chrono::milliseconds(50))) {
+      auto hp = parse_port_address(rt->record.until_port);
+      if (hp && port_accepts(*hp, std::chrono::milliseconds(50))) {
         to_end.push_back({id, rt->record.until_port + " accepts connections"});
         continue;
       }

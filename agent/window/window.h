@@ -76,7 +76,6 @@ struct WindowSpec {
 nlohmann::json spec_to_json(const WindowSpec& s);
 // Validates as it parses: unknown cache mode, TTL 0 or above 24 h, bad port... are input errors.
 Result<WindowSpec> spec_from_json(const nlohmann::json& j);
-Result<std::pair<std::string, uint16_t>> parse_host_port(const std::string& s);
 
 // A begun window as the journal keeps it.
 struct WindowRecord {
@@ -107,13 +106,6 @@ Result<WindowRecord> record_from_json(const nlohmann::json& j);
 Result<uint64_t> auto_mapped_budget(const HostPaths& paths, uint64_t files_bytes);
 // "auto" -> nullopt, a size -> bytes.
 Result<std::optional<uint64_t>> parse_mapped_budget(const std::string& s);
-
-// /proc/PID/stat field 22 (start time in clock ticks since boot).
-Result<uint64_t> process_start_time(const HostPaths& paths, pid_t pid);
-// True when the process exists and is the one that started at start_time.
-bool process_alive(const HostPaths& paths, pid_t pid, uint64_t start_time);
-// One non-blocking connect with a short timeout.
-bool port_accepts(const std::string& host, uint16_t port, std::chrono::milliseconds timeout);
 
 class WindowManager {
  public:

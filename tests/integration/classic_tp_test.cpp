@@ -14,6 +14,7 @@
 #include "memcg_child.h"
 #include "support/fixture.h"
 #include "telemetry/mm_probes.h"
+#include "tune/trigger.h"
 
 namespace spark {
 namespace {
@@ -37,7 +38,8 @@ std::string classic_tp_child(int* skip) {
   for (const auto& c : p->choices())
     if (!c.attached || !c.kind || *c.kind != ProbeKind::tp) return c.probe + " not attached as tp: " + c.error;
   auto s0 = p->snapshot();
-  if (!write_value(paths.proc_sys("vm/compact_memory"), "1").ok()) return "compact_memory write failed";
+  HostActuator act(paths);
+  if (!compact_memory(act, "test", "provoke compaction").ok()) return "compact_memory write failed";
   auto s1 = p->snapshot();
   if (!s0.ok() || !s1.ok()) return "snapshot failed";
   MmSnapshot d = s1->minus(*s0);

@@ -119,7 +119,10 @@ class GuardKernelTest : public ::testing::Test {
       for (auto& g : *gs) {
         if (g.owns_box) {
           CgroupBox box(host, hier, g.box);
-          if (box.exists()) (void)box.kill_all();
+          if (box.exists()) {
+            HostActuator act(host);
+            (void)box.kill_all(act);
+          }
         }
         (void)end_guard(host, *tuner, g.id);
       }

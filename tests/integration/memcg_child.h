@@ -18,21 +18,17 @@
 
 #include "core/fs.h"
 #include "core/host_paths.h"
+#include "core/memory_cgroup.h"
+#include "tune/actuator.h"
 
 namespace spark::test {
 
-// "/process_api/x" from the "N:memory:/process_api/x" line of /proc/self/cgroup; "" when no v1 memory.
+// "/process_api/x": this process's cgroup in the v1 memory hierarchy; "" when the host has none.
 inline std::string own_memory_cgroup(const HostPaths& paths) {
-  auto text = read_file(paths.proc / "self/cgroup");
-  if (!text.ok()) return "";
-  for (const auto& line : split_lines(*text)) {
-    auto a = line.find(':');
-    auto b = line.find(':', a + 1);
-    if (a == std::string::npos || b == std::string::npos) continue;
-    std::string ctrls = "," + line.substr(a + 1, b - a - 1) + ",";
-    if (ctrls.find(",memory,") != std::string::npos) return line.substr(b + 1);
-  }
-  return "";
+  auto h = find_memory_hierarchy(paths);
+  if (!h.ok() || h->version != CgroupVersion::v1) return "";
+  auto own = memory_cgroup_of(paths, *h, 0);
+  return own.ok() ? *own : "";
 }
 
 // The "0::/path" line of /proc/self/cgroup (cgroup v2); "" when absent.
@@ -153,6 +149,7 @@ class MemcgChild {
       why_ = "no memory controller: neither cgroup v1 memory in /proc/self/cgroup nor cgroup2 with memory";
       return;
     }
+    paths_ = paths;
     relative_ = (own == "/" ? "" : own) + "/" + name;
     dir_ = mem_root / relative_.substr(1);
     std::error_code ec;
@@ -206,7 +203,8 @@ class MemcgChild {
     ::close(ready[0]);
     if (pid > 0) {
       pid_ = pid;
-      auto w = write_value(dir_ / "cgroup.procs", std::to_string(pid));
+      HostActuator act(paths_);
+      auto w = act.trigger({TargetKind::cgroup, "memory" + relative_ + "/cgroup.procs"}, std::to_string(pid));
       if (!w.ok()) why_ = w.error().what();
       ::write(ready[1], "g", 1);
     }
@@ -223,6 +221,7 @@ class MemcgChild {
 
  private:
   bool w_ok() const { return why_.empty(); }
+  HostPaths paths_;
   std::filesystem::path dir_;
   bool v2_ = false;
   std::string relative_;

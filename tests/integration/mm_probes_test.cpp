@@ -23,6 +23,7 @@
 #include "telemetry/psi.h"
 #include "telemetry/vmstat.h"
 #include "tracefs_instance.h"
+#include "tune/trigger.h"
 
 namespace spark {
 namespace {
@@ -86,7 +87,8 @@ void expect_compaction_agrees(const MmProbeOptions& options, ProbeKind expected_
     auto s0 = p->snapshot();
     auto v0 = read_vmstat(paths);
     ASSERT_TRUE(s0.ok() && v0.ok());
-    auto w = write_value(paths.proc_sys("vm/compact_memory"), "1");
+    HostActuator act(paths);
+    auto w = compact_memory(act, "test", "provoke compaction");
     ASSERT_TRUE(w.ok()) << w.error().what();
     auto v1 = read_vmstat(paths);
     auto s1 = p->snapshot();

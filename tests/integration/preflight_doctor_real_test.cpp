@@ -10,15 +10,16 @@
 #include "support/fixture.h"
 #include "support/run_spark_tune.h"
 #include "telemetry/host_fit.h"
+#include "tune/trigger.h"
 
 namespace spark {
 namespace {
 
 TEST(RealHost, PreflightDecidesFromThisKernel) {
-  auto host = read_host_memory(HostPaths::system());
+  auto host = read_meminfo(HostPaths::system());
   ASSERT_TRUE(host.ok()) << host.error().what();
   PreflightRequest fits;
-  fits.bytes = host->available / 4;
+  fits.bytes = host->available() / 4;
   auto go = run_preflight(HostPaths::system(), fits);
   ASSERT_NE(go.verdict, Verdict::undecided) << go.undecided;
   ASSERT_FALSE(go.frag.empty());
@@ -27,7 +28,7 @@ TEST(RealHost, PreflightDecidesFromThisKernel) {
       EXPECT_EQ(r.find("host RAM"), std::string::npos) << r;  // only fragmentation may refuse
   }
   PreflightRequest too_big;
-  too_big.bytes = host->total * 2;
+  too_big.bytes = host->total() * 2;
   auto no = run_preflight(HostPaths::system(), too_big);
   EXPECT_EQ(no.verdict, Verdict::refused);
   EXPECT_FALSE(no.processes.empty());  // names who holds memory
@@ -39,7 +40,8 @@ TEST(RealHost, PreflightDecidesFromThisKernel) {
 TEST(RealHost, CompactionRunsAndBuddyinfoIsReadable) {
   if (!test::is_root()) GTEST_SKIP() << "writing vm.compact_memory needs root";
   auto t0 = std::chrono::steady_clock::now();
-  auto r = compact_memory(HostPaths::system());
+  HostActuator act(HostPaths::system());
+  auto r = compact_memory(act, "test", "compaction on the real kernel");
   ASSERT_TRUE(r.ok()) << r.error().what();
   auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();
   auto nodes = read_node_buddy(HostPaths::system());

@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <nlohmann/json.hpp>
 
+#include "core/proc_stat.h"
 #include "gpu/gpu_probe.h"
 #include "gpu/preflight.h"
 #include "support/fixture.h"
@@ -182,10 +183,10 @@ TEST_F(Gpu, SettleWaitsWhileAnExitedHolderIsStillCharged) {
 
 TEST_F(Gpu, ExitingProcessCountsAsExited) {
   root_.write("proc/88/stat", "88 (python3) R 1 88 88 0 -1 4194628 0 0\n");  // PF_EXITING (0x4) set
-  EXPECT_TRUE(process_exited(root_.paths(), 88));
+  EXPECT_FALSE(process_alive(root_.paths(), 88));
   root_.write("proc/88/stat", "88 (python3) R 1 88 88 0 -1 4194624 0 0\n");
-  EXPECT_FALSE(process_exited(root_.paths(), 88));
-  EXPECT_TRUE(process_exited(root_.paths(), 89));
+  EXPECT_TRUE(process_alive(root_.paths(), 88));
+  EXPECT_FALSE(process_alive(root_.paths(), 89));
 }
 
 TEST_F(Gpu, SettleCostsNothingWithoutARecentKill) {

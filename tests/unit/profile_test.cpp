@@ -241,7 +241,7 @@ TEST(ShippedProfiles, AllParseAndResolveOnSmallAndLargeHosts) {
     ProfileStore store(std::vector<fs::path>{SPARK_TUNE_SOURCE_POLICY_DIR});
     auto list = store.list();
     ASSERT_GE(list.size(), 4u);
-    auto host = read_host_facts(root.paths());
+    auto host = read_meminfo(root.paths());
     ASSERT_TRUE(host.ok());
     for (const auto& [name, file] : list) {
       auto chain = store.load_chain(file.string());

@@ -3,10 +3,10 @@
 #include <fstream>
 #include <sstream>
 
+#include "core/meminfo.h"
 #include "support/fixture.h"
 #include "telemetry/buddyinfo.h"
 #include "telemetry/frag_index.h"
-#include "telemetry/meminfo.h"
 #include "telemetry/psi.h"
 #include "telemetry/vmstat.h"
 

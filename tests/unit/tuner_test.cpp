@@ -4,6 +4,7 @@
 
 #include "core/fs.h"
 #include "state/journal.h"
+#include "support/failing_actuator.h"
 #include "support/fixture.h"
 #include "tune/actuator.h"
 #include "tune/tuner.h"
@@ -54,7 +55,7 @@ TEST_F(TunerTest, AppliesJournalsFirstAndRevertsExactly) {
 }
 
 TEST_F(TunerTest, InjectedFailureInTheMiddleUndoesInReverse) {
-  FailingActuator failing(act, sysctl_target("vm.dirty_ratio"), EINVAL);
+  test::FailingActuator failing(act, sysctl_target("vm.dirty_ratio"), EINVAL);
   Tuner t(root.paths(), failing);
   auto r = t.apply("profile", {{sysctl_target("vm.min_free_kbytes"), "1048576", ""},
                                {sysctl_target("vm.vfs_cache_pressure"), "200", ""},

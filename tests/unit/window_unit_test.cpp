@@ -2,6 +2,7 @@
 
 #include <filesystem>
 
+#include "core/proc_stat.h"
 #include "support/fixture.h"
 #include "tune/page_cache.h"
 #include "tune/readahead.h"
@@ -135,9 +136,9 @@ TEST(ProcessStartTime, ParsesCommWithSpacesAndParens) {
   test::FixtureRoot root;
   root.write("proc/55/stat",
              "55 (my (odd) proc) S 1 55 55 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 10 18446744073709551615\n");
-  auto st = process_start_time(root.paths(), 55);
+  auto st = read_proc_stat(root.paths(), 55);
   ASSERT_TRUE(st.ok()) << describe(st.error());
-  EXPECT_EQ(*st, 987654u);
+  EXPECT_EQ(st->start_time, 987654u);
   EXPECT_TRUE(process_alive(root.paths(), 55, 987654));
   EXPECT_FALSE(process_alive(root.paths(), 55, 1));
   EXPECT_FALSE(process_alive(root.paths(), 56, 987654));

@@ -1,10 +1,18 @@
-#include "telemetry/meminfo.h"
+#include "core/meminfo.h"
 
 #include <sstream>
 
 #include "core/fs.h"
 
 namespace spark {
+
+MemInfo MemInfo::of(uint64_t total, uint64_t available, uint64_t free) {
+  MemInfo m;
+  m.bytes["MemTotal"] = total;
+  m.bytes["MemAvailable"] = available;
+  m.bytes["MemFree"] = free;
+  return m;
+}
 
 std::optional<uint64_t> MemInfo::get(const std::string& field) const {
   auto it = bytes.find(field);

@@ -1,5 +1,6 @@
-// /proc/meminfo, in bytes. Every field the kernel prints is kept; the ones the detector and the
-// monitor use have accessors.
+// /proc/meminfo, in bytes: the one type and the one parser for the host's memory figures (profiles,
+// guards' budgets, windows, preflight, doctor, telemetry). Every field the kernel prints is kept;
+// the ones in use have accessors.
 #pragma once
 
 #include <cstdint>
@@ -14,6 +15,9 @@ namespace spark {
 
 struct MemInfo {
   std::map<std::string, uint64_t> bytes;  // "MemAvailable" -> bytes ("HugePages_Total" is a count)
+
+  // The figures a rule works from, for tests and callers that have no meminfo text.
+  static MemInfo of(uint64_t total, uint64_t available, uint64_t free = 0);
 
   std::optional<uint64_t> get(const std::string& field) const;
   uint64_t value(const std::string& field) const { return get(field).value_or(0); }

@@ -1,0 +1,28 @@
+// Test seam: an actuator whose writes and triggers fail with the given errno for one target and
+// go to the inner actuator for every other.
+#pragma once
+
+#include "tune/actuator.h"
+
+namespace spark::test {
+
+class FailingActuator : public Actuator {
+ public:
+  FailingActuator(Actuator& inner, Target fail_on, int err) : inner_(inner), fail_on_(std::move(fail_on)), err_(err) {}
+  Result<std::optional<std::string>> read(const Target& t) override { return inner_.read(t); }
+  Result<void> write(const Target& t, const std::optional<std::string>& value) override {
+    if (t == fail_on_) return sys_error(err_, "writing " + t.display() + " = " + value.value_or("(remove)"));
+    return inner_.write(t, value);
+  }
+  Result<void> trigger(const Target& t, const std::string& value) override {
+    if (t == fail_on_) return sys_error(err_, "writing " + t.display() + " = " + value);
+    return inner_.trigger(t, value);
+  }
+
+ private:
+  Actuator& inner_;
+  Target fail_on_;
+  int err_;
+};
+
+}  // namespace spark::test

@@ -39,6 +39,7 @@
 #include <string>
 #include <vector>
 
+#include "core/event_log.h"
 #include "core/host_paths.h"
 #include "core/result.h"
 #include "tune/tuner.h"
@@ -78,6 +79,12 @@ class ServiceContext {
   // has the answer or its own deadline passes. nullopt: this context cannot defer (answer now).
   virtual std::optional<DeferredReply> defer() { return std::nullopt; }
   virtual void reply(const DeferredReply& /*to*/, Result<json> /*result*/) {}
+  // The agent's one event log (core/event_log.h): every service appends what happens to it; the
+  // events service (daemon/event_service.h) answers events.list from it and journals each event.
+  EventLog& events() { return events_; }
+
+ private:
+  EventLog events_;
 };
 
 class Service {

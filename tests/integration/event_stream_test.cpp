@@ -178,13 +178,21 @@ TEST_F(EventStreamTest, GuardOomIsOneEventAndTelemetryOomIsItsOwn) {
     test::hog_memory();
   }
   ::close(go[0]);
+  // Whatever fails below, the child does not stay behind in the box (the box could not go).
+  struct Reaper {
+    pid_t pid;
+    int fd;
+    ~Reaper() {
+      if (fd >= 0) ::close(fd);
+      if (pid > 0 && ::waitpid(pid, nullptr, WNOHANG) == 0) {
+        ::kill(pid, SIGKILL);
+        ::waitpid(pid, nullptr, 0);
+      }
+    }
+  } reaper{child, go[1]};
   uint64_t c = cursor();
   auto g = test::run_spark_tune({"--json", "guard", "--pid", std::to_string(child), "--memory-max", "64M"});
-  if (g.exit_code != 0) {
-    ::kill(child, SIGKILL);
-    ::waitpid(child, nullptr, 0);
-    GTEST_SKIP() << "no guard here: " << g.err;
-  }
+  if (g.exit_code != 0) GTEST_SKIP() << "no guard here: " << g.err;
   std::string id = nlohmann::json::parse(g.out).value("id", "");
   ASSERT_FALSE(id.empty()) << g.out;
   auto waiter = test::spawn_tool({"guard", "wait", "oom_kill", "--guard", id, "--timeout", "30s"});
@@ -196,9 +204,9 @@ TEST_F(EventStreamTest, GuardOomIsOneEventAndTelemetryOomIsItsOwn) {
   for (int i = 0; i < 1000 && !waiting(); ++i) std::this_thread::sleep_for(10ms);
   ASSERT_TRUE(waiting()) << "guard wait never asked the agent";
   ASSERT_EQ(::write(go[1], "x", 1), 1);
-  ::close(go[1]);
   int status = 0;
   ASSERT_EQ(::waitpid(child, &status, 0), child);
+  reaper.pid = -1;
   ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) << status;
   auto w = test::finish(waiter, 40s);
   ASSERT_TRUE(WIFEXITED(w.status) && WEXITSTATUS(w.status) == 0) << w.out << w.err;

@@ -65,6 +65,13 @@ uint64_t EventLog::append(Event e, Clock::time_point now) {
         guard_ooms_.erase(it);
         return 0;
       }
+    for (auto it = held_.begin(); it != held_.end(); ++it)
+      if (is_guard_oom(it->e) && same_victim(e, guard_pids(it->e))) {
+        Event one = merged(std::move(it->e), e);
+        held_.erase(it);
+        ++folded_;
+        return publish(std::move(one));
+      }
     if (guards_active_ && guards_active_()) {
       held_.push_back({std::move(e), now + k_oom_join});
       return 0;
@@ -79,6 +86,10 @@ uint64_t EventLog::append(Event e, Clock::time_point now) {
         ++folded_;
         return publish(std::move(one));
       }
+    if (probes_active_ && probes_active_()) {
+      held_.push_back({std::move(e), now + k_oom_join});
+      return 0;
+    }
     guard_ooms_.push_back({e.subject, pids, now + k_oom_join});
   }
   return publish(std::move(e));

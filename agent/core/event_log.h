@@ -4,10 +4,11 @@
 // of each event (the journal view, long-poll waiters, a foreground guard's stdout).
 //
 // An OOM kill is one event: while guards run, an oom_kill the probes saw is held up to
-// k_oom_join for the guard's own oom_kill of the same victim; the two become one guard event (the
-// probe's evidence under data.probe). A probe's oom_kill that comes after the guard's for the same
-// victim is folded into it (not published again). Unmatched, the probe's event goes out at the end
-// of the hold as it was.
+// k_oom_join for the guard's own oom_kill of the same victim; while the probes run, a guard's
+// oom_kill is held as long for the probes' one. The two become one guard event (the probe's
+// evidence under data.probe). Unmatched, a held event goes out at the end of its hold as it was;
+// a probe's oom_kill that comes after the guard's was published is folded into it (not published
+// again).
 #pragma once
 
 #include <chrono>
@@ -55,6 +56,8 @@ class EventLog {
 
   // Whether a probe's oom_kill may belong to a guard (any guard runs): then it is held.
   void set_guards_active(std::function<bool()> f) { guards_active_ = std::move(f); }
+  // Whether the probes see OOM kills (they are attached): then a guard's oom_kill is held.
+  void set_probes_active(std::function<bool()> f) { probes_active_ = std::move(f); }
 
   EventPage after(uint64_t cursor, const EventFilter& f = {}) const;
   uint64_t last_seq() const { return seq_; }
@@ -90,6 +93,7 @@ class EventLog {
   std::map<std::pair<std::string, std::string>, uint64_t> totals_;
   std::vector<Listener> listeners_;
   std::function<bool()> guards_active_;
+  std::function<bool()> probes_active_;
   std::vector<Held> held_;
   std::vector<GuardOom> guard_ooms_;
 };

@@ -41,6 +41,8 @@ Result<void> TelemetryService::on_start(ServiceContext& ctx) {
     log_warning("telemetry: " + source->probe_status() + " (the agent runs on procfs alone)");
   StallThresholds t = policy.thresholds;
   bool can_deep = source->has_probes();
+  // The probes report OOM victims: a guard's oom_kill waits briefly for theirs (one event).
+  if (source->has_probes()) ctx.events().set_probes_active([] { return true; });
   hub_ = std::make_unique<TelemetryHub>(std::move(source), t, opt_.tick, 20);
   // Deep mode on a fragmentation_stall / reclaim_storm, for a bounded period, then a cooldown.
   if (can_deep && deep.period.count() > 0) {

@@ -158,6 +158,25 @@ TEST(EventLogOom, GuardThenProbeIsFolded) {
   EXPECT_EQ(page.events[1].subject, "99");
 }
 
+TEST(EventLogOom, GuardFirstWaitsForTheProbesWhenTheyRun) {
+  EventLog log;
+  log.set_guards_active([] { return true; });
+  log.set_probes_active([] { return true; });
+  auto t0 = EventLog::Clock::now();
+  EXPECT_EQ(log.append(ev(EventSource::guard, "oom_kill", "g1", {{"pid", 7}, {"victims", {7}}}), t0), 0u);
+  EXPECT_EQ(log.append(ev(EventSource::telemetry, "oom_kill", "7", {{"pid", 7}, {"comm", "srv"}}), t0 + 30ms), 1u);
+  auto page = log.after(0);
+  ASSERT_EQ(page.events.size(), 1u);
+  EXPECT_EQ(page.events[0].source, EventSource::guard);
+  EXPECT_EQ(page.events[0].data["probe"]["comm"], "srv");
+  // No probe event for the next kill: the guard's goes out at the end of the hold, as it was.
+  EXPECT_EQ(log.append(ev(EventSource::guard, "oom_kill", "g1", {{"pid", 9}, {"victims", {9}}}), t0 + 1s), 0u);
+  log.flush(t0 + 1s + EventLog::k_oom_join);
+  page = log.after(1);
+  ASSERT_EQ(page.events.size(), 1u);
+  EXPECT_FALSE(page.events[0].data.contains("probe"));
+}
+
 TEST(EventLogOom, WithoutGuardsTheProbeEventGoesOutAtOnce) {
   EventLog log;
   log.set_guards_active([] { return false; });

@@ -22,7 +22,7 @@ struct EventsOptions {
   std::string timeout;
   std::string wait;  // an event type: wait for one and exit (`events --wait server_ready --subject g1`)
   std::string source, type, subject;
-  std::string guard;  // --guard ID: --source guard --subject ID (before issue 12)
+  std::string guard;   // --guard ID: --source guard --subject ID (before issue 12)
   int64_t after = -1;  // --after SEQ: from the agent's log after this seq (default: from now)
   TelemetryCliOptions telemetry;
 };
@@ -205,8 +205,8 @@ int run_events(Context& ctx, EventsOptions o) {
     until = std::chrono::steady_clock::now() + *t;
     auto pid = agent_for_events(ctx, o.telemetry);
     if (!o.wait.empty() && pid) return wait_event(ctx, f, *t);
-    if (!o.wait.empty() && !(f.source == EventSource::telemetry ||
-                             (!f.source && known_event_type(EventSource::telemetry, f.type))))
+    if (!o.wait.empty() &&
+        !(f.source == EventSource::telemetry || (!f.source && known_event_type(EventSource::telemetry, f.type))))
       return wait_event(ctx, f, *t);  // an agent's event: says that none answers
     if (pid) return events_from_agent(ctx, o, f, *pid, until);
     return events_local(ctx, o, f, until);
@@ -217,8 +217,8 @@ int run_events(Context& ctx, EventsOptions o) {
 
 void setup(CLI::App& app, Context& ctx) {
   auto opts = std::make_shared<EventsOptions>();
-  auto* sub = app.add_subcommand(
-      "events", "the event stream: profiles, load windows, guards, telemetry (docs/events.md)");
+  auto* sub =
+      app.add_subcommand("events", "the event stream: profiles, load windows, guards, telemetry (docs/events.md)");
   sub->add_option("--source", opts->source, "only events of this source: profile, window, guard, telemetry");
   sub->add_option("--type", opts->type, "only events of this type (e.g. oom_kill, window_end)");
   sub->add_option("--subject", opts->subject, "only events about this: a window id, a guard id, a pid");

@@ -1,7 +1,7 @@
 #include "core/event.h"
 
-#include <systemd/sd-journal.h>
 #include <sys/uio.h>
+#include <systemd/sd-journal.h>
 
 #include <array>
 #include <vector>
@@ -19,7 +19,8 @@ constexpr std::array k_types{
     EventTypeInfo{S::window, "window_end", "a load window ended and its settings were restored"},
     EventTypeInfo{S::window, "window_ttl_expired", "a load window's TTL ran out (window_end follows)"},
     EventTypeInfo{S::window, "window_process_exit", "the process a window watched exited (window_end follows)"},
-    EventTypeInfo{S::window, "window_port_ready", "the port a window waited for accepts connections (window_end follows)"},
+    EventTypeInfo{S::window, "window_port_ready",
+                  "the port a window waited for accepts connections (window_end follows)"},
     EventTypeInfo{S::window, "window_resume", "the agent resumed a journaled window after a restart"},
     EventTypeInfo{S::guard, "guard_start", "a guard boxed a server in a memory cgroup of its own"},
     EventTypeInfo{S::guard, "guard_settled", "the guard's footprint settled and its budget is set"},
@@ -46,10 +47,14 @@ constexpr std::array k_types{
 
 const char* event_source_name(EventSource s) {
   switch (s) {
-    case S::profile: return "profile";
-    case S::window: return "window";
-    case S::guard: return "guard";
-    case S::telemetry: return "telemetry";
+    case S::profile:
+      return "profile";
+    case S::window:
+      return "window";
+    case S::guard:
+      return "guard";
+    case S::telemetry:
+      return "telemetry";
   }
   return "telemetry";
 }
@@ -60,7 +65,9 @@ std::optional<EventSource> parse_event_source(std::string_view s) {
   return std::nullopt;
 }
 
-std::span<const EventTypeInfo> event_types() { return k_types; }
+std::span<const EventTypeInfo> event_types() {
+  return k_types;
+}
 
 bool known_event_type(EventSource source, std::string_view type) {
   for (const auto& t : k_types)
@@ -76,12 +83,14 @@ bool known_event_type(std::string_view type) {
 
 nlohmann::json Event::to_json() const {
   auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(time.time_since_epoch()).count();
-  return {{"seq", seq},         {"time_ms", ms},   {"source", event_source_name(source)},
-          {"type", type},       {"subject", subject}, {"summary", summary},
-          {"hint", hint},       {"data", data}};
+  return {{"seq", seq},   {"time_ms", ms},      {"source", event_source_name(source)},
+          {"type", type}, {"subject", subject}, {"summary", summary},
+          {"hint", hint}, {"data", data}};
 }
 
-std::string Event::to_line() const { return to_json().dump(); }
+std::string Event::to_line() const {
+  return to_json().dump();
+}
 
 Result<Event> event_from_json(const nlohmann::json& j) {
   if (!j.is_object()) return input_error("an event is a JSON object");

@@ -18,8 +18,12 @@ EventLog::EventLog(size_t capacity) : capacity_(std::max<size_t>(capacity, 1)) {
 
 namespace {
 
-bool is_probe_oom(const Event& e) { return e.source == EventSource::telemetry && e.type == "oom_kill"; }
-bool is_guard_oom(const Event& e) { return e.source == EventSource::guard && e.type == "oom_kill"; }
+bool is_probe_oom(const Event& e) {
+  return e.source == EventSource::telemetry && e.type == "oom_kill";
+}
+bool is_guard_oom(const Event& e) {
+  return e.source == EventSource::guard && e.type == "oom_kill";
+}
 
 std::optional<int64_t> pid_of(const nlohmann::json& data) {
   if (data.is_object() && data.contains("pid") && data["pid"].is_number_integer()) return data["pid"].get<int64_t>();
@@ -155,8 +159,9 @@ std::string EventLog::metrics_text() const {
   }
   for (const auto& [key, n] : totals_)
     if (!seen.count(key)) line(key.first, key.second, n);
-  out += "# HELP spark_tune_events_dropped_total events pushed out of the bounded event log (capacity "
-         "spark_tune_event_log_capacity) since the agent started\n";
+  out +=
+      "# HELP spark_tune_events_dropped_total events pushed out of the bounded event log (capacity "
+      "spark_tune_event_log_capacity) since the agent started\n";
   out += "# TYPE spark_tune_events_dropped_total counter\n";
   out += "spark_tune_events_dropped_total " + std::to_string(dropped_) + "\n";
   out += "# HELP spark_tune_event_log_capacity events the agent's event log keeps\n";

@@ -37,9 +37,8 @@ Result<void> EventService::on_start(ServiceContext& ctx) {
     log(LogLevel::info, e.summary.empty() ? e.type : e.summary, event_log_fields(e));
     appended_ = true;
   });
-  SPARK_TRY_VOID(ctx.add_handler("events.list", [this](const json& p, const Peer&) -> Result<json> {
-    return list(p, std::nullopt, false);
-  }));
+  SPARK_TRY_VOID(ctx.add_handler(
+      "events.list", [this](const json& p, const Peer&) -> Result<json> { return list(p, std::nullopt, false); }));
   SPARK_TRY_VOID(ctx.add_handler("telemetry.events", [this](const json& p, const Peer&) -> Result<json> {
     return list(p, EventSource::telemetry, false);
   }));
@@ -53,8 +52,8 @@ Result<void> EventService::on_start(ServiceContext& ctx) {
   }));
   SPARK_TRY_VOID(ctx.add_handler("events.status", [this](const json&, const Peer&) -> Result<json> {
     const auto& log = ctx_->events();
-    return json{{"next", log.last_seq()},  {"kept", log.size()},        {"capacity", log.capacity()},
-                {"dropped", log.dropped()}, {"folded", log.folded()},   {"waiters", waiters_.size()},
+    return json{{"next", log.last_seq()},   {"kept", log.size()},     {"capacity", log.capacity()},
+                {"dropped", log.dropped()}, {"folded", log.folded()}, {"waiters", waiters_.size()},
                 {"requests", served_}};
   }));
   SPARK_TRY_VOID(ctx.add_handler("events.emit", [this](const json& p, const Peer& peer) -> Result<json> {

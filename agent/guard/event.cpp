@@ -31,7 +31,8 @@ Event make_event(const std::string& guard_id, const std::string& type, nlohmann:
   if (type == "guard_start") {
     e.summary = g + "server pid " + num(d, "pid") + " boxed in " + num(d, "cgroup");
   } else if (type == "guard_settled") {
-    e.summary = g + "footprint " + size(d, "footprint") + ", budget " + size(d, "budget") + ", limit " + size(d, "limit");
+    e.summary =
+        g + "footprint " + size(d, "footprint") + ", budget " + size(d, "budget") + ", limit " + size(d, "limit");
   } else if (type == "guard_resume") {
     e.summary = g + "resumed after an agent restart (pid " + num(d, "pid") + ")";
   } else if (type == "guard_error") {
@@ -40,13 +41,14 @@ Event make_event(const std::string& guard_id, const std::string& type, nlohmann:
   } else if (type == "guard_end") {
     e.summary = g + "ended (" + num(d, "reason") + ")";
   } else if (type == "memory_growth") {
-    e.summary = g + "memory grows (" + num(d, "reason") + "), usage " + size(d, "usage") + " of limit " +
-                size(d, "limit");
+    e.summary =
+        g + "memory grows (" + num(d, "reason") + "), usage " + size(d, "usage") + " of limit " + size(d, "limit");
     e.hint = "the server is on its way to its limit: cap its caches or give it a larger --budget";
   } else if (type == "oom_kill") {
     e.summary = g + "the kernel killed pid " + num(d, "pid") + " at the box's limit " + size(d, "limit");
-    e.hint = "the server outgrew its memory budget: raise --budget / --memory-max or cap its caches "
-             "(context checkpoints)";
+    e.hint =
+        "the server outgrew its memory budget: raise --budget / --memory-max or cap its caches "
+        "(context checkpoints)";
   } else if (type == "hook_start") {
     e.summary = g + "--on-oom hook " + num(d, "hook") + " started (pid " + num(d, "hook_pid") + ")";
   } else if (type == "hook_done") {

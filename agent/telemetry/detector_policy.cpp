@@ -14,8 +14,8 @@ DetectorPolicy detector_policy(const HostPaths& paths, DeepTriggerPolicy deep_de
   p.deep = std::move(deep_defaults);
   std::optional<double> flood_gib_per_s;
   if (auto po = profile_options(paths, std::nullopt); po) {
-    for (auto [key, field] : {std::pair{"detector.deep_seconds", &p.deep.period},
-                              std::pair{"detector.deep_cooldown_s", &p.deep.cooldown}})
+    for (auto [key, field] :
+         {std::pair{"detector.deep_seconds", &p.deep.period}, std::pair{"detector.deep_cooldown_s", &p.deep.cooldown}})
       if (auto v = po->get(key)) {
         std::string why;
         if (auto ms = parse_policy_seconds(*v, &why))

@@ -98,11 +98,12 @@ class EventStreamTest : public ::testing::Test {
 
 TEST_F(EventStreamTest, WindowBeginTtlAndEndWithCacheFigures) {
   uint64_t c = cursor();
-  auto b = test::run_spark_tune({"--json", "window", "begin", "--device", loop->name(), "--readahead", "16k",
-                                 "--no-overlay", "--ttl", "500ms"});
+  auto b = test::run_spark_tune(
+      {"--json", "window", "begin", "--device", loop->name(), "--readahead", "16k", "--no-overlay", "--ttl", "500ms"});
   ASSERT_EQ(b.exit_code, 0) << b.err;
   std::string ttl_id = nlohmann::json::parse(b.out)["id"];
-  auto f = test::run_spark_tune({"--json", "window", "begin", "--files", model.string(), "--no-overlay", "--ttl", "60s"});
+  auto f =
+      test::run_spark_tune({"--json", "window", "begin", "--files", model.string(), "--no-overlay", "--ttl", "60s"});
   ASSERT_EQ(f.exit_code, 0) << f.err;
   std::string file_id = nlohmann::json::parse(f.out)["id"];
   for (int i = 0; i < 500 && loop->read_ahead_kb() != "4096"; ++i) std::this_thread::sleep_for(10ms);

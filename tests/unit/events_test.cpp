@@ -65,7 +65,8 @@ TEST(EventShape, JournalFieldsNameEveryAttribute) {
 
 TEST(EventLog, NumbersKeepsTheNewestAndCountsDrops) {
   EventLog log(3);
-  for (int i = 0; i < 5; ++i) EXPECT_EQ(log.append(ev(EventSource::window, "window_begin", "w" + std::to_string(i))), uint64_t(i + 1));
+  for (int i = 0; i < 5; ++i)
+    EXPECT_EQ(log.append(ev(EventSource::window, "window_begin", "w" + std::to_string(i))), uint64_t(i + 1));
   EXPECT_EQ(log.size(), 3u);
   EXPECT_EQ(log.dropped(), 2u);
   EXPECT_EQ(log.last_seq(), 5u);
@@ -241,8 +242,8 @@ TEST(EventService, LongPollWakesOnAMatchingEventOnly) {
   auto now = ctx.handlers.at("events.list")(nlohmann::json::object(), peer);
   ASSERT_TRUE(now.ok());
   uint64_t cursor = (*now)["next"];
-  auto r = ctx.handlers.at("events.list")({{"after", cursor}, {"wait_ms", 5000}, {"source", "guard"},
-                                          {"type", "server_ready"}}, peer);
+  auto r = ctx.handlers.at("events.list")(
+      {{"after", cursor}, {"wait_ms", 5000}, {"source", "guard"}, {"type", "server_ready"}}, peer);
   ASSERT_TRUE(r.ok());
   EXPECT_TRUE(ctx.deferred);
   ctx.events().append(ev(EventSource::window, "window_begin", "w1"));
@@ -267,7 +268,8 @@ TEST(EventService, LongPollWakesOnAMatchingEventOnly) {
   EXPECT_FALSE(ctx.handlers.at("events.list")({{"source", "kernel"}}, peer).ok());
   auto forged = ctx.handlers.at("events.emit")({{"event", ev(EventSource::guard, "oom_kill", "g1").to_json()}}, peer);
   EXPECT_FALSE(forged.ok());
-  auto applied = ctx.handlers.at("events.emit")({{"event", ev(EventSource::profile, "profile_applied", "base").to_json()}}, peer);
+  auto applied =
+      ctx.handlers.at("events.emit")({{"event", ev(EventSource::profile, "profile_applied", "base").to_json()}}, peer);
   ASSERT_TRUE(applied.ok());
   EXPECT_EQ((*applied)["seq"], 3);
 }

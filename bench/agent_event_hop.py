@@ -31,7 +31,7 @@ try:
     while True:
       now,line=q.get()
       j=json.loads(line)
-      if j["event"]=="oom_kill" and j["evidence"].get("pid")==pid:
+      if j["type"]=="oom_kill" and j["data"].get("pid")==pid:
         lat.append(now-j["time_ms"]); break
 finally:
   ev.kill(); agent.send_signal(signal.SIGTERM); agent.wait()

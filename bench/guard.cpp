@@ -336,7 +336,7 @@ int main(int argc, char** argv) {
     GuardSupervisor sup(env.host, *env.tuner, [&](const Event& e) {
       int64_t now = mono_ns();
       std::lock_guard<std::mutex> l(mu);
-      if (e.type == "memory_growth" && !first_warn) first_warn = now, reason = e.fields.value("reason", "");
+      if (e.type == "memory_growth" && !first_warn) first_warn = now, reason = e.data.value("reason", "");
       if (e.type == "oom_kill" && !kill_at) kill_at = now;
     });
     GuardOptions o;

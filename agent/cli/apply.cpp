@@ -2,6 +2,7 @@
 #include <iostream>
 
 #include "cli/registry.h"
+#include "cli/report_event.h"
 #include "profile/profile_ops.h"
 
 namespace spark::cli {
@@ -12,6 +13,24 @@ int do_apply(Context& ctx, const ApplyRequest& req) {
   auto r = apply_profile(ctx.paths, act, req);
   if (!r) return report_error(ctx, r.error().what());
   const auto& o = *r;
+  if (!req.dry_run) {
+    size_t written = 0;
+    nlohmann::json results = nlohmann::json::array();
+    for (const auto& c : o.results) {
+      written += c.written ? 1 : 0;
+      results.push_back(to_json(c));
+    }
+    Event e;
+    e.source = EventSource::profile;
+    e.type = "profile_applied";
+    e.subject = o.resolved.name;
+    e.summary = "applied " + o.resolved.name + ": " + std::to_string(written) + " value(s) changed, " +
+                std::to_string(o.resolved.settings.size()) + " key(s) held";
+    e.hint = "spark-tune revert restores the originals";
+    e.data = {{"profile", o.resolved.name}, {"changed", written}, {"held", o.resolved.settings.size()},
+              {"persisted", o.persisted}, {"results", results}};
+    report_event(ctx, e);
+  }
   if (ctx.json) {
     nlohmann::json results = nlohmann::json::array();
     for (const auto& c : o.results) results.push_back(to_json(c));

@@ -17,6 +17,7 @@
 
 #include "cli/guard_flags.h"
 #include "cli/guard_wait.h"
+#include "core/event_log.h"
 #include "cli/registry.h"
 #include "cli/window_options.h"
 #include "core/log.h"
@@ -85,14 +86,18 @@ int run_foreground(Context& ctx, guard::GuardSupervisor& sup, bool end_on_signal
   return k_exit_ok;
 }
 
+// A foreground guard keeps its own event log (no agent): numbered as the agent's are, with the
+// probes' OOM merge rules; each event goes to stdout and the --events-file as one JSON line.
 guard::EventSink make_sink(const std::string& events_file) {
   auto file = std::make_shared<std::ofstream>();
   if (!events_file.empty()) file->open(events_file, std::ios::app);
-  return [file](const guard::Event& e) {
+  auto log = std::make_shared<EventLog>();
+  log->on_append([file](const Event& e) {
     std::string line = e.to_line();
     std::cout << line << std::endl;
     if (file->is_open()) *file << line << std::endl;
-  };
+  });
+  return [log](const guard::Event& e) { log->append(e); };
 }
 
 int do_guard(Context& ctx, const GuardArgs& a) {

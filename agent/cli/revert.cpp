@@ -2,6 +2,7 @@
 #include <iostream>
 
 #include "cli/registry.h"
+#include "cli/report_event.h"
 #include "profile/profile_ops.h"
 
 namespace spark::cli {
@@ -12,6 +13,20 @@ int do_revert(Context& ctx) {
   Tuner tuner(ctx.paths, act);
   auto r = tuner.revert_all();
   if (!r) return report_error(ctx, r.error().what());
+  {
+    size_t restored = 0;
+    nlohmann::json arr = nlohmann::json::array();
+    for (const auto& c : *r) {
+      restored += c.written ? 1 : 0;
+      arr.push_back(to_json(c));
+    }
+    Event e;
+    e.source = EventSource::profile;
+    e.type = "profile_reverted";
+    e.summary = r->empty() ? "revert: nothing to revert" : "reverted: " + std::to_string(restored) + " value(s) restored";
+    e.data = {{"restored", restored}, {"targets", arr.size()}, {"results", arr}};
+    report_event(ctx, e);
+  }
   if (ctx.json) {
     nlohmann::json arr = nlohmann::json::array();
     for (const auto& c : *r) arr.push_back(to_json(c));

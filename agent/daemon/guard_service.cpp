@@ -4,25 +4,22 @@
 
 namespace spark::daemon {
 
-void GuardService::record(const guard::Event& e) {
-  json j = e.to_json();
-  log_info("guard " + e.guard_id + ": " + e.type, {{"GUARD", e.guard_id}, {"EVENT", e.type}, {"EVENT_JSON", j.dump()}});
-  events_.emplace_back(next_seq_++, std::move(j));
-  while (events_.size() > k_kept) events_.pop_front();
-}
-
 Result<void> GuardService::on_start(ServiceContext& ctx) {
-  sup_ =
-      std::make_unique<guard::GuardSupervisor>(ctx.paths(), ctx.tuner(), [this](const guard::Event& e) { record(e); });
+  // Guard events go to the agent's one event log (journal, events.list, guard wait, /metrics).
+  EventLog* log = &ctx.events();
+  sup_ = std::make_unique<guard::GuardSupervisor>(ctx.paths(), ctx.tuner(),
+                                                  [log](const guard::Event& e) { log->append(e); });
+  // While guards run, an OOM kill the probes see waits briefly for the guard's own: one event.
+  log->set_guards_active([this] { return sup_ && !sup_->ids().empty(); });
   if (auto n = sup_->resume(); !n)
     log_error("guard: resuming journaled guards failed: " + describe(n.error()));
   else if (*n)
     log_info("guard: resumed " + std::to_string(*n) + " guard(s) from the journal");
 
-  SPARK_TRY_VOID(ctx.add_handler("guard.add", [this](const json& params, const Peer&) -> Result<json> {
+  SPARK_TRY_VOID(ctx.add_handler("guard.add", [this, log](const json& params, const Peer&) -> Result<json> {
     SPARK_TRY(guard::GuardOptions o, guard::options_from_json(params));
     SPARK_TRY(std::string id, sup_->add(o));
-    return json{{"id", id}, {"guard", sup_->state(id)->to_json()}, {"cursor", next_seq_ - 1}};
+    return json{{"id", id}, {"guard", sup_->state(id)->to_json()}, {"cursor", log->last_seq()}};
   }));
   SPARK_TRY_VOID(ctx.add_handler("guard.end", [this](const json& params, const Peer&) -> Result<json> {
     std::string id = params.value("id", "");
@@ -38,19 +35,6 @@ Result<void> GuardService::on_start(ServiceContext& ctx) {
     json out = json::array();
     for (const auto& id : sup_->ids()) out.push_back(sup_->state(id)->to_json());
     return out;
-  }));
-  // Events after a cursor, optionally of one guard / one type: {"since": N, "guard": "g1", "type": "server_ready"}.
-  SPARK_TRY_VOID(ctx.add_handler("guard.events", [this](const json& params, const Peer&) -> Result<json> {
-    uint64_t since = params.value("since", uint64_t{0});
-    std::string gid = params.value("guard", ""), type = params.value("type", "");
-    json out = json::array();
-    for (const auto& [seq, e] : events_) {
-      if (seq <= since) continue;
-      if (!gid.empty() && e.value("guard", "") != gid) continue;
-      if (!type.empty() && e.value("type", "") != type) continue;
-      out.push_back(e);
-    }
-    return json{{"events", out}, {"cursor", next_seq_ - 1}};
   }));
   return {};
 }

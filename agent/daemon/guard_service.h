@@ -1,7 +1,8 @@
-// The agent's server memory guards: requests guard.add / guard.end / guard.list / guard.events over
+// The agent's server memory guards: requests guard.add / guard.end / guard.list over
 // a GuardSupervisor (guard/supervisor.h). On start it resumes every guard in the journal (after a
-// kill -9 too). On stop it ends nothing: a guard is the kernel's limit on a running server, and it
-// stays enforced while the agent restarts; `guard end` or `spark-tune revert` ends it.
+// kill -9 too). Its events go to the agent's event log (guard.events and events.list read it). On
+// stop it ends nothing: a guard is the kernel's limit on a running server, and it stays enforced
+// while the agent restarts; `guard end` or `spark-tune revert` ends it.
 #pragma once
 
 #include <deque>
@@ -21,14 +22,8 @@ class GuardService : public Service {
   std::optional<Clock::time_point> next_timer() override;
   void on_timer(Clock::time_point now) override;
 
-  // Events kept for guard.events (a cursor per client): the newest k_kept.
-  static constexpr size_t k_kept = 4096;
-
  private:
-  void record(const guard::Event& e);
   std::unique_ptr<guard::GuardSupervisor> sup_;
-  std::deque<std::pair<uint64_t, json>> events_;
-  uint64_t next_seq_ = 1;
 };
 
 }  // namespace spark::daemon

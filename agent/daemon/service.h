@@ -39,6 +39,7 @@
 #include <string>
 #include <vector>
 
+#include "core/event_log.h"
 #include "core/host_paths.h"
 #include "core/result.h"
 #include "tune/tuner.h"
@@ -81,6 +82,12 @@ class ServiceContext {
   // Whether the client of a deferred request is still connected (it has not closed or died):
   // a request held open for as long as someone wants something (monitor --deep) ends with it.
   virtual bool connected(const DeferredReply& /*to*/) const { return false; }
+  // The agent's one event log (core/event_log.h): every service appends what happens to it; the
+  // events service (daemon/event_service.h) answers events.list from it and journals each event.
+  EventLog& events() { return events_; }
+
+ private:
+  EventLog events_;
 };
 
 class Service {

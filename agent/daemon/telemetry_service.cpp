@@ -4,7 +4,7 @@
 
 #include "core/log.h"
 #include "core/units.h"
-#include "profile/profile_options.h"
+#include "telemetry/detector_policy.h"
 #include "state/journal.h"
 #include "telemetry/monitor_view.h"
 
@@ -16,8 +16,6 @@ TelemetryServiceOptions& telemetry_service_options() {
 }
 
 namespace {
-constexpr std::chrono::milliseconds k_max_wait{10'000};
-constexpr size_t k_max_waiters = 64;
 
 std::string endpoint_url(const std::string& address, uint16_t port) {
   bool v6 = address.find(':') != std::string::npos && address.front() != '[';
@@ -30,51 +28,21 @@ Result<void> TelemetryService::on_start(ServiceContext& ctx) {
   LocalSourceOptions lo;
   // A fixture tree is not the kernel the probes would watch.
   lo.use_bpf = opt_.use_bpf && ctx.paths().proc == HostPaths::system().proc;
-  // Detector thresholds from the policy: the applied profile's [detector] table, else built-in.
-  std::optional<double> flood_gib_per_s;
-  DeepTriggerPolicy deep = opt_.deep;
-  if (auto po = profile_options(ctx.paths(), std::nullopt); po) {
-    for (auto [key, field] : {std::pair{"detector.deep_seconds", &deep.period},
-                              std::pair{"detector.deep_cooldown_s", &deep.cooldown}})
-      if (auto v = po->get(key)) {
-        std::string why;
-        if (auto ms = parse_policy_seconds(*v, &why))
-          *field = *ms;
-        else
-          log_warning(std::string("telemetry: ") + key + " " + why + "; using the default");
-      }
-    if (auto v = po->get("detector.stall_ms")) {
-      try {
-        // Fractions allowed ("0.05" = 50 us); the probes take nanoseconds.
-        size_t used = 0;
-        double ms = std::stod(*v, &used);
-        if (used != v->size() || !(ms > 0) || ms > 3.6e6) throw std::invalid_argument(*v);
-        lo.probes.stall_threshold = std::chrono::nanoseconds(static_cast<int64_t>(ms * 1e6));
-      } catch (...) {
-        log_warning("telemetry: detector.stall_ms '" + *v + "' is not a number of milliseconds; using the default");
-      }
-    }
-    if (auto v = po->get("detector.flood_gib_per_s")) {
-      try {
-        flood_gib_per_s = std::stod(*v);
-      } catch (...) {
-        log_warning("telemetry: detector.flood_gib_per_s '" + *v + "' is not a number; using the default");
-      }
-    }
-  }
+  // Detector thresholds from the policy: the applied profile's [detector] table, else built-in
+  // (the same function as `spark-tune events` without an agent).
+  DetectorPolicy policy = detector_policy(ctx.paths(), opt_.deep);
+  lo.probes.stall_threshold = policy.probe_stall;
+  DeepTriggerPolicy deep = policy.deep;
   auto source = LocalTelemetrySource::create(ctx.paths(), lo);
   // Said once, at start: the probes stay as they are for the agent's lifetime.
   if (source->has_probes())
     log_info("telemetry: " + source->probe_status());
   else
     log_warning("telemetry: " + source->probe_status() + " (the agent runs on procfs alone)");
-  StallThresholds t;
-  t.task_stall = std::chrono::duration_cast<std::chrono::milliseconds>(lo.probes.stall_threshold);
-  if (flood_gib_per_s && *flood_gib_per_s > 0)
-    t.pagecache_growth_bytes_per_s = static_cast<uint64_t>(*flood_gib_per_s * static_cast<double>(1ull << 30));
-  // The agent knows when a load window is open (on_timer): a flood is judged during windows only.
-  t.pagecache_only_in_window = true;
+  StallThresholds t = policy.thresholds;
   bool can_deep = source->has_probes();
+  // The probes report OOM victims: a guard's oom_kill waits briefly for theirs (one event).
+  if (source->has_probes()) ctx.events().set_probes_active([] { return true; });
   hub_ = std::make_unique<TelemetryHub>(std::move(source), t, opt_.tick, 20);
   // Deep mode on a fragmentation_stall / reclaim_storm, for a bounded period, then a cooldown.
   if (can_deep && deep.period.count() > 0) {
@@ -82,6 +50,17 @@ Result<void> TelemetryService::on_start(ServiceContext& ctx) {
     log_info("telemetry: the detector attaches deep mode for " + format_duration(deep.period) + " on " +
              "fragmentation_stall or reclaim_storm, at most once per " + format_duration(deep.cooldown));
   }
+  // pagecache_flood is judged while a load window is open: which are open comes from the window
+  // events in the log (begin, resume, end); the windows resumed before this service started are
+  // those in the journal now.
+  if (auto j = read_journal(ctx.paths()); j)
+    for (const auto& owner : j->owner_names())
+      if (owner.rfind("window:", 0) == 0) open_windows_.insert(owner.substr(7));
+  ctx.events().on_append([this](const Event& e) {
+    if (e.source != EventSource::window) return;
+    if (e.type == "window_begin" || e.type == "window_resume") open_windows_.insert(e.subject);
+    if (e.type == "window_end") open_windows_.erase(e.subject);
+  });
   // The baseline sample, so the first tick yields a frame.
   SPARK_TRY_VOID(hub_->step(std::chrono::milliseconds(0)));
 
@@ -90,7 +69,9 @@ Result<void> TelemetryService::on_start(ServiceContext& ctx) {
     if (!addr.loopback && !opt_.metrics_address_explicit)
       return input_error("refusing to serve /metrics on non-loopback " + opt_.metrics_address +
                          " without an explicit --metrics-address");
-    auto http = MetricsHttpServer::listen(opt_.metrics_address, opt_.metrics_port, [this] { return hub_->metrics(); });
+    // The telemetry figures and the event log's counters (spark_tune_events_total...).
+    auto http = MetricsHttpServer::listen(opt_.metrics_address, opt_.metrics_port,
+                                          [this] { return hub_->metrics() + ctx_->events().metrics_text(); });
     if (!http) {
       // Telemetry over the socket still works; the endpoint is what is missing.
       log_warning("telemetry: /metrics not served: " + describe(http.error()));
@@ -129,29 +110,6 @@ Result<void> TelemetryService::on_start(ServiceContext& ctx) {
     }
     return out;
   }));
-  SPARK_TRY_VOID(ctx.add_handler("telemetry.events", [this](const json& params, const Peer&) -> Result<json> {
-    ++requests_["events"];
-    std::optional<uint64_t> after;
-    if (params.contains("after") && !params["after"].is_null()) {
-      if (!params["after"].is_number_unsigned() && !params["after"].is_number_integer())
-        return input_error("telemetry.events: after is the cursor of an earlier answer");
-      after = params["after"].get<uint64_t>();
-    }
-    json out = events_after(after);
-    int64_t wait_ms = 0;
-    if (params.contains("wait_ms")) {
-      if (!params["wait_ms"].is_number_integer() || params["wait_ms"].get<int64_t>() < 0)
-        return input_error("telemetry.events: wait_ms is a number of milliseconds");
-      wait_ms = std::min<int64_t>(params["wait_ms"].get<int64_t>(), k_max_wait.count());
-    }
-    if (after && out["events"].empty() && wait_ms > 0 && waiters_.size() < k_max_waiters) {
-      if (auto to = ctx_->defer()) {
-        waiters_.push_back({*to, *after, Clock::now() + std::chrono::milliseconds(wait_ms)});
-        return json(nullptr);
-      }
-    }
-    return out;
-  }));
   SPARK_TRY_VOID(ctx.add_handler("telemetry.deep", [this](const json& params, const Peer& peer) -> Result<json> {
     ++requests_["deep"];
     if (!params.contains("seconds") || !params["seconds"].is_number() || params["seconds"].get<double>() <= 0 ||
@@ -179,7 +137,7 @@ Result<void> TelemetryService::on_start(ServiceContext& ctx) {
   }));
   SPARK_TRY_VOID(ctx.add_handler("telemetry.metrics", [this](const json&, const Peer&) -> Result<json> {
     ++requests_["metrics"];
-    return json{{"text", hub_->metrics()}};
+    return json{{"text", hub_->metrics() + ctx_->events().metrics_text()}};
   }));
   SPARK_TRY_VOID(ctx.add_handler("telemetry.status", [this](const json&, const Peer&) -> Result<json> {
     auto [on, total] = hub_->source().probe_counts();
@@ -199,16 +157,34 @@ Result<void> TelemetryService::on_start(ServiceContext& ctx) {
   return {};
 }
 
-void TelemetryService::answer_waiters(bool all, Clock::time_point now) {
-  std::vector<Waiter> keep;
-  for (auto& w : waiters_) {
-    json out = events_after(w.after);
-    if (all || !out["events"].empty() || now >= w.deadline)
-      ctx_->reply(w.to, std::move(out));
-    else
-      keep.push_back(std::move(w));
+namespace {
+
+// The detector's event as the log keeps it: the hub's number goes, the log gives its own.
+Event as_event(const DetectedEvent& d) {
+  Event e = d;
+  e.source = EventSource::telemetry;
+  e.seq = 0;
+  if (!e.data.is_object()) e.data = json::object();
+  return e;
+}
+
+}  // namespace
+
+void TelemetryService::publish(const DetectedEvent& d) {
+  Event e = as_event(d);
+  if (e.type == "deep_report" && e.data.contains("trigger") && e.data["trigger"].is_object()) {
+    uint64_t hub_seq = e.data["trigger"].value("seq", uint64_t{0});
+    if (auto it = log_seq_of_.find(hub_seq); it != log_seq_of_.end()) {
+      e.data["trigger"]["seq"] = it->second;
+      std::string from = "#" + std::to_string(hub_seq), to = "#" + std::to_string(it->second);
+      if (auto at = e.summary.find(from); at != std::string::npos) e.summary.replace(at, from.size(), to);
+    }
   }
-  waiters_.swap(keep);
+  uint64_t seq = ctx_->events().append(std::move(e));
+  if (d.seq && seq) {
+    log_seq_of_[d.seq] = seq;
+    while (log_seq_of_.size() > 64) log_seq_of_.erase(log_seq_of_.begin());
+  }
 }
 
 void TelemetryService::answer_deep_holders(bool stopping) {
@@ -234,16 +210,6 @@ void TelemetryService::drop_gone_deep_holders() {
   if (deep_holders_.empty() && !deep_unheld_asker_ && hub_->end_asked_deep()) advance();
 }
 
-json TelemetryService::events_after(std::optional<uint64_t> after) const {
-  json out{{"next", event_seq_}, {"events", json::array()}, {"dropped", 0}};
-  if (!after) return out;
-  uint64_t first_kept = events_.empty() ? event_seq_ + 1 : events_.front().first;
-  if (*after + 1 < first_kept) out["dropped"] = first_kept - *after - 1;
-  for (const auto& [seq, e] : events_)
-    if (seq > *after) out["events"].push_back(e);
-  return out;
-}
-
 void TelemetryService::advance() {
   auto step = hub_->step(std::chrono::milliseconds(0));
   if (!step) {
@@ -252,15 +218,7 @@ void TelemetryService::advance() {
     return;
   }
   step_error_logged_ = false;
-  for (const auto& e : step->events) {
-    json j = to_json(e);
-    // The hub numbers its events (a deep_report names its trigger by that number).
-    event_seq_ = e.seq ? e.seq : event_seq_ + 1;
-    j["seq"] = event_seq_;
-    events_.emplace_back(event_seq_, std::move(j));
-    while (events_.size() > opt_.keep_events) events_.pop_front();
-  }
-  if (!step->events.empty() && !waiters_.empty()) answer_waiters(false, Clock::now());
+  for (const auto& e : step->events) publish(e);
   if (step->interval) {
     last_interval_ = step->interval;
     ++frame_seq_;
@@ -293,36 +251,19 @@ std::optional<Clock::time_point> TelemetryService::next_timer() {
   Clock::time_point t = hub_->next_tick();
   if (http_)
     if (auto h = http_->next_timer()) t = std::min(t, *h);
-  for (const auto& w : waiters_) t = std::min(t, w.deadline);
   return t;
 }
-
-namespace {
-
-// Whether a load window is open: the journal (the window service's record) holds a window owner.
-// pagecache_flood is judged only then. One small read per tick, no coupling between services.
-bool load_window_open(const HostPaths& paths) {
-  auto j = read_journal(paths);
-  if (!j) return false;
-  for (const auto& owner : j->owner_names())
-    if (owner.rfind("window:", 0) == 0) return true;
-  return false;
-}
-
-}  // namespace
 
 void TelemetryService::on_timer(Clock::time_point now) {
   if (http_) http_->on_timer(now);
   if (hub_) drop_gone_deep_holders();
   if (hub_ && now >= hub_->next_tick()) {
-    hub_->set_window_open(load_window_open(ctx_->paths()));
+    hub_->set_window_open(!open_windows_.empty());
     advance();
   }
-  if (!waiters_.empty()) answer_waiters(false, now);
 }
 
 void TelemetryService::on_stop() {
-  answer_waiters(true, Clock::now());
   answer_deep_holders(true);
   http_.reset();
   hub_.reset();  // probes detach

@@ -3,10 +3,7 @@
 // loop. Requests:
 //   telemetry.sample  {"after": seq?, "width": cols?}  -> {"seq", "frame" (monitor --json line),
 //                     "text" (monitor's terminal view, when width is given), "probe_status"}
-//   telemetry.events  {"after": cursor?, "wait_ms": n?}  -> {"events": [{"seq", ...event}],
-//                     "next": cursor, "dropped": n}; without "after" only the current cursor (start
-//                     from now); with wait_ms (at most 10 s) a long-poll: the answer comes when an
-//                     event after the cursor is there or the wait is over
+//   (telemetry.events: the agent's event log with source telemetry, daemon/event_service.h)
 //   telemetry.metrics {}  -> {"text": Prometheus exposition}
 //   telemetry.deep    {"seconds", "who"?, "hold"?}  -> deep mode for the period (monitor --deep). A
 //                     period already running (asked or the detector's) is joined: one period, one
@@ -23,6 +20,7 @@
 #include <deque>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 
 #include "daemon/metrics_http.h"
@@ -37,7 +35,6 @@ struct TelemetryServiceOptions {
   std::string metrics_address = k_default_metrics_address;
   bool metrics_address_explicit = false;  // a non-loopback address only when the user named it
   std::chrono::milliseconds tick{1000};
-  size_t keep_events = 512;
   // Deep mode started by the detector; the profile's [detector] deep_seconds / deep_cooldown_s
   // override these.
   DeepTriggerPolicy deep;
@@ -60,14 +57,10 @@ class TelemetryService : public Service {
 
  private:
   void advance();
-  json events_after(std::optional<uint64_t> after) const;
+  // Into the agent's event log: the detector's event, numbered there (a deep report's trigger
+  // names the log's seq of its cause).
+  void publish(const DetectedEvent& d);
 
-  struct Waiter {
-    DeferredReply to;
-    uint64_t after = 0;
-    Clock::time_point deadline;
-  };
-  void answer_waiters(bool all, Clock::time_point now);
   // The holders of telemetry.deep {"hold": true}: answered when the period reports; an asked
   // period whose holders have all gone ends early.
   struct DeepHolder {
@@ -80,15 +73,14 @@ class TelemetryService : public Service {
 
   TelemetryServiceOptions opt_;
   ServiceContext* ctx_ = nullptr;
-  std::vector<Waiter> waiters_;
   std::vector<DeepHolder> deep_holders_;
   bool deep_unheld_asker_ = false;  // someone asked for the running period without holding it open
   std::unique_ptr<TelemetryHub> hub_;
   std::unique_ptr<MetricsHttpServer> http_;
   const TelemetryInterval* last_interval_ = nullptr;
   uint64_t frame_seq_ = 0;
-  uint64_t event_seq_ = 0;  // of the last event recorded
-  std::deque<std::pair<uint64_t, json>> events_;
+  std::map<uint64_t, uint64_t> log_seq_of_;  // the hub's seq -> the log's, for the last few
+  std::set<std::string> open_windows_;       // from the window events in the log
   bool step_error_logged_ = false;
   std::map<std::string, uint64_t> requests_;  // served, by request kind (telemetry.status)
 };

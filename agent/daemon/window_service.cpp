@@ -6,6 +6,8 @@ namespace spark::daemon {
 
 Result<void> WindowService::on_start(ServiceContext& ctx) {
   mgr_ = std::make_unique<WindowManager>(ctx.paths(), ctx.tuner());
+  EventLog* log = &ctx.events();
+  mgr_->set_event_sink([log](const Event& e) { log->append(e); });
   SPARK_TRY(auto ended, mgr_->recover());
   if (!ended.empty()) log_info("recovery ended " + std::to_string(ended.size()) + " window(s)");
 

@@ -1,24 +1,19 @@
-// Guard events: one JSON object per line, {"type": "...", "ts": <unix seconds>, "guard": "g1", ...}.
-// The same shape as the telemetry event stream (issue 4), so one reader handles both.
+// Guard events are the house's one Event (core/event.h) with source guard and the guard id as
+// subject; the supervisor's sink feeds the agent's event log (or a foreground guard's own).
 #pragma once
 
-#include <chrono>
-#include <functional>
-#include <nlohmann/json.hpp>
-#include <string>
+#include "core/event.h"
 
 namespace spark::guard {
 
-struct Event {
-  std::string type;  // memory_growth, oom_kill, hook_done, server_restart, server_ready, guard_start, guard_end, ...
-  std::chrono::system_clock::time_point time = std::chrono::system_clock::now();
-  std::string guard_id;
-  nlohmann::json fields = nlohmann::json::object();
+using Event = spark::Event;
+using EventSink = spark::EventSink;
 
-  nlohmann::json to_json() const;
-  std::string to_line() const;  // to_json().dump(), no newline
-};
+}  // namespace spark::guard
 
-using EventSink = std::function<void(const Event&)>;
+namespace spark::guard {
+
+// A guard event with its one-line summary and hint made from its type and data.
+Event make_event(const std::string& guard_id, const std::string& type, nlohmann::json data);
 
 }  // namespace spark::guard

@@ -256,10 +256,7 @@ Result<MemoryHierarchy> GuardSupervisor::hierarchy() {
 }
 
 void GuardSupervisor::emit(const std::string& id, const std::string& type, nlohmann::json fields) {
-  Event e;
-  e.type = type;
-  e.guard_id = id;
-  e.fields = std::move(fields);
+  Event e = make_event(id, type, std::move(fields));
   if (sink_) sink_(e);
   if (type == "oom_kill") run_hook(e);
 }
@@ -710,27 +707,21 @@ void GuardSupervisor::check_oom(Runtime& g) {
 }
 
 void GuardSupervisor::run_hook(const Event& e) {
-  auto it = guards_.find(e.guard_id);
+  auto it = guards_.find(e.subject);
   if (it == guards_.end() || it->second->st.opt.on_oom.empty()) return;
   const auto& opt = it->second->st.opt;
   auto h = spawn_hook(opt.on_oom, e.to_line());
   if (!h) {
-    log_error("guard " + e.guard_id + ": --on-oom hook failed to start: " + describe(h.error()));
+    log_error("guard " + e.subject + ": --on-oom hook failed to start: " + describe(h.error()));
     return;
   }
   RunningHook rh;
-  rh.guard_id = e.guard_id;
+  rh.guard_id = e.subject;
   rh.hook = *h;
   rh.deadline = h->started + opt.hook_timeout;
   auto fd = open_pidfd(h->pid);
   if (fd) rh.pidfd = std::move(*fd);
-  if (sink_) {
-    Event s;
-    s.type = "hook_start";
-    s.guard_id = e.guard_id;
-    s.fields = {{"hook_pid", h->pid}, {"hook", opt.on_oom[0]}, {"for", e.type}};
-    sink_(s);
-  }
+  if (sink_) sink_(make_event(e.subject, "hook_start", {{"hook_pid", h->pid}, {"hook", opt.on_oom[0]}, {"for", e.type}}));
   hooks_.push_back(std::move(rh));
 }
 
@@ -855,16 +846,12 @@ void GuardSupervisor::tick() {
     auto st = reap_child(it->hook.pid);
     if (st) {
       double ms = std::chrono::duration<double, std::milli>(now - it->hook.started).count();
-      if (sink_) {
-        Event e;
-        e.type = "hook_done";
-        e.guard_id = it->guard_id;
-        e.fields = {{"hook_pid", it->hook.pid},
-                    {"status", describe_status(*st)},
-                    {"duration_ms", ms},
-                    {"timed_out", it->killed}};
-        sink_(e);
-      }
+      if (sink_)
+        sink_(make_event(it->guard_id, "hook_done",
+                         {{"hook_pid", it->hook.pid},
+                          {"status", describe_status(*st)},
+                          {"duration_ms", ms},
+                          {"timed_out", it->killed}}));
       it = hooks_.erase(it);
       continue;
     }

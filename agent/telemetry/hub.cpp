@@ -16,7 +16,7 @@ TelemetryHub::TelemetryHub(std::unique_ptr<TelemetrySource> source, StallThresho
 
 void TelemetryHub::record(DetectedEvent& e) {
   e.seq = ++seq_;
-  ++totals_[e.kind];
+  ++totals_[e.type];
   recent_.push_back(e);
   while (recent_.size() > keep_recent_) recent_.pop_front();
 }
@@ -93,21 +93,21 @@ std::string short_bytes(uint64_t pages) {
 
 DetectedEvent deep_report_event(const DeepReport& r, const DetectedEvent& cause) {
   DetectedEvent d;
-  d.kind = "deep_report";
-  d.at = std::chrono::system_clock::now();
+  d.type = "deep_report";
+  d.time = std::chrono::system_clock::now();
   uint64_t allocs = 0, high = 0;
   for (size_t o = 0; o < r.orders.size(); ++o) {
     allocs += r.orders[o];
     if (o >= 4) high += r.orders[o];
   }
   char head[160];
-  if (cause.kind == "request")
+  if (cause.type == "request")
     std::snprintf(head, sizeof head, "deep mode %.1f s asked by %s: %llu page allocations (%llu of order >= 4)",
                   r.seconds, cause.summary.c_str(), static_cast<unsigned long long>(allocs),
                   static_cast<unsigned long long>(high));
   else
     std::snprintf(head, sizeof head, "deep mode %.1f s after %s #%llu: %llu page allocations (%llu of order >= 4)",
-                  r.seconds, cause.kind.c_str(), static_cast<unsigned long long>(cause.seq),
+                  r.seconds, cause.type.c_str(), static_cast<unsigned long long>(cause.seq),
                   static_cast<unsigned long long>(allocs), static_cast<unsigned long long>(high));
   d.summary = head;
   for (size_t i = 0; i < r.top.size() && i < 3; ++i)
@@ -115,9 +115,9 @@ DetectedEvent deep_report_event(const DeepReport& r, const DetectedEvent& cause)
                  short_bytes(r.top[i].pages);
   d.hint = "the tasks that allocated most while the host stalled; many high-order allocations compete for "
            "contiguous memory (THP, pinned buffers): see spark-tune monitor's free-by-order bars";
-  d.evidence = deep_json(r);
-  d.evidence["trigger"] = {{"seq", cause.seq}, {"event", cause.kind}, {"summary", cause.summary}};
-  d.evidence["detached"] = true;
+  d.data = deep_json(r);
+  d.data["trigger"] = {{"seq", cause.seq}, {"event", cause.type}, {"summary", cause.summary}};
+  d.data["detached"] = true;
   return d;
 }
 
@@ -134,7 +134,7 @@ Result<TelemetryHub::DeepStart> TelemetryHub::start_deep(std::chrono::millisecon
     return joined;
   }
   DetectedEvent cause;
-  cause.kind = "request";
+  cause.type = "request";
   cause.summary = who;
   SPARK_TRY_VOID(attach_deep(now, period, std::move(cause), "asked by " + who));
   return DeepStart{now + period, false, false};
@@ -179,8 +179,8 @@ void TelemetryHub::deep_step(Step& out) {
   }
   if (deep_trigger_.running()) return;
   for (const auto& e : out.events) {
-    if (!deep_trigger_.should_start(e.kind, now)) continue;
-    if (auto st = attach_deep(now, deep_trigger_.policy().period, e, "after " + e.kind); !st.ok()) {
+    if (!deep_trigger_.should_start(e.type, now)) continue;
+    if (auto st = attach_deep(now, deep_trigger_.policy().period, e, "after " + e.type); !st.ok()) {
       deep_trigger_.failed(now);
       if (!deep_error_logged_) log_warning("telemetry: deep mode not attached: " + describe(st.error()));
       deep_error_logged_ = true;

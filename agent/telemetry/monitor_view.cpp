@@ -139,7 +139,7 @@ nlohmann::json monitor_json(const MonitorFrame& f) {
                 {"events_dropped", p.counters[MM_C_EVENTS_DROPPED]}};
   }
   nlohmann::json ev = nlohmann::json::array();
-  for (const auto& e : f.events) ev.push_back(to_json(e));
+  for (const auto& e : f.events) ev.push_back(e.to_json());
   j["events"] = ev;
   if (f.deep) j["deep"] = deep_json(*f.deep);
   return j;
@@ -230,7 +230,7 @@ std::string monitor_text(const MonitorFrame& f, int width) {
   }
   line("Recent events:");
   if (f.recent.empty()) line("  none");
-  for (const auto& e : f.recent) line("  " + clock_time(e.at) + " " + e.kind + ": " + e.summary);
+  for (const auto& e : f.recent) line("  " + clock_time(e.time) + " " + e.type + ": " + e.summary);
   return out;
 }
 

@@ -23,11 +23,6 @@ std::string ms(uint64_t ns) {
 
 }  // namespace
 
-nlohmann::json to_json(const DetectedEvent& e) {
-  auto secs = std::chrono::duration_cast<std::chrono::milliseconds>(e.at.time_since_epoch()).count();
-  return {{"event", e.kind}, {"summary", e.summary}, {"hint", e.hint}, {"evidence", e.evidence}, {"time_ms", secs}};
-}
-
 bool StallDetector::cooled(const std::string& kind, std::chrono::system_clock::time_point now) {
   auto it = last_.find(kind);
   if (it != last_.end() && now - it->second < t_.cooldown) return false;
@@ -39,8 +34,8 @@ std::optional<DetectedEvent> StallDetector::on_event(const MmEvent& e, std::chro
   if (e.is_oom()) {
     ++oom_events_seen_;
     DetectedEvent d;
-    d.kind = "oom_kill";
-    d.at = now;
+    d.type = "oom_kill";
+    d.time = now;
     bool memcg = e.memcg_oom();
     uint64_t rss_kb = e.raw.rss_anon_kb + e.raw.rss_file_kb + e.raw.rss_shmem_kb;
     d.summary = "OOM killer chose " + e.comm + " (pid " + std::to_string(e.raw.pid) + ", rss " +
@@ -53,7 +48,8 @@ std::optional<DetectedEvent> StallDetector::on_event(const MmEvent& e, std::chro
         memcg ? "the server outgrew its memory budget: raise the cgroup limit or cap its caches (context checkpoints)"
               : "the host ran out of memory: refuse loads that do not fit (spark-tune preflight) and keep a "
                 "min_free_kbytes reserve";
-    d.evidence = {{"pid", e.raw.pid},
+    d.subject = std::to_string(e.raw.pid);
+    d.data = {{"pid", e.raw.pid},
                   {"comm", e.comm},
                   {"memcg", e.memcg_path},
                   {"memcg_id", e.raw.memcg_id},
@@ -71,8 +67,8 @@ std::optional<DetectedEvent> StallDetector::on_event(const MmEvent& e, std::chro
                   e.raw.stall_kind == MM_HIST_COMPACTION_DIRECT;
     if (!direct || dur < t_.task_stall || !cooled("fragmentation_stall", now)) return std::nullopt;
     DetectedEvent d;
-    d.kind = "fragmentation_stall";
-    d.at = now;
+    d.type = "fragmentation_stall";
+    d.time = now;
     const char* where = hist_kind_name(static_cast<mm_hist_kind>(e.raw.stall_kind));
     d.summary = e.comm + " (pid " + std::to_string(e.raw.pid) + ") stalled " + ms(e.raw.duration_ns) + " in " + where +
                 (e.raw.order >= 0 ? " for an order-" + std::to_string(e.raw.order) + " allocation" : "");
@@ -81,7 +77,8 @@ std::optional<DetectedEvent> StallDetector::on_event(const MmEvent& e, std::chro
                    "vm.min_free_kbytes"
                  : "allocations wait on reclaim: raise vm.min_free_kbytes / watermark_scale_factor and cut the page "
                    "cache during the load";
-    d.evidence = {{"pid", e.raw.pid},
+    d.subject = std::to_string(e.raw.pid);
+    d.data = {{"pid", e.raw.pid},
                   {"tid", e.raw.tid},
                   {"comm", e.comm},
                   {"stall", where},
@@ -108,13 +105,13 @@ std::vector<DetectedEvent> StallDetector::feed(const TelemetryInterval& iv, cons
   uint64_t kills = iv.vmstat.get("oom_kill");
   if (kills > oom_events_seen_) {
     DetectedEvent d;
-    d.kind = "oom_kill";
-    d.at = at;
+    d.type = "oom_kill";
+    d.time = at;
     uint64_t unseen = kills - oom_events_seen_;
     d.summary = std::to_string(unseen) + " OOM kill(s) in the last " + fmt("%.1f s", iv.seconds) +
                 " (from /proc/vmstat; no victim details)";
     d.hint = "see the kernel log for the victim; run spark-tune with eBPF (root, BTF) for pid, comm and memcg";
-    d.evidence = {{"vmstat_oom_kill", kills}, {"seen_by_probes", oom_events_seen_}};
+    d.data = {{"vmstat_oom_kill", kills}, {"seen_by_probes", oom_events_seen_}};
     out.push_back(std::move(d));
   }
   // A probe event can come just before vmstat counts the kill: carry the surplus to the next
@@ -151,8 +148,8 @@ std::vector<DetectedEvent> StallDetector::feed(const TelemetryInterval& iv, cons
         zones.push_back({{"zone", z.zone}, {"free_blocks_by_order", z.free}, {"high_orders", idx}});
       }
       DetectedEvent d;
-      d.kind = "fragmentation_stall";
-      d.at = at;
+      d.type = "fragmentation_stall";
+      d.time = at;
       int fi = fragmentation_index(biggest->free, t_.high_order);
       d.summary = "node " + std::to_string(node) + " has no free block of order >= " + std::to_string(t_.high_order) +
                   " although " + format_size(avail) + " is available (" + biggest->zone + " fragmentation index " +
@@ -160,7 +157,7 @@ std::vector<DetectedEvent> StallDetector::feed(const TelemetryInterval& iv, cons
       d.hint =
           "large contiguous (pinned) allocations will stall or hang: compact now (vm.compact_memory), "
           "raise vm.min_free_kbytes, or load with GGML_CUDA_NO_PINNED=1";
-      d.evidence = {{"node", node},
+      d.data = {{"node", node},
                     {"zones", zones},
                     {"mem_available", avail},
                     {"mem_total", total},
@@ -186,14 +183,14 @@ std::vector<DetectedEvent> StallDetector::feed(const TelemetryInterval& iv, cons
     why.push_back("PSI trigger fired during direct reclaim");
   if (!why.empty() && cooled("reclaim_storm", at)) {
     DetectedEvent d;
-    d.kind = "reclaim_storm";
-    d.at = at;
+    d.type = "reclaim_storm";
+    d.time = at;
     d.summary = "reclaim storm: ";
     for (size_t i = 0; i < why.size(); ++i) d.summary += (i ? ", " : "") + why[i];
     d.hint =
         "allocating tasks are doing the kernel's reclaim: raise vm.min_free_kbytes so kswapd starts earlier, "
         "and cap the page cache during loads (spark-tune window)";
-    d.evidence = {{"allocstall_per_s", allocstalls},
+    d.data = {{"allocstall_per_s", allocstalls},
                   {"pgscan_direct_per_s", pgscan},
                   {"pgsteal_direct_per_s", iv.vmstat.rate("pgsteal_direct")},
                   {"psi_some_avg10", psi10},
@@ -201,9 +198,9 @@ std::vector<DetectedEvent> StallDetector::feed(const TelemetryInterval& iv, cons
                   {"interval_s", iv.seconds}};
     if (iv.probes) {
       const auto& h = iv.probes->hists[MM_HIST_DIRECT_RECLAIM];
-      d.evidence["direct_reclaim_count"] = h.count;
-      d.evidence["direct_reclaim_p99_ns"] = h.quantile_ns(0.99);
-      d.evidence["memcg_reclaim_count"] = iv.probes->hists[MM_HIST_MEMCG_RECLAIM].count;
+      d.data["direct_reclaim_count"] = h.count;
+      d.data["direct_reclaim_p99_ns"] = h.quantile_ns(0.99);
+      d.data["memcg_reclaim_count"] = iv.probes->hists[MM_HIST_MEMCG_RECLAIM].count;
     }
     out.push_back(std::move(d));
   }
@@ -215,8 +212,8 @@ std::vector<DetectedEvent> StallDetector::feed(const TelemetryInterval& iv, cons
     double growth = c1 > c0 ? static_cast<double>(c1 - c0) / iv.seconds : 0;
     if (growth >= static_cast<double>(t_.pagecache_growth_bytes_per_s) && cooled("pagecache_flood", at)) {
       DetectedEvent d;
-      d.kind = "pagecache_flood";
-      d.at = at;
+      d.type = "pagecache_flood";
+      d.time = at;
       d.summary = "page cache growing " + format_size(static_cast<uint64_t>(growth)) + "/s (now " + format_size(c1) +
                   ", " + format_size(avail) + " available)";
       d.hint = window_open
@@ -224,7 +221,7 @@ std::vector<DetectedEvent> StallDetector::feed(const TelemetryInterval& iv, cons
                      "evict pass falls behind (name them with --files, lower window.cache_interval, or --cache drop)"
                    : "a model load is streaming through the page cache: open a load window (spark-tune window begin) "
                      "to throttle readahead and cap the cache";
-      d.evidence = {{"cached_before", c0},    {"cached_after", c1},       {"growth_bytes_per_s", growth},
+      d.data = {{"cached_before", c0},    {"cached_after", c1},       {"growth_bytes_per_s", growth},
                     {"mem_available", avail}, {"dirty", now.mem.dirty()}, {"window_open", window_open}};
       out.push_back(std::move(d));
     }

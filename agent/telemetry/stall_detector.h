@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "core/event.h"
 #include "telemetry/sample.h"
 
 namespace spark {
@@ -33,15 +34,11 @@ struct StallThresholds {
   std::chrono::seconds cooldown{10};
 };
 
-struct DetectedEvent {
-  std::string kind;     // fragmentation_stall | reclaim_storm | pagecache_flood | oom_kill
-  std::string summary;  // one line for people
-  std::string hint;     // one line: what to do
-  nlohmann::json evidence;
-  std::chrono::system_clock::time_point at;
-  uint64_t seq = 0;  // numbered by the hub that raised it (1, 2, ...); 0: not numbered
-};
-nlohmann::json to_json(const DetectedEvent& e);
+// What the detector raises is the house's one Event (core/event.h), source telemetry: type
+// fragmentation_stall | reclaim_storm | pagecache_flood | oom_kill (| deep_report from the hub),
+// data its evidence, subject the pid where there is one. seq: numbered by the hub that raised it
+// (1, 2, ...; a deep report names its trigger by it); the agent's log numbers it again.
+using DetectedEvent = Event;
 
 class StallDetector {
  public:

@@ -354,10 +354,12 @@ Result<WindowRecord> WindowManager::begin(const WindowSpec& asked) {
   pidfd = -1;
   windows_[id] = std::move(rt);
   SPARK_TRY_VOID(start_runtime(r));
-  log_info("window " + id + " begun: " + std::to_string(files.size()) + " files, cache " + cache_mode_name(cache) +
-               ", readahead " + (devices.empty() ? std::string("unchanged") : std::to_string(ra) + " KiB on " + devices[0]) +
-               ", ttl " + format_duration(*spec.ttl) + (spec.pid ? ", pid " + std::to_string(spec.pid) : ""),
-           {{"WINDOW", id}});
+  std::string begun = "window " + id + " begun: " + std::to_string(files.size()) + " files, cache " +
+                      cache_mode_name(cache) + ", readahead " +
+                      (devices.empty() ? std::string("unchanged") : std::to_string(ra) + " KiB on " + devices[0]) +
+                      ", ttl " + format_duration(*spec.ttl) + (spec.pid ? ", pid " + std::to_string(spec.pid) : "");
+  log_info(begun, {{"WINDOW", id}});
+  emit(id, "window_begin", begun, record_to_json(r));
   return r;
 }
 
@@ -408,7 +410,25 @@ size_t evict_last_time(const WindowRecord& r) {
   return failed;
 }
 
+json cache_stats_json(const CacheKeeperStats& s, uint64_t mapped_budget) {
+  return {{"ticks", s.ticks},         {"evictions", s.evictions}, {"drops", s.drops},
+          {"cold", s.cold_advices},   {"pageouts", s.pageouts},   {"probes", s.probes},
+          {"kept_in_use", s.kept_in_use}, {"mapped_bytes", s.mapped_bytes},
+          {"mapped_budget", mapped_budget}, {"last_error", s.last_error}};
+}
+
 }  // namespace
+
+void WindowManager::emit(const std::string& id, const std::string& type, std::string summary, json data) {
+  if (!sink_) return;
+  Event e;
+  e.source = EventSource::window;
+  e.type = type;
+  e.subject = id;
+  e.summary = std::move(summary);
+  e.data = std::move(data);
+  sink_(e);
+}
 
 Result<void> WindowManager::end(const std::string& id, const std::string& reason) {
   bool known = windows_.count(id) > 0;
@@ -425,16 +445,22 @@ Result<void> WindowManager::end(const std::string& id, const std::string& reason
   }
   auto released = tuner_.release(owner_of(id));
   if (!released) return with_context(released.error(), "ending window " + id);
+  json data{{"reason", reason}, {"restored", released->size()}};
   if (known) {
     auto& rt = windows_.at(id);
+    data["duration_ms"] = std::max<int64_t>(now_real_ms() - rt->record.begun_ms, 0);
+    data["files"] = rt->record.files.size();
+    if (rt->cache) data["cache_stats"] = cache_stats_json(rt->cache->stats(), rt->record.mapped_budget);
     if (rt->cache)
       log_info("window " + id + " cache: " + std::to_string(rt->cache->stats().evictions) + " evictions, " +
                std::to_string(rt->cache->stats().drops) + " drops, " + std::to_string(rt->cache->stats().pageouts) +
                " pageouts" + (rt->cache->stats().last_error.empty() ? "" : ", last error: " + rt->cache->stats().last_error));
     windows_.erase(id);
   }
-  log_info("window " + id + " ended (" + reason + "): " + std::to_string(released->size()) + " settings restored",
-           {{"WINDOW", id}, {"REASON", reason}});
+  std::string ended = "window " + id + " ended (" + reason + "): " + std::to_string(released->size()) +
+                      " settings restored";
+  log_info(ended, {{"WINDOW", id}, {"REASON", reason}});
+  emit(id, "window_end", ended, std::move(data));
   return {};
 }
 
@@ -480,13 +506,7 @@ json WindowManager::describe_window(const std::string& id) const {
                              {"value", l.value ? json(*l.value) : json()},
                              {"previous", l.previous ? json(*l.previous) : json()}});
   j["changes"] = changes;
-  if (it->second->cache) {
-    const auto& s = it->second->cache->stats();
-    j["cache_stats"] = {{"ticks", s.ticks},         {"evictions", s.evictions}, {"drops", s.drops},
-                        {"cold", s.cold_advices},   {"pageouts", s.pageouts},   {"probes", s.probes},
-                        {"kept_in_use", s.kept_in_use}, {"mapped_bytes", s.mapped_bytes},
-                        {"mapped_budget", it->second->record.mapped_budget}, {"last_error", s.last_error}};
-  }
+  if (it->second->cache) j["cache_stats"] = cache_stats_json(it->second->cache->stats(), it->second->record.mapped_budget);
   return j;
 }
 
@@ -516,6 +536,8 @@ Result<std::vector<std::string>> WindowManager::recover() {
       auto rel = tuner_.release(owner);
       if (!rel) return with_context(rel.error(), "ending window " + id + " at recovery");
       log_info("window " + id + " ended at agent start: " + why, {{"WINDOW", id}, {"REASON", why}});
+      emit(id, "window_end", "window " + id + " ended at agent start: " + why,
+           {{"reason", why}, {"restored", rel->size()}});
       ended.push_back(id);
       continue;
     }
@@ -524,6 +546,7 @@ Result<std::vector<std::string>> WindowManager::recover() {
     windows_[id] = std::move(rt);
     SPARK_TRY_VOID(start_runtime(*rec));
     log_info("window " + id + " resumed after agent restart", {{"WINDOW", id}});
+    emit(id, "window_resume", "window " + id + " resumed after agent restart", record_to_json(*rec));
   }
   return ended;
 }
@@ -539,7 +562,11 @@ void WindowManager::on_ready(int fd, Clock::time_point) {
   std::string hit;
   for (const auto& [id, rt] : windows_)
     if (rt->pidfd == fd) hit = id;
-  if (!hit.empty()) end_logged(hit, "watched process " + std::to_string(windows_.at(hit)->record.pid) + " exited");
+  if (hit.empty()) return;
+  pid_t pid = windows_.at(hit)->record.pid;
+  emit(hit, "window_process_exit", "window " + hit + ": watched process " + std::to_string(pid) + " exited",
+       {{"pid", pid}});
+  end_logged(hit, "watched process " + std::to_string(pid) + " exited");
 }
 
 std::optional<WindowManager::Clock::time_point> WindowManager::next_timer() const {
@@ -555,21 +582,28 @@ std::optional<WindowManager::Clock::time_point> WindowManager::next_timer() cons
 }
 
 void WindowManager::on_timer(Clock::time_point now) {
-  std::vector<std::pair<std::string, std::string>> to_end;
+  // (id, why, the event that says why, its data)
+  struct Ending {
+    std::string id, why, type;
+    json data;
+  };
+  std::vector<Ending> to_end;
   for (auto& [id, rt] : windows_) {
     if (now >= rt->deadline) {
-      to_end.push_back({id, "TTL ran out"});
+      to_end.push_back({id, "TTL ran out", "window_ttl_expired", {{"ttl_ms", rt->record.deadline_ms - rt->record.begun_ms}}});
       continue;
     }
     if (rt->record.pid > 0 && rt->pidfd < 0 && !process_alive(paths_, rt->record.pid, rt->record.pid_start)) {
-      to_end.push_back({id, "watched process " + std::to_string(rt->record.pid) + " is gone"});
+      to_end.push_back({id, "watched process " + std::to_string(rt->record.pid) + " is gone", "window_process_exit",
+                        {{"pid", rt->record.pid}}});
       continue;
     }
     if (!rt->record.until_port.empty() && now >= rt->next_port) {
       rt->next_port = now + std::chrono::milliseconds(250);
       auto hp = parse_port_address(rt->record.until_port);
       if (hp && port_accepts(*hp, std::chrono::milliseconds(50))) {
-        to_end.push_back({id, rt->record.until_port + " accepts connections"});
+        to_end.push_back({id, rt->record.until_port + " accepts connections", "window_port_ready",
+                          {{"address", rt->record.until_port}}});
         continue;
       }
     }
@@ -578,7 +612,10 @@ void WindowManager::on_timer(Clock::time_point now) {
       rt->next_cache = now + std::chrono::milliseconds(rt->record.cache_interval_ms);
     }
   }
-  for (const auto& [id, why] : to_end) end_logged(id, why);
+  for (auto& x : to_end) {
+    emit(x.id, x.type, "window " + x.id + ": " + x.why, std::move(x.data));
+    end_logged(x.id, x.why);
+  }
 }
 
 }  // namespace spark

@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "core/event.h"
 #include "core/host_paths.h"
 #include "core/result.h"
 #include "tune/page_cache.h"
@@ -120,6 +121,10 @@ class WindowManager {
   std::vector<WindowRecord> list() const;
   nlohmann::json describe_window(const std::string& id) const;
 
+  // Where the window events go (window_begin, window_end, window_ttl_expired, ...): the agent's
+  // event log. None: the windows say nothing but their log lines.
+  void set_event_sink(EventSink sink) { sink_ = std::move(sink); }
+
   // At agent start: windows in the journal whose TTL passed or whose process is gone are ended,
   // the others resumed. Returns the ids ended.
   Result<std::vector<std::string>> recover();
@@ -135,10 +140,12 @@ class WindowManager {
   Result<void> start_runtime(const WindowRecord& r);
   Result<std::string> next_id();
   void end_logged(const std::string& id, const std::string& reason);
+  void emit(const std::string& id, const std::string& type, std::string summary, nlohmann::json data);
 
   HostPaths paths_;
   Tuner& tuner_;
   std::map<std::string, std::unique_ptr<Runtime>> windows_;
+  EventSink sink_;
 };
 
 }  // namespace spark

@@ -67,14 +67,19 @@ TEST(EventsCli, MemcgOomKillOnTheStream) {
     if (nl == std::string::npos) nl = text.size();
     auto j = nlohmann::json::parse(text.substr(pos, nl - pos));
     pos = nl + 1;
-    ASSERT_TRUE(j.contains("event") && j.contains("hint") && j.contains("evidence")) << j.dump();
-    if (j["event"] == "oom_kill" && j["evidence"].value("pid", -1) == hog) ours.push_back(j);
+    // The one event shape (issue 12): seq, source, type, subject, summary, hint, data.
+    ASSERT_TRUE(j.contains("seq") && j.contains("source") && j.contains("type") && j.contains("hint") &&
+                j.contains("data"))
+        << j.dump();
+    if (j["type"] == "oom_kill" && j["data"].value("pid", -1) == hog) ours.push_back(j);
   }
   ASSERT_EQ(ours.size(), 1u) << text;
   const auto& j = ours[0];
-  EXPECT_EQ(j["evidence"]["comm"], "spark-ev-hog");
-  EXPECT_EQ(j["evidence"]["memcg"], cg.relative());
-  EXPECT_EQ(j["evidence"]["scope"], "memcg");
+  EXPECT_EQ(j["source"], "telemetry");
+  EXPECT_EQ(j["subject"], std::to_string(hog));
+  EXPECT_EQ(j["data"]["comm"], "spark-ev-hog");
+  EXPECT_EQ(j["data"]["memcg"], cg.relative());
+  EXPECT_EQ(j["data"]["scope"], "memcg");
 }
 
 }  // namespace

@@ -235,8 +235,8 @@ TEST_F(GuardKernelTest, WarnsBeforeTheKillKillsOnlyInsideRunsTheHookOnceAndEndsC
   ASSERT_GE(kill, 0) << "no oom_kill event";
   EXPECT_LT(warn, kill) << "the warning must come before the kill";
   auto ev = snapshot();
-  EXPECT_EQ(ev[kill].fields["pid"].get<pid_t>(), server);
-  EXPECT_EQ(ev[kill].guard_id, *id);
+  EXPECT_EQ(ev[kill].data["pid"].get<pid_t>(), server);
+  EXPECT_EQ(ev[kill].subject, *id);
   int status = 0;
   ASSERT_EQ(::waitpid(server, &status, 0), server);
   EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
@@ -255,8 +255,8 @@ TEST_F(GuardKernelTest, WarnsBeforeTheKillKillsOnlyInsideRunsTheHookOnceAndEndsC
   auto env_ev = nlohmann::json::parse(lines[0].substr(sp + 2));
   EXPECT_EQ(stdin_ev, env_ev);
   EXPECT_EQ(stdin_ev["type"], "oom_kill");
-  EXPECT_EQ(stdin_ev["guard"], *id);
-  EXPECT_EQ(stdin_ev["pid"].get<pid_t>(), server);
+  EXPECT_EQ(stdin_ev["subject"], *id);
+  EXPECT_EQ(stdin_ev["data"]["pid"].get<pid_t>(), server);
   // The guard ended with the server: its cgroup is gone and the journal is empty.
   EXPECT_FALSE(fs::exists(dir));
   auto gs = list_guards(host);
@@ -583,7 +583,8 @@ TEST_F(GuardKernelTest, AgentHoldsTheGuardAcrossKillDashNine) {
       << read_file(waited).value_or("") << read_file(waited.string() + ".err").value_or("");
   auto ev = nlohmann::json::parse(trim(*read_file(waited)));
   EXPECT_EQ(ev["type"], "server_ready");
-  EXPECT_EQ(ev["guard"], id);
+  EXPECT_EQ(ev["subject"], id);
+  EXPECT_EQ(ev["source"], "guard");
   EXPECT_TRUE(http_get(port, "/"));
   auto now = list_guards(host);
   ASSERT_TRUE(now.ok() && now->size() == 1u);

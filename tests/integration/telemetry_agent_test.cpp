@@ -95,8 +95,13 @@ class TelemetryAgentTest : public ::testing::Test {
     while ((n = ::read(agent.err, buf, sizeof buf)) > 0) log.append(buf, static_cast<size_t>(n));
     return log;
   }
-  // Requests of this kind the agent's telemetry served so far.
+  // Requests of this kind the agent's telemetry served so far; "events": the event log's list
+  // requests (issue 12: the event stream is the events service's, events.status).
   uint64_t served(const std::string& kind) {
+    if (kind == "events") {
+      auto s = daemon::call(paths, "events.status", nlohmann::json::object());
+      return s ? s->value("requests", uint64_t{0}) : 0;
+    }
     auto s = daemon::call(paths, "telemetry.status", nlohmann::json::object());
     if (!s) return 0;
     return s->value("requests", nlohmann::json::object()).value(kind, uint64_t{0});
@@ -155,14 +160,15 @@ TEST_F(TelemetryAgentTest, MemcgOomMovesTheCountersAndReachesEventsThroughTheAge
   EXPECT_GE(served("events"), served_before + 2) << got.err;
   std::vector<nlohmann::json> ours;
   for (auto& j : ndjson(got.out)) {
-    EXPECT_FALSE(j.contains("seq")) << "the agent's cursor leaked into the output";
-    ASSERT_TRUE(j.contains("event") && j.contains("hint") && j.contains("evidence")) << j.dump();
-    if (j["event"] == "oom_kill" && j["evidence"].value("pid", -1) == hog) ours.push_back(j);
+    // The one event shape (issue 12): the log's seq is part of it.
+    ASSERT_TRUE(j.contains("seq") && j.contains("type") && j.contains("hint") && j.contains("data")) << j.dump();
+    if (j["type"] == "oom_kill" && j["data"].value("pid", -1) == hog) ours.push_back(j);
   }
   if (probes) {
     ASSERT_EQ(ours.size(), 1u) << got.out;
-    EXPECT_EQ(ours[0]["evidence"]["comm"], "spark-tele-hog");
-    EXPECT_EQ(ours[0]["evidence"]["memcg"], cg.relative());
+    EXPECT_EQ(ours[0]["data"]["comm"], "spark-tele-hog");
+    EXPECT_EQ(ours[0]["data"]["memcg"], cg.relative());
+    EXPECT_EQ(ours[0]["source"], "telemetry");
   }
 
   // The counters move at the agent's next tick.
@@ -418,8 +424,8 @@ TEST_F(TelemetryAgentDeepTest, StallAttachesDeepModeThenReportsAndDetaches) {
     ASSERT_TRUE(got) << got.error().what();
     cursor = got->value("next", cursor);
     for (const auto& e : (*got)["events"]) {
-      if (e["event"] == "fragmentation_stall" && !stall) stall = e;
-      if (e["event"] == "deep_report") report = e;
+      if (e["type"] == "fragmentation_stall" && !stall) stall = e;
+      if (e["type"] == "deep_report") report = e;
     }
     if (stall && !report && !seen_attached) {
       auto s = daemon::call(paths, "telemetry.status", nlohmann::json::object());
@@ -433,7 +439,7 @@ TEST_F(TelemetryAgentDeepTest, StallAttachesDeepModeThenReportsAndDetaches) {
   ASSERT_TRUE(stall) << "no fragmentation_stall from memcg reclaim: " << agent_log();
   ASSERT_TRUE(report) << "no deep_report: " << agent_log();
   EXPECT_TRUE(seen_attached) << "deep mode was never seen attached by the agent";
-  const auto& ev = (*report)["evidence"];
+  const auto& ev = (*report)["data"];
   EXPECT_EQ(ev["trigger"]["seq"], (*stall)["seq"]);
   EXPECT_EQ(ev["trigger"]["event"], "fragmentation_stall");
   EXPECT_TRUE(ev.value("detached", false));

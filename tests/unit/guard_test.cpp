@@ -323,19 +323,24 @@ TEST_F(GuardV2FakeTree, WritesLimitsWatchesMemoryEventsAndRestoresOnEnd) {
   EXPECT_EQ(j->owners["guard:g1"]["origin"], "/srv.slice");
   ASSERT_EQ(events.size(), 1u);
   EXPECT_EQ(events[0].type, "guard_start");
-  EXPECT_EQ(events[0].fields["cgroup_version"], 2);
+  EXPECT_EQ(events[0].data["cgroup_version"], 2);
 
   // The kernel kills inside the box: memory.events' oom_kill goes up.
   root.write(box + "memory.events", "low 0\nhigh 12\nmax 3\noom 1\noom_kill 1\noom_group_kill 1\n");
   sup.tick();
   auto kill = std::find_if(events.begin(), events.end(), [](const Event& e) { return e.type == "oom_kill"; });
   ASSERT_NE(kill, events.end());
-  EXPECT_EQ(kill->guard_id, "g1");
-  EXPECT_EQ(kill->fields["oom_kills_total"], 1);
+  EXPECT_EQ(kill->subject, "g1");
+  EXPECT_EQ(kill->source, EventSource::guard);
+  EXPECT_EQ(kill->data["oom_kills_total"], 1);
   auto line = nlohmann::json::parse(kill->to_line());
   EXPECT_EQ(line["type"], "oom_kill");
-  EXPECT_EQ(line["guard"], "g1");
-  EXPECT_TRUE(line["ts"].is_number());
+  // The one event shape (issue 12): source, subject, summary, data.
+  EXPECT_EQ(line["source"], "guard");
+  EXPECT_EQ(line["subject"], "g1");
+  EXPECT_TRUE(line["time_ms"].is_number());
+  EXPECT_EQ(line["data"]["oom_kills_total"], 1);
+  EXPECT_NE(line["summary"].get<std::string>().find("g1"), std::string::npos);
   // Counted once.
   sup.tick();
   EXPECT_EQ(std::count_if(events.begin(), events.end(), [](const Event& e) { return e.type == "oom_kill"; }), 1);
@@ -374,7 +379,7 @@ TEST_F(GuardV2FakeTree, ResumesJournaledGuardsAfterARestart) {
   EXPECT_EQ(again.state(id)->limit, (100ull << 20) + (512ull << 20));
   ASSERT_FALSE(events.empty());
   EXPECT_EQ(events[0].type, "guard_resume");
-  EXPECT_EQ(events[0].fields["alive"], true);
+  EXPECT_EQ(events[0].data["alive"], true);
   ASSERT_TRUE(again.end(id).ok());
   EXPECT_FALSE(fs::exists(root.root() / "sys/fs/cgroup/agent.slice/spark-guard-g1"));
 }
@@ -433,8 +438,8 @@ TEST_F(GuardV2FakeTree, AHookThatHangsIsKilledAfterItsTimeout) {
   };
   while (done() == events.end() && std::chrono::steady_clock::now() - t0 < 5s) sup.run_once(20ms);
   ASSERT_NE(done(), events.end()) << "the hook was not reaped";
-  EXPECT_EQ(done()->fields["timed_out"], true);
-  EXPECT_NE(done()->fields["status"].get<std::string>().find("signal"), std::string::npos);
+  EXPECT_EQ(done()->data["timed_out"], true);
+  EXPECT_NE(done()->data["status"].get<std::string>().find("signal"), std::string::npos);
   EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s);
   EXPECT_EQ(std::count_if(events.begin(), events.end(), [](const Event& e) { return e.type == "hook_start"; }), 1);
   root.write("sys/fs/cgroup/agent.slice/spark-guard-g1/cgroup.procs", "");

@@ -41,7 +41,7 @@ TEST(MonitorCli, JsonLinesFromFixtureTree) {
   EXPECT_NE(j["probes"].get<std::string>().find("procfs only"), std::string::npos);
   // 60 of 128 GiB available, orders >= 9 gone outside ZONE_DMA: the cudaHostAlloc signature.
   ASSERT_EQ(j["events"].size(), 1u);
-  EXPECT_EQ(j["events"][0]["event"], "fragmentation_stall");
+  EXPECT_EQ(j["events"][0]["type"], "fragmentation_stall");  // the one event shape (issue 12)
 }
 
 TEST(MonitorCli, TerminalViewShowsBarsAndIndices) {
@@ -80,7 +80,8 @@ TEST(EventsCli, ProcfsOnlyReportsFragmentationFromBuddyinfo) {
       {"--root", root.root().string(), "--json", "events", "--no-bpf", "--count", "1", "--timeout", "5s"});
   ASSERT_EQ(r.exit_code, 0) << r.out;
   auto j = nlohmann::json::parse(r.out.substr(0, r.out.find('\n')));
-  EXPECT_EQ(j["event"], "fragmentation_stall");
+  EXPECT_EQ(j["type"], "fragmentation_stall");  // the one event shape (issue 12)
+  EXPECT_EQ(j["source"], "telemetry");
   EXPECT_FALSE(j["hint"].get<std::string>().empty());
 }
 

@@ -51,11 +51,11 @@ TEST(StallDetector, HighOrdersExhaustedWithMemoryAvailableIsFragmentationStall) 
   auto ev = d.feed(interval_between(a, b), {});
   // Only ZONE_DMA's 3 order-10 blocks remain at order >= 9, and DMA serves no ordinary allocation.
   ASSERT_EQ(ev.size(), 1u);
-  EXPECT_EQ(ev[0].kind, "fragmentation_stall");
-  EXPECT_EQ(ev[0].evidence["node"], 0);
-  ASSERT_EQ(ev[0].evidence["zones"].size(), 2u);  // DMA32 and Normal
-  EXPECT_EQ(ev[0].evidence["zones"][1]["zone"], "Normal");
-  EXPECT_EQ(ev[0].evidence["zones"][1]["high_orders"][1]["fragmentation_index"], "0.998");
+  EXPECT_EQ(ev[0].type, "fragmentation_stall");
+  EXPECT_EQ(ev[0].data["node"], 0);
+  ASSERT_EQ(ev[0].data["zones"].size(), 2u);  // DMA32 and Normal
+  EXPECT_EQ(ev[0].data["zones"][1]["zone"], "Normal");
+  EXPECT_EQ(ev[0].data["zones"][1]["high_orders"][1]["fragmentation_index"], "0.998");
   EXPECT_NE(ev[0].summary.find("Normal fragmentation index 0.995"), std::string::npos) << ev[0].summary;
   // Two nodes: node 0 has order-10 blocks in Normal, node 1 nothing above order 7.
   auto c = make_sample(0s, 512ull << 20, 300ull << 20, 10 << 20, "ws-512g-2node.buddyinfo", k_quiet);
@@ -63,10 +63,10 @@ TEST(StallDetector, HighOrdersExhaustedWithMemoryAvailableIsFragmentationStall) 
   StallDetector d2;
   ev = d2.feed(interval_between(c, e), {});
   ASSERT_EQ(ev.size(), 1u);
-  EXPECT_EQ(ev[0].kind, "fragmentation_stall");
-  EXPECT_EQ(ev[0].evidence["node"], 1);
-  EXPECT_EQ(ev[0].evidence["zones"][0]["high_orders"][0]["order"], 9);
-  EXPECT_EQ(ev[0].evidence["zones"][0]["high_orders"][0]["fragmentation_index"], "0.995");
+  EXPECT_EQ(ev[0].type, "fragmentation_stall");
+  EXPECT_EQ(ev[0].data["node"], 1);
+  EXPECT_EQ(ev[0].data["zones"][0]["high_orders"][0]["order"], 9);
+  EXPECT_EQ(ev[0].data["zones"][0]["high_orders"][0]["fragmentation_index"], "0.995");
   EXPECT_FALSE(ev[0].hint.empty());
   // Same state again within the cooldown: not repeated.
   auto f = make_sample(2s, 512ull << 20, 300ull << 20, 10 << 20, "ws-512g-2node.buddyinfo", k_quiet);
@@ -91,8 +91,8 @@ TEST(StallDetector, ReclaimStormFromVmstatRatesAndPsi) {
   StallDetector d;
   auto ev = d.feed(interval_between(a, b), {});
   ASSERT_EQ(ev.size(), 1u);
-  EXPECT_EQ(ev[0].kind, "reclaim_storm");
-  EXPECT_DOUBLE_EQ(ev[0].evidence["allocstall_per_s"].get<double>(), 60.0);  // (80 + 40) / 2 s
+  EXPECT_EQ(ev[0].type, "reclaim_storm");
+  EXPECT_DOUBLE_EQ(ev[0].data["allocstall_per_s"].get<double>(), 60.0);  // (80 + 40) / 2 s
   EXPECT_NE(ev[0].summary.find("60 direct reclaims/s"), std::string::npos) << ev[0].summary;
   // Below every threshold except PSI.
   StallDetector p;
@@ -118,8 +118,8 @@ TEST(StallDetector, PsiTriggerCountsOnlyWithDirectReclaim) {
   busy.psi_triggered = true;
   auto ev = d.feed(busy, {});
   ASSERT_EQ(ev.size(), 1u);
-  EXPECT_EQ(ev[0].kind, "reclaim_storm");
-  EXPECT_EQ(ev[0].evidence["psi_trigger"], true);
+  EXPECT_EQ(ev[0].type, "reclaim_storm");
+  EXPECT_EQ(ev[0].data["psi_trigger"], true);
   EXPECT_NE(ev[0].summary.find("PSI trigger fired during direct reclaim"), std::string::npos);
 }
 
@@ -129,8 +129,8 @@ TEST(StallDetector, PagecacheFloodOnlyAboveRateAndInWindowWhenAsked) {
   StallDetector d;
   auto ev = d.feed(interval_between(a, b), {});
   ASSERT_EQ(ev.size(), 1u);
-  EXPECT_EQ(ev[0].kind, "pagecache_flood");
-  EXPECT_DOUBLE_EQ(ev[0].evidence["growth_bytes_per_s"].get<double>(), 2.0 * (1ull << 30));
+  EXPECT_EQ(ev[0].type, "pagecache_flood");
+  EXPECT_DOUBLE_EQ(ev[0].data["growth_bytes_per_s"].get<double>(), 2.0 * (1ull << 30));
   StallThresholds t;
   t.pagecache_only_in_window = true;
   StallDetector w(t);
@@ -167,18 +167,18 @@ TEST(StallDetector, OomKillFromProbeEventsAndVmstatFallback) {
   // Two kills in vmstat; the probes saw both: two oom_kill events with details, no fallback one.
   auto ev = d.feed(interval_between(a, b), {oom_event(42, "llama-server", true), oom_event(43, "python3", false)});
   ASSERT_EQ(ev.size(), 2u);
-  EXPECT_EQ(ev[0].kind, "oom_kill");
-  EXPECT_EQ(ev[0].evidence["scope"], "memcg");
-  EXPECT_EQ(ev[0].evidence["comm"], "llama-server");
+  EXPECT_EQ(ev[0].type, "oom_kill");
+  EXPECT_EQ(ev[0].data["scope"], "memcg");
+  EXPECT_EQ(ev[0].data["comm"], "llama-server");
   EXPECT_NE(ev[0].summary.find("/srv/llama"), std::string::npos);
-  EXPECT_EQ(ev[1].evidence["scope"], "global");
+  EXPECT_EQ(ev[1].data["scope"], "global");
   EXPECT_NE(ev[1].summary.find("whole host"), std::string::npos);
   // Procfs only: the vmstat count stands in.
   StallDetector p;
   ev = p.feed(interval_between(a, b), {});
   ASSERT_EQ(ev.size(), 1u);
-  EXPECT_EQ(ev[0].kind, "oom_kill");
-  EXPECT_EQ(ev[0].evidence["vmstat_oom_kill"], 2);
+  EXPECT_EQ(ev[0].type, "oom_kill");
+  EXPECT_EQ(ev[0].data["vmstat_oom_kill"], 2);
 }
 
 TEST(StallDetector, LongDirectStallEventIsFragmentationStall) {
@@ -193,7 +193,8 @@ TEST(StallDetector, LongDirectStallEventIsFragmentationStall) {
   auto now = std::chrono::system_clock::now();
   auto ev = d.on_event(e, now);
   ASSERT_TRUE(ev);
-  EXPECT_EQ(ev->kind, "fragmentation_stall");
+  EXPECT_EQ(ev->type, "fragmentation_stall");
+  EXPECT_EQ(ev->subject, "7");
   EXPECT_NE(ev->summary.find("stalled 120.0 ms in compaction_direct for an order-9 allocation"), std::string::npos)
       << ev->summary;
   EXPECT_FALSE(d.on_event(e, now + 1s)) << "cooldown";

@@ -117,7 +117,7 @@ TEST(TelemetryHubUnit, OomOnceAtOnceThenTickWithoutDuplicate) {
   auto st = hub.step(1ms);  // before the tick: the OOM goes out at once, no sample
   ASSERT_TRUE(st.ok());
   ASSERT_EQ(st->events.size(), 1u);
-  EXPECT_EQ(st->events[0].kind, "oom_kill");
+  EXPECT_EQ(st->events[0].type, "oom_kill");
   EXPECT_EQ(st->interval, nullptr);
   EXPECT_EQ(s->samples, 1);
   std::this_thread::sleep_for(60ms);
@@ -130,7 +130,7 @@ TEST(TelemetryHubUnit, OomOnceAtOnceThenTickWithoutDuplicate) {
   auto j = hub.latest_json();
   ASSERT_TRUE(j.is_object());
   ASSERT_EQ(j["events"].size(), 1u);  // the frame of the closed interval carries the OOM
-  EXPECT_EQ(j["events"][0]["evidence"]["pid"], 42);
+  EXPECT_EQ(j["events"][0]["data"]["pid"], 42);  // the one event shape (issue 12)
   std::string m = hub.metrics();
   EXPECT_NE(m.find("spark_tune_detected_events_total{event=\"oom_kill\"} 1\n"), std::string::npos);
   EXPECT_NE(m.find("spark_tune_bpf_probes_attached 3\n"), std::string::npos);
@@ -148,9 +148,9 @@ TEST(TelemetryHubUnit, KillsTheProbesMissedComeFromVmstat) {
   ASSERT_TRUE(st.ok());
   ASSERT_NE(st->interval, nullptr);
   ASSERT_EQ(st->events.size(), 2u);  // the probe's event, then vmstat's "2 kills" (one unseen)
-  EXPECT_EQ(st->events[0].evidence["pid"], 7);
-  EXPECT_EQ(st->events[1].evidence["vmstat_oom_kill"], 2);
-  EXPECT_EQ(st->events[1].evidence["seen_by_probes"], 1);
+  EXPECT_EQ(st->events[0].data["pid"], 7);
+  EXPECT_EQ(st->events[1].data["vmstat_oom_kill"], 2);
+  EXPECT_EQ(st->events[1].data["seen_by_probes"], 1);
 }
 
 TEST(TelemetryHubUnit, PressureTriggerClosesTheIntervalEarly) {
@@ -168,7 +168,7 @@ TEST(TelemetryHubUnit, PressureTriggerClosesTheIntervalEarly) {
   ASSERT_NE(st->interval, nullptr);
   EXPECT_TRUE(st->interval->psi_triggered);
   ASSERT_EQ(st->events.size(), 1u);
-  EXPECT_EQ(st->events[0].kind, "reclaim_storm");
+  EXPECT_EQ(st->events[0].type, "reclaim_storm");
 }
 
 }  // namespace
@@ -258,7 +258,7 @@ TEST(TelemetryHubUnit, StallAttachesDeepModeReportsItAndCoolsDown) {
   auto b = hub.step(0ms);
   ASSERT_TRUE(b.ok());
   ASSERT_EQ(b->events.size(), 1u);
-  EXPECT_EQ(b->events[0].kind, "fragmentation_stall");
+  EXPECT_EQ(b->events[0].type, "fragmentation_stall");
   uint64_t stall_seq = b->events[0].seq;
   EXPECT_EQ(stall_seq, 2u);  // numbered by the hub: the OOM was 1
   EXPECT_EQ(s->deep_starts, 1);
@@ -276,12 +276,12 @@ TEST(TelemetryHubUnit, StallAttachesDeepModeReportsItAndCoolsDown) {
   ASSERT_TRUE(c.ok());
   ASSERT_EQ(c->events.size(), 1u);
   const DetectedEvent& r = c->events[0];
-  EXPECT_EQ(r.kind, "deep_report");
-  EXPECT_EQ(r.evidence["trigger"]["seq"], stall_seq);
-  EXPECT_EQ(r.evidence["trigger"]["event"], "fragmentation_stall");
-  EXPECT_EQ(r.evidence["allocs_by_order"][9], 3);
-  ASSERT_EQ(r.evidence["top_tasks"].size(), 1u);  // top_n
-  EXPECT_EQ(r.evidence["top_tasks"][0]["comm"], "loader");
+  EXPECT_EQ(r.type, "deep_report");
+  EXPECT_EQ(r.data["trigger"]["seq"], stall_seq);
+  EXPECT_EQ(r.data["trigger"]["event"], "fragmentation_stall");
+  EXPECT_EQ(r.data["allocs_by_order"][9], 3);
+  ASSERT_EQ(r.data["top_tasks"].size(), 1u);  // top_n
+  EXPECT_EQ(r.data["top_tasks"][0]["comm"], "loader");
   EXPECT_NE(r.summary.find("after fragmentation_stall #2"), std::string::npos) << r.summary;
   EXPECT_NE(r.summary.find("loader(4242)"), std::string::npos) << r.summary;
   EXPECT_EQ(s->deep_finishes, 1);
@@ -296,7 +296,7 @@ TEST(TelemetryHubUnit, StallAttachesDeepModeReportsItAndCoolsDown) {
   auto later = hub.step(0ms);
   ASSERT_TRUE(later.ok());
   ASSERT_EQ(later->events.size(), 1u);
-  EXPECT_EQ(later->events[0].kind, "fragmentation_stall");
+  EXPECT_EQ(later->events[0].type, "fragmentation_stall");
   EXPECT_EQ(s->deep_starts, 1);
 }
 

@@ -72,11 +72,17 @@ bool socket_unit_manages(const HostPaths& paths) {
 }
 
 Result<std::string> start_unit(sd_bus* bus, const std::string& unit) {
+  // Built from the calls core/systemd_lazy.cpp forwards (sd_bus_call_method is variadic).
+  sd_bus_message* call_raw = nullptr;
+  int rc = sd_bus_message_new_method_call(bus, &call_raw, "org.freedesktop.systemd1", "/org/freedesktop/systemd1",
+                                          "org.freedesktop.systemd1.Manager", "StartUnit");
+  if (rc < 0) return sys_error(-rc, "building systemd's StartUnit call for " + unit);
+  std::unique_ptr<sd_bus_message, MsgUnref> call(call_raw);
+  rc = sd_bus_message_append(call.get(), "ss", unit.c_str(), "replace");
+  if (rc < 0) return sys_error(-rc, "building systemd's StartUnit call for " + unit);
   sd_bus_error err = SD_BUS_ERROR_NULL;
   sd_bus_message* reply_raw = nullptr;
-  int rc = sd_bus_call_method(bus, "org.freedesktop.systemd1", "/org/freedesktop/systemd1",
-                              "org.freedesktop.systemd1.Manager", "StartUnit", &err, &reply_raw, "ss", unit.c_str(),
-                              "replace");
+  rc = sd_bus_call(bus, call.get(), 0, &err, &reply_raw);
   std::unique_ptr<sd_bus_message, MsgUnref> reply(reply_raw);
   if (rc < 0) {
     std::string msg = err.message ? err.message : "";

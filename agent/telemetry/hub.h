@@ -35,7 +35,7 @@ class TelemetryHub {
 
   void set_window_open(bool open) { window_open_ = open; }
   // Deep mode started by the detector (deep_trigger.h); off (period 0) unless set. The report
-  // comes as a "deep_report" event whose evidence names the triggering event's seq.
+  // comes as a "deep_report" event whose data names the triggering event's seq.
   void set_deep_trigger(const DeepTriggerPolicy& p) { deep_trigger_ = DeepTrigger(p); }
   const DeepTrigger& deep_trigger() const { return deep_trigger_; }
   const std::optional<DeepReport>& last_deep_report() const { return last_deep_; }
@@ -54,7 +54,7 @@ class TelemetryHub {
   // comes at the next step()); the detector's runs its length. True when it was cut short.
   bool end_asked_deep();
   // The running period was started by the detector (not asked for).
-  bool deep_by_detector() const { return deep_trigger_.running() && deep_cause_ && deep_cause_->kind != "request"; }
+  bool deep_by_detector() const { return deep_trigger_.running() && deep_cause_ && deep_cause_->type != "request"; }
   // When step() is next due (a daemon's timer): the next sample, or the end of a deep period;
   // meaningful after the first step().
   std::chrono::steady_clock::time_point next_tick() const;

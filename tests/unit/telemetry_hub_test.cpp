@@ -364,7 +364,7 @@ TEST(TelemetryHubUnit, AskedDeepEndsEarlyWhenAskersHaveGone) {
   auto st = hub.step(0ms);
   ASSERT_TRUE(st.ok());
   ASSERT_EQ(st->events.size(), 1u);
-  EXPECT_EQ(st->events[0].kind, "deep_report");
+  EXPECT_EQ(st->events[0].type, "deep_report");
   EXPECT_FALSE(s->deep_on) << "deep mode stayed attached";
   EXPECT_FALSE(hub.deep_trigger().running());
   EXPECT_EQ(hub.deep_reports(), 1u);

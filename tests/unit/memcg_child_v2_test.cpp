@@ -44,7 +44,9 @@ TEST(MemcgChildV2, SaysWhyWhenTheControllerDoesNotReachTheTests) {
 
 TEST(MemcgChildV2, AV1MemoryHierarchyIsNotV2) {
   FixtureRoot root;
-  root.write("sys/fs/cgroup/cgroup.controllers", "cpu memory\n");
+  // A hybrid host: the v1 memory hierarchy, cgroup2 (with memory listed) at unified/.
+  root.write("sys/fs/cgroup/memory/memory.limit_in_bytes", "9223372036854771712\n");
+  root.write("sys/fs/cgroup/unified/cgroup.controllers", "cpu memory\n");
   root.write("proc/self/cgroup", "4:memory:/process_api/abc\n0::/\n");
   EXPECT_FALSE(memory_is_v2(root.paths()));
   EXPECT_EQ(own_memory_cgroup(root.paths()), "/process_api/abc");

@@ -17,4 +17,10 @@ if [ -n "$missing" ]; then
   # shellcheck disable=SC2086
   $SUDO apt-get install -y -qq --no-install-recommends $missing
 fi
-echo "vm deps: all installed"
+
+# arm64 roots: mmdebstrap runs their maintainer scripts through qemu-aarch64 (binfmt_misc, F flag).
+if [ "$(id -u)" -eq 0 ]; then
+  [ -e /proc/sys/fs/binfmt_misc/register ] || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
+  [ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] || update-binfmts --enable qemu-aarch64
+fi
+echo "vm deps: binfmt qemu-aarch64 $(head -n 1 /proc/sys/fs/binfmt_misc/qemu-aarch64 2>/dev/null || echo missing)"

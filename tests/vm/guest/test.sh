@@ -93,14 +93,14 @@ if [ "$stage" = boot1 ]; then
   # own profiles: unpack them without installing.
   mkdir -p /tmp/deb && dpkg-deb -x "$V"/pkg/spark-tune_*.deb /tmp/deb
   for p in dgx-spark load-window gpu-workstation; do
-    SPARK_TUNE_POLICY_DIR=/tmp/deb/usr/share/spark-tune/policies /tmp/deb/usr/bin/spark-tune --json profile show "$p" 2>/dev/null | jq -r '.settings[].key'
+    SPARK_TUNE_POLICY_DIR=/tmp/deb/usr/share/spark-tune/policies /tmp/deb/usr/bin/spark-tune --json profile show "$p" | jq -r '.settings[].key'
   done | grep -E '^(vm|kernel|fs|net)\.' | sort -u >"$OUT/keys"
   [ -s "$OUT/keys" ] || fail "baseline: keys of the shipped profiles" "none read from the package"
   snapshot "$OUT/baseline.txt"
   cat "$OUT/baseline.txt"
 
   mark install
-  if DEBIAN_FRONTEND=noninteractive apt-get install -y --no-download "$V"/pkg/spark-tune_*.deb; then
+  if DEBIAN_FRONTEND=noninteractive apt-get install -y "$V"/pkg/spark-tune_*.deb; then
     pass "install: apt-get install ./$(basename "$V"/pkg/spark-tune_*.deb)"
   else
     fail "install: apt-get install" "see guest.log"; finish

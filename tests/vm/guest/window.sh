@@ -7,8 +7,7 @@ mkfs.ext4 -q "$loopdev" && mkdir -p /mnt/model && mount "$loopdev" /mnt/model
 for i in 1 2 3 4; do dd if=/dev/urandom of=/mnt/model/shard$i bs=1M count=128 status=none; done
 sync
 echo "loop device $loopdev, $(du -sh /mnt/model | cut -f1) in 4 shards"
-kver_ge 6 5 || skip "window: cachestat" "kernel $(uname -r) has no cachestat (before 6.5): the keeper counts cached pages with mincore"
-kver_ge 6 7 || skip "window: PAGEMAP_SCAN" "kernel $(uname -r) has no PAGEMAP_SCAN (before 6.7): mapped pages are read from smaps"
+tw=$(date +%s)
 if [ ! -x "$loader" ]; then
   skip "window: read and mmap loaders" "no load_window binary for $arch in the transfer disk"
 else
@@ -29,6 +28,19 @@ else
     fi
     agent_log_since "$t0" | grep -q 'ended (' && pass "window ($kind loader): ended, settings restored" ||
       fail "window ($kind loader): ended" "no 'ended' in the agent's log"
+  done
+fi
+if [ -x "$loader" ]; then
+  for f in "cachestat 6 5" "PAGEMAP_SCAN 6 7"; do
+    set -- $f
+    if kver_ge "$2" "$3"; then
+      agent_log_since "$tw" | grep -q "no $1" && fail "window: $1" "the agent says the kernel lacks it, on $(uname -r)" ||
+        pass "window: $1 used (kernel $(uname -r) has it)"
+    else
+      skip "window: $1" "kernel $(uname -r) has no $1 (Linux $2.$3+)"
+      agent_log_since "$tw" | grep -q "no $1" && pass "window: the fallback for $1 taken and said in the agent's log" ||
+        fail "window: $1 fallback said" "the agent's log does not say it"
+    fi
   done
 fi
 check "window: values back after the windows" same_as "$OUT/baseline.txt"

@@ -17,8 +17,10 @@ else
   skipped=$(sed -nE 's/^\[  SKIPPED \] ([0-9]+) tests?.*/\1/p' "$OUT/integration.log")
   failed=$(sed -nE 's/^\[  FAILED  \] ([0-9]+) tests?.*/\1/p' "$OUT/integration.log")
   summary="${passed:-0} passed, ${failed:-0} failed, ${skipped:-0} skipped in ${t} s"
-  grep -E '^\[  (FAILED|SKIPPED) \] [A-Za-z]' "$OUT/integration.log" | sort -u | sed 's/^/  /'
-  grep -E '^\[  (FAILED|SKIPPED) \] [A-Za-z]' "$OUT/integration.log" | sort -u | while read -r _ _ _ name _; do con "  integration $name"; done
+  for kind in FAILED SKIPPED; do
+    sed -nE "s/^\[  $kind *\] ([A-Za-z][A-Za-z0-9_.\/]*).*/\1/p" "$OUT/integration.log" | sort -u |
+      while read -r name; do con "  integration $kind $name"; done
+  done
   [ $rc -eq 0 ] && pass "integration tests: $summary" || fail "integration tests" "$summary (exit $rc; out/integration.log)"
   systemctl start spark-tune.socket
   check "integration tests left the values as they were" same_as "$OUT/baseline.txt"

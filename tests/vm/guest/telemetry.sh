@@ -1,13 +1,17 @@
 # Sourced by test.sh (stage boot1): probes loaded and attached; a memcg OOM seen as an event.
+# The agent's probes (monitor asks the running agent).
+spark-tune --json monitor --count 1 >"$OUT/monitor.json" 2>&1
+status=$(jq -r '.probes // empty' "$OUT/monitor.json" 2>/dev/null | head -n 1)
+on=$(sed -nE 's/.*eBPF: ([0-9]+)\/([0-9]+) probes attached.*/\1/p' <<<"$status")
+all=$(sed -nE 's/.*eBPF: ([0-9]+)\/([0-9]+) probes attached.*/\2/p' <<<"$status")
+[ -n "$on" ] && [ "$on" = "$all" ] && [ "$on" -gt 0 ] && pass "probes: the agent's probes loaded and attached ($status)" ||
+  fail "probes: loaded and attached" "monitor said: $(head -c 300 "$OUT/monitor.json" | tr '\n' ' ')"
+# The events stream from the agent.
 spark-tune events --timeout 300s >"$OUT/events.txt" 2>"$OUT/events.err" &
 evpid=$!
-# Wait until the probes are attached (events prints its probe status on stderr first).
+# Wait until events is connected (it says so on stderr first).
 for _ in $(seq 1 120); do [ -s "$OUT/events.err" ] && break; sleep 1; done
 cat "$OUT/events.err"
-on=$(sed -nE 's/.*eBPF: ([0-9]+)\/([0-9]+) probes attached.*/\1/p' "$OUT/events.err" | head -n 1)
-all=$(sed -nE 's/.*eBPF: ([0-9]+)\/([0-9]+) probes attached.*/\2/p' "$OUT/events.err" | head -n 1)
-[ -n "$on" ] && [ "$on" = "$all" ] && [ "$on" -gt 0 ] && pass "probes: loaded and attached (eBPF: $on/$all)" ||
-  fail "probes: loaded and attached" "$(head -c 300 "$OUT/events.err" | tr '\n' ' ')"
 sleep 2
 # A process that grows without end in a 64 MiB scope: the kernel's memcg OOM killer takes it.
 systemd-run --scope --quiet -p MemoryMax=64M -p MemorySwapMax=0 tail /dev/zero

@@ -5,7 +5,7 @@ ExecStart=/bin/sleep infinity
 UNIT
 systemctl daemon-reload; systemctl start vmtest-editor.service
 check "protect vmtest-editor" st protect vmtest-editor --memory-min 64M --memory-low 128M
-systemctl daemon-reload  # as protect says next
+systemctl daemon-reload && systemctl restart vmtest-editor.service  # as protect says next
 show=$(systemctl show -p MemoryMin,MemoryLow,OOMScoreAdjust,ManagedOOMPreference vmtest-editor.service | tr '\n' ' ')
 echo "$show"
 [[ "$show" == *MemoryMin=67108864* && "$show" == *MemoryLow=134217728* && "$show" == *OOMScoreAdjust=-900* && "$show" == *ManagedOOMPreference=avoid* ]] &&

@@ -47,7 +47,9 @@ using Clock = std::chrono::steady_clock;
 
 std::string g_self;
 
-// ---- the loader (runs as its own process: `load_window --loader read|mmap FILE...`) ----
+// ---- the loader (runs as its own process: `load_window --loader read|mmap|mmap-hold FILE...`) ----
+// mmap-hold keeps its mappings, untouched, for 8 s after the read: a server that keeps the weights
+// mapped after the load (the tests/vm guests use it to see idle mappings paged out).
 int loader_main(const std::string& kind, const std::vector<std::string>& files) {
   std::vector<char> sink(16 << 20);  // stands in for the device buffer
   uint64_t total = 0;
@@ -81,6 +83,7 @@ int loader_main(const std::string& kind, const std::vector<std::string>& files) 
         std::memcpy(sink.data(), m.p + off, n);
         total += n;
       }
+    if (kind == "mmap-hold") std::this_thread::sleep_for(std::chrono::seconds(8));
     for (auto& m : maps) ::munmap(m.p, m.len);
   }
   volatile char keep = sink[123];

@@ -1,10 +1,12 @@
 // spark-tune agent: the daemon (daemon/agent.h).
 #include "daemon/agent.h"
 
+#include <unistd.h>
+
 #include <cstdlib>
 
 #include "cli/registry.h"
-#include "core/log.h"
+#include "core/log_sink.h"
 #include "daemon/telemetry_service.h"
 #include "state/journal.h"
 
@@ -33,8 +35,9 @@ void setup(CLI::App& app, spark::cli::Context& ctx) {
       t.metrics_address = metrics_address;
       t.metrics_address_explicit = true;
     }
-    // Under systemd the journal (structured fields); started by hand or on demand, stderr.
-    if (std::getenv("INVOCATION_ID") || std::getenv("JOURNAL_STREAM")) set_log_sink(LogSink::journal);
+    // Under systemd the journal (structured fields); started by hand, on demand or with stderr
+    // redirected (tests, a CLI that spawned it), stderr -- even inside a systemd unit's process tree.
+    set_log_sink(log_sink_for_stderr(std::getenv("JOURNAL_STREAM"), STDERR_FILENO));
     if (auto r = ensure_state_dir(ctx.paths); !r) {
       ctx.exit_code = cli::report_error(ctx, describe(r.error()));
       return;

@@ -1,9 +1,11 @@
-#include "core/log.h"
+#include "core/log_sink.h"
 
+#include <sys/stat.h>
 #include <syslog.h>
 #include <systemd/sd-journal.h>
 
 #include <atomic>
+#include <cinttypes>
 #include <cstdio>
 #include <mutex>
 
@@ -35,6 +37,17 @@ const char* prefix(LogLevel l) {
 }  // namespace
 
 void set_log_sink(LogSink sink) { g_sink = sink; }
+
+LogSink log_sink_for_stderr(const char* journal_stream, int stderr_fd) {
+  if (!journal_stream || !*journal_stream) return LogSink::stderr_text;
+  uintmax_t dev = 0, ino = 0;
+  char rest = 0;
+  if (std::sscanf(journal_stream, "%" SCNuMAX ":%" SCNuMAX "%c", &dev, &ino, &rest) != 2) return LogSink::stderr_text;
+  struct stat st {};
+  if (::fstat(stderr_fd, &st) != 0) return LogSink::stderr_text;
+  return static_cast<uintmax_t>(st.st_dev) == dev && static_cast<uintmax_t>(st.st_ino) == ino ? LogSink::journal
+                                                                                                : LogSink::stderr_text;
+}
 void set_log_level(LogLevel min_level) { g_level = min_level; }
 
 void log(LogLevel level, const std::string& message, const LogFields& fields) {

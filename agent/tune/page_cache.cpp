@@ -142,7 +142,8 @@ std::optional<Result<uint64_t>> cachestat_pages(int fd, const fs::path& file) {
   Cachestat cs{};
   if (::syscall(k_sys_cachestat, fd, &range, &cs, 0U) == 0) return Result<uint64_t>(cs.nr_cache);
   if (errno == ENOSYS) {
-    missing = true;
+    if (!missing.exchange(true))
+      log_info("page cache: this kernel has no cachestat (Linux 6.5+): cached pages are counted with mincore");
     return std::nullopt;
   }
   return Result<uint64_t>(errno_error("cachestat " + file.string()));
@@ -292,7 +293,8 @@ std::optional<Result<uint64_t>> mapped_bytes(int pagemap_fd, uint64_t start, uin
     long n = ::ioctl(pagemap_fd, k_pagemap_scan, &arg);
     if (n < 0) {
       if (errno == ENOTTY || errno == EINVAL) {
-        missing = true;
+        if (!missing.exchange(true))
+          log_info("page cache: this kernel has no PAGEMAP_SCAN (Linux 6.7+): mapped pages are read from smaps");
         return std::nullopt;
       }
       return Result<uint64_t>(errno_error("PAGEMAP_SCAN"));

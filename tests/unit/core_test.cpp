@@ -1,6 +1,12 @@
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
 
 #include "core/fs.h"
+#include "core/log_sink.h"
 #include "core/result.h"
 #include "core/units.h"
 #include "support/fixture.h"
@@ -18,6 +24,27 @@ TEST(Units, ParsesSizesWithBinaryUnits) {
   EXPECT_FALSE(parse_size("5X").ok());
   EXPECT_FALSE(parse_size("-1G").ok());
   EXPECT_NE(std::string(parse_size("5X").error().what()).find("unknown size unit"), std::string::npos);
+}
+
+// The agent logs to the journal only when its stderr IS the journal stream systemd gave it: a
+// child started inside a unit (the tests in the VM guests' vmtest.service) with stderr on a pipe
+// inherited JOURNAL_STREAM and INVOCATION_ID, logged to the journal, and its reader saw nothing.
+TEST(Log, JournalOnlyWhenStderrIsTheJournalStream) {
+  FILE* a = std::tmpfile();
+  FILE* b = std::tmpfile();
+  ASSERT_TRUE(a && b);
+  struct stat st {};
+  ASSERT_EQ(::fstat(::fileno(a), &st), 0);
+  std::string stream = std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino);
+  EXPECT_EQ(log_sink_for_stderr(stream.c_str(), ::fileno(a)), LogSink::journal);
+  EXPECT_EQ(log_sink_for_stderr(stream.c_str(), ::fileno(b)), LogSink::stderr_text) << "inherited, stderr elsewhere";
+  EXPECT_EQ(log_sink_for_stderr(nullptr, ::fileno(a)), LogSink::stderr_text);
+  EXPECT_EQ(log_sink_for_stderr("", ::fileno(a)), LogSink::stderr_text);
+  EXPECT_EQ(log_sink_for_stderr("garbage", ::fileno(a)), LogSink::stderr_text);
+  EXPECT_EQ(log_sink_for_stderr((stream + "x").c_str(), ::fileno(a)), LogSink::stderr_text);
+  EXPECT_EQ(log_sink_for_stderr(stream.c_str(), -1), LogSink::stderr_text);
+  std::fclose(a);
+  std::fclose(b);
 }
 
 TEST(Units, ParsesDurations) {

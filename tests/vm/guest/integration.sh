@@ -1,0 +1,27 @@
+# Sourced by test.sh (stage boot1): the project's integration test binary, where the harness copied it.
+if [ ! -x "$V/itest/integration_tests" ]; then
+  skip "integration tests" "no integration_tests binary for $arch on the transfer disk (amd64 guests only)"
+else
+  # The tests find the binary, fixtures and policies by their build-time paths.
+  . "$V/itest/paths"
+  mkdir -p "$build/agent" "$repo"
+  cp "$V/itest/spark-tune" "$build/agent/spark-tune"
+  tar -C "$repo" -xf "$V/itest/tree.tar"
+  # The agent of the package must not hold the kernel while the tests run their own agents.
+  systemctl stop spark-tune.socket spark-tune.service
+  t0=$SECONDS
+  "$V/itest/integration_tests" --gtest_color=no >"$OUT/integration.log" 2>&1
+  rc=$?
+  t=$((SECONDS - t0))
+  passed=$(sed -nE 's/^\[  PASSED  \] ([0-9]+) tests?.*/\1/p' "$OUT/integration.log")
+  skipped=$(sed -nE 's/^\[  SKIPPED \] ([0-9]+) tests?.*/\1/p' "$OUT/integration.log")
+  failed=$(sed -nE 's/^\[  FAILED  \] ([0-9]+) tests?.*/\1/p' "$OUT/integration.log")
+  summary="${passed:-0} passed, ${failed:-0} failed, ${skipped:-0} skipped in ${t} s"
+  for kind in FAILED SKIPPED; do
+    sed -nE "s/^\[  $kind *\] ([A-Za-z][A-Za-z0-9_.\/]*).*/\1/p" "$OUT/integration.log" | sort -u |
+      while read -r name; do con "  integration $kind $name"; done
+  done
+  [ $rc -eq 0 ] && pass "integration tests: $summary" || fail "integration tests" "$summary (exit $rc; out/integration.log)"
+  systemctl start spark-tune.socket
+  check "integration tests left the values as they were" same_as "$OUT/baseline.txt"
+fi

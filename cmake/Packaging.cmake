@@ -62,15 +62,16 @@ if(CMAKE_CROSSCOMPILING)
 endif()
 # No relation to systemd: its socket activation is used where it runs (every host spark-tune is
 # for), and without it the CLI starts the agent itself; a container install stays small.
+# The extended description (the synopsis is CPACK_PACKAGE_DESCRIPTION_SUMMARY): CPack indents
+# it and turns an empty line into the " ." of a new paragraph.
 set(CPACK_DEBIAN_PACKAGE_DESCRIPTION
-    "keeps model-serving hosts alive through model loads
- spark-tune tunes the kernel of GPU model-serving hosts (DGX Spark and other
- unified-memory machines, multi-GPU workstations) for the time a model loads
- and puts the host back exactly as it was afterwards: transactional sysctl
- profiles, load windows with page-cache control, memory guards for servers in
- cgroups of their own, fragmentation telemetry from eBPF, preflight and doctor.
- .
- Removing the package restores every value spark-tune changed.")
+    "spark-tune tunes the kernel of GPU model-serving hosts (DGX Spark and other
+unified-memory machines, multi-GPU workstations) for the time a model loads
+and puts the host back exactly as it was afterwards: transactional sysctl
+profiles, load windows with page-cache control, memory guards for servers in
+cgroups of their own, fragmentation telemetry from eBPF, preflight and doctor.
+
+Removing the package restores every value spark-tune changed.")
 set(CPACK_DEBIAN_PACKAGE_CONTROL_EXTRA
     ${CMAKE_SOURCE_DIR}/install/debian/postinst ${CMAKE_SOURCE_DIR}/install/debian/prerm
     ${CMAKE_SOURCE_DIR}/install/debian/postrm)

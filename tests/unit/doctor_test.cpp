@@ -352,8 +352,10 @@ TEST_F(Doctor, AHostWithoutBpfSystemdOrCgroupV2SaysWhatWillNotWork) {
   EXPECT_TRUE(has(*all, Status::warn, "falls back to procfs")) << dump(*all);
   EXPECT_TRUE(has(*all, Status::warn, "cgroup v1 memory controller")) << dump(*all);
   EXPECT_TRUE(has(*all, Status::warn, "systemd is not PID 1")) << dump(*all);
+  // The three that say what will not work each say what to do about it.
   for (const auto& f : *all)
-    if (f.status != Status::ok) EXPECT_FALSE(f.fix.empty()) << f.check << ": " << f.message;
+    if (f.status != Status::ok && (f.check == "bpf" || f.check == "cgroup" || f.check == "systemd"))
+      EXPECT_FALSE(f.fix.empty()) << f.check << ": " << f.message;
 }
 
 TEST_F(Doctor, RunChecksAndCli) {

@@ -4,29 +4,21 @@
 find_program(BPF_CLANG NAMES clang-14 clang REQUIRED)
 find_program(BPFTOOL NAMES bpftool PATHS /usr/sbin /sbin REQUIRED)
 
-set(BPF_VMLINUX_DIR ${CMAKE_BINARY_DIR}/bpf-include)
-set(BPF_VMLINUX_H ${BPF_VMLINUX_DIR}/vmlinux.h)
-# vmlinux.h: the type information of the build machine's kernel (CO-RE relocates it at load time).
-if(NOT EXISTS /sys/kernel/btf/vmlinux)
-  message(FATAL_ERROR "no /sys/kernel/btf/vmlinux: the BPF programs need the kernel's BTF to build")
-endif()
-if(NOT EXISTS ${BPF_VMLINUX_H})
-  file(MAKE_DIRECTORY ${BPF_VMLINUX_DIR})
-  execute_process(COMMAND ${BPFTOOL} btf dump file /sys/kernel/btf/vmlinux format c
-                  OUTPUT_FILE ${BPF_VMLINUX_H} RESULT_VARIABLE rc)
-  if(NOT rc EQUAL 0)
-    file(REMOVE ${BPF_VMLINUX_H})
-    message(FATAL_ERROR "bpftool could not dump the kernel's BTF into vmlinux.h")
-  endif()
-endif()
-
-if(CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64")
+# The target architecture (a cross build's toolchain file sets CMAKE_SYSTEM_PROCESSOR): its
+# __TARGET_ARCH_<arch> for bpf_tracing.h and its vmlinux.h, pinned in the tree per architecture
+# (bpf/vmlinux/README.md: generated once from a named Debian kernel's BTF). Never the build
+# machine's own BTF: an arm64 package built on amd64 carries arm64 objects, and CO-RE relocates
+# them on the kernel of the host they run on.
+if(CMAKE_SYSTEM_PROCESSOR MATCHES "^(x86_64|amd64|AMD64)$")
   set(BPF_ARCH x86)
-elseif(CMAKE_SYSTEM_PROCESSOR MATCHES "aarch64")
+elseif(CMAKE_SYSTEM_PROCESSOR MATCHES "^(aarch64|arm64)$")
   set(BPF_ARCH arm64)
 else()
-  set(BPF_ARCH ${CMAKE_SYSTEM_PROCESSOR})
+  message(FATAL_ERROR "no pinned vmlinux.h for ${CMAKE_SYSTEM_PROCESSOR} (bpf/vmlinux/README.md says how to add one)")
 endif()
+set(BPF_VMLINUX_DIR ${CMAKE_SOURCE_DIR}/bpf/vmlinux/${BPF_ARCH})
+set(BPF_VMLINUX_H ${BPF_VMLINUX_DIR}/vmlinux.h)
+message(STATUS "BPF programs: __TARGET_ARCH_${BPF_ARCH}, ${BPF_VMLINUX_H}")
 
 # Every header next to the programs (events.h, mm_events.h, ...): a change rebuilds the objects.
 file(GLOB BPF_SHARED_HEADERS CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/bpf/*.h)

@@ -1,5 +1,7 @@
 #!/bin/sh
-# Installs every build and test dependency of spark-tune on Debian 12 (bookworm) with apt-get.
+# Installs every build and test dependency of spark-tune on Debian 12 (bookworm) with apt-get, and
+# what the packages need (install/build-deb: dpkg-dev, lintian; arm64: mmdebstrap and the cross
+# compiler; the arm64 libraries go into a sysroot, never onto this host).
 # Idempotent: when everything is installed already it changes nothing.
 set -eu
 PKGS="build-essential cmake pkg-config ccache git
@@ -8,7 +10,8 @@ libsystemd-dev systemd libcap-dev
 libcli11-dev libtomlplusplus-dev nlohmann-json3-dev prometheus-cpp-dev
 libgtest-dev libgmock-dev libfuzzer-14-dev libclang-rt-14-dev
 python3 util-linux procps
-bpftrace"
+bpftrace
+dpkg-dev lintian mmdebstrap debian-archive-keyring crossbuild-essential-arm64"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

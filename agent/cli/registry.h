@@ -19,6 +19,16 @@ enum ExitCode : int {
   k_exit_check = 1,      // a check failed: drift, refusal, FAIL
   k_exit_error = 2,      // bad input or a system error; nothing was changed
 };
+// What each exit code means, for the man page (agent/docgen) and --help.
+struct ExitCodeDoc {
+  int code;
+  const char* meaning;
+};
+inline constexpr ExitCodeDoc k_exit_codes[] = {
+    {k_exit_ok, "done; every check passed; go"},
+    {k_exit_check, "a check failed: drift, a refusal (preflight), a FAIL (doctor)"},
+    {k_exit_error, "bad input or a system error; nothing was changed"},
+};
 
 // What every verb sees: paths (fixture root with --root), output mode, and where to put its exit code.
 struct Context {

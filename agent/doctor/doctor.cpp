@@ -26,6 +26,7 @@ const std::vector<Check>& checks() {
       {"thp", "transparent hugepage mode", check_thp},
       {"gpu", "driver answers, per-device memory, servers without GGML_CUDA_NO_PINNED=1", check_gpu},
       {"persist", "what survives a reboot", check_persist},
+      {"systemd", "systemd as PID 1, spark-tune.socket installed and enabled; what does not work without", check_systemd},
   };
   return list;
 }

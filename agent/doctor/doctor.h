@@ -59,6 +59,7 @@ std::vector<Finding> check_swap(const Env& env);
 std::vector<Finding> check_thp(const Env& env);
 std::vector<Finding> check_gpu(const Env& env);
 std::vector<Finding> check_persist(const Env& env);
+std::vector<Finding> check_systemd(const Env& env);
 
 struct Check {
   const char* name;

@@ -319,6 +319,45 @@ TEST_F(Doctor, ProtectionOnCgroupV1UsesOomScore) {
   EXPECT_TRUE(has(f, Status::ok, "MemoryMin needs cgroup v2")) << dump(f);
 }
 
+TEST_F(Doctor, SystemdBranches) {
+  // A container or chroot: no /run/systemd/system.
+  auto none = run(check_systemd);
+  ASSERT_EQ(none.size(), 1u);
+  EXPECT_TRUE(has(none, Status::warn, "systemd is not PID 1")) << dump(none);
+  EXPECT_TRUE(has(none, Status::warn, "no socket activation")) << dump(none);
+  // systemd runs, the unit is not installed.
+  std::filesystem::create_directories(root_.root() / "run/systemd/system");
+  EXPECT_TRUE(has(run(check_systemd), Status::warn, "spark-tune.socket is not installed"));
+  // Installed where the package puts it, not enabled.
+  root_.write("usr/lib/systemd/system/spark-tune.socket", "[Socket]\n");
+  EXPECT_TRUE(has(run(check_systemd), Status::warn, "systemctl enable --now spark-tune.socket"));
+  // Enabled: the symlink deb-systemd-helper (systemctl enable) makes.
+  std::filesystem::create_directories(root_.root() / "etc/systemd/system/sockets.target.wants");
+  std::filesystem::create_symlink("/usr/lib/systemd/system/spark-tune.socket",
+                                  root_.root() / "etc/systemd/system/sockets.target.wants/spark-tune.socket");
+  auto ok = run(check_systemd);
+  EXPECT_TRUE(has(ok, Status::ok, "socket activation")) << dump(ok);
+}
+
+TEST_F(Doctor, AHostWithoutBpfSystemdOrCgroupV2SaysWhatWillNotWork) {
+  // The odd host of the package's install: cgroup v1 memory, no BTF, no systemd. doctor runs every
+  // check without an error and says what will not work and why, each with what to do.
+  root_.write("sys/fs/cgroup/memory/memory.usage_in_bytes", "1\n");
+  FakeBpf fake;
+  fake.s.tp_btf_error = fake.s.raw_tp_error = fake.s.tp_error = "EINVAL";
+  env_.bpf = &fake;
+  auto all = run_checks(env_, {});
+  ASSERT_TRUE(all.ok()) << all.error().what();
+  EXPECT_TRUE(has(*all, Status::warn, "no BTF")) << dump(*all);
+  EXPECT_TRUE(has(*all, Status::warn, "falls back to procfs")) << dump(*all);
+  EXPECT_TRUE(has(*all, Status::warn, "cgroup v1 memory controller")) << dump(*all);
+  EXPECT_TRUE(has(*all, Status::warn, "systemd is not PID 1")) << dump(*all);
+  // The three that say what will not work each say what to do about it.
+  for (const auto& f : *all)
+    if (f.status != Status::ok && (f.check == "bpf" || f.check == "cgroup" || f.check == "systemd"))
+      EXPECT_FALSE(f.fix.empty()) << f.check << ": " << f.message;
+}
+
 TEST_F(Doctor, RunChecksAndCli) {
   EXPECT_EQ(run_checks(env_, {"nope"}).error().code().value(), EINVAL);
   auto some = run_checks(env_, {"thp", "swap"});

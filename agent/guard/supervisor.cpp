@@ -472,7 +472,10 @@ Result<void> GuardSupervisor::settle(Runtime& g) {
   l.max = g.st.opt.memory_max;
   uint64_t limit = page_round(s.usage + g.st.budget);
   if (!l.max) l.max = limit;
-  if (!l.high && g.box->version() == CgroupVersion::v2) l.high = page_round(s.usage + g.st.budget / 10 * 9);
+  // memory.high at 90% of the budget, never above memory.max: with --memory-max 96M and a
+  // host-relative budget of gigabytes it was written at 3.3 GB (seen in the Debian 13 guest).
+  if (!l.high && g.box->version() == CgroupVersion::v2)
+    l.high = std::min(page_round(s.usage + g.st.budget / 10 * 9), *l.max);
   if (*l.max < s.usage && !g.st.opt.force)
     return input_error("the limit " + format_size(*l.max) + " is below what the box already uses (" +
                        format_size(s.usage) + "): raise it or pass --force");

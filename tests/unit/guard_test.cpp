@@ -299,6 +299,27 @@ class GuardV2FakeTree : public ::testing::Test {
   pid_t child = -1;
 };
 
+// A guard given --memory-max but no --memory-high: memory.high derives from the budget, and must
+// never land above memory.max (the Debian 13 guest saw 3.3 GB of memory.high under a 96 MiB max).
+TEST_F(GuardV2FakeTree, DerivedMemoryHighNeverAboveMemoryMax) {
+  SupervisorConfig cfg;
+  cfg.sample_interval = 0ms;
+  GuardSupervisor sup(
+      root.paths(), tuner, [&](const Event& e) { events.push_back(e); }, cfg);
+  GuardOptions o;
+  o.pid = child;
+  o.budget = "4G";
+  o.memory_max = 512ull << 20;
+  auto id = sup.add(o);
+  ASSERT_TRUE(id.ok()) << id.error().what();
+  std::string box = "sys/fs/cgroup/agent.slice/spark-guard-g1/";
+  uint64_t max = std::stoull(trim(root.read(box + "memory.max")));
+  uint64_t high = std::stoull(trim(root.read(box + "memory.high")));
+  EXPECT_EQ(max, 512ull << 20);
+  EXPECT_LE(high, max) << "memory.high above memory.max";
+  ASSERT_TRUE(sup.end(*id).ok());
+}
+
 TEST_F(GuardV2FakeTree, WritesLimitsWatchesMemoryEventsAndRestoresOnEnd) {
   SupervisorConfig cfg;
   cfg.sample_interval = 0ms;

@@ -130,6 +130,10 @@ Result<SpawnedHook> spawn_hook(const std::vector<std::string>& argv, const std::
 }
 
 Result<pid_t> spawn_in_box(const ServerLaunch& launch, const CgroupBox& box, Actuator& act) {
+  return spawn_gated(launch, [&](pid_t pid) { return box.attach(act, pid); });
+}
+
+Result<pid_t> spawn_gated(const ServerLaunch& launch, const JoinBox& join) {
   std::vector<std::string> args = launch.argv;
   std::vector<char*> av;
   for (auto& s : args) av.push_back(s.data());
@@ -171,7 +175,7 @@ Result<pid_t> spawn_in_box(const ServerLaunch& launch, const CgroupBox& box, Act
   }
   ew.reset();
   gate_rd.reset();
-  if (auto a = box.attach(act, pid); !a) {
+  if (auto a = join(pid); !a) {
     ::kill(pid, SIGKILL);
     int status;
     ::waitpid(pid, &status, 0);

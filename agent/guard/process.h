@@ -5,6 +5,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -47,6 +48,10 @@ struct ServerLaunch {
 // Starts a server inside the box: the child is moved into the cgroup (through the actuator) before
 // it execs, so its first page is charged to the box. A new session, stdin from /dev/null.
 Result<pid_t> spawn_in_box(const ServerLaunch& launch, const CgroupBox& box, Actuator& act);
+// The same with the step that moves the waiting child given by the caller (a systemd scope asked
+// for with the child's pid, where systemd owns the tree). The child execs only once it succeeded.
+using JoinBox = std::function<Result<void>(pid_t)>;
+Result<pid_t> spawn_gated(const ServerLaunch& launch, const JoinBox& join);
 
 // HOST:PORT readiness: core/port.h.
 using spark::parse_port_address;

@@ -371,25 +371,11 @@ Result<std::string> GuardSupervisor::add(const GuardOptions& o) {
   // Where systemd runs the unified tree it owns the cgroups: the box is a transient scope it makes.
   bool use_scope = st.owns_box && h.version == CgroupVersion::v2 && o.parent.empty() && systemd_booted(paths_);
   if (use_scope) {
-    ScopeRequest req;
-    SPARK_TRY(req.name, scope_unit_name(std::string(k_box_prefix) + st.id));
-    req.pids = {st.pid};
-    req.description = "spark-tune guard " + st.id + " (process " + std::to_string(st.pid) + ")";
-    SPARK_TRY(std::string job, start_transient_scope(req));
-    (void)job;
-    std::string now_in;
-    for (int i = 0; i < 200; ++i) {  // the job moves the process; wait for it (at most 2 s)
-      auto c = memory_cgroup_of(paths_, h, st.pid);
-      if (c.ok() && fs::path(*c).filename() == req.name) {
-        now_in = *c;
-        break;
-      }
-      ::usleep(10000);
-    }
-    if (now_in.empty())
-      return sys_error(ETIMEDOUT, "systemd did not move process " + std::to_string(st.pid) + " into " + req.name);
+    SPARK_TRY(std::string name, scope_unit_name(std::string(k_box_prefix) + st.id));
+    SPARK_TRY(std::string now_in,
+              scope_with(st.pid, name, "spark-tune guard " + st.id + " (process " + std::to_string(st.pid) + ")"));
     st.box = now_in;
-    st.scope = req.name;
+    st.scope = name;
     st.owns_box = false;  // systemd's: collected when its processes are gone
   } else if (st.owns_box) {
     st.box = (st.opt.parent == "/" ? "" : st.opt.parent) + "/" + k_box_prefix + st.id;
@@ -775,8 +761,64 @@ void GuardSupervisor::handle_exit(Runtime& g, std::optional<int> status) {
   if (delay.count() == 0) start_server(g);
 }
 
+Result<std::string> GuardSupervisor::scope_with(pid_t pid, const std::string& name, const std::string& description) {
+  ScopeRequest req;
+  req.name = name;
+  req.pids = {pid};
+  req.description = description;
+  SPARK_TRY(std::string job, cfg_.start_scope ? cfg_.start_scope(req) : start_transient_scope(req));
+  (void)job;
+  SPARK_TRY(MemoryHierarchy h, hierarchy());
+  for (int i = 0; i < 200; ++i) {  // the job moves the process; wait for it (at most 2 s)
+    auto c = memory_cgroup_of(paths_, h, pid);
+    if (c.ok() && fs::path(*c).filename() == name) return *c;
+    ::usleep(10000);
+  }
+  return sys_error(ETIMEDOUT, "systemd did not move process " + std::to_string(pid) + " into " + name);
+}
+
+// A guard whose box is a systemd scope: the scope is systemd's, and systemd stops it once its
+// processes are gone (a memcg OOM with memory.oom.group kills them all; so does kill -9 of a
+// server without children). A process joining a scope being stopped would be killed with it, so
+// every restart asks for a new scope with the waiting child in it, moves the guard's limits and
+// watches there, and lets go of the old scope's (restored, or gone with it).
+Result<void> GuardSupervisor::join_new_scope(Runtime& g, pid_t pid) {
+  SPARK_TRY(std::string name, scope_unit_name(std::string(k_box_prefix) + g.st.id + "-r" +
+                                              std::to_string(g.st.restarts_ms.size() + 1)));
+  SPARK_TRY(std::string path, scope_with(pid, name,
+                                         "spark-tune guard " + g.st.id + " (process " + std::to_string(pid) +
+                                             ", restart " + std::to_string(g.st.restarts_ms.size() + 1) + ")"));
+  SPARK_TRY(MemoryHierarchy h, hierarchy());
+  std::string owner = guard_owner(g.st.id);
+  g.box = std::make_unique<CgroupBox>(paths_, h, path);
+  g.st.box = path;
+  g.st.scope = name;
+  Limits l;
+  l.high = g.st.opt.memory_high;
+  l.max = g.st.opt.memory_max;
+  if (g.st.settled) {
+    l.max = g.st.limit;
+    if (!l.high && h.version == CgroupVersion::v2)
+      l.high = std::min(page_round(g.st.footprint + g.st.budget / 10 * 9), g.st.limit);
+  }
+  // One transaction: the new scope's limits, the old scope's layers released (restored, or
+  // counted restored with the cgroup gone), the guard's state naming the new scope.
+  ApplyOptions ao;
+  ao.replace = true;
+  ao.owner_state = g.st.to_json();
+  std::vector<Change> changes;
+  if (l.high || l.max) changes = g.box->limit_changes(l, "guard " + g.st.id + " budget");
+  if (auto r = tuner_.apply(owner, changes, ao); !r)
+    return with_context(r.error(), "setting guard " + g.st.id + "'s limits on " + name);
+  g.events_fd.reset();
+  g.pressure_fd.reset();
+  return setup_watch(g);
+}
+
 void GuardSupervisor::start_server(Runtime& g) {
-  auto pid = spawn_in_box(g.st.launch, *g.box, tuner_.actuator());
+  auto pid = g.st.scope.empty()
+                 ? spawn_in_box(g.st.launch, *g.box, tuner_.actuator())
+                 : spawn_gated(g.st.launch, [&](pid_t p) { return join_new_scope(g, p); });
   g.st.restarts_ms.push_back(unix_ms());
   if (!pid) {
     log_error("guard " + g.st.id + ": " + describe(pid.error()));

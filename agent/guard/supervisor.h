@@ -8,6 +8,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <functional>
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -22,6 +23,7 @@
 #include "guard/event.h"
 #include "guard/growth.h"
 #include "guard/process.h"
+#include "guard/systemd_scope.h"
 #include "tune/tuner.h"
 
 namespace spark::guard {
@@ -56,6 +58,9 @@ struct SupervisorConfig {
   Ms journal_check{1000};  // notice a guard ended by another spark-tune process
   Ms probe_interval{2};    // readiness probes while a restarted server starts
   Ms pressure_repeat{10000};
+  // Asks systemd for a transient scope holding the given pids (returns the job). Empty: the
+  // system bus (start_transient_scope); tests give a fake.
+  std::function<Result<std::string>(const ScopeRequest&)> start_scope;
 };
 
 // The journaled form of a guard: options plus what set-up found and restarts changed.
@@ -127,6 +132,8 @@ class GuardSupervisor {
   void check_oom(Runtime& g);
   void handle_exit(Runtime& g, std::optional<int> status);
   void start_server(Runtime& g);
+  Result<std::string> scope_with(pid_t pid, const std::string& name, const std::string& description);
+  Result<void> join_new_scope(Runtime& g, pid_t pid);
   void run_hook(const Event& e);
   void emit(const std::string& id, const std::string& type, nlohmann::json fields);
   void persist(Runtime& g);

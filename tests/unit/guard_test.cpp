@@ -438,6 +438,84 @@ TEST_F(GuardV2FakeTree, RefusesBadInputAndChangesNothing) {
   EXPECT_TRUE(j->empty());
 }
 
+// Under systemd the box is a transient scope, and systemd stops a scope once its processes are
+// gone: after a memcg OOM with memory.oom.group (the Debian 13 guest) its cgroup was collected
+// before the restart, and the restart tried to join a cgroup that no longer existed. Every restart
+// asks for a new scope with the waiting server in it, and the limits and the journal follow.
+TEST_F(GuardV2FakeTree, ARestartUnderSystemdAsksForANewScopeWithTheLimits) {
+  fs::create_directories(root.root() / "run/systemd/system");
+  root.write("sys/fs/cgroup/system.slice/cgroup.procs", "");
+  MemoryHierarchy hier{CgroupVersion::v2, "", root.paths().cgroup};
+  std::vector<ScopeRequest> asked;
+  SupervisorConfig cfg;
+  cfg.sample_interval = 0ms;
+  cfg.start_scope = [&](const ScopeRequest& r) -> Result<std::string> {
+    asked.push_back(r);  // what systemd does: the scope's cgroup, the pids moved into it
+    CgroupBox scope(root.paths(), hier, "/system.slice/" + r.name);
+    if (auto w = act.write(scope.dir_target(), std::string()); !w) return w.error();
+    std::string procs;
+    for (pid_t p : r.pids) {
+      procs += std::to_string(p) + "\n";
+      root.write("proc/" + std::to_string(p) + "/cgroup", "0::/system.slice/" + r.name + "\n");
+    }
+    root.write("sys/fs/cgroup/system.slice/" + r.name + "/cgroup.procs", procs);
+    return std::string("/org/freedesktop/systemd1/job/") + std::to_string(asked.size());
+  };
+  GuardSupervisor sup(
+      root.paths(), tuner, [&](const Event& e) { events.push_back(e); }, cfg);
+  GuardOptions o;
+  o.pid = child;
+  o.budget = "1G";
+  o.restart = true;
+  o.restart_backoff = 0ms;
+  auto id = sup.add(o);
+  ASSERT_TRUE(id.ok()) << id.error().what();
+  ASSERT_EQ(asked.size(), 1u);
+  EXPECT_EQ(asked[0].name, "spark-guard-g1.scope");
+  EXPECT_EQ(sup.state(*id)->box, "/system.slice/spark-guard-g1.scope");
+  std::string limit = trim(root.read("sys/fs/cgroup/system.slice/spark-guard-g1.scope/memory.max"));
+  EXPECT_EQ(limit, std::to_string((100ull << 20) + (1ull << 30)));
+
+  // The OOM kills the whole box (memory.oom.group), and systemd collects the empty scope.
+  root.write("sys/fs/cgroup/system.slice/spark-guard-g1.scope/memory.events",
+             "low 0\nhigh 3\nmax 2\noom 1\noom_kill 1\noom_group_kill 1\n");
+  ::kill(child, SIGKILL);
+  ::waitpid(child, nullptr, 0);
+  fs::remove_all(root.root() / "sys/fs/cgroup/system.slice/spark-guard-g1.scope");
+  auto restarted = [&] {
+    return std::find_if(events.begin(), events.end(), [](const Event& e) { return e.type == "server_restart"; });
+  };
+  auto t0 = std::chrono::steady_clock::now();
+  while (restarted() == events.end() && std::chrono::steady_clock::now() - t0 < 20s) sup.run_once(20ms);
+  ASSERT_NE(restarted(), events.end()) << "no restart; events: " << events.size();
+  pid_t npid = restarted()->data["pid"].get<pid_t>();
+  ASSERT_EQ(asked.size(), 2u);
+  EXPECT_EQ(asked[1].name, "spark-guard-g1-r1.scope");
+  ASSERT_EQ(asked[1].pids.size(), 1u);
+  EXPECT_EQ(asked[1].pids[0], npid);
+  EXPECT_EQ(::kill(npid, 0), 0) << "the restarted server is not running";
+  std::string nbox = "sys/fs/cgroup/system.slice/spark-guard-g1-r1.scope/";
+  EXPECT_EQ(sup.state(*id)->box, "/system.slice/spark-guard-g1-r1.scope");
+  EXPECT_EQ(trim(root.read(nbox + "memory.max")), limit);
+  EXPECT_EQ(trim(root.read(nbox + "memory.oom.group")), "1");
+  auto j = read_journal(root.paths());
+  ASSERT_TRUE(j.ok());
+  EXPECT_EQ(j->owners["guard:g1"]["scope"], "spark-guard-g1-r1.scope");
+  for (const auto& t : j->targets)
+    EXPECT_EQ(t.target.name.find("spark-guard-g1.scope"), std::string::npos) << "the old scope is still journaled";
+
+  // An OOM in the new scope is seen there.
+  root.write(nbox + "memory.events", "low 0\nhigh 0\nmax 1\noom 1\noom_kill 1\noom_group_kill 0\n");
+  size_t kills = std::count_if(events.begin(), events.end(), [](const Event& e) { return e.type == "oom_kill"; });
+  sup.tick();
+  EXPECT_GT(std::count_if(events.begin(), events.end(), [](const Event& e) { return e.type == "oom_kill"; }), kills);
+
+  ASSERT_TRUE(sup.end(*id).ok());
+  EXPECT_TRUE(read_journal(root.paths())->empty());
+  ::kill(npid, SIGKILL);
+  ::waitpid(npid, nullptr, 0);
+}
+
 TEST_F(GuardV2FakeTree, AHookThatHangsIsKilledAfterItsTimeout) {
   SupervisorConfig cfg;
   cfg.sample_interval = 0ms;

@@ -5,18 +5,12 @@
 #include <memory>
 
 #include "core/fs.h"
+#include "core/sd_bus_call.h"
 #include "daemon/protocol.h"
 
 namespace spark::daemon {
 
 namespace {
-
-struct BusUnref {
-  void operator()(sd_bus* b) const { sd_bus_flush_close_unref(b); }
-};
-struct MsgUnref {
-  void operator()(sd_bus_message* m) const { sd_bus_message_unref(m); }
-};
 
 // The last ListenStream= of the [Socket] section (later assignments win; an empty one resets).
 std::optional<std::string> listen_stream(const std::string& unit) {
@@ -77,30 +71,14 @@ Result<std::string> start_unit(sd_bus* bus, const std::string& unit) {
   int rc = sd_bus_message_new_method_call(bus, &call_raw, "org.freedesktop.systemd1", "/org/freedesktop/systemd1",
                                           "org.freedesktop.systemd1.Manager", "StartUnit");
   if (rc < 0) return sys_error(-rc, "building systemd's StartUnit call for " + unit);
-  std::unique_ptr<sd_bus_message, MsgUnref> call(call_raw);
+  SdBusMessage call(call_raw);
   rc = sd_bus_message_append(call.get(), "ss", unit.c_str(), "replace");
   if (rc < 0) return sys_error(-rc, "building systemd's StartUnit call for " + unit);
-  sd_bus_error err = SD_BUS_ERROR_NULL;
-  sd_bus_message* reply_raw = nullptr;
-  rc = sd_bus_call(bus, call.get(), 0, &err, &reply_raw);
-  std::unique_ptr<sd_bus_message, MsgUnref> reply(reply_raw);
-  if (rc < 0) {
-    std::string msg = err.message ? err.message : "";
-    std::string name = err.name ? err.name : "";
-    sd_bus_error_free(&err);
-    return sys_error(-rc, "systemd did not start " + unit + (name.empty() ? "" : " (" + name + ": " + msg + ")"));
-  }
-  const char* job = nullptr;
-  rc = sd_bus_message_read(reply.get(), "o", &job);
-  if (rc < 0) return sys_error(-rc, "reading StartUnit's reply");
-  return std::string(job);
+  return call_returning_object_path(bus, call.get(), 0, "systemd did not start " + unit);
 }
 
 Result<std::string> start_unit_on_system_bus(const std::string& unit) {
-  sd_bus* raw = nullptr;
-  int rc = sd_bus_open_system(&raw);
-  if (rc < 0) return sys_error(-rc, "connecting to the system bus to start " + unit);
-  std::unique_ptr<sd_bus, BusUnref> bus(raw);
+  SPARK_TRY(SdBus bus, open_system_bus("to start " + unit));
   return start_unit(bus.get(), unit);
 }
 

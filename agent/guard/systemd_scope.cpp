@@ -5,16 +5,11 @@
 #include <cctype>
 #include <memory>
 
+#include "core/sd_bus_call.h"
+
 namespace spark::guard {
 
 namespace {
-
-struct BusUnref {
-  void operator()(sd_bus* b) const { sd_bus_flush_close_unref(b); }
-};
-struct MsgUnref {
-  void operator()(sd_bus_message* m) const { sd_bus_message_unref(m); }
-};
 
 Error bus_error(int r, const std::string& what) {
   return sys_error(-r, what);
@@ -41,7 +36,7 @@ Result<std::string> start_transient_scope(sd_bus* bus, const ScopeRequest& r) {
   int rc = sd_bus_message_new_method_call(bus, &raw, "org.freedesktop.systemd1", "/org/freedesktop/systemd1",
                                           "org.freedesktop.systemd1.Manager", "StartTransientUnit");
   if (rc < 0) return bus_error(rc, "building StartTransientUnit");
-  std::unique_ptr<sd_bus_message, MsgUnref> m(raw);
+  SdBusMessage m(raw);
   // (name, mode, properties a(sv), auxiliary a(sa(sv)))
   rc = sd_bus_message_append(m.get(), "ss", r.name.c_str(), "fail");
   if (rc >= 0) rc = sd_bus_message_open_container(m.get(), 'a', "(sv)");
@@ -66,27 +61,11 @@ Result<std::string> start_transient_scope(sd_bus* bus, const ScopeRequest& r) {
   if (rc >= 0) rc = sd_bus_message_append(m.get(), "a(sa(sv))", 0);
   if (rc < 0) return bus_error(rc, "building StartTransientUnit for " + r.name);
 
-  sd_bus_error err = SD_BUS_ERROR_NULL;
-  sd_bus_message* reply_raw = nullptr;
-  rc = sd_bus_call(bus, m.get(), 5'000'000, &err, &reply_raw);
-  std::unique_ptr<sd_bus_message, MsgUnref> reply(reply_raw);
-  if (rc < 0) {
-    std::string msg = err.message ? err.message : "";
-    std::string name = err.name ? err.name : "";
-    sd_bus_error_free(&err);
-    return bus_error(rc, "systemd refused scope " + r.name + (name.empty() ? "" : " (" + name + ": " + msg + ")"));
-  }
-  const char* job = nullptr;
-  rc = sd_bus_message_read(reply.get(), "o", &job);
-  if (rc < 0) return bus_error(rc, "reading StartTransientUnit's reply");
-  return std::string(job);
+  return call_returning_object_path(bus, m.get(), 5'000'000, "systemd refused scope " + r.name);
 }
 
 Result<std::string> start_transient_scope(const ScopeRequest& r) {
-  sd_bus* raw = nullptr;
-  int rc = sd_bus_open_system(&raw);
-  if (rc < 0) return bus_error(rc, "connecting to the system bus (is systemd PID 1?)");
-  std::unique_ptr<sd_bus, BusUnref> bus(raw);
+  SPARK_TRY(SdBus bus, open_system_bus("for scope " + r.name));
   return start_transient_scope(bus.get(), r);
 }
 

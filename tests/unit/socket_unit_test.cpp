@@ -18,6 +18,7 @@
 #include "daemon/protocol.h"
 #include "daemon/socket_unit.h"
 #include "guard/process.h"
+#include "support/fake_systemd_bus.h"
 #include "support/fixture.h"
 
 namespace spark::daemon {
@@ -143,57 +144,14 @@ const sd_bus_vtable k_vtable[] = {SD_BUS_VTABLE_START(0),
                                   SD_BUS_VTABLE_END};
 
 TEST(SocketUnit, StartUnitAsksSystemdOverDBus) {
-  auto daemon = guard::resolve_executable("dbus-daemon");
-  if (!daemon) GTEST_SKIP() << "dbus-daemon not installed: the D-Bus call cannot be exercised";
   test::FixtureRoot root;
-  std::string address = "unix:path=" + (root.root() / "bus").string();
-  pid_t d = ::fork();
-  if (d == 0) {
-    std::string addr_arg = "--address=" + address;
-    ::execl(daemon->c_str(), daemon->c_str(), "--session", "--nofork", "--nopidfile", addr_arg.c_str(),
-            static_cast<char*>(nullptr));
-    ::_exit(127);
-  }
-  auto stop_daemon = [&] {
-    ::kill(d, SIGTERM);
-    ::waitpid(d, nullptr, 0);
-  };
-  for (int i = 0; i < 200 && !fs::exists(root.root() / "bus"); ++i) std::this_thread::sleep_for(10ms);
-  if (!fs::exists(root.root() / "bus")) {
-    stop_daemon();
-    GTEST_SKIP() << "private dbus-daemon did not start";
-  }
-  auto connect = [&](sd_bus** b) {
-    EXPECT_GE(sd_bus_new(b), 0);
-    EXPECT_GE(sd_bus_set_address(*b, address.c_str()), 0);
-    EXPECT_GE(sd_bus_set_bus_client(*b, 1), 0);
-    return sd_bus_start(*b);
-  };
   StartRecord rec;
-  std::atomic<bool> stop{false}, ready{false};
-  std::thread fake([&] {
-    sd_bus* srv = nullptr;
-    if (connect(&srv) < 0) return;
-    sd_bus_slot* slot = nullptr;
-    sd_bus_add_object_vtable(srv, &slot, "/org/freedesktop/systemd1", "org.freedesktop.systemd1.Manager", k_vtable,
-                             &rec);
-    sd_bus_request_name(srv, "org.freedesktop.systemd1", 0);
-    ready = true;
-    while (!stop) {
-      int r = sd_bus_process(srv, nullptr);
-      if (r == 0) sd_bus_wait(srv, 50'000);
-    }
-    sd_bus_slot_unref(slot);
-    sd_bus_flush_close_unref(srv);
-  });
-  for (int i = 0; i < 200 && !ready; ++i) std::this_thread::sleep_for(10ms);
+  test::FakeSystemdBus bus(root.root(), k_vtable, &rec);
+  if (!bus.skip_reason().empty()) GTEST_SKIP() << bus.skip_reason();
   sd_bus* cli = nullptr;
-  ASSERT_GE(connect(&cli), 0);
+  ASSERT_GE(bus.connect(&cli), 0);
   auto job = start_unit(cli, "spark-tune.socket");
   sd_bus_flush_close_unref(cli);
-  stop = true;
-  fake.join();
-  stop_daemon();
   ASSERT_TRUE(job.ok()) << job.error().what();
   EXPECT_EQ(*job, "/org/freedesktop/systemd1/job/7");
   EXPECT_EQ(rec.calls, 1);

@@ -12,16 +12,6 @@ libgtest-dev libgmock-dev libfuzzer-14-dev libclang-rt-14-dev
 python3 util-linux procps
 bpftrace
 dpkg-dev lintian mmdebstrap debian-archive-keyring crossbuild-essential-arm64"
-missing=""
-for p in $PKGS; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
-done
-if [ -n "$missing" ]; then
-  SUDO=""
-  [ "$(id -u)" -eq 0 ] || SUDO=sudo
-  export DEBIAN_FRONTEND=noninteractive
-  $SUDO apt-get update -qq
-  # shellcheck disable=SC2086
-  $SUDO apt-get install -y -qq --no-install-recommends $missing
-fi
+# shellcheck disable=SC2086
+"$(dirname "$0")/apt-ensure" $PKGS
 echo "deps: all installed"

@@ -5,18 +5,8 @@
 # Idempotent: changes nothing when everything is installed.
 set -eu
 PKGS="qemu-system-x86 qemu-system-arm qemu-utils mmdebstrap e2fsprogs qemu-user-static binfmt-support"
-missing=""
-for p in $PKGS; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
-done
-if [ -n "$missing" ]; then
-  SUDO=""
-  [ "$(id -u)" -eq 0 ] || SUDO=sudo
-  export DEBIAN_FRONTEND=noninteractive
-  $SUDO apt-get update -qq
-  # shellcheck disable=SC2086
-  $SUDO apt-get install -y -qq --no-install-recommends $missing
-fi
+# shellcheck disable=SC2086
+"$(dirname "$0")/../../install/apt-ensure" $PKGS
 
 # arm64 roots: mmdebstrap runs their maintainer scripts through qemu-aarch64 (binfmt_misc, F flag).
 if [ "$(id -u)" -eq 0 ]; then

@@ -105,25 +105,20 @@ int sd_bus_message_new_method_call(sd_bus* bus, sd_bus_message** m, const char* 
   return fn ? fn(bus, m, destination, path, interface, member) : -ENOSYS;
 }
 
-int sd_bus_message_append(sd_bus_message* m, const char* types, ...) {
-  static auto fn = resolve<int (*)(sd_bus_message*, const char*, va_list)>("sd_bus_message_appendv");
-  if (!fn) return -ENOSYS;
-  va_list ap;
-  va_start(ap, types);
-  int rc = fn(m, types, ap);
-  va_end(ap);
-  return rc;
-}
-
-int sd_bus_message_read(sd_bus_message* m, const char* types, ...) {
-  static auto fn = resolve<int (*)(sd_bus_message*, const char*, va_list)>("sd_bus_message_readv");
-  if (!fn) return -ENOSYS;
-  va_list ap;
-  va_start(ap, types);
-  int rc = fn(m, types, ap);
-  va_end(ap);
-  return rc;
-}
+// The two variadic calls go to their va_list forms (sd_bus_message_appendv/readv).
+#define SPARK_SD_VARIADIC(name, vname)                                                              \
+  int name(sd_bus_message* m, const char* types, ...) {                                             \
+    static auto fn = resolve<int (*)(sd_bus_message*, const char*, va_list)>(#vname);               \
+    if (!fn) return -ENOSYS;                                                                        \
+    va_list ap;                                                                                     \
+    va_start(ap, types);                                                                            \
+    int rc = fn(m, types, ap);                                                                      \
+    va_end(ap);                                                                                     \
+    return rc;                                                                                      \
+  }
+SPARK_SD_VARIADIC(sd_bus_message_append, sd_bus_message_appendv)
+SPARK_SD_VARIADIC(sd_bus_message_read, sd_bus_message_readv)
+#undef SPARK_SD_VARIADIC
 
 int sd_bus_message_open_container(sd_bus_message* m, char type, const char* contents) {
   SPARK_SD_FN(sd_bus_message_open_container);

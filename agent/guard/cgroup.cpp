@@ -238,15 +238,6 @@ uint64_t drain_eventfd(int fd) {
   return total;
 }
 
-Result<Fd> open_psi_trigger(const fs::path& pressure_file, const std::string& trigger) {
-  Fd fd(::open(pressure_file.c_str(), O_RDWR | O_NONBLOCK | O_CLOEXEC));
-  if (!fd.valid()) return errno_error("opening " + pressure_file.string());
-  std::string t = trigger;
-  if (::write(fd.get(), t.c_str(), t.size() + 1) < 0)
-    return errno_error("setting PSI trigger '" + trigger + "' on " + pressure_file.string());
-  return fd;
-}
-
 Result<Fd> open_events_watch(const CgroupBox& box) {
   fs::path p = box.file("memory.events");
   Fd fd(::open(p.c_str(), O_RDONLY | O_CLOEXEC));

@@ -98,10 +98,6 @@ using spark::Fd;
 Result<Fd> register_v1_event(Actuator& act, const CgroupBox& box, const std::string& control_file,
                              const std::string& args);
 uint64_t drain_eventfd(int fd);
-// v2: a PSI trigger on the box's memory.pressure ("some 300000 2000000": 300 ms stalled in 2 s; a
-// window that is a multiple of 2 s is what the kernel accepts without CAP_SYS_RESOURCE);
-// POLLPRI when it fires. Also works on cgroup2 without the memory controller (memory.pressure exists).
-Result<Fd> open_psi_trigger(const fs::path& pressure_file, const std::string& trigger);
 // v2: memory.events opened for POLLPRI change notification (kernfs); re-read after each wake-up.
 Result<Fd> open_events_watch(const CgroupBox& box);
 

@@ -13,6 +13,7 @@
 #include "core/units.h"
 #include "guard/systemd_scope.h"
 #include "state/journal.h"
+#include "telemetry/psi.h"
 
 namespace spark::guard {
 
@@ -504,9 +505,9 @@ Result<void> GuardSupervisor::setup_watch(Runtime& g) {
   } else {
     auto ev = open_events_watch(*g.box);
     if (ev) g.events_fd = std::move(*ev);
-    auto p = open_psi_trigger(g.box->file("memory.pressure"), "some 300000 2000000");
+    auto p = PsiTrigger::create(g.box->file("memory.pressure"), PsiKind::some, k_box_psi_stall, k_box_psi_window);
     if (p)
-      g.pressure_fd = std::move(*p);
+      g.pressure_fd = Fd(p->release());
     else
       log_warning("guard " + g.st.id + ": no PSI trigger: " + describe(p.error()));
   }

@@ -30,6 +30,9 @@ namespace spark::guard {
 
 using Ms = std::chrono::milliseconds;
 
+// The PSI trigger of a v2 box: "some" stall of 300 ms within 2 s.
+inline constexpr std::chrono::microseconds k_box_psi_stall{300000}, k_box_psi_window{2000000};
+
 struct GuardOptions {
   pid_t pid = 0;                     // guard a running process (moved into a box of its own)
   std::string cgroup;                // or guard an existing memory cgroup in place ("/path" in the hierarchy)

@@ -49,6 +49,12 @@ class PsiTrigger {
   // Waits up to timeout: true when the trigger fired, false on timeout.
   Result<bool> wait(std::chrono::milliseconds timeout) const;
   int fd() const { return fd_; }
+  // Hands the fd (and with it the trigger) to the caller.
+  int release() {
+    int f = fd_;
+    fd_ = -1;
+    return f;
+  }
 
  private:
   explicit PsiTrigger(int fd) : fd_(fd) {}

@@ -24,6 +24,7 @@
 #include "guard/cgroup.h"
 #include "guard/process.h"
 #include "guard/supervisor.h"
+#include "telemetry/psi.h"
 #include "memcg_child.h"
 #include "support/fixture.h"
 #include "support/loopback.h"
@@ -664,12 +665,13 @@ TEST(GuardPsi, TriggerIsAcceptedByTheKernelAndPollable) {
   HostPaths host = HostPaths::system();
   fs::path f = host.proc / "pressure/memory";
   if (!fs::exists(f)) GTEST_SKIP() << "no PSI on this kernel";
-  auto fd = open_psi_trigger(f, "some 300000 2000000");
-  ASSERT_TRUE(fd.ok()) << fd.error().what();
-  pollfd p{fd->get(), POLLPRI, 0};
+  auto t = PsiTrigger::create(f, PsiKind::some, k_box_psi_stall, k_box_psi_window);
+  ASSERT_TRUE(t.ok()) << t.error().what();
+  pollfd p{t->fd(), POLLPRI, 0};
   ASSERT_GE(::poll(&p, 1, 0), 0);
   EXPECT_EQ(p.revents & (POLLERR | POLLNVAL), 0);
-  EXPECT_FALSE(open_psi_trigger(f, "some 150000").ok()) << "a malformed trigger is refused";
+  EXPECT_FALSE(PsiTrigger::create(f, PsiKind::some, k_box_psi_window * 2, k_box_psi_window).ok())
+      << "a stall longer than its window is refused";
 }
 
 }  // namespace

@@ -19,10 +19,6 @@
 namespace spark::guard {
 
 // The hierarchy and a process's memory cgroup come from the one detector (core/memory_cgroup.h).
-using spark::CgroupVersion;
-using spark::find_memory_hierarchy;
-using spark::memory_cgroup_of;
-using spark::MemoryHierarchy;
 
 // v2: where a box can be made for a process in cgroup `own`. A child gets memory.max only when its
 // parent enables the controller in cgroup.subtree_control, and v2's no-internal-process rule keeps
@@ -88,8 +84,6 @@ class CgroupBox {
   MemoryHierarchy h_;
   std::string path_;
 };
-
-using spark::Fd;
 
 // v1: an eventfd registered through cgroup.event_control for a control file of the box:
 // memory.oom_control (OOM notification, args "") or memory.pressure_level (args "low|medium|critical").

@@ -54,9 +54,6 @@ using JoinBox = std::function<Result<void>(pid_t)>;
 Result<pid_t> spawn_gated(const ServerLaunch& launch, const JoinBox& join);
 
 // HOST:PORT readiness: core/port.h.
-using spark::parse_port_address;
-using spark::port_accepts;
-using spark::PortAddress;
 
 // Resident bytes of a process (statm) and its comm; 0 / "" when gone.
 uint64_t process_rss(const HostPaths& paths, pid_t pid);

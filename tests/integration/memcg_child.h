@@ -195,7 +195,7 @@ class MemcgChild {
     if (pid == 0) {
       ::close(ready[1]);
       char c;
-      if (::read(ready[0], &c, 1) != 1) ::_exit(3);
+      if (::read(ready[0], &c, 1) != 1 || c != 'g') ::_exit(3);  // never runs outside the cgroup
       ::prctl(PR_SET_NAME, comm.c_str());
       body();
       ::_exit(0);
@@ -204,9 +204,11 @@ class MemcgChild {
     if (pid > 0) {
       pid_ = pid;
       HostActuator act(paths_);
-      auto w = act.trigger({TargetKind::cgroup, "memory" + relative_ + "/cgroup.procs"}, std::to_string(pid));
+      // The target is relative to <cgroup>: v1's memory hierarchy is <cgroup>/memory, v2's is <cgroup>.
+      std::string target = (v2_ ? relative_.substr(1) : "memory" + relative_) + "/cgroup.procs";
+      auto w = act.trigger({TargetKind::cgroup, target}, std::to_string(pid));
       if (!w.ok()) why_ = w.error().what();
-      ::write(ready[1], "g", 1);
+      (void)!::write(ready[1], w.ok() ? "g" : "x", 1);
     }
     ::close(ready[1]);
     return w_ok() ? pid : -1;

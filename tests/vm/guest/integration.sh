@@ -10,8 +10,14 @@ else
   # The agent of the package must not hold the kernel while the tests run their own agents.
   systemctl stop spark-tune.socket spark-tune.service
   t0=$SECONDS
-  "$V/itest/integration_tests" --gtest_color=no >"$OUT/integration.log" 2>&1
-  rc=$?
+  # Each test's start goes to the console (a hang names its test), and the binary is bounded:
+  # past SPARK_TUNE_VM_ITEST_TIMEOUT (default 1800 s) it is killed and the stage goes on.
+  timeout --signal=KILL "${SPARK_TUNE_VM_ITEST_TIMEOUT:-1800}" "$V/itest/integration_tests" --gtest_color=no 2>&1 |
+    tee "$OUT/integration.log" | while IFS= read -r line; do
+      case "$line" in "[ RUN      ]"*|"[  FAILED  ]"*) con "  ${line#\[ RUN      \] }" ;; esac
+    done
+  rc=${PIPESTATUS[0]}
+  [ "$rc" -eq 137 ] && con "integration tests killed after ${SPARK_TUNE_VM_ITEST_TIMEOUT:-1800} s, in: $(grep '^\[ RUN' "$OUT/integration.log" | tail -n 1)"
   t=$((SECONDS - t0))
   passed=$(sed -nE 's/^\[  PASSED  \] ([0-9]+) tests?.*/\1/p' "$OUT/integration.log")
   skipped=$(sed -nE 's/^\[  SKIPPED \] ([0-9]+) tests?.*/\1/p' "$OUT/integration.log")

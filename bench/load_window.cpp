@@ -180,6 +180,64 @@ struct Row {
   int rc = 0;
 };
 
+// CPU seconds (user + system) the process has used, from <proc>/PID/stat fields 14 and 15.
+double process_cpu_seconds(pid_t pid) {
+  auto text = read_file(HostPaths::system().proc / std::to_string(pid) / "stat");
+  if (!text) return -1;
+  auto close = text->rfind(')');
+  if (close == std::string::npos) return -1;
+  std::istringstream in(text->substr(close + 2));
+  std::string field;
+  uint64_t utime = 0, stime = 0;
+  for (int i = 3; i <= 15 && (in >> field); ++i) {
+    if (i == 14) utime = std::stoull(field);
+    if (i == 15) stime = std::stoull(field);
+  }
+  return static_cast<double>(utime + stime) / static_cast<double>(::sysconf(_SC_CLK_TCK));
+}
+
+// --keeper-cost N,M,...: the agent's CPU while N idle windows (each over a file of its own that
+// nobody reads) are open, over --seconds S (issue 13 defect 11). One private agent per count.
+int keeper_cost_main(const std::string& spark_tune, const fs::path& dir, const std::vector<int>& counts, int seconds,
+                     const HostPaths& paths) {
+  fs::path work = dir / ("spark-keeper-cost-" + std::to_string(::getpid()));
+  fs::create_directories(work);
+  int max = *std::max_element(counts.begin(), counts.end());
+  std::vector<fs::path> files;
+  for (int i = 0; i < max; ++i) {
+    files.push_back(work / ("model-" + std::to_string(i) + ".bin"));
+    if (!make_file(files.back(), 1 << 20)) return 1;
+  }
+  std::printf("| windows | agent CPU over %d s | %% of one CPU |\n|---|---|---|\n", seconds);
+  for (int n : counts) {
+    run_argv({spark_tune, "window", "list"});  // starts the private agent
+    auto pid_text = read_value(paths.run / "agent.pid");
+    if (!pid_text) {
+      std::cerr << "no agent pid\n";
+      return 1;
+    }
+    pid_t agent = static_cast<pid_t>(std::stol(*pid_text));
+    for (int i = 0; i < n; ++i)
+      if (run_argv({spark_tune, "window", "begin", "--no-overlay", "--ttl", "10m", "--files", files[static_cast<size_t>(i)].string()}) != 0) {
+        std::cerr << "window begin failed\n";
+        run_argv({spark_tune, "window", "end", "--all"});
+        return 1;
+      }
+    std::this_thread::sleep_for(std::chrono::seconds(2));
+    double c0 = process_cpu_seconds(agent);
+    std::this_thread::sleep_for(std::chrono::seconds(seconds));
+    double c1 = process_cpu_seconds(agent);
+    run_argv({spark_tune, "window", "end", "--all"});
+    ::kill(agent, SIGTERM);
+    for (int i = 0; i < 100 && ::kill(agent, 0) == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    std::printf("| %d | %.2f s | %.2f%% |\n", n, c1 - c0, (c1 - c0) / seconds * 100);
+    std::fflush(stdout);
+  }
+  std::error_code ec;
+  fs::remove_all(work, ec);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -194,6 +252,8 @@ int main(int argc, char** argv) {
   std::vector<std::string> loaders{"read", "mmap"};
   std::vector<std::string> scenarios{"untuned", "recipe", "spark-tune"};
   std::vector<std::string> readahead_variants;
+  std::vector<int> keeper_cost;
+  int seconds = 30;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto next = [&]() -> std::string { return i + 1 < argc ? argv[++i] : ""; };
@@ -204,6 +264,11 @@ int main(int argc, char** argv) {
     else if (a == "--reps") reps = std::stoi(next());
     else if (a == "--spark-tune") spark_tune = next();
     else if (a == "--shuffle") shuffle = true;
+    else if (a == "--seconds") seconds = std::stoi(next());
+    else if (a == "--keeper-cost") {
+      std::stringstream ss(next());
+      for (std::string x; std::getline(ss, x, ',');) keeper_cost.push_back(std::stoi(x));
+    }
     else if (a == "--loaders") {
       loaders.clear();
       std::stringstream ss(next());
@@ -218,7 +283,8 @@ int main(int argc, char** argv) {
     } else {
       std::cerr << "usage: load_window [--dir D] [--shards N] [--shard-size SIZE] [--warm-size SIZE] [--reps N]\n"
                    "  [--loaders read,mmap] [--scenarios untuned,recipe,spark-tune] [--readahead-variants 8k,128k,...]\n"
-                   "  [--spark-tune PATH] [--shuffle]\n";
+                   "  [--spark-tune PATH] [--shuffle]\n"
+                   "       load_window --keeper-cost 1,80 [--seconds 30] [--dir D]\n";
       return 2;
     }
   }
@@ -237,6 +303,12 @@ int main(int argc, char** argv) {
   HostPaths paths = HostPaths::system();
   HostActuator act(paths);
   Tuner tuner(paths, act);
+  if (!keeper_cost.empty()) {
+    int rc = keeper_cost_main(spark_tune, dir, keeper_cost, seconds, paths);
+    std::error_code ec;
+    fs::remove_all(state, ec);
+    return rc;
+  }
 
   fs::path work = fs::path(dir) / ("spark-bench-" + std::to_string(::getpid()));
   fs::create_directories(work / "model");

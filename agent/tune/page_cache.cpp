@@ -69,29 +69,41 @@ Result<MappedPolicy> parse_mapped_policy(const std::string& s) {
 
 namespace {
 
-void add_regular_files(const fs::path& p, std::vector<fs::path>& out, std::set<std::pair<dev_t, ino_t>>& seen) {
+// Appends the regular files at p (a file, or every one below a directory) until out holds more
+// than max; returns false once it does.
+bool add_regular_files(const fs::path& p, std::vector<fs::path>& out, std::set<std::pair<dev_t, ino_t>>& seen,
+                       size_t max) {
+  if (out.size() > max) return false;
   struct stat st {};
-  if (::stat(p.c_str(), &st) != 0) return;
+  if (::stat(p.c_str(), &st) != 0) return true;
   if (S_ISREG(st.st_mode)) {
     if (seen.insert({st.st_dev, st.st_ino}).second) out.push_back(p);
-    return;
+    return out.size() <= max;
   }
-  if (!S_ISDIR(st.st_mode)) return;
+  if (!S_ISDIR(st.st_mode)) return true;
   std::error_code ec;
   std::vector<fs::path> entries;
   for (auto it = fs::recursive_directory_iterator(p, fs::directory_options::skip_permission_denied, ec);
        !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
     if (it->is_regular_file(ec)) entries.push_back(it->path());
+    if (entries.size() > max + 1) break;  // the walk of a huge tree stops past the limit
   }
   std::sort(entries.begin(), entries.end());
-  for (const auto& e : entries) add_regular_files(e, out, seen);
+  for (const auto& e : entries)
+    if (!add_regular_files(e, out, seen, max)) return false;
+  return true;
 }
 
 }  // namespace
 
-Result<std::vector<fs::path>> expand_files(const std::vector<std::string>& patterns) {
+Result<std::vector<fs::path>> expand_files(const std::vector<std::string>& patterns, size_t max_files) {
   std::vector<fs::path> out;
   std::set<std::pair<dev_t, ino_t>> seen;
+  auto too_many = [&]() {
+    return input_error("the window's files are more than " + std::to_string(max_files) +
+                       " (the limit of files per window): name the model's own directory or its shards "
+                       "(--files DIR/*.safetensors), or begin one window per model");
+  };
   for (const auto& pat : patterns) {
     if (pat.empty()) return input_error("an empty file name was given");
     glob_t g{};
@@ -111,7 +123,7 @@ Result<std::vector<fs::path>> expand_files(const std::vector<std::string>& patte
     for (const auto& h : hits) {
       struct stat st {};
       if (::stat(h.c_str(), &st) != 0) return errno_error("stat " + h);
-      add_regular_files(fs::absolute(h).lexically_normal(), out, seen);
+      if (!add_regular_files(fs::absolute(h).lexically_normal(), out, seen, max_files)) return too_many();
     }
     if (out.size() == before && hits.size() == 1 && hits[0] == pat) {
       struct stat st {};
@@ -119,6 +131,7 @@ Result<std::vector<fs::path>> expand_files(const std::vector<std::string>& patte
         return input_error(pat + " is not a regular file or directory");
     }
   }
+  if (out.size() > max_files) return too_many();
   return out;
 }
 
@@ -148,6 +161,13 @@ std::optional<Result<uint64_t>> cachestat_pages(int fd, const fs::path& file) {
   }
   return Result<uint64_t>(errno_error("cachestat " + file.string()));
 }
+
+}  // namespace
+
+// Pages of the file cached, by cachestat; nullopt without it (the keeper then fadvises blindly).
+std::optional<Result<uint64_t>> cached_pages_of(int fd, const fs::path& file) { return cachestat_pages(fd, file); }
+
+namespace {
 
 Result<uint64_t> mincore_bytes(int fd, const fs::path& file) {
   struct stat st {};
@@ -208,34 +228,123 @@ Result<void> evict_file(const fs::path& file) {
   return {};
 }
 
+namespace {
+std::optional<FileMapping> parse_maps_line(const std::string& line, pid_t pid, const FileIdSet& files);
+}
+
 Result<std::vector<FileMapping>> find_file_mappings(const HostPaths& paths, pid_t pid,
                                                     const std::vector<std::pair<dev_t, ino_t>>& files) {
   SPARK_TRY(std::string text, read_file(paths.proc / std::to_string(pid) / "maps"));
+  FileIdSet set(files.begin(), files.end());
   std::vector<FileMapping> out;
-  for (const auto& line : split_lines(text)) {
-    // 7f..-7f.. r--s 00000000 fd:01 1234   /path
-    std::istringstream in(line);
-    std::string range, perms, offset, dev, inode;
-    if (!(in >> range >> perms >> offset >> dev >> inode)) continue;
-    if (inode == "0") continue;
-    auto dash = range.find('-');
-    auto colon = dev.find(':');
-    if (dash == std::string::npos || colon == std::string::npos) continue;
-    FileMapping m;
-    m.pid = pid;
-    m.start = std::strtoull(range.substr(0, dash).c_str(), nullptr, 16);
-    m.end = std::strtoull(range.substr(dash + 1).c_str(), nullptr, 16);
-    m.offset = std::strtoull(offset.c_str(), nullptr, 16);
-    m.dev = makedev(std::strtoul(dev.substr(0, colon).c_str(), nullptr, 16),
-                    std::strtoul(dev.substr(colon + 1).c_str(), nullptr, 16));
-    m.ino = static_cast<ino_t>(std::strtoull(inode.c_str(), nullptr, 10));
-    for (const auto& [d, i] : files)
-      if (d == m.dev && i == m.ino) {
-        out.push_back(m);
-        break;
-      }
+  for (const auto& line : split_lines(text))
+    if (auto m = parse_maps_line(line, pid, set)) out.push_back(*m);
+  return out;
+}
+
+namespace {
+
+// One line of <proc>/PID/maps -> a mapping of a file in `files`, or nullopt.
+std::optional<FileMapping> parse_maps_line(const std::string& line, pid_t pid, const FileIdSet& files) {
+  // 7f..-7f.. r--s 00000000 fd:01 1234   /path
+  std::istringstream in(line);
+  std::string range, perms, offset, dev, inode;
+  if (!(in >> range >> perms >> offset >> dev >> inode)) return std::nullopt;
+  if (inode == "0") return std::nullopt;
+  auto dash = range.find('-');
+  auto colon = dev.find(':');
+  if (dash == std::string::npos || colon == std::string::npos) return std::nullopt;
+  FileMapping m;
+  m.pid = pid;
+  m.dev = makedev(std::strtoul(dev.substr(0, colon).c_str(), nullptr, 16),
+                  std::strtoul(dev.substr(colon + 1).c_str(), nullptr, 16));
+  m.ino = static_cast<ino_t>(std::strtoull(inode.c_str(), nullptr, 10));
+  if (!files.count({m.dev, m.ino})) return std::nullopt;
+  m.start = std::strtoull(range.substr(0, dash).c_str(), nullptr, 16);
+  m.end = std::strtoull(range.substr(dash + 1).c_str(), nullptr, 16);
+  m.offset = std::strtoull(offset.c_str(), nullptr, 16);
+  return m;
+}
+
+}  // namespace
+
+ProcessMappings scan_file_mappings(const HostPaths& paths, const FileIdSet& files) {
+  ProcessMappings out;
+  if (files.empty()) return out;
+  std::error_code ec;
+  const pid_t self = ::getpid();
+  for (auto it = fs::directory_iterator(paths.proc, ec); !ec && it != fs::directory_iterator(); it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (name.empty() || !std::all_of(name.begin(), name.end(), ::isdigit)) continue;
+    pid_t pid = static_cast<pid_t>(std::stol(name));
+    if (pid == self) continue;
+    auto text = read_file(paths.proc / name / "maps");
+    if (!text) continue;  // gone, or a kernel thread
+    std::vector<FileMapping> maps;
+    for (const auto& line : split_lines(*text))
+      if (auto m = parse_maps_line(line, pid, files)) maps.push_back(*m);
+    if (!maps.empty()) out[pid] = std::move(maps);
   }
   return out;
+}
+
+Result<HostPageCounts> read_host_page_counts(const HostPaths& paths) {
+  SPARK_TRY(std::string text, read_file(paths.proc / "vmstat"));
+  HostPageCounts c;
+  bool file = false, mapped = false;
+  for (const auto& line : split_lines(text)) {
+    if (line.rfind("nr_file_pages ", 0) == 0) c.file_pages = std::strtoull(line.c_str() + 14, nullptr, 10), file = true;
+    else if (line.rfind("nr_mapped ", 0) == 0) c.mapped = std::strtoull(line.c_str() + 10, nullptr, 10), mapped = true;
+    if (file && mapped) break;
+  }
+  if (!file || !mapped) return sys_error(EINVAL, (paths.proc / "vmstat").string() + " has no nr_file_pages or nr_mapped");
+  return c;
+}
+
+FdCache::~FdCache() {
+  for (auto& e : lru_) ::close(e.fd);
+}
+
+int FdCache::get(const void* owner, size_t index, const fs::path& path) {
+  Key k{owner, index};
+  if (auto it = index_.find(k); it != index_.end()) {
+    lru_.splice(lru_.begin(), lru_, it->second);
+    return it->second->fd;
+  }
+  if (capacity_ == 0) {
+    errno = EMFILE;
+    return -1;
+  }
+  while (lru_.size() >= capacity_) {
+    ::close(lru_.back().fd);
+    index_.erase(lru_.back().key);
+    lru_.pop_back();
+  }
+  int fd = open_for_advice(path);
+  if (fd < 0) return -1;
+  lru_.push_front({k, fd});
+  index_[k] = lru_.begin();
+  return fd;
+}
+
+void FdCache::drop(const void* owner, size_t index) {
+  auto it = index_.find({owner, index});
+  if (it == index_.end()) return;
+  ::close(it->second->fd);
+  lru_.erase(it->second);
+  index_.erase(it);
+}
+
+void FdCache::drop_owner(const void* owner) {
+  for (auto it = lru_.begin(); it != lru_.end();) {
+    if (it->key.owner == owner) {
+      ::close(it->fd);
+      index_.erase(it->key);
+      it = lru_.erase(it);
+    } else {
+      ++it;
+    }
+  }
 }
 
 Result<std::map<uint64_t, VmaUsage>> vma_usages(const HostPaths& paths, pid_t pid) {
@@ -325,32 +434,68 @@ Result<void> advise_process(pid_t pid, const std::vector<std::pair<uint64_t, uin
 }
 
 CacheKeeper::CacheKeeper(HostPaths paths, Actuator& act, std::string owner, std::vector<fs::path> files,
-                         CacheKeeperOptions options)
+                         CacheKeeperOptions options, FdCache* fds)
     : paths_(std::move(paths)), act_(act), owner_(std::move(owner)), files_(std::move(files)), opt_(options) {
+  if (!fds) {
+    own_fds_ = std::make_unique<FdCache>(std::min<size_t>(k_keeper_fd_capacity, std::max<size_t>(files_.size(), 1)));
+    fds = own_fds_.get();
+  }
+  fds_ = fds;
   for (const auto& f : files_) {
     struct stat st {};
     if (::stat(f.c_str(), &st) == 0)
       ids_.push_back({st.st_dev, st.st_ino});
     else
       ids_.push_back({0, 0});
-    fds_.push_back(-1);
   }
+  id_set_.insert(ids_.begin(), ids_.end());
   mapped_now_.assign(files_.size(), false);
+  // Unknown at first: every file is visited at the first pass, or in the first round of slices.
+  hot_.assign(files_.size(), files_.size() <= opt_.files_per_tick);
 }
 
-CacheKeeper::~CacheKeeper() {
-  for (int fd : fds_)
-    if (fd >= 0) ::close(fd);
-}
+CacheKeeper::~CacheKeeper() { fds_->drop_owner(this); }
 
 int CacheKeeper::fd_of(size_t i) {
-  if (fds_[i] >= 0) return fds_[i];
-  fds_[i] = open_for_advice(files_[i]);
-  if (fds_[i] < 0) stats_.last_error = describe(errno_error("opening " + files_[i].string()));
-  return fds_[i];
+  int fd = fds_->get(this, i, files_[i]);
+  if (fd < 0) stats_.last_error = describe(errno_error("opening " + files_[i].string()));
+  return fd;
 }
 
+namespace {
+
+// A keeper on its own: the counts and the scan made for it alone.
+class OwnHost : public KeeperHost {
+ public:
+  OwnHost(const HostPaths& paths, const FileIdSet& ids) : paths_(paths), ids_(ids) {}
+  const HostPageCounts* counts() override {
+    if (!read_) {
+      read_ = true;
+      if (auto c = read_host_page_counts(paths_)) counts_ = *c;
+    }
+    return counts_ ? &*counts_ : nullptr;
+  }
+  const ProcessMappings& mappings() override {
+    if (!scan_) scan_ = scan_file_mappings(paths_, ids_);
+    return *scan_;
+  }
+
+ private:
+  const HostPaths& paths_;
+  const FileIdSet& ids_;
+  bool read_ = false;
+  std::optional<HostPageCounts> counts_;
+  std::optional<ProcessMappings> scan_;
+};
+
+}  // namespace
+
 void CacheKeeper::tick(std::chrono::steady_clock::time_point now) {
+  OwnHost host(paths_, id_set_);
+  tick(now, host);
+}
+
+void CacheKeeper::tick(std::chrono::steady_clock::time_point now, KeeperHost& host) {
   ++stats_.ticks;
   if (opt_.mode == CacheMode::drop) {
     if (auto r = drop_caches(act_, owner_, "cache drop tick"); !r)
@@ -360,40 +505,100 @@ void CacheKeeper::tick(std::chrono::steady_clock::time_point now) {
     return;
   }
   if (opt_.mode != CacheMode::evict) return;
+  const HostPageCounts* counts = host.counts();
   // Evict first: the mapping scan reads every process's maps and can take a while on a busy host.
-  for (size_t i = 0; i < files_.size(); ++i) {
-    const auto& f = files_[i];
-    if (mapped_now_[i]) continue;
-    if (fd_of(i) < 0) continue;
-    if (int rc = ::posix_fadvise(fds_[i], 0, 0, POSIX_FADV_DONTNEED); rc != 0) {
-      stats_.last_error = describe(sys_error(rc, "fadvise DONTNEED " + f.string()));
-      ::close(fds_[i]);
-      fds_[i] = -1;
-    } else {
-      ++stats_.evictions;
-    }
-  }
+  evict_pass(now, counts);
   if (opt_.mapped != MappedPolicy::off && now - last_mapped_ >= opt_.mapped_period) {
     last_mapped_ = now;
-    handle_mapped(now);
+    if (wants_scan(now, counts)) {
+      const ProcessMappings& all = host.mappings();
+      ++stats_.scans;
+      last_scan_ = now;
+      if (counts) scan_mapped_ = counts->mapped;
+      handle_mapped(now, all);
+    }
   }
 }
 
-void CacheKeeper::handle_mapped(std::chrono::steady_clock::time_point now) {
+// Idle cost (issue 13 defect 11): a file's cached pages can only have grown if the host's page
+// cache moved, so while nr_file_pages stands still and no file kept pages at its last visit, the
+// pass is skipped (rechecked every idle_recheck all the same). A visit is one cachestat(2) of the
+// file; DONTNEED only where pages are cached.
+void CacheKeeper::evict_pass(std::chrono::steady_clock::time_point now, const HostPageCounts* counts) {
+  bool any_hot = std::find(hot_.begin(), hot_.end(), true) != hot_.end();
+  bool moved = !counts || !pass_counts_ || counts->file_pages != pass_counts_->file_pages;
+  if (!any_hot && !moved && now - last_pass_ < opt_.idle_recheck) return;
+  ++stats_.passes;
+  last_pass_ = now;
+  if (counts) pass_counts_ = *counts;
+  const size_t n = files_.size();
+  std::vector<size_t> visit;
+  if (n <= opt_.files_per_tick) {
+    for (size_t i = 0; i < n; ++i) visit.push_back(i);
+  } else {
+    // Files found cached (up to a slice of them, in turn), then the next slice of the others.
+    for (size_t k = 0; k < n && visit.size() < opt_.files_per_tick; ++k, hot_cursor_ = (hot_cursor_ + 1) % n)
+      if (hot_[hot_cursor_]) visit.push_back(hot_cursor_);
+    for (size_t k = 0; k < opt_.files_per_tick; ++k, cursor_ = (cursor_ + 1) % n)
+      if (!hot_[cursor_]) visit.push_back(cursor_);
+  }
+  bool left = false;
+  for (size_t i : visit) {
+    const auto& f = files_[i];
+    if (mapped_now_[i]) {  // its mapped pages are the mapping pass's: kept visited
+      hot_[i] = true;
+      left = true;
+      continue;
+    }
+    int fd = fd_of(i);
+    if (fd < 0) {
+      hot_[i] = false;
+      continue;
+    }
+    std::optional<uint64_t> before;
+    if (auto b = cached_pages_of(fd, f); b && *b) before = **b;
+    if (before && *before == 0) {
+      hot_[i] = false;
+      continue;
+    }
+    if (int rc = ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED); rc != 0) {
+      stats_.last_error = describe(sys_error(rc, "fadvise DONTNEED " + f.string()));
+      fds_->drop(this, i);
+      hot_[i] = false;
+      continue;
+    }
+    ++stats_.evictions;
+    uint64_t after = 1;  // unknown without cachestat: assume pages stayed
+    if (auto a = cached_pages_of(fd, f); a && *a) after = **a;
+    hot_[i] = after > 0;
+    left = left || after > 0;
+  }
+  // A sliced pass saw only part of the files: what the others hold is unknown.
+  cached_left_ = left || n > opt_.files_per_tick;
+}
+
+bool CacheKeeper::wants_scan(std::chrono::steady_clock::time_point now, const HostPageCounts* counts) const {
+  // No page of the files cached after the pass: none can be mapped.
+  if (!cached_left_ && vmas_.empty()) return false;
+  for (const auto& [key, st] : vmas_)
+    if (!st.in_use && (st.last_rss > 0 || st.probed)) return true;  // growing or probed: followed every period
+  if (!counts || !scan_mapped_ || counts->mapped != *scan_mapped_) return true;
+  return now - last_scan_ >= opt_.idle_recheck;
+}
+
+void CacheKeeper::handle_mapped(std::chrono::steady_clock::time_point now, const ProcessMappings& all) {
   if (ids_.empty()) return;
-  std::error_code ec;
   std::set<std::pair<pid_t, uint64_t>> live;
-  const pid_t self = ::getpid();
   std::vector<bool> mapped(files_.size(), false);
   const bool over_budget = opt_.mapped_budget == 0 || stats_.mapped_bytes > opt_.mapped_budget;
   uint64_t mapped_total = 0;
-  for (auto it = fs::directory_iterator(paths_.proc, ec); !ec && it != fs::directory_iterator(); it.increment(ec)) {
-    const std::string name = it->path().filename().string();
-    if (name.empty() || !std::all_of(name.begin(), name.end(), ::isdigit)) continue;
-    pid_t pid = static_cast<pid_t>(std::stol(name));
-    if (pid == self) continue;
-    auto maps = find_file_mappings(paths_, pid, ids_);
-    if (!maps || maps->empty()) continue;
+  for (const auto& [pid, every] : all) {
+    std::vector<FileMapping> mine;
+    for (const auto& m : every)
+      if (id_set_.count({m.dev, m.ino})) mine.push_back(m);
+    if (mine.empty()) continue;
+    const auto* maps = &mine;
+    const std::string name = std::to_string(pid);
     std::vector<std::pair<uint64_t, uint64_t>> cold, pageout;
     std::set<size_t> pageout_files;
     // Growth is followed with PAGEMAP_SCAN (present entries of the mapping's range); smaps, which
@@ -529,7 +734,7 @@ void CacheKeeper::handle_mapped(std::chrono::steady_clock::time_point now) {
     // stayed). fadvise(DONTNEED) over the file drains every CPU's batch (lru_add_drain_all) when it
     // cannot drop everything, as with mapped pages; it only deactivates the mapped ones.
     for (size_t i : pageout_files)
-      if (fd_of(i) >= 0) (void)::posix_fadvise(fds_[i], 0, 0, POSIX_FADV_DONTNEED);
+      if (int fd = fd_of(i); fd >= 0) (void)::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
     if (auto r = advise_process(pid, cold, MADV_COLD); !r)
       stats_.last_error = describe(r.error());
     else
@@ -540,6 +745,8 @@ void CacheKeeper::handle_mapped(std::chrono::steady_clock::time_point now) {
       stats_.pageouts += pageout.size();
   }
   for (auto it = vmas_.begin(); it != vmas_.end();) it = live.count(it->first) ? std::next(it) : vmas_.erase(it);
+  for (size_t i = 0; i < mapped.size(); ++i)
+    if (mapped_now_[i] && !mapped[i]) hot_[i] = true;  // unmapped since: evicted at the next pass
   mapped_now_ = mapped;
   stats_.mapped_bytes = mapped_total;
 }

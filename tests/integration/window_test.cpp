@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 
 #include <atomic>
@@ -176,6 +177,62 @@ TEST_F(WindowTest, TtlEndsTheWindow) {
   EXPECT_EQ(loop->read_ahead_kb(), "16");
   EXPECT_TRUE(pump_until([&] { return manager().list().empty(); }, 3s));
   EXPECT_EQ(loop->read_ahead_kb(), "4096");
+}
+
+size_t open_descriptors() {
+  size_t n = 0;
+  std::error_code ec;
+  for (auto it = fs::directory_iterator("/proc/self/fd", ec); !ec && it != fs::directory_iterator(); it.increment(ec)) ++n;
+  return n;
+}
+
+// Issue 13 defect 1: a window over more files than the process may open. The keeper held one
+// descriptor per file until EMFILE, the TTL end could not open the journal, the agent spun and the
+// host stayed tuned. Now the keeper's descriptors are bounded, an end runs on reserved ones, and
+// every value comes back at the TTL while each timer call stays short (the agent answers).
+TEST_F(WindowTest, WindowOverMoreFilesThanTheDescriptorLimitEndsAndRestores) {
+  fs::create_directories(loop->mnt() / "many");
+  const size_t k_files = 1500;
+  for (size_t i = 0; i < k_files; ++i) ASSERT_TRUE(test::make_file(loop->mnt() / "many" / ("f" + std::to_string(i)), 4096));
+  for (size_t i = 0; i < k_files; ++i) test::read_all(loop->mnt() / "many" / ("f" + std::to_string(i)));
+  auto before = read_value(paths.proc_sys("vm/vfs_cache_pressure"));
+  ASSERT_TRUE(before.ok());
+  std::string other = *before == "137" ? "138" : "137";
+  manager();  // its reserve is taken under the normal limit, as in the agent
+  struct rlimit old {};
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &old), 0);
+  struct rlimit low = old;
+  low.rlim_cur = open_descriptors() + 200;  // far fewer than the window's files
+  ASSERT_LT(low.rlim_cur, k_files);
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &low), 0);
+  struct Restore {
+    struct rlimit r;
+    ~Restore() { ::setrlimit(RLIMIT_NOFILE, &r); }
+  } restore{old};
+  WindowSpec s = spec({(loop->mnt() / "many").string()}, 0);
+  s.overlay = std::vector<Change>{{sysctl_target("vm.vfs_cache_pressure"), other, ""}};
+  s.ttl = 1500ms;
+  s.cache_interval = 20ms;
+  auto w = manager().begin(s);
+  ASSERT_TRUE(w.ok()) << describe(w.error());
+  EXPECT_EQ(w->files.size(), k_files);
+  size_t most_fds = 0;
+  std::chrono::nanoseconds slowest{0};
+  auto end = Clock::now() + 10s;
+  while (!manager().list().empty() && Clock::now() < end) {
+    std::this_thread::sleep_for(5ms);
+    auto t0 = Clock::now();
+    manager().on_timer(Clock::now());
+    slowest = std::max(slowest, Clock::now() - t0);
+    most_fds = std::max(most_fds, open_descriptors());
+  }
+  EXPECT_TRUE(manager().list().empty()) << "the TTL did not end the window";
+  EXPECT_EQ(*read_value(paths.proc_sys("vm/vfs_cache_pressure")), *before) << "the host stayed tuned";
+  EXPECT_LE(most_fds, static_cast<size_t>(low.rlim_cur) - 16) << "the keeper's descriptors are not bounded";
+  EXPECT_LT(slowest, 250ms) << "one timer call held the loop";
+  uint64_t cached = 0;
+  for (size_t i = 0; i < k_files; i += 50) cached += cached_bytes(loop->mnt() / "many" / ("f" + std::to_string(i))).value_or(1);
+  EXPECT_EQ(cached, 0u) << "the files were not evicted";
 }
 
 TEST_F(WindowTest, WatchedProcessExitEndsTheWindow) {

@@ -61,7 +61,27 @@ int loader_main(const std::string& kind, const std::vector<std::string>& files) 
       while ((n = ::read(fd, sink.data(), sink.size())) > 0) total += static_cast<uint64_t>(n);
       ::close(fd);
     }
+  } else if (kind == "mmap-each") {
+    // One shard at a time: map, copy out, unmap (a loader that maps shard after shard).
+    for (const auto& f : files) {
+      int fd = ::open(f.c_str(), O_RDONLY | O_CLOEXEC);
+      if (fd < 0) return 3;
+      struct stat st {};
+      ::fstat(fd, &st);
+      size_t len = static_cast<size_t>(st.st_size);
+      void* m = ::mmap(nullptr, len, PROT_READ, MAP_SHARED, fd, 0);
+      ::close(fd);
+      if (m == MAP_FAILED) return 4;
+      for (size_t off = 0; off < len; off += sink.size()) {
+        size_t n = std::min(sink.size(), len - off);
+        std::memcpy(sink.data(), static_cast<unsigned char*>(m) + off, n);
+        total += n;
+      }
+      ::munmap(m, len);
+    }
   } else {
+    // mmap / mmap-one: every file mapped first, copied out in order, unmapped at the end (mmap-one
+    // is given one large file: a GGUF mapped whole).
     struct Map {
       unsigned char* p;
       size_t len;
@@ -282,7 +302,7 @@ int main(int argc, char** argv) {
       for (std::string x; std::getline(ss, x, ',');) readahead_variants.push_back(x);
     } else {
       std::cerr << "usage: load_window [--dir D] [--shards N] [--shard-size SIZE] [--warm-size SIZE] [--reps N]\n"
-                   "  [--loaders read,mmap] [--scenarios untuned,recipe,spark-tune] [--readahead-variants 8k,128k,...]\n"
+                   "  [--loaders read,mmap,mmap-one,mmap-each] [--scenarios untuned,recipe,spark-tune] [--readahead-variants 8k,128k,...]\n"
                    "  [--spark-tune PATH] [--shuffle]\n"
                    "       load_window --keeper-cost 1,80 [--seconds 30] [--dir D]\n";
       return 2;
@@ -324,6 +344,16 @@ int main(int argc, char** argv) {
   }
   fs::path warm = work / "unrelated.bin";
   make_file(warm, warm_size);
+  // mmap-one: one file as large as all shards together, in the model directory too.
+  fs::path whole = work / "model" / "model.gguf";
+  bool want_whole = std::find(loaders.begin(), loaders.end(), "mmap-one") != loaders.end();
+  if (want_whole && !make_file(whole, shard_size * static_cast<uint64_t>(shards))) {
+    std::cerr << "writing " << whole << " failed\n";
+    return 1;
+  }
+  auto files_of = [&](const std::string& loader) {
+    return loader == "mmap-one" ? std::vector<fs::path>{whole} : shard_files;
+  };
   auto device = readahead_device_of_file(paths, shard_files[0]);
   std::cerr << "shards on " << (device ? *device : describe(device.error())) << ", readahead "
             << (device ? std::to_string(read_readahead_kb(paths, *device).value_or(0)) + " KiB" : "?") << "\n";
@@ -354,6 +384,7 @@ int main(int argc, char** argv) {
       for (const auto& scenario : order) {
         // Same start for everyone: shards cold, the unrelated file fully cached.
         for (const auto& f : shard_files) (void)evict_file(f);
+        if (want_whole) (void)evict_file(whole);
         {
           int fd = ::open(warm.c_str(), O_RDONLY);
           std::vector<char> b(16 << 20);
@@ -362,7 +393,7 @@ int main(int argc, char** argv) {
           ::close(fd);
         }
         std::vector<std::string> load{g_self, "--loader", loader};
-        for (const auto& f : shard_files) load.push_back(f.string());
+        for (const auto& f : files_of(loader)) load.push_back(f.string());
         std::vector<std::string> cmd = load;
         std::atomic<bool> stop_drop{false};
         std::thread dropper;
@@ -400,7 +431,7 @@ int main(int argc, char** argv) {
           cmd.insert(cmd.end(), load.begin(), load.end());
         }
         Sampler sampler;
-        sampler.shards = shard_files;
+        sampler.shards = files_of(loader);
         sampler.begin();
         auto t0 = Clock::now();
         RunUsage usage;

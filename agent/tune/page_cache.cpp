@@ -385,11 +385,13 @@ constexpr unsigned long k_pagemap_scan = _IOWR('f', 16, PmScanArg);
 
 }  // namespace
 
-std::optional<Result<uint64_t>> mapped_bytes(int pagemap_fd, uint64_t start, uint64_t end) {
+std::optional<Result<std::vector<std::pair<uint64_t, uint64_t>>>> present_regions(int pagemap_fd, uint64_t start,
+                                                                                 uint64_t end) {
+  using Regions = std::vector<std::pair<uint64_t, uint64_t>>;
   static std::atomic<bool> missing{false};
   if (missing.load(std::memory_order_relaxed)) return std::nullopt;
   std::array<PageRegion, 256> regions{};
-  uint64_t total = 0;
+  Regions out;
   for (uint64_t at = start; at < end;) {
     PmScanArg arg{};
     arg.size = sizeof arg;
@@ -406,12 +408,27 @@ std::optional<Result<uint64_t>> mapped_bytes(int pagemap_fd, uint64_t start, uin
           log_info("page cache: this kernel has no PAGEMAP_SCAN (Linux 6.7+): mapped pages are read from smaps");
         return std::nullopt;
       }
-      return Result<uint64_t>(errno_error("PAGEMAP_SCAN"));
+      return Result<Regions>(errno_error("PAGEMAP_SCAN"));
     }
-    for (long i = 0; i < n; ++i) total += regions[static_cast<size_t>(i)].end - regions[static_cast<size_t>(i)].start;
+    for (long i = 0; i < n; ++i) {
+      const auto& r = regions[static_cast<size_t>(i)];
+      if (!out.empty() && out.back().second == r.start)
+        out.back().second = r.end;
+      else
+        out.push_back({r.start, r.end});
+    }
     if (arg.walk_end <= at) break;  // no progress: never loop forever
     at = arg.walk_end;
   }
+  return Result<Regions>(std::move(out));
+}
+
+std::optional<Result<uint64_t>> mapped_bytes(int pagemap_fd, uint64_t start, uint64_t end) {
+  auto r = present_regions(pagemap_fd, start, end);
+  if (!r) return std::nullopt;
+  if (!*r) return Result<uint64_t>(r->error());
+  uint64_t total = 0;
+  for (const auto& [a, b] : **r) total += b - a;
   return Result<uint64_t>(total);
 }
 
@@ -508,7 +525,9 @@ void CacheKeeper::tick(std::chrono::steady_clock::time_point now, KeeperHost& ho
   const HostPageCounts* counts = host.counts();
   // Evict first: the mapping scan reads every process's maps and can take a while on a busy host.
   evict_pass(now, counts);
-  if (opt_.mapped != MappedPolicy::off && now - last_mapped_ >= opt_.mapped_period) {
+  // A mapping that grows or is probed is followed at every tick: the reaction window of paging out
+  // behind a reader is a tick, not mapped_period.
+  if (opt_.mapped != MappedPolicy::off && (active_ || now - last_mapped_ >= opt_.mapped_period)) {
     last_mapped_ = now;
     if (wants_scan(now, counts)) {
       const ProcessMappings& all = host.mappings();
@@ -648,7 +667,19 @@ void CacheKeeper::handle_mapped(std::chrono::steady_clock::time_point now, const
         present = u->second.rss;
       }
       uint64_t rss = *present;
+      bool front_moved = false;
+      if (behind_reader(now, pid, m, pagemap.get(), over_budget, st, rss, front_moved)) {
+        keep_in_use();
+        mapped_total += st.last_rss;
+        continue;
+      }
       mapped_total += rss;
+      if (st.btr_loader && !front_moved && rss > 0 && !(rss > st.last_rss) && now - st.front_at >= 2 * opt_.behind_wait) {
+        // Its samples showed a loader and its reader stopped (at the end of a shard, or paused):
+        // the rest goes now, without the probe of a mapping that stopped growing.
+        page_out();
+        continue;
+      }
       if (st.probed && !st.samples.empty()) {
         // A sampled probe is out. Samples mapped again with little else mapped since: the process
         // reads the mapping in place (in use). Much more mapped since: it is loading again.
@@ -672,7 +703,8 @@ void CacheKeeper::handle_mapped(std::chrono::steady_clock::time_point now, const
         page_out();
         continue;
       }
-      bool growing = rss > st.last_rss;
+      bool growing = rss > st.last_rss || front_moved;
+      st.moving = growing;
       st.last_rss = rss;
       if (rss == 0 || growing) {
         st.probed.reset();
@@ -747,8 +779,93 @@ void CacheKeeper::handle_mapped(std::chrono::steady_clock::time_point now, const
   for (auto it = vmas_.begin(); it != vmas_.end();) it = live.count(it->first) ? std::next(it) : vmas_.erase(it);
   for (size_t i = 0; i < mapped.size(); ++i)
     if (mapped_now_[i] && !mapped[i]) hot_[i] = true;  // unmapped since: evicted at the next pass
+  active_ = false;
+  for (const auto& [key, st] : vmas_)
+    if (!st.in_use && (st.moving || st.probed || !st.btr_samples.empty())) active_ = true;
   mapped_now_ = mapped;
   stats_.mapped_bytes = mapped_total;
+}
+
+// Page out behind the reader (issue 14 part 1). A mapping that keeps growing (one GGUF mapped
+// whole, every shard mapped up front) is followed by where its reader is: the end of the highest
+// present region (the front). Once the front is past behind_lag + a few blocks, sample blocks in
+// the region it has passed are paged out; behind_wait later, none mapped again while the front
+// moved on means a loader: from then on, at every scan, the region more than behind_lag behind
+// the front is paged out in file-aligned blocks (large folios stay whole). A sample mapped again,
+// or pages mapped again below what was paged out, means the process uses its mapping in place (a
+// CPU server): it is kept, and never paged out again in this window. Returns true for that.
+bool CacheKeeper::behind_reader(std::chrono::steady_clock::time_point now, pid_t pid, const FileMapping& m, int pagemap,
+                                bool over_budget, VmaState& st, uint64_t& rss, bool& front_moved) {
+  if (opt_.mapped != MappedPolicy::idle || opt_.behind_lag == 0 || pagemap < 0) return false;
+  if (!over_budget && st.done_upto == 0 && st.btr_samples.empty()) return false;
+  auto regions = present_regions(pagemap, m.start, m.end);
+  if (!regions || !*regions) return false;
+  const auto& present = **regions;
+  uint64_t front = present.empty() ? m.start : present.back().second;
+  front_moved = front > st.last_front;
+  if (front_moved || st.last_front == 0) st.front_at = now;
+  st.last_front = std::max(st.last_front, front);
+  auto bytes_in = [&](uint64_t a, uint64_t b) {
+    uint64_t n = 0;
+    for (const auto& [s, e] : present)
+      if (e > a && s < b) n += std::min(e, b) - std::max(s, a);
+    return n;
+  };
+  const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  const uint64_t block = std::max(opt_.sample_block, page);
+  // Pages mapped again below what was paged out: read in place.
+  if (st.done_upto > m.start && bytes_in(m.start, st.done_upto) > st.behind_left + block) {
+    st.last_rss = rss;
+    return true;
+  }
+  if (!st.btr_samples.empty()) {
+    for (const auto& [a, b] : st.btr_samples)
+      if (bytes_in(a, b) > 0) {
+        st.btr_samples.clear();
+        st.last_rss = rss;
+        return true;
+      }
+    if (now - st.btr_probed >= opt_.behind_wait && front > st.btr_probe_front) {
+      st.btr_loader = true;
+      st.btr_samples.clear();
+    }
+  }
+  // The passed region ends behind_lag behind the front, on a block boundary of the file.
+  auto align_down = [&](uint64_t addr) -> uint64_t {
+    if (addr <= m.start) return m.start;
+    uint64_t file_at = (addr - m.start + m.offset) / block * block;
+    return file_at <= m.offset ? m.start : m.start + (file_at - m.offset);
+  };
+  uint64_t passed = align_down(front > m.start + opt_.behind_lag ? front - opt_.behind_lag : m.start);
+  uint64_t from = std::max(st.done_upto, m.start);
+  if (!st.btr_loader && st.btr_samples.empty() && passed >= from + 4 * block) {
+    std::vector<std::pair<uint64_t, uint64_t>> samples;
+    for (int k = 0; k < 4; ++k) {
+      uint64_t at = align_down(from + (passed - from) * static_cast<uint64_t>(2 * k + 1) / 8);
+      if (at < from || at + block > passed) continue;
+      if (samples.empty() || samples.back().first != at) samples.push_back({at, at + block});
+    }
+    if (!samples.empty() && advise_process(pid, samples, MADV_PAGEOUT)) {
+      ++stats_.probes;
+      for (const auto& r : samples)
+        if (auto b = mapped_bytes(pagemap, r.first, r.second); b && *b && **b == 0) st.btr_samples.push_back(r);
+      st.btr_probed = now;
+      st.btr_probe_front = front;
+    }
+  }
+  if (st.btr_loader && passed >= from + block) {
+    if (auto r = advise_process(pid, {{from, passed}}, MADV_PAGEOUT); !r) {
+      stats_.last_error = describe(r.error());
+      return false;
+    }
+    ++stats_.behind_pageouts;
+    stats_.behind_bytes += passed - from;
+    st.done_upto = passed;
+    if (auto left = mapped_bytes(pagemap, m.start, st.done_upto); left && *left) st.behind_left = **left;
+    if (auto now_rss = mapped_bytes(pagemap, m.start, m.end); now_rss && *now_rss) rss = **now_rss;
+    st.last_rss = std::min(st.last_rss, rss);
+  }
+  return false;
 }
 
 }  // namespace spark

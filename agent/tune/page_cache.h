@@ -176,6 +176,9 @@ Result<std::map<uint64_t, VmaUsage>> vma_usages(const HostPaths& paths, pid_t pi
 // smaps of a 4 GiB mapping every 250 ms took a third of a core during a load). nullopt when the
 // kernel has no PAGEMAP_SCAN.
 std::optional<Result<uint64_t>> mapped_bytes(int pagemap_fd, uint64_t start, uint64_t end);
+// The same walk, giving the present ranges ([start, end) addresses, merged, in order).
+std::optional<Result<std::vector<std::pair<uint64_t, uint64_t>>>> present_regions(int pagemap_fd, uint64_t start,
+                                                                                 uint64_t end);
 // process_madvise(2) on ranges of another process (MADV_COLD or MADV_PAGEOUT).
 Result<void> advise_process(pid_t pid, const std::vector<std::pair<uint64_t, uint64_t>>& ranges, int advice);
 
@@ -194,6 +197,10 @@ struct CacheKeeperOptions {
   // round robin; a file found cached is visited every tick until it is not): one tick never holds
   // the agent's loop for long (issue 13).
   size_t files_per_tick = 1024;
+  // Page out behind the reader inside a growing mapping (MappedPolicy::idle; 0 turns it off): what
+  // the reader passed more than behind_lag ago, once sample blocks there stayed out behind_wait.
+  uint64_t behind_lag = 64ULL << 20;
+  std::chrono::milliseconds behind_wait{100};
   // With nothing moving on the host (its page-cache and mapped page counts), files with no cached
   // page are still checked this often.
   std::chrono::milliseconds idle_recheck{2000};
@@ -208,6 +215,8 @@ struct CacheKeeperStats {
   uint64_t probes = 0;         // sampled probes (MADV_PAGEOUT of sample pages)
   uint64_t kept_in_use = 0;    // mappings found in use and left alone
   uint64_t mapped_bytes = 0;   // the window files' mapped pages at the last scan, all processes
+  uint64_t behind_pageouts = 0;  // MADV_PAGEOUT of regions behind a reader
+  uint64_t behind_bytes = 0;     // bytes of mappings those covered
   uint64_t passes = 0;         // evict passes made (ticks where something could have changed)
   uint64_t scans = 0;          // mapping scans used
   std::string last_error;
@@ -235,6 +244,9 @@ class CacheKeeper {
   void evict_pass(std::chrono::steady_clock::time_point now, const HostPageCounts* counts);
   bool wants_scan(std::chrono::steady_clock::time_point now, const HostPageCounts* counts) const;
   void handle_mapped(std::chrono::steady_clock::time_point now, const ProcessMappings& all);
+  struct VmaState;
+  bool behind_reader(std::chrono::steady_clock::time_point now, pid_t pid, const FileMapping& m, int pagemap,
+                     bool over_budget, VmaState& st, uint64_t& rss, bool& front_moved);
   int fd_of(size_t i);  // the file's descriptor from the FdCache; -1 (last_error set) when it cannot be opened
   HostPaths paths_;
   Actuator& act_;
@@ -255,6 +267,7 @@ class CacheKeeper {
   std::chrono::steady_clock::time_point last_pass_{};
   std::optional<HostPageCounts> pass_counts_;  // the host's counts at the last evict pass
   std::optional<uint64_t> scan_mapped_;        // the host's mapped count at the last scan
+  bool active_ = false;      // a mapping grows or is being probed: scanned at every tick
   bool cached_left_ = true;  // some file page stayed cached after the last pass (mapped, dirty): scans may find it
   struct VmaState {
     uint64_t last_rss = 0;
@@ -262,6 +275,16 @@ class CacheKeeper {
     std::vector<std::pair<uint64_t, uint64_t>> samples;  // sample pages unmapped by the probe (empty: MADV_COLD probe)
     uint64_t rss_after_probe = 0;
     bool in_use = false;     // touched after the probe: left alone from then on
+    bool moving = false;     // grew at the last scan
+    // Behind the reader (see behind_reader):
+    uint64_t last_front = 0;     // the end of the highest present region
+    std::chrono::steady_clock::time_point front_at{};  // when it last moved
+    uint64_t done_upto = 0;      // paged out below this address
+    uint64_t behind_left = 0;    // bytes still mapped below done_upto right after that
+    std::vector<std::pair<uint64_t, uint64_t>> btr_samples;  // sample blocks out, not yet judged
+    std::chrono::steady_clock::time_point btr_probed{};
+    uint64_t btr_probe_front = 0;
+    bool btr_loader = false;     // the samples stayed out while the front moved on
   };
   std::map<std::pair<pid_t, uint64_t>, VmaState> vmas_;
 };

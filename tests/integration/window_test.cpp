@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 
 #include <atomic>
+#include <cstring>
 #include <chrono>
 #include <thread>
 
@@ -507,6 +508,63 @@ TEST_F(WindowTest, PagedOutServerTouchedAgainIsKept) {
   EXPECT_GE(lowest, (64ull << 20) - (8ull << 20)) << "paged out again while in use (samples are 8 MiB): " << info.dump();
   EXPECT_EQ(info["cache_stats"]["pageouts"].get<uint64_t>(), 1u) << info.dump();
   EXPECT_GE(info["cache_stats"]["kept_in_use"].get<uint64_t>(), 1u) << info.dump();
+}
+
+// Issue 14 part 1: one file mapped whole and read once, front to back. The mapping grows until the
+// load is over, so paging out only mappings that stopped growing kept all of it; now the region
+// the reader has passed is paged out behind it, and the cache stays a fraction of the file.
+TEST_F(WindowTest, OneMappingReadFrontToBackIsPagedOutBehindTheReader) {
+  const uint64_t len = 512ull << 20;
+  auto f = file("model.gguf", len >> 20);
+  test::read_all(f);  // written: drop it so the load reads from the device
+  ASSERT_TRUE(evict_file(f).ok());
+  WindowSpec s = spec({f.string()}, 0);
+  s.cache_interval = 50ms;
+  s.mapped_budget = MappedBudget{0};
+  auto w = manager().begin(s);
+  ASSERT_TRUE(w.ok()) << describe(w.error());
+  int done[2];
+  ASSERT_EQ(::pipe(done), 0);
+  pid_t loader = ::fork();
+  if (loader == 0) {
+    int fd = ::open(f.c_str(), O_RDONLY);
+    auto* m = static_cast<const unsigned char*>(::mmap(nullptr, len, PROT_READ, MAP_SHARED, fd, 0));
+    std::vector<unsigned char> sink(8 << 20);
+    for (uint64_t off = 0; off < len; off += sink.size()) {
+      std::memcpy(sink.data(), m + off, sink.size());
+      ::usleep(20'000);  // about 400 MiB/s: a device upload between reads
+    }
+    (void)!::write(done[1], "d", 1);
+    ::pause();  // keeps its mapping until killed, as a server process does after the load
+    ::_exit(sink[7] & 1);
+  }
+  ::close(done[1]);
+  struct Reap {
+    pid_t pid;
+    ~Reap() {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, nullptr, 0);
+    }
+  } reap{loader};
+  uint64_t peak = 0;
+  bool finished = false;
+  pump_until(
+      [&] {
+        peak = std::max(peak, cached_bytes(f).value_or(0));
+        pollfd p{done[0], POLLIN, 0};
+        finished = ::poll(&p, 1, 0) > 0;
+        return finished;
+      },
+      30s);
+  ::close(done[0]);
+  auto info = manager().describe_window(w->id);
+  ASSERT_TRUE(manager().end(w->id, "test").ok());
+  ASSERT_TRUE(finished) << "the loader did not finish";
+  std::printf("behind the reader: peak %llu MiB of %llu MiB; %s\n", (unsigned long long)(peak >> 20),
+              (unsigned long long)(len >> 20), info["cache_stats"].dump().c_str());
+  EXPECT_GE(info["cache_stats"]["behind_pageouts"].get<uint64_t>(), 1u) << info.dump();
+  EXPECT_LT(peak, len * 35 / 100) << "the mapping kept its cache while it grew: " << info.dump();
+  EXPECT_EQ(info["cache_stats"]["kept_in_use"].get<uint64_t>(), 0u) << "a loader taken for a server: " << info.dump();
 }
 
 // The mapped budget: an idle loader's mapping stays while the window's mapped pages are within it,

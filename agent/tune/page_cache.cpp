@@ -467,6 +467,10 @@ CacheKeeper::CacheKeeper(HostPaths paths, Actuator& act, std::string owner, std:
   }
   id_set_.insert(ids_.begin(), ids_.end());
   mapped_now_.assign(files_.size(), false);
+  for (size_t i = 0; i < files_.size(); ++i) {
+    by_path_[files_[i].string()] = i;
+    dirs_[files_[i].parent_path()];
+  }
   // Unknown at first: every file is visited at the first pass, or in the first round of slices.
   hot_.assign(files_.size(), files_.size() <= opt_.files_per_tick);
 }
@@ -523,6 +527,10 @@ void CacheKeeper::tick(std::chrono::steady_clock::time_point now, KeeperHost& ho
   }
   if (opt_.mode != CacheMode::evict) return;
   const HostPageCounts* counts = host.counts();
+  if (now - last_names_ >= opt_.names_period) {
+    last_names_ = now;
+    follow_names(now);
+  }
   // Evict first: the mapping scan reads every process's maps and can take a while on a busy host.
   evict_pass(now, counts);
   // A mapping that grows or is probed is followed at every tick: the reaction window of paging out
@@ -536,6 +544,75 @@ void CacheKeeper::tick(std::chrono::steady_clock::time_point now, KeeperHost& ho
       if (counts) scan_mapped_ = counts->mapped;
       handle_mapped(now, all);
     }
+  }
+}
+
+void CacheKeeper::follow_directories(const std::vector<fs::path>& dirs) {
+  for (const auto& d : dirs) {
+    dirs_[d].named = true;
+    std::error_code ec;
+    size_t n = 0;
+    for (auto it = fs::recursive_directory_iterator(d, fs::directory_options::skip_permission_denied, ec);
+         !ec && it != fs::recursive_directory_iterator() && n < k_max_window_files; it.increment(ec), ++n)
+      if (it->is_directory(ec)) dirs_[it->path()].named = true;
+  }
+  // The mtimes as they are now: what changes from here is followed.
+  for (auto& [d, st] : dirs_) {
+    struct stat s {};
+    if (::stat(d.c_str(), &s) == 0) st.mtime = s.st_mtim;
+  }
+}
+
+void CacheKeeper::add_file(const fs::path& p, const FileId& id) {
+  by_path_[p.string()] = files_.size();
+  files_.push_back(p);
+  ids_.push_back(id);
+  id_set_.insert(id);
+  mapped_now_.push_back(false);
+  hot_.push_back(true);
+}
+
+void CacheKeeper::follow_names(std::chrono::steady_clock::time_point) {
+  std::vector<fs::path> new_dirs;
+  for (auto& [d, st] : dirs_) {
+    struct stat s {};
+    if (::stat(d.c_str(), &s) != 0) continue;
+    if (s.st_mtim.tv_sec == st.mtime.tv_sec && s.st_mtim.tv_nsec == st.mtime.tv_nsec) continue;
+    st.mtime = s.st_mtim;
+    std::error_code ec;
+    for (auto it = fs::directory_iterator(d, fs::directory_options::skip_permission_denied, ec);
+         !ec && it != fs::directory_iterator(); it.increment(ec)) {
+      const fs::path& p = it->path();
+      struct stat fst {};
+      if (::stat(p.c_str(), &fst) != 0) continue;
+      if (S_ISDIR(fst.st_mode)) {
+        if (st.named && !dirs_.count(p)) new_dirs.push_back(p);
+        continue;
+      }
+      if (!S_ISREG(fst.st_mode)) continue;
+      FileId id{fst.st_dev, fst.st_ino};
+      auto known = by_path_.find(p.string());
+      if (known != by_path_.end()) {
+        size_t i = known->second;
+        if (ids_[i] != id) {  // renamed over: the name now holds another inode
+          id_set_.erase(ids_[i]);
+          ids_[i] = id;
+          id_set_.insert(id);
+          fds_->drop(this, i);
+          hot_[i] = true;
+          mapped_now_[i] = false;
+          ++stats_.files_replaced;
+        }
+        continue;
+      }
+      if (st.named && !id_set_.count(id) && files_.size() < k_max_window_files) {
+        add_file(p, id);
+        ++stats_.files_added;
+      }
+    }
+  }
+  for (const auto& d : new_dirs) {
+    dirs_[d].named = true;  // mtime zero: read at the next period
   }
 }
 
@@ -674,10 +751,12 @@ void CacheKeeper::handle_mapped(std::chrono::steady_clock::time_point now, const
         continue;
       }
       mapped_total += rss;
-      if (st.btr_loader && !front_moved && rss > 0 && !(rss > st.last_rss) && now - st.front_at >= 2 * opt_.behind_wait) {
-        // Its samples showed a loader and its reader stopped (at the end of a shard, or paused):
-        // the rest goes now, without the probe of a mapping that stopped growing.
-        page_out();
+      if (st.btr_loader) {
+        // Its samples showed a loader. Once its reader stopped (at the end of a shard, or paused)
+        // the rest goes, without the probe of a mapping that stopped growing: that probe's samples
+        // would lie ahead of a paused reader, and its resuming would read as use in place.
+        if (!front_moved && rss > 0 && now - st.front_at >= 2 * opt_.behind_wait) page_out();
+        st.last_rss = rss;
         continue;
       }
       if (st.probed && !st.samples.empty()) {
@@ -726,7 +805,10 @@ void CacheKeeper::handle_mapped(std::chrono::steady_clock::time_point now, const
         // The sampled probe: a few file-aligned blocks out of the mapping now, in this process.
         std::vector<std::pair<uint64_t, uint64_t>> samples;
         const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
-        const uint64_t block = std::max(opt_.sample_block, page), len = m.end - m.start;
+        // Samples where the process has read: below the front (a paused reader's unread part would
+        // come back as it resumes, which is not use in place).
+        const uint64_t top = st.last_front > m.start ? std::min(st.last_front, m.end) : m.end;
+        const uint64_t block = std::max(opt_.sample_block, page), len = top - m.start;
         const size_t count = std::clamp<size_t>(static_cast<size_t>(len / std::max<uint64_t>(opt_.sample_every, 1)),
                                                 opt_.min_samples, opt_.max_samples);
         for (size_t k = 0; k < count; ++k) {
@@ -734,7 +816,7 @@ void CacheKeeper::handle_mapped(std::chrono::steady_clock::time_point now, const
           uint64_t file_at = want / block * block;
           if (file_at < m.offset) continue;
           uint64_t at = m.start + (file_at - m.offset);
-          if (at + block > m.end) continue;
+          if (at + block > top) continue;
           if (samples.empty() || samples.back().first != at) samples.push_back({at, at + block});
         }
         if (samples.empty())  // a mapping smaller than a block: one page in its middle

@@ -201,6 +201,7 @@ struct CacheKeeperOptions {
   // the reader passed more than behind_lag ago, once sample blocks there stayed out behind_wait.
   uint64_t behind_lag = 64ULL << 20;
   std::chrono::milliseconds behind_wait{100};
+  std::chrono::milliseconds names_period{1000};
   // With nothing moving on the host (its page-cache and mapped page counts), files with no cached
   // page are still checked this often.
   std::chrono::milliseconds idle_recheck{2000};
@@ -217,6 +218,8 @@ struct CacheKeeperStats {
   uint64_t mapped_bytes = 0;   // the window files' mapped pages at the last scan, all processes
   uint64_t behind_pageouts = 0;  // MADV_PAGEOUT of regions behind a reader
   uint64_t behind_bytes = 0;     // bytes of mappings those covered
+  uint64_t files_added = 0;     // created in a named directory after begin
+  uint64_t files_replaced = 0;  // renamed over: followed to the new inode
   uint64_t passes = 0;         // evict passes made (ticks where something could have changed)
   uint64_t scans = 0;          // mapping scans used
   std::string last_error;
@@ -239,9 +242,18 @@ class CacheKeeper {
   const CacheKeeperStats& stats() const { return stats_; }
   const std::vector<fs::path>& files() const { return files_; }
   const std::vector<FileId>& ids() const { return ids_; }
+  // Follow the names the user gave (issue 13 defect 8): every names_period, the directories of the
+  // files (and these, the directories the user named, with every directory below) are stat'ed;
+  // where one's mtime moved, its entries are read again: a file renamed over a window file (a new
+  // inode) is followed by name, a regular file created in a named directory joins the window (up
+  // to k_max_window_files). A poll of the directories' mtimes, not inotify: no watch descriptors
+  // to bound, and its cost is one stat per directory per period.
+  void follow_directories(const std::vector<fs::path>& dirs);
 
  private:
   void evict_pass(std::chrono::steady_clock::time_point now, const HostPageCounts* counts);
+  void follow_names(std::chrono::steady_clock::time_point now);
+  void add_file(const fs::path& p, const FileId& id);
   bool wants_scan(std::chrono::steady_clock::time_point now, const HostPageCounts* counts) const;
   void handle_mapped(std::chrono::steady_clock::time_point now, const ProcessMappings& all);
   struct VmaState;
@@ -267,6 +279,13 @@ class CacheKeeper {
   std::chrono::steady_clock::time_point last_pass_{};
   std::optional<HostPageCounts> pass_counts_;  // the host's counts at the last evict pass
   std::optional<uint64_t> scan_mapped_;        // the host's mapped count at the last scan
+  struct DirState {
+    struct timespec mtime {};
+    bool named = false;  // under a directory the user named: new files join
+  };
+  std::map<fs::path, DirState> dirs_;
+  std::unordered_map<std::string, size_t> by_path_;
+  std::chrono::steady_clock::time_point last_names_{};
   bool active_ = false;      // a mapping grows or is being probed: scanned at every tick
   bool cached_left_ = true;  // some file page stayed cached after the last pass (mapped, dirty): scans may find it
   struct VmaState {

@@ -129,6 +129,7 @@ Result<WindowSpec> spec_from_json(const json& j) {
 json record_to_json(const WindowRecord& r) {
   return {{"id", r.id},
           {"files", r.files},
+          {"dirs", r.dirs},
           {"devices", r.devices},
           {"readahead_kb", r.readahead_kb},
           {"cache", cache_mode_name(r.cache)},
@@ -148,6 +149,7 @@ Result<WindowRecord> record_from_json(const json& j) {
   try {
     r.id = j.at("id").get<std::string>();
     r.files = j.value("files", std::vector<std::string>{});
+    r.dirs = j.value("dirs", std::vector<std::string>{});
     r.devices = j.value("devices", std::vector<std::string>{});
     r.readahead_kb = j.value("readahead_kb", uint64_t{0});
     SPARK_TRY(CacheMode m, parse_cache_mode(j.value("cache", std::string("off"))));
@@ -375,6 +377,10 @@ Result<WindowRecord> WindowManager::begin(const WindowSpec& asked) {
   WindowRecord r;
   r.id = id;
   for (const auto& f : files) r.files.push_back(f.string());
+  for (const auto& pat : spec.files) {
+    std::error_code ec;
+    if (fs::is_directory(pat, ec)) r.dirs.push_back(fs::absolute(pat).lexically_normal().string());
+  }
   r.devices = devices;
   r.readahead_kb = ra;
   r.cache = cache;
@@ -446,6 +452,7 @@ Result<void> WindowManager::start_runtime(const WindowRecord& r) {
     o.mapped = r.mapped;
     o.mapped_budget = r.mapped_budget;
     rt->cache = std::make_unique<CacheKeeper>(paths_, tuner_.actuator(), owner_of(r.id), files, o, &fds_);
+    rt->cache->follow_directories(std::vector<fs::path>(r.dirs.begin(), r.dirs.end()));
     rt->next_cache = now;
   }
   rt->next_port = now;
@@ -480,6 +487,7 @@ json cache_stats_json(const CacheKeeperStats& s, uint64_t mapped_budget) {
           {"kept_in_use", s.kept_in_use}, {"mapped_bytes", s.mapped_bytes},
           {"behind_pageouts", s.behind_pageouts}, {"behind_bytes", s.behind_bytes},
           {"passes", s.passes}, {"scans", s.scans},
+          {"files_added", s.files_added}, {"files_replaced", s.files_replaced},
           {"mapped_budget", mapped_budget}, {"last_error", s.last_error}};
 }
 
@@ -507,7 +515,13 @@ Result<void> WindowManager::end_now(const std::string& id, const std::string& re
     if (d.owners.contains(owner_of(id)))
       if (auto rec = record_from_json(d.owners[owner_of(id)]); rec) evict_last_time(*rec);
   } else {
-    evict_last_time(windows_.at(id)->record);
+    // The keeper's files: those created in the window's directories since begin too.
+    WindowRecord r = windows_.at(id)->record;
+    if (const auto& keeper = windows_.at(id)->cache) {
+      r.files.clear();
+      for (const auto& f : keeper->files()) r.files.push_back(f.string());
+    }
+    evict_last_time(r);
   }
   auto released = tuner_.release(owner_of(id));
   if (!released) return with_context(released.error(), "ending window " + id);
@@ -520,7 +534,9 @@ Result<void> WindowManager::end_now(const std::string& id, const std::string& re
     if (rt->cache)
       log_info("window " + id + " cache: " + std::to_string(rt->cache->stats().evictions) + " evictions, " +
                std::to_string(rt->cache->stats().drops) + " drops, " + std::to_string(rt->cache->stats().pageouts) +
-               " pageouts" + (rt->cache->stats().last_error.empty() ? "" : ", last error: " + rt->cache->stats().last_error));
+               " pageouts, " + std::to_string(rt->cache->stats().behind_pageouts) + " behind the reader (" +
+               format_size(rt->cache->stats().behind_bytes) + "), " + std::to_string(rt->cache->stats().probes) +
+               " probes, " + std::to_string(rt->cache->stats().kept_in_use) + " kept in use" + (rt->cache->stats().last_error.empty() ? "" : ", last error: " + rt->cache->stats().last_error));
     windows_.erase(id);
   }
   std::string ended = "window " + id + " ended (" + reason + "): " + std::to_string(released->size()) +

@@ -82,6 +82,7 @@ Result<WindowSpec> spec_from_json(const nlohmann::json& j);
 struct WindowRecord {
   std::string id;
   std::vector<std::string> files;    // expanded
+  std::vector<std::string> dirs;     // the directories given: files created in them later are the window's too
   std::vector<std::string> devices;  // throttled devices
   uint64_t readahead_kb = 0;
   CacheMode cache = CacheMode::off;

@@ -510,6 +510,36 @@ TEST_F(WindowTest, PagedOutServerTouchedAgainIsKept) {
   EXPECT_GE(info["cache_stats"]["kept_in_use"].get<uint64_t>(), 1u) << info.dump();
 }
 
+// Issue 13 defect 8: follow the names the user gave. A download written to a temp file and renamed
+// over the window's file is a new inode: its cache is evicted. A file created in the window's
+// directory after begin is evicted too.
+TEST_F(WindowTest, FileRenamedOverAndFileCreatedAfterBeginAreEvicted) {
+  fs::path dir = loop->mnt() / "model";
+  fs::create_directories(dir);
+  ASSERT_TRUE(test::make_file(dir / "a.safetensors", 32ull << 20));
+  WindowSpec s = spec({dir.string()}, 0);
+  s.cache_interval = 20ms;
+  auto w = manager().begin(s);
+  ASSERT_TRUE(w.ok()) << describe(w.error());
+  ASSERT_TRUE(test::make_file(loop->mnt() / "a.tmp", 32ull << 20));
+  ASSERT_EQ(::rename((loop->mnt() / "a.tmp").c_str(), (dir / "a.safetensors").c_str()), 0);
+  ASSERT_TRUE(test::make_file(dir / "b.safetensors", 32ull << 20));
+  test::read_all(dir / "a.safetensors");
+  test::read_all(dir / "b.safetensors");
+  bool evicted = pump_until(
+      [&] {
+        return cached_bytes(dir / "a.safetensors").value_or(1) == 0 && cached_bytes(dir / "b.safetensors").value_or(1) == 0;
+      },
+      6s);
+  uint64_t a_left = cached_bytes(dir / "a.safetensors").value_or(0), b_left = cached_bytes(dir / "b.safetensors").value_or(0);
+  auto info = manager().describe_window(w->id);
+  ASSERT_TRUE(manager().end(w->id, "test").ok());
+  EXPECT_TRUE(evicted) << "left cached: renamed-over " << (a_left >> 20) << " MiB, created " << (b_left >> 20)
+                       << " MiB; " << info["cache_stats"].dump();
+  EXPECT_EQ(info["cache_stats"]["files_replaced"].get<uint64_t>(), 1u) << info.dump();
+  EXPECT_EQ(info["cache_stats"]["files_added"].get<uint64_t>(), 1u) << info.dump();
+}
+
 // Issue 14 part 1: one file mapped whole and read once, front to back. The mapping grows until the
 // load is over, so paging out only mappings that stopped growing kept all of it; now the region
 // the reader has passed is paged out behind it, and the cache stays a fraction of the file.

@@ -258,6 +258,51 @@ int keeper_cost_main(const std::string& spark_tune, const fs::path& dir, const s
   return 0;
 }
 
+// --fd-cost N: the keeper's pass over N files (uncached: one cachestat each) with every descriptor
+// held (an LRU as large as the window) against opened per pass (an LRU of one), 50 passes each.
+class MovingHost : public KeeperHost {
+ public:
+  HostPageCounts c;
+  ProcessMappings none;
+  const HostPageCounts* counts() override {
+    ++c.file_pages;  // always moved: every tick is a pass
+    return &c;
+  }
+  const ProcessMappings& mappings() override { return none; }
+};
+
+int fd_cost_main(const fs::path& dir, size_t n, const HostPaths& paths, Actuator& act) {
+  fs::path work = dir / ("spark-fd-cost-" + std::to_string(::getpid()));
+  fs::create_directories(work);
+  std::vector<fs::path> files;
+  for (size_t i = 0; i < n; ++i) {
+    files.push_back(work / ("f" + std::to_string(i)));
+    if (!make_file(files.back(), 4096)) return 1;
+  }
+  std::printf("| descriptors | files | pass over the files, median of 50 |\n|---|---|---|\n");
+  for (size_t cap : {n, size_t{1}}) {
+    FdCache fds(cap);
+    CacheKeeperOptions o;
+    o.mapped = MappedPolicy::off;
+    o.files_per_tick = n;
+    CacheKeeper keeper(paths, act, "bench", files, o, &fds);
+    MovingHost host;
+    std::vector<double> us;
+    auto t = Clock::now();
+    for (int i = 0; i < 51; ++i) {
+      auto t0 = Clock::now();
+      keeper.tick(t + std::chrono::milliseconds(50 * i), host);
+      if (i > 0) us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
+    }
+    std::sort(us.begin(), us.end());
+    std::printf("| %s | %zu | %.0f us (%.2f us per file) |\n", cap == n ? "all held (LRU as large as the window)" : "opened per pass (LRU of 1)",
+                n, us[us.size() / 2], us[us.size() / 2] / static_cast<double>(n));
+  }
+  std::error_code ec;
+  fs::remove_all(work, ec);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -274,6 +319,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> readahead_variants;
   std::vector<int> keeper_cost;
   int seconds = 30;
+  size_t fd_cost = 0;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto next = [&]() -> std::string { return i + 1 < argc ? argv[++i] : ""; };
@@ -285,6 +331,7 @@ int main(int argc, char** argv) {
     else if (a == "--spark-tune") spark_tune = next();
     else if (a == "--shuffle") shuffle = true;
     else if (a == "--seconds") seconds = std::stoi(next());
+    else if (a == "--fd-cost") fd_cost = std::stoul(next());
     else if (a == "--keeper-cost") {
       std::stringstream ss(next());
       for (std::string x; std::getline(ss, x, ',');) keeper_cost.push_back(std::stoi(x));
@@ -323,6 +370,12 @@ int main(int argc, char** argv) {
   HostPaths paths = HostPaths::system();
   HostActuator act(paths);
   Tuner tuner(paths, act);
+  if (fd_cost) {
+    int rc = fd_cost_main(dir, fd_cost, paths, act);
+    std::error_code ec;
+    fs::remove_all(state, ec);
+    return rc;
+  }
   if (!keeper_cost.empty()) {
     int rc = keeper_cost_main(spark_tune, dir, keeper_cost, seconds, paths);
     std::error_code ec;

@@ -10,6 +10,10 @@
 #include "support/fixture.h"
 #include "tune/actuator.h"
 #include "tune/page_cache.h"
+#include "tune/tuner.h"
+#include "window/window.h"
+
+#include <thread>
 
 namespace spark {
 namespace {
@@ -153,6 +157,72 @@ TEST(KeeperLimits, LargeWindowsAreVisitedInSlices) {
   size_t left = 0;
   for (const auto& f : files) left += cached_bytes(f).value_or(1) > 0;
   EXPECT_EQ(left, 0u) << "a round of slices missed files";
+}
+
+}  // namespace
+}  // namespace spark
+
+namespace spark {
+namespace {
+
+// Writes fail while `fail` is set; counts the attempts.
+class SwitchActuator : public Actuator {
+ public:
+  explicit SwitchActuator(Actuator& inner) : inner_(inner) {}
+  bool fail = false;
+  int failed_writes = 0;
+  Result<std::optional<std::string>> read(const Target& t) override { return inner_.read(t); }
+  Result<void> write(const Target& t, const std::optional<std::string>& value) override {
+    if (fail) {
+      ++failed_writes;
+      return sys_error(EIO, "writing " + t.display());
+    }
+    return inner_.write(t, value);
+  }
+  Result<void> trigger(const Target& t, const std::string& value) override { return inner_.trigger(t, value); }
+
+ private:
+  Actuator& inner_;
+};
+
+// Issue 13 defect 1: an end that fails (the TTL end could not open the journal) was retried at
+// every turn of the loop, at 100% CPU. Now it is retried with a doubling backoff, and the window
+// ends once the cause is gone.
+TEST(WindowEnd, AFailedEndIsRetriedWithBackoffNotInATightLoop) {
+  test::FixtureRoot root;
+  root.write("proc/sys/vm/vfs_cache_pressure", "100\n");
+  HostActuator host(root.paths());
+  SwitchActuator act(host);
+  Tuner tuner(root.paths(), act);
+  WindowManager mgr(root.paths(), tuner);
+  WindowSpec s;
+  s.overlay = std::vector<Change>{{sysctl_target("vm.vfs_cache_pressure"), std::string("200"), ""}};
+  s.ttl = std::chrono::milliseconds(50);
+  auto w = mgr.begin(s);
+  ASSERT_TRUE(w.ok()) << describe(w.error());
+  EXPECT_EQ(root.read("proc/sys/vm/vfs_cache_pressure"), "200");
+  act.fail = true;
+  auto end = Clock::now() + std::chrono::milliseconds(1600);
+  int loops = 0;
+  while (Clock::now() < end) {  // the agent's loop: wait for the next timer, run it
+    auto t = mgr.next_timer();
+    ASSERT_TRUE(t.has_value());
+    if (*t > Clock::now()) std::this_thread::sleep_until(std::min(*t, end));
+    mgr.on_timer(Clock::now());
+    ++loops;
+  }
+  EXPECT_FALSE(mgr.list().empty()) << "the window ended although every write failed";
+  EXPECT_GE(act.failed_writes, 2) << "never retried";
+  EXPECT_LE(loops, 12) << "retried in a tight loop: " << loops << " turns, " << act.failed_writes << " failed writes";
+  act.fail = false;
+  end = Clock::now() + std::chrono::seconds(5);
+  while (!mgr.list().empty() && Clock::now() < end) {
+    auto t = mgr.next_timer();
+    if (t && *t > Clock::now()) std::this_thread::sleep_until(std::min(*t, end));
+    mgr.on_timer(Clock::now());
+  }
+  EXPECT_TRUE(mgr.list().empty()) << "not ended once writes worked again";
+  EXPECT_EQ(root.read("proc/sys/vm/vfs_cache_pressure"), "100");
 }
 
 }  // namespace

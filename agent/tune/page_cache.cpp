@@ -717,6 +717,14 @@ void CacheKeeper::handle_mapped(std::chrono::steady_clock::time_point now, const
       auto key = std::make_pair(pid, m.start);
       live.insert(key);
       auto& st = vmas_[key];
+      // A new mapping at the address of one unmapped since the last scan (a loader that maps shard
+      // after shard gets the same address each time): a new state, not the old one's.
+      if (st.file != FileId{m.dev, m.ino} || st.end != m.end || st.offset != m.offset) {
+        st = VmaState{};
+        st.file = {m.dev, m.ino};
+        st.end = m.end;
+        st.offset = m.offset;
+      }
       // The two outcomes of a probe: the process uses the mapping, or it is done with it.
       auto keep_in_use = [&] {
         st.in_use = true;

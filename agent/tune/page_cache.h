@@ -289,6 +289,8 @@ class CacheKeeper {
   bool active_ = false;      // a mapping grows or is being probed: scanned at every tick
   bool cached_left_ = true;  // some file page stayed cached after the last pass (mapped, dirty): scans may find it
   struct VmaState {
+    FileId file{0, 0};  // what the mapping at this address maps
+    uint64_t end = 0, offset = 0;
     uint64_t last_rss = 0;
     std::optional<std::chrono::steady_clock::time_point> probed;  // when the probe was made
     std::vector<std::pair<uint64_t, uint64_t>> samples;  // sample pages unmapped by the probe (empty: MADV_COLD probe)

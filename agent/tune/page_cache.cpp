@@ -580,6 +580,7 @@ void CacheKeeper::follow_names(std::chrono::steady_clock::time_point) {
     if (s.st_mtim.tv_sec == st.mtime.tv_sec && s.st_mtim.tv_nsec == st.mtime.tv_nsec) continue;
     st.mtime = s.st_mtim;
     std::error_code ec;
+    std::vector<std::pair<fs::path, FileId>> unknown;
     for (auto it = fs::directory_iterator(d, fs::directory_options::skip_permission_denied, ec);
          !ec && it != fs::directory_iterator(); it.increment(ec)) {
       const fs::path& p = it->path();
@@ -592,24 +593,28 @@ void CacheKeeper::follow_names(std::chrono::steady_clock::time_point) {
       if (!S_ISREG(fst.st_mode)) continue;
       FileId id{fst.st_dev, fst.st_ino};
       auto known = by_path_.find(p.string());
-      if (known != by_path_.end()) {
-        size_t i = known->second;
-        if (ids_[i] != id) {  // renamed over: the name now holds another inode
-          id_set_.erase(ids_[i]);
-          ids_[i] = id;
-          id_set_.insert(id);
-          fds_->drop(this, i);
-          hot_[i] = true;
-          mapped_now_[i] = false;
-          ++stats_.files_replaced;
-        }
+      if (known == by_path_.end()) {
+        unknown.push_back({p, id});
         continue;
       }
+      size_t i = known->second;
+      if (ids_[i] != id) {  // renamed over: the name now holds another inode
+        id_set_.erase(ids_[i]);
+        ids_[i] = id;
+        id_set_.insert(id);
+        fds_->drop(this, i);
+        hot_[i] = true;
+        mapped_now_[i] = false;
+        ++stats_.files_replaced;
+      }
+    }
+    // New names after every known one is updated: a new file may have the inode number a file
+    // renamed over had.
+    for (const auto& [p, id] : unknown)
       if (st.named && !id_set_.count(id) && files_.size() < k_max_window_files) {
         add_file(p, id);
         ++stats_.files_added;
       }
-    }
   }
   for (const auto& d : new_dirs) {
     dirs_[d].named = true;  // mtime zero: read at the next period

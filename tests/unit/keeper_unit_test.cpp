@@ -1,19 +1,18 @@
 // The keeper's bounds (issue 13 defects 1 and 11): files per window, descriptors held, work done
 // while nothing moves. Files on the fixture root's file system; the host's counts are fakes.
-#include <gtest/gtest.h>
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <filesystem>
 #include <set>
+#include <thread>
 
 #include "support/fixture.h"
 #include "tune/actuator.h"
 #include "tune/page_cache.h"
 #include "tune/tuner.h"
 #include "window/window.h"
-
-#include <thread>
 
 namespace spark {
 namespace {
@@ -86,7 +85,8 @@ fs::path uncached_file(const test::FixtureRoot& root, const std::string& name) {
 TEST(KeeperIdle, NothingMovingMeansNoPassAndNoScan) {
   test::FixtureRoot root;
   auto f = uncached_file(root, "model/a.bin");
-  if (auto c = cached_bytes(f); !c || *c != 0) GTEST_SKIP() << "this file system keeps the file cached (tmpfs?): " << root.root();
+  if (auto c = cached_bytes(f); !c || *c != 0)
+    GTEST_SKIP() << "this file system keeps the file cached (tmpfs?): " << root.root();
   HostActuator act(root.paths());
   CacheKeeperOptions o;
   o.mapped_period = std::chrono::milliseconds(0);

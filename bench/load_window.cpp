@@ -61,7 +61,27 @@ int loader_main(const std::string& kind, const std::vector<std::string>& files) 
       while ((n = ::read(fd, sink.data(), sink.size())) > 0) total += static_cast<uint64_t>(n);
       ::close(fd);
     }
+  } else if (kind == "mmap-each") {
+    // One shard at a time: map, copy out, unmap (a loader that maps shard after shard).
+    for (const auto& f : files) {
+      int fd = ::open(f.c_str(), O_RDONLY | O_CLOEXEC);
+      if (fd < 0) return 3;
+      struct stat st {};
+      ::fstat(fd, &st);
+      size_t len = static_cast<size_t>(st.st_size);
+      void* m = ::mmap(nullptr, len, PROT_READ, MAP_SHARED, fd, 0);
+      ::close(fd);
+      if (m == MAP_FAILED) return 4;
+      for (size_t off = 0; off < len; off += sink.size()) {
+        size_t n = std::min(sink.size(), len - off);
+        std::memcpy(sink.data(), static_cast<unsigned char*>(m) + off, n);
+        total += n;
+      }
+      ::munmap(m, len);
+    }
   } else {
+    // mmap / mmap-one: every file mapped first, copied out in order, unmapped at the end (mmap-one
+    // is given one large file: a GGUF mapped whole).
     struct Map {
       unsigned char* p;
       size_t len;
@@ -180,6 +200,109 @@ struct Row {
   int rc = 0;
 };
 
+// CPU seconds (user + system) the process has used, from <proc>/PID/stat fields 14 and 15.
+double process_cpu_seconds(pid_t pid) {
+  auto text = read_file(HostPaths::system().proc / std::to_string(pid) / "stat");
+  if (!text) return -1;
+  auto close = text->rfind(')');
+  if (close == std::string::npos) return -1;
+  std::istringstream in(text->substr(close + 2));
+  std::string field;
+  uint64_t utime = 0, stime = 0;
+  for (int i = 3; i <= 15 && (in >> field); ++i) {
+    if (i == 14) utime = std::stoull(field);
+    if (i == 15) stime = std::stoull(field);
+  }
+  return static_cast<double>(utime + stime) / static_cast<double>(::sysconf(_SC_CLK_TCK));
+}
+
+// --keeper-cost N,M,...: the agent's CPU while N idle windows (each over a file of its own that
+// nobody reads) are open, over --seconds S (issue 13 defect 11). One private agent per count.
+int keeper_cost_main(const std::string& spark_tune, const fs::path& dir, const std::vector<int>& counts, int seconds,
+                     const HostPaths& paths) {
+  fs::path work = dir / ("spark-keeper-cost-" + std::to_string(::getpid()));
+  fs::create_directories(work);
+  int max = *std::max_element(counts.begin(), counts.end());
+  std::vector<fs::path> files;
+  for (int i = 0; i < max; ++i) {
+    files.push_back(work / ("model-" + std::to_string(i) + ".bin"));
+    if (!make_file(files.back(), 1 << 20)) return 1;
+  }
+  std::printf("| windows | agent CPU over %d s | %% of one CPU |\n|---|---|---|\n", seconds);
+  for (int n : counts) {
+    run_argv({spark_tune, "window", "list"});  // starts the private agent
+    auto pid_text = read_value(paths.run / "agent.pid");
+    if (!pid_text) {
+      std::cerr << "no agent pid\n";
+      return 1;
+    }
+    pid_t agent = static_cast<pid_t>(std::stol(*pid_text));
+    for (int i = 0; i < n; ++i)
+      if (run_argv({spark_tune, "window", "begin", "--no-overlay", "--ttl", "10m", "--files", files[static_cast<size_t>(i)].string()}) != 0) {
+        std::cerr << "window begin failed\n";
+        run_argv({spark_tune, "window", "end", "--all"});
+        return 1;
+      }
+    std::this_thread::sleep_for(std::chrono::seconds(2));
+    double c0 = process_cpu_seconds(agent);
+    std::this_thread::sleep_for(std::chrono::seconds(seconds));
+    double c1 = process_cpu_seconds(agent);
+    run_argv({spark_tune, "window", "end", "--all"});
+    ::kill(agent, SIGTERM);
+    for (int i = 0; i < 100 && ::kill(agent, 0) == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    std::printf("| %d | %.2f s | %.2f%% |\n", n, c1 - c0, (c1 - c0) / seconds * 100);
+    std::fflush(stdout);
+  }
+  std::error_code ec;
+  fs::remove_all(work, ec);
+  return 0;
+}
+
+// --fd-cost N: the keeper's pass over N files (uncached: one cachestat each) with every descriptor
+// held (an LRU as large as the window) against opened per pass (an LRU of one), 50 passes each.
+class MovingHost : public KeeperHost {
+ public:
+  HostPageCounts c;
+  ProcessMappings none;
+  const HostPageCounts* counts() override {
+    ++c.file_pages;  // always moved: every tick is a pass
+    return &c;
+  }
+  const ProcessMappings& mappings() override { return none; }
+};
+
+int fd_cost_main(const fs::path& dir, size_t n, const HostPaths& paths, Actuator& act) {
+  fs::path work = dir / ("spark-fd-cost-" + std::to_string(::getpid()));
+  fs::create_directories(work);
+  std::vector<fs::path> files;
+  for (size_t i = 0; i < n; ++i) {
+    files.push_back(work / ("f" + std::to_string(i)));
+    if (!make_file(files.back(), 4096)) return 1;
+  }
+  std::printf("| descriptors | files | pass over the files, median of 50 |\n|---|---|---|\n");
+  for (size_t cap : {n, size_t{1}}) {
+    FdCache fds(cap);
+    CacheKeeperOptions o;
+    o.mapped = MappedPolicy::off;
+    o.files_per_tick = n;
+    CacheKeeper keeper(paths, act, "bench", files, o, &fds);
+    MovingHost host;
+    std::vector<double> us;
+    auto t = Clock::now();
+    for (int i = 0; i < 51; ++i) {
+      auto t0 = Clock::now();
+      keeper.tick(t + std::chrono::milliseconds(50 * i), host);
+      if (i > 0) us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
+    }
+    std::sort(us.begin(), us.end());
+    std::printf("| %s | %zu | %.0f us (%.2f us per file) |\n", cap == n ? "all held (LRU as large as the window)" : "opened per pass (LRU of 1)",
+                n, us[us.size() / 2], us[us.size() / 2] / static_cast<double>(n));
+  }
+  std::error_code ec;
+  fs::remove_all(work, ec);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -194,6 +317,9 @@ int main(int argc, char** argv) {
   std::vector<std::string> loaders{"read", "mmap"};
   std::vector<std::string> scenarios{"untuned", "recipe", "spark-tune"};
   std::vector<std::string> readahead_variants;
+  std::vector<int> keeper_cost;
+  int seconds = 30;
+  size_t fd_cost = 0;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto next = [&]() -> std::string { return i + 1 < argc ? argv[++i] : ""; };
@@ -204,6 +330,12 @@ int main(int argc, char** argv) {
     else if (a == "--reps") reps = std::stoi(next());
     else if (a == "--spark-tune") spark_tune = next();
     else if (a == "--shuffle") shuffle = true;
+    else if (a == "--seconds") seconds = std::stoi(next());
+    else if (a == "--fd-cost") fd_cost = std::stoul(next());
+    else if (a == "--keeper-cost") {
+      std::stringstream ss(next());
+      for (std::string x; std::getline(ss, x, ',');) keeper_cost.push_back(std::stoi(x));
+    }
     else if (a == "--loaders") {
       loaders.clear();
       std::stringstream ss(next());
@@ -217,8 +349,9 @@ int main(int argc, char** argv) {
       for (std::string x; std::getline(ss, x, ',');) readahead_variants.push_back(x);
     } else {
       std::cerr << "usage: load_window [--dir D] [--shards N] [--shard-size SIZE] [--warm-size SIZE] [--reps N]\n"
-                   "  [--loaders read,mmap] [--scenarios untuned,recipe,spark-tune] [--readahead-variants 8k,128k,...]\n"
-                   "  [--spark-tune PATH] [--shuffle]\n";
+                   "  [--loaders read,mmap,mmap-one,mmap-each] [--scenarios untuned,recipe,spark-tune] [--readahead-variants 8k,128k,...]\n"
+                   "  [--spark-tune PATH] [--shuffle]\n"
+                   "       load_window --keeper-cost 1,80 [--seconds 30] [--dir D]\n";
       return 2;
     }
   }
@@ -237,6 +370,18 @@ int main(int argc, char** argv) {
   HostPaths paths = HostPaths::system();
   HostActuator act(paths);
   Tuner tuner(paths, act);
+  if (fd_cost) {
+    int rc = fd_cost_main(dir, fd_cost, paths, act);
+    std::error_code ec;
+    fs::remove_all(state, ec);
+    return rc;
+  }
+  if (!keeper_cost.empty()) {
+    int rc = keeper_cost_main(spark_tune, dir, keeper_cost, seconds, paths);
+    std::error_code ec;
+    fs::remove_all(state, ec);
+    return rc;
+  }
 
   fs::path work = fs::path(dir) / ("spark-bench-" + std::to_string(::getpid()));
   fs::create_directories(work / "model");
@@ -252,6 +397,16 @@ int main(int argc, char** argv) {
   }
   fs::path warm = work / "unrelated.bin";
   make_file(warm, warm_size);
+  // mmap-one: one file as large as all shards together, in the model directory too.
+  fs::path whole = work / "model" / "model.gguf";
+  bool want_whole = std::find(loaders.begin(), loaders.end(), "mmap-one") != loaders.end();
+  if (want_whole && !make_file(whole, shard_size * static_cast<uint64_t>(shards))) {
+    std::cerr << "writing " << whole << " failed\n";
+    return 1;
+  }
+  auto files_of = [&](const std::string& loader) {
+    return loader == "mmap-one" ? std::vector<fs::path>{whole} : shard_files;
+  };
   auto device = readahead_device_of_file(paths, shard_files[0]);
   std::cerr << "shards on " << (device ? *device : describe(device.error())) << ", readahead "
             << (device ? std::to_string(read_readahead_kb(paths, *device).value_or(0)) + " KiB" : "?") << "\n";
@@ -282,6 +437,7 @@ int main(int argc, char** argv) {
       for (const auto& scenario : order) {
         // Same start for everyone: shards cold, the unrelated file fully cached.
         for (const auto& f : shard_files) (void)evict_file(f);
+        if (want_whole) (void)evict_file(whole);
         {
           int fd = ::open(warm.c_str(), O_RDONLY);
           std::vector<char> b(16 << 20);
@@ -290,7 +446,7 @@ int main(int argc, char** argv) {
           ::close(fd);
         }
         std::vector<std::string> load{g_self, "--loader", loader};
-        for (const auto& f : shard_files) load.push_back(f.string());
+        for (const auto& f : files_of(loader)) load.push_back(f.string());
         std::vector<std::string> cmd = load;
         std::atomic<bool> stop_drop{false};
         std::thread dropper;
@@ -328,7 +484,7 @@ int main(int argc, char** argv) {
           cmd.insert(cmd.end(), load.begin(), load.end());
         }
         Sampler sampler;
-        sampler.shards = shard_files;
+        sampler.shards = files_of(loader);
         sampler.begin();
         auto t0 = Clock::now();
         RunUsage usage;

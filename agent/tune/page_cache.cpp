@@ -69,29 +69,41 @@ Result<MappedPolicy> parse_mapped_policy(const std::string& s) {
 
 namespace {
 
-void add_regular_files(const fs::path& p, std::vector<fs::path>& out, std::set<std::pair<dev_t, ino_t>>& seen) {
+// Appends the regular files at p (a file, or every one below a directory) until out holds more
+// than max; returns false once it does.
+bool add_regular_files(const fs::path& p, std::vector<fs::path>& out, std::set<std::pair<dev_t, ino_t>>& seen,
+                       size_t max) {
+  if (out.size() > max) return false;
   struct stat st {};
-  if (::stat(p.c_str(), &st) != 0) return;
+  if (::stat(p.c_str(), &st) != 0) return true;
   if (S_ISREG(st.st_mode)) {
     if (seen.insert({st.st_dev, st.st_ino}).second) out.push_back(p);
-    return;
+    return out.size() <= max;
   }
-  if (!S_ISDIR(st.st_mode)) return;
+  if (!S_ISDIR(st.st_mode)) return true;
   std::error_code ec;
   std::vector<fs::path> entries;
   for (auto it = fs::recursive_directory_iterator(p, fs::directory_options::skip_permission_denied, ec);
        !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
     if (it->is_regular_file(ec)) entries.push_back(it->path());
+    if (entries.size() > max + 1) break;  // the walk of a huge tree stops past the limit
   }
   std::sort(entries.begin(), entries.end());
-  for (const auto& e : entries) add_regular_files(e, out, seen);
+  for (const auto& e : entries)
+    if (!add_regular_files(e, out, seen, max)) return false;
+  return true;
 }
 
 }  // namespace
 
-Result<std::vector<fs::path>> expand_files(const std::vector<std::string>& patterns) {
+Result<std::vector<fs::path>> expand_files(const std::vector<std::string>& patterns, size_t max_files) {
   std::vector<fs::path> out;
   std::set<std::pair<dev_t, ino_t>> seen;
+  auto too_many = [&]() {
+    return input_error("the window's files are more than " + std::to_string(max_files) +
+                       " (the limit of files per window): name the model's own directory or its shards "
+                       "(--files DIR/*.safetensors), or begin one window per model");
+  };
   for (const auto& pat : patterns) {
     if (pat.empty()) return input_error("an empty file name was given");
     glob_t g{};
@@ -111,7 +123,7 @@ Result<std::vector<fs::path>> expand_files(const std::vector<std::string>& patte
     for (const auto& h : hits) {
       struct stat st {};
       if (::stat(h.c_str(), &st) != 0) return errno_error("stat " + h);
-      add_regular_files(fs::absolute(h).lexically_normal(), out, seen);
+      if (!add_regular_files(fs::absolute(h).lexically_normal(), out, seen, max_files)) return too_many();
     }
     if (out.size() == before && hits.size() == 1 && hits[0] == pat) {
       struct stat st {};
@@ -119,6 +131,7 @@ Result<std::vector<fs::path>> expand_files(const std::vector<std::string>& patte
         return input_error(pat + " is not a regular file or directory");
     }
   }
+  if (out.size() > max_files) return too_many();
   return out;
 }
 
@@ -148,6 +161,13 @@ std::optional<Result<uint64_t>> cachestat_pages(int fd, const fs::path& file) {
   }
   return Result<uint64_t>(errno_error("cachestat " + file.string()));
 }
+
+}  // namespace
+
+// Pages of the file cached, by cachestat; nullopt without it (the keeper then fadvises blindly).
+std::optional<Result<uint64_t>> cached_pages_of(int fd, const fs::path& file) { return cachestat_pages(fd, file); }
+
+namespace {
 
 Result<uint64_t> mincore_bytes(int fd, const fs::path& file) {
   struct stat st {};
@@ -208,34 +228,123 @@ Result<void> evict_file(const fs::path& file) {
   return {};
 }
 
+namespace {
+std::optional<FileMapping> parse_maps_line(const std::string& line, pid_t pid, const FileIdSet& files);
+}
+
 Result<std::vector<FileMapping>> find_file_mappings(const HostPaths& paths, pid_t pid,
                                                     const std::vector<std::pair<dev_t, ino_t>>& files) {
   SPARK_TRY(std::string text, read_file(paths.proc / std::to_string(pid) / "maps"));
+  FileIdSet set(files.begin(), files.end());
   std::vector<FileMapping> out;
-  for (const auto& line : split_lines(text)) {
-    // 7f..-7f.. r--s 00000000 fd:01 1234   /path
-    std::istringstream in(line);
-    std::string range, perms, offset, dev, inode;
-    if (!(in >> range >> perms >> offset >> dev >> inode)) continue;
-    if (inode == "0") continue;
-    auto dash = range.find('-');
-    auto colon = dev.find(':');
-    if (dash == std::string::npos || colon == std::string::npos) continue;
-    FileMapping m;
-    m.pid = pid;
-    m.start = std::strtoull(range.substr(0, dash).c_str(), nullptr, 16);
-    m.end = std::strtoull(range.substr(dash + 1).c_str(), nullptr, 16);
-    m.offset = std::strtoull(offset.c_str(), nullptr, 16);
-    m.dev = makedev(std::strtoul(dev.substr(0, colon).c_str(), nullptr, 16),
-                    std::strtoul(dev.substr(colon + 1).c_str(), nullptr, 16));
-    m.ino = static_cast<ino_t>(std::strtoull(inode.c_str(), nullptr, 10));
-    for (const auto& [d, i] : files)
-      if (d == m.dev && i == m.ino) {
-        out.push_back(m);
-        break;
-      }
+  for (const auto& line : split_lines(text))
+    if (auto m = parse_maps_line(line, pid, set)) out.push_back(*m);
+  return out;
+}
+
+namespace {
+
+// One line of <proc>/PID/maps -> a mapping of a file in `files`, or nullopt.
+std::optional<FileMapping> parse_maps_line(const std::string& line, pid_t pid, const FileIdSet& files) {
+  // 7f..-7f.. r--s 00000000 fd:01 1234   /path
+  std::istringstream in(line);
+  std::string range, perms, offset, dev, inode;
+  if (!(in >> range >> perms >> offset >> dev >> inode)) return std::nullopt;
+  if (inode == "0") return std::nullopt;
+  auto dash = range.find('-');
+  auto colon = dev.find(':');
+  if (dash == std::string::npos || colon == std::string::npos) return std::nullopt;
+  FileMapping m;
+  m.pid = pid;
+  m.dev = makedev(std::strtoul(dev.substr(0, colon).c_str(), nullptr, 16),
+                  std::strtoul(dev.substr(colon + 1).c_str(), nullptr, 16));
+  m.ino = static_cast<ino_t>(std::strtoull(inode.c_str(), nullptr, 10));
+  if (!files.count({m.dev, m.ino})) return std::nullopt;
+  m.start = std::strtoull(range.substr(0, dash).c_str(), nullptr, 16);
+  m.end = std::strtoull(range.substr(dash + 1).c_str(), nullptr, 16);
+  m.offset = std::strtoull(offset.c_str(), nullptr, 16);
+  return m;
+}
+
+}  // namespace
+
+ProcessMappings scan_file_mappings(const HostPaths& paths, const FileIdSet& files) {
+  ProcessMappings out;
+  if (files.empty()) return out;
+  std::error_code ec;
+  const pid_t self = ::getpid();
+  for (auto it = fs::directory_iterator(paths.proc, ec); !ec && it != fs::directory_iterator(); it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (name.empty() || !std::all_of(name.begin(), name.end(), ::isdigit)) continue;
+    pid_t pid = static_cast<pid_t>(std::stol(name));
+    if (pid == self) continue;
+    auto text = read_file(paths.proc / name / "maps");
+    if (!text) continue;  // gone, or a kernel thread
+    std::vector<FileMapping> maps;
+    for (const auto& line : split_lines(*text))
+      if (auto m = parse_maps_line(line, pid, files)) maps.push_back(*m);
+    if (!maps.empty()) out[pid] = std::move(maps);
   }
   return out;
+}
+
+Result<HostPageCounts> read_host_page_counts(const HostPaths& paths) {
+  SPARK_TRY(std::string text, read_file(paths.proc / "vmstat"));
+  HostPageCounts c;
+  bool file = false, mapped = false;
+  for (const auto& line : split_lines(text)) {
+    if (line.rfind("nr_file_pages ", 0) == 0) c.file_pages = std::strtoull(line.c_str() + 14, nullptr, 10), file = true;
+    else if (line.rfind("nr_mapped ", 0) == 0) c.mapped = std::strtoull(line.c_str() + 10, nullptr, 10), mapped = true;
+    if (file && mapped) break;
+  }
+  if (!file || !mapped) return sys_error(EINVAL, (paths.proc / "vmstat").string() + " has no nr_file_pages or nr_mapped");
+  return c;
+}
+
+FdCache::~FdCache() {
+  for (auto& e : lru_) ::close(e.fd);
+}
+
+int FdCache::get(const void* owner, size_t index, const fs::path& path) {
+  Key k{owner, index};
+  if (auto it = index_.find(k); it != index_.end()) {
+    lru_.splice(lru_.begin(), lru_, it->second);
+    return it->second->fd;
+  }
+  if (capacity_ == 0) {
+    errno = EMFILE;
+    return -1;
+  }
+  while (lru_.size() >= capacity_) {
+    ::close(lru_.back().fd);
+    index_.erase(lru_.back().key);
+    lru_.pop_back();
+  }
+  int fd = open_for_advice(path);
+  if (fd < 0) return -1;
+  lru_.push_front({k, fd});
+  index_[k] = lru_.begin();
+  return fd;
+}
+
+void FdCache::drop(const void* owner, size_t index) {
+  auto it = index_.find({owner, index});
+  if (it == index_.end()) return;
+  ::close(it->second->fd);
+  lru_.erase(it->second);
+  index_.erase(it);
+}
+
+void FdCache::drop_owner(const void* owner) {
+  for (auto it = lru_.begin(); it != lru_.end();) {
+    if (it->key.owner == owner) {
+      ::close(it->fd);
+      index_.erase(it->key);
+      it = lru_.erase(it);
+    } else {
+      ++it;
+    }
+  }
 }
 
 Result<std::map<uint64_t, VmaUsage>> vma_usages(const HostPaths& paths, pid_t pid) {
@@ -276,11 +385,13 @@ constexpr unsigned long k_pagemap_scan = _IOWR('f', 16, PmScanArg);
 
 }  // namespace
 
-std::optional<Result<uint64_t>> mapped_bytes(int pagemap_fd, uint64_t start, uint64_t end) {
+std::optional<Result<std::vector<std::pair<uint64_t, uint64_t>>>> present_regions(int pagemap_fd, uint64_t start,
+                                                                                 uint64_t end) {
+  using Regions = std::vector<std::pair<uint64_t, uint64_t>>;
   static std::atomic<bool> missing{false};
   if (missing.load(std::memory_order_relaxed)) return std::nullopt;
   std::array<PageRegion, 256> regions{};
-  uint64_t total = 0;
+  Regions out;
   for (uint64_t at = start; at < end;) {
     PmScanArg arg{};
     arg.size = sizeof arg;
@@ -297,12 +408,27 @@ std::optional<Result<uint64_t>> mapped_bytes(int pagemap_fd, uint64_t start, uin
           log_info("page cache: this kernel has no PAGEMAP_SCAN (Linux 6.7+): mapped pages are read from smaps");
         return std::nullopt;
       }
-      return Result<uint64_t>(errno_error("PAGEMAP_SCAN"));
+      return Result<Regions>(errno_error("PAGEMAP_SCAN"));
     }
-    for (long i = 0; i < n; ++i) total += regions[static_cast<size_t>(i)].end - regions[static_cast<size_t>(i)].start;
+    for (long i = 0; i < n; ++i) {
+      const auto& r = regions[static_cast<size_t>(i)];
+      if (!out.empty() && out.back().second == r.start)
+        out.back().second = r.end;
+      else
+        out.push_back({r.start, r.end});
+    }
     if (arg.walk_end <= at) break;  // no progress: never loop forever
     at = arg.walk_end;
   }
+  return Result<Regions>(std::move(out));
+}
+
+std::optional<Result<uint64_t>> mapped_bytes(int pagemap_fd, uint64_t start, uint64_t end) {
+  auto r = present_regions(pagemap_fd, start, end);
+  if (!r) return std::nullopt;
+  if (!*r) return Result<uint64_t>(r->error());
+  uint64_t total = 0;
+  for (const auto& [a, b] : **r) total += b - a;
   return Result<uint64_t>(total);
 }
 
@@ -325,32 +451,72 @@ Result<void> advise_process(pid_t pid, const std::vector<std::pair<uint64_t, uin
 }
 
 CacheKeeper::CacheKeeper(HostPaths paths, Actuator& act, std::string owner, std::vector<fs::path> files,
-                         CacheKeeperOptions options)
+                         CacheKeeperOptions options, FdCache* fds)
     : paths_(std::move(paths)), act_(act), owner_(std::move(owner)), files_(std::move(files)), opt_(options) {
+  if (!fds) {
+    own_fds_ = std::make_unique<FdCache>(std::min<size_t>(k_keeper_fd_capacity, std::max<size_t>(files_.size(), 1)));
+    fds = own_fds_.get();
+  }
+  fds_ = fds;
   for (const auto& f : files_) {
     struct stat st {};
     if (::stat(f.c_str(), &st) == 0)
       ids_.push_back({st.st_dev, st.st_ino});
     else
       ids_.push_back({0, 0});
-    fds_.push_back(-1);
   }
+  id_set_.insert(ids_.begin(), ids_.end());
   mapped_now_.assign(files_.size(), false);
+  for (size_t i = 0; i < files_.size(); ++i) {
+    by_path_[files_[i].string()] = i;
+    dirs_[files_[i].parent_path()];
+  }
+  // Unknown at first: every file is visited at the first pass, or in the first round of slices.
+  hot_.assign(files_.size(), files_.size() <= opt_.files_per_tick);
 }
 
-CacheKeeper::~CacheKeeper() {
-  for (int fd : fds_)
-    if (fd >= 0) ::close(fd);
-}
+CacheKeeper::~CacheKeeper() { fds_->drop_owner(this); }
 
 int CacheKeeper::fd_of(size_t i) {
-  if (fds_[i] >= 0) return fds_[i];
-  fds_[i] = open_for_advice(files_[i]);
-  if (fds_[i] < 0) stats_.last_error = describe(errno_error("opening " + files_[i].string()));
-  return fds_[i];
+  int fd = fds_->get(this, i, files_[i]);
+  if (fd < 0) stats_.last_error = describe(errno_error("opening " + files_[i].string()));
+  return fd;
 }
 
+namespace {
+
+// A keeper on its own: the counts and the scan made for it alone.
+class OwnHost : public KeeperHost {
+ public:
+  OwnHost(const HostPaths& paths, const FileIdSet& ids) : paths_(paths), ids_(ids) {}
+  const HostPageCounts* counts() override {
+    if (!read_) {
+      read_ = true;
+      if (auto c = read_host_page_counts(paths_)) counts_ = *c;
+    }
+    return counts_ ? &*counts_ : nullptr;
+  }
+  const ProcessMappings& mappings() override {
+    if (!scan_) scan_ = scan_file_mappings(paths_, ids_);
+    return *scan_;
+  }
+
+ private:
+  const HostPaths& paths_;
+  const FileIdSet& ids_;
+  bool read_ = false;
+  std::optional<HostPageCounts> counts_;
+  std::optional<ProcessMappings> scan_;
+};
+
+}  // namespace
+
 void CacheKeeper::tick(std::chrono::steady_clock::time_point now) {
+  OwnHost host(paths_, id_set_);
+  tick(now, host);
+}
+
+void CacheKeeper::tick(std::chrono::steady_clock::time_point now, KeeperHost& host) {
   ++stats_.ticks;
   if (opt_.mode == CacheMode::drop) {
     if (auto r = drop_caches(act_, owner_, "cache drop tick"); !r)
@@ -360,40 +526,180 @@ void CacheKeeper::tick(std::chrono::steady_clock::time_point now) {
     return;
   }
   if (opt_.mode != CacheMode::evict) return;
-  // Evict first: the mapping scan reads every process's maps and can take a while on a busy host.
-  for (size_t i = 0; i < files_.size(); ++i) {
-    const auto& f = files_[i];
-    if (mapped_now_[i]) continue;
-    if (fd_of(i) < 0) continue;
-    if (int rc = ::posix_fadvise(fds_[i], 0, 0, POSIX_FADV_DONTNEED); rc != 0) {
-      stats_.last_error = describe(sys_error(rc, "fadvise DONTNEED " + f.string()));
-      ::close(fds_[i]);
-      fds_[i] = -1;
-    } else {
-      ++stats_.evictions;
-    }
+  const HostPageCounts* counts = host.counts();
+  if (now - last_names_ >= opt_.names_period) {
+    last_names_ = now;
+    follow_names(now);
   }
-  if (opt_.mapped != MappedPolicy::off && now - last_mapped_ >= opt_.mapped_period) {
+  // Evict first: the mapping scan reads every process's maps and can take a while on a busy host.
+  evict_pass(now, counts);
+  // A mapping that grows or is probed is followed at every tick: the reaction window of paging out
+  // behind a reader is a tick, not mapped_period.
+  if (opt_.mapped != MappedPolicy::off && (active_ || now - last_mapped_ >= opt_.mapped_period)) {
     last_mapped_ = now;
-    handle_mapped(now);
+    if (wants_scan(now, counts)) {
+      const ProcessMappings& all = host.mappings();
+      ++stats_.scans;
+      last_scan_ = now;
+      if (counts) scan_mapped_ = counts->mapped;
+      handle_mapped(now, all);
+    }
   }
 }
 
-void CacheKeeper::handle_mapped(std::chrono::steady_clock::time_point now) {
+void CacheKeeper::follow_directories(const std::vector<fs::path>& dirs) {
+  for (const auto& d : dirs) {
+    dirs_[d].named = true;
+    std::error_code ec;
+    size_t n = 0;
+    for (auto it = fs::recursive_directory_iterator(d, fs::directory_options::skip_permission_denied, ec);
+         !ec && it != fs::recursive_directory_iterator() && n < k_max_window_files; it.increment(ec), ++n)
+      if (it->is_directory(ec)) dirs_[it->path()].named = true;
+  }
+  // The mtimes as they are now: what changes from here is followed.
+  for (auto& [d, st] : dirs_) {
+    struct stat s {};
+    if (::stat(d.c_str(), &s) == 0) st.mtime = s.st_mtim;
+  }
+}
+
+void CacheKeeper::add_file(const fs::path& p, const FileId& id) {
+  by_path_[p.string()] = files_.size();
+  files_.push_back(p);
+  ids_.push_back(id);
+  id_set_.insert(id);
+  mapped_now_.push_back(false);
+  hot_.push_back(true);
+}
+
+void CacheKeeper::follow_names(std::chrono::steady_clock::time_point) {
+  std::vector<fs::path> new_dirs;
+  for (auto& [d, st] : dirs_) {
+    struct stat s {};
+    if (::stat(d.c_str(), &s) != 0) continue;
+    if (s.st_mtim.tv_sec == st.mtime.tv_sec && s.st_mtim.tv_nsec == st.mtime.tv_nsec) continue;
+    st.mtime = s.st_mtim;
+    std::error_code ec;
+    std::vector<std::pair<fs::path, FileId>> unknown;
+    for (auto it = fs::directory_iterator(d, fs::directory_options::skip_permission_denied, ec);
+         !ec && it != fs::directory_iterator(); it.increment(ec)) {
+      const fs::path& p = it->path();
+      struct stat fst {};
+      if (::stat(p.c_str(), &fst) != 0) continue;
+      if (S_ISDIR(fst.st_mode)) {
+        if (st.named && !dirs_.count(p)) new_dirs.push_back(p);
+        continue;
+      }
+      if (!S_ISREG(fst.st_mode)) continue;
+      FileId id{fst.st_dev, fst.st_ino};
+      auto known = by_path_.find(p.string());
+      if (known == by_path_.end()) {
+        unknown.push_back({p, id});
+        continue;
+      }
+      size_t i = known->second;
+      if (ids_[i] != id) {  // renamed over: the name now holds another inode
+        id_set_.erase(ids_[i]);
+        ids_[i] = id;
+        id_set_.insert(id);
+        fds_->drop(this, i);
+        hot_[i] = true;
+        mapped_now_[i] = false;
+        ++stats_.files_replaced;
+      }
+    }
+    // New names after every known one is updated: a new file may have the inode number a file
+    // renamed over had.
+    for (const auto& [p, id] : unknown)
+      if (st.named && !id_set_.count(id) && files_.size() < k_max_window_files) {
+        add_file(p, id);
+        ++stats_.files_added;
+      }
+  }
+  for (const auto& d : new_dirs) {
+    dirs_[d].named = true;  // mtime zero: read at the next period
+  }
+}
+
+// Idle cost (issue 13 defect 11): a file's cached pages can only have grown if the host's page
+// cache moved, so while nr_file_pages stands still and no file kept pages at its last visit, the
+// pass is skipped (rechecked every idle_recheck all the same). A visit is one cachestat(2) of the
+// file; DONTNEED only where pages are cached.
+void CacheKeeper::evict_pass(std::chrono::steady_clock::time_point now, const HostPageCounts* counts) {
+  bool any_hot = std::find(hot_.begin(), hot_.end(), true) != hot_.end();
+  bool moved = !counts || !pass_counts_ || counts->file_pages != pass_counts_->file_pages;
+  if (!any_hot && !moved && now - last_pass_ < opt_.idle_recheck) return;
+  ++stats_.passes;
+  last_pass_ = now;
+  if (counts) pass_counts_ = *counts;
+  const size_t n = files_.size();
+  std::vector<size_t> visit;
+  if (n <= opt_.files_per_tick) {
+    for (size_t i = 0; i < n; ++i) visit.push_back(i);
+  } else {
+    // Files found cached (up to a slice of them, in turn), then the next slice of the others.
+    for (size_t k = 0; k < n && visit.size() < opt_.files_per_tick; ++k, hot_cursor_ = (hot_cursor_ + 1) % n)
+      if (hot_[hot_cursor_]) visit.push_back(hot_cursor_);
+    for (size_t k = 0; k < opt_.files_per_tick; ++k, cursor_ = (cursor_ + 1) % n)
+      if (!hot_[cursor_]) visit.push_back(cursor_);
+  }
+  bool left = false;
+  for (size_t i : visit) {
+    const auto& f = files_[i];
+    if (mapped_now_[i]) {  // its mapped pages are the mapping pass's: kept visited
+      hot_[i] = true;
+      left = true;
+      continue;
+    }
+    int fd = fd_of(i);
+    if (fd < 0) {
+      hot_[i] = false;
+      continue;
+    }
+    std::optional<uint64_t> before;
+    if (auto b = cached_pages_of(fd, f); b && *b) before = **b;
+    if (before && *before == 0) {
+      hot_[i] = false;
+      continue;
+    }
+    if (int rc = ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED); rc != 0) {
+      stats_.last_error = describe(sys_error(rc, "fadvise DONTNEED " + f.string()));
+      fds_->drop(this, i);
+      hot_[i] = false;
+      continue;
+    }
+    ++stats_.evictions;
+    uint64_t after = 1;  // unknown without cachestat: assume pages stayed
+    if (auto a = cached_pages_of(fd, f); a && *a) after = **a;
+    hot_[i] = after > 0;
+    left = left || after > 0;
+  }
+  // A sliced pass saw only part of the files: what the others hold is unknown.
+  cached_left_ = left || n > opt_.files_per_tick;
+}
+
+bool CacheKeeper::wants_scan(std::chrono::steady_clock::time_point now, const HostPageCounts* counts) const {
+  // No page of the files cached after the pass: none can be mapped.
+  if (!cached_left_ && vmas_.empty()) return false;
+  for (const auto& [key, st] : vmas_)
+    if (!st.in_use && (st.last_rss > 0 || st.probed)) return true;  // growing or probed: followed every period
+  if (!counts || !scan_mapped_ || counts->mapped != *scan_mapped_) return true;
+  return now - last_scan_ >= opt_.idle_recheck;
+}
+
+void CacheKeeper::handle_mapped(std::chrono::steady_clock::time_point now, const ProcessMappings& all) {
   if (ids_.empty()) return;
-  std::error_code ec;
   std::set<std::pair<pid_t, uint64_t>> live;
-  const pid_t self = ::getpid();
   std::vector<bool> mapped(files_.size(), false);
   const bool over_budget = opt_.mapped_budget == 0 || stats_.mapped_bytes > opt_.mapped_budget;
   uint64_t mapped_total = 0;
-  for (auto it = fs::directory_iterator(paths_.proc, ec); !ec && it != fs::directory_iterator(); it.increment(ec)) {
-    const std::string name = it->path().filename().string();
-    if (name.empty() || !std::all_of(name.begin(), name.end(), ::isdigit)) continue;
-    pid_t pid = static_cast<pid_t>(std::stol(name));
-    if (pid == self) continue;
-    auto maps = find_file_mappings(paths_, pid, ids_);
-    if (!maps || maps->empty()) continue;
+  for (const auto& [pid, every] : all) {
+    std::vector<FileMapping> mine;
+    for (const auto& m : every)
+      if (id_set_.count({m.dev, m.ino})) mine.push_back(m);
+    if (mine.empty()) continue;
+    const auto* maps = &mine;
+    const std::string name = std::to_string(pid);
     std::vector<std::pair<uint64_t, uint64_t>> cold, pageout;
     std::set<size_t> pageout_files;
     // Growth is followed with PAGEMAP_SCAN (present entries of the mapping's range); smaps, which
@@ -416,6 +722,14 @@ void CacheKeeper::handle_mapped(std::chrono::steady_clock::time_point now) {
       auto key = std::make_pair(pid, m.start);
       live.insert(key);
       auto& st = vmas_[key];
+      // A new mapping at the address of one unmapped since the last scan (a loader that maps shard
+      // after shard gets the same address each time): a new state, not the old one's.
+      if (st.file != FileId{m.dev, m.ino} || st.end != m.end || st.offset != m.offset) {
+        st = VmaState{};
+        st.file = {m.dev, m.ino};
+        st.end = m.end;
+        st.offset = m.offset;
+      }
       // The two outcomes of a probe: the process uses the mapping, or it is done with it.
       auto keep_in_use = [&] {
         st.in_use = true;
@@ -443,7 +757,21 @@ void CacheKeeper::handle_mapped(std::chrono::steady_clock::time_point now) {
         present = u->second.rss;
       }
       uint64_t rss = *present;
+      bool front_moved = false;
+      if (behind_reader(now, pid, m, pagemap.get(), over_budget, st, rss, front_moved)) {
+        keep_in_use();
+        mapped_total += st.last_rss;
+        continue;
+      }
       mapped_total += rss;
+      if (st.btr_loader) {
+        // Its samples showed a loader. Once its reader stopped (at the end of a shard, or paused)
+        // the rest goes, without the probe of a mapping that stopped growing: that probe's samples
+        // would lie ahead of a paused reader, and its resuming would read as use in place.
+        if (!front_moved && rss > 0 && now - st.front_at >= 2 * opt_.behind_wait) page_out();
+        st.last_rss = rss;
+        continue;
+      }
       if (st.probed && !st.samples.empty()) {
         // A sampled probe is out. Samples mapped again with little else mapped since: the process
         // reads the mapping in place (in use). Much more mapped since: it is loading again.
@@ -467,7 +795,8 @@ void CacheKeeper::handle_mapped(std::chrono::steady_clock::time_point now) {
         page_out();
         continue;
       }
-      bool growing = rss > st.last_rss;
+      bool growing = rss > st.last_rss || front_moved;
+      st.moving = growing;
       st.last_rss = rss;
       if (rss == 0 || growing) {
         st.probed.reset();
@@ -489,7 +818,10 @@ void CacheKeeper::handle_mapped(std::chrono::steady_clock::time_point now) {
         // The sampled probe: a few file-aligned blocks out of the mapping now, in this process.
         std::vector<std::pair<uint64_t, uint64_t>> samples;
         const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
-        const uint64_t block = std::max(opt_.sample_block, page), len = m.end - m.start;
+        // Samples where the process has read: below the front (a paused reader's unread part would
+        // come back as it resumes, which is not use in place).
+        const uint64_t top = st.last_front > m.start ? std::min(st.last_front, m.end) : m.end;
+        const uint64_t block = std::max(opt_.sample_block, page), len = top - m.start;
         const size_t count = std::clamp<size_t>(static_cast<size_t>(len / std::max<uint64_t>(opt_.sample_every, 1)),
                                                 opt_.min_samples, opt_.max_samples);
         for (size_t k = 0; k < count; ++k) {
@@ -497,7 +829,7 @@ void CacheKeeper::handle_mapped(std::chrono::steady_clock::time_point now) {
           uint64_t file_at = want / block * block;
           if (file_at < m.offset) continue;
           uint64_t at = m.start + (file_at - m.offset);
-          if (at + block > m.end) continue;
+          if (at + block > top) continue;
           if (samples.empty() || samples.back().first != at) samples.push_back({at, at + block});
         }
         if (samples.empty())  // a mapping smaller than a block: one page in its middle
@@ -529,7 +861,7 @@ void CacheKeeper::handle_mapped(std::chrono::steady_clock::time_point now) {
     // stayed). fadvise(DONTNEED) over the file drains every CPU's batch (lru_add_drain_all) when it
     // cannot drop everything, as with mapped pages; it only deactivates the mapped ones.
     for (size_t i : pageout_files)
-      if (fd_of(i) >= 0) (void)::posix_fadvise(fds_[i], 0, 0, POSIX_FADV_DONTNEED);
+      if (int fd = fd_of(i); fd >= 0) (void)::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
     if (auto r = advise_process(pid, cold, MADV_COLD); !r)
       stats_.last_error = describe(r.error());
     else
@@ -540,8 +872,95 @@ void CacheKeeper::handle_mapped(std::chrono::steady_clock::time_point now) {
       stats_.pageouts += pageout.size();
   }
   for (auto it = vmas_.begin(); it != vmas_.end();) it = live.count(it->first) ? std::next(it) : vmas_.erase(it);
+  for (size_t i = 0; i < mapped.size(); ++i)
+    if (mapped_now_[i] && !mapped[i]) hot_[i] = true;  // unmapped since: evicted at the next pass
+  active_ = false;
+  for (const auto& [key, st] : vmas_)
+    if (!st.in_use && (st.moving || st.probed || !st.btr_samples.empty())) active_ = true;
   mapped_now_ = mapped;
   stats_.mapped_bytes = mapped_total;
+}
+
+// Page out behind the reader (issue 14 part 1). A mapping that keeps growing (one GGUF mapped
+// whole, every shard mapped up front) is followed by where its reader is: the end of the highest
+// present region (the front). Once the front is past behind_lag + a few blocks, sample blocks in
+// the region it has passed are paged out; behind_wait later, none mapped again while the front
+// moved on means a loader: from then on, at every scan, the region more than behind_lag behind
+// the front is paged out in file-aligned blocks (large folios stay whole). A sample mapped again,
+// or pages mapped again below what was paged out, means the process uses its mapping in place (a
+// CPU server): it is kept, and never paged out again in this window. Returns true for that.
+bool CacheKeeper::behind_reader(std::chrono::steady_clock::time_point now, pid_t pid, const FileMapping& m, int pagemap,
+                                bool over_budget, VmaState& st, uint64_t& rss, bool& front_moved) {
+  if (opt_.mapped != MappedPolicy::idle || opt_.behind_lag == 0 || pagemap < 0) return false;
+  if (!over_budget && st.done_upto == 0 && st.btr_samples.empty()) return false;
+  auto regions = present_regions(pagemap, m.start, m.end);
+  if (!regions || !*regions) return false;
+  const auto& present = **regions;
+  uint64_t front = present.empty() ? m.start : present.back().second;
+  front_moved = front > st.last_front;
+  if (front_moved || st.last_front == 0) st.front_at = now;
+  st.last_front = std::max(st.last_front, front);
+  auto bytes_in = [&](uint64_t a, uint64_t b) {
+    uint64_t n = 0;
+    for (const auto& [s, e] : present)
+      if (e > a && s < b) n += std::min(e, b) - std::max(s, a);
+    return n;
+  };
+  const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  const uint64_t block = std::max(opt_.sample_block, page);
+  // Pages mapped again below what was paged out: read in place.
+  if (st.done_upto > m.start && bytes_in(m.start, st.done_upto) > st.behind_left + block) {
+    st.last_rss = rss;
+    return true;
+  }
+  if (!st.btr_samples.empty()) {
+    for (const auto& [a, b] : st.btr_samples)
+      if (bytes_in(a, b) > 0) {
+        st.btr_samples.clear();
+        st.last_rss = rss;
+        return true;
+      }
+    if (now - st.btr_probed >= opt_.behind_wait && front > st.btr_probe_front) {
+      st.btr_loader = true;
+      st.btr_samples.clear();
+    }
+  }
+  // The passed region ends behind_lag behind the front, on a block boundary of the file.
+  auto align_down = [&](uint64_t addr) -> uint64_t {
+    if (addr <= m.start) return m.start;
+    uint64_t file_at = (addr - m.start + m.offset) / block * block;
+    return file_at <= m.offset ? m.start : m.start + (file_at - m.offset);
+  };
+  uint64_t passed = align_down(front > m.start + opt_.behind_lag ? front - opt_.behind_lag : m.start);
+  uint64_t from = std::max(st.done_upto, m.start);
+  if (!st.btr_loader && st.btr_samples.empty() && passed >= from + 4 * block) {
+    std::vector<std::pair<uint64_t, uint64_t>> samples;
+    for (int k = 0; k < 4; ++k) {
+      uint64_t at = align_down(from + (passed - from) * static_cast<uint64_t>(2 * k + 1) / 8);
+      if (at < from || at + block > passed) continue;
+      if (samples.empty() || samples.back().first != at) samples.push_back({at, at + block});
+    }
+    if (!samples.empty() && advise_process(pid, samples, MADV_PAGEOUT)) {
+      ++stats_.probes;
+      for (const auto& r : samples)
+        if (auto b = mapped_bytes(pagemap, r.first, r.second); b && *b && **b == 0) st.btr_samples.push_back(r);
+      st.btr_probed = now;
+      st.btr_probe_front = front;
+    }
+  }
+  if (st.btr_loader && passed >= from + block) {
+    if (auto r = advise_process(pid, {{from, passed}}, MADV_PAGEOUT); !r) {
+      stats_.last_error = describe(r.error());
+      return false;
+    }
+    ++stats_.behind_pageouts;
+    stats_.behind_bytes += passed - from;
+    st.done_upto = passed;
+    if (auto left = mapped_bytes(pagemap, m.start, st.done_upto); left && *left) st.behind_left = **left;
+    if (auto now_rss = mapped_bytes(pagemap, m.start, m.end); now_rss && *now_rss) rss = **now_rss;
+    st.last_rss = std::min(st.last_rss, rss);
+  }
+  return false;
 }
 
 }  // namespace spark

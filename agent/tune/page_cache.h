@@ -39,9 +39,14 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
+#include <list>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
+#include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "core/host_paths.h"
@@ -58,14 +63,24 @@ Result<CacheMode> parse_cache_mode(const std::string& s);
 const char* mapped_policy_name(MappedPolicy p);
 Result<MappedPolicy> parse_mapped_policy(const std::string& s);
 
+// The most files one window may name (issue 13): a model cache holds thousands of files, a whole
+// tree may hold more. Past it a window is refused with what to do instead. The keeper never holds a
+// descriptor per file (see FdCache), so this bounds the memory and the work of a window, not its
+// descriptors.
+inline constexpr size_t k_max_window_files = 100'000;
+
 // Paths, directories (every regular file below, recursively) and globs ("/models/x/*.safetensors")
-// -> regular files, each once. A pattern that matches nothing is an error that names it.
-Result<std::vector<fs::path>> expand_files(const std::vector<std::string>& patterns);
+// -> regular files, each once. A pattern that matches nothing is an error that names it. More than
+// max_files files is an input error that gives the limit (the walk stops there).
+Result<std::vector<fs::path>> expand_files(const std::vector<std::string>& patterns,
+                                           size_t max_files = k_max_window_files);
 
 // Bytes of the file in the page cache: cachestat(2) (Linux 6.5+), else mmap + mincore. No page is
 // read in either way.
 Result<uint64_t> cached_bytes(const fs::path& file);
 Result<uint64_t> cached_bytes_fd(int fd, const fs::path& file);
+// Pages of an open file in the page cache by cachestat(2); nullopt on kernels without it.
+std::optional<Result<uint64_t>> cached_pages_of(int fd, const fs::path& file);
 // POSIX_FADV_DONTNEED over the whole file.
 Result<void> evict_file(const fs::path& file);
 
@@ -80,6 +95,75 @@ struct FileMapping {
 // The mappings of the given (dev, ino) files in a process, from <proc>/PID/maps.
 Result<std::vector<FileMapping>> find_file_mappings(const HostPaths& paths, pid_t pid,
                                                     const std::vector<std::pair<dev_t, ino_t>>& files);
+using FileId = std::pair<dev_t, ino_t>;
+struct FileIdHash {
+  size_t operator()(const FileId& f) const noexcept {
+    return std::hash<uint64_t>()(static_cast<uint64_t>(f.first) * 0x9E3779B97F4A7C15ull ^ static_cast<uint64_t>(f.second));
+  }
+};
+using FileIdSet = std::unordered_set<FileId, FileIdHash>;
+// Every process's mappings of the given files (one read of each <proc>/PID/maps; the calling
+// process is skipped), by pid.
+using ProcessMappings = std::map<pid_t, std::vector<FileMapping>>;
+ProcessMappings scan_file_mappings(const HostPaths& paths, const FileIdSet& files);
+
+// Host-wide page counts from <proc>/vmstat: a keeper skips its work while they do not move.
+struct HostPageCounts {
+  uint64_t file_pages = 0;  // nr_file_pages: the page cache
+  uint64_t mapped = 0;      // nr_mapped: page-cache pages mapped by some process
+};
+Result<HostPageCounts> read_host_page_counts(const HostPaths& paths);
+
+// What the keepers of one agent share in a tick: the host's page counts read once, and one scan of
+// every process's mappings made for all windows (80 windows over the same model cost one scan,
+// issue 13 defect 11). Both are read at first use in the tick.
+class KeeperHost {
+ public:
+  virtual ~KeeperHost() = default;
+  virtual const HostPageCounts* counts() = 0;  // nullptr: unreadable (the keeper then works as if they moved)
+  virtual const ProcessMappings& mappings() = 0;
+};
+
+// Descriptors of window files, shared by every keeper of an agent: at most `capacity` open at
+// once, least recently used closed first. A window over 35 000 files once held 35 041 descriptors
+// until the agent ran out (issue 13 defect 1); now a file past the capacity is opened for the pass
+// that needs it and closed after (measured, docs/benchmarks-load-window.md).
+class FdCache {
+ public:
+  explicit FdCache(size_t capacity) : capacity_(capacity) {}
+  ~FdCache();
+  FdCache(const FdCache&) = delete;
+  FdCache& operator=(const FdCache&) = delete;
+  // The descriptor of (owner, index), opening `path` when it is not held: -1 with errno on failure.
+  int get(const void* owner, size_t index, const fs::path& path);
+  // Closes (owner, index): its file was replaced or failed.
+  void drop(const void* owner, size_t index);
+  // Closes every descriptor of owner (its keeper ends).
+  void drop_owner(const void* owner);
+  size_t open_count() const { return lru_.size(); }
+  size_t capacity() const { return capacity_; }
+
+ private:
+  struct Key {
+    const void* owner;
+    size_t index;
+    bool operator==(const Key& o) const { return owner == o.owner && index == o.index; }
+  };
+  struct KeyHash {
+    size_t operator()(const Key& k) const noexcept {
+      return std::hash<const void*>()(k.owner) ^ (std::hash<size_t>()(k.index) * 0x9E3779B97F4A7C15ull);
+    }
+  };
+  struct Entry {
+    Key key;
+    int fd;
+  };
+  size_t capacity_;
+  std::list<Entry> lru_;  // front: most recently used
+  std::unordered_map<Key, std::list<Entry>::iterator, KeyHash> index_;
+};
+inline constexpr size_t k_keeper_fd_capacity = 256;  // all windows of an agent together
+
 // Rss and Referenced (bytes) of a process's VMAs by start address, from one read of
 // <proc>/PID/smaps (the kernel walks the page tables of every VMA for it: read it once per scan).
 struct VmaUsage {
@@ -92,6 +176,9 @@ Result<std::map<uint64_t, VmaUsage>> vma_usages(const HostPaths& paths, pid_t pi
 // smaps of a 4 GiB mapping every 250 ms took a third of a core during a load). nullopt when the
 // kernel has no PAGEMAP_SCAN.
 std::optional<Result<uint64_t>> mapped_bytes(int pagemap_fd, uint64_t start, uint64_t end);
+// The same walk, giving the present ranges ([start, end) addresses, merged, in order).
+std::optional<Result<std::vector<std::pair<uint64_t, uint64_t>>>> present_regions(int pagemap_fd, uint64_t start,
+                                                                                 uint64_t end);
 // process_madvise(2) on ranges of another process (MADV_COLD or MADV_PAGEOUT).
 Result<void> advise_process(pid_t pid, const std::vector<std::pair<uint64_t, uint64_t>>& ranges, int advice);
 
@@ -106,6 +193,18 @@ struct CacheKeeperOptions {
   // Mappings are probed and paged out only while the window files' mapped pages (all processes)
   // exceed this many bytes; mappings already probed finish their probe. 0: always.
   uint64_t mapped_budget = 0;
+  // Files visited per tick when a window names more (the others are visited in the next ticks,
+  // round robin; a file found cached is visited every tick until it is not): one tick never holds
+  // the agent's loop for long (issue 13).
+  size_t files_per_tick = 1024;
+  // Page out behind the reader inside a growing mapping (MappedPolicy::idle; 0 turns it off): what
+  // the reader passed more than behind_lag ago, once sample blocks there stayed out behind_wait.
+  uint64_t behind_lag = 64ULL << 20;
+  std::chrono::milliseconds behind_wait{100};
+  std::chrono::milliseconds names_period{1000};
+  // With nothing moving on the host (its page-cache and mapped page counts), files with no cached
+  // page are still checked this often.
+  std::chrono::milliseconds idle_recheck{2000};
 };
 
 struct CacheKeeperStats {
@@ -117,6 +216,12 @@ struct CacheKeeperStats {
   uint64_t probes = 0;         // sampled probes (MADV_PAGEOUT of sample pages)
   uint64_t kept_in_use = 0;    // mappings found in use and left alone
   uint64_t mapped_bytes = 0;   // the window files' mapped pages at the last scan, all processes
+  uint64_t behind_pageouts = 0;  // MADV_PAGEOUT of regions behind a reader
+  uint64_t behind_bytes = 0;     // bytes of mappings those covered
+  uint64_t files_added = 0;     // created in a named directory after begin
+  uint64_t files_replaced = 0;  // renamed over: followed to the new inode
+  uint64_t passes = 0;         // evict passes made (ticks where something could have changed)
+  uint64_t scans = 0;          // mapping scans used
   std::string last_error;
 };
 
@@ -124,33 +229,83 @@ struct CacheKeeperStats {
 class CacheKeeper {
  public:
   // Drops (CacheMode::drop) go through the actuator as triggers on behalf of owner ("window:w3").
-  CacheKeeper(HostPaths paths, Actuator& act, std::string owner, std::vector<fs::path> files, CacheKeeperOptions options);
+  // Descriptors come from `fds` (shared by the agent's keepers); none: a cache of its own.
+  CacheKeeper(HostPaths paths, Actuator& act, std::string owner, std::vector<fs::path> files, CacheKeeperOptions options,
+              FdCache* fds = nullptr);
   ~CacheKeeper();
   CacheKeeper(const CacheKeeper&) = delete;
   CacheKeeper& operator=(const CacheKeeper&) = delete;
+  // One tick with what the agent's keepers share (see KeeperHost).
+  void tick(std::chrono::steady_clock::time_point now, KeeperHost& host);
+  // One tick on its own (reads the host's counts and scans the mappings itself).
   void tick(std::chrono::steady_clock::time_point now);
   const CacheKeeperStats& stats() const { return stats_; }
   const std::vector<fs::path>& files() const { return files_; }
+  const std::vector<FileId>& ids() const { return ids_; }
+  // Follow the names the user gave (issue 13 defect 8): every names_period, the directories of the
+  // files (and these, the directories the user named, with every directory below) are stat'ed;
+  // where one's mtime moved, its entries are read again: a file renamed over a window file (a new
+  // inode) is followed by name, a regular file created in a named directory joins the window (up
+  // to k_max_window_files). A poll of the directories' mtimes, not inotify: no watch descriptors
+  // to bound, and its cost is one stat per directory per period.
+  void follow_directories(const std::vector<fs::path>& dirs);
 
  private:
-  void handle_mapped(std::chrono::steady_clock::time_point now);
-  int fd_of(size_t i);  // the file's descriptor, opened at first use; -1 (last_error set) when it cannot be
+  void evict_pass(std::chrono::steady_clock::time_point now, const HostPageCounts* counts);
+  void follow_names(std::chrono::steady_clock::time_point now);
+  void add_file(const fs::path& p, const FileId& id);
+  bool wants_scan(std::chrono::steady_clock::time_point now, const HostPageCounts* counts) const;
+  void handle_mapped(std::chrono::steady_clock::time_point now, const ProcessMappings& all);
+  struct VmaState;
+  bool behind_reader(std::chrono::steady_clock::time_point now, pid_t pid, const FileMapping& m, int pagemap,
+                     bool over_budget, VmaState& st, uint64_t& rss, bool& front_moved);
+  int fd_of(size_t i);  // the file's descriptor from the FdCache; -1 (last_error set) when it cannot be opened
   HostPaths paths_;
   Actuator& act_;
   std::string owner_;
   std::vector<fs::path> files_;
-  std::vector<std::pair<dev_t, ino_t>> ids_;
-  std::vector<int> fds_;  // kept open for the window: no path walk per tick (-1: reopened at the next tick)
+  std::vector<FileId> ids_;
+  FileIdSet id_set_;
+  std::unique_ptr<FdCache> own_fds_;
+  FdCache* fds_;
   std::vector<bool> mapped_now_;  // per file: some process maps it (last scan)
+  std::vector<bool> hot_;         // per file: pages left cached at its last visit (visited every tick)
+  size_t cursor_ = 0;             // round robin over files past files_per_tick
+  size_t hot_cursor_ = 0;         // the same over the hot ones
   CacheKeeperOptions opt_;
   CacheKeeperStats stats_;
   std::chrono::steady_clock::time_point last_mapped_{};
+  std::chrono::steady_clock::time_point last_scan_{};
+  std::chrono::steady_clock::time_point last_pass_{};
+  std::optional<HostPageCounts> pass_counts_;  // the host's counts at the last evict pass
+  std::optional<uint64_t> scan_mapped_;        // the host's mapped count at the last scan
+  struct DirState {
+    struct timespec mtime {};
+    bool named = false;  // under a directory the user named: new files join
+  };
+  std::map<fs::path, DirState> dirs_;
+  std::unordered_map<std::string, size_t> by_path_;
+  std::chrono::steady_clock::time_point last_names_{};
+  bool active_ = false;      // a mapping grows or is being probed: scanned at every tick
+  bool cached_left_ = true;  // some file page stayed cached after the last pass (mapped, dirty): scans may find it
   struct VmaState {
+    FileId file{0, 0};  // what the mapping at this address maps
+    uint64_t end = 0, offset = 0;
     uint64_t last_rss = 0;
     std::optional<std::chrono::steady_clock::time_point> probed;  // when the probe was made
     std::vector<std::pair<uint64_t, uint64_t>> samples;  // sample pages unmapped by the probe (empty: MADV_COLD probe)
     uint64_t rss_after_probe = 0;
     bool in_use = false;     // touched after the probe: left alone from then on
+    bool moving = false;     // grew at the last scan
+    // Behind the reader (see behind_reader):
+    uint64_t last_front = 0;     // the end of the highest present region
+    std::chrono::steady_clock::time_point front_at{};  // when it last moved
+    uint64_t done_upto = 0;      // paged out below this address
+    uint64_t behind_left = 0;    // bytes still mapped below done_upto right after that
+    std::vector<std::pair<uint64_t, uint64_t>> btr_samples;  // sample blocks out, not yet judged
+    std::chrono::steady_clock::time_point btr_probed{};
+    uint64_t btr_probe_front = 0;
+    bool btr_loader = false;     // the samples stayed out while the front moved on
   };
   std::map<std::pair<pid_t, uint64_t>, VmaState> vmas_;
 };

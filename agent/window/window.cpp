@@ -6,6 +6,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 #include <sstream>
 
 #include "core/fs.h"
@@ -127,6 +129,7 @@ Result<WindowSpec> spec_from_json(const json& j) {
 json record_to_json(const WindowRecord& r) {
   return {{"id", r.id},
           {"files", r.files},
+          {"dirs", r.dirs},
           {"devices", r.devices},
           {"readahead_kb", r.readahead_kb},
           {"cache", cache_mode_name(r.cache)},
@@ -146,6 +149,7 @@ Result<WindowRecord> record_from_json(const json& j) {
   try {
     r.id = j.at("id").get<std::string>();
     r.files = j.value("files", std::vector<std::string>{});
+    r.dirs = j.value("dirs", std::vector<std::string>{});
     r.devices = j.value("devices", std::vector<std::string>{});
     r.readahead_kb = j.value("readahead_kb", uint64_t{0});
     SPARK_TRY(CacheMode m, parse_cache_mode(j.value("cache", std::string("off"))));
@@ -187,13 +191,75 @@ struct WindowManager::Runtime {
   std::unique_ptr<CacheKeeper> cache;
   Clock::time_point next_cache{};
   Clock::time_point next_port{};
+  // An end that failed: retried at end_retry with the backoff doubling (issue 13 defect 1).
+  std::optional<Clock::time_point> end_retry;
+  std::chrono::milliseconds end_backoff{100};
+  std::string end_reason;
   ~Runtime() {
     if (pidfd >= 0) ::close(pidfd);
   }
 };
 
-WindowManager::WindowManager(HostPaths paths, Tuner& tuner) : paths_(std::move(paths)), tuner_(tuner) {}
+void WindowManager::Reserve::take() {
+  while (fds.size() < k_reserved_fds) {
+    int fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) break;  // taken again after the next end
+    fds.push_back(fd);
+  }
+  while (blocks.size() < k_reserved_blocks) {
+    void* b = std::malloc(32 << 10);
+    if (!b) break;
+    std::memset(b, 0, 32 << 10);  // committed now, not at the end
+    blocks.push_back(b);
+  }
+}
+
+void WindowManager::Reserve::give_back() {
+  for (int fd : fds) ::close(fd);
+  fds.clear();
+  for (void* b : blocks) std::free(b);
+  blocks.clear();
+}
+
+// The tick's shared view for every keeper due in it (see KeeperHost): one read of vmstat, one scan
+// of the processes' mappings for the files of every window.
+class WindowManager::TickHost : public KeeperHost {
+ public:
+  TickHost(const HostPaths& paths, const std::map<std::string, std::unique_ptr<Runtime>>& windows)
+      : paths_(paths), windows_(windows) {}
+  const HostPageCounts* counts() override {
+    if (!read_) {
+      read_ = true;
+      if (auto c = read_host_page_counts(paths_)) counts_ = *c;
+    }
+    return counts_ ? &*counts_ : nullptr;
+  }
+  const ProcessMappings& mappings() override {
+    if (!scan_) {
+      FileIdSet ids;
+      for (const auto& [id, rt] : windows_)
+        if (rt->cache) ids.insert(rt->cache->ids().begin(), rt->cache->ids().end());
+      scan_ = scan_file_mappings(paths_, ids);
+    }
+    return *scan_;
+  }
+
+ private:
+  const HostPaths& paths_;
+  const std::map<std::string, std::unique_ptr<Runtime>>& windows_;
+  bool read_ = false;
+  std::optional<HostPageCounts> counts_;
+  std::optional<ProcessMappings> scan_;
+};
+
+WindowManager::WindowManager(HostPaths paths, Tuner& tuner) : paths_(std::move(paths)), tuner_(tuner) { reserve_.take(); }
 WindowManager::~WindowManager() = default;
+
+WindowManager::Clock::time_point WindowManager::aligned_tick(Clock::time_point now, std::chrono::milliseconds interval) const {
+  auto iv = std::max<int64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(interval).count(), 1);
+  auto since = std::chrono::duration_cast<std::chrono::nanoseconds>(now - epoch_).count();
+  return epoch_ + std::chrono::nanoseconds((since / iv + 1) * iv);
+}
 
 Result<std::string> WindowManager::next_id() {
   SPARK_TRY_VOID(ensure_state_dir(paths_));
@@ -311,6 +377,10 @@ Result<WindowRecord> WindowManager::begin(const WindowSpec& asked) {
   WindowRecord r;
   r.id = id;
   for (const auto& f : files) r.files.push_back(f.string());
+  for (const auto& pat : spec.files) {
+    std::error_code ec;
+    if (fs::is_directory(pat, ec)) r.dirs.push_back(fs::absolute(pat).lexically_normal().string());
+  }
   r.devices = devices;
   r.readahead_kb = ra;
   r.cache = cache;
@@ -381,7 +451,8 @@ Result<void> WindowManager::start_runtime(const WindowRecord& r) {
     o.mode = r.cache;
     o.mapped = r.mapped;
     o.mapped_budget = r.mapped_budget;
-    rt->cache = std::make_unique<CacheKeeper>(paths_, tuner_.actuator(), owner_of(r.id), files, o);
+    rt->cache = std::make_unique<CacheKeeper>(paths_, tuner_.actuator(), owner_of(r.id), files, o, &fds_);
+    rt->cache->follow_directories(std::vector<fs::path>(r.dirs.begin(), r.dirs.end()));
     rt->next_cache = now;
   }
   rt->next_port = now;
@@ -414,6 +485,9 @@ json cache_stats_json(const CacheKeeperStats& s, uint64_t mapped_budget) {
   return {{"ticks", s.ticks},         {"evictions", s.evictions}, {"drops", s.drops},
           {"cold", s.cold_advices},   {"pageouts", s.pageouts},   {"probes", s.probes},
           {"kept_in_use", s.kept_in_use}, {"mapped_bytes", s.mapped_bytes},
+          {"behind_pageouts", s.behind_pageouts}, {"behind_bytes", s.behind_bytes},
+          {"passes", s.passes}, {"scans", s.scans},
+          {"files_added", s.files_added}, {"files_replaced", s.files_replaced},
           {"mapped_budget", mapped_budget}, {"last_error", s.last_error}};
 }
 
@@ -430,7 +504,7 @@ void WindowManager::emit(const std::string& id, const std::string& type, std::st
   sink_(e);
 }
 
-Result<void> WindowManager::end(const std::string& id, const std::string& reason) {
+Result<void> WindowManager::end_now(const std::string& id, const std::string& reason) {
   bool known = windows_.count(id) > 0;
   if (!known) {
     SPARK_TRY(JournalData d, read_journal(paths_));
@@ -441,7 +515,13 @@ Result<void> WindowManager::end(const std::string& id, const std::string& reason
     if (d.owners.contains(owner_of(id)))
       if (auto rec = record_from_json(d.owners[owner_of(id)]); rec) evict_last_time(*rec);
   } else {
-    evict_last_time(windows_.at(id)->record);
+    // The keeper's files: those created in the window's directories since begin too.
+    WindowRecord r = windows_.at(id)->record;
+    if (const auto& keeper = windows_.at(id)->cache) {
+      r.files.clear();
+      for (const auto& f : keeper->files()) r.files.push_back(f.string());
+    }
+    evict_last_time(r);
   }
   auto released = tuner_.release(owner_of(id));
   if (!released) return with_context(released.error(), "ending window " + id);
@@ -454,7 +534,9 @@ Result<void> WindowManager::end(const std::string& id, const std::string& reason
     if (rt->cache)
       log_info("window " + id + " cache: " + std::to_string(rt->cache->stats().evictions) + " evictions, " +
                std::to_string(rt->cache->stats().drops) + " drops, " + std::to_string(rt->cache->stats().pageouts) +
-               " pageouts" + (rt->cache->stats().last_error.empty() ? "" : ", last error: " + rt->cache->stats().last_error));
+               " pageouts, " + std::to_string(rt->cache->stats().behind_pageouts) + " behind the reader (" +
+               format_size(rt->cache->stats().behind_bytes) + "), " + std::to_string(rt->cache->stats().probes) +
+               " probes, " + std::to_string(rt->cache->stats().kept_in_use) + " kept in use" + (rt->cache->stats().last_error.empty() ? "" : ", last error: " + rt->cache->stats().last_error));
     windows_.erase(id);
   }
   std::string ended = "window " + id + " ended (" + reason + "): " + std::to_string(released->size()) +
@@ -464,8 +546,30 @@ Result<void> WindowManager::end(const std::string& id, const std::string& reason
   return {};
 }
 
-void WindowManager::end_logged(const std::string& id, const std::string& reason) {
-  if (auto r = end(id, reason); !r) log_error(describe(r.error()) + "; run spark-tune revert");
+Result<void> WindowManager::end(const std::string& id, const std::string& reason) {
+  reserve_.give_back();
+  auto r = end_now(id, reason);
+  reserve_.take();
+  return r;
+}
+
+bool WindowManager::end_logged(const std::string& id, const std::string& reason, Clock::time_point now) {
+  auto r = end(id, reason);
+  if (r) return true;
+  auto it = windows_.find(id);
+  if (it == windows_.end()) {
+    log_error(describe(r.error()) + "; run spark-tune revert");
+    return false;
+  }
+  auto& rt = *it->second;
+  std::chrono::milliseconds wait = rt.end_retry ? std::min(rt.end_backoff * 2, std::chrono::milliseconds(60'000))
+                                                : std::chrono::milliseconds(100);
+  rt.end_backoff = wait;
+  rt.end_retry = now + wait;
+  log_error("window " + id + " could not end (" + reason + "): " + describe(r.error()) + "; retrying in " +
+                format_duration(wait) + " (or run spark-tune revert)",
+            {{"WINDOW", id}});
+  return false;
 }
 
 Result<std::vector<std::string>> WindowManager::end_all(const std::string& reason) {
@@ -558,7 +662,7 @@ std::vector<int> WindowManager::poll_fds() const {
   return fds;
 }
 
-void WindowManager::on_ready(int fd, Clock::time_point) {
+void WindowManager::on_ready(int fd, Clock::time_point now) {
   std::string hit;
   for (const auto& [id, rt] : windows_)
     if (rt->pidfd == fd) hit = id;
@@ -566,13 +670,23 @@ void WindowManager::on_ready(int fd, Clock::time_point) {
   pid_t pid = windows_.at(hit)->record.pid;
   emit(hit, "window_process_exit", "window " + hit + ": watched process " + std::to_string(pid) + " exited",
        {{"pid", pid}});
-  end_logged(hit, "watched process " + std::to_string(pid) + " exited");
+  if (!end_logged(hit, "watched process " + std::to_string(pid) + " exited", now)) {
+    // Retried by the timer; the pidfd stays readable, so it leaves the poll set.
+    auto& rt = *windows_.at(hit);
+    ::close(rt.pidfd);
+    rt.pidfd = -1;
+    rt.end_reason = "watched process " + std::to_string(pid) + " exited";
+  }
 }
 
 std::optional<WindowManager::Clock::time_point> WindowManager::next_timer() const {
   std::optional<Clock::time_point> t;
   auto take = [&](Clock::time_point x) { t = t ? std::min(*t, x) : x; };
   for (const auto& [id, rt] : windows_) {
+    if (rt->end_retry) {  // an end that failed: only its retry is due
+      take(*rt->end_retry);
+      continue;
+    }
     take(rt->deadline);
     if (rt->cache) take(rt->next_cache);
     if (!rt->record.until_port.empty()) take(rt->next_port);
@@ -588,7 +702,13 @@ void WindowManager::on_timer(Clock::time_point now) {
     json data;
   };
   std::vector<Ending> to_end;
+  std::vector<std::string> retries;
+  TickHost host(paths_, windows_);
   for (auto& [id, rt] : windows_) {
+    if (rt->end_retry) {
+      if (now >= *rt->end_retry) retries.push_back(id);
+      continue;
+    }
     if (now >= rt->deadline) {
       to_end.push_back({id, "TTL ran out", "window_ttl_expired", {{"ttl_ms", rt->record.deadline_ms - rt->record.begun_ms}}});
       continue;
@@ -608,13 +728,19 @@ void WindowManager::on_timer(Clock::time_point now) {
       }
     }
     if (rt->cache && now >= rt->next_cache) {
-      rt->cache->tick(now);
-      rt->next_cache = now + std::chrono::milliseconds(rt->record.cache_interval_ms);
+      rt->cache->tick(now, host);
+      rt->next_cache = aligned_tick(now, std::chrono::milliseconds(rt->record.cache_interval_ms));
     }
   }
   for (auto& x : to_end) {
     emit(x.id, x.type, "window " + x.id + ": " + x.why, std::move(x.data));
-    end_logged(x.id, x.why);
+    if (!end_logged(x.id, x.why, now)) windows_.at(x.id)->end_reason = x.why;
+  }
+  for (const auto& id : retries) {
+    auto it = windows_.find(id);
+    if (it == windows_.end()) continue;
+    std::string why = it->second->end_reason.empty() ? std::string("retry") : it->second->end_reason;
+    end_logged(id, why, now);
   }
 }
 

@@ -82,6 +82,7 @@ Result<WindowSpec> spec_from_json(const nlohmann::json& j);
 struct WindowRecord {
   std::string id;
   std::vector<std::string> files;    // expanded
+  std::vector<std::string> dirs;     // the directories given: files created in them later are the window's too
   std::vector<std::string> devices;  // throttled devices
   uint64_t readahead_kb = 0;
   CacheMode cache = CacheMode::off;
@@ -137,15 +138,37 @@ class WindowManager {
 
  private:
   struct Runtime;
+  class TickHost;
   Result<void> start_runtime(const WindowRecord& r);
   Result<std::string> next_id();
-  void end_logged(const std::string& id, const std::string& reason);
+  // Ends the window; on failure the window stays and is retried with exponential backoff
+  // (100 ms doubling to 60 s), each failure logged: never a tight loop (issue 13 defect 1).
+  bool end_logged(const std::string& id, const std::string& reason, Clock::time_point now);
+  Result<void> end_now(const std::string& id, const std::string& reason);
   void emit(const std::string& id, const std::string& type, std::string summary, nlohmann::json data);
+  Clock::time_point aligned_tick(Clock::time_point now, std::chrono::milliseconds interval) const;
+
+  // What ending a window needs, held from the start: descriptors (the journal, the sysctl and sysfs
+  // files a release writes) and a little heap, given back just before an end and taken again after,
+  // so an end never depends on a free descriptor (issue 13 defect 1: a keeper that held one per
+  // file left the TTL end unable to open the journal).
+  struct Reserve {
+    std::vector<int> fds;
+    std::vector<void*> blocks;
+    void take();
+    void give_back();
+    ~Reserve() { give_back(); }
+  };
+  static constexpr size_t k_reserved_fds = 16;
+  static constexpr size_t k_reserved_blocks = 8;  // of 32 KiB: below malloc's mmap threshold, so freed into the heap
 
   HostPaths paths_;
   Tuner& tuner_;
+  FdCache fds_{k_keeper_fd_capacity};  // before windows_: their keepers give their descriptors back to it
+  Reserve reserve_;
   std::map<std::string, std::unique_ptr<Runtime>> windows_;
   EventSink sink_;
+  Clock::time_point epoch_ = Clock::now();  // ticks of windows with the same interval fall together
 };
 
 }  // namespace spark

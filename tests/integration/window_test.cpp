@@ -7,9 +7,11 @@
 #include <sys/socket.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 
 #include <atomic>
+#include <cstring>
 #include <chrono>
 #include <thread>
 
@@ -176,6 +178,62 @@ TEST_F(WindowTest, TtlEndsTheWindow) {
   EXPECT_EQ(loop->read_ahead_kb(), "16");
   EXPECT_TRUE(pump_until([&] { return manager().list().empty(); }, 3s));
   EXPECT_EQ(loop->read_ahead_kb(), "4096");
+}
+
+size_t open_descriptors() {
+  size_t n = 0;
+  std::error_code ec;
+  for (auto it = fs::directory_iterator("/proc/self/fd", ec); !ec && it != fs::directory_iterator(); it.increment(ec)) ++n;
+  return n;
+}
+
+// Issue 13 defect 1: a window over more files than the process may open. The keeper held one
+// descriptor per file until EMFILE, the TTL end could not open the journal, the agent spun and the
+// host stayed tuned. Now the keeper's descriptors are bounded, an end runs on reserved ones, and
+// every value comes back at the TTL while each timer call stays short (the agent answers).
+TEST_F(WindowTest, WindowOverMoreFilesThanTheDescriptorLimitEndsAndRestores) {
+  fs::create_directories(loop->mnt() / "many");
+  const size_t k_files = 1500;
+  for (size_t i = 0; i < k_files; ++i) ASSERT_TRUE(test::make_file(loop->mnt() / "many" / ("f" + std::to_string(i)), 4096));
+  for (size_t i = 0; i < k_files; ++i) test::read_all(loop->mnt() / "many" / ("f" + std::to_string(i)));
+  auto before = read_value(paths.proc_sys("vm/vfs_cache_pressure"));
+  ASSERT_TRUE(before.ok());
+  std::string other = *before == "137" ? "138" : "137";
+  manager();  // its reserve is taken under the normal limit, as in the agent
+  struct rlimit old {};
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &old), 0);
+  struct rlimit low = old;
+  low.rlim_cur = open_descriptors() + 200;  // far fewer than the window's files
+  ASSERT_LT(low.rlim_cur, k_files);
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &low), 0);
+  struct Restore {
+    struct rlimit r;
+    ~Restore() { ::setrlimit(RLIMIT_NOFILE, &r); }
+  } restore{old};
+  WindowSpec s = spec({(loop->mnt() / "many").string()}, 0);
+  s.overlay = std::vector<Change>{{sysctl_target("vm.vfs_cache_pressure"), other, ""}};
+  s.ttl = 1500ms;
+  s.cache_interval = 20ms;
+  auto w = manager().begin(s);
+  ASSERT_TRUE(w.ok()) << describe(w.error());
+  EXPECT_EQ(w->files.size(), k_files);
+  size_t most_fds = 0;
+  std::chrono::nanoseconds slowest{0};
+  auto end = Clock::now() + 10s;
+  while (!manager().list().empty() && Clock::now() < end) {
+    std::this_thread::sleep_for(5ms);
+    auto t0 = Clock::now();
+    manager().on_timer(Clock::now());
+    slowest = std::max(slowest, Clock::now() - t0);
+    most_fds = std::max(most_fds, open_descriptors());
+  }
+  EXPECT_TRUE(manager().list().empty()) << "the TTL did not end the window";
+  EXPECT_EQ(*read_value(paths.proc_sys("vm/vfs_cache_pressure")), *before) << "the host stayed tuned";
+  EXPECT_LE(most_fds, static_cast<size_t>(low.rlim_cur) - 16) << "the keeper's descriptors are not bounded";
+  EXPECT_LT(slowest, 250ms) << "one timer call held the loop";
+  uint64_t cached = 0;
+  for (size_t i = 0; i < k_files; i += 50) cached += cached_bytes(loop->mnt() / "many" / ("f" + std::to_string(i))).value_or(1);
+  EXPECT_EQ(cached, 0u) << "the files were not evicted";
 }
 
 TEST_F(WindowTest, WatchedProcessExitEndsTheWindow) {
@@ -450,6 +508,94 @@ TEST_F(WindowTest, PagedOutServerTouchedAgainIsKept) {
   EXPECT_GE(lowest, (64ull << 20) - (8ull << 20)) << "paged out again while in use (samples are 8 MiB): " << info.dump();
   EXPECT_EQ(info["cache_stats"]["pageouts"].get<uint64_t>(), 1u) << info.dump();
   EXPECT_GE(info["cache_stats"]["kept_in_use"].get<uint64_t>(), 1u) << info.dump();
+}
+
+// Issue 13 defect 8: follow the names the user gave. A download written to a temp file and renamed
+// over the window's file is a new inode: its cache is evicted. A file created in the window's
+// directory after begin is evicted too.
+TEST_F(WindowTest, FileRenamedOverAndFileCreatedAfterBeginAreEvicted) {
+  fs::path dir = loop->mnt() / "model";
+  fs::create_directories(dir);
+  ASSERT_TRUE(test::make_file(dir / "a.safetensors", 32ull << 20));
+  WindowSpec s = spec({dir.string()}, 0);
+  s.cache_interval = 20ms;
+  auto w = manager().begin(s);
+  ASSERT_TRUE(w.ok()) << describe(w.error());
+  manager().on_timer(Clock::now());  // the keeper has opened the file it was given
+  ASSERT_TRUE(test::make_file(loop->mnt() / "a.tmp", 32ull << 20));
+  ASSERT_EQ(::rename((loop->mnt() / "a.tmp").c_str(), (dir / "a.safetensors").c_str()), 0);
+  ASSERT_TRUE(test::make_file(dir / "b.safetensors", 32ull << 20));
+  test::read_all(dir / "a.safetensors");
+  test::read_all(dir / "b.safetensors");
+  bool evicted = pump_until(
+      [&] {
+        return cached_bytes(dir / "a.safetensors").value_or(1) == 0 && cached_bytes(dir / "b.safetensors").value_or(1) == 0;
+      },
+      6s);
+  uint64_t a_left = cached_bytes(dir / "a.safetensors").value_or(0), b_left = cached_bytes(dir / "b.safetensors").value_or(0);
+  auto info = manager().describe_window(w->id);
+  ASSERT_TRUE(manager().end(w->id, "test").ok());
+  EXPECT_TRUE(evicted) << "left cached: renamed-over " << (a_left >> 20) << " MiB, created " << (b_left >> 20)
+                       << " MiB; " << info["cache_stats"].dump();
+  EXPECT_EQ(info["cache_stats"]["files_replaced"].get<uint64_t>(), 1u) << info.dump();
+  EXPECT_EQ(info["cache_stats"]["files_added"].get<uint64_t>(), 1u) << info.dump();
+}
+
+// Issue 14 part 1: one file mapped whole and read once, front to back. The mapping grows until the
+// load is over, so paging out only mappings that stopped growing kept all of it; now the region
+// the reader has passed is paged out behind it, and the cache stays a fraction of the file.
+TEST_F(WindowTest, OneMappingReadFrontToBackIsPagedOutBehindTheReader) {
+  const uint64_t len = 512ull << 20;
+  auto f = file("model.gguf", len >> 20);
+  test::read_all(f);  // written: drop it so the load reads from the device
+  ASSERT_TRUE(evict_file(f).ok());
+  WindowSpec s = spec({f.string()}, 0);
+  s.cache_interval = 50ms;
+  s.mapped_budget = MappedBudget{0};
+  auto w = manager().begin(s);
+  ASSERT_TRUE(w.ok()) << describe(w.error());
+  int done[2];
+  ASSERT_EQ(::pipe(done), 0);
+  pid_t loader = ::fork();
+  if (loader == 0) {
+    int fd = ::open(f.c_str(), O_RDONLY);
+    auto* m = static_cast<const unsigned char*>(::mmap(nullptr, len, PROT_READ, MAP_SHARED, fd, 0));
+    std::vector<unsigned char> sink(8 << 20);
+    for (uint64_t off = 0; off < len; off += sink.size()) {
+      std::memcpy(sink.data(), m + off, sink.size());
+      ::usleep(20'000);  // about 400 MiB/s: a device upload between reads
+    }
+    (void)!::write(done[1], "d", 1);
+    ::pause();  // keeps its mapping until killed, as a server process does after the load
+    ::_exit(sink[7] & 1);
+  }
+  ::close(done[1]);
+  struct Reap {
+    pid_t pid;
+    ~Reap() {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, nullptr, 0);
+    }
+  } reap{loader};
+  uint64_t peak = 0;
+  bool finished = false;
+  pump_until(
+      [&] {
+        peak = std::max(peak, cached_bytes(f).value_or(0));
+        pollfd p{done[0], POLLIN, 0};
+        finished = ::poll(&p, 1, 0) > 0;
+        return finished;
+      },
+      30s);
+  ::close(done[0]);
+  auto info = manager().describe_window(w->id);
+  ASSERT_TRUE(manager().end(w->id, "test").ok());
+  ASSERT_TRUE(finished) << "the loader did not finish";
+  std::printf("behind the reader: peak %llu MiB of %llu MiB; %s\n", (unsigned long long)(peak >> 20),
+              (unsigned long long)(len >> 20), info["cache_stats"].dump().c_str());
+  EXPECT_GE(info["cache_stats"]["behind_pageouts"].get<uint64_t>(), 1u) << info.dump();
+  EXPECT_LT(peak, len * 35 / 100) << "the mapping kept its cache while it grew: " << info.dump();
+  EXPECT_EQ(info["cache_stats"]["kept_in_use"].get<uint64_t>(), 0u) << "a loader taken for a server: " << info.dump();
 }
 
 // The mapped budget: an idle loader's mapping stays while the window's mapped pages are within it,

@@ -16,6 +16,8 @@
 #include "core/units.h"
 #include "profile/profile_ops.h"
 #include "profile/resolve.h"
+#include "gpu/unified.h"
+#include "telemetry/reserve.h"
 #include "tune/readahead.h"
 
 namespace spark {
@@ -69,6 +71,7 @@ json spec_to_json(const WindowSpec& s) {
     j["overlay"] = o;
   }
   if (!s.label.empty()) j["label"] = s.label;
+  if (s.floor) j["floor"] = floor_ask_to_json(*s.floor);
   return j;
 }
 
@@ -110,6 +113,10 @@ Result<WindowSpec> spec_from_json(const json& j) {
     }
     if (j.contains("label")) s.label = j.at("label").get<std::string>();
     if (j.contains("profile")) s.profile = j.at("profile").get<std::string>();
+    if (j.contains("floor")) {
+      SPARK_TRY(FloorAsk a, floor_ask_from_json(j.at("floor")));
+      s.floor = std::move(a);
+    }
   } catch (const json::exception& e) {
     return input_error(std::string("bad window parameters: ") + e.what());
   }
@@ -138,7 +145,8 @@ json record_to_json(const WindowRecord& r) {
           {"pid", r.pid},
           {"pid_start", r.pid_start},
           {"until_port", r.until_port},
-          {"label", r.label}};
+          {"label", r.label},
+          {"floor", r.floor}};
 }
 
 Result<WindowRecord> record_from_json(const json& j) {
@@ -160,6 +168,10 @@ Result<WindowRecord> record_from_json(const json& j) {
     r.pid_start = j.value("pid_start", uint64_t{0});
     r.until_port = j.value("until_port", std::string());
     r.label = j.value("label", std::string());
+    if (j.contains("floor") && !j.at("floor").is_null()) {
+      SPARK_TRY_VOID(floor_from_json(j.at("floor")));
+      r.floor = j.at("floor");
+    }
   } catch (const json::exception& e) {
     return sys_error(EINVAL, std::string("window record in the journal is damaged: ") + e.what());
   }
@@ -185,8 +197,10 @@ struct WindowManager::Runtime {
   int pidfd = -1;
   Clock::time_point deadline;
   std::unique_ptr<CacheKeeper> cache;
+  std::unique_ptr<FloorKeeper> floor;  // window/floor.h: only with a floor
   Clock::time_point next_cache{};
   Clock::time_point next_port{};
+  json reserve;  // what the overlay takes from MemAvailable (telemetry/reserve.h), measured at begin
   ~Runtime() {
     if (pidfd >= 0) ::close(pidfd);
   }
@@ -307,6 +321,15 @@ Result<WindowRecord> WindowManager::begin(const WindowSpec& asked) {
     }
   } pidfd_guard{pidfd};
 
+  // The floor (issue 14 part 2): bad or already crossed floors are refused here, before any change.
+  std::optional<FloorSpec> floor;
+  {
+    SPARK_TRY(MemInfo mem, read_meminfo(paths_));
+    std::map<std::string, std::string> none;
+    SPARK_TRY(floor, window_floor(spec.floor, profile ? profile->options : none,
+                                  [] { return unified_memory_host(); }, mem));
+  }
+
   SPARK_TRY(std::string id, next_id());
   WindowRecord r;
   r.id = id;
@@ -332,6 +355,16 @@ Result<WindowRecord> WindowManager::begin(const WindowSpec& asked) {
   r.pid_start = pid_start;
   r.until_port = spec.until_port;
   r.label = spec.label;
+  if (floor) r.floor = floor_to_json(*floor);
+
+  // What the overlay will take from MemAvailable, measured before it is applied (issue 14 part 4).
+  json reserve;
+  if (auto res = overlay_reserve(paths_, *spec.overlay); res) {
+    reserve = res->to_json();
+    reserve["text"] = res->to_text();
+  } else {
+    log_debug("window " + id + ": overlay reserve not measured: " + describe(res.error()));
+  }
 
   // 2. One transaction: overlay + readahead (never raised: a device already lower keeps its value).
   std::vector<Change> changes = *spec.overlay;
@@ -351,6 +384,7 @@ Result<WindowRecord> WindowManager::begin(const WindowSpec& asked) {
   auto rt = std::make_unique<Runtime>();
   rt->record = r;
   rt->pidfd = pidfd;
+  rt->reserve = std::move(reserve);
   pidfd = -1;
   windows_[id] = std::move(rt);
   SPARK_TRY_VOID(start_runtime(r));
@@ -385,6 +419,13 @@ Result<void> WindowManager::start_runtime(const WindowRecord& r) {
     rt->next_cache = now;
   }
   rt->next_port = now;
+  if (!r.floor.is_null()) {
+    SPARK_TRY(FloorSpec fspec, floor_from_json(r.floor));
+    std::vector<fs::path> files(r.files.begin(), r.files.end());
+    rt->floor = std::make_unique<FloorKeeper>(paths_, tuner_, r.id, files, r.pid, fspec, [this](const Event& e) {
+      if (sink_) sink_(e);
+    });
+  }
   return {};
 }
 
@@ -451,6 +492,7 @@ Result<void> WindowManager::end(const std::string& id, const std::string& reason
     data["duration_ms"] = std::max<int64_t>(now_real_ms() - rt->record.begun_ms, 0);
     data["files"] = rt->record.files.size();
     if (rt->cache) data["cache_stats"] = cache_stats_json(rt->cache->stats(), rt->record.mapped_budget);
+    if (rt->floor) data["floor"] = rt->floor->finish();  // a paused tree is resumed here
     if (rt->cache)
       log_info("window " + id + " cache: " + std::to_string(rt->cache->stats().evictions) + " evictions, " +
                std::to_string(rt->cache->stats().drops) + " drops, " + std::to_string(rt->cache->stats().pageouts) +
@@ -507,6 +549,7 @@ json WindowManager::describe_window(const std::string& id) const {
                              {"previous", l.previous ? json(*l.previous) : json()}});
   j["changes"] = changes;
   if (it->second->cache) j["cache_stats"] = cache_stats_json(it->second->cache->stats(), it->second->record.mapped_budget);
+  if (!it->second->reserve.is_null()) j["overlay_reserve"] = it->second->reserve;
   return j;
 }
 
@@ -575,6 +618,7 @@ std::optional<WindowManager::Clock::time_point> WindowManager::next_timer() cons
   for (const auto& [id, rt] : windows_) {
     take(rt->deadline);
     if (rt->cache) take(rt->next_cache);
+    if (rt->floor) take(rt->floor->next_check());
     if (!rt->record.until_port.empty()) take(rt->next_port);
     if (rt->record.pid > 0 && rt->pidfd < 0) take(Clock::now() + std::chrono::milliseconds(200));
   }
@@ -589,6 +633,8 @@ void WindowManager::on_timer(Clock::time_point now) {
   };
   std::vector<Ending> to_end;
   for (auto& [id, rt] : windows_) {
+    // The floor first: its 10 ms check is what reacts before the driver or the kernel does.
+    if (rt->floor && now >= rt->floor->next_check()) rt->floor->tick(now);
     if (now >= rt->deadline) {
       to_end.push_back({id, "TTL ran out", "window_ttl_expired", {{"ttl_ms", rt->record.deadline_ms - rt->record.begun_ms}}});
       continue;

@@ -61,14 +61,6 @@ uint64_t read_u64(const fs::path& p) {
   }
 }
 
-uint64_t stat_field(const fs::path& dir, const std::string& key) {
-  auto t = read_file(dir / "memory.stat");
-  if (!t) return 0;
-  for (const auto& line : split_lines(*t))
-    if (line.rfind(key + " ", 0) == 0) return std::stoull(line.substr(key.size() + 1));
-  return 0;
-}
-
 uint64_t oom_kills(const fs::path& dir) {
   auto t = read_file(dir / "memory.oom_control");
   if (!t) return 0;
@@ -100,12 +92,15 @@ void loader(const std::string& file, uint64_t keep) {
 
 struct RunResult {
   std::vector<int64_t> first_action_us;  // per crossing
+  std::vector<int64_t> detect_us;        // the sampler's crossing -> the keeper's floor_crossed
+  std::vector<int64_t> took_us;          // the first step itself
   int max_step = 0;
   uint64_t lowest_free = UINT64_MAX;
   std::string end;  // exit 0, SIGTERM, SIGKILL ...
   uint64_t oom = 0;
   double seconds = 0;
   std::vector<int> steps;
+  std::map<int, std::vector<int64_t>> step_us;  // how long each step took, by step
 };
 
 std::string describe_end(int st) {
@@ -153,6 +148,8 @@ RunResult run_once(const HostPaths& paths, Tuner& tuner, const std::string& file
   auto start = Clock::now();
   pid_t pid = cg.spawn("floor-loader", [&] { loader(file, keep); });
   std::vector<std::pair<Clock::time_point, int>> actions;  // first action of each keeper crossing
+  std::vector<Clock::time_point> detected;                 // the keeper's crossing, for each
+  std::vector<Clock::time_point> restored;                 // the keeper saw memory above the floor
   std::unique_ptr<FloorKeeper> keeper;
   if (tuned) {
     FloorSpec s;
@@ -161,23 +158,31 @@ RunResult run_once(const HostPaths& paths, Tuner& tuner, const std::string& file
     s.grace = 100ms;
     s.max_pause = 1000ms;
     s.kill_grace = 1000ms;
+    if (const char* p = std::getenv("FLOOR_PERIOD_MS")) s.period = std::chrono::milliseconds(std::atoi(p));
     bool first_after_cross = false;
+    Clock::time_point keeper_crossed{};
     keeper = std::make_unique<FloorKeeper>(paths, tuner, "bench", std::vector<fs::path>{file}, pid, s,
                                            [&](const Event& e) {
-                                             if (e.type == "floor_crossed") first_after_cross = true;
+                                             if (e.type == "floor_restored") restored.push_back(Clock::now());
+                                             if (e.type == "floor_crossed") {
+                                               first_after_cross = true;
+                                               keeper_crossed = Clock::now();
+                                             }
                                              if (e.type == "floor_action") {
                                                int step = e.data.value("step", 0);
                                                res.max_step = std::max(res.max_step, step);
                                                res.steps.push_back(step);
-                                               if (first_after_cross) actions.push_back({Clock::now(), step});
+                                               res.step_us[step].push_back(e.data.value("took_us", int64_t{0}));
+                                               if (first_after_cross) {
+                                                 actions.push_back({Clock::now(), step});
+                                                 detected.push_back(keeper_crossed);
+                                                 res.took_us.push_back(e.data.value("took_us", int64_t{0}));
+                                               }
                                                first_after_cross = false;
                                              }
                                            });
-    keeper->set_meminfo_source([&]() -> Result<MemInfo> {
-      uint64_t f = free_of();
-      uint64_t cache = stat_field(dir, "total_cache");
-      return MemInfo::of(limit, std::min(limit, f + cache), f);
-    });
+    // The free floor only: one read of memory.usage_in_bytes per check (memory.stat costs more).
+    keeper->set_meminfo_source([&]() -> Result<MemInfo> { return MemInfo::of(limit, limit, free_of()); });
   }
   int st = 0;
   for (;;) {
@@ -194,12 +199,18 @@ RunResult run_once(const HostPaths& paths, Tuner& tuner, const std::string& file
   res.end = describe_end(st);
   res.oom = oom_kills(dir);
   // Pair each keeper crossing's first action with the sampler's last crossing before it.
-  for (const auto& [t, step] : actions) {
+  for (size_t i = 0; i < actions.size(); ++i) {
+    auto t = actions[i].first;
     Clock::time_point c{};
     for (auto x : crossings)
-      if (x <= t) c = x;
-    if (c != Clock::time_point{})
-      res.first_action_us.push_back(std::chrono::duration_cast<std::chrono::microseconds>(t - c).count());
+      if (x <= detected[i]) c = x;
+    // The keeper saw memory above the floor after the sampler's last crossing (a dip shorter than
+    // the sampler's 1 ms): the crossing was after that reading.
+    for (auto r : restored)
+      if (r <= detected[i]) c = std::max(c, r);
+    if (c == Clock::time_point{}) continue;
+    res.first_action_us.push_back(std::chrono::duration_cast<std::chrono::microseconds>(t - c).count());
+    res.detect_us.push_back(std::chrono::duration_cast<std::chrono::microseconds>(detected[i] - c).count());
   }
   (void)cg.wait();
   return res;
@@ -246,35 +257,44 @@ int main(int argc, char** argv) {
     uint64_t keep;
   } scenarios[] = {{"cache", limit / 2}, {"grow", limit / 5 * 6}};
   for (const auto& sc : scenarios) {
-    std::vector<int64_t> lat;
+    std::vector<int64_t> lat, det, took;
     uint64_t lowest = UINT64_MAX, oom = 0;
     int max_step = 0;
     std::map<std::string, int> ends;
     std::map<int, int> steps;
+    std::map<int, std::vector<int64_t>> step_us;
     double secs = 0;
     for (int r = 0; r < runs; ++r) {
       auto res = run_once(paths, tuner, file, limit, sc.keep, floor, true, r);
       lat.insert(lat.end(), res.first_action_us.begin(), res.first_action_us.end());
+      det.insert(det.end(), res.detect_us.begin(), res.detect_us.end());
+      took.insert(took.end(), res.took_us.begin(), res.took_us.end());
       lowest = std::min(lowest, res.lowest_free);
       oom += res.oom;
       max_step = std::max(max_step, res.max_step);
       ends[res.end]++;
       for (int s : res.steps) steps[s]++;
+      for (auto& [k, v] : res.step_us) step_us[k].insert(step_us[k].end(), v.begin(), v.end());
       secs += res.seconds;
     }
-    std::sort(lat.begin(), lat.end());
-    auto pct = [&](double p) -> double {
-      if (lat.empty()) return -1;
-      size_t i = std::min(lat.size() - 1, static_cast<size_t>(p * static_cast<double>(lat.size() - 1) + 0.5));
-      return static_cast<double>(lat[i]) / 1000.0;
+    auto pct = [](std::vector<int64_t> v, double p) -> double {
+      if (v.empty()) return -1;
+      std::sort(v.begin(), v.end());
+      size_t i = std::min(v.size() - 1, static_cast<size_t>(p * static_cast<double>(v.size() - 1) + 0.5));
+      return static_cast<double>(v[i]) / 1000.0;
     };
-    std::printf("%-6s floor:   crossings %zu, crossing->first action p50 %.2f ms p99 %.2f ms max %.2f ms; steps",
-                sc.name, lat.size(), pct(0.5), pct(0.99), lat.empty() ? -1.0 : lat.back() / 1000.0);
+    std::printf("%-6s floor:   crossings %zu, crossing->first action done p50 %.2f ms p99 %.2f ms max %.2f ms "
+                "(detection p50 %.2f p99 %.2f; the step itself p50 %.2f p99 %.2f); steps",
+                sc.name, lat.size(), pct(lat, 0.5), pct(lat, 0.99), pct(lat, 1.0), pct(det, 0.5), pct(det, 0.99),
+                pct(took, 0.5), pct(took, 0.99));
     for (auto [s, c] : steps) std::printf(" %d:%d", s, c);
     std::printf("; lowest free %s (floor %s); ends", format_size(lowest == UINT64_MAX ? 0 : lowest).c_str(),
                 format_size(floor).c_str());
     for (auto [e, c] : ends) std::printf(" %s x%d", e.c_str(), c);
     std::printf("; OOM kills %llu; mean %.2f s\n", static_cast<unsigned long long>(oom), secs / runs);
+    std::printf("%-6s floor:   each step took (p50/max ms):", sc.name);
+    for (auto& [k, v] : step_us) std::printf(" %d: %.1f/%.1f", k, pct(v, 0.5), pct(v, 1.0));
+    std::printf("\n");
     auto un = run_once(paths, tuner, file, limit, sc.keep, floor, false, 1000);
     std::printf("%-6s untuned: lowest free %s; end %s; OOM kills %llu; %.2f s\n", sc.name,
                 format_size(un.lowest_free == UINT64_MAX ? 0 : un.lowest_free).c_str(), un.end.c_str(),

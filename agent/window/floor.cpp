@@ -122,6 +122,11 @@ bool FloorLadder::below(const FloorReading& r, uint64_t extra) const {
          (spec_.available_bytes && r.available < spec_.available_bytes + extra);
 }
 
+bool FloorLadder::deep(const FloorReading& r) const {
+  return (spec_.free_bytes && r.free < spec_.free_bytes / 2) ||
+         (spec_.available_bytes && r.available < spec_.available_bytes / 2);
+}
+
 FloorDecision FloorLadder::observe(const FloorReading& r, Clock::time_point now) {
   FloorDecision d;
   switch (state_) {
@@ -140,7 +145,9 @@ FloorDecision FloorLadder::observe(const FloorReading& r, Clock::time_point now)
         state_ = State::idle;
         break;
       }
-      if (now - since_ >= spec_.grace) {
+      // A step's grace ends early when memory falls through half a floor: the step evidently did not
+      // restore it, and a load that fast would reach the wall before the grace ran out.
+      if (now - since_ >= spec_.grace || deep(r)) {
         auto next = static_cast<FloorStep>(static_cast<int>(*step_) + 1);
         if (next == FloorStep::pause && !has_process_) {
           d.exhausted = true;
@@ -208,6 +215,7 @@ FloorKeeper::FloorKeeper(HostPaths paths, Tuner& tuner, std::string window_id, s
 }
 
 FloorKeeper::~FloorKeeper() {
+  for (auto& j : background_) j->thread.join();
   if (paused()) (void)resume_tree();
 }
 
@@ -240,6 +248,46 @@ std::string reading_text(const FloorReading& r) {
 
 }  // namespace
 
+void FloorKeeper::report(FloorStep step, const std::string& name, const FloorReading& before,
+                         Clock::time_point started, Clock::time_point finished, const Result<std::string>& done) {
+  const auto& spec = ladder_.spec();
+  json floors = {{"free", spec.free_bytes}, {"available", spec.available_bytes}};
+  auto after = read();
+  json data = {{"step", static_cast<int>(step)}, {"action", name}, {"before", reading_json(before)}, {"floor", floors}};
+  if (after) data["after"] = reading_json(*after);
+  data["took_us"] = std::chrono::duration_cast<std::chrono::microseconds>(finished - started).count();
+  if (done) {
+    data["detail"] = *done;
+  } else {
+    data["error"] = describe(done.error());
+    stats_.last_error = describe(done.error());
+  }
+  if (crossed_at_ && !first_action_done_) {
+    auto us = std::chrono::duration_cast<std::chrono::microseconds>(finished - *crossed_at_).count();
+    stats_.first_action_us.push_back(us);
+    data["since_crossing_us"] = us;  // the reading below the floor -> the step done
+    first_action_done_ = true;
+  }
+  ++stats_.actions[static_cast<int>(step)];
+  emit("floor_action",
+       "window " + id_ + ": floor step " + std::to_string(static_cast<int>(step)) + " " + name + ": " +
+           (done ? *done : "failed: " + describe(done.error())) + (after ? " (now " + reading_text(*after) + ")" : ""),
+       std::move(data));
+}
+
+void FloorKeeper::reap_background(bool wait) {
+  for (auto it = background_.begin(); it != background_.end();) {
+    auto& j = **it;
+    if (!wait && !j.done) {
+      ++it;
+      continue;
+    }
+    j.thread.join();
+    report(j.step, floor_step_name(j.step), j.before, j.started, j.finished, j.result);
+    it = background_.erase(it);
+  }
+}
+
 void FloorKeeper::tick(Clock::time_point now) {
   next_ = now + ladder_.spec().period;
   auto r = read();
@@ -249,6 +297,7 @@ void FloorKeeper::tick(Clock::time_point now) {
   }
   stats_.lowest_free = std::min(stats_.lowest_free, r->free);
   stats_.lowest_available = std::min(stats_.lowest_available, r->available);
+  reap_background(false);
   const auto& spec = ladder_.spec();
   json floors = {{"free", spec.free_bytes}, {"available", spec.available_bytes}};
   auto d = ladder_.observe(*r, now);
@@ -264,28 +313,30 @@ void FloorKeeper::tick(Clock::time_point now) {
     if (!res) stats_.last_error = describe(res.error());
   }
   auto action = [&](FloorStep step, const std::string& name, const std::function<Result<std::string>()>& fn) {
+    auto started = Clock::now();
     auto done = fn();
-    auto after = read();
-    auto at = Clock::now();
-    json data = {{"step", static_cast<int>(step)}, {"action", name}, {"before", reading_json(*r)}, {"floor", floors}};
-    if (after) data["after"] = reading_json(*after);
-    if (done)
-      data["detail"] = *done;
-    else
-      data["error"] = describe(done.error()), stats_.last_error = describe(done.error());
-    if (crossed_at_ && !first_action_done_) {
-      auto us = std::chrono::duration_cast<std::chrono::microseconds>(at - *crossed_at_).count();
-      stats_.first_action_us.push_back(us);
-      data["since_crossing_us"] = us;
-      first_action_done_ = true;
-    }
-    ++stats_.actions[static_cast<int>(step)];
-    emit("floor_action",
-         "window " + id_ + ": floor step " + std::to_string(static_cast<int>(step)) + " " + name + ": " +
-             (done ? *done : "failed: " + describe(done.error())) + (after ? " (now " + reading_text(*after) + ")" : ""),
-         std::move(data));
+    report(step, name, *r, started, Clock::now(), done);
   };
-  if (d.act) action(*d.act, floor_step_name(*d.act), [&] { return take(*d.act); });
+  // drop_caches and compact_memory are host-wide and can block for seconds (measured: drop_caches up
+  // to 2 s on a busy 24 GiB host): they run on a thread of their own, so the ladder goes on checking
+  // and can pause the loader while they work. Their event comes when they are done.
+  auto background = [&](FloorStep step) {
+    auto job = std::make_unique<Background>();
+    job->step = step;
+    job->before = *r;
+    job->started = Clock::now();
+    Background* j = job.get();
+    job->thread = std::thread([this, j] {
+      j->result = take(j->step);
+      j->finished = Clock::now();
+      j->done = true;
+    });
+    background_.push_back(std::move(job));
+  };
+  if (d.act && (*d.act == FloorStep::drop_caches || *d.act == FloorStep::compact))
+    background(*d.act);
+  else if (d.act)
+    action(*d.act, floor_step_name(*d.act), [&] { return take(*d.act); });
   if (d.kill)
     action(FloorStep::stop, "kill", [&]() -> Result<std::string> {
       kill_tree();
@@ -356,7 +407,37 @@ Result<std::string> FloorKeeper::evict_files() {
 
 std::vector<pid_t> FloorKeeper::tree() const {
   std::vector<pid_t> out;
-  if (pid_ <= 0) return out;
+  if (pid_ <= 0 || !process_alive(paths_, pid_)) return out;
+  out.push_back(pid_);
+  // <proc>/PID/task/TID/children (CONFIG_PROC_CHILDREN): a walk of the tree only, not of every
+  // process on the host (the step's latency counts).
+  auto children_of = [&](pid_t p, std::vector<pid_t>& into) -> bool {
+    std::error_code ec;
+    bool any_file = false;
+    for (const auto& t : fs::directory_iterator(paths_.proc / std::to_string(p) / "task", ec)) {
+      auto text = read_file(t.path() / "children");
+      if (!text) continue;
+      any_file = true;
+      std::istringstream in(*text);
+      pid_t c;
+      while (in >> c) into.push_back(c);
+    }
+    return any_file;
+  };
+  std::vector<pid_t> probe;
+  if (children_of(pid_, probe)) {
+    for (size_t i = 0; i < out.size(); ++i) {
+      std::vector<pid_t> kids;
+      if (i == 0)
+        kids = probe;
+      else
+        children_of(out[i], kids);
+      for (pid_t c : kids)
+        if (std::find(out.begin(), out.end(), c) == out.end()) out.push_back(c);
+    }
+    return out;
+  }
+  // No children files: every process's parent from its stat.
   std::map<pid_t, std::vector<pid_t>> children;
   std::error_code ec;
   for (const auto& e : fs::directory_iterator(paths_.proc, ec)) {
@@ -365,8 +446,6 @@ std::vector<pid_t> FloorKeeper::tree() const {
     pid_t p = static_cast<pid_t>(std::stol(name));
     if (auto st = read_proc_stat(paths_, p); st && !st->finished()) children[st->ppid].push_back(p);
   }
-  if (!process_alive(paths_, pid_)) return out;
-  out.push_back(pid_);
   for (size_t i = 0; i < out.size(); ++i)
     for (pid_t c : children[out[i]]) out.push_back(c);
   return out;
@@ -481,6 +560,7 @@ void FloorKeeper::kill_tree() {
 }
 
 json FloorKeeper::finish() {
+  reap_background(true);
   if (paused()) {
     auto r = resume_tree();
     if (!r) stats_.last_error = describe(r.error());

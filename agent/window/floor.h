@@ -4,7 +4,8 @@
 // Two floors, each optional: free pages (MemFree: what the driver allocates from) and MemAvailable
 // (what is left at all). While a window with a floor is open its meminfo is read every `period`
 // (10 ms); below a floor the ladder climbs, one step per event, each step only if the one before did
-// not bring memory back above the floors within its grace:
+// not bring memory back above the floors within its grace (cut short when memory falls below half a
+// floor: the step evidently did not hold it):
 //   1 evict: the window's own files out of the page cache now (fadvise DONTNEED, and MADV_PAGEOUT of
 //     the watched process tree's mappings of them), whatever the window's cache mode;
 //   2 drop_caches: clean page cache host-wide (vm.drop_caches = 1; it costs every other process its
@@ -27,7 +28,10 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <atomic>
 #include <map>
+#include <memory>
+#include <thread>
 #include <optional>
 #include <string>
 #include <vector>
@@ -103,6 +107,8 @@ class FloorLadder {
   FloorDecision observe(const FloorReading& r, Clock::time_point now);
   // Below a floor (extra: above it by less than this).
   bool below(const FloorReading& r, uint64_t extra = 0) const;
+  // Below half of a floor: the grace of the step taken is cut short.
+  bool deep(const FloorReading& r) const;
   bool paused() const { return state_ == State::paused; }
   bool stopping() const { return state_ == State::stopping || state_ == State::done; }
   std::optional<FloorStep> last_step() const { return step_; }
@@ -152,6 +158,9 @@ class FloorKeeper {
 
  private:
   Result<FloorReading> read();
+  void report(FloorStep step, const std::string& name, const FloorReading& before, Clock::time_point started,
+              Clock::time_point finished, const Result<std::string>& done);
+  void reap_background(bool wait);
   void emit(const std::string& type, const std::string& summary, nlohmann::json data);
   Result<std::string> take(FloorStep step);
   Result<std::string> evict_files();
@@ -178,6 +187,16 @@ class FloorKeeper {
   std::string frozen_cgroup_;       // cgroup v2 target name frozen through the Tuner
   std::optional<Clock::time_point> paused_since_;
   pid_t on_floor_pid_ = 0;
+  // Host-wide steps (drop_caches, compact) running on a thread of their own.
+  struct Background {
+    FloorStep step = FloorStep::drop_caches;
+    FloorReading before;
+    Clock::time_point started{}, finished{};
+    Result<std::string> result = std::string();
+    std::atomic<bool> done{false};
+    std::thread thread;
+  };
+  std::vector<std::unique_ptr<Background>> background_;
 };
 
 }  // namespace spark

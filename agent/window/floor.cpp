@@ -212,6 +212,19 @@ FloorKeeper::FloorKeeper(HostPaths paths, Tuner& tuner, std::string window_id, s
       sink_(std::move(sink)) {
   meminfo_ = [p = paths_] { return read_meminfo(p); };
   next_ = Clock::now();
+  // Event-driven on top of the 10 ms check: memory stalls wake the agent at once.
+  // 5 ms of stall in a 500 ms window; without CAP_SYS_RESOURCE the kernel takes only windows that
+  // are multiples of 2 s (the first 5 ms of stall still fire it).
+  auto t = PsiTrigger::create(paths_.proc / "pressure/memory", PsiKind::some, std::chrono::microseconds(5000),
+                              std::chrono::microseconds(500000));
+  if (!t)
+    t = PsiTrigger::create(paths_.proc / "pressure/memory", PsiKind::some, std::chrono::microseconds(5000),
+                           std::chrono::microseconds(2000000));
+  if (t)
+    psi_.emplace(std::move(*t));
+  else
+    log_debug("window " + id_ + ": no memory PSI trigger for the floor (" + describe(t.error()) +
+              "); the 10 ms check alone");
 }
 
 FloorKeeper::~FloorKeeper() {

@@ -42,6 +42,7 @@
 #include "core/host_paths.h"
 #include "core/meminfo.h"
 #include "core/result.h"
+#include "telemetry/psi.h"
 #include "tune/tuner.h"
 
 namespace spark {
@@ -151,6 +152,10 @@ class FloorKeeper {
   // One check: read meminfo, ask the ladder, carry out its decision.
   void tick(Clock::time_point now);
   Clock::time_point next_check() const { return next_; }
+  // A memory PSI trigger (some 5 ms of stall in 500 ms, or 2 s unprivileged) that wakes the agent between checks: the
+  // fd to poll (POLLPRI), -1 where the kernel has no PSI; on_psi() checks at once.
+  int psi_fd() const { return psi_ ? psi_->fd() : -1; }
+  void on_psi(Clock::time_point now) { tick(now); }
   // The window ends: resume a paused tree, reap a finished on-floor command; the stats as JSON.
   nlohmann::json finish();
   const FloorStats& stats() const { return stats_; }
@@ -197,6 +202,7 @@ class FloorKeeper {
     std::thread thread;
   };
   std::vector<std::unique_ptr<Background>> background_;
+  std::optional<PsiTrigger> psi_;
 };
 
 }  // namespace spark

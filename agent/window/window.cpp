@@ -596,12 +596,19 @@ Result<std::vector<std::string>> WindowManager::recover() {
 
 std::vector<int> WindowManager::poll_fds() const {
   std::vector<int> fds;
-  for (const auto& [id, rt] : windows_)
+  for (const auto& [id, rt] : windows_) {
     if (rt->pidfd >= 0) fds.push_back(rt->pidfd);
+    if (rt->floor && rt->floor->psi_fd() >= 0) fds.push_back(rt->floor->psi_fd());
+  }
   return fds;
 }
 
-void WindowManager::on_ready(int fd, Clock::time_point) {
+void WindowManager::on_ready(int fd, Clock::time_point now) {
+  for (const auto& [id, rt] : windows_)
+    if (rt->floor && rt->floor->psi_fd() == fd) {
+      rt->floor->on_psi(now);  // memory stalls: the floor checks now, not at its next 10 ms
+      return;
+    }
   std::string hit;
   for (const auto& [id, rt] : windows_)
     if (rt->pidfd == fd) hit = id;

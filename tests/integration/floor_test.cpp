@@ -167,6 +167,16 @@ TEST_F(FloorReal, EachStepOfTheLadderActsAndAPausedTreeIsResumed) {
   EXPECT_TRUE(events.back().data["resumed"].get<bool>());
 }
 
+TEST_F(FloorReal, AMemoryPsiTriggerWakesTheFloor) {
+  if (!fs::exists("/proc/pressure/memory")) GTEST_SKIP() << "no PSI in this kernel (psi=1 on the command line)";
+  make_keeper(0, spec());
+  ASSERT_GE(keeper->psi_fd(), 0) << "the floor holds no memory PSI trigger";
+  // A wake-up checks at once: a crossing seen there is acted on without waiting for the period.
+  free = 256 * k_mib;
+  keeper->on_psi(Clock::now());
+  EXPECT_EQ(actions("evict"), 1);
+}
+
 TEST_F(FloorReal, BoundedPauseEndsInSigtermThenSigkill) {
   pid_t kid = spawn(true);  // ignores SIGTERM: only the SIGKILL after the grace ends it
   ASSERT_GT(kid, 0) << memcg->why();

@@ -1,5 +1,7 @@
 #include "cli/guard_flags.h"
 
+#include "window/floor.h"
+
 #include "core/units.h"
 #include "guard/process.h"
 
@@ -36,6 +38,11 @@ void add_guard_flags(CLI::App* app, GuardFlags& f, const std::string& group) {
   in_group(app->add_option("--restart-window", f.restart_window, "default 5m"));
   in_group(app->add_option("--restart-backoff", f.restart_backoff,
                            "first restart at once, then this, doubling (default 250ms)"));
+  in_group(app->add_option("--host-floor", f.host_floor,
+                           "on a unified-memory host, act as for the budget when MemAvailable falls below SIZE or N% "
+                           "of RAM (the cgroup does not see GPU memory there); default: the profile's guard.host_floor, "
+                           "else 5%, on such a host only; off turns it off")
+               ->type_name("SIZE|N%|off"));
   in_group(app->add_option("--warn-eta", f.warn_eta, "memory_growth when the limit is nearer than this (default 30s)"));
 }
 
@@ -54,6 +61,8 @@ Result<void> fill_guard_options(const GuardFlags& f, guard::GuardOptions& o) {
   SPARK_TRY(o.restart_window, duration_arg("--restart-window", f.restart_window));
   SPARK_TRY(o.restart_backoff, duration_arg("--restart-backoff", f.restart_backoff));
   SPARK_TRY(o.warn_eta, duration_arg("--warn-eta", f.warn_eta));
+  o.host_floor = f.host_floor;
+  if (!o.host_floor.empty()) SPARK_TRY_VOID(parse_floor(o.host_floor, 0, "--host-floor"));  // bad input: exit 2
   return {};
 }
 

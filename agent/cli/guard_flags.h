@@ -18,6 +18,7 @@ struct GuardFlags {
   bool force = false, restart = false;
   int restart_max = 5;
   std::string restart_window = "5m", restart_backoff = "250ms";
+  std::string host_floor;  // guard/host_floor.h
 };
 
 // Adds the flags both verbs take, in `group` when one is given. --settle-after and --restart mean

@@ -1,6 +1,8 @@
 // spark-tune preflight: refuse a load that will not fit. Exit 0 go, 1 refused, 2 could not decide.
 #include "gpu/preflight.h"
 
+#include <unistd.h>
+
 #include <iostream>
 #include <sstream>
 
@@ -10,6 +12,9 @@
 #include "core/units.h"
 #include "gpu/model_files.h"
 #include "profile/profile_options.h"
+#include "telemetry/free_blocks.h"
+#include "telemetry/reserve.h"
+#include "window/window.h"
 
 namespace spark::cli {
 namespace {
@@ -26,6 +31,8 @@ struct Options {
   bool settle_force = false;
   std::string settle_max;
   bool compact = false;
+  std::string blocks;
+  bool no_overlay = false;
 };
 
 Result<std::vector<unsigned>> parse_gpus(const std::string& text) {
@@ -142,20 +149,78 @@ void setup(CLI::App& app, Context& ctx) {
   cmd->add_flag("--settle-force", opts->settle_force, "wait for settle even when no recent kill is seen");
   cmd->add_option("--settle-max", opts->settle_max, "bound on the settle wait, probe time included (default 2s)");
   cmd->add_flag("--compact", opts->compact, "when free memory is fragmented, compact memory and check again");
+  cmd->add_option("--blocks", opts->blocks,
+                  "COUNTxSIZE: at least COUNT free blocks of SIZE (200x32M); if short, compact once and count "
+                  "again: go, compacted (exit 0) or reboot (exit 1)")
+      ->type_name("COUNTxSIZE");
+  cmd->add_flag("--no-overlay", opts->no_overlay,
+                "judge host RAM as it is now, not under the load-window overlay's reserve");
   cmd->callback([opts, &ctx] {
+    // --blocks is checked first: bad input changes nothing.
+    std::optional<BlocksAsk> ask;
+    if (!opts->blocks.empty()) {
+      auto buddy = read_buddyinfo(ctx.paths);
+      if (!buddy) {
+        ctx.exit_code = report_error(ctx, describe(buddy.error()));
+        return;
+      }
+      auto a = parse_blocks(opts->blocks, static_cast<uint64_t>(::sysconf(_SC_PAGESIZE)), buddy->orders());
+      if (!a) {
+        ctx.exit_code = report_error(ctx, describe(a.error()));
+        return;
+      }
+      ask = *a;
+    }
+    if (ask && opts->bytes.empty() && opts->models.empty()) {
+      HostActuator act(ctx.paths);
+      auto rep = check_blocks(ctx.paths, act, *ask);
+      if (!rep) {
+        ctx.exit_code = report_error(ctx, describe(rep.error()));
+        return;
+      }
+      if (ctx.json)
+        print_json(nlohmann::json{{"verdict", blocks_verdict_name(rep->verdict)}, {"blocks", rep->to_json()}});
+      else
+        std::cout << rep->to_text();
+      ctx.exit_code = rep->verdict == BlocksVerdict::reboot ? k_exit_check : k_exit_ok;
+      return;
+    }
     auto req = build_request(ctx.paths, *opts);
     if (!req) {
       ctx.exit_code = report_error(ctx, req.error().what());
       return;
     }
-    auto rep = run_preflight(ctx.paths, *req);
-    if (ctx.json)
-      print_json(rep.to_json());
-    else
+    HostActuator act(ctx.paths);
+    if (!opts->no_overlay) {
+      auto overlay = load_window_overlay(ctx.paths, act);
+      auto reserve = overlay ? overlay_reserve(ctx.paths, *overlay) : Result<OverlayReserve>(overlay.error());
+      if (reserve)
+        req->overlay = *reserve;
+      else
+        log_debug(std::string("overlay reserve not counted: ") + describe(reserve.error()));
+    }
+    auto rep = run_preflight(ctx.paths, *req, act);
+    std::optional<BlocksReport> blocks;
+    if (ask) {
+      auto b = check_blocks(ctx.paths, act, *ask);
+      if (!b) {
+        ctx.exit_code = report_error(ctx, describe(b.error()));
+        return;
+      }
+      blocks = *b;
+    }
+    if (ctx.json) {
+      auto j = rep.to_json();
+      if (blocks) j["blocks"] = blocks->to_json();
+      print_json(j);
+    } else {
       std::cout << rep.to_text();
+      if (blocks) std::cout << "  " << blocks->to_text();
+    }
     ctx.exit_code = rep.verdict == Verdict::go        ? k_exit_ok
                     : rep.verdict == Verdict::refused ? k_exit_check
                                                       : k_exit_error;
+    if (blocks && blocks->verdict == BlocksVerdict::reboot && ctx.exit_code == k_exit_ok) ctx.exit_code = k_exit_check;
   });
 }
 

@@ -35,7 +35,8 @@ RunGuardArgs& args() {
 }
 
 bool wanted(const RunGuardArgs& a) {
-  return !a.budget.empty() || !a.memory_high.empty() || !a.memory_max.empty() || !a.on_oom.empty() || a.restart;
+  return !a.budget.empty() || !a.memory_high.empty() || !a.memory_max.empty() || !a.on_oom.empty() || a.restart ||
+         !a.host_floor.empty();
 }
 
 Result<guard::GuardOptions> options_for(const cli::RunOptions& o, pid_t child) {

@@ -30,10 +30,12 @@ void setup(CLI::App& app, spark::cli::Context& ctx) {
       ctx.exit_code = cli::agent_error(ctx, r.error());
       return;
     }
-    if (ctx.json)
+    if (ctx.json) {
       cli::print_json(*r);
-    else
+    } else {
       std::cout << r->value("id", "") << std::endl;
+      if (r->contains("overlay_reserve")) std::cerr << (*r)["overlay_reserve"].value("text", "") << std::endl;
+    }
   });
 
   static std::string end_id;

@@ -42,6 +42,7 @@ void add_window_options(CLI::App& app, WindowCliOptions& o, bool with_pid) {
                  "window profile: its sysctls are the overlay, its [window] options the defaults (default load-window)")
       ->type_name("NAME");
   app.add_option("--label", o.label, "a note shown by window list");
+  add_floor_options(app, o.floor, with_pid ? "--force" : "--floor-force");
 }
 
 Result<WindowSpec> to_spec(const WindowCliOptions& o) {
@@ -98,6 +99,7 @@ Result<WindowSpec> to_spec(const WindowCliOptions& o) {
   }
   s.label = o.label;
   s.profile = o.profile;
+  SPARK_TRY(s.floor, floor_ask_of(o.floor));
   // The agent validates again; validate here so bad input never reaches it.
   SPARK_TRY(WindowSpec checked, spec_from_json(spec_to_json(s)));
   (void)checked;

@@ -23,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "cli/floor_options.h"
 #include "cli/registry.h"
 #include "core/result.h"
 #include "window/window.h"
@@ -45,6 +46,7 @@ struct WindowCliOptions {
   bool no_overlay = false;
   std::string profile;  // window profile (default load-window)
   std::string label;
+  FloorCliOptions floor;  // cli/floor_options.h
 };
 
 void add_window_options(CLI::App& app, WindowCliOptions& o, bool with_pid);

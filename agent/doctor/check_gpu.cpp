@@ -6,6 +6,7 @@
 #include "core/units.h"
 #include "doctor/doctor.h"
 #include "gpu/gpu_probe.h"
+#include "guard/supervisor.h"
 #include "telemetry/memory_holders.h"
 
 namespace spark::doctor {
@@ -59,6 +60,18 @@ std::vector<Finding> check_gpu(const Env& env) {
       add(Status::ok, "GPU " + std::to_string(d.index) + " " + d.name + ": " +
                           (d.unified ? "unified memory (accounted against host RAM)"
                                      : format_size(d.free) + " free of " + format_size(d.total)));
+    // Issue 14 part 3: on unified memory a server's cgroup does not see what it allocates on the GPU.
+    bool unified = std::any_of(sample->devices.begin(), sample->devices.end(), [](const auto& d) { return d.unified; });
+    if (unified)
+      if (auto guards = guard::list_guards(env.paths); guards)
+        for (const auto& g : *guards)
+          if (!g.host_floor)
+            add(Status::warn,
+                "guard " + g.id + " (pid " + std::to_string(g.pid) +
+                    ") holds a memory cgroup budget only: on this unified-memory host the cgroup does not see what "
+                    "the server allocates on the GPU, so the budget cannot protect the host",
+                "spark-tune guard end " + g.id + ", then guard the server again with a host floor (--host-floor 5%, "
+                "the default here unless --host-floor off was given)");
   }
   // Servers launched without GGML_CUDA_NO_PINNED=1, from their environment.
   for (int id : process_ids(env.paths)) {

@@ -126,7 +126,12 @@ PreflightReport run_preflight(const HostPaths& paths, const PreflightRequest& re
     return rep;
   }
   rep.host = *host;
-  rep.ram = ram_fit(req.bytes, req.factor, req.headroom, rep.host.available());
+  rep.ram = ram_fit(req.bytes, req.factor, req.headroom,
+                    rep.host.available() - (req.overlay ? std::min(req.overlay->takes(), rep.host.available()) : 0));
+  if (req.overlay && req.overlay->takes())
+    rep.notes.push_back("the load-window overlay takes " + format_size(req.overlay->takes()) +
+                        " from MemAvailable: judged against " + format_size(rep.ram.available) +
+                        " (begin the window with --no-overlay, or a smaller vm.min_free_kbytes, to keep it)");
 
   // Fragmentation, per node; compaction on request when a node is not ok.
   uint64_t page_size = req.page_size ? req.page_size : static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
@@ -222,6 +227,7 @@ nlohmann::json PreflightReport::to_json() const {
               {"settle", request.settle},
               {"settle_max_ms", request.settle_max.count()}}}};
   if (!undecided.empty()) j["undecided"] = undecided;
+  if (request.overlay) j["overlay"] = request.overlay->to_json();
   if (compacted) j["fragmentation_before_compact"] = nodes(frag_before_compact);
   if (gpu_checked) {
     json g = json::array();
@@ -252,6 +258,7 @@ std::string PreflightReport::to_text() const {
   o << "  host RAM: need " << format_size(ram.need) << ", available " << format_size(ram.available) << " (factor "
     << factor_text(request.factor) << ", headroom " << format_size(request.headroom) << ": " << request.limits_from
     << ")\n";
+  if (request.overlay) o << "  " << request.overlay->to_text() << '\n';
   for (const auto& n : frag)
     o << "  node " << n.node << ": " << format_size(n.free_bytes) << " free in the buddy allocator, "
       << static_cast<int>(n.large_share * 100) << "% in large blocks (" << severity_name(n.severity) << ")"

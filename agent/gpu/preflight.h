@@ -15,6 +15,7 @@
 #include "gpu/gpu_probe.h"
 #include "telemetry/host_fit.h"
 #include "telemetry/memory_holders.h"
+#include "telemetry/reserve.h"
 #include "tune/actuator.h"
 
 namespace spark {
@@ -36,6 +37,9 @@ struct PreflightRequest {
   uint64_t page_size = 0;  // 0: this host's
   std::string nvml_library = nvml_library_path();
   size_t holders = 5;
+  // What the load-window overlay will take from MemAvailable (issue 14 part 4): when set, the host RAM
+  // rule is judged against MemAvailable under the overlay, as the engine's own start-up check will see it.
+  std::optional<OverlayReserve> overlay;
 };
 
 enum class Verdict { go, refused, undecided };

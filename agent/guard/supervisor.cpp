@@ -11,6 +11,7 @@
 #include "core/fs.h"
 #include "core/log.h"
 #include "core/units.h"
+#include "guard/host_floor.h"
 #include "guard/systemd_scope.h"
 #include "state/journal.h"
 #include "telemetry/psi.h"
@@ -49,6 +50,7 @@ nlohmann::json options_to_json(const GuardOptions& o) {
   j["warn_eta_ms"] = o.warn_eta.count();
   j["parent"] = o.parent;
   j["settle_on_ready"] = o.settle_on_ready;
+  j["host_floor"] = o.host_floor;
   return j;
 }
 
@@ -72,6 +74,7 @@ Result<GuardOptions> options_from_json(const nlohmann::json& j) try {
   o.warn_eta = Ms(j.value("warn_eta_ms", int64_t{30000}));
   o.parent = j.value("parent", "");
   o.settle_on_ready = j.value("settle_on_ready", false);
+  o.host_floor = j.value("host_floor", "");
   return o;
 } catch (const std::exception& e) {
   return input_error(std::string("guard options: ") + e.what());
@@ -152,6 +155,7 @@ nlohmann::json GuardState::to_json() const {
   j["limit"] = limit;
   j["restarts_ms"] = restarts_ms;
   j["started_ms"] = started_ms;
+  j["host_floor"] = host_floor;
   return j;
 }
 
@@ -179,6 +183,7 @@ Result<GuardState> GuardState::from_json(const nlohmann::json& j) {
     s.limit = j.value("limit", uint64_t{0});
     s.restarts_ms = j.value("restarts_ms", std::vector<int64_t>{});
     s.started_ms = j.value("started_ms", int64_t{0});
+    s.host_floor = j.value("host_floor", uint64_t{0});
     return s;
   } catch (const std::exception& e) {
     return input_error(std::string("guard state in the journal is unreadable: ") + e.what());
@@ -226,6 +231,7 @@ struct GuardSupervisor::Runtime {
   std::unique_ptr<CgroupBox> box;
   Fd oom_fd, pressure_fd, events_fd, pidfd;
   std::optional<GrowthWatch> growth;
+  std::optional<HostFloorWatch> host_floor;  // guard/host_floor.h
   uint64_t oom_kills_seen = 0;
   Clock::time_point next_sample{}, settle_at{}, fast_until{}, last_pressure{}, restart_at{}, spawned_at{}, next_probe{};
   bool pressure_once = false;
@@ -259,7 +265,7 @@ Result<MemoryHierarchy> GuardSupervisor::hierarchy() {
 void GuardSupervisor::emit(const std::string& id, const std::string& type, nlohmann::json fields) {
   Event e = make_event(id, type, std::move(fields));
   if (sink_) sink_(e);
-  if (type == "oom_kill") run_hook(e);
+  if (type == "oom_kill" || type == "host_floor") run_hook(e);
 }
 
 void GuardSupervisor::persist(Runtime& g) {
@@ -318,6 +324,7 @@ Result<std::string> GuardSupervisor::add(const GuardOptions& o) {
   GuardState st;
   st.opt = opt;
   st.budget = budget;
+  SPARK_TRY(st.host_floor, resolve_host_floor(paths_, opt.host_floor, host));
   st.started_ms = unix_ms();
   Fd pidfd;
   if (opt.pid > 0) {
@@ -865,6 +872,7 @@ void GuardSupervisor::sample(Runtime& g, Clock::time_point now) {
       }
     }
   }
+  check_host_floor(g, now);
   if (!g.growth || g.phase != Runtime::Phase::running || !g.pidfd.valid()) return;
   auto host = read_meminfo(paths_);
   GrowthSample gs{now, s->anon, host ? host->available() : 0};
@@ -883,6 +891,38 @@ void GuardSupervisor::sample(Runtime& g, Clock::time_point now) {
           {"host_eta_s", w->host_eta_s},
           {"growers", growers(g)}});
   }
+}
+
+// Issue 14 part 3: below the host floor the guard's warning, hook and restart run as for its own
+// budget, with the host named as the cause.
+void GuardSupervisor::check_host_floor(Runtime& g, Clock::time_point now) {
+  if (!g.st.host_floor || g.phase != Runtime::Phase::running || !g.pidfd.valid()) return;
+  if (!g.host_floor) g.host_floor.emplace(g.st.host_floor);
+  auto host = read_meminfo(paths_);
+  if (!host) return;
+  auto c = g.host_floor->add(host->available(), now);
+  if (!c) return;
+  auto s = g.box->stats();
+  nlohmann::json f = {{"reason", "host_floor"},
+                      {"cause", "host"},
+                      {"host_available", c->available},
+                      {"host_floor", c->floor},
+                      {"budget", g.st.budget},
+                      {"limit", g.st.limit},
+                      {"usage", s ? s->usage : 0},
+                      {"anon", s ? s->anon : 0},
+                      {"growers", growers(g)}};
+  emit(g.st.id, "memory_growth", f);
+  if (!c->first) return;
+  bool restart = g.st.opt.restart && !g.st.launch.argv.empty();
+  f["action"] = restart ? "restart" : "hook";
+  f["pid"] = g.st.pid;
+  emit(g.st.id, "host_floor", f);  // runs the --on-oom hook, as a kill by the budget would
+  log_warning("guard " + g.st.id + ": the host is below its floor (MemAvailable " + format_size(c->available) +
+              " < " + format_size(c->floor) + "; the server's cgroup does not see unified GPU memory)" +
+              (restart ? ": stopping the server for its restart" : ""));
+  // With --restart, the server is stopped so the restart runs as after a kill by the budget.
+  if (restart) (void)g.box->kill_all(tuner_.actuator());
 }
 
 void GuardSupervisor::tick() {

@@ -51,6 +51,7 @@ struct GuardOptions {
   Ms warn_eta{30000};            // memory_growth when the limit is nearer than this
   std::string parent;            // cgroup the box is made under; default this process's own memory cgroup
   bool settle_on_ready = false;  // footprint measured when --until-port first accepts (the load is done)
+  std::string host_floor;        // --host-floor as given (guard/host_floor.h): "" default, "off", SIZE|N%
 };
 
 nlohmann::json options_to_json(const GuardOptions& o);
@@ -82,6 +83,7 @@ struct GuardState {
   uint64_t limit = 0;
   std::vector<int64_t> restarts_ms;  // unix ms of each restart
   int64_t started_ms = 0;
+  uint64_t host_floor = 0;  // MemAvailable floor in bytes (guard/host_floor.h); 0: none
 
   nlohmann::json to_json() const;
   static Result<GuardState> from_json(const nlohmann::json& j);
@@ -133,6 +135,7 @@ class GuardSupervisor {
   void settle_now(Runtime& g);
   void sample(Runtime& g, std::chrono::steady_clock::time_point now);
   void check_oom(Runtime& g);
+  void check_host_floor(Runtime& g, std::chrono::steady_clock::time_point now);
   void handle_exit(Runtime& g, std::optional<int> status);
   void start_server(Runtime& g);
   Result<std::string> scope_with(pid_t pid, const std::string& name, const std::string& description);

@@ -18,6 +18,8 @@
 #include "core/units.h"
 #include "profile/profile_ops.h"
 #include "profile/resolve.h"
+#include "gpu/unified.h"
+#include "telemetry/reserve.h"
 #include "tune/readahead.h"
 
 namespace spark {
@@ -71,6 +73,7 @@ json spec_to_json(const WindowSpec& s) {
     j["overlay"] = o;
   }
   if (!s.label.empty()) j["label"] = s.label;
+  if (s.floor) j["floor"] = floor_ask_to_json(*s.floor);
   return j;
 }
 
@@ -112,6 +115,10 @@ Result<WindowSpec> spec_from_json(const json& j) {
     }
     if (j.contains("label")) s.label = j.at("label").get<std::string>();
     if (j.contains("profile")) s.profile = j.at("profile").get<std::string>();
+    if (j.contains("floor")) {
+      SPARK_TRY(FloorAsk a, floor_ask_from_json(j.at("floor")));
+      s.floor = std::move(a);
+    }
   } catch (const json::exception& e) {
     return input_error(std::string("bad window parameters: ") + e.what());
   }
@@ -141,7 +148,8 @@ json record_to_json(const WindowRecord& r) {
           {"pid", r.pid},
           {"pid_start", r.pid_start},
           {"until_port", r.until_port},
-          {"label", r.label}};
+          {"label", r.label},
+          {"floor", r.floor}};
 }
 
 Result<WindowRecord> record_from_json(const json& j) {
@@ -164,6 +172,10 @@ Result<WindowRecord> record_from_json(const json& j) {
     r.pid_start = j.value("pid_start", uint64_t{0});
     r.until_port = j.value("until_port", std::string());
     r.label = j.value("label", std::string());
+    if (j.contains("floor") && !j.at("floor").is_null()) {
+      SPARK_TRY_VOID(floor_from_json(j.at("floor")));
+      r.floor = j.at("floor");
+    }
   } catch (const json::exception& e) {
     return sys_error(EINVAL, std::string("window record in the journal is damaged: ") + e.what());
   }
@@ -189,12 +201,14 @@ struct WindowManager::Runtime {
   int pidfd = -1;
   Clock::time_point deadline;
   std::unique_ptr<CacheKeeper> cache;
+  std::unique_ptr<FloorKeeper> floor;  // window/floor.h: only with a floor
   Clock::time_point next_cache{};
   Clock::time_point next_port{};
   // An end that failed: retried at end_retry with the backoff doubling (issue 13 defect 1).
   std::optional<Clock::time_point> end_retry;
   std::chrono::milliseconds end_backoff{100};
   std::string end_reason;
+  json reserve;  // what the overlay takes from MemAvailable (telemetry/reserve.h), measured at begin
   ~Runtime() {
     if (pidfd >= 0) ::close(pidfd);
   }
@@ -373,6 +387,15 @@ Result<WindowRecord> WindowManager::begin(const WindowSpec& asked) {
     }
   } pidfd_guard{pidfd};
 
+  // The floor (issue 14 part 2): bad or already crossed floors are refused here, before any change.
+  std::optional<FloorSpec> floor;
+  {
+    SPARK_TRY(MemInfo mem, read_meminfo(paths_));
+    std::map<std::string, std::string> none;
+    SPARK_TRY(floor, window_floor(spec.floor, profile ? profile->options : none,
+                                  [] { return unified_memory_host(); }, mem));
+  }
+
   SPARK_TRY(std::string id, next_id());
   WindowRecord r;
   r.id = id;
@@ -402,6 +425,16 @@ Result<WindowRecord> WindowManager::begin(const WindowSpec& asked) {
   r.pid_start = pid_start;
   r.until_port = spec.until_port;
   r.label = spec.label;
+  if (floor) r.floor = floor_to_json(*floor);
+
+  // What the overlay will take from MemAvailable, measured before it is applied (issue 14 part 4).
+  json reserve;
+  if (auto res = overlay_reserve(paths_, *spec.overlay); res) {
+    reserve = res->to_json();
+    reserve["text"] = res->to_text();
+  } else {
+    log_debug("window " + id + ": overlay reserve not measured: " + describe(res.error()));
+  }
 
   // 2. One transaction: overlay + readahead (never raised: a device already lower keeps its value).
   std::vector<Change> changes = *spec.overlay;
@@ -421,6 +454,7 @@ Result<WindowRecord> WindowManager::begin(const WindowSpec& asked) {
   auto rt = std::make_unique<Runtime>();
   rt->record = r;
   rt->pidfd = pidfd;
+  rt->reserve = std::move(reserve);
   pidfd = -1;
   windows_[id] = std::move(rt);
   SPARK_TRY_VOID(start_runtime(r));
@@ -456,6 +490,13 @@ Result<void> WindowManager::start_runtime(const WindowRecord& r) {
     rt->next_cache = now;
   }
   rt->next_port = now;
+  if (!r.floor.is_null()) {
+    SPARK_TRY(FloorSpec fspec, floor_from_json(r.floor));
+    std::vector<fs::path> files(r.files.begin(), r.files.end());
+    rt->floor = std::make_unique<FloorKeeper>(paths_, tuner_, r.id, files, r.pid, fspec, [this](const Event& e) {
+      if (sink_) sink_(e);
+    });
+  }
   return {};
 }
 
@@ -531,6 +572,7 @@ Result<void> WindowManager::end_now(const std::string& id, const std::string& re
     data["duration_ms"] = std::max<int64_t>(now_real_ms() - rt->record.begun_ms, 0);
     data["files"] = rt->record.files.size();
     if (rt->cache) data["cache_stats"] = cache_stats_json(rt->cache->stats(), rt->record.mapped_budget);
+    if (rt->floor) data["floor"] = rt->floor->finish();  // a paused tree is resumed here
     if (rt->cache)
       log_info("window " + id + " cache: " + std::to_string(rt->cache->stats().evictions) + " evictions, " +
                std::to_string(rt->cache->stats().drops) + " drops, " + std::to_string(rt->cache->stats().pageouts) +
@@ -611,6 +653,7 @@ json WindowManager::describe_window(const std::string& id) const {
                              {"previous", l.previous ? json(*l.previous) : json()}});
   j["changes"] = changes;
   if (it->second->cache) j["cache_stats"] = cache_stats_json(it->second->cache->stats(), it->second->record.mapped_budget);
+  if (!it->second->reserve.is_null()) j["overlay_reserve"] = it->second->reserve;
   return j;
 }
 
@@ -657,12 +700,19 @@ Result<std::vector<std::string>> WindowManager::recover() {
 
 std::vector<int> WindowManager::poll_fds() const {
   std::vector<int> fds;
-  for (const auto& [id, rt] : windows_)
+  for (const auto& [id, rt] : windows_) {
     if (rt->pidfd >= 0) fds.push_back(rt->pidfd);
+    if (rt->floor && rt->floor->psi_fd() >= 0) fds.push_back(rt->floor->psi_fd());
+  }
   return fds;
 }
 
 void WindowManager::on_ready(int fd, Clock::time_point now) {
+  for (const auto& [id, rt] : windows_)
+    if (rt->floor && rt->floor->psi_fd() == fd) {
+      rt->floor->on_psi(now);  // memory stalls: the floor checks now, not at its next 10 ms
+      return;
+    }
   std::string hit;
   for (const auto& [id, rt] : windows_)
     if (rt->pidfd == fd) hit = id;
@@ -689,6 +739,7 @@ std::optional<WindowManager::Clock::time_point> WindowManager::next_timer() cons
     }
     take(rt->deadline);
     if (rt->cache) take(rt->next_cache);
+    if (rt->floor) take(rt->floor->next_check());
     if (!rt->record.until_port.empty()) take(rt->next_port);
     if (rt->record.pid > 0 && rt->pidfd < 0) take(Clock::now() + std::chrono::milliseconds(200));
   }
@@ -709,6 +760,8 @@ void WindowManager::on_timer(Clock::time_point now) {
       if (now >= *rt->end_retry) retries.push_back(id);
       continue;
     }
+    // The floor first: its 10 ms check is what reacts before the driver or the kernel does.
+    if (rt->floor && now >= rt->floor->next_check()) rt->floor->tick(now);
     if (now >= rt->deadline) {
       to_end.push_back({id, "TTL ran out", "window_ttl_expired", {{"ttl_ms", rt->record.deadline_ms - rt->record.begun_ms}}});
       continue;

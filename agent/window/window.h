@@ -24,6 +24,7 @@
 #include "core/result.h"
 #include "tune/page_cache.h"
 #include "tune/tuner.h"
+#include "window/floor.h"
 
 namespace spark {
 
@@ -72,6 +73,7 @@ struct WindowSpec {
   std::optional<std::vector<Change>> overlay;  // nullopt: the profile's overlay
   std::string profile;                      // empty: load-window
   std::string label;                        // free text for `window list` (the command of `run`)
+  std::optional<FloorAsk> floor;            // --free-floor/--available-floor/--on-floor/--force (window/floor.h)
 };
 
 nlohmann::json spec_to_json(const WindowSpec& s);
@@ -95,6 +97,7 @@ struct WindowRecord {
   uint64_t pid_start = 0;            // /proc/PID/stat starttime: a reused pid is not ours
   std::string until_port;
   std::string label;
+  nlohmann::json floor;              // the resolved FloorSpec (floor_to_json); null: no floor
 };
 nlohmann::json record_to_json(const WindowRecord& r);
 Result<WindowRecord> record_from_json(const nlohmann::json& j);

@@ -101,6 +101,8 @@ TEST(DocsDefaults, LoadWindowsTableIsTheCodeAndTheShippedProfile) {
       {"--mapped-budget", std::to_string(none.mapped_budget ? 1 : rec.mapped_budget)},
       {"--ttl", std::to_string(k_default_window_ttl.count()) + "ms"},
       {"--readahead", std::to_string(k_default_window_readahead_kb)},
+      {"--free-floor", "off"},  // window/floor.h: no floor unless asked or the profile's holds
+      {"--available-floor", "off"},
   };
   // The shipped load-window profile, loaded as the agent loads it (no operator copy in a fixture).
   test::FixtureRoot root;

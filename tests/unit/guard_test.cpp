@@ -595,6 +595,49 @@ TEST_F(GuardV2FakeTree, AProcessThatExitsDuringSetUpLeavesNothingBehind) {
   EXPECT_TRUE(events.empty());
 }
 
+// Issue 14 part 3: memory taken outside the guard's cgroup (only the host's MemAvailable falls, in
+// the fixture meminfo): below --host-floor the guard warns naming the host and runs its hook.
+TEST_F(GuardV2FakeTree, HostFloorWarnsAndRunsTheHookNamingTheHost) {
+  SupervisorConfig cfg;
+  cfg.sample_interval = 0ms;
+  GuardSupervisor sup(
+      root.paths(), tuner, [&](const Event& e) { events.push_back(e); }, cfg);
+  auto true_bin = resolve_executable("true");
+  ASSERT_TRUE(true_bin.ok());
+  GuardOptions o;
+  o.pid = child;
+  o.budget = "1G";
+  o.on_oom = {*true_bin};
+  o.host_floor = "4G";
+  auto id = sup.add(o);
+  ASSERT_TRUE(id.ok()) << id.error().what();
+  EXPECT_EQ(sup.state(*id)->host_floor, 4ull << 30);
+  auto count = [&](const std::string& type) {
+    return std::count_if(events.begin(), events.end(), [&](const Event& e) { return e.type == type; });
+  };
+  for (int i = 0; i < 5; ++i) sup.run_once(10ms);
+  EXPECT_EQ(count("host_floor"), 0) << "20 GiB available is above a 4 GiB floor";
+  root.meminfo(48 * 1024 * 1024, 3 * 1024 * 1024);  // something outside the box took 17 GiB
+  auto t0 = std::chrono::steady_clock::now();
+  while (count("hook_done") == 0 && std::chrono::steady_clock::now() - t0 < 5s) sup.run_once(10ms);
+  ASSERT_EQ(count("host_floor"), 1);
+  auto floor_event = *std::find_if(events.begin(), events.end(), [](const Event& e) { return e.type == "host_floor"; });
+  EXPECT_EQ(floor_event.data["cause"], "host");
+  EXPECT_EQ(floor_event.data["host_floor"], 4ull << 30);
+  EXPECT_EQ(floor_event.data["action"], "hook");  // no --restart: warning and hook only
+  auto warn = std::find_if(events.begin(), events.end(), [](const Event& e) {
+    return e.type == "memory_growth" && e.data.value("reason", "") == "host_floor";
+  });
+  ASSERT_NE(warn, events.end());
+  auto hook = std::find_if(events.begin(), events.end(), [](const Event& e) { return e.type == "hook_start"; });
+  ASSERT_NE(hook, events.end());
+  EXPECT_EQ(hook->data["for"], "host_floor");
+  EXPECT_EQ(count("hook_done"), 1);
+  EXPECT_EQ(::kill(child, 0), 0) << "without --restart the server is left running";
+  root.write("sys/fs/cgroup/agent.slice/spark-guard-g1/cgroup.procs", "");
+  ASSERT_TRUE(sup.end(*id).ok());
+}
+
 TEST_F(GuardV2FakeTree, KillAllUsesCgroupKill) {
   HostPaths p = root.paths();
   FakeCgroupfs fake(p);

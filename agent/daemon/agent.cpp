@@ -592,7 +592,7 @@ int Agent::run() {
             }
           }
       }
-      if (fds[0].revents) accept_clients();
+      // Clients first: a connection that has closed frees its slot before new ones are counted.
       for (size_t i = 2; i < service_base; ++i) {
         if (!fds[i].revents) continue;
         auto it = clients_.find(fds[i].fd);
@@ -616,6 +616,7 @@ int Agent::run() {
           }
         }
       }
+      if (fds[0].revents) accept_clients();
       for (size_t i = service_base; i < fds.size(); ++i)
         if (fds[i].revents) owner[i - service_base]->on_ready(fds[i].fd, now);
     }

@@ -130,6 +130,10 @@ int do_guard(Context& ctx, const GuardArgs& a) {
   if (a.undo) return report_error(ctx, "--undo goes with --unit (end other guards with: spark-tune guard end ID)");
   auto o = to_options(a);
   if (!o) return report_error(ctx, describe(o.error()));
+  if (!a.foreground && !a.events_file.empty())
+    return report_error(ctx, "--events-file is written by a guard held in the foreground only (--foreground); a "
+                             "guard held by the agent logs to the agent's event stream: read it with `spark-tune "
+                             "events --json --source guard >> " + a.events_file + "` (it follows until interrupted)");
   if (!a.foreground) {
     auto r = agent_call(ctx, "guard.add", guard::options_to_json(*o));
     if (!r) return agent_error(ctx, r.error());
@@ -203,7 +207,8 @@ void setup(CLI::App& app, Context& ctx) {
   auto* g = app.add_subcommand("guard",
                                "put a server in a memory cgroup of its own with a host-relative budget "
                                "(held by the agent; --foreground holds it in this process)");
-  g->add_option("--pid", a->pid, "guard this running process (moved into a memory cgroup of its own)");
+  g->add_option("--pid", a->pid, "guard this running process (moved into a memory cgroup of its own)")
+      ->check(pid_validator());
   g->add_option("--unit", a->unit, "write the equivalent systemd drop-in for this service instead");
   g->add_option("--cgroup", a->cgroup, "guard an existing memory cgroup in place (path in the memory hierarchy)");
   add_guard_flags(g, a->flags);

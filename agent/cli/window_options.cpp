@@ -1,5 +1,7 @@
 #include "cli/window_options.h"
 
+#include <cstdlib>
+
 #include "core/fs.h"
 #include "core/units.h"
 #include "daemon/protocol.h"
@@ -9,6 +11,18 @@ namespace spark::cli {
 std::vector<RunExtension>& run_extensions() {
   static std::vector<RunExtension> list;
   return list;
+}
+
+CLI::Validator pid_validator() {
+  return CLI::Validator(
+      [](std::string& v) -> std::string {
+        char* end = nullptr;
+        long n = std::strtol(v.c_str(), &end, 10);
+        if (end == v.c_str() || *end != '\0' || n <= 0 || n > 4'194'304)
+          return "'" + v + "' is not a process id: give the PID of a running process (1 or more; see `pgrep`)";
+        return {};
+      },
+      "PID");
 }
 
 void add_window_options(CLI::App& app, WindowCliOptions& o, bool with_pid) {
@@ -32,7 +46,8 @@ void add_window_options(CLI::App& app, WindowCliOptions& o, bool with_pid) {
                  "profile's, else 0 = each mapping once its process is done with it) or auto (MemAvailable - files - 10% of RAM)")
       ->type_name("SIZE|auto");
   app.add_option("--ttl", o.ttl, "the window ends after this long at most (default: the profile's, else 180s)")->type_name("DURATION");
-  if (with_pid) app.add_option("--pid", o.pid, "end the window when this process exits")->type_name("PID");
+  if (with_pid)
+    app.add_option("--pid", o.pid, "end the window when this process exits")->type_name("PID")->check(pid_validator());
   app.add_option("--until-port", o.until_port, "end the window when HOST:PORT accepts connections (the server is up)")
       ->type_name("HOST:PORT");
   app.add_option("--sysctl", o.sysctls, "sysctl overlay KEY=VALUE instead of the load-window profile")
@@ -54,7 +69,7 @@ Result<WindowSpec> to_spec(const WindowCliOptions& o) {
       s.readahead_kb = 0;
     } else {
       auto bytes = parse_size(o.readahead);
-      if (!bytes) return input_error("--readahead " + o.readahead + ": " + describe(bytes.error()));
+      if (!bytes) return with_context(bytes.error(), "--readahead " + o.readahead);
       if (*bytes < 4096) return input_error("--readahead " + o.readahead + " is below one page (4k); use 'off' for none");
       s.readahead_kb = *bytes / 1024;
     }
@@ -65,7 +80,7 @@ Result<WindowSpec> to_spec(const WindowCliOptions& o) {
   }
   if (!o.cache_interval.empty()) {
     auto d = parse_duration(o.cache_interval);
-    if (!d) return input_error("--cache-interval " + o.cache_interval + ": " + describe(d.error()));
+    if (!d) return with_context(d.error(), "--cache-interval " + o.cache_interval);
     s.cache_interval = *d;
   }
   if (!o.mapped.empty()) {
@@ -74,12 +89,12 @@ Result<WindowSpec> to_spec(const WindowCliOptions& o) {
   }
   if (!o.mapped_budget.empty()) {
     auto b = parse_mapped_budget(o.mapped_budget);
-    if (!b) return input_error("--mapped-budget: " + describe(b.error()));
+    if (!b) return with_context(b.error(), "--mapped-budget");
     s.mapped_budget = MappedBudget{*b};
   }
   if (!o.ttl.empty()) {
     auto d = parse_duration(o.ttl);
-    if (!d) return input_error("--ttl " + o.ttl + ": " + describe(d.error()));
+    if (!d) return with_context(d.error(), "--ttl " + o.ttl);
     s.ttl = *d;
   }
   s.pid = o.pid;

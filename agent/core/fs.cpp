@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include <cctype>
@@ -46,6 +47,33 @@ Result<std::string> read_file(const fs::path& path) {
     out.append(buf, static_cast<size_t>(n));
   }
   return out;
+}
+
+Result<void> refuse_pseudo_filesystem(const std::string& path_or_glob, const std::string& what) {
+  std::string p = path_or_glob;
+  size_t wild = p.find_first_of("*?[");
+  if (wild != std::string::npos) {
+    size_t slash = p.rfind('/', wild);
+    p = slash == std::string::npos ? "." : p.substr(0, slash + 1);
+    if (p.empty()) p = "/";
+  }
+  struct statfs sf {};
+  if (::statfs(p.c_str(), &sf) != 0) return {};
+  struct Magic {
+    unsigned long magic;
+    const char* name;
+  };
+  static constexpr Magic k_pseudo[] = {
+      {0x9fa0, "proc"},          {0x62656572, "sysfs"},      {0x27e0eb, "cgroup"},     {0x63677270, "cgroup2"},
+      {0x64626720, "debugfs"},   {0x74726163, "tracefs"},    {0x1cd1, "devpts"},       {0x73636673, "securityfs"},
+      {0xcafe4a11, "bpf"},       {0x62656570, "configfs"},   {0x6165676c, "pstore"},   {0xde5e81e4, "efivarfs"},
+      {0x19800202, "mqueue"},    {0x65735543, "fusectl"},    {0x42494e4d, "binfmt_misc"}, {0xf97cff8c, "selinuxfs"},
+  };
+  for (const auto& m : k_pseudo)
+    if (static_cast<unsigned long>(sf.f_type) == m.magic)
+      return input_error(what + ": " + path_or_glob + " is on " + m.name +
+                         ", a kernel pseudo filesystem, not model files: give the files or directory of the model");
+  return {};
 }
 
 Result<std::string> read_value(const fs::path& path) {

@@ -25,6 +25,10 @@ Result<void> atomic_write(const fs::path& path, const std::string& content, mode
 Result<void> ensure_dir(const fs::path& path, mode_t mode = 0755);
 // Remove a file; absent is fine.
 Result<void> remove_file(const fs::path& path);
+// Refuses a path on a kernel pseudo filesystem (proc, sysfs, cgroup, debugfs, tracefs, devpts,
+// securityfs, bpf, configfs...: statfs magic) for `what` ("--files /proc/self"). A glob is judged
+// by its part before the first wildcard; a path that does not exist is not refused here.
+Result<void> refuse_pseudo_filesystem(const std::string& path_or_glob, const std::string& what);
 // Split text into lines without the newline.
 std::vector<std::string> split_lines(const std::string& text);
 std::string trim(const std::string& s);

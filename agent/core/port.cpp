@@ -6,6 +6,7 @@
 
 #include <cerrno>
 #include <cstdlib>
+#include <cstring>
 
 #include "core/fd.h"
 
@@ -60,6 +61,50 @@ bool port_accepts(const PortAddress& a, std::chrono::milliseconds wait) {
   }
   ::freeaddrinfo(res);
   return ok;
+}
+
+bool PortProbe::ready(Clock::time_point now) {
+  if (!resolved_) {
+    resolved_ = true;
+    addrinfo hints{};
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICSERV;
+    addrinfo* res = nullptr;
+    if (::getaddrinfo(addr_.host.c_str(), std::to_string(addr_.port).c_str(), &hints, &res) == 0) {
+      for (addrinfo* ai = res; ai; ai = ai->ai_next) {
+        if (ai->ai_addrlen > sizeof(sockaddr_storage)) continue;
+        Target t;
+        std::memcpy(&t.addr, ai->ai_addr, ai->ai_addrlen);
+        t.len = ai->ai_addrlen;
+        t.family = ai->ai_family;
+        targets_.push_back(t);
+      }
+      ::freeaddrinfo(res);
+    }
+  }
+  if (targets_.empty()) return false;
+  if (sock_.valid()) {
+    pollfd p{sock_.get(), POLLOUT, 0};
+    if (::poll(&p, 1, 0) == 1) {
+      int err = 0;
+      socklen_t len = sizeof err;
+      bool ok = ::getsockopt(sock_.get(), SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err == 0 && (p.revents & POLLOUT);
+      sock_.reset();
+      if (ok) return true;
+      // refused: the next check starts a new connect
+      return false;
+    }
+    if (now - started_ < attempt_) return false;  // still under way
+    sock_.reset();                                // no answer: try again
+  }
+  const Target& t = targets_[next_++ % targets_.size()];
+  Fd s(::socket(t.family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (!s.valid()) return false;
+  if (::connect(s.get(), reinterpret_cast<const sockaddr*>(&t.addr), t.len) == 0) return true;
+  if (errno != EINPROGRESS) return false;
+  sock_ = std::move(s);
+  started_ = now;
+  return false;
 }
 
 }  // namespace spark

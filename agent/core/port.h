@@ -2,9 +2,14 @@
 // one parser and one prober.
 #pragma once
 
+#include <sys/socket.h>
+
 #include <chrono>
 #include <cstdint>
 #include <string>
+#include <vector>
+
+#include "core/fd.h"
 
 #include "core/result.h"
 
@@ -20,5 +25,32 @@ struct PortAddress {
 Result<PortAddress> parse_port_address(const std::string& text);
 // One non-blocking connect per address of the host; true when one is accepted within `wait`.
 bool port_accepts(const PortAddress& a, std::chrono::milliseconds wait = std::chrono::milliseconds(20));
+
+// A readiness probe that never blocks the caller (the agent's loop): the host is resolved once
+// (at the first check), then one non-blocking connect at a time is started and looked at with a
+// zero-timeout poll on each check. A connect that neither succeeds nor fails (a full accept
+// queue, dropped SYNs) is abandoned after `attempt` and the next address (or the same) is tried.
+class PortProbe {
+ public:
+  using Clock = std::chrono::steady_clock;
+  explicit PortProbe(PortAddress a, std::chrono::milliseconds attempt = std::chrono::milliseconds(2000))
+      : addr_(std::move(a)), attempt_(attempt) {}
+  // True once a connection was accepted (the probe's socket is then closed).
+  bool ready(Clock::time_point now);
+
+ private:
+  struct Target {
+    sockaddr_storage addr{};
+    socklen_t len = 0;
+    int family = 0;
+  };
+  PortAddress addr_;
+  std::chrono::milliseconds attempt_;
+  bool resolved_ = false;
+  std::vector<Target> targets_;
+  size_t next_ = 0;
+  Fd sock_;
+  Clock::time_point started_{};
+};
 
 }  // namespace spark

@@ -16,6 +16,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <utility>
 
 #include "core/fs.h"
 #include "core/log.h"
@@ -227,10 +228,32 @@ Result<void> Agent::open_socket() {
   return {};
 }
 
+void Agent::accept_failed(int err) {
+  // Out of descriptors: the listener stays readable, so polling it again would spin. Give up the
+  // reserve descriptor to take the waiting client and close it (it sees the connection end), then
+  // take the reserve back; and stop polling the listener for a moment.
+  if (reserve_fd_ >= 0) {
+    ::close(reserve_fd_);
+    reserve_fd_ = -1;
+    int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    if (fd >= 0) ::close(fd);
+    reserve_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  }
+  accept_paused_until_ = Clock::now() + std::chrono::milliseconds(200);
+  if (auto msg = accept_log_.admit(std::string("control socket: accept: ") + std::strerror(err) +
+                                       " (out of descriptors): a client was turned away; " +
+                                       std::to_string(clients_.size()) + " connections open",
+                                   Clock::now()))
+    log_warning(*msg);
+}
+
 void Agent::accept_clients() {
   for (;;) {
     int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
-    if (fd < 0) return;
+    if (fd < 0) {
+      if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) accept_failed(errno);
+      return;
+    }
     ucred cred{};
     socklen_t len = sizeof cred;
     Peer peer;
@@ -248,93 +271,155 @@ void Agent::accept_clients() {
       groups.clear();
     std::optional<gid_t> allowed;
     if (group* g = ::getgrnam(opt_.group.c_str())) allowed = g->gr_gid;
-    if (auto ok = authorize_peer(peer, groups, allowed); !ok) {
-      log_warning("refused a client: " + std::string(ok.error().what()),
-                  {{"PEER_UID", std::to_string(peer.uid)}, {"PEER_PID", std::to_string(peer.pid)}});
-      std::string line = json{{"id", nullptr}, {"error", error_to_json(ok.error())}}.dump() + "\n";
-      (void)::send(fd, line.data(), line.size(), MSG_NOSIGNAL);
+    auto refuse = [&](const Error& e) {
+      std::string line = encode_reply(json{{"id", nullptr}, {"error", error_to_json(e)}});
+      (void)::send(fd, line.data(), line.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
       ::close(fd);
+    };
+    if (auto ok = authorize_peer(peer, groups, allowed); !ok) {
+      // Where the socket is reachable by anyone, refusals must not flood the log.
+      if (auto msg = refusal_log_.admit("refused a client: " + std::string(ok.error().what()), Clock::now()))
+        log_warning(*msg, {{"PEER_UID", std::to_string(peer.uid)}, {"PEER_PID", std::to_string(peer.pid)}});
+      refuse(ok.error());
       continue;
     }
-    clients_[fd] = Client{fd, peer, {}, ++next_serial_};
+    if (clients_.size() >= k_max_control_clients) {
+      if (auto msg = refusal_log_.admit("refused a client: " + std::to_string(clients_.size()) +
+                                            " control connections open (the limit)",
+                                        Clock::now()))
+        log_warning(*msg, {{"PEER_UID", std::to_string(peer.uid)}, {"PEER_PID", std::to_string(peer.pid)}});
+      refuse(sys_error(EBUSY, "the agent has " + std::to_string(k_max_control_clients) +
+                                  " control connections open (its limit): close idle clients and try again"));
+      continue;
+    }
+    auto now = Clock::now();
+    Client c;
+    c.fd = fd;
+    c.peer = peer;
+    c.serial = ++next_serial_;
+    c.last_input = c.last_output = now;
+    clients_[fd] = std::move(c);
   }
 }
 
-json Agent::dispatch(const json& request, const Peer& peer) {
-  json id = request.contains("id") ? request["id"] : json();
-  if (!request.is_object() || !request.contains("method") || !request["method"].is_string())
-    return {{"id", id}, {"error", error_to_json(input_error("a request needs a \"method\""))}};
-  std::string method = request["method"];
-  auto it = handlers_.find(method);
-  if (it == handlers_.end())
-    return {{"id", id}, {"error", error_to_json(sys_error(ENOSYS, "unknown method " + method))}};
-  json params = request.value("params", json::object());
-  Result<json> r = [&]() -> Result<json> {
-    try {
-      return it->second(params, peer);
-    } catch (const std::exception& e) {
-      return sys_error(EIO, method + " failed: " + e.what());
-    }
-  }();
-  if (!r) return {{"id", id}, {"error", error_to_json(r.error())}};
-  return {{"id", id}, {"result", *r}};
+void Agent::drop(int fd, const std::string& why) {
+  auto it = clients_.find(fd);
+  if (it == clients_.end()) return;
+  if (!why.empty())
+    log_info("dropped a control connection (pid " + std::to_string(it->second.peer.pid) + "): " + why);
+  ::close(fd);
+  clients_.erase(it);
 }
 
 void Agent::serve(Client& c) {
+  // Read a bounded amount per round, so that one client never holds the loop.
   char buf[65536];
-  for (;;) {
+  for (int round = 0; round < 16 && !c.eof && c.in.size() <= k_max_frame_bytes; ++round) {
     ssize_t n = ::recv(c.fd, buf, sizeof buf, 0);
     if (n > 0) {
       c.in.append(buf, static_cast<size_t>(n));
-      if (c.in.size() > (1u << 20)) break;  // a request this large is not ours
+      c.last_input = Clock::now();
       continue;
     }
     if (n < 0 && (errno == EAGAIN || errno == EINTR)) break;
-    c.in.push_back('\n');
-    c.in += "\x04";  // closed: mark
-    break;
+    c.eof = true;  // closed (or reset): answer what came, then close
   }
-  bool closed = !c.in.empty() && c.in.back() == '\x04';
-  if (closed) c.in.pop_back();
-  size_t nl;
-  while ((nl = c.in.find('\n')) != std::string::npos) {
-    std::string line = c.in.substr(0, nl);
-    c.in.erase(0, nl + 1);
-    if (trim(line).empty()) continue;
-    json resp;
-    try {
-      json request = json::parse(line);
-      in_dispatch_ = DeferredReply{c.fd, c.serial, request.is_object() ? request.value("id", json()) : json()};
-      deferred_ = false;
-      resp = dispatch(request, c.peer);
-    } catch (const json::exception& e) {
-      resp = {{"id", nullptr}, {"error", error_to_json(input_error(std::string("request is not JSON: ") + e.what()))}};
-    }
-    in_dispatch_.reset();
-    if (deferred_) {  // a long-poll: the service replies later
-      deferred_ = false;
-      continue;
-    }
-    send_line(c.fd, resp.dump() + "\n");
-  }
-  if (closed || c.in.size() > (1u << 20)) {
-    int fd = c.fd;
-    ::close(fd);
-    clients_.erase(fd);
-  }
+  process_input(c);
 }
 
-void Agent::send_line(int fd, const std::string& out) {
-  for (size_t off = 0; off < out.size();) {
-    ssize_t w = ::send(fd, out.data() + off, out.size() - off, MSG_NOSIGNAL);
-    if (w < 0 && errno == EAGAIN) {
-      pollfd p{fd, POLLOUT, 0};
-      if (::poll(&p, 1, 1000) <= 0) break;
+void Agent::process_input(Client& c) {
+  int fd = c.fd;
+  size_t start = 0;
+  bool overflow = false;
+  // Requests are handled while this client's replies do not pile up (backpressure): the rest
+  // waits in `in` (and in the socket) until it reads them.
+  while (c.out.size() < k_reply_backpressure) {
+    auto line = next_frame(c.in, start, c.eof, overflow);
+    if (!line) break;
+    if (trim(*line).empty()) continue;
+    auto resp = handle_frame(*line, [&](const json& request, const json& id) -> std::optional<json> {
+      in_dispatch_ = DeferredReply{fd, c.serial, id};
+      deferred_ = false;
+      json r = dispatch_request(handlers_, request, c.peer);
+      in_dispatch_.reset();
+      if (deferred_) {  // a long-poll: the service replies later
+        deferred_ = false;
+        return std::nullopt;
+      }
+      return r;
+    });
+    in_dispatch_.reset();
+    if (!clients_.count(fd)) return;  // a handler dropped it (never today; be safe)
+    if (!resp) {
+      ++c.pending;
       continue;
     }
-    if (w <= 0) break;
-    off += static_cast<size_t>(w);
+    queue_reply(c, encode_reply(*resp));
+    if (!clients_.count(fd)) return;
   }
+  c.in.erase(0, start);
+  if (overflow) {
+    c.in.clear();
+    c.closing = true;
+    queue_reply(c, encode_reply(json{{"id", nullptr},
+                                     {"error", error_to_json(input_error(
+                                                   "request line over " + std::to_string(k_max_frame_bytes) +
+                                                   " bytes (the limit): the connection is closed"))}}));
+    return;
+  }
+  if (c.eof && c.in.empty()) c.closing = true;
+  if (c.closing && c.out.empty()) drop(fd, "");
+}
+
+void Agent::queue_reply(Client& c, const std::string& line) {
+  if (c.out.empty()) c.last_output = Clock::now();
+  c.out += line;
+  flush(c);
+}
+
+void Agent::flush(Client& c) {
+  int fd = c.fd;
+  while (!c.out.empty()) {
+    ssize_t w = ::send(fd, c.out.data(), c.out.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (w > 0) {
+      c.out.erase(0, static_cast<size_t>(w));
+      c.last_output = Clock::now();
+      continue;
+    }
+    if (w < 0 && (errno == EAGAIN || errno == EINTR)) break;
+    drop(fd, "");  // the client has gone
+    return;
+  }
+  if (c.out.size() > k_max_reply_backlog) {
+    drop(fd, std::to_string(c.out.size()) + " bytes of replies unread (the limit is " +
+                 std::to_string(k_max_reply_backlog) + ")");
+    return;
+  }
+  if (c.out.empty() && c.closing) drop(fd, "");
+}
+
+std::optional<Clock::time_point> Agent::expire_clients(Clock::time_point now) {
+  std::optional<Clock::time_point> next;
+  auto take = [&](Clock::time_point t) { next = next ? std::min(*next, t) : t; };
+  std::vector<std::pair<int, std::string>> gone;
+  for (auto& [fd, c] : clients_) {
+    if (!c.out.empty()) {
+      auto due = c.last_output + k_control_send_deadline;
+      if (now >= due)
+        gone.emplace_back(fd, "read none of its replies for " + std::to_string(k_control_send_deadline.count()) +
+                                  " s (" + std::to_string(c.out.size()) + " bytes waiting)");
+      else
+        take(due);
+    } else if (c.pending == 0) {
+      auto due = c.last_input + k_control_idle_timeout;
+      if (now >= due)
+        gone.emplace_back(fd, "idle for " + std::to_string(k_control_idle_timeout.count()) + " s");
+      else
+        take(due);
+    }
+  }
+  for (auto& [fd, why] : gone) drop(fd, why);
+  return next;
 }
 
 std::optional<DeferredReply> Agent::defer() {
@@ -346,9 +431,12 @@ std::optional<DeferredReply> Agent::defer() {
 void Agent::reply(const DeferredReply& to, Result<json> result) {
   auto it = clients_.find(to.fd);
   if (it == clients_.end() || it->second.serial != to.client) return;  // the client has gone
+  Client& c = it->second;
+  if (c.pending > 0) --c.pending;
+  c.last_input = Clock::now();  // the idle timeout counts from the answer
   json resp =
       result ? json{{"id", to.id}, {"result", *result}} : json{{"id", to.id}, {"error", error_to_json(result.error())}};
-  send_line(to.fd, resp.dump() + "\n");
+  queue_reply(c, encode_reply(resp));
 }
 
 bool Agent::connected(const DeferredReply& to) const {
@@ -382,6 +470,10 @@ void Agent::cleanup() {
     ::close(signal_fd_);
     signal_fd_ = -1;
   }
+  if (reserve_fd_ >= 0) {
+    ::close(reserve_fd_);
+    reserve_fd_ = -1;
+  }
 }
 
 int Agent::run() {
@@ -394,6 +486,7 @@ int Agent::run() {
   sigaddset(&mask, SIGUSR2);
   ::sigprocmask(SIG_BLOCK, &mask, nullptr);
   signal_fd_ = ::signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+  reserve_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
 
   // Socket-activated (systemd passes the listening socket): the unit's agent. sd_listen_fds(0)
   // leaves the environment for open_socket().
@@ -414,7 +507,10 @@ int Agent::run() {
   (void)add_handler("agent.ping", [this](const json&, const Peer&) -> Result<json> {
     json names = json::array();
     for (auto& [o, s] : services_) names.push_back(s->name());
-    return json{{"pid", ::getpid()}, {"version", SPARK_TUNE_VERSION}, {"services", names}};
+    return json{{"pid", ::getpid()},
+                {"version", SPARK_TUNE_VERSION},
+                {"services", names},
+                {"connections", clients_.size()}};
   });
 
   // Recovery before READY: the journal from an earlier boot, then each service's own state.
@@ -448,8 +544,17 @@ int Agent::run() {
     std::optional<Clock::time_point> next;
     auto take = [&](Clock::time_point t) { next = next ? std::min(*next, t) : t; };
     if (watchdog) take(next_watchdog);
-    std::vector<pollfd> fds{{listen_fd_, POLLIN, 0}, {signal_fd_, POLLIN, 0}};
-    for (auto& [fd, c] : clients_) fds.push_back({fd, POLLIN, 0});
+    if (auto t = expire_clients(now)) take(*t);
+    if (accept_paused_until_ && now >= *accept_paused_until_) accept_paused_until_.reset();
+    if (accept_paused_until_) take(*accept_paused_until_);
+    // Out of descriptors a moment ago: the listener is not polled (it would spin) until then.
+    std::vector<pollfd> fds{{accept_paused_until_ ? -1 : listen_fd_, POLLIN, 0}, {signal_fd_, POLLIN, 0}};
+    for (auto& [fd, c] : clients_) {
+      short events = 0;
+      if (!c.closing && !c.eof && c.out.size() < k_reply_backpressure) events |= POLLIN;
+      if (!c.out.empty()) events |= POLLOUT;
+      fds.push_back({fd, events, 0});
+    }
     size_t service_base = fds.size();
     std::vector<Service*> owner;
     for (auto& [o, s] : services_) {
@@ -487,9 +592,31 @@ int Agent::run() {
             }
           }
       }
+      // Clients first: a connection that has closed frees its slot before new ones are counted.
+      for (size_t i = 2; i < service_base; ++i) {
+        if (!fds[i].revents) continue;
+        auto it = clients_.find(fds[i].fd);
+        if (it == clients_.end()) continue;
+        if (fds[i].revents & POLLOUT) {
+          flush(it->second);
+          it = clients_.find(fds[i].fd);
+          if (it == clients_.end()) continue;
+          // Replies drained below the bound: the requests that waited are handled now.
+          if (!it->second.in.empty() && it->second.out.size() < k_reply_backpressure) process_input(it->second);
+          it = clients_.find(fds[i].fd);
+          if (it == clients_.end()) continue;
+        }
+        if (fds[i].revents & POLLNVAL) {
+          drop(fds[i].fd, "");
+        } else if (fds[i].revents & (POLLIN | POLLHUP | POLLERR)) {
+          if (it->second.closing || it->second.eof || it->second.out.size() >= k_reply_backpressure) {
+            if (fds[i].revents & (POLLHUP | POLLERR)) drop(fds[i].fd, "");  // gone: nothing more to send
+          } else {
+            serve(it->second);
+          }
+        }
+      }
       if (fds[0].revents) accept_clients();
-      for (size_t i = 2; i < service_base; ++i)
-        if (fds[i].revents && clients_.count(fds[i].fd)) serve(clients_.at(fds[i].fd));
       for (size_t i = service_base; i < fds.size(); ++i)
         if (fds[i].revents) owner[i - service_base]->on_ready(fds[i].fd, now);
     }

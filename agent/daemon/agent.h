@@ -21,6 +21,7 @@
 
 #include "core/host_paths.h"
 #include "core/result.h"
+#include "daemon/control_frame.h"
 #include "daemon/service.h"
 #include "tune/actuator.h"
 #include "tune/tuner.h"
@@ -65,11 +66,19 @@ class Agent : public ServiceContext {
   bool connected(const DeferredReply& to) const override;
 
  private:
+  // One control connection. Never blocks the loop: replies wait in `out` and are sent as the
+  // socket takes them (POLLOUT); limits in daemon/control_frame.h.
   struct Client {
     int fd = -1;
     Peer peer;
     std::string in;
     uint64_t serial = 0;
+    std::string out;                // replies not yet taken by the socket
+    size_t pending = 0;             // deferred requests not answered yet (a long-poll is not idle)
+    Clock::time_point last_input;   // for the idle timeout
+    Clock::time_point last_output;  // last send progress while `out` waited
+    bool closing = false;           // close once `out` is sent (or its deadline passes)
+    bool eof = false;               // the client closed its side: answer what it sent, then close
   };
   Result<void> open_socket();
   Result<void> write_pid_file();
@@ -78,9 +87,16 @@ class Agent : public ServiceContext {
   Result<void> take_over_pid_file();
   void accept_clients();
   void serve(Client& c);
-  nlohmann::json dispatch(const nlohmann::json& request, const Peer& peer);
+  // Handles the complete requests in c.in while c's unsent replies stay under the bound.
+  void process_input(Client& c);
   void cleanup();
-  void send_line(int fd, const std::string& line);
+  // Queues a reply and sends what the socket takes now; never waits.
+  void queue_reply(Client& c, const std::string& line);
+  void flush(Client& c);
+  void drop(int fd, const std::string& why);
+  // Drops clients past their deadlines (idle, unread replies); returns when to look again.
+  std::optional<Clock::time_point> expire_clients(Clock::time_point now);
+  void accept_failed(int err);
 
   HostPaths paths_;
   AgentOptions opt_;
@@ -96,6 +112,10 @@ class Agent : public ServiceContext {
   int pid_fd_ = -1;
   int signal_fd_ = -1;
   std::map<int, Client> clients_;
+  int reserve_fd_ = -1;  // /dev/null, given up to accept-and-close a client when out of descriptors
+  std::optional<Clock::time_point> accept_paused_until_;  // out of descriptors: listener not polled
+  RateLimitedLog refusal_log_{k_refusal_log_interval};
+  RateLimitedLog accept_log_{k_refusal_log_interval};
   uint64_t next_serial_ = 0;
   std::optional<DeferredReply> in_dispatch_;  // the request being dispatched, for defer()
   bool deferred_ = false;

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -47,6 +48,9 @@ std::optional<HttpReply> answer_http(std::string_view received, const std::funct
     return std::nullopt;
   }
   std::string_view head = received.substr(0, end);
+  if (static_cast<size_t>(std::count(head.begin(), head.end(), '\n')) > k_max_http_headers)
+    return error_reply(431, "Request Header Fields Too Large",
+                       "more than " + std::to_string(k_max_http_headers) + " header lines");
   size_t eol = head.find('\n');
   std::string_view line = head.substr(0, eol);
   if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
@@ -129,13 +133,21 @@ Result<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::listen(const std::
   return std::unique_ptr<MetricsHttpServer>(new MetricsHttpServer(fd, actual, std::move(body)));
 }
 
+MetricsHttpServer::MetricsHttpServer(int fd, uint16_t port, BodyFn body)
+    : listen_fd_(fd), port_(port), body_(std::move(body)) {
+  reserve_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+}
+
 MetricsHttpServer::~MetricsHttpServer() {
   for (auto& [fd, c] : clients_) ::close(fd);
   if (listen_fd_ >= 0) ::close(listen_fd_);
+  if (reserve_fd_ >= 0) ::close(reserve_fd_);
 }
 
 std::vector<int> MetricsHttpServer::poll_fds() const {
-  std::vector<int> fds{listen_fd_};
+  std::vector<int> fds;
+  // Out of descriptors a moment ago: the listener is not polled until then (it would spin).
+  if (!accept_paused_until_ || Clock::now() >= *accept_paused_until_) fds.push_back(listen_fd_);
   for (const auto& [fd, c] : clients_)
     if (!c.replying) fds.push_back(fd);
   return fds;
@@ -146,12 +158,36 @@ void MetricsHttpServer::drop(int fd) {
   clients_.erase(fd);
 }
 
+void MetricsHttpServer::turn_away(int fd) {
+  static const std::string busy = format_http_reply(
+      error_reply(503, "Service Unavailable",
+                  "the agent serves " + std::to_string(k_max_http_clients) + " /metrics connections at once: retry"));
+  (void)::send(fd, busy.data(), busy.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+  ::shutdown(fd, SHUT_WR);
+  ::close(fd);
+}
+
 void MetricsHttpServer::accept_all(Clock::time_point now) {
+  accept_paused_until_.reset();
   for (;;) {
     int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    if (fd < 0) return;
+    if (fd < 0) {
+      if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+        // The listener stays readable: take the client with the reserve descriptor and close
+        // it, and do not poll the listener for a moment (no spinning).
+        if (reserve_fd_ >= 0) {
+          ::close(reserve_fd_);
+          reserve_fd_ = -1;
+          int got = ::accept4(listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+          if (got >= 0) turn_away(got);
+          reserve_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+        }
+        accept_paused_until_ = now + std::chrono::milliseconds(200);
+      }
+      return;
+    }
     if (clients_.size() >= k_max_http_clients) {
-      ::close(fd);  // busy: a scraper retries
+      turn_away(fd);  // busy: a scraper retries
       continue;
     }
     clients_[fd] = Client{{}, {}, 0, false, now + k_http_client_deadline, {}};
@@ -219,7 +255,7 @@ void MetricsHttpServer::on_ready(int fd, Clock::time_point now) {
 }
 
 std::optional<MetricsHttpServer::Clock::time_point> MetricsHttpServer::next_timer() const {
-  std::optional<Clock::time_point> t;
+  std::optional<Clock::time_point> t = accept_paused_until_;
   for (const auto& [fd, c] : clients_) {
     Clock::time_point due = c.replying ? std::min(c.retry, c.deadline) : c.deadline;
     if (!t || due < *t) t = due;
@@ -228,6 +264,7 @@ std::optional<MetricsHttpServer::Clock::time_point> MetricsHttpServer::next_time
 }
 
 void MetricsHttpServer::on_timer(Clock::time_point now) {
+  if (accept_paused_until_ && now >= *accept_paused_until_) accept_paused_until_.reset();
   std::vector<int> fds;
   for (const auto& [fd, c] : clients_) fds.push_back(fd);
   for (int fd : fds) {

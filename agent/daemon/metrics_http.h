@@ -31,7 +31,8 @@ inline constexpr uint16_t k_default_metrics_port = 9469;
 inline constexpr const char* k_default_metrics_address = "127.0.0.1";
 inline constexpr size_t k_max_http_request = 8192;  // request line + headers
 inline constexpr std::chrono::milliseconds k_http_client_deadline{5000};
-inline constexpr size_t k_max_http_clients = 32;
+inline constexpr size_t k_max_http_clients = 32;   // one more is answered 503 and closed
+inline constexpr size_t k_max_http_headers = 64;   // header lines in a request head (431 past it)
 
 struct HttpReply {
   int status = 200;
@@ -43,7 +44,8 @@ struct HttpReply {
 
 // What to answer the bytes received so far on a connection; nullopt while the request head is
 // incomplete and within `max_request`. Only GET/HEAD of /metrics (a query string is ignored) gets
-// 200 with body(); other paths 404, other methods 405, malformed requests 400, an oversized head 431.
+// 200 with body(); other paths 404, other methods 405, malformed requests 400, an oversized head
+// (bytes, or more than k_max_http_headers header lines) 431.
 std::optional<HttpReply> answer_http(std::string_view received, const std::function<std::string()>& body,
                                      size_t max_request = k_max_http_request);
 // The reply on the wire (HTTP/1.0, Content-Length, Connection: close).
@@ -84,11 +86,15 @@ class MetricsHttpServer {
     Clock::time_point deadline;
     Clock::time_point retry{};  // a reply that did not fit the socket buffer: try again then
   };
-  MetricsHttpServer(int fd, uint16_t port, BodyFn body) : listen_fd_(fd), port_(port), body_(std::move(body)) {}
+  MetricsHttpServer(int fd, uint16_t port, BodyFn body);
   void accept_all(Clock::time_point now);
   void read_from(int fd, Client& c, Clock::time_point now);
   void flush(int fd, Client& c, Clock::time_point now);
   void drop(int fd);
+  void turn_away(int fd);  // over k_max_http_clients: 503, close
+
+  int reserve_fd_ = -1;    // /dev/null, given up to turn a client away when out of descriptors
+  std::optional<Clock::time_point> accept_paused_until_;
 
   int listen_fd_ = -1;
   uint16_t port_ = 0;

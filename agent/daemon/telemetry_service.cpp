@@ -213,11 +213,16 @@ void TelemetryService::drop_gone_deep_holders() {
 void TelemetryService::advance() {
   auto step = hub_->step(std::chrono::milliseconds(0));
   if (!step) {
-    if (!step_error_logged_) log_warning("telemetry: " + describe(step.error()));
+    retry_backoff_ = std::clamp(retry_backoff_ * 2, std::chrono::milliseconds(100), std::chrono::milliseconds(5000));
+    retry_at_ = Clock::now() + retry_backoff_;
+    if (!step_error_logged_)
+      log_warning("telemetry: " + describe(step.error()) + " (retrying with backoff up to 5 s)");
     step_error_logged_ = true;
     return;
   }
   step_error_logged_ = false;
+  retry_at_.reset();
+  retry_backoff_ = std::chrono::milliseconds(0);
   for (const auto& e : step->events) publish(e);
   if (step->interval) {
     last_interval_ = step->interval;
@@ -249,6 +254,7 @@ void TelemetryService::on_ready(int fd, Clock::time_point now) {
 std::optional<Clock::time_point> TelemetryService::next_timer() {
   if (!hub_) return std::nullopt;
   Clock::time_point t = hub_->next_tick();
+  if (retry_at_) t = std::max(t, *retry_at_);
   if (http_)
     if (auto h = http_->next_timer()) t = std::min(t, *h);
   return t;
@@ -257,7 +263,7 @@ std::optional<Clock::time_point> TelemetryService::next_timer() {
 void TelemetryService::on_timer(Clock::time_point now) {
   if (http_) http_->on_timer(now);
   if (hub_) drop_gone_deep_holders();
-  if (hub_ && now >= hub_->next_tick()) {
+  if (hub_ && now >= hub_->next_tick() && (!retry_at_ || now >= *retry_at_)) {
     hub_->set_window_open(!open_windows_.empty());
     advance();
   }

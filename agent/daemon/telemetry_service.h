@@ -82,6 +82,10 @@ class TelemetryService : public Service {
   std::map<uint64_t, uint64_t> log_seq_of_;  // the hub's seq -> the log's, for the last few
   std::set<std::string> open_windows_;       // from the window events in the log
   bool step_error_logged_ = false;
+  // A failed step (no descriptor left to read procfs, ...) is retried with backoff, never in a
+  // tight loop: 100 ms doubling up to 5 s, back to the hub's own tick once a step succeeds.
+  std::optional<std::chrono::steady_clock::time_point> retry_at_;
+  std::chrono::milliseconds retry_backoff_{0};
   std::map<std::string, uint64_t> requests_;  // served, by request kind (telemetry.status)
 };
 

@@ -10,6 +10,7 @@
 
 #include "core/fs.h"
 #include "core/log.h"
+#include "core/units.h"
 #include "tune/trigger.h"
 
 namespace spark::guard {
@@ -245,6 +246,33 @@ Result<Fd> open_events_watch(const CgroupBox& box) {
   char buf[512];
   (void)!::read(fd.get(), buf, sizeof buf);  // arm: kernfs notifies readers that have read once
   return fd;
+}
+
+std::optional<std::string> lost_memory_limit(const MemoryHierarchy& h, const std::string& cur,
+                                             const std::string& parent) {
+  auto within = [](const std::string& a, const std::string& b) {  // a is b or below b
+    if (b == "/" || a == b) return true;
+    return a.size() > b.size() && a.compare(0, b.size(), b) == 0 && a[b.size()] == '/';
+  };
+  for (fs::path c = cur; !c.empty() && c != "/"; c = c.parent_path()) {
+    std::string cs = c.string();
+    if (within(parent, cs)) break;  // `parent` lies inside it: the box keeps this limit
+    fs::path dir = h.root / cs.substr(1);
+    if (h.version == CgroupVersion::v2) {
+      auto v = read_value(dir / "memory.max");
+      if (v && *v != "max") {
+        uint64_t bytes = std::strtoull(v->c_str(), nullptr, 10);
+        return cs + " (memory.max " + format_size(bytes) + ")";
+      }
+    } else {
+      auto v = read_value(dir / "memory.limit_in_bytes");
+      if (v) {
+        uint64_t bytes = std::strtoull(v->c_str(), nullptr, 10);
+        if (bytes < (uint64_t{1} << 62)) return cs + " (memory.limit_in_bytes " + format_size(bytes) + ")";
+      }
+    }
+  }
+  return std::nullopt;
 }
 
 }  // namespace spark::guard

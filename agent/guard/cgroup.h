@@ -28,6 +28,12 @@ namespace spark::guard {
 // leaf the agent runs in. Nothing is enabled here; ENOTSUP says what to do when none does.
 Result<std::string> v2_box_parent(const HostPaths& paths, const MemoryHierarchy& h, const std::string& own);
 
+// A memory limit the process in cgroup `cur` is under now and would lose in a box under `parent`:
+// the nearest cgroup from `cur` up that is not an ancestor of `parent` (nor `parent` itself) and
+// has a limit (v1 memory.limit_in_bytes below the unlimited value, v2 memory.max not "max").
+// Returns "<cgroup> (memory.max 500.0 MiB)", or nullopt when no limit would be lost.
+std::optional<std::string> lost_memory_limit(const MemoryHierarchy& h, const std::string& cur, const std::string& parent);
+
 struct MemoryStats {
   uint64_t usage = 0;        // charged bytes (v1 memory.usage_in_bytes, v2 memory.current)
   uint64_t anon = 0;         // anonymous memory (v1 total_rss, v2 anon): what reclaim cannot drop without swap

@@ -241,6 +241,7 @@ struct GuardSupervisor::Runtime {
   Clock::time_point rss_then_time{};
   bool main_is_child = false;
   std::optional<PortAddress> port;
+  std::unique_ptr<PortProbe> probe;  // the readiness probe on `port`: never blocks the loop
 };
 
 GuardSupervisor::GuardSupervisor(HostPaths paths, Tuner& tuner, EventSink sink, SupervisorConfig cfg)
@@ -291,6 +292,9 @@ bool GuardSupervisor::active() const {
 Result<std::string> GuardSupervisor::add(const GuardOptions& o) {
   // 1. Validate everything before changing anything.
   if ((o.pid > 0) == !o.cgroup.empty()) return input_error("give exactly one of --pid PID or --cgroup PATH");
+  if (guards_.size() >= k_max_guards)
+    return sys_error(EBUSY, std::to_string(guards_.size()) + " guards are held, the limit: end one first "
+                                                              "(spark-tune guard list, guard end ID)");
   SPARK_TRY(BudgetSpec spec, parse_budget(o.budget));
   GuardOptions opt = o;
   if (!opt.on_oom.empty()) {
@@ -357,6 +361,10 @@ Result<std::string> GuardSupervisor::add(const GuardOptions& o) {
         SPARK_TRY(parent, v2_box_parent(paths_, h, parent));
       }
     }
+    if (auto lost = lost_memory_limit(h, cur, parent); lost && !opt.force)
+      return input_error("process " + std::to_string(opt.pid) + " is in a memory cgroup with a limit of its own, " +
+                         *lost + ": a guard's box beside it would lift that limit. Guard that cgroup in place "
+                         "(--cgroup), or pass --force to move the process out of it");
     st.opt.parent = parent;
     st.origin = cur;
     st.pid = opt.pid;
@@ -974,7 +982,8 @@ void GuardSupervisor::tick() {
     }
     if (g.phase == Runtime::Phase::probing && now >= g.next_probe) {
       g.next_probe = now + cfg_.probe_interval;
-      if (port_accepts(*g.port, Ms(2))) {
+      if (!g.probe) g.probe = std::make_unique<PortProbe>(*g.port);
+      if (g.probe->ready(now)) {
         g.phase = Runtime::Phase::running;
         double ms = std::chrono::duration<double, std::milli>(Clock::now() - g.spawned_at).count();
         emit(id, "server_ready", {{"pid", g.st.pid}, {"address", g.port->text()}, {"ms_since_start", ms}});

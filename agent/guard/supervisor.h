@@ -28,6 +28,9 @@
 
 namespace spark::guard {
 
+// Guards held at once by one supervisor (the agent's; docs/cli.md, "Limits"): one more is refused.
+inline constexpr size_t k_max_guards = 64;
+
 using Ms = std::chrono::milliseconds;
 
 // The PSI trigger of a v2 box: "some" stall of 300 ms within 2 s.

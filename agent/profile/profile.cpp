@@ -1,5 +1,9 @@
 #include "profile/profile.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <toml++/toml.h>
 
 #include <algorithm>
@@ -88,7 +92,106 @@ void flatten(const toml::table& t, const std::string& prefix, std::vector<std::p
 
 }  // namespace
 
+Result<void> check_profile_bytes(std::string_view text, const fs::path& file) {
+  if (text.size() > k_max_profile_bytes)
+    return sys_error(EFBIG, file.filename().string() + ": " + std::to_string(text.size()) +
+                                " bytes; a profile is at most " + std::to_string(k_max_profile_bytes) + " bytes");
+  // A small TOML lexer: strings (basic, literal, multi-line) and comments may hold any UTF-8;
+  // everywhere else a profile is ASCII (keys, numbers, tables). toml++ itself must never see a
+  // non-ASCII byte there: its unicode tables reach TOML_UNREACHABLE on some (U+0302).
+  enum class In { code, comment, basic, literal, ml_basic, ml_literal } in = In::code;
+  constexpr std::string_view k_ml_basic = "\"\"\"";
+  constexpr std::string_view k_ml_literal = "'''";
+  size_t line = 1;
+  for (size_t i = 0; i < text.size(); ++i) {
+    char ch = text[i];
+    if (ch == '\n') ++line;
+    switch (in) {
+      case In::code:
+        if (static_cast<unsigned char>(ch) >= 0x80)
+          return input_error(file.filename().string() + ":" + std::to_string(line) +
+                             ": a byte that is not ASCII outside a string or comment (quote the value: \"...\")");
+        if (ch == '#') {
+          in = In::comment;
+        } else if (ch == '"') {
+          in = text.substr(i, 3) == k_ml_basic ? In::ml_basic : In::basic;
+          if (in == In::ml_basic) i += 2;
+        } else if (ch == '\'') {
+          in = text.substr(i, 3) == k_ml_literal ? In::ml_literal : In::literal;
+          if (in == In::ml_literal) i += 2;
+        }
+        break;
+      case In::comment:
+        if (ch == '\n') in = In::code;
+        break;
+      case In::basic:
+        if (ch == '\\') {
+          if (i + 1 < text.size() && text[i + 1] == '\n') ++line;
+          ++i;
+        } else if (ch == '"' || ch == '\n') {
+          in = In::code;  // an unterminated string is toml++'s error to report
+        }
+        break;
+      case In::literal:
+        if (ch == '\'' || ch == '\n') in = In::code;
+        break;
+      case In::ml_basic:
+      case In::ml_literal: {
+        if (in == In::ml_basic && ch == '\\') {
+          if (i + 1 < text.size() && text[i + 1] == '\n') ++line;
+          ++i;
+          break;
+        }
+        std::string_view close = in == In::ml_basic ? k_ml_basic : k_ml_literal;
+        if (text.substr(i, 3) == close) {
+          // up to two more quotes belong to the string ("""a""""" is legal TOML)
+          size_t j = i + 3;
+          while (j < text.size() && j < i + 5 && text[j] == close[0]) ++j;
+          i = j - 1;
+          in = In::code;
+        }
+        break;
+      }
+    }
+  }
+  return {};
+}
+
+Result<std::string> read_profile_text(const fs::path& file) {
+  // O_NONBLOCK: a FIFO opens without waiting for a writer (and is then refused, not read).
+  int fd = ::open(file.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+  if (fd < 0) {
+    if (errno == ENOENT) return sys_error(ENOENT, "no profile file " + file.string());
+    return errno_error("opening the profile " + file.string());
+  }
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{fd};
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) return errno_error("reading the profile " + file.string());
+  if (!S_ISREG(st.st_mode))
+    return sys_error(EINVAL, file.string() + " is not a regular file (a FIFO, a device or a directory): a profile is "
+                                             "a TOML file; copy it to a file and give that");
+  if (st.st_size > static_cast<off_t>(k_max_profile_bytes))
+    return sys_error(EFBIG, file.string() + " has " + std::to_string(st.st_size) + " bytes; a profile is at most " +
+                                std::to_string(k_max_profile_bytes) + " bytes");
+  std::string out;
+  char buf[8192];
+  for (;;) {
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return errno_error("reading the profile " + file.string());
+    if (n == 0) break;
+    out.append(buf, static_cast<size_t>(n));
+    if (out.size() > k_max_profile_bytes)  // it grew while read
+      return sys_error(EFBIG, file.string() + ": a profile is at most " + std::to_string(k_max_profile_bytes) + " bytes");
+  }
+  return out;
+}
+
 Result<Profile> parse_profile(const std::string& text, const std::string& name, const fs::path& file) {
+  SPARK_TRY_VOID(check_profile_bytes(text, file));
   toml::table root;
   try {
     root = toml::parse(text, file.string());
@@ -176,13 +279,9 @@ Result<Profile> parse_profile(const std::string& text, const std::string& name, 
 }
 
 Result<Profile> load_profile_file(const fs::path& file) {
-  auto text = read_file(file);
-  if (!text) {
-    if (text.error().code().value() == ENOENT) return sys_error(ENOENT, "no profile file " + file.string());
-    return text.error();
-  }
+  SPARK_TRY(std::string text, read_profile_text(file));
   std::string name = file.stem().string();
-  return parse_profile(*text, name, file);
+  return parse_profile(text, name, file);
 }
 
 fs::path shipped_policy_dir() {

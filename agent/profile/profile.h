@@ -18,6 +18,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/host_paths.h"
@@ -50,6 +51,16 @@ struct OptionInfo {
   const char* summary;
 };
 const std::vector<OptionInfo>& known_options();
+
+// The most bytes a profile file may hold (docs/cli.md, "Limits").
+inline constexpr size_t k_max_profile_bytes = 1u << 20;
+
+// A profile's text from a file: opened without blocking (a FIFO is refused, not waited on), only a
+// regular file of at most k_max_profile_bytes.
+Result<std::string> read_profile_text(const fs::path& file);
+// What parse_profile() refuses before TOML parsing: more than k_max_profile_bytes, a non-ASCII
+// byte outside strings and comments.
+Result<void> check_profile_bytes(std::string_view text, const fs::path& file);
 
 // Parses one file. Errors name the file and line ("dgx-spark.toml:7: unknown key 'vm.dirty_ration'").
 Result<Profile> parse_profile(const std::string& text, const std::string& name, const fs::path& file);

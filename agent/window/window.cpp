@@ -123,7 +123,16 @@ Result<WindowSpec> spec_from_json(const json& j) {
     return input_error(std::string("bad window parameters: ") + e.what());
   }
   if (s.ttl && s.ttl->count() <= 0) return input_error("TTL must be more than 0 (e.g. --ttl 180s)");
-  if (s.ttl && *s.ttl > k_max_window_ttl) return input_error("TTL " + format_duration(*s.ttl) + " is absurd: at most 24h");
+  if (s.ttl && *s.ttl > k_max_window_ttl) {
+    auto plain = [](std::chrono::milliseconds d) {
+      auto ms = d.count();
+      if (ms % 3'600'000 == 0) return std::to_string(ms / 3'600'000) + " h";
+      if (ms % 60'000 == 0) return std::to_string(ms / 60'000) + " min";
+      return format_duration(d);
+    };
+    return input_error("a TTL of " + plain(*s.ttl) + " is over the limit: a window lasts at most " +
+                       plain(k_max_window_ttl) + " (end it earlier with `spark-tune window end`, or begin a new one)");
+  }
   if (s.cache_interval && (s.cache_interval->count() < 10 || s.cache_interval->count() > 60'000))
     return input_error("cache interval must be between 10ms and 60s");
   if (s.profile.find('/') != std::string::npos) return input_error("window profile is a name, not a path");
@@ -209,6 +218,7 @@ struct WindowManager::Runtime {
   std::chrono::milliseconds end_backoff{100};
   std::string end_reason;
   json reserve;  // what the overlay takes from MemAvailable (telemetry/reserve.h), measured at begin
+  std::unique_ptr<PortProbe> port_probe;  // --until-port: never blocks the loop
   ~Runtime() {
     if (pidfd >= 0) ::close(pidfd);
   }
@@ -293,6 +303,9 @@ Result<std::string> WindowManager::next_id() {
 
 Result<WindowRecord> WindowManager::begin(const WindowSpec& asked) {
   // 1. Validate everything before any change; the profile fills what was not asked for.
+  if (windows_.size() >= k_max_windows)
+    return sys_error(EBUSY, std::to_string(windows_.size()) + " windows are open, the limit: end one first "
+                                                               "(spark-tune window list, window end ID)");
   WindowSpec spec = asked;
   std::string profile_name = spec.profile.empty() ? k_window_profile : spec.profile;
   auto profile = load_window_profile(paths_, tuner_.actuator(), profile_name);
@@ -340,6 +353,7 @@ Result<WindowRecord> WindowManager::begin(const WindowSpec& asked) {
   (void)checked;
   std::vector<fs::path> files;
   if (!spec.files.empty()) {
+    for (const auto& f : spec.files) SPARK_TRY_VOID(refuse_pseudo_filesystem(f, "--files"));
     SPARK_TRY(files, expand_files(spec.files));
     if (files.empty()) return input_error("the given paths hold no regular file");
   }
@@ -773,8 +787,9 @@ void WindowManager::on_timer(Clock::time_point now) {
     }
     if (!rt->record.until_port.empty() && now >= rt->next_port) {
       rt->next_port = now + std::chrono::milliseconds(250);
-      auto hp = parse_port_address(rt->record.until_port);
-      if (hp && port_accepts(*hp, std::chrono::milliseconds(50))) {
+      if (!rt->port_probe)
+        if (auto hp = parse_port_address(rt->record.until_port)) rt->port_probe = std::make_unique<PortProbe>(*hp);
+      if (rt->port_probe && rt->port_probe->ready(now)) {
         to_end.push_back({id, rt->record.until_port + " accepts connections", "window_port_ready",
                           {{"address", rt->record.until_port}}});
         continue;

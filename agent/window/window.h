@@ -31,6 +31,8 @@ namespace spark {
 inline constexpr std::chrono::milliseconds k_default_window_ttl{180'000};
 inline constexpr std::chrono::milliseconds k_max_window_ttl{24 * 3600'000};
 inline constexpr std::chrono::milliseconds k_default_cache_interval{100};
+// Windows open at once in one agent (docs/cli.md, "Limits"); one more is refused with EBUSY.
+inline constexpr size_t k_max_windows = 64;
 // Readahead during a window when none is asked for: 0, the devices are left alone. Chosen by
 // bench/load_window (docs/benchmarks-load-window.md): with evict keeping the cache low, a throttle
 // did not lower the page-cache peak and made mmap loads slower (128 KiB: about 2.5x the untuned

@@ -1,0 +1,329 @@
+// Issue 13: a real agent under careless and hostile clients. Each test starts its own agent (in
+// private run/state dirs, no windows: nothing on the host is changed) and checks it lives on and
+// keeps answering others: invalid UTF-8, a deeply nested id, a client that never reads its
+// replies, more connections than descriptors, refused peers (logged once), --files on /proc,
+// an --until-port host that does not resolve, and a guard that would lift an existing limit.
+#include <gtest/gtest.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "core/fs.h"
+#include "daemon/control_frame.h"
+#include "daemon/protocol.h"
+#include "guard/supervisor.h"
+#include "memcg_child.h"
+#include "state/journal.h"
+#include "support/agent_client.h"
+#include "support/fixture.h"
+#include "support/run_spark_tune.h"
+#include "tune/tuner.h"
+
+namespace spark {
+namespace {
+
+using namespace std::chrono_literals;
+using json = nlohmann::json;
+
+class AgentRobustTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!test::is_root()) GTEST_SKIP() << "needs root";
+    dirs = std::make_unique<test::AgentDirs>("spark-robust");
+    ASSERT_TRUE(dirs->ok());
+    paths = HostPaths::system();
+    agent = test::spawn_tool({"agent", "--metrics-port", "0", "--no-bpf"});
+    ASSERT_GT(agent.pid, 0);
+    for (int i = 0; i < 1000 && !daemon::call(paths, "agent.ping", json::object()); ++i)
+      std::this_thread::sleep_for(10ms);
+    ASSERT_TRUE(daemon::call(paths, "agent.ping", json::object())) << "the agent did not answer";
+  }
+  void TearDown() override {
+    for (int fd : held) ::close(fd);
+    held.clear();
+    if (agent.pid > 0) {
+      ::kill(agent.pid, SIGTERM);
+      finished = test::finish(agent, 30s);
+      agent.pid = -1;
+    }
+    dirs.reset();
+  }
+  bool alive() const { return agent.pid > 0 && ::kill(agent.pid, 0) == 0 && !zombie(); }
+  bool zombie() const {
+    auto st = read_file("/proc/" + std::to_string(agent.pid) + "/stat");
+    if (!st) return true;
+    auto rp = st->rfind(')');
+    return rp != std::string::npos && st->size() > rp + 2 && (*st)[rp + 2] == 'Z';
+  }
+  int connect_raw() {
+    int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    std::strncpy(a.sun_path, daemon::socket_path(paths).c_str(), sizeof(a.sun_path) - 1);
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+      ::close(fd);
+      return -1;
+    }
+    return fd;
+  }
+  static void send_all(int fd, const std::string& s) {
+    for (size_t off = 0; off < s.size();) {
+      ssize_t n = ::send(fd, s.data() + off, s.size() - off, MSG_NOSIGNAL);
+      if (n <= 0) return;
+      off += static_cast<size_t>(n);
+    }
+  }
+  // One line from fd (waits up to `wait`); "" on EOF or timeout.
+  static std::string read_line(int fd, std::chrono::milliseconds wait = 10'000ms) {
+    std::string out;
+    auto end = std::chrono::steady_clock::now() + wait;
+    char c;
+    while (std::chrono::steady_clock::now() < end) {
+      pollfd p{fd, POLLIN, 0};
+      if (::poll(&p, 1, 100) <= 0) continue;
+      ssize_t n = ::recv(fd, &c, 1, 0);
+      if (n <= 0) return out;
+      if (c == '\n') return out;
+      out.push_back(c);
+    }
+    return out;
+  }
+  json ping(std::chrono::milliseconds timeout = 5000ms) {
+    auto r = daemon::call(paths, "agent.ping", json::object(), timeout);
+    return r ? *r : json();
+  }
+  // CPU seconds the agent used so far (utime + stime).
+  double cpu_seconds() {
+    auto st = read_file("/proc/" + std::to_string(agent.pid) + "/stat");
+    if (!st) return -1;
+    std::istringstream in(st->substr(st->rfind(')') + 2));
+    std::string f;
+    std::vector<std::string> v;
+    while (in >> f) v.push_back(f);
+    return (std::stod(v[11]) + std::stod(v[12])) / static_cast<double>(::sysconf(_SC_CLK_TCK));
+  }
+
+  std::unique_ptr<test::AgentDirs> dirs;
+  HostPaths paths;
+  test::Spawned agent;
+  test::Finished finished;
+  std::vector<int> held;
+};
+
+// Defect 3: one invalid UTF-8 byte used to end the agent (exit 2, type_error.316).
+TEST_F(AgentRobustTest, InvalidUtf8ByteGetsAnErrorAndTheAgentLivesOn) {
+  int fd = connect_raw();
+  ASSERT_GE(fd, 0);
+  held.push_back(fd);
+  send_all(fd, "\xff\n");
+  std::string line = read_line(fd);
+  ASSERT_FALSE(line.empty()) << "no reply to an invalid byte";
+  json r = json::parse(line);  // valid JSON, valid UTF-8
+  EXPECT_TRUE(r.contains("error")) << line;
+  send_all(fd, "{\"id\":\"\xc3\",\"method\":\"agent.ping\"}\n");
+  EXPECT_TRUE(json::parse(read_line(fd)).contains("error"));
+  EXPECT_TRUE(alive());
+  EXPECT_TRUE(ping().contains("pid"));
+}
+
+// Defect 4: an id nested 100 000 levels deep (about 200 KB) used to overflow the stack.
+TEST_F(AgentRobustTest, DeeplyNestedIdIsRefusedAndTheAgentLivesOn) {
+  int fd = connect_raw();
+  ASSERT_GE(fd, 0);
+  held.push_back(fd);
+  send_all(fd, "{\"id\":" + std::string(100000, '[') + std::string(100000, ']') + ",\"method\":\"agent.ping\"}\n");
+  std::string line = read_line(fd);
+  ASSERT_FALSE(line.empty());
+  json r = json::parse(line);
+  ASSERT_TRUE(r.contains("error")) << line;
+  EXPECT_NE(r["error"].value("message", "").find("deep"), std::string::npos) << line;
+  send_all(fd, "{\"id\":{\"a\":1},\"method\":\"agent.ping\"}\n");
+  EXPECT_NE(json::parse(read_line(fd))["error"].value("message", "").find("id"), std::string::npos);
+  EXPECT_TRUE(alive());
+  EXPECT_TRUE(ping().contains("pid"));
+}
+
+// Defect 5: a client that pipelines 1 000 requests and never reads used to block the loop about a
+// second per reply. Another client is answered while the staller holds its unread replies, and
+// the staller is dropped past its deadline.
+TEST_F(AgentRobustTest, ClientThatNeverReadsStallsNobodyAndIsDropped) {
+  int fd = connect_raw();
+  ASSERT_GE(fd, 0);
+  held.push_back(fd);
+  int small = 4096;
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+  std::string burst;
+  for (int i = 0; i < 1000; ++i) burst += "{\"id\":" + std::to_string(i) + ",\"method\":\"agent.ping\"}\n";
+  send_all(fd, burst);
+  // Answered promptly while the staller reads nothing (the old loop: ~1 s per blocked reply).
+  for (int i = 0; i < 5; ++i) {
+    auto start = std::chrono::steady_clock::now();
+    auto r = daemon::call(paths, "agent.ping", json::object(), 5s);
+    ASSERT_TRUE(r) << r.error().what();
+    EXPECT_LT(std::chrono::steady_clock::now() - start, 2s);
+  }
+  // Dropped once its deadline passes with nothing read: the agent then counts one connection
+  // (the ping asking).
+  bool dropped = false;
+  auto end = std::chrono::steady_clock::now() + daemon::k_control_send_deadline + 20s;
+  while (!dropped && std::chrono::steady_clock::now() < end) {
+    json p = ping();
+    dropped = p.value("connections", 0) == 1;
+    if (!dropped) std::this_thread::sleep_for(200ms);
+  }
+  EXPECT_TRUE(dropped) << "the client that reads nothing was not dropped";
+  // What it gets is fewer than its 1 000 replies, then the end of the connection.
+  int replies = 0;
+  for (;;) {
+    std::string line = read_line(fd, 2000ms);
+    if (line.empty()) break;
+    ++replies;
+  }
+  EXPECT_LT(replies, 1000);
+  EXPECT_TRUE(alive());
+}
+
+// Defect 6: with every descriptor taken, accept4's EMFILE used to make the loop spin at 100% CPU.
+// The agent's descriptor limit is lowered (prlimit) and more clients connect than it has room for.
+TEST_F(AgentRobustTest, OutOfDescriptorsDoesNotSpinAndRecovers) {
+  rlimit old{};
+  ASSERT_EQ(::prlimit(agent.pid, RLIMIT_NOFILE, nullptr, &old), 0);
+  rlimit low{64, old.rlim_max};
+  ASSERT_EQ(::prlimit(agent.pid, RLIMIT_NOFILE, &low, nullptr), 0);
+  for (int i = 0; i < 150; ++i) {
+    int fd = connect_raw();
+    if (fd >= 0) held.push_back(fd);
+  }
+  std::this_thread::sleep_for(300ms);  // let the agent reach its limit
+  double before = cpu_seconds();
+  auto start = std::chrono::steady_clock::now();
+  std::this_thread::sleep_for(2s);
+  double used = cpu_seconds() - before;
+  double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_LT(used, 0.25 * wall) << "the agent used " << used << " s of CPU in " << wall << " s with no descriptors left";
+  for (int fd : held) ::close(fd);
+  held.clear();
+  ASSERT_EQ(::prlimit(agent.pid, RLIMIT_NOFILE, &old, nullptr), 0);
+  json p;
+  for (int i = 0; i < 100 && !p.contains("pid"); ++i) {
+    p = ping(2000ms);
+    if (!p.contains("pid")) std::this_thread::sleep_for(100ms);
+  }
+  EXPECT_TRUE(p.contains("pid")) << "the agent does not answer after the clients left";
+  // /proc/meminfo is readable again (the old agent could not open it while spinning).
+  EXPECT_TRUE(alive());
+}
+
+// The connection cap: one more than k_max_control_clients gets an error saying so.
+TEST_F(AgentRobustTest, ConnectionsPastTheCapAreRefusedWithTheLimit) {
+  rlimit cur{};
+  ::getrlimit(RLIMIT_NOFILE, &cur);
+  if (cur.rlim_cur < daemon::k_max_control_clients + 64) {
+    rlimit more{std::min<rlim_t>(cur.rlim_max, daemon::k_max_control_clients + 256), cur.rlim_max};
+    ::setrlimit(RLIMIT_NOFILE, &more);
+    ::getrlimit(RLIMIT_NOFILE, &cur);
+    if (cur.rlim_cur < daemon::k_max_control_clients + 64) GTEST_SKIP() << "this test process may not open enough sockets";
+  }
+  // Only the asking connection is open (the fixture's pings have been closed and seen closed).
+  bool quiet = false;
+  for (int i = 0; i < 100 && !quiet; ++i) quiet = ping().value("connections", 0) == 1;
+  ASSERT_TRUE(quiet);
+  for (size_t i = 0; i < daemon::k_max_control_clients; ++i) {
+    int fd = connect_raw();
+    ASSERT_GE(fd, 0);
+    held.push_back(fd);
+  }
+  // The agent has them all once a ping on one of them is answered after the others were accepted.
+  send_all(held.back(), "{\"id\":1,\"method\":\"agent.ping\"}\n");
+  std::string line = read_line(held.back());
+  json p = json::parse(line);
+  ASSERT_TRUE(p.contains("result")) << line;
+  EXPECT_EQ(p["result"].value("connections", 0u), daemon::k_max_control_clients);
+  auto r = daemon::call(paths, "agent.ping", json::object(), 5s);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code().value(), EBUSY) << r.error().what();
+  EXPECT_NE(std::string(r.error().what()).find(std::to_string(daemon::k_max_control_clients)), std::string::npos);
+  ::close(held.back());
+  held.pop_back();
+  json ok;
+  for (int i = 0; i < 50 && !ok.contains("pid"); ++i) {
+    ok = ping();
+    if (!ok.contains("pid")) std::this_thread::sleep_for(50ms);
+  }
+  EXPECT_TRUE(ok.contains("pid"));
+}
+
+// Defect 12: refused peers are logged at most once an interval, with a count of the rest.
+TEST_F(AgentRobustTest, RefusedPeersAreLoggedOncePerInterval) {
+  // Let uid 65534 reach the socket (the private dirs are 0700, the socket 0660): the agent itself
+  // must refuse it.
+  ASSERT_EQ(::chmod(dirs->dir().c_str(), 0711), 0);
+  ASSERT_EQ(::chmod(paths.run.c_str(), 0711), 0);
+  ASSERT_EQ(::chmod(daemon::socket_path(paths).c_str(), 0666), 0);
+  for (int i = 0; i < 5; ++i) {
+    std::string r = test::call_agent_as_nobody(paths, "agent.ping");
+    if (r == "setuid failed") GTEST_SKIP() << "cannot run a client as nobody";
+    ASSERT_NE(r, "allowed");
+  }
+  ::kill(agent.pid, SIGTERM);
+  finished = test::finish(agent, 30s);
+  agent.pid = -1;
+  size_t count = 0;
+  for (size_t at = 0; (at = finished.err.find("refused a client", at)) != std::string::npos; ++at) ++count;
+  EXPECT_EQ(count, 1u) << finished.err;
+}
+
+// Defect 12: --files on /proc is refused (it paged out other processes' mappings); an
+// --until-port host that does not resolve is refused as guard refuses it.
+TEST_F(AgentRobustTest, WindowRefusesPseudoFilesAndUnresolvableHost) {
+  auto proc = test::run_spark_tune({"window", "begin", "--files", "/proc/self", "--no-overlay"});
+  EXPECT_EQ(proc.exit_code, 2) << proc.out << proc.err;
+  EXPECT_NE(proc.err.find("pseudo filesystem"), std::string::npos) << proc.err;
+  auto host = test::run_spark_tune(
+      {"window", "begin", "--cache", "drop", "--no-overlay", "--until-port", "no-such-host.invalid:8080"});
+  EXPECT_EQ(host.exit_code, 2) << host.out << host.err;
+  EXPECT_NE(host.err.find("cannot resolve"), std::string::npos) << host.err;
+  auto list = test::run_spark_tune({"--json", "window", "list"});
+  EXPECT_EQ(trim(list.out), "[]") << list.out;
+}
+
+// Defect 9: a process in a memory cgroup with a limit of its own is not moved out of it.
+TEST(GuardExistingLimit, ProcessUnderALimitIsRefusedWithTheReason) {
+  if (!test::is_root()) GTEST_SKIP() << "needs root";
+  HostPaths host = HostPaths::system();
+  test::MemcgChild child(host, "spark-robust-limit", 500ull << 20);
+  if (!child.ok()) GTEST_SKIP() << child.why();
+  pid_t pid = child.spawn("limited", [] {
+    for (;;) ::pause();
+  });
+  ASSERT_GT(pid, 0);
+  test::FixtureRoot state;
+  host.state = state.root() / "state";
+  host.run = state.root() / "run";
+  HostActuator act(host);
+  Tuner tuner(host, act);
+  guard::GuardSupervisor sup(host, tuner, [](const auto&) {});
+  guard::GuardOptions o;
+  o.pid = pid;
+  auto r = sup.add(o);
+  ASSERT_FALSE(r.ok()) << "the process was moved out of its limit";
+  EXPECT_NE(std::string(r.error().what()).find("limit of its own"), std::string::npos) << r.error().what();
+  EXPECT_NE(std::string(r.error().what()).find("spark-robust-limit"), std::string::npos) << r.error().what();
+  auto h = find_memory_hierarchy(host);
+  ASSERT_TRUE(h.ok());
+  EXPECT_EQ(*memory_cgroup_of(host, *h, pid), child.relative());
+  auto j = read_journal(host);
+  EXPECT_TRUE(!j.ok() || j->empty());
+}
+
+}  // namespace
+}  // namespace spark

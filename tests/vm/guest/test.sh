@@ -72,6 +72,14 @@ finish() {
 trap 'journalctl -b -o short-monotonic --no-pager >"$OUT/journal-$stage.txt" 2>&1; sync' EXIT
 
 con "stage $stage: $(uname -srm), $(systemctl --version | head -n 1), guest $guest"
+# The tests make memory cgroups of their own under this unit and OOM-kill hogs in them. systemd's
+# default OOMPolicy=stop would stop this unit (and the test script with it) at the first such kill,
+# leaving an idle guest: the memory.events of a unit count its children's kills. A runtime drop-in
+# (gone at the next boot; written again by each stage) keeps the unit running.
+mkdir -p /run/systemd/system/vmtest.service.d
+printf '[Service]\nOOMPolicy=continue\n' >/run/systemd/system/vmtest.service.d/oom-policy.conf
+systemctl daemon-reload
+[ "$(systemctl show -p OOMPolicy --value vmtest.service)" = continue ] || con "warning: vmtest.service OOMPolicy is $(systemctl show -p OOMPolicy --value vmtest.service)"
 journalctl -b -o short-monotonic --no-pager -n 0 >/dev/null
 
 # A script of the harness's caller instead of the stages (SPARK_TUNE_VM_SCRIPT).

@@ -16,6 +16,7 @@
 #include "core/log.h"
 #include "core/proc_stat.h"
 #include "core/units.h"
+#include "state/journal.h"
 #include "tune/page_cache.h"
 #include "tune/trigger.h"
 
@@ -506,15 +507,47 @@ Result<std::string> FloorKeeper::pause_tree() {
       log_warning("window " + id_ + ": freezing " + rel + " failed (" + describe(applied.error()) + "); SIGSTOP instead");
     }
   }
+  // Journaled before the first SIGSTOP (the window's owner state): an agent that dies while the
+  // tree is stopped continues it at its next start (WindowManager::recover).
+  journal_stopped(pids);
   for (pid_t p : pids)
     if (::kill(p, SIGSTOP) == 0) paused_pids_.push_back(p);
   // Children forked while the tree was being stopped.
+  std::vector<pid_t> late;
   for (pid_t p : tree())
-    if (std::find(paused_pids_.begin(), paused_pids_.end(), p) == paused_pids_.end() && ::kill(p, SIGSTOP) == 0)
-      paused_pids_.push_back(p);
-  if (paused_pids_.empty()) return errno_error("SIGSTOP to process " + std::to_string(pid_));
+    if (std::find(paused_pids_.begin(), paused_pids_.end(), p) == paused_pids_.end()) late.push_back(p);
+  if (!late.empty()) {
+    std::vector<pid_t> all = paused_pids_;
+    all.insert(all.end(), late.begin(), late.end());
+    journal_stopped(all);
+    for (pid_t p : late)
+      if (::kill(p, SIGSTOP) == 0) paused_pids_.push_back(p);
+  }
+  if (paused_pids_.empty()) {
+    journal_stopped({});
+    return errno_error("SIGSTOP to process " + std::to_string(pid_));
+  }
   paused_since_ = Clock::now();
   return std::to_string(paused_pids_.size()) + " processes stopped (SIGSTOP) from " + std::to_string(pid_);
+}
+
+void FloorKeeper::journal_stopped(const std::vector<pid_t>& pids) {
+  auto d = read_journal(paths_);
+  if (!d || !d->owners.contains(owner())) return;
+  nlohmann::json st = d->owners[owner()];
+  if (pids.empty()) {
+    if (!st.contains("floor_stopped")) return;
+    st.erase("floor_stopped");
+  } else {
+    nlohmann::json a = nlohmann::json::array();
+    for (pid_t p : pids) {
+      auto ps = read_proc_stat(paths_, p);
+      a.push_back({{"pid", p}, {"start", ps ? ps->start_time : 0}});
+    }
+    st["floor_stopped"] = a;
+  }
+  if (auto r = tuner_.set_owner_state(owner(), st); !r)
+    log_warning("window " + id_ + ": journaling the stopped processes: " + describe(r.error()));
 }
 
 Result<std::string> FloorKeeper::resume_tree() {
@@ -528,6 +561,7 @@ Result<std::string> FloorKeeper::resume_tree() {
   }
   if (!paused_pids_.empty()) {
     for (pid_t p : paused_pids_) (void)::kill(p, SIGCONT);
+    journal_stopped({});
     out += (out.empty() ? "" : ", ") + std::to_string(paused_pids_.size()) + " processes continued (SIGCONT)";
     paused_pids_.clear();
   }

@@ -171,6 +171,7 @@ class FloorKeeper {
   Result<std::string> evict_files();
   Result<std::string> pause_tree();
   Result<std::string> resume_tree();
+  void journal_stopped(const std::vector<pid_t>& pids);
   Result<std::string> stop_tree();
   void kill_tree();
   std::vector<pid_t> tree() const;

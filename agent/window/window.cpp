@@ -1,5 +1,7 @@
 #include "window/window.h"
 
+#include <signal.h>
+
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <sys/syscall.h>
@@ -679,6 +681,21 @@ Result<std::vector<std::string>> WindowManager::recover() {
     if (owner.rfind("window:", 0) != 0) continue;
     std::string id = owner.substr(7);
     if (windows_.count(id)) continue;
+    // Processes the floor stopped (SIGSTOP) when the agent went away: never left stopped.
+    if (d.owners.contains(owner) && d.owners[owner].contains("floor_stopped")) {
+      int continued = 0;
+      for (const auto& e : d.owners[owner]["floor_stopped"]) {
+        pid_t p = e.value("pid", 0);
+        uint64_t start = e.value("start", uint64_t{0});
+        if (p > 0 && process_alive(paths_, p, start ? std::optional<uint64_t>(start) : std::nullopt) &&
+            ::kill(p, SIGCONT) == 0)
+          ++continued;
+      }
+      log_warning("window " + id + ": " + std::to_string(continued) +
+                  " processes the floor had stopped continued at agent start (SIGCONT)");
+      d.owners[owner].erase("floor_stopped");
+      (void)tuner_.set_owner_state(owner, d.owners[owner]);
+    }
     std::string why;
     std::optional<WindowRecord> rec;
     if (!d.owners.contains(owner)) {

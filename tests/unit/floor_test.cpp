@@ -3,6 +3,9 @@
 #include "window/floor.h"
 
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <fstream>
 #include <set>
@@ -11,6 +14,8 @@
 #include "support/run_spark_tune.h"
 #include "tune/actuator.h"
 #include "tune/tuner.h"
+#include "state/journal.h"
+#include "window/window.h"
 
 namespace spark {
 namespace {
@@ -248,6 +253,58 @@ TEST(FloorCli, BadFloorsExitTwoBeforeAnythingChanges) {
     EXPECT_NE(r.err.find("floor"), std::string::npos) << r.err;
   }
   EXPECT_FALSE(fs::exists(root.paths().journal_file()));
+}
+
+}  // namespace
+}  // namespace spark
+
+namespace spark {
+namespace {
+
+// A tree the floor stopped with SIGSTOP is in the journal before the signal, so an agent that died
+// meanwhile continues it at its next start: a paused process is never left paused.
+TEST(FloorRecovery, StoppedProcessesInTheJournalAreContinuedByTheNextAgent) {
+  test::FixtureRoot root;
+  root.meminfo(24 * k_gib / 1024, 16 * k_gib / 1024);
+  HostActuator act(root.paths());
+  Tuner tuner(root.paths(), act);
+  pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    for (;;) ::pause();
+  }
+  ASSERT_EQ(::kill(child, SIGSTOP), 0);
+  int st = 0;
+  ASSERT_EQ(::waitpid(child, &st, WUNTRACED), child);
+  ASSERT_TRUE(WIFSTOPPED(st));
+  // The fixture's /proc names the child with the start time the journal holds.
+  std::string stat = std::to_string(child) + " (loader) T 1 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 4242";
+  for (int i = 0; i < 30; ++i) stat += " 0";
+  root.write("proc/" + std::to_string(child) + "/stat", stat + "\n");
+  WindowRecord r;
+  r.id = "w5";
+  r.deadline_ms = 1;  // long past: the window ends at recovery
+  r.begun_ms = 0;
+  nlohmann::json state = record_to_json(r);
+  nlohmann::json stopped;
+  stopped["pid"] = child;
+  stopped["start"] = 4242;
+  state["floor_stopped"] = nlohmann::json::array();
+  state["floor_stopped"].push_back(stopped);
+  ApplyOptions ao;
+  ao.owner_state = state;
+  ASSERT_TRUE(tuner.apply("window:w5", {}, ao).ok());
+  auto jd = read_journal(root.paths());
+  ASSERT_TRUE(jd.ok());
+  ASSERT_TRUE(jd->owners.contains("window:w5"));
+  ASSERT_TRUE(jd->owners["window:w5"].contains("floor_stopped")) << jd->owners.dump();
+  WindowManager m(root.paths(), tuner);
+  auto ended = m.recover();
+  ASSERT_TRUE(ended.ok()) << ended.error().what();
+  ASSERT_EQ(::waitpid(child, &st, WCONTINUED | WNOHANG), child) << "the stopped process was not continued";
+  EXPECT_TRUE(WIFCONTINUED(st)) << "the stopped process was not continued";
+  ::kill(child, SIGKILL);
+  ::waitpid(child, nullptr, 0);
 }
 
 }  // namespace

@@ -190,6 +190,7 @@ class SwitchActuator : public Actuator {
 // ends once the cause is gone.
 TEST(WindowEnd, AFailedEndIsRetriedWithBackoffNotInATightLoop) {
   test::FixtureRoot root;
+  root.meminfo(24 * 1024 * 1024, 16 * 1024 * 1024);  // begin checks the floor against it
   root.write("proc/sys/vm/vfs_cache_pressure", "100\n");
   HostActuator host(root.paths());
   SwitchActuator act(host);

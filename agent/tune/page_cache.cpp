@@ -693,7 +693,9 @@ void CacheKeeper::handle_mapped(std::chrono::steady_clock::time_point now, const
   std::vector<bool> mapped(files_.size(), false);
   const bool over_budget = opt_.mapped_budget == 0 || stats_.mapped_bytes > opt_.mapped_budget;
   uint64_t mapped_total = 0;
-  for (const auto& [pid, every] : all) {
+  for (const auto& entry : all) {
+    const pid_t pid = entry.first;  // a plain name: lambdas below capture it (clang 14 refuses a binding)
+    const auto& every = entry.second;
     std::vector<FileMapping> mine;
     for (const auto& m : every)
       if (id_set_.count({m.dev, m.ino})) mine.push_back(m);

@@ -77,7 +77,10 @@ con "stage $stage: $(uname -srm), $(systemctl --version | head -n 1), guest $gue
 # leaving an idle guest: the memory.events of a unit count its children's kills. A runtime drop-in
 # (gone at the next boot; written again by each stage) keeps the unit running.
 mkdir -p /run/systemd/system/vmtest.service.d
-printf '[Service]\nOOMPolicy=continue\n' >/run/systemd/system/vmtest.service.d/oom-policy.conf
+# Delegate=yes too: the tests enable the memory controller for children of the unit's cgroup, and
+# without delegation systemd resets the unit's cgroup.subtree_control when it realizes cgroups
+# again (a transient scope started, a reload): later memcg children then had no memory.max.
+printf '[Service]\nOOMPolicy=continue\nDelegate=yes\n' >/run/systemd/system/vmtest.service.d/oom-policy.conf
 systemctl daemon-reload
 [ "$(systemctl show -p OOMPolicy --value vmtest.service)" = continue ] || con "warning: vmtest.service OOMPolicy is $(systemctl show -p OOMPolicy --value vmtest.service)"
 journalctl -b -o short-monotonic --no-pager -n 0 >/dev/null

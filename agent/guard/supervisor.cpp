@@ -467,17 +467,23 @@ Result<std::string> GuardSupervisor::add(const GuardOptions& o) {
   return id;
 }
 
+namespace {
+// A settled guard's memory.high: --memory-high as given, else (v2) 90% of the budget above the
+// footprint, never above memory.max: with --memory-max 96M and a host-relative budget of gigabytes
+// it was written at 3.3 GB (seen in the Debian 13 guest).
+std::optional<uint64_t> settled_high(const GuardState& st, uint64_t footprint, uint64_t max, CgroupVersion v) {
+  if (st.opt.memory_high) return st.opt.memory_high;
+  if (v != CgroupVersion::v2) return std::nullopt;
+  return std::min(page_round(footprint + st.budget / 10 * 9), max);
+}
+}  // namespace
+
 Result<void> GuardSupervisor::settle(Runtime& g) {
   SPARK_TRY(MemoryStats s, g.box->stats());
   Limits l;
-  l.high = g.st.opt.memory_high;
   l.max = g.st.opt.memory_max;
-  uint64_t limit = page_round(s.usage + g.st.budget);
-  if (!l.max) l.max = limit;
-  // memory.high at 90% of the budget, never above memory.max: with --memory-max 96M and a
-  // host-relative budget of gigabytes it was written at 3.3 GB (seen in the Debian 13 guest).
-  if (!l.high && g.box->version() == CgroupVersion::v2)
-    l.high = std::min(page_round(s.usage + g.st.budget / 10 * 9), *l.max);
+  if (!l.max) l.max = page_round(s.usage + g.st.budget);
+  l.high = settled_high(g.st, s.usage, *l.max, g.box->version());
   if (*l.max < s.usage && !g.st.opt.force)
     return input_error("the limit " + format_size(*l.max) + " is below what the box already uses (" +
                        format_size(s.usage) + "): raise it or pass --force");
@@ -814,8 +820,7 @@ Result<void> GuardSupervisor::join_new_scope(Runtime& g, pid_t pid) {
   l.max = g.st.opt.memory_max;
   if (g.st.settled) {
     l.max = g.st.limit;
-    if (!l.high && h.version == CgroupVersion::v2)
-      l.high = std::min(page_round(g.st.footprint + g.st.budget / 10 * 9), g.st.limit);
+    l.high = settled_high(g.st, g.st.footprint, g.st.limit, h.version);
   }
   // One transaction: the new scope's limits, the old scope's layers released (restored, or
   // counted restored with the cgroup gone), the guard's state naming the new scope.

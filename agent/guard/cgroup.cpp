@@ -174,6 +174,7 @@ Result<MemoryStats> CgroupBox::stats() const {
     SPARK_TRY(MemoryEvents e, parse_memory_events(ev));
     s.oom = e.oom;
     s.oom_kills = e.oom_kill;
+    s.oom_group_kills = e.oom_group_kill;
     s.high_events = e.high;
   }
   return s;

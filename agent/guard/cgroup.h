@@ -40,7 +40,9 @@ struct MemoryStats {
   uint64_t file = 0;         // page cache (v1 total_cache, v2 file)
   uint64_t peak = 0;         // v1 memory.max_usage_in_bytes, v2 memory.peak (0 where absent)
   uint64_t oom = 0;          // v2 memory.events oom; v1 under_oom (0/1)
-  uint64_t oom_kills = 0;    // processes the kernel's OOM killer took in this cgroup
+  uint64_t oom_kills = 0;    // kills the kernel's OOM killer counted in this cgroup (v2: a group
+                             // kill counts its chosen victim twice)
+  uint64_t oom_group_kills = 0;  // v2 memory.events oom_group_kill (0 on v1)
   uint64_t high_events = 0;  // v2 memory.events high (throttling)
 };
 

@@ -82,6 +82,9 @@ Result<GuardOptions> options_from_json(const nlohmann::json& j) try {
 
 namespace {
 
+// How long a second count of the same victim is taken for the group kill's echo of its kill.
+constexpr auto k_oom_echo = std::chrono::seconds(2);
+
 std::string describe_status(int status) {
   if (WIFEXITED(status)) return "exit " + std::to_string(WEXITSTATUS(status));
   if (WIFSIGNALED(status)) return std::string("signal ") + ::strsignal(WTERMSIG(status));
@@ -233,6 +236,10 @@ struct GuardSupervisor::Runtime {
   std::optional<GrowthWatch> growth;
   std::optional<HostFloorWatch> host_floor;  // guard/host_floor.h
   uint64_t oom_kills_seen = 0;
+  // Victims already reported, with when: with memory.oom.group the kernel kills the chosen victim a
+  // second time in the group kill, and memory.events' oom_kill counts both (seen on 6.12).
+  std::map<pid_t, Clock::time_point> reported_victims;
+  Clock::time_point last_oom_event{};
   Clock::time_point next_sample{}, settle_at{}, fast_until{}, last_pressure{}, restart_at{}, spawned_at{}, next_probe{};
   bool pressure_once = false;
   enum class Phase { running, restart_wait, probing } phase = Phase::running;
@@ -691,17 +698,36 @@ void GuardSupervisor::check_oom(Runtime& g) {
   if (!s || s->oom_kills <= g.oom_kills_seen) return;
   uint64_t kills = s->oom_kills - g.oom_kills_seen;
   g.oom_kills_seen = s->oom_kills;
+  auto now = Clock::now();
+  std::erase_if(g.reported_victims, [&](const auto& v) { return now - v.second > k_oom_echo; });
   // Victims: members that are gone, dying, or have SIGKILL pending since the last look.
   nlohmann::json victims = nlohmann::json::array();
   auto now_procs = g.box->procs();
-  for (pid_t p : g.last_procs) {
+  std::vector<pid_t> candidates = g.last_procs;
+  auto add = [&](pid_t p) {
+    if (p > 0 && std::find(candidates.begin(), candidates.end(), p) == candidates.end()) candidates.push_back(p);
+  };
+  add(g.st.pid);
+  for (const auto& v : g.reported_victims) add(v.first);
+  bool known_again = false;  // a victim this guard reported already
+  for (pid_t p : candidates) {
     bool present = now_procs && std::find(now_procs->begin(), now_procs->end(), p) != now_procs->end();
-    if (!present || !process_alive(paths_, p) || has_sigkill_pending(paths_, p)) victims.push_back(p);
+    if (present && process_alive(paths_, p) && !has_sigkill_pending(paths_, p)) continue;
+    if (g.reported_victims.contains(p)) {
+      known_again = true;
+      continue;
+    }
+    victims.push_back(p);
   }
+  if (now_procs) g.last_procs = *now_procs;
+  // The group kill's second count of a victim already reported: the same kill, not a new one.
+  if (victims.empty() && known_again && s->oom_group_kills > 0 && g.last_oom_event != Clock::time_point{} && now - g.last_oom_event <= k_oom_echo)
+    return;
+  for (const auto& v : victims) g.reported_victims[v.get<pid_t>()] = now;
+  g.last_oom_event = now;
   pid_t pid = g.st.pid;
   if (!victims.empty() && std::find(victims.begin(), victims.end(), nlohmann::json(g.st.pid)) == victims.end())
     pid = victims[0].get<pid_t>();
-  if (now_procs) g.last_procs = *now_procs;
   emit(g.st.id, "oom_kill",
        {{"pid", pid},
         {"victims", victims},

@@ -380,6 +380,44 @@ TEST_F(GuardV2FakeTree, WritesLimitsWatchesMemoryEventsAndRestoresOnEnd) {
   EXPECT_TRUE(after->empty());
 }
 
+// With memory.oom.group the kernel kills its chosen victim twice (once as the victim, once in the
+// group kill) and memory.events counts both (Debian 13 guest, 6.12): one kill is one event; a new
+// victim right after is still its own event.
+TEST_F(GuardV2FakeTree, AGroupKillsSecondCountOfTheSameVictimIsOneEvent) {
+  SupervisorConfig cfg;
+  cfg.sample_interval = 0ms;
+  GuardSupervisor sup(
+      root.paths(), tuner, [&](const Event& e) { events.push_back(e); }, cfg);
+  GuardOptions o;
+  o.pid = child;
+  o.budget = "1G";
+  auto id = sup.add(o);
+  ASSERT_TRUE(id.ok()) << id.error().what();
+  std::string box = "sys/fs/cgroup/agent.slice/spark-guard-g1/";
+  const pid_t other = 4190000;
+  root.write("proc/" + std::to_string(other) + "/stat", std::to_string(other) + " (worker) S 1 1 1 0\n");
+  root.write(box + "cgroup.procs", std::to_string(child) + "\n" + std::to_string(other) + "\n");
+  auto kills = [&] { return std::count_if(events.begin(), events.end(), [](const Event& e) { return e.type == "oom_kill"; }); };
+  // The victim leaves the box; the first count is seen before the group kill's.
+  root.write(box + "cgroup.procs", std::to_string(other) + "\n");
+  root.write(box + "memory.events", "low 0\nhigh 0\nmax 1\noom 1\noom_kill 1\noom_group_kill 0\n");
+  sup.tick();
+  ASSERT_EQ(kills(), 1);
+  auto first = std::find_if(events.begin(), events.end(), [](const Event& e) { return e.type == "oom_kill"; });
+  EXPECT_EQ(first->data["pid"], child);
+  // The group kill counts the same victim again: no second event.
+  root.write(box + "memory.events", "low 0\nhigh 0\nmax 1\noom 1\noom_kill 2\noom_group_kill 1\n");
+  sup.tick();
+  EXPECT_EQ(kills(), 1) << "the group kill's second count of one victim came as a second kill";
+  // Another process killed: its own event.
+  root.write(box + "cgroup.procs", "");
+  root.write(box + "memory.events", "low 0\nhigh 0\nmax 2\noom 2\noom_kill 3\noom_group_kill 1\n");
+  sup.tick();
+  ASSERT_EQ(kills(), 2);
+  EXPECT_EQ(events.back().type == "oom_kill" ? events.back().data["pid"] : nlohmann::json(), other);
+  ASSERT_TRUE(sup.end(*id).ok());
+}
+
 TEST_F(GuardV2FakeTree, ResumesJournaledGuardsAfterARestart) {
   std::string id;
   {

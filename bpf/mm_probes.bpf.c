@@ -366,10 +366,29 @@ static __always_inline __u64 oom_memcg(struct mem_cgroup *memcg)
 	return 0;
 }
 
+/* Before 6.2 an mm's RSS counters were `struct mm_rss_stat { atomic_long_t count[]; }`; since, they
+ * are an array of percpu_counter. The pinned vmlinux.h has the new layout: the old one is a flavor,
+ * told apart at load time by whether struct mm_rss_stat exists. Without it the field offset of rss_stat (an array here, a struct on 6.1)
+ * does not relocate and the whole program fails to load (tp_btf and raw_tp gave EINVAL on 6.1). */
+struct mm_rss_stat___pre62 {
+	atomic_long_t count[4];
+} __attribute__((preserve_access_index));
+struct mm_struct___pre62 {
+	struct mm_rss_stat___pre62 rss_stat;
+} __attribute__((preserve_access_index));
+
 static __always_inline __u64 mm_counter_pages(struct mm_struct *mm, int idx)
 {
-	struct percpu_counter *c = (struct percpu_counter *)((void *)mm + bpf_core_field_offset(struct mm_struct, rss_stat));
-	__s64 v = BPF_CORE_READ(c + idx, count);
+	__s64 v = 0;
+	if (bpf_core_type_exists(struct mm_rss_stat___pre62)) { /* gone since 6.2 */
+		struct mm_struct___pre62 *old = (void *)mm;
+		v = BPF_CORE_READ(old, rss_stat.count[idx].counter);
+	} else {
+		/* The stride is the kernel's size of percpu_counter (lock debugging changes it). */
+		struct percpu_counter *c = (struct percpu_counter *)((void *)mm + bpf_core_field_offset(struct mm_struct, rss_stat) +
+								     idx * bpf_core_type_size(struct percpu_counter));
+		v = BPF_CORE_READ(c, count);
+	}
 	return v > 0 ? (__u64)v : 0;
 }
 

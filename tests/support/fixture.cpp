@@ -64,4 +64,11 @@ void copy_fixture(const FixtureRoot& root, const std::string& fixture, const std
 
 bool is_root() { return ::geteuid() == 0; }
 
+int time_scale() {
+  const char* v = std::getenv("SPARK_TUNE_TEST_TIME_SCALE");
+  if (!v) return 1;
+  int n = std::atoi(v);
+  return n < 1 ? 1 : (n > 20 ? 20 : n);
+}
+
 }  // namespace spark::test

@@ -36,4 +36,9 @@ void copy_fixture(const FixtureRoot& root, const std::string& fixture, const std
 // Skips the current test unless running as root with the capability described.
 bool is_root();
 
+// How much slower than this build machine the tests run: SPARK_TUNE_TEST_TIME_SCALE (1 to 20,
+// default 1). The QEMU guests (TCG, an emulated CPU) set it; a test that bounds a latency scales
+// its bound by it, and one that watches a short period from outside skips with the reason.
+int time_scale();
+
 }  // namespace spark::test

@@ -15,9 +15,17 @@ else
     echo 3 >/proc/sys/vm/drop_caches
     t0=$(date +%s); sleep 1
     check "window ($kind loader): spark-tune run --files exits 0" st run --files /mnt/model -- "$loader" --loader "$kind" /mnt/model/shard1 /mnt/model/shard2 /mnt/model/shard3 /mnt/model/shard4
-    sleep 1
+    # The agent's lines reach journald some time after the CLI returns (seconds under TCG): wait
+    # for the window's end line (journalctl --sync stores whatever was logged before it), 120 s at most.
+    line=
+    for _ in $(seq 120); do
+      journalctl --sync 2>/dev/null
+      agent_log_since "$t0" | grep -q 'ended (' && break
+      sleep 1
+    done
     line=$(agent_log_since "$t0" | grep -E 'window [^ ]+ cache: ' | tail -n 1)
-    echo "agent: $line"; fincore /mnt/model/shard* || true
+    echo "agent: $line"
+    command -v fincore >/dev/null && fincore /mnt/model/shard*
     ev=$(sed -nE 's/.* cache: ([0-9]+) evictions.*/\1/p' <<<"$line")
     po=$(sed -nE 's/.* ([0-9]+) pageouts.*/\1/p' <<<"$line")
     [ "${ev:-0}" -gt 0 ] && pass "window ($kind loader): files evicted during the load ($ev evictions)" ||

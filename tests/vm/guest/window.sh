@@ -54,5 +54,11 @@ if [ -x "$loader" ]; then
     fi
   done
 fi
+# The agent lived through the windows: never restarted, never killed by its unit's seccomp filter
+# (a syscall missing from SystemCallFilter killed it with SIGSYS at every window: audit type=1326).
+restarts=$(systemctl show spark-tune.service -p NRestarts --value)
+sigsys=$(journalctl -k -b --no-pager -o cat | grep -c 'type=1326.*comm="spark-tune"')
+[ "${restarts:-1}" = 0 ] && [ "$sigsys" = 0 ] && pass "window: the agent lived through the windows (NRestarts 0, no seccomp kill)" ||
+  fail "window: the agent lived through the windows" "NRestarts ${restarts:-?}, $sigsys seccomp kills: $(journalctl -k -b --no-pager -o cat | grep 'type=1326' | tail -n 1)"
 check "window: values back after the windows" same_as "$OUT/baseline.txt"
 umount /mnt/model; losetup -d "$loopdev"; rm -f /var/tmp/model.img

@@ -61,6 +61,7 @@
 #include "core/fs.h"
 #include "core/host_paths.h"
 #include "core/memory_cgroup.h"
+#include "telemetry/deep_probe.h"
 #include "telemetry/mm_probes.h"
 #include "telemetry/vmstat.h"
 

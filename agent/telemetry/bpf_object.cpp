@@ -13,8 +13,10 @@ int quiet_print(enum libbpf_print_level, const char*, va_list) {
 
 }  // namespace
 
-QuietLibbpf::QuietLibbpf() : old_(libbpf_set_print(quiet_print)) {}
-QuietLibbpf::~QuietLibbpf() { libbpf_set_print(old_); }
+void quiet_libbpf() {
+  static const bool quiet = (libbpf_set_print(quiet_print), true);
+  (void)quiet;
+}
 
 // The kernel ids of an object's loaded programs.
 std::vector<uint32_t> loaded_program_ids(bpf_object* obj) {

@@ -1,5 +1,5 @@
-// Helpers over a libbpf object that the BPF wrappers share: libbpf's own log kept quiet, per-CPU
-// map reads, the ids of the loaded programs.
+// Helpers over a libbpf object that the BPF wrappers share (bpf_skeleton.h owns the objects):
+// libbpf's own log kept quiet, per-CPU map reads, the ids of the loaded programs.
 #pragma once
 
 #include <bpf/libbpf.h>
@@ -12,17 +12,9 @@
 
 namespace spark {
 
-// libbpf's own messages stay quiet while one lives: failures come back as errors with context.
-class QuietLibbpf {
- public:
-  QuietLibbpf();
-  ~QuietLibbpf();
-  QuietLibbpf(const QuietLibbpf&) = delete;
-  QuietLibbpf& operator=(const QuietLibbpf&) = delete;
-
- private:
-  libbpf_print_fn_t old_;
-};
+// libbpf's own messages stay quiet from the first call on, for the whole process: its failures
+// come back as errors with context (BpfSkeleton calls it before it opens anything).
+void quiet_libbpf();
 
 // The values of one key of a per-CPU map, one per possible CPU.
 template <typename T>

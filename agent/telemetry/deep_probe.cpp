@@ -9,13 +9,18 @@
 
 #include "mm_deep.skel.h"
 #include "telemetry/bpf_object.h"
+#include "telemetry/bpf_skeleton.h"
 
 namespace spark {
+
+namespace {
+using MmDeepSkeleton = BpfSkeleton<mm_deep, mm_deep__open, mm_deep__load, mm_deep__destroy>;
+}  // namespace
 
 struct DeepProbe::Impl {
   std::unique_ptr<KernelTracepointCatalog> catalog;
   std::vector<ProbeChoice> choices;
-  mm_deep* skel = nullptr;
+  MmDeepSkeleton skel;
   // In attach order: task_switch before page_alloc, so every counted allocation's task is flushed
   // when it leaves the CPU; detached in reverse (page_alloc first).
   std::vector<bpf_link*> links;
@@ -30,10 +35,7 @@ struct DeepProbe::Impl {
       links.pop_back();
     }
   }
-  ~Impl() {
-    detach();
-    if (skel) mm_deep__destroy(skel);
-  }
+  ~Impl() { detach(); }
 };
 
 DeepProbe::DeepProbe(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -44,22 +46,13 @@ DeepProbe::~DeepProbe() = default;
 Result<DeepProbe> DeepProbe::start(const HostPaths& paths, const ProbeKindPolicy& kinds) {
   auto impl = std::make_unique<Impl>(paths);
   if (!impl->catalog->has_btf()) return sys_error(ENOTSUP, "the kernel has no BTF: deep mode needs eBPF");
-  QuietLibbpf quiet;
-  mm_deep* probe = mm_deep__open();
-  if (!probe) return errno_error("opening the mm_deep BPF object");
-  impl->choices = choose_probe_kinds(probe->obj, kinds, *impl->catalog);
-  mm_deep__destroy(probe);
+  {
+    SPARK_TRY(auto probe, MmDeepSkeleton::open("mm_deep"));
+    impl->choices = choose_probe_kinds(probe->obj, kinds, *impl->catalog);
+  }
   Impl& d = *impl;
   auto try_load = [&d](const std::vector<ProbeChoice>& with) -> Result<void> {
-    mm_deep* s = mm_deep__open();
-    if (!s) return errno_error("opening the mm_deep BPF object");
-    apply_probe_choices(s->obj, with);
-    if (int err = mm_deep__load(s); err != 0) {
-      mm_deep__destroy(s);
-      return sys_error(-err, "loading mm_deep");
-    }
-    if (d.skel) mm_deep__destroy(d.skel);
-    d.skel = s;
+    SPARK_TRY(d.skel, MmDeepSkeleton::try_load("mm_deep", [&with](mm_deep& s) { apply_probe_choices(s.obj, with); }));
     return {};
   };
   SPARK_TRY(d.choices, load_with_fallback(d.choices, kinds, *d.catalog, try_load));

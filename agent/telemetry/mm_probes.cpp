@@ -11,11 +11,14 @@
 #include "core/fs.h"
 #include "mm_probes.skel.h"
 #include "telemetry/bpf_object.h"
+#include "telemetry/bpf_skeleton.h"
 #include "telemetry/cgroup_resolver.h"
 
 namespace spark {
 
 namespace {
+
+using MmProbesSkeleton = BpfSkeleton<mm_probes, mm_probes__open, mm_probes__load, mm_probes__destroy>;
 
 int pageblock_order_of(const HostPaths& paths) {
   auto text = read_file(paths.proc / "pagetypeinfo");
@@ -40,7 +43,7 @@ struct MmProbes::Impl {
   // The kernel's BTF (several MiB parsed): needed to choose and load, released after.
   std::unique_ptr<KernelTracepointCatalog> catalog;
   std::vector<ProbeChoice> choices;
-  mm_probes* skel = nullptr;
+  MmProbesSkeleton skel;
   std::vector<bpf_link*> links;
   ring_buffer* rb = nullptr;
   std::vector<mm_event> pending;
@@ -53,16 +56,6 @@ struct MmProbes::Impl {
   ~Impl() {
     if (rb) ring_buffer__free(rb);
     for (auto* l : links) bpf_link__destroy(l);
-    if (skel) mm_probes__destroy(skel);
-  }
-
-  Result<mm_probes*> open_configured(const std::vector<ProbeChoice>& with) const {
-    mm_probes* s = mm_probes__open();
-    if (!s) return errno_error("opening the mm_probes BPF object");
-    s->rodata->page_kb = page_kb;
-    s->rodata->pageblock_order = pageblock_order;
-    apply_probe_choices(s->obj, with);
-    return s;
   }
 };
 
@@ -78,26 +71,22 @@ Result<MmProbes> MmProbes::open(const HostPaths& paths, const MmProbeOptions& op
   long page = ::sysconf(_SC_PAGESIZE);
   impl->page_kb = static_cast<uint32_t>(page > 0 ? page / 1024 : 4);
   impl->pageblock_order = pageblock_order_of(paths);
-  QuietLibbpf quiet;
-  mm_probes* probe = mm_probes__open();
-  if (!probe) return errno_error("opening the mm_probes BPF object");
-  impl->choices = choose_probe_kinds(probe->obj, options.kinds, *impl->catalog);
-  mm_probes__destroy(probe);
+  {
+    SPARK_TRY(auto probe, MmProbesSkeleton::open("mm_probes"));
+    impl->choices = choose_probe_kinds(probe->obj, options.kinds, *impl->catalog);
+  }
   return MmProbes(std::move(impl));
 }
 
 Result<void> MmProbes::load() {
   Impl& m = *impl_;
   if (m.skel) return sys_error(EALREADY, "mm_probes already loaded");
-  QuietLibbpf quiet;
   auto try_load = [&m](const std::vector<ProbeChoice>& with) -> Result<void> {
-    SPARK_TRY(mm_probes * s, m.open_configured(with));
-    if (int err = mm_probes__load(s); err != 0) {
-      mm_probes__destroy(s);
-      return sys_error(-err, "loading mm_probes");
-    }
-    if (m.skel) mm_probes__destroy(m.skel);
-    m.skel = s;
+    SPARK_TRY(m.skel, MmProbesSkeleton::try_load("mm_probes", [&m, &with](mm_probes& s) {
+                s.rodata->page_kb = m.page_kb;
+                s.rodata->pageblock_order = m.pageblock_order;
+                apply_probe_choices(s.obj, with);
+              }));
     return {};
   };
   if (!m.catalog) return sys_error(EALREADY, "mm_probes: load after a failed load; open again");
@@ -113,7 +102,6 @@ Result<void> MmProbes::load() {
 Result<void> MmProbes::attach() {
   Impl& m = *impl_;
   if (!m.skel) return sys_error(EINVAL, "mm_probes: attach before load");
-  QuietLibbpf quiet;
   size_t ok = 0;
   std::string errors;
   for (auto& c : m.choices) {

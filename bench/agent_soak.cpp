@@ -46,8 +46,10 @@
 #include "core/port.h"
 #include "daemon/protocol.h"
 #include "window/window.h"
+#include "stats.h"
 
 using namespace spark;
+using spark::bench::percentile;
 using namespace std::chrono_literals;
 using json = nlohmann::json;
 using Clock = std::chrono::steady_clock;
@@ -223,13 +225,6 @@ pid_t spawn_hog(const fs::path& cgroup_dir) {
     blocks.push_back(b);
   }
   ::_exit(0);
-}
-
-double percentile(std::vector<double> v, double p) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  size_t i = static_cast<size_t>(p * static_cast<double>(v.size() - 1) + 0.5);
-  return v[std::min(i, v.size() - 1)];
 }
 
 }  // namespace

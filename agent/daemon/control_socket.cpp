@@ -2,7 +2,6 @@
 // serving clients without ever blocking the loop, deferred replies.
 #include <fcntl.h>
 #include <grp.h>
-#include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>

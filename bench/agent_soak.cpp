@@ -43,10 +43,13 @@
 
 #include "core/fs.h"
 #include "core/memory_cgroup.h"
+#include "core/port.h"
 #include "daemon/protocol.h"
 #include "window/window.h"
+#include "stats.h"
 
 using namespace spark;
+using spark::bench::percentile;
 using namespace std::chrono_literals;
 using json = nlohmann::json;
 using Clock = std::chrono::steady_clock;
@@ -224,25 +227,6 @@ pid_t spawn_hog(const fs::path& cgroup_dir) {
   ::_exit(0);
 }
 
-double percentile(std::vector<double> v, double p) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  size_t i = static_cast<size_t>(p * static_cast<double>(v.size() - 1) + 0.5);
-  return v[std::min(i, v.size() - 1)];
-}
-
-uint16_t free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -304,7 +288,7 @@ int main(int argc, char** argv) {
 
   auto before = snapshot();
   uint64_t oom_before = vmstat("oom_kill");
-  uint16_t metrics_port = free_port();
+  uint16_t metrics_port = free_loopback_port();
   fs::path agent_log = home / "agent.log";
   pid_t agent = ::fork();
   if (agent == 0) {

@@ -23,8 +23,10 @@
 #include "../tests/integration/memcg_child.h"
 #include "telemetry/mm_probes.h"
 #include "telemetry/vmstat.h"
+#include "stats.h"
 
 using namespace spark;
+using spark::bench::percentile;
 using namespace std::chrono_literals;
 
 namespace {
@@ -33,13 +35,6 @@ uint64_t mono_ns() {
   timespec ts{};
   ::clock_gettime(CLOCK_MONOTONIC, &ts);
   return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
-}
-
-double pct(std::vector<double> v, double p) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  size_t i = static_cast<size_t>(p * static_cast<double>(v.size() - 1) + 0.5);
-  return v[std::min(i, v.size() - 1)];
 }
 
 }  // namespace
@@ -138,9 +133,10 @@ int main(int argc, char** argv) {
       poll_latency_ms.push_back(static_cast<double>(poll_seen_ns[i] - victim_ts[i]) / 1e6);
   std::printf("event_latency: %d kills, %zu events on the ring buffer%s\n", done, ring_latency_ms.size(),
               rt ? " (reader SCHED_FIFO 1)" : "");
-  std::printf("  ring buffer -> user space: p50 %.3f ms  p99 %.3f ms  max %.3f ms\n", pct(ring_latency_ms, 0.5),
-              pct(ring_latency_ms, 0.99), pct(ring_latency_ms, 1.0));
-  std::printf("  /proc/vmstat poll @100ms: p50 %.1f ms  p99 %.1f ms  max %.1f ms (n=%zu)\n", pct(poll_latency_ms, 0.5),
-              pct(poll_latency_ms, 0.99), pct(poll_latency_ms, 1.0), poll_latency_ms.size());
+  std::printf("  ring buffer -> user space: p50 %.3f ms  p99 %.3f ms  max %.3f ms\n",
+              percentile(ring_latency_ms, 0.5), percentile(ring_latency_ms, 0.99), percentile(ring_latency_ms, 1.0));
+  std::printf("  /proc/vmstat poll @100ms: p50 %.1f ms  p99 %.1f ms  max %.1f ms (n=%zu)\n",
+              percentile(poll_latency_ms, 0.5), percentile(poll_latency_ms, 0.99), percentile(poll_latency_ms, 1.0),
+              poll_latency_ms.size());
   return done == kills ? 0 : 1;
 }

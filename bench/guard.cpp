@@ -32,6 +32,7 @@
 #include <thread>
 
 #include "core/fs.h"
+#include "core/port.h"
 #include "guard/cgroup.h"
 #include "guard/process.h"
 #include "guard/supervisor.h"
@@ -50,18 +51,6 @@ int64_t mono_ns() {
   timespec ts{};
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
-}
-
-uint16_t free_port() {
-  int s = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  ::getsockname(s, reinterpret_cast<sockaddr*>(&a), &len);
-  ::close(s);
-  return ntohs(a.sin_port);
 }
 
 void http_get(uint16_t port, const std::string& path) {
@@ -194,7 +183,7 @@ int main(int argc, char** argv) {
   // 0. The server's own start time: spawn -> port accepting.
   std::vector<double> start_ms;
   for (int i = 0; i < 10; ++i) {
-    uint16_t port = free_port();
+    uint16_t port = free_loopback_port();
     double ms = 0;
     pid_t p = start_server(env, port, &ms);
     start_ms.push_back(ms);
@@ -207,7 +196,7 @@ int main(int argc, char** argv) {
 
   // 1. Kills.
   {
-    uint16_t port = free_port();
+    uint16_t port = free_loopback_port();
     pid_t server = start_server(env, port);
     fs::path stamps = env.tmp / "hook.stamps";
     std::mutex mu;
@@ -328,7 +317,7 @@ int main(int argc, char** argv) {
 
   // 2. Warning lead time at several growth rates against the budget.
   for (int rate : rates) {
-    uint16_t port = free_port();
+    uint16_t port = free_loopback_port();
     pid_t server = start_server(env, port);
     std::mutex mu;
     int64_t first_warn = 0, kill_at = 0;

@@ -61,12 +61,15 @@
 #include "core/fs.h"
 #include "core/host_paths.h"
 #include "core/memory_cgroup.h"
+#include "telemetry/bpf_skeleton.h"
+#include "telemetry/deep_probe.h"
 #include "telemetry/mm_probes.h"
 #include "telemetry/vmstat.h"
 
 extern char** environ;
 using namespace spark;
 using clk = std::chrono::steady_clock;
+using BenchFloorSkeleton = BpfSkeleton<bench_floor, bench_floor__open, bench_floor__load, bench_floor__destroy>;
 
 namespace {
 
@@ -556,11 +559,12 @@ int main(int argc, char** argv) {
                           }});
     }
     // The dispatch floor: an empty tp_btf program on the same tracepoint.
-    bench_floor* fl = bench_floor__open_and_load();
+    std::optional<BenchFloorSkeleton> fl;
+    if (auto loaded = BenchFloorSkeleton::try_load("bench_floor")) fl.emplace(std::move(loaded).value());
     bpf_link* floor_link = nullptr;
     if (fl)
       subjects.push_back({"empty_prog", [&](bool on) {
-                            if (on && !floor_link) floor_link = bpf_program__attach(fl->progs.floor_btf);
+                            if (on && !floor_link) floor_link = bpf_program__attach((*fl)->progs.floor_btf);
                             if (!on && floor_link) {
                               bpf_link__destroy(floor_link);
                               floor_link = nullptr;
@@ -613,7 +617,7 @@ int main(int argc, char** argv) {
                   bt.median / e.median, e.hi > 0 ? bt.lo / e.hi : 0.0, e.lo > 0 ? bt.hi / e.lo : 0.0);
     }
     deep.reset();
-    if (fl) bench_floor__destroy(fl);
+    fl.reset();
   }
 
   if (prog_stats_on) {

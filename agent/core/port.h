@@ -1,5 +1,5 @@
 // "HOST:PORT" (a window's or a guard's --until-port) and whether that port accepts a connection:
-// one parser and one prober.
+// one parser and one prober; and a free loopback port for the tests and benchmarks that start servers.
 #pragma once
 
 #include <sys/socket.h>
@@ -25,6 +25,8 @@ struct PortAddress {
 Result<PortAddress> parse_port_address(const std::string& text);
 // One non-blocking connect per address of the host; true when one is accepted within `wait`.
 bool port_accepts(const PortAddress& a, std::chrono::milliseconds wait = std::chrono::milliseconds(20));
+// A free TCP port on 127.0.0.1 (bound to port 0, read back, closed); 0 when none could be had.
+uint16_t free_loopback_port();
 
 // A readiness probe that never blocks the caller (the agent's loop): the host is resolved once
 // (at the first check), then one non-blocking connect at a time is started and looked at with a

@@ -7,10 +7,11 @@
 
 #include <array>
 #include <cstring>
-#include <memory>
+#include <string>
 
 #include "events.h"
 #include "feature_probe.skel.h"
+#include "telemetry/bpf_skeleton.h"
 
 namespace spark {
 
@@ -25,22 +26,19 @@ const char* probe_kind_name(ProbeKind k) {
 
 namespace {
 
-struct SkelDeleter {
-  void operator()(feature_probe* s) const { feature_probe__destroy(s); }
-};
-using SkelPtr = std::unique_ptr<feature_probe, SkelDeleter>;
-
-int silent_print(enum libbpf_print_level, const char*, va_list) { return 0; }
+using FeatureProbeSkeleton =
+    BpfSkeleton<feature_probe, feature_probe__open, feature_probe__load, feature_probe__destroy>;
 
 // Loads only the program of one kind, attaches it, fires the tracepoint and reads its counter.
 Result<void> try_kind(ProbeKind kind) {
-  SkelPtr skel(feature_probe__open());
-  if (!skel) return errno_error("opening the feature_probe BPF object");
-  skel->rodata->target_tgid = static_cast<__u32>(::getpid());
+  const int idx = static_cast<int>(kind);
+  auto only_this_kind = [idx](feature_probe& s) {
+    s.rodata->target_tgid = static_cast<__u32>(::getpid());
+    bpf_program* all[] = {s.progs.probe_tp_btf, s.progs.probe_raw_tp, s.progs.probe_tp};
+    for (int i = 0; i < 3; ++i) bpf_program__set_autoload(all[i], i == idx);
+  };
+  SPARK_TRY(auto skel, FeatureProbeSkeleton::try_load(std::string(probe_kind_name(kind)) + " program", only_this_kind));
   bpf_program* progs[] = {skel->progs.probe_tp_btf, skel->progs.probe_raw_tp, skel->progs.probe_tp};
-  int idx = static_cast<int>(kind);
-  for (int i = 0; i < 3; ++i) bpf_program__set_autoload(progs[i], i == idx);
-  if (int err = feature_probe__load(skel.get()); err != 0) return sys_error(-err, "loading " + std::string(probe_kind_name(kind)) + " program");
   bpf_link* link = bpf_program__attach(progs[idx]);
   if (!link) return errno_error("attaching " + std::string(probe_kind_name(kind)) + " program");
   char old_name[17] = {};
@@ -59,7 +57,6 @@ Result<void> try_kind(ProbeKind kind) {
 }  // namespace
 
 ProbeSupport KernelBpfFeatures::probe() {
-  auto old = libbpf_set_print(silent_print);
   ProbeSupport s;
   auto run = [](ProbeKind k, bool& ok, std::string& why) {
     auto r = try_kind(k);
@@ -69,7 +66,6 @@ ProbeSupport KernelBpfFeatures::probe() {
   run(ProbeKind::tp_btf, s.tp_btf, s.tp_btf_error);
   run(ProbeKind::raw_tp, s.raw_tp, s.raw_tp_error);
   run(ProbeKind::tp, s.tp, s.tp_error);
-  libbpf_set_print(old);
   return s;
 }
 

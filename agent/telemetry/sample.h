@@ -15,6 +15,7 @@
 #include "core/meminfo.h"
 #include "core/result.h"
 #include "telemetry/buddyinfo.h"
+#include "telemetry/deep_probe.h"
 #include "telemetry/mm_probes.h"
 #include "telemetry/psi.h"
 #include "telemetry/vmstat.h"

@@ -39,19 +39,19 @@
 
 #include <chrono>
 #include <cstdint>
-#include <functional>
-#include <list>
 #include <map>
 #include <memory>
 #include <optional>
 #include <string>
 #include <unordered_map>
-#include <unordered_set>
+#include <utility>
 #include <vector>
 
 #include "core/host_paths.h"
 #include "core/result.h"
 #include "tune/actuator.h"
+#include "tune/file_set.h"
+#include "tune/process_mappings.h"
 
 namespace spark {
 
@@ -62,50 +62,6 @@ const char* cache_mode_name(CacheMode m);
 Result<CacheMode> parse_cache_mode(const std::string& s);
 const char* mapped_policy_name(MappedPolicy p);
 Result<MappedPolicy> parse_mapped_policy(const std::string& s);
-
-// The most files one window may name (issue 13): a model cache holds thousands of files, a whole
-// tree may hold more. Past it a window is refused with what to do instead. The keeper never holds a
-// descriptor per file (see FdCache), so this bounds the memory and the work of a window, not its
-// descriptors.
-inline constexpr size_t k_max_window_files = 100'000;
-
-// Paths, directories (every regular file below, recursively) and globs ("/models/x/*.safetensors")
-// -> regular files, each once. A pattern that matches nothing is an error that names it. More than
-// max_files files is an input error that gives the limit (the walk stops there).
-Result<std::vector<fs::path>> expand_files(const std::vector<std::string>& patterns,
-                                           size_t max_files = k_max_window_files);
-
-// Bytes of the file in the page cache: cachestat(2) (Linux 6.5+), else mmap + mincore. No page is
-// read in either way.
-Result<uint64_t> cached_bytes(const fs::path& file);
-Result<uint64_t> cached_bytes_fd(int fd, const fs::path& file);
-// Pages of an open file in the page cache by cachestat(2); nullopt on kernels without it.
-std::optional<Result<uint64_t>> cached_pages_of(int fd, const fs::path& file);
-// POSIX_FADV_DONTNEED over the whole file.
-Result<void> evict_file(const fs::path& file);
-
-// One mapping of a window file in some process.
-struct FileMapping {
-  pid_t pid = 0;
-  uint64_t start = 0, end = 0;
-  uint64_t offset = 0;  // file offset of `start`
-  dev_t dev = 0;
-  ino_t ino = 0;
-};
-// The mappings of the given (dev, ino) files in a process, from <proc>/PID/maps.
-Result<std::vector<FileMapping>> find_file_mappings(const HostPaths& paths, pid_t pid,
-                                                    const std::vector<std::pair<dev_t, ino_t>>& files);
-using FileId = std::pair<dev_t, ino_t>;
-struct FileIdHash {
-  size_t operator()(const FileId& f) const noexcept {
-    return std::hash<uint64_t>()(static_cast<uint64_t>(f.first) * 0x9E3779B97F4A7C15ull ^ static_cast<uint64_t>(f.second));
-  }
-};
-using FileIdSet = std::unordered_set<FileId, FileIdHash>;
-// Every process's mappings of the given files (one read of each <proc>/PID/maps; the calling
-// process is skipped), by pid.
-using ProcessMappings = std::map<pid_t, std::vector<FileMapping>>;
-ProcessMappings scan_file_mappings(const HostPaths& paths, const FileIdSet& files);
 
 // Host-wide page counts from <proc>/vmstat: a keeper skips its work while they do not move.
 struct HostPageCounts {
@@ -123,64 +79,6 @@ class KeeperHost {
   virtual const HostPageCounts* counts() = 0;  // nullptr: unreadable (the keeper then works as if they moved)
   virtual const ProcessMappings& mappings() = 0;
 };
-
-// Descriptors of window files, shared by every keeper of an agent: at most `capacity` open at
-// once, least recently used closed first. A window over 35 000 files once held 35 041 descriptors
-// until the agent ran out (issue 13 defect 1); now a file past the capacity is opened for the pass
-// that needs it and closed after (measured, docs/benchmarks-load-window.md).
-class FdCache {
- public:
-  explicit FdCache(size_t capacity) : capacity_(capacity) {}
-  ~FdCache();
-  FdCache(const FdCache&) = delete;
-  FdCache& operator=(const FdCache&) = delete;
-  // The descriptor of (owner, index), opening `path` when it is not held: -1 with errno on failure.
-  int get(const void* owner, size_t index, const fs::path& path);
-  // Closes (owner, index): its file was replaced or failed.
-  void drop(const void* owner, size_t index);
-  // Closes every descriptor of owner (its keeper ends).
-  void drop_owner(const void* owner);
-  size_t open_count() const { return lru_.size(); }
-  size_t capacity() const { return capacity_; }
-
- private:
-  struct Key {
-    const void* owner;
-    size_t index;
-    bool operator==(const Key& o) const { return owner == o.owner && index == o.index; }
-  };
-  struct KeyHash {
-    size_t operator()(const Key& k) const noexcept {
-      return std::hash<const void*>()(k.owner) ^ (std::hash<size_t>()(k.index) * 0x9E3779B97F4A7C15ull);
-    }
-  };
-  struct Entry {
-    Key key;
-    int fd;
-  };
-  size_t capacity_;
-  std::list<Entry> lru_;  // front: most recently used
-  std::unordered_map<Key, std::list<Entry>::iterator, KeyHash> index_;
-};
-inline constexpr size_t k_keeper_fd_capacity = 256;  // all windows of an agent together
-
-// Rss and Referenced (bytes) of a process's VMAs by start address, from one read of
-// <proc>/PID/smaps (the kernel walks the page tables of every VMA for it: read it once per scan).
-struct VmaUsage {
-  uint64_t rss = 0, referenced = 0;
-};
-Result<std::map<uint64_t, VmaUsage>> vma_usages(const HostPaths& paths, pid_t pid);
-// Bytes of [start, end) that are mapped (present page-table entries) in the process whose
-// <proc>/PID/pagemap is open as `pagemap_fd`, by the PAGEMAP_SCAN ioctl (Linux 6.7+): a walk of
-// that range's page tables only, without the per-page accounting of smaps (measured: reading
-// smaps of a 4 GiB mapping every 250 ms took a third of a core during a load). nullopt when the
-// kernel has no PAGEMAP_SCAN.
-std::optional<Result<uint64_t>> mapped_bytes(int pagemap_fd, uint64_t start, uint64_t end);
-// The same walk, giving the present ranges ([start, end) addresses, merged, in order).
-std::optional<Result<std::vector<std::pair<uint64_t, uint64_t>>>> present_regions(int pagemap_fd, uint64_t start,
-                                                                                 uint64_t end);
-// process_madvise(2) on ranges of another process (MADV_COLD or MADV_PAGEOUT).
-Result<void> advise_process(pid_t pid, const std::vector<std::pair<uint64_t, uint64_t>>& ranges, int advice);
 
 struct CacheKeeperOptions {
   CacheMode mode = CacheMode::evict;

@@ -18,6 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/fs.h"
+#include "core/port.h"
 #include "core/process.h"
 #include "core/proc_stat.h"
 #include "support/agent_client.h"
@@ -32,19 +33,6 @@ using Clock = std::chrono::steady_clock;
 
 fs::path source_dir() { return fs::path(SPARK_TUNE_SOURCE_POLICY_DIR).parent_path(); }
 
-int free_port() {
-  int s = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof a;
-  ::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  ::getsockname(s, reinterpret_cast<sockaddr*>(&a), &len);
-  int port = ntohs(a.sin_port);
-  ::close(s);
-  return port;
-}
-
 TEST(Examples, VllmNodeScriptRunsWithStandIns) {
   if (!test::is_root()) GTEST_SKIP() << "needs root (the profile, the window's overlay)";
   if (::access("/bin/sh", X_OK) != 0) GTEST_SKIP() << "no /bin/sh";
@@ -58,7 +46,7 @@ TEST(Examples, VllmNodeScriptRunsWithStandIns) {
   std::ofstream(models / "model-00002.safetensors") << std::string(8 << 20, 'v');
   auto before = read_file("/proc/sys/vm/dirty_ratio");
   ASSERT_TRUE(before);
-  int port = free_port();
+  int port = free_loopback_port();
   std::string engine = "python3 " + (source_dir() / "tests/fixtures/engine_standin.py").string() + " --files " +
                        models.string() + " --port " + std::to_string(port) + " --serve-s 60";
   pid_t pid = ::fork();

@@ -1,5 +1,6 @@
 // The memory-management probes against the real kernel: attach, fall back without tp_btf,
 // compaction and fallback counts against independent counts, one event per memcg OOM kill.
+#include "telemetry/deep_probe.h"
 #include "telemetry/mm_probes.h"
 
 #include <fcntl.h>

@@ -5,10 +5,12 @@
 #include <cstdint>
 #include <string>
 
+#include "core/port.h"
+
 namespace spark::test {
 
-// A free loopback TCP port (bind to port 0, read it back, close).
-uint16_t free_loopback_port();
+// A free loopback TCP port: the one of core/port.h.
+using spark::free_loopback_port;
 
 // One HTTP/1.0 GET to 127.0.0.1:port: everything the server sends until it closes the connection
 // or is silent for `idle`; "" when nothing answers.

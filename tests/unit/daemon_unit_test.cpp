@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 
 #include "daemon/agent.h"
+#include "daemon/privileges.h"
 #include "daemon/protocol.h"
 #include "daemon/service.h"
 

@@ -292,27 +292,38 @@ class GuardV2FakeTree : public ::testing::Test {
     ::kill(child, SIGKILL);
     ::waitpid(child, nullptr, 0);
   }
+  // What most tests' supervisors share: a sample at every tick, every event kept in `events`.
+  static SupervisorConfig every_tick() {
+    SupervisorConfig cfg;
+    cfg.sample_interval = 0ms;
+    return cfg;
+  }
+  EventSink record() {
+    return [this](const Event& e) { events.push_back(e); };
+  }
+  // A guard of the fixture's server with this budget.
+  GuardOptions guard_of_child(const std::string& budget) const {
+    GuardOptions o;
+    o.pid = child;
+    o.budget = budget;
+    return o;
+  }
   test::FixtureRoot root;
   FakeCgroupfs act{root.paths()};
   Tuner tuner{root.paths(), act};
   std::vector<Event> events;
   pid_t child = -1;
+  const std::string box = "sys/fs/cgroup/agent.slice/spark-guard-g1/";  // the first guard's cgroup
 };
 
 // A guard given --memory-max but no --memory-high: memory.high derives from the budget, and must
 // never land above memory.max (the Debian 13 guest saw 3.3 GB of memory.high under a 96 MiB max).
 TEST_F(GuardV2FakeTree, DerivedMemoryHighNeverAboveMemoryMax) {
-  SupervisorConfig cfg;
-  cfg.sample_interval = 0ms;
-  GuardSupervisor sup(
-      root.paths(), tuner, [&](const Event& e) { events.push_back(e); }, cfg);
-  GuardOptions o;
-  o.pid = child;
-  o.budget = "4G";
+  GuardSupervisor sup(root.paths(), tuner, record(), every_tick());
+  GuardOptions o = guard_of_child("4G");
   o.memory_max = 512ull << 20;
   auto id = sup.add(o);
   ASSERT_TRUE(id.ok()) << id.error().what();
-  std::string box = "sys/fs/cgroup/agent.slice/spark-guard-g1/";
   uint64_t max = std::stoull(trim(root.read(box + "memory.max")));
   uint64_t high = std::stoull(trim(root.read(box + "memory.high")));
   EXPECT_EQ(max, 512ull << 20);
@@ -321,17 +332,11 @@ TEST_F(GuardV2FakeTree, DerivedMemoryHighNeverAboveMemoryMax) {
 }
 
 TEST_F(GuardV2FakeTree, WritesLimitsWatchesMemoryEventsAndRestoresOnEnd) {
-  SupervisorConfig cfg;
-  cfg.sample_interval = 0ms;
-  GuardSupervisor sup(
-      root.paths(), tuner, [&](const Event& e) { events.push_back(e); }, cfg);
-  GuardOptions o;
-  o.pid = child;
-  o.budget = "1G";
+  GuardSupervisor sup(root.paths(), tuner, record(), every_tick());
+  GuardOptions o = guard_of_child("1G");
   auto id = sup.add(o);
   ASSERT_TRUE(id.ok()) << id.error().what();
   EXPECT_EQ(*id, "g1");
-  std::string box = "sys/fs/cgroup/agent.slice/spark-guard-g1/";
   EXPECT_EQ(trim(root.read(box + "cgroup.procs")), std::to_string(child));
   // Footprint 100 MiB (memory.current) + 1 GiB budget; memory.high at 90% of the budget.
   EXPECT_EQ(trim(root.read(box + "memory.max")), std::to_string((100ull << 20) + (1ull << 30)));
@@ -429,7 +434,7 @@ TEST_F(GuardV2FakeTree, ResumesJournaledGuardsAfterARestart) {
     ASSERT_TRUE(r.ok()) << r.error().what();
     id = *r;
   }  // the agent goes away (as with kill -9: nothing is undone)
-  GuardSupervisor again(root.paths(), tuner, [&](const Event& e) { events.push_back(e); });
+  GuardSupervisor again(root.paths(), tuner, record());
   auto n = again.resume();
   ASSERT_TRUE(n.ok()) << n.error().what();
   EXPECT_EQ(*n, 1u);
@@ -485,8 +490,7 @@ TEST_F(GuardV2FakeTree, ARestartUnderSystemdAsksForANewScopeWithTheLimits) {
   root.write("sys/fs/cgroup/system.slice/cgroup.procs", "");
   MemoryHierarchy hier{CgroupVersion::v2, "", root.paths().cgroup};
   std::vector<ScopeRequest> asked;
-  SupervisorConfig cfg;
-  cfg.sample_interval = 0ms;
+  SupervisorConfig cfg = every_tick();
   cfg.start_scope = [&](const ScopeRequest& r) -> Result<std::string> {
     asked.push_back(r);  // what systemd does: the scope's cgroup, the pids moved into it
     CgroupBox scope(root.paths(), hier, "/system.slice/" + r.name);
@@ -499,11 +503,8 @@ TEST_F(GuardV2FakeTree, ARestartUnderSystemdAsksForANewScopeWithTheLimits) {
     root.write("sys/fs/cgroup/system.slice/" + r.name + "/cgroup.procs", procs);
     return std::string("/org/freedesktop/systemd1/job/") + std::to_string(asked.size());
   };
-  GuardSupervisor sup(
-      root.paths(), tuner, [&](const Event& e) { events.push_back(e); }, cfg);
-  GuardOptions o;
-  o.pid = child;
-  o.budget = "1G";
+  GuardSupervisor sup(root.paths(), tuner, record(), cfg);
+  GuardOptions o = guard_of_child("1G");
   o.restart = true;
   o.restart_backoff = 0ms;
   auto id = sup.add(o);
@@ -555,20 +556,15 @@ TEST_F(GuardV2FakeTree, ARestartUnderSystemdAsksForANewScopeWithTheLimits) {
 }
 
 TEST_F(GuardV2FakeTree, AHookThatHangsIsKilledAfterItsTimeout) {
-  SupervisorConfig cfg;
-  cfg.sample_interval = 0ms;
-  GuardSupervisor sup(
-      root.paths(), tuner, [&](const Event& e) { events.push_back(e); }, cfg);
+  GuardSupervisor sup(root.paths(), tuner, record(), every_tick());
   auto sleep_bin = resolve_executable("sleep");
   ASSERT_TRUE(sleep_bin.ok());
-  GuardOptions o;
-  o.pid = child;
-  o.budget = "1G";
+  GuardOptions o = guard_of_child("1G");
   o.on_oom = {*sleep_bin, "30"};
   o.hook_timeout = 200ms;
   auto id = sup.add(o);
   ASSERT_TRUE(id.ok()) << id.error().what();
-  root.write("sys/fs/cgroup/agent.slice/spark-guard-g1/memory.events", "low 0\nhigh 0\nmax 1\noom 1\noom_kill 1\n");
+  root.write(box + "memory.events", "low 0\nhigh 0\nmax 1\noom 1\noom_kill 1\n");
   auto t0 = std::chrono::steady_clock::now();
   auto done = [&] {
     return std::find_if(events.begin(), events.end(), [](const Event& e) { return e.type == "hook_done"; });
@@ -579,22 +575,16 @@ TEST_F(GuardV2FakeTree, AHookThatHangsIsKilledAfterItsTimeout) {
   EXPECT_NE(done()->data["status"].get<std::string>().find("signal"), std::string::npos);
   EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s);
   EXPECT_EQ(std::count_if(events.begin(), events.end(), [](const Event& e) { return e.type == "hook_start"; }), 1);
-  root.write("sys/fs/cgroup/agent.slice/spark-guard-g1/cgroup.procs", "");
+  root.write(box + "cgroup.procs", "");
   ASSERT_TRUE(sup.end(*id).ok());
 }
 
 TEST_F(GuardV2FakeTree, SettlesAfterTheLoadIsDone) {
-  SupervisorConfig cfg;
-  cfg.sample_interval = 0ms;
-  GuardSupervisor sup(
-      root.paths(), tuner, [&](const Event& e) { events.push_back(e); }, cfg);
-  GuardOptions o;
-  o.pid = child;
-  o.budget = "1G";
+  GuardSupervisor sup(root.paths(), tuner, record(), every_tick());
+  GuardOptions o = guard_of_child("1G");
   o.settle_after = 150ms;
   auto id = sup.add(o);
   ASSERT_TRUE(id.ok()) << id.error().what();
-  std::string box = "sys/fs/cgroup/agent.slice/spark-guard-g1/";
   EXPECT_EQ(trim(root.read(box + "memory.max")), "max") << "no budget limit during the load";
   // The load ends at 3 GiB: the budget is growth on top of that.
   root.write(box + "memory.current", std::to_string(3ull << 30) + "\n");
@@ -619,7 +609,7 @@ TEST_F(GuardV2FakeTree, AProcessThatExitsDuringSetUpLeavesNothingBehind) {
   root.write(p + "stat", std::to_string(brief) + " (server) S 1 1 1 0\n");
   root.write(p + "cgroup", "0::/srv.slice\n");
   root.write(p + "statm", "1000 2560 0 0 0 0 0\n");
-  GuardSupervisor sup(root.paths(), tuner, [&](const Event& e) { events.push_back(e); });
+  GuardSupervisor sup(root.paths(), tuner, record());
   GuardOptions o;
   o.pid = brief;
   o.budget = "1G";
@@ -636,15 +626,10 @@ TEST_F(GuardV2FakeTree, AProcessThatExitsDuringSetUpLeavesNothingBehind) {
 // Issue 14 part 3: memory taken outside the guard's cgroup (only the host's MemAvailable falls, in
 // the fixture meminfo): below --host-floor the guard warns naming the host and runs its hook.
 TEST_F(GuardV2FakeTree, HostFloorWarnsAndRunsTheHookNamingTheHost) {
-  SupervisorConfig cfg;
-  cfg.sample_interval = 0ms;
-  GuardSupervisor sup(
-      root.paths(), tuner, [&](const Event& e) { events.push_back(e); }, cfg);
+  GuardSupervisor sup(root.paths(), tuner, record(), every_tick());
   auto true_bin = resolve_executable("true");
   ASSERT_TRUE(true_bin.ok());
-  GuardOptions o;
-  o.pid = child;
-  o.budget = "1G";
+  GuardOptions o = guard_of_child("1G");
   o.on_oom = {*true_bin};
   o.host_floor = "4G";
   auto id = sup.add(o);
@@ -672,7 +657,7 @@ TEST_F(GuardV2FakeTree, HostFloorWarnsAndRunsTheHookNamingTheHost) {
   EXPECT_EQ(hook->data["for"], "host_floor");
   EXPECT_EQ(count("hook_done"), 1);
   EXPECT_EQ(::kill(child, 0), 0) << "without --restart the server is left running";
-  root.write("sys/fs/cgroup/agent.slice/spark-guard-g1/cgroup.procs", "");
+  root.write(box + "cgroup.procs", "");
   ASSERT_TRUE(sup.end(*id).ok());
 }
 
@@ -696,13 +681,11 @@ TEST_F(GuardV2FakeTree, OnV2TheBoxGoesUnderTheNearestCgroupThatEnablesMemory) {
   EXPECT_EQ(*v2_box_parent(root.paths(), h, "/agent.slice/leaf"), "/agent.slice");
   EXPECT_EQ(*v2_box_parent(root.paths(), h, "/agent.slice"), "/agent.slice");
   GuardSupervisor sup(root.paths(), tuner, nullptr);
-  GuardOptions o;
-  o.pid = child;
-  o.budget = "1G";
+  GuardOptions o = guard_of_child("1G");
   auto id = sup.add(o);
   ASSERT_TRUE(id.ok()) << id.error().what();
   EXPECT_EQ(sup.state(*id)->box, "/agent.slice/spark-guard-g1");
-  EXPECT_EQ(trim(root.read("sys/fs/cgroup/agent.slice/spark-guard-g1/cgroup.procs")), std::to_string(child));
+  EXPECT_EQ(trim(root.read(box + "cgroup.procs")), std::to_string(child));
   ASSERT_TRUE(sup.end(*id).ok());
 
   root.write("sys/fs/cgroup/agent.slice/cgroup.subtree_control", "pids\n");
@@ -765,7 +748,7 @@ TEST_F(GuardScopeFakeTree, RevertAndResumeDropADeadScopeGuard) {
   journal_scope_guard();
   fs::remove_all(root.root() / scope_dir);
   {  // the agent's start: the guard's cgroup is gone, so it is released and dropped
-    GuardSupervisor sup(root.paths(), tuner, [&](const Event& e) { events.push_back(e); });
+    GuardSupervisor sup(root.paths(), tuner, record());
     auto n = sup.resume();
     ASSERT_TRUE(n.ok()) << n.error().what();
     EXPECT_EQ(*n, 0u);

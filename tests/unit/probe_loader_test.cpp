@@ -8,6 +8,7 @@
 #include <set>
 
 #include "mm_probes.skel.h"
+#include "telemetry/bpf_skeleton.h"
 
 namespace spark {
 namespace {
@@ -20,9 +21,18 @@ class FakeCatalog : public TracepointCatalog {
   bool has_tracefs_event(const std::string&, const std::string&) const override { return tracefs; }
 };
 
+using MmProbesSkeleton = BpfSkeleton<mm_probes, mm_probes__open, mm_probes__load, mm_probes__destroy>;
+
+// The mm_probes object, opened (not loaded): what the loader chooses from.
 struct Skel {
-  mm_probes* s = mm_probes__open();
-  ~Skel() { mm_probes__destroy(s); }
+  Skel() {
+    if (auto opened = MmProbesSkeleton::open("mm_probes")) {
+      skel = std::move(opened).value();
+      s = skel.get();
+    }
+  }
+  MmProbesSkeleton skel;
+  mm_probes* s = nullptr;
 };
 
 const ProbeChoice& find(const std::vector<ProbeChoice>& v, const std::string& name) {

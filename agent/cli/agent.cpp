@@ -7,6 +7,7 @@
 
 #include "cli/registry.h"
 #include "core/log_sink.h"
+#include "core/units.h"
 #include "daemon/telemetry_service.h"
 #include "state/journal.h"
 
@@ -24,6 +25,13 @@ void setup(CLI::App& app, spark::cli::Context& ctx) {
   cmd->add_option("--metrics-address", metrics_address,
                   "address of /metrics (default 127.0.0.1; a non-loopback address exposes host telemetry)");
   cmd->add_flag("!--no-bpf", tele.use_bpf, "telemetry from procfs only: do not load eBPF probes");
+  // The control connections' idle timeout and unread-reply deadline (docs/cli.md "Limits"): hidden,
+  // for tests that cannot wait the defaults.
+  static std::string idle_timeout, send_deadline;
+  cmd->add_option("--control-idle-timeout", idle_timeout, "close control connections idle this long (testing)")
+      ->group("");
+  cmd->add_option("--control-send-deadline", send_deadline, "drop control clients that read no reply this long (testing)")
+      ->group("");
   cmd->callback([&ctx] {
     using namespace spark;
     if (!metrics_address.empty()) {
@@ -44,6 +52,16 @@ void setup(CLI::App& app, spark::cli::Context& ctx) {
     }
     daemon::AgentOptions opt;
     opt.drop_capabilities = !keep_caps;
+    for (auto [text, into] : {std::pair{&idle_timeout, &opt.control_idle_timeout},
+                              std::pair{&send_deadline, &opt.control_send_deadline}}) {
+      if (text->empty()) continue;
+      auto d = parse_duration(*text);
+      if (!d || d->count() <= 0) {
+        ctx.exit_code = cli::report_error(ctx, "bad duration '" + *text + "' (e.g. 2s, 300ms)");
+        return;
+      }
+      *into = *d;
+    }
     daemon::Agent agent(ctx.paths, opt);
     ctx.exit_code = agent.run();
   });

@@ -76,7 +76,7 @@ void setup(CLI::App& app, spark::cli::Context& ctx) {
       for (const auto& d : w["devices"]) devs += (devs.empty() ? "" : ",") + d.get<std::string>();
       rows.push_back({w.value("id", ""), ttl_left(w), w.value("pid", 0) ? std::to_string(w.value("pid", 0)) : "-",
                       w.value("cache", ""), devs.empty() ? "-" : devs + "=" + std::to_string(w.value("readahead_kb", 0)) + "k",
-                      std::to_string(w["files"].size()), w.value("label", "")});
+                      std::to_string(w.value("file_count", w["files"].size())), w.value("label", "")});
     }
     cli::print_table({"ID", "TTL LEFT", "PID", "CACHE", "READAHEAD", "FILES", "LABEL"}, rows);
     for (const auto& w : *r)

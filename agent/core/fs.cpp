@@ -95,7 +95,8 @@ Result<void> write_value(const fs::path& path, const std::string& value) {
   return {};
 }
 
-Result<void> atomic_write(const fs::path& path, const std::string& content, mode_t mode) {
+Result<void> atomic_write(const fs::path& path, const std::string& content, mode_t mode, Durability durability) {
+  bool durable = durability == Durability::durable;
   struct stat st {};
   if (::lstat(path.c_str(), &st) == 0 && S_ISLNK(st.st_mode))
     return sys_error(ELOOP, "refusing to replace symlink " + path.string());
@@ -116,7 +117,7 @@ Result<void> atomic_write(const fs::path& path, const std::string& content, mode
       }
       off += static_cast<size_t>(n);
     }
-    if (::fsync(f.fd) != 0) {
+    if (durable && ::fsync(f.fd) != 0) {
       int e = errno;
       ::unlink(tmp.c_str());
       return sys_error(e, "fsync " + tmp.string());
@@ -127,6 +128,7 @@ Result<void> atomic_write(const fs::path& path, const std::string& content, mode
     ::unlink(tmp.c_str());
     return sys_error(e, "renaming " + tmp.string() + " to " + path.string());
   }
+  if (!durable) return {};
   return fsync_dir(path.parent_path().empty() ? fs::path(".") : path.parent_path());
 }
 

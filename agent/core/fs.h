@@ -19,8 +19,12 @@ Result<std::string> read_value(const fs::path& path);
 // One write(2) of the value to an existing kernel file (sysctl, sysfs, cgroup control file),
 // without O_CREAT and refusing a symlink as the last component. The kernel's errno comes back.
 Result<void> write_value(const fs::path& path, const std::string& value);
-// Replace a regular file atomically with the given mode; refuses when path is a symlink.
-Result<void> atomic_write(const fs::path& path, const std::string& content, mode_t mode = 0644);
+// Replace a regular file atomically with the given mode; refuses when path is a symlink. Durable:
+// fsync of the file before the rename and of the directory after; not durable: the rename only
+// (atomic for every process, a crash of ours included; a power loss may lose it).
+enum class Durability { durable, rename_only };
+Result<void> atomic_write(const fs::path& path, const std::string& content, mode_t mode = 0644,
+                          Durability durability = Durability::durable);
 // mkdir -p with the mode for the directories it creates; refuses a symlink at the end.
 Result<void> ensure_dir(const fs::path& path, mode_t mode = 0755);
 // Remove a file; absent is fine.

@@ -36,6 +36,10 @@ struct AgentOptions {
   bool drop_capabilities = true;
   // The group whose members may use the socket besides root ("spark-tune").
   std::string group = "spark-tune";
+  // A control connection that sends nothing (and waits for no answer) this long is closed; one
+  // whose replies wait unread this long is dropped (docs/cli.md, "Limits"). Tests shorten them.
+  std::chrono::milliseconds control_idle_timeout = k_control_idle_timeout;
+  std::chrono::milliseconds control_send_deadline = k_control_send_deadline;
 };
 
 class Agent : public ServiceContext {

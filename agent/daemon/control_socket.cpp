@@ -14,6 +14,7 @@
 
 #include "core/fs.h"
 #include "core/log.h"
+#include "core/units.h"
 #include "daemon/agent.h"
 #include "daemon/privileges.h"
 #include "daemon/protocol.h"
@@ -263,16 +264,15 @@ std::optional<Clock::time_point> Agent::expire_clients(Clock::time_point now) {
   std::vector<std::pair<int, std::string>> gone;
   for (auto& [fd, c] : clients_) {
     if (!c.out.empty()) {
-      auto due = c.last_output + k_control_send_deadline;
+      auto due = c.last_output + opt_.control_send_deadline;
       if (now >= due)
-        gone.emplace_back(fd, "read none of its replies for " + std::to_string(k_control_send_deadline.count()) +
-                                  " s (" + std::to_string(c.out.size()) + " bytes waiting)");
+        gone.emplace_back(fd, "read none of its replies for " + format_duration(opt_.control_send_deadline) + " (" +
+                                  std::to_string(c.out.size()) + " bytes waiting)");
       else
         take(due);
     } else if (c.pending == 0) {
-      auto due = c.last_input + k_control_idle_timeout;
-      if (now >= due)
-        gone.emplace_back(fd, "idle for " + std::to_string(k_control_idle_timeout.count()) + " s");
+      auto due = c.last_input + opt_.control_idle_timeout;
+      if (now >= due) gone.emplace_back(fd, "idle for " + format_duration(opt_.control_idle_timeout));
       else
         take(due);
     }

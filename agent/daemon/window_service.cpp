@@ -30,9 +30,7 @@ Result<void> WindowService::on_start(ServiceContext& ctx) {
     return json{{"ended", {id}}};
   }));
   SPARK_TRY_VOID(ctx.add_handler("window.list", [this](const json&, const Peer&) -> Result<json> {
-    json out = json::array();
-    for (const auto& r : mgr_->list()) out.push_back(mgr_->describe_window(r.id));
-    return out;
+    return mgr_->describe_windows();
   }));
   return {};
 }

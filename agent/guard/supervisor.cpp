@@ -249,6 +249,7 @@ struct GuardSupervisor::Runtime {
   bool main_is_child = false;
   std::optional<PortAddress> port;
   std::unique_ptr<PortProbe> probe;  // the readiness probe on `port`: never blocks the loop
+  EndRetry end_retry;                // an end that failed: retried with the backoff (core/end_retry.h)
 };
 
 GuardSupervisor::GuardSupervisor(HostPaths paths, Tuner& tuner, EventSink sink, SupervisorConfig cfg)
@@ -547,12 +548,50 @@ Result<void> GuardSupervisor::setup_watch(Runtime& g) {
 Result<void> GuardSupervisor::end(const std::string& id, const std::string& reason) {
   auto it = guards_.find(id);
   if (it == guards_.end()) return input_error("no guard '" + id + "' in this process");
-  auto r = end_guard(paths_, tuner_, id);
+  Result<void> r;
+  {
+    EndReserve::Spend spend(reserve_);
+    r = end_guard(paths_, tuner_, id);
+  }
   Runtime& g = *it->second;
-  emit(id, "guard_end", {{"reason", reason}, {"pid", g.st.pid}, {"cgroup", g.st.box}});
+  if (!r) {
+    // Kept: nothing watched or restarted any more, only the end retried (tick) until it works.
+    g.oom_fd.reset();
+    g.pressure_fd.reset();
+    g.events_fd.reset();
+    g.pidfd.reset();
+    g.probe.reset();
+    g.phase = Runtime::Phase::running;
+    g.settle_at = {};
+    g.fast_until = {};
+    g.end_retry.reason = reason;
+    auto wait = g.end_retry.failed(Clock::now());
+    log_error("guard " + id + " could not end (" + reason + "): " + describe(r.error()) + "; retrying in " +
+                  format_duration(wait) + " (or run spark-tune revert)",
+              {{"GUARD", id}});
+    if (g.end_retry.failures == 1)
+      emit(id, "guard_error", {{"error", "could not end (" + reason + "): " + describe(r.error()) + "; retrying"},
+                               {"reason", reason}, {"retry_in_ms", wait.count()}});
+    return r;
+  }
+  nlohmann::json f = {{"reason", reason}, {"pid", g.st.pid}, {"cgroup", g.st.box}};
+  if (g.end_retry.failures) f["failed_tries"] = g.end_retry.failures;
+  emit(id, "guard_end", f);
   if (g.main_is_child && g.st.pid > 0) reap_child(g.st.pid);
   guards_.erase(it);
   return r;
+}
+
+bool GuardSupervisor::ending(const std::string& id) const {
+  auto it = guards_.find(id);
+  return it != guards_.end() && it->second->end_retry.pending();
+}
+
+void GuardSupervisor::retry_end(const std::string& id) {
+  auto it = guards_.find(id);
+  if (it == guards_.end()) return;
+  std::string why = it->second->end_retry.reason.empty() ? std::string("retry") : it->second->end_retry.reason;
+  (void)end(id, why);  // logged (and rescheduled) by end on failure
 }
 
 void GuardSupervisor::drop(const std::string& id) {
@@ -569,9 +608,11 @@ Result<size_t> GuardSupervisor::resume() {
     g->st = st;
     g->box = std::make_unique<CgroupBox>(paths_, h, st.box);
     if (!g->box->exists()) {
-      log_warning("guard " + st.id + ": its cgroup " + st.box + " is gone; releasing it");
-      (void)tuner_.release(guard_owner(st.id));
-      (void)tuner_.set_owner_state(guard_owner(st.id), nullptr);
+      // Through the one end path (reserve, backoff): a failed release is retried, never dropped.
+      log_warning("guard " + st.id + ": its cgroup " + st.box + " is gone; ending it");
+      std::string id = st.id;
+      guards_[id] = std::move(g);
+      (void)end(id, "its cgroup is gone");
       continue;
     }
     if (!st.opt.until_port.empty())
@@ -1007,9 +1048,13 @@ void GuardSupervisor::tick() {
     auto it = guards_.find(id);
     if (it == guards_.end()) continue;
     Runtime& g = *it->second;
+    if (g.end_retry.pending()) {  // an end that failed: only its retry
+      if (g.end_retry.due(now)) retry_end(id);
+      continue;
+    }
     if (g.phase == Runtime::Phase::restart_wait && now >= g.restart_at) {
       start_server(g);
-      if (!guards_.count(id)) continue;
+      if (!guards_.count(id) || g.end_retry.pending()) continue;
     }
     if (g.phase == Runtime::Phase::probing && now >= g.next_probe) {
       g.next_probe = now + cfg_.probe_interval;
@@ -1046,6 +1091,10 @@ Ms GuardSupervisor::next_wake() const {
   next = std::min(next, next_journal_check_);
   for (const auto& h : hooks_) next = std::min(next, h.deadline);
   for (const auto& [id, g] : guards_) {
+    if (g->end_retry.pending()) {
+      next = std::min(next, *g->end_retry.at);
+      continue;
+    }
     next = std::min(next, g->next_sample);
     if (now < g->fast_until) next = std::min(next, now + Ms(1));
     if (g->phase == Runtime::Phase::restart_wait) next = std::min(next, g->restart_at);
@@ -1053,7 +1102,8 @@ Ms GuardSupervisor::next_wake() const {
     if (g->settle_at != Clock::time_point{}) next = std::min(next, g->settle_at);
   }
   if (!hooks_.empty()) next = std::min(next, now + Ms(50));
-  auto d = std::chrono::duration_cast<Ms>(next - now);
+  // Rounded up: truncated, a timer less than 1 ms away read as 0 and the caller spun until it was due.
+  auto d = std::chrono::ceil<Ms>(next - now);
   return std::max(d, Ms(0));
 }
 

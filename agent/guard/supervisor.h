@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "core/end_retry.h"
 #include "core/host_paths.h"
 #include "core/result.h"
 #include "guard/budget.h"
@@ -108,7 +109,12 @@ class GuardSupervisor {
 
   // Validates everything first; on any error nothing is changed. Returns the guard id.
   Result<std::string> add(const GuardOptions& o);
+  // Ends the guard with the end reserve (core/end_retry.h). A failed end keeps the guard, stops
+  // watching it and retries with the backoff (100 ms doubling to 60 s) from tick(), each failure
+  // logged, until it ends: never a tight loop, never lost. The error is returned all the same.
   Result<void> end(const std::string& id, const std::string& reason = "ended");
+  // Whether the guard's end failed and waits for its retry.
+  bool ending(const std::string& id) const;
   // Takes over every guard in the journal (after an agent restart). Returns how many.
   Result<size_t> resume();
 
@@ -147,6 +153,7 @@ class GuardSupervisor {
   void emit(const std::string& id, const std::string& type, nlohmann::json fields);
   void persist(Runtime& g);
   void drop(const std::string& id);
+  void retry_end(const std::string& id);
   Result<MemoryHierarchy> hierarchy();
   nlohmann::json growers(Runtime& g);
 
@@ -157,6 +164,7 @@ class GuardSupervisor {
   std::optional<MemoryHierarchy> h_;
   std::map<std::string, std::unique_ptr<Runtime>> guards_;
   std::vector<RunningHook> hooks_;
+  EndReserve reserve_;
   std::chrono::steady_clock::time_point next_journal_check_{};
   int last_id_ = 0;
 };

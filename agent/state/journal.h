@@ -1,7 +1,8 @@
 // The change journal: for every target spark-tune changed, a stack of layers (who changed it, from
 // what, to what). The bottom layer's `previous` is the host's original value. It is written
-// atomically (temp file, fsync, rename) under a root-only state directory before any kernel write,
-// so a crash at any point leaves what `revert` or the next agent start needs to restore exactly.
+// atomically (temp file, rename; fsync'd when it holds a value that outlives a reboot, see commit)
+// under a root-only state directory before any kernel write, so a crash at any point leaves what
+// `revert` or the next agent start needs to restore exactly.
 //
 // Layers make overlapping owners exact: a window on top of a profile restores the profile's value;
 // two windows on one key restore the original only when the last one ends, in either order.
@@ -44,6 +45,10 @@ struct JournalData {
   std::vector<std::string> owner_names() const;
 };
 
+// Kernel state is the boot's own and gone after a reboot; files on disk (sysctl.d and systemd
+// drop-ins) and directories outside the cgroup tree (a drop-in's .d directory) survive it.
+bool boot_scoped(const HostPaths& paths, const Target& t);
+
 nlohmann::json to_json(const JournalData& d);
 Result<JournalData> journal_from_json(const nlohmann::json& j);
 
@@ -54,7 +59,12 @@ class JournalTxn {
   static Result<JournalTxn> begin(const HostPaths& paths);
   JournalData& data() { return data_; }
   const JournalData& data() const { return data_; }
-  // Writes the journal (or removes it when empty) atomically with mode 0600.
+  // Writes the journal (or removes it when empty) atomically with mode 0600. Durable (fsync'd)
+  // while it holds, or held at begin, a value that outlives a reboot (a file, a drop-in): one that
+  // holds only this boot's kernel values (sysctls, sysfs, cgroups: every window, every guard) is
+  // renamed into place without fsync -- a crash of the agent keeps it (the page cache), and a power
+  // loss takes those values with it, so nothing is left to restore. The agent's loop then never
+  // waits for the disk on a window's begin or end (issue 13: status p99).
   Result<void> commit();
   // True when the journal on disk came from an earlier boot (its kernel values are gone).
   bool from_earlier_boot() const { return earlier_boot_; }
@@ -67,6 +77,7 @@ class JournalTxn {
   JournalData data_;
   std::string boot_id_;
   bool earlier_boot_ = false;
+  bool held_persistent_ = false;  // the journal read at begin held a value that outlives a reboot
 };
 
 // Read-only snapshot without taking the lock (status, verify).

@@ -43,15 +43,6 @@ bool is_coupled_zero(const Target& t, const std::optional<std::string>& v) {
   return t.kind == TargetKind::sysctl && coupled_sysctl(t.name) && v && normalize_value(*v) == "0";
 }
 
-// Kernel state is the boot's own and gone after a reboot; files on disk (sysctl.d and systemd
-// drop-ins) and directories outside the cgroup tree (a drop-in's .d directory) survive it.
-bool boot_scoped(const HostPaths& paths, const Target& t) {
-  if (t.kind == TargetKind::file) return false;
-  if (t.kind != TargetKind::dir) return true;
-  auto rel = fs::path(t.name).lexically_relative(paths.cgroup);
-  return !rel.empty() && *rel.begin() != "..";
-}
-
 // A cgroup control file whose cgroup directory is gone (a transient scope systemd collected when
 // its processes exited, a box removed by hand): the kernel dropped the value with the cgroup, so
 // there is nothing left to restore. Only ENOENT with the directory gone counts: a missing file in

@@ -1,4 +1,4 @@
-// Transactions over the Actuator and the journal. Every change is journaled (fsynced) before it is
+// Transactions over the Actuator and the journal. Every change is journaled (JournalTxn) before it is
 // written, read back after, and undone in reverse order when any step fails. Owners ("profile",
 // "window:w3", "guard:g1") stack layers on a target; releasing an owner restores exactly what was
 // beneath it (see state/journal.h).

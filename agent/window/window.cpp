@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <sstream>
@@ -145,22 +146,59 @@ Result<WindowSpec> spec_from_json(const json& j) {
 }
 
 json record_to_json(const WindowRecord& r) {
-  return {{"id", r.id},
-          {"files", r.files},
-          {"dirs", r.dirs},
-          {"devices", r.devices},
-          {"readahead_kb", r.readahead_kb},
-          {"cache", cache_mode_name(r.cache)},
-          {"cache_interval_ms", r.cache_interval_ms},
-          {"mapped", mapped_policy_name(r.mapped)},
-          {"mapped_budget", r.mapped_budget},
-          {"deadline_ms", r.deadline_ms},
-          {"begun_ms", r.begun_ms},
-          {"pid", r.pid},
-          {"pid_start", r.pid_start},
-          {"until_port", r.until_port},
-          {"label", r.label},
-          {"floor", r.floor}};
+  json j = {{"id", r.id},
+            {"dirs", r.dirs},
+            {"devices", r.devices},
+            {"readahead_kb", r.readahead_kb},
+            {"cache", cache_mode_name(r.cache)},
+            {"cache_interval_ms", r.cache_interval_ms},
+            {"mapped", mapped_policy_name(r.mapped)},
+            {"mapped_budget", r.mapped_budget},
+            {"deadline_ms", r.deadline_ms},
+            {"begun_ms", r.begun_ms},
+            {"pid", r.pid},
+            {"pid_start", r.pid_start},
+            {"until_port", r.until_port},
+            {"label", r.label},
+            {"floor", r.floor}};
+  size_t count = std::max(r.file_count, r.files.size());
+  if (!r.given.empty()) j["given"] = r.given;
+  if (r.files.size() <= k_journal_inline_files || r.given.empty())
+    j["files"] = r.files;
+  j["file_count"] = count;
+  return j;
+}
+
+json record_view_json(const WindowRecord& r) {
+  WindowRecord v;  // all but the files (a big window's list is not copied for each reply)
+  v.id = r.id;
+  v.given = r.given;
+  v.dirs = r.dirs;
+  v.devices = r.devices;
+  v.readahead_kb = r.readahead_kb;
+  v.cache = r.cache;
+  v.cache_interval_ms = r.cache_interval_ms;
+  v.mapped = r.mapped;
+  v.mapped_budget = r.mapped_budget;
+  v.deadline_ms = r.deadline_ms;
+  v.begun_ms = r.begun_ms;
+  v.pid = r.pid;
+  v.pid_start = r.pid_start;
+  v.until_port = r.until_port;
+  v.label = r.label;
+  v.floor = r.floor;
+  v.file_count = std::max(r.file_count, r.files.size());
+  v.files.assign(r.files.begin(), r.files.begin() + static_cast<std::ptrdiff_t>(std::min(r.files.size(), k_listed_files)));
+  json j = record_to_json(v);
+  j["files"] = v.files;  // the first k_listed_files, whatever the journal keeps
+  return j;
+}
+
+Result<void> expand_record_files(WindowRecord& r) {
+  if (!r.files.empty() || r.given.empty()) return {};
+  SPARK_TRY(std::vector<fs::path> files, expand_files(r.given));
+  for (const auto& f : files) r.files.push_back(f.string());
+  return {};
 }
 
 Result<WindowRecord> record_from_json(const json& j) {
@@ -168,6 +206,8 @@ Result<WindowRecord> record_from_json(const json& j) {
   try {
     r.id = j.at("id").get<std::string>();
     r.files = j.value("files", std::vector<std::string>{});
+    r.given = j.value("given", std::vector<std::string>{});
+    r.file_count = j.value("file_count", r.files.size());
     r.dirs = j.value("dirs", std::vector<std::string>{});
     r.devices = j.value("devices", std::vector<std::string>{});
     r.readahead_kb = j.value("readahead_kb", uint64_t{0});
@@ -215,37 +255,14 @@ struct WindowManager::Runtime {
   std::unique_ptr<FloorKeeper> floor;  // window/floor.h: only with a floor
   Clock::time_point next_cache{};
   Clock::time_point next_port{};
-  // An end that failed: retried at end_retry with the backoff doubling (issue 13 defect 1).
-  std::optional<Clock::time_point> end_retry;
-  std::chrono::milliseconds end_backoff{100};
-  std::string end_reason;
+  // An end that failed: retried with the backoff doubling (issue 13 defect 1).
+  EndRetry end_retry;
   json reserve;  // what the overlay takes from MemAvailable (telemetry/reserve.h), measured at begin
   std::unique_ptr<PortProbe> port_probe;  // --until-port: never blocks the loop
   ~Runtime() {
     if (pidfd >= 0) ::close(pidfd);
   }
 };
-
-void WindowManager::Reserve::take() {
-  while (fds.size() < k_reserved_fds) {
-    int fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
-    if (fd < 0) break;  // taken again after the next end
-    fds.push_back(fd);
-  }
-  while (blocks.size() < k_reserved_blocks) {
-    void* b = std::malloc(32 << 10);
-    if (!b) break;
-    std::memset(b, 0, 32 << 10);  // committed now, not at the end
-    blocks.push_back(b);
-  }
-}
-
-void WindowManager::Reserve::give_back() {
-  for (int fd : fds) ::close(fd);
-  fds.clear();
-  for (void* b : blocks) std::free(b);
-  blocks.clear();
-}
 
 // The tick's shared view for every keeper due in it (see KeeperHost): one read of vmstat, one scan
 // of the processes' mappings for the files of every window.
@@ -278,7 +295,7 @@ class WindowManager::TickHost : public KeeperHost {
   std::optional<ProcessMappings> scan_;
 };
 
-WindowManager::WindowManager(HostPaths paths, Tuner& tuner) : paths_(std::move(paths)), tuner_(tuner) { reserve_.take(); }
+WindowManager::WindowManager(HostPaths paths, Tuner& tuner) : paths_(std::move(paths)), tuner_(tuner) {}
 WindowManager::~WindowManager() = default;
 
 WindowManager::Clock::time_point WindowManager::aligned_tick(Clock::time_point now, std::chrono::milliseconds interval) const {
@@ -298,8 +315,25 @@ Result<std::string> WindowManager::next_id() {
       seq = 0;
     }
   }
-  ++seq;
-  SPARK_TRY_VOID(atomic_write(seq_file, std::to_string(seq) + "\n", 0600));
+  seq = std::max(seq, last_seq_);  // a file lost (power loss: it is renamed, not fsync'd) never goes back
+  do ++seq;
+  while (windows_.count("w" + std::to_string(seq)));
+  // Written in place, padded to one size, without fsync (like a boot-scoped journal, see
+  // JournalTxn::commit): a rename over it would free the old file's blocks, and on a file system
+  // mounted with discard that waits for the device (bench/agent_soak). The ids only need to differ
+  // from those the journal still holds (a torn write reads as 0: last_seq_ and windows_ decide),
+  // and a power loss ends every window of this boot.
+  {
+    int fd = ::open(seq_file.c_str(), O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0) return errno_error("opening " + seq_file.string());
+    char buf[32];
+    int n = std::snprintf(buf, sizeof buf, "%-20llu\n", static_cast<unsigned long long>(seq));
+    ssize_t w = ::pwrite(fd, buf, static_cast<size_t>(n), 0);
+    int e = errno;
+    ::close(fd);
+    if (w != n) return w < 0 ? sys_error(e, "writing " + seq_file.string()) : sys_error(EIO, "short write to " + seq_file.string());
+  }
+  last_seq_ = seq;
   return "w" + std::to_string(seq);
 }
 
@@ -416,6 +450,8 @@ Result<WindowRecord> WindowManager::begin(const WindowSpec& asked) {
   WindowRecord r;
   r.id = id;
   for (const auto& f : files) r.files.push_back(f.string());
+  for (const auto& g : spec.files) r.given.push_back(fs::absolute(g).lexically_normal().string());
+  r.file_count = r.files.size();
   for (const auto& pat : spec.files) {
     std::error_code ec;
     if (fs::is_directory(pat, ec)) r.dirs.push_back(fs::absolute(pat).lexically_normal().string());
@@ -479,7 +515,7 @@ Result<WindowRecord> WindowManager::begin(const WindowSpec& asked) {
                       (devices.empty() ? std::string("unchanged") : std::to_string(ra) + " KiB on " + devices[0]) +
                       ", ttl " + format_duration(*spec.ttl) + (spec.pid ? ", pid " + std::to_string(spec.pid) : "");
   log_info(begun, {{"WINDOW", id}});
-  emit(id, "window_begin", begun, record_to_json(r));
+  emit(id, "window_begin", begun, record_view_json(r));
   return r;
 }
 
@@ -570,7 +606,10 @@ Result<void> WindowManager::end_now(const std::string& id, const std::string& re
       return sys_error(ENOENT, "no window '" + id + "' (see spark-tune window list)");
     // A window only in the journal (an agent that never resumed it): its files from its record.
     if (d.owners.contains(owner_of(id)))
-      if (auto rec = record_from_json(d.owners[owner_of(id)]); rec) evict_last_time(*rec);
+      if (auto rec = record_from_json(d.owners[owner_of(id)]); rec) {
+        (void)expand_record_files(*rec);
+        evict_last_time(*rec);
+      }
   } else {
     // The keeper's files: those created in the window's directories since begin too.
     WindowRecord r = windows_.at(id)->record;
@@ -585,8 +624,8 @@ Result<void> WindowManager::end_now(const std::string& id, const std::string& re
   json data{{"reason", reason}, {"restored", released->size()}};
   if (known) {
     auto& rt = windows_.at(id);
-    data["duration_ms"] = std::max<int64_t>(now_real_ms() - rt->record.begun_ms, 0);
-    data["files"] = rt->record.files.size();
+    if (rt->record.begun_ms > 0) data["duration_ms"] = std::max<int64_t>(now_real_ms() - rt->record.begun_ms, 0);
+    data["files"] = std::max(rt->record.files.size(), rt->record.file_count);
     if (rt->cache) data["cache_stats"] = cache_stats_json(rt->cache->stats(), rt->record.mapped_budget);
     if (rt->floor) data["floor"] = rt->floor->finish();  // a paused tree is resumed here
     if (rt->cache)
@@ -605,10 +644,8 @@ Result<void> WindowManager::end_now(const std::string& id, const std::string& re
 }
 
 Result<void> WindowManager::end(const std::string& id, const std::string& reason) {
-  reserve_.give_back();
-  auto r = end_now(id, reason);
-  reserve_.take();
-  return r;
+  EndReserve::Spend spend(reserve_);
+  return end_now(id, reason);
 }
 
 bool WindowManager::end_logged(const std::string& id, const std::string& reason, Clock::time_point now) {
@@ -620,10 +657,8 @@ bool WindowManager::end_logged(const std::string& id, const std::string& reason,
     return false;
   }
   auto& rt = *it->second;
-  std::chrono::milliseconds wait = rt.end_retry ? std::min(rt.end_backoff * 2, std::chrono::milliseconds(60'000))
-                                                : std::chrono::milliseconds(100);
-  rt.end_backoff = wait;
-  rt.end_retry = now + wait;
+  rt.end_retry.reason = reason;
+  auto wait = rt.end_retry.failed(now);
   log_error("window " + id + " could not end (" + reason + "): " + describe(r.error()) + "; retrying in " +
                 format_duration(wait) + " (or run spark-tune revert)",
             {{"WINDOW", id}});
@@ -652,25 +687,47 @@ std::vector<WindowRecord> WindowManager::list() const {
   return out;
 }
 
-json WindowManager::describe_window(const std::string& id) const {
-  auto it = windows_.find(id);
-  if (it == windows_.end()) return nullptr;
-  json j = record_to_json(it->second->record);
-  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(it->second->deadline - Clock::now()).count();
+namespace {
+
+json describe_runtime(const WindowRecord& rec, WindowManager::Clock::time_point deadline, const CacheKeeper* cache,
+                      const json& reserve, const JournalData* journal) {
+  json j = record_view_json(rec);
+  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - WindowManager::Clock::now()).count();
   j["ttl_left_ms"] = std::max<int64_t>(left, 0);
   // What the window holds, from the journal: target, the value it set, the value beneath it.
   json changes = json::array();
-  if (auto d = read_journal(paths_); d)
-    for (const auto& rec : d->targets)
-      for (const auto& l : rec.layers)
-        if (l.owner == owner_of(id))
-          changes.push_back({{"target", rec.target.display()},
+  if (journal)
+    for (const auto& t : journal->targets)
+      for (const auto& l : t.layers)
+        if (l.owner == owner_of(rec.id))
+          changes.push_back({{"target", t.target.display()},
                              {"value", l.value ? json(*l.value) : json()},
                              {"previous", l.previous ? json(*l.previous) : json()}});
   j["changes"] = changes;
-  if (it->second->cache) j["cache_stats"] = cache_stats_json(it->second->cache->stats(), it->second->record.mapped_budget);
-  if (!it->second->reserve.is_null()) j["overlay_reserve"] = it->second->reserve;
+  if (cache) j["cache_stats"] = cache_stats_json(cache->stats(), rec.mapped_budget);
+  if (!reserve.is_null()) j["overlay_reserve"] = reserve;
   return j;
+}
+
+}  // namespace
+
+json WindowManager::describe_window(const std::string& id) const {
+  auto it = windows_.find(id);
+  if (it == windows_.end()) return nullptr;
+  auto d = read_journal(paths_);
+  const auto& rt = *it->second;
+  return describe_runtime(rt.record, rt.deadline, rt.cache.get(), rt.reserve, d ? &*d : nullptr);
+}
+
+json WindowManager::describe_windows() const {
+  auto d = read_journal(paths_);
+  std::vector<const Runtime*> rts;
+  for (const auto& [id, rt] : windows_) rts.push_back(rt.get());
+  std::sort(rts.begin(), rts.end(), [](const Runtime* a, const Runtime* b) { return a->record.begun_ms < b->record.begun_ms; });
+  json out = json::array();
+  for (const Runtime* rt : rts)
+    out.push_back(describe_runtime(rt->record, rt->deadline, rt->cache.get(), rt->reserve, d ? &*d : nullptr));
+  return out;
 }
 
 Result<std::vector<std::string>> WindowManager::recover() {
@@ -710,21 +767,31 @@ Result<std::vector<std::string>> WindowManager::recover() {
         why = "watched process " + std::to_string(rec->pid) + " is gone";
     }
     if (!why.empty()) {
-      if (rec) evict_last_time(*rec);
-      auto rel = tuner_.release(owner);
-      if (!rel) return with_context(rel.error(), "ending window " + id + " at recovery");
-      log_info("window " + id + " ended at agent start: " + why, {{"WINDOW", id}, {"REASON", why}});
-      emit(id, "window_end", "window " + id + " ended at agent start: " + why,
-           {{"reason", why}, {"restored", rel->size()}});
-      ended.push_back(id);
+      // Ended through the one end path: with the reserve, and on failure kept and retried with
+      // the backoff by the timer (never given up, never a failed agent start).
+      auto rt = std::make_unique<Runtime>();
+      if (rec) {
+        if (auto x = expand_record_files(*rec); !x)
+          log_warning("window " + id + ": its files not found again for the last eviction: " + describe(x.error()));
+        rt->record = *rec;
+      }
+      rt->record.id = id;
+      rt->deadline = Clock::now();
+      windows_[id] = std::move(rt);
+      log_info("window " + id + " ending at agent start: " + why, {{"WINDOW", id}, {"REASON", why}});
+      if (end_logged(id, why, Clock::now()))
+        ended.push_back(id);
       continue;
     }
+    if (auto x = expand_record_files(*rec); !x)
+      log_warning("window " + id + ": its files not found again: " + describe(x.error()) +
+                  " (its directories are still followed)");
     auto rt = std::make_unique<Runtime>();
     rt->record = *rec;
     windows_[id] = std::move(rt);
     SPARK_TRY_VOID(start_runtime(*rec));
     log_info("window " + id + " resumed after agent restart", {{"WINDOW", id}});
-    emit(id, "window_resume", "window " + id + " resumed after agent restart", record_to_json(*rec));
+    emit(id, "window_resume", "window " + id + " resumed after agent restart", record_view_json(*rec));
   }
   return ended;
 }
@@ -756,7 +823,6 @@ void WindowManager::on_ready(int fd, Clock::time_point now) {
     auto& rt = *windows_.at(hit);
     ::close(rt.pidfd);
     rt.pidfd = -1;
-    rt.end_reason = "watched process " + std::to_string(pid) + " exited";
   }
 }
 
@@ -764,8 +830,8 @@ std::optional<WindowManager::Clock::time_point> WindowManager::next_timer() cons
   std::optional<Clock::time_point> t;
   auto take = [&](Clock::time_point x) { t = t ? std::min(*t, x) : x; };
   for (const auto& [id, rt] : windows_) {
-    if (rt->end_retry) {  // an end that failed: only its retry is due
-      take(*rt->end_retry);
+    if (rt->end_retry.pending()) {  // an end that failed: only its retry is due
+      take(*rt->end_retry.at);
       continue;
     }
     take(rt->deadline);
@@ -787,8 +853,8 @@ void WindowManager::on_timer(Clock::time_point now) {
   std::vector<std::string> retries;
   TickHost host(paths_, windows_);
   for (auto& [id, rt] : windows_) {
-    if (rt->end_retry) {
-      if (now >= *rt->end_retry) retries.push_back(id);
+    if (rt->end_retry.pending()) {
+      if (rt->end_retry.due(now)) retries.push_back(id);
       continue;
     }
     // The floor first: its 10 ms check is what reacts before the driver or the kernel does.
@@ -819,12 +885,12 @@ void WindowManager::on_timer(Clock::time_point now) {
   }
   for (auto& x : to_end) {
     emit(x.id, x.type, "window " + x.id + ": " + x.why, std::move(x.data));
-    if (!end_logged(x.id, x.why, now)) windows_.at(x.id)->end_reason = x.why;
+    end_logged(x.id, x.why, now);
   }
   for (const auto& id : retries) {
     auto it = windows_.find(id);
     if (it == windows_.end()) continue;
-    std::string why = it->second->end_reason.empty() ? std::string("retry") : it->second->end_reason;
+    std::string why = it->second->end_retry.reason.empty() ? std::string("retry") : it->second->end_retry.reason;
     end_logged(id, why, now);
   }
 }

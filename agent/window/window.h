@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "core/end_retry.h"
 #include "core/event.h"
 #include "core/host_paths.h"
 #include "core/result.h"
@@ -82,10 +83,20 @@ nlohmann::json spec_to_json(const WindowSpec& s);
 // Validates as it parses: unknown cache mode, TTL 0 or above 24 h, bad port... are input errors.
 Result<WindowSpec> spec_from_json(const nlohmann::json& j);
 
+// A window's file list goes into the journal whole up to this many files; past it the journal
+// keeps the paths as the user gave them (`given`) and a recovery expands them again: every journal
+// write (each begin and end of any window) would otherwise copy the whole list (a 100 000-file
+// window: about 10 MB per write).
+inline constexpr size_t k_journal_inline_files = 256;
+// Files listed by `window list` / window.begin's reply and the window events (file_count has them all).
+inline constexpr size_t k_listed_files = 32;
+
 // A begun window as the journal keeps it.
 struct WindowRecord {
   std::string id;
-  std::vector<std::string> files;    // expanded
+  std::vector<std::string> files;    // expanded (from the journal: empty when only `given` was kept)
+  std::vector<std::string> given;    // the paths as the user gave them (--files: files, dirs, globs)
+  size_t file_count = 0;             // files.size() at begin (kept when the list is not)
   std::vector<std::string> dirs;     // the directories given: files created in them later are the window's too
   std::vector<std::string> devices;  // throttled devices
   uint64_t readahead_kb = 0;
@@ -101,8 +112,14 @@ struct WindowRecord {
   std::string label;
   nlohmann::json floor;              // the resolved FloorSpec (floor_to_json); null: no floor
 };
+// The journal's form: the file list inline up to k_journal_inline_files, else only `given`.
 nlohmann::json record_to_json(const WindowRecord& r);
 Result<WindowRecord> record_from_json(const nlohmann::json& j);
+// What a reply or an event shows: the record with at most k_listed_files files and file_count.
+nlohmann::json record_view_json(const WindowRecord& r);
+// A record read from the journal without its list: the files expanded again from `given` (what is
+// there now; a directory's new files included). Nothing to do when the list is inline.
+Result<void> expand_record_files(WindowRecord& r);
 
 // The page cache a window's mapped files may hold before mappings their processes are done with
 // are paged out, when asked for "auto": what stays available once the files themselves are in
@@ -126,6 +143,8 @@ class WindowManager {
   Result<std::vector<std::string>> end_all(const std::string& reason);
   std::vector<WindowRecord> list() const;
   nlohmann::json describe_window(const std::string& id) const;
+  // Every window, oldest first, with one read of the journal (window.list).
+  nlohmann::json describe_windows() const;
 
   // Where the window events go (window_begin, window_end, window_ttl_expired, ...): the agent's
   // event log. None: the windows say nothing but their log lines.
@@ -153,26 +172,16 @@ class WindowManager {
   void emit(const std::string& id, const std::string& type, std::string summary, nlohmann::json data);
   Clock::time_point aligned_tick(Clock::time_point now, std::chrono::milliseconds interval) const;
 
-  // What ending a window needs, held from the start: descriptors (the journal, the sysctl and sysfs
-  // files a release writes) and a little heap, given back just before an end and taken again after,
-  // so an end never depends on a free descriptor (issue 13 defect 1: a keeper that held one per
-  // file left the TTL end unable to open the journal).
-  struct Reserve {
-    std::vector<int> fds;
-    std::vector<void*> blocks;
-    void take();
-    void give_back();
-    ~Reserve() { give_back(); }
-  };
-  static constexpr size_t k_reserved_fds = 16;
-  static constexpr size_t k_reserved_blocks = 8;  // of 32 KiB: below malloc's mmap threshold, so freed into the heap
-
+  // What ending a window needs, held from the start (core/end_retry.h): an end never depends on a
+  // free descriptor (issue 13 defect 1: a keeper that held one per file left the TTL end unable
+  // to open the journal).
   HostPaths paths_;
   Tuner& tuner_;
   FdCache fds_{k_keeper_fd_capacity};  // before windows_: their keepers give their descriptors back to it
-  Reserve reserve_;
+  EndReserve reserve_;
   std::map<std::string, std::unique_ptr<Runtime>> windows_;
   EventSink sink_;
+  uint64_t last_seq_ = 0;  // the last id's number (next_id)
   Clock::time_point epoch_ = Clock::now();  // ticks of windows with the same interval fall together
 };
 

@@ -12,8 +12,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <thread>
 
@@ -41,7 +43,7 @@ class AgentRobustTest : public ::testing::Test {
     dirs = std::make_unique<test::AgentDirs>("spark-robust");
     ASSERT_TRUE(dirs->ok());
     paths = HostPaths::system();
-    agent = test::spawn_tool({"agent", "--metrics-port", "0", "--no-bpf"});
+    agent = test::spawn_tool(agent_args());
     ASSERT_GT(agent.pid, 0);
     for (int i = 0; i < 1000 && !daemon::call(paths, "agent.ping", json::object()); ++i)
       std::this_thread::sleep_for(10ms);
@@ -57,6 +59,7 @@ class AgentRobustTest : public ::testing::Test {
     }
     dirs.reset();
   }
+  virtual std::vector<std::string> agent_args() const { return {"agent", "--metrics-port", "0", "--no-bpf"}; }
   bool alive() const { return agent.pid > 0 && ::kill(agent.pid, 0) == 0 && !zombie(); }
   bool zombie() const {
     auto st = read_file("/proc/" + std::to_string(agent.pid) + "/stat");
@@ -189,6 +192,46 @@ TEST_F(AgentRobustTest, ClientThatNeverReadsStallsNobodyAndIsDropped) {
     ++replies;
   }
   EXPECT_LT(replies, 1000);
+  EXPECT_TRUE(alive());
+}
+
+// The control connections' idle timeout (300 s by default, docs/cli.md "Limits") shortened for
+// the test through the agent's hidden --control-idle-timeout.
+class AgentShortIdleTest : public AgentRobustTest {
+ protected:
+  std::vector<std::string> agent_args() const override {
+    auto a = AgentRobustTest::agent_args();
+    a.insert(a.end(), {"--control-idle-timeout", "1500ms"});
+    return a;
+  }
+};
+
+// Defect 6: an idle control connection is closed at its deadline (not before), and other clients
+// are answered promptly meanwhile.
+TEST_F(AgentShortIdleTest, AnIdleConnectionIsClosedAtItsDeadlineWhileOthersAreAnswered) {
+  int idle = connect_raw();
+  ASSERT_GE(idle, 0);
+  held.push_back(idle);
+  auto start = std::chrono::steady_clock::now();
+  std::optional<std::chrono::steady_clock::duration> closed_after;
+  int answered = 0;
+  while (!closed_after && std::chrono::steady_clock::now() < start + 20s) {
+    auto t0 = std::chrono::steady_clock::now();
+    auto r = daemon::call(paths, "agent.ping", json::object(), 5s);
+    ASSERT_TRUE(r) << r.error().what();
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, 1s) << "another client waited on the idle one";
+    ++answered;
+    pollfd p{idle, POLLIN, 0};
+    if (::poll(&p, 1, 100) > 0) {
+      char buf[256];
+      ssize_t n = ::recv(idle, buf, sizeof buf, MSG_DONTWAIT);
+      if (n == 0 || (n < 0 && errno != EAGAIN)) closed_after = std::chrono::steady_clock::now() - start;
+    }
+  }
+  ASSERT_TRUE(closed_after.has_value()) << "the idle connection was not closed";
+  EXPECT_GE(*closed_after, 1400ms) << "closed before its deadline";
+  EXPECT_LT(*closed_after, 10s);
+  EXPECT_GE(answered, 5);
   EXPECT_TRUE(alive());
 }
 

@@ -16,6 +16,7 @@
 #include "guard/supervisor.h"
 #include "guard/unit.h"
 #include "state/journal.h"
+#include "support/failing_actuator.h"
 #include "support/fixture.h"
 #include "tune/actuator.h"
 #include "tune/tuner.h"
@@ -446,6 +447,58 @@ TEST_F(GuardV2FakeTree, ResumesJournaledGuardsAfterARestart) {
   EXPECT_EQ(events[0].data["alive"], true);
   ASSERT_TRUE(again.end(id).ok());
   EXPECT_FALSE(fs::exists(root.root() / "sys/fs/cgroup/agent.slice/spark-guard-g1"));
+}
+
+// Issue 13: a guard's end that failed (here moving its process back out of the box) used to drop
+// the guard at once: its box and limits stayed behind, nothing retried. It now stays, is retried
+// with the backoff (100 ms doubling), never in a tight loop, and ends once the cause is gone.
+TEST_F(GuardV2FakeTree, AFailedEndIsRetriedWithBackoffUntilItRestores) {
+  auto h = find_memory_hierarchy(root.paths());
+  ASSERT_TRUE(h.ok());
+  test::FailingActuator failing(act, CgroupBox(root.paths(), *h, "/srv.slice").file_target("cgroup.procs"), EIO);
+  failing.set_failing(false);
+  Tuner t(root.paths(), failing);
+  GuardSupervisor sup(
+      root.paths(), t, [&](const Event& e) { events.push_back(e); }, SupervisorConfig{});
+  GuardOptions o;
+  o.pid = child;
+  o.budget = "1G";
+  auto id = sup.add(o);
+  ASSERT_TRUE(id.ok()) << id.error().what();
+  std::string box = "sys/fs/cgroup/agent.slice/spark-guard-g1";
+  failing.set_failing(true);
+  EXPECT_FALSE(sup.end(*id, "ended on request").ok());
+  ASSERT_NE(sup.state(*id), nullptr) << "a guard whose end failed was dropped: its box and limits stay behind";
+  EXPECT_TRUE(sup.ending(*id));
+  EXPECT_TRUE(fs::exists(root.root() / box));
+  using Clock = std::chrono::steady_clock;
+  auto loop_until = [&](Clock::time_point end, auto done) {
+    int loops = 0;
+    while (Clock::now() < end && !done()) {
+      std::this_thread::sleep_until(std::min(Clock::now() + sup.next_wake(), end));
+      sup.tick();
+      ++loops;
+    }
+    return loops;
+  };
+  int loops = loop_until(Clock::now() + 1600ms, [] { return false; });
+  EXPECT_NE(sup.state(*id), nullptr) << "the guard went although every end failed";
+  EXPECT_GE(failing.failures(), 3) << "a failed end was not retried";
+  EXPECT_LE(failing.failures(), 7) << "retried too often for a doubling backoff";
+  EXPECT_LE(loops, 12) << "a tight loop: " << loops << " turns";
+  EXPECT_EQ(std::count_if(events.begin(), events.end(), [](const Event& e) { return e.type == "guard_error"; }), 1)
+      << "the failure is said once, then logged at each retry";
+  failing.set_failing(false);
+  loop_until(Clock::now() + 5s, [&] { return sup.state(*id) == nullptr; });
+  EXPECT_EQ(sup.state(*id), nullptr) << "not ended once the cause was gone";
+  EXPECT_EQ(trim(root.read("sys/fs/cgroup/srv.slice/cgroup.procs")), std::to_string(child));
+  EXPECT_FALSE(fs::exists(root.root() / box));
+  auto j = read_journal(root.paths());
+  ASSERT_TRUE(j.ok());
+  EXPECT_TRUE(j->empty());
+  auto end = std::find_if(events.begin(), events.end(), [](const Event& e) { return e.type == "guard_end"; });
+  ASSERT_NE(end, events.end());
+  EXPECT_EQ(end->data["reason"], "ended on request");
 }
 
 TEST_F(GuardV2FakeTree, RefusesBadInputAndChangesNothing) {

@@ -8,6 +8,8 @@
 #include <set>
 #include <thread>
 
+#include "state/journal.h"
+#include "core/fs.h"
 #include "support/fixture.h"
 #include "tune/actuator.h"
 #include "tune/page_cache.h"
@@ -224,6 +226,102 @@ TEST(WindowEnd, AFailedEndIsRetriedWithBackoffNotInATightLoop) {
   }
   EXPECT_TRUE(mgr.list().empty()) << "not ended once writes worked again";
   EXPECT_EQ(root.read("proc/sys/vm/vfs_cache_pressure"), "100");
+}
+
+// Issue 13: recover() (a new agent finishing a dead agent's windows) released a window whose TTL
+// ran out directly: one failed write failed the whole agent start and nothing retried it. It now
+// ends it through the one end path: the start goes on, the end is retried with the backoff.
+TEST(WindowEnd, RecoveryEndsThroughTheRetriedEndPath) {
+  test::FixtureRoot root;
+  root.meminfo(24 * 1024 * 1024, 16 * 1024 * 1024);
+  root.write("proc/sys/vm/vfs_cache_pressure", "100\n");
+  HostActuator host(root.paths());
+  SwitchActuator act(host);
+  Tuner tuner(root.paths(), act);
+  {
+    WindowManager dead(root.paths(), tuner);
+    WindowSpec s;
+    s.overlay = std::vector<Change>{{sysctl_target("vm.vfs_cache_pressure"), std::string("200"), ""}};
+    s.ttl = std::chrono::milliseconds(20);
+    auto w = dead.begin(s);
+    ASSERT_TRUE(w.ok()) << describe(w.error());
+  }  // the agent dies with the window open
+  EXPECT_EQ(root.read("proc/sys/vm/vfs_cache_pressure"), "200");
+  std::this_thread::sleep_for(std::chrono::milliseconds(40));  // its TTL runs out meanwhile
+  act.fail = true;
+  WindowManager mgr(root.paths(), tuner);
+  auto ended = mgr.recover();
+  ASSERT_TRUE(ended.ok()) << "one failed restore failed the agent's start: " << describe(ended.error());
+  EXPECT_TRUE(ended->empty());
+  ASSERT_EQ(mgr.list().size(), 1u) << "the window whose end failed was given up";
+  auto end = Clock::now() + std::chrono::milliseconds(1600);
+  int loops = 0;
+  while (Clock::now() < end) {
+    auto t = mgr.next_timer();
+    ASSERT_TRUE(t.has_value());
+    if (*t > Clock::now()) std::this_thread::sleep_until(std::min(*t, end));
+    mgr.on_timer(Clock::now());
+    ++loops;
+  }
+  EXPECT_GE(act.failed_writes, 3) << "never retried";
+  EXPECT_LE(loops, 12) << "a tight loop";
+  act.fail = false;
+  end = Clock::now() + std::chrono::seconds(5);
+  while (!mgr.list().empty() && Clock::now() < end) {
+    auto t = mgr.next_timer();
+    if (t && *t > Clock::now()) std::this_thread::sleep_until(std::min(*t, end));
+    mgr.on_timer(Clock::now());
+  }
+  EXPECT_TRUE(mgr.list().empty()) << "not ended once writes worked again";
+  EXPECT_EQ(root.read("proc/sys/vm/vfs_cache_pressure"), "100");
+  auto j = read_journal(root.paths());
+  ASSERT_TRUE(j.ok());
+  EXPECT_TRUE(j->empty());
+}
+
+// Issue 13: a window over many files wrote its whole list into the journal on every journal write
+// (100 000 files: about 10 MB each time). The journal keeps the paths as given; a new agent finds
+// the files again from them, and a window over a directory still ends and resumes.
+TEST(WindowJournal, ABigWindowKeepsItsPathsNotItsFileListAndRecovers) {
+  test::FixtureRoot root;
+  root.meminfo(24 * 1024 * 1024, 16 * 1024 * 1024);
+  size_t n = k_journal_inline_files + 100;
+  for (size_t i = 0; i < n; ++i) root.write("models/shards/model-" + std::to_string(i) + "-of-many.safetensors", "x");
+  HostActuator act(root.paths());
+  Tuner tuner(root.paths(), act);
+  std::string id;
+  {
+    WindowManager dead(root.paths(), tuner);
+    WindowSpec s;
+    s.files = {(root.root() / "models/shards").string()};
+    s.overlay = std::vector<Change>{};
+    s.ttl = std::chrono::milliseconds(60'000);
+    auto w = dead.begin(s);
+    ASSERT_TRUE(w.ok()) << describe(w.error());
+    id = w->id;
+    EXPECT_EQ(w->files.size(), n);
+    auto listed = dead.describe_windows();
+    ASSERT_EQ(listed.size(), 1u);
+    EXPECT_EQ(listed[0]["file_count"], n);
+    EXPECT_LE(listed[0]["files"].size(), k_listed_files) << "a reply lists every file";
+  }  // the agent dies with the window open
+  auto text = read_file(root.paths().journal_file());
+  ASSERT_TRUE(text.ok());
+  EXPECT_EQ(text->find("model-17-of-many"), std::string::npos) << "the journal holds the file list";
+  EXPECT_LT(text->size(), 8192u);
+  auto j = read_journal(root.paths());
+  ASSERT_TRUE(j.ok());
+  EXPECT_EQ(j->owners["window:" + id]["file_count"], n);
+
+  WindowManager mgr(root.paths(), tuner);
+  auto ended = mgr.recover();
+  ASSERT_TRUE(ended.ok()) << describe(ended.error());
+  ASSERT_EQ(mgr.list().size(), 1u);
+  EXPECT_EQ(mgr.list()[0].files.size(), n) << "the files were not found again from the given paths";
+  ASSERT_TRUE(mgr.end(id, "test").ok());
+  auto after = read_journal(root.paths());
+  ASSERT_TRUE(after.ok());
+  EXPECT_TRUE(after->empty());
 }
 
 }  // namespace

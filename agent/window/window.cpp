@@ -474,6 +474,7 @@ Result<WindowRecord> WindowManager::begin(const WindowSpec& asked) {
   pidfd = -1;
   windows_[id] = std::move(rt);
   SPARK_TRY_VOID(start_runtime(r));
+  if (windows_[id]->floor) r.floor["watch"] = windows_[id]->floor->watch_json();  // which sources detect
   std::string begun = "window " + id + " begun: " + std::to_string(files.size()) + " files, cache " +
                       cache_mode_name(cache) + ", readahead " +
                       (devices.empty() ? std::string("unchanged") : std::to_string(ra) + " KiB on " + devices[0]) +
@@ -512,6 +513,8 @@ Result<void> WindowManager::start_runtime(const WindowRecord& r) {
     rt->floor = std::make_unique<FloorKeeper>(paths_, tuner_, r.id, files, r.pid, fspec, [this](const Event& e) {
       if (sink_) sink_(e);
     });
+    // The floor's own thread (event-driven; window/floor.h); without it this loop ticks it.
+    if (auto w = rt->floor->start_watch(); !w) log_warning(describe(w.error()) + "; the agent's loop checks the floor");
   }
   return {};
 }
@@ -670,6 +673,7 @@ json WindowManager::describe_window(const std::string& id) const {
   j["changes"] = changes;
   if (it->second->cache) j["cache_stats"] = cache_stats_json(it->second->cache->stats(), it->second->record.mapped_budget);
   if (!it->second->reserve.is_null()) j["overlay_reserve"] = it->second->reserve;
+  if (it->second->floor && j["floor"].is_object()) j["floor"]["watch"] = it->second->floor->watch_json();
   return j;
 }
 

@@ -702,9 +702,11 @@ bool FloorKeeper::paused() const {
 }
 
 FloorKeeper::Clock::time_point FloorKeeper::next_check() const {
-  std::lock_guard<std::mutex> lock(mu_);
   // The watch thread checks; the owner's loop has nothing to do (an hour: no overflow in its sums).
-  return watching_ ? Clock::now() + std::chrono::hours(1) : next_;
+  // watch_ changes on the owner's thread only: no lock, so a step in progress never blocks the loop.
+  if (watch_.joinable()) return Clock::now() + std::chrono::hours(1);
+  std::lock_guard<std::mutex> lock(mu_);
+  return next_;
 }
 
 int FloorKeeper::psi_fd() const {

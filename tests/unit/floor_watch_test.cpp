@@ -16,6 +16,7 @@
 #include "tune/tuner.h"
 #include "window/floor.h"
 #include "window/floor_wake.h"
+#include "window/window.h"
 
 namespace spark {
 namespace {
@@ -224,6 +225,63 @@ TEST(FloorPace, AFastPeriodNotBelowThePeriodTurnsPacingOff) {
   ASSERT_TRUE(back);
   EXPECT_EQ(back->fast_period, 10ms);
   EXPECT_EQ(floor_from_json(floor_to_json(FloorSpec{}))->fast_period, k_floor_fast_period);
+}
+
+
+// A window with a floor: its keeper checks on a thread of its own (the agent's loop no longer ticks
+// it every 10 ms), window begin's answer names the detection sources (floor.watch), a crossing
+// reaches the event log through the loop's poll set, and window_end carries the watch's counts.
+TEST(FloorWatch, AWindowsFloorIsWatchedOnItsOwnThreadAndSaysWhichSources) {
+  test::FixtureRoot root;
+  root.meminfo(24 * 1024 * 1024, 16 * 1024 * 1024);  // free 8 GiB
+  root.write("proc/sys/vm/vfs_cache_pressure", "100\n");
+  HostActuator act(root.paths());
+  Tuner tuner(root.paths(), act);
+  WindowManager mgr(root.paths(), tuner);
+  std::vector<Event> events;
+  mgr.set_event_sink([&](const Event& e) { events.push_back(e); });
+  WindowSpec s;
+  s.overlay = std::vector<Change>{{sysctl_target("vm.vfs_cache_pressure"), std::string("200"), ""}};
+  s.ttl = std::chrono::milliseconds(60'000);
+  FloorAsk a;
+  a.free = "1G";
+  s.floor = a;
+  auto w = mgr.begin(s);
+  ASSERT_TRUE(w.ok()) << describe(w.error());
+  auto d = mgr.describe_window(w->id);
+  ASSERT_TRUE(d["floor"].is_object()) << d.dump();
+  const auto& watch = d["floor"]["watch"];
+  EXPECT_EQ(watch["thread"], true) << watch.dump();
+  EXPECT_EQ(watch["period_ms"], 10);
+  EXPECT_TRUE(watch.contains("reclaim_tracepoints") || watch.contains("reclaim_fallback")) << watch.dump();
+  // The loop's next timer is the TTL's, not a 10 ms floor check.
+  auto t = mgr.next_timer();
+  ASSERT_TRUE(t.has_value());
+  EXPECT_GT(*t, Clock::now() + 30s);
+  // Crossed: the watch thread acts; the loop hears of it through its poll set.
+  root.meminfo(24 * 1024 * 1024, 1024 * 1024);  // free 512 MiB
+  bool crossed = false;
+  auto until = Clock::now() + 10s;
+  while (!crossed && Clock::now() < until) {
+    std::vector<pollfd> fds;
+    for (int fd : mgr.poll_fds()) fds.push_back({fd, POLLIN | POLLPRI, 0});
+    ASSERT_FALSE(fds.empty());
+    if (::poll(fds.data(), fds.size(), 100) > 0)
+      for (const auto& p : fds)
+        if (p.revents) mgr.on_ready(p.fd, Clock::now());
+    for (const auto& e : events) crossed |= e.type == "floor_crossed";
+  }
+  EXPECT_TRUE(crossed) << "no floor_crossed reached the event log";
+  ASSERT_TRUE(mgr.end(w->id, "test"));
+  bool ended = false;
+  for (const auto& e : events)
+    if (e.type == "window_end") {
+      ended = true;
+      EXPECT_EQ(e.data["floor"]["watch"]["thread"], true) << e.data.dump();
+      EXPECT_GE(e.data["floor"]["checks"].get<uint64_t>(), 1u);
+    }
+  EXPECT_TRUE(ended);
+  EXPECT_EQ(root.read("proc/sys/vm/vfs_cache_pressure"), "100");
 }
 
 }  // namespace

@@ -27,13 +27,15 @@
 
 #include <chrono>
 #include <cstdint>
-#include <functional>
 #include <atomic>
+#include <deque>
+#include <functional>
 #include <map>
 #include <memory>
-#include <thread>
+#include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -44,10 +46,14 @@
 #include "core/result.h"
 #include "telemetry/psi.h"
 #include "tune/tuner.h"
+#include "window/floor_wake.h"
 
 namespace spark {
 
 inline constexpr std::chrono::milliseconds k_floor_period{10};
+// Near the floor and falling, the check comes sooner: at half the time the last two readings say
+// the floor is away, never sooner than this.
+inline constexpr std::chrono::microseconds k_floor_fast_period{1000};
 inline constexpr std::chrono::milliseconds k_floor_grace{200};
 inline constexpr std::chrono::milliseconds k_floor_max_pause{30'000};
 inline constexpr std::chrono::milliseconds k_floor_kill_grace{5'000};
@@ -70,6 +76,7 @@ struct FloorSpec {
   uint64_t available_bytes = 0;  // 0: no available floor
   uint64_t hysteresis = 0;       // a paused tree resumes at floor + this (default: 1/4 of the larger floor)
   std::chrono::milliseconds period = k_floor_period;
+  std::chrono::microseconds fast_period = k_floor_fast_period;  // >= period: no pacing
   std::chrono::milliseconds grace = k_floor_grace;
   std::chrono::milliseconds max_pause = k_floor_max_pause;
   std::chrono::milliseconds kill_grace = k_floor_kill_grace;
@@ -132,6 +139,13 @@ struct FloorStats {
   int64_t paused_ms = 0;
   bool stopped = false;
   std::vector<int64_t> first_action_us;  // per crossing: the crossing reading -> first step done
+  std::vector<int64_t> first_begun_us;   // per crossing: the crossing reading -> first step begun
+  // Per crossing, steady-clock times (benches pair them with their own view of the crossing).
+  struct Times {
+    std::chrono::steady_clock::time_point seen{}, begun{}, done{};
+  };
+  std::vector<Times> times;
+  uint64_t checks = 0, wakes_timer = 0, wakes_psi = 0, wakes_reclaim = 0;
   std::string last_error;
   nlohmann::json to_json() const;
 };
@@ -147,21 +161,48 @@ class FloorKeeper {
   FloorKeeper(const FloorKeeper&) = delete;
   FloorKeeper& operator=(const FloorKeeper&) = delete;
 
-  // Tests inject the meminfo figures (default: read_meminfo of the paths).
+  // Tests inject the meminfo figures (default: read_meminfo of the paths). Before start_watch.
   void set_meminfo_source(MeminfoSource source) { meminfo_ = std::move(source); }
   // One check: read meminfo, ask the ladder, carry out its decision.
   void tick(Clock::time_point now);
-  Clock::time_point next_check() const { return next_; }
-  // A memory PSI trigger (some 5 ms of stall in 500 ms, or 2 s unprivileged) that wakes the agent between checks: the
-  // fd to poll (POLLPRI), -1 where the kernel has no PSI; on_psi() checks at once.
-  int psi_fd() const { return psi_ ? psi_->fd() : -1; }
-  void on_psi(Clock::time_point now) { tick(now); }
-  // The window ends: resume a paused tree, reap a finished on-floor command; the stats as JSON.
+  // Without a watch: when the owner's loop must call tick() next (the period, sooner when memory
+  // falls towards the floor). With a watch: never (the watch thread checks).
+  Clock::time_point next_check() const;
+  // Without a watch: a memory PSI trigger (some 5 ms of stall in 500 ms, or 2 s unprivileged) that
+  // wakes the owner's loop between checks, -1 where the kernel has no PSI; on_psi() checks at once.
+  // With a watch: an eventfd readable when the watch thread has events for the owner's thread, and
+  // on_psi() hands them to the sink (the event log is the owner thread's).
+  int psi_fd() const;
+  void on_psi(Clock::time_point now);
+
+  // The watch (event-driven detection): a thread of the keeper's own blocks in epoll on a timerfd
+  // (the period; sooner near the floor), the PSI trigger and `wake` (the reclaim tracepoints), and
+  // checks and acts at once on any of them, not when the owner's loop comes round. The ladder's
+  // state is behind one mutex; every kernel write goes through the Tuner/Actuator as before (the
+  // journal first). Events wait for the owner's thread (psi_fd/on_psi). wake null: timer and PSI
+  // only, and `no_wake` says why (logged once per process, and in watch_json()).
+  Result<void> start_watch(std::unique_ptr<FloorWakeSource> wake, const std::string& no_wake = "");
+  // The same with the real reclaim tracepoints (telemetry/reclaim_wake.h), or their fallback.
+  Result<void> start_watch();
+  // Which sources detect a crossing: {"thread", "period_ms", "fast_period_us", "psi",
+  // "reclaim_tracepoints" or "reclaim_fallback"}.
+  nlohmann::json watch_json() const;
+  bool watching() const { return watch_.joinable(); }
+  // (owner thread only: start_watch and stop_watch are.)
+
+  // The window ends: stop the watch, resume a paused tree, reap a finished on-floor command; the stats as JSON.
   nlohmann::json finish();
-  const FloorStats& stats() const { return stats_; }
-  bool paused() const { return !paused_pids_.empty() || !frozen_cgroup_.empty(); }
+  FloorStats stats() const;
+  bool paused() const;
 
  private:
+  void tick_locked(Clock::time_point now);
+  void pace(const FloorReading& r, Clock::time_point now);
+  void watch_loop();
+  void stop_watch();
+  void deliver();  // queued events to the sink (the owner's thread)
+  nlohmann::json watch_json_locked() const;
+  bool paused_locked() const { return !paused_pids_.empty() || !frozen_cgroup_.empty(); }
   Result<FloorReading> read();
   void report(FloorStep step, const std::string& name, const FloorReading& before, Clock::time_point started,
               Clock::time_point finished, const Result<std::string>& done);
@@ -204,6 +245,19 @@ class FloorKeeper {
   };
   std::vector<std::unique_ptr<Background>> background_;
   std::optional<PsiTrigger> psi_;
+  // Pacing: the last reading's margin above the nearest floor, and when.
+  std::optional<std::pair<int64_t, Clock::time_point>> last_margin_;
+  double fall_rate_ = 0;  // bytes per microsecond the margin shrinks, smoothed
+  // The watch.
+  mutable std::mutex mu_;
+  std::thread watch_;
+  int epoll_fd_ = -1, timer_fd_ = -1, stop_fd_ = -1, notify_fd_ = -1;
+  std::unique_ptr<FloorWakeSource> wake_;
+  std::string no_wake_;
+  std::string realtime_;  // the watch thread's scheduling, or why not real-time
+  bool watch_ran_ = false;
+  bool watching_ = false;     // under mu_: events are queued, next_check() is the thread's
+  std::deque<Event> queued_;  // events for the owner's thread
 };
 
 }  // namespace spark

@@ -510,6 +510,7 @@ Result<WindowRecord> WindowManager::begin(const WindowSpec& asked) {
   pidfd = -1;
   windows_[id] = std::move(rt);
   SPARK_TRY_VOID(start_runtime(r));
+  if (windows_[id]->floor) r.floor["watch"] = windows_[id]->floor->watch_json();  // which sources detect
   std::string begun = "window " + id + " begun: " + std::to_string(files.size()) + " files, cache " +
                       cache_mode_name(cache) + ", readahead " +
                       (devices.empty() ? std::string("unchanged") : std::to_string(ra) + " KiB on " + devices[0]) +
@@ -548,6 +549,8 @@ Result<void> WindowManager::start_runtime(const WindowRecord& r) {
     rt->floor = std::make_unique<FloorKeeper>(paths_, tuner_, r.id, files, r.pid, fspec, [this](const Event& e) {
       if (sink_) sink_(e);
     });
+    // The floor's own thread (event-driven; window/floor.h); without it this loop ticks it.
+    if (auto w = rt->floor->start_watch(); !w) log_warning(describe(w.error()) + "; the agent's loop checks the floor");
   }
   return {};
 }
@@ -690,7 +693,7 @@ std::vector<WindowRecord> WindowManager::list() const {
 namespace {
 
 json describe_runtime(const WindowRecord& rec, WindowManager::Clock::time_point deadline, const CacheKeeper* cache,
-                      const json& reserve, const JournalData* journal) {
+                      const FloorKeeper* floor, const json& reserve, const JournalData* journal) {
   json j = record_view_json(rec);
   auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - WindowManager::Clock::now()).count();
   j["ttl_left_ms"] = std::max<int64_t>(left, 0);
@@ -706,6 +709,7 @@ json describe_runtime(const WindowRecord& rec, WindowManager::Clock::time_point 
   j["changes"] = changes;
   if (cache) j["cache_stats"] = cache_stats_json(cache->stats(), rec.mapped_budget);
   if (!reserve.is_null()) j["overlay_reserve"] = reserve;
+  if (floor && j["floor"].is_object()) j["floor"]["watch"] = floor->watch_json();
   return j;
 }
 
@@ -716,7 +720,7 @@ json WindowManager::describe_window(const std::string& id) const {
   if (it == windows_.end()) return nullptr;
   auto d = read_journal(paths_);
   const auto& rt = *it->second;
-  return describe_runtime(rt.record, rt.deadline, rt.cache.get(), rt.reserve, d ? &*d : nullptr);
+  return describe_runtime(rt.record, rt.deadline, rt.cache.get(), rt.floor.get(), rt.reserve, d ? &*d : nullptr);
 }
 
 json WindowManager::describe_windows() const {
@@ -726,7 +730,7 @@ json WindowManager::describe_windows() const {
   std::sort(rts.begin(), rts.end(), [](const Runtime* a, const Runtime* b) { return a->record.begun_ms < b->record.begun_ms; });
   json out = json::array();
   for (const Runtime* rt : rts)
-    out.push_back(describe_runtime(rt->record, rt->deadline, rt->cache.get(), rt->reserve, d ? &*d : nullptr));
+    out.push_back(describe_runtime(rt->record, rt->deadline, rt->cache.get(), rt->floor.get(), rt->reserve, d ? &*d : nullptr));
   return out;
 }
 

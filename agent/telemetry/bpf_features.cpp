@@ -24,6 +24,15 @@ const char* probe_kind_name(ProbeKind k) {
   return "?";
 }
 
+const char* probe_kind_suffix(ProbeKind k) {
+  switch (k) {
+    case ProbeKind::tp_btf: return "_btf";
+    case ProbeKind::raw_tp: return "_raw";
+    case ProbeKind::tp: return "_tp";
+  }
+  return "";
+}
+
 namespace {
 
 using FeatureProbeSkeleton =

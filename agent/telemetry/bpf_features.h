@@ -11,6 +11,8 @@ namespace spark {
 
 enum class ProbeKind { tp_btf, raw_tp, tp };
 const char* probe_kind_name(ProbeKind k);
+// The suffix of a program's name in the BPF objects for its kind: "_btf", "_raw", "_tp".
+const char* probe_kind_suffix(ProbeKind k);
 
 struct ProbeSupport {
   bool tp_btf = false;

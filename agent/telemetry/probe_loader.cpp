@@ -68,18 +68,6 @@ bool KernelTracepointCatalog::has_tracefs_event(const std::string& category, con
 
 namespace {
 
-const char* suffix(ProbeKind k) {
-  switch (k) {
-    case ProbeKind::tp_btf:
-      return "_btf";
-    case ProbeKind::raw_tp:
-      return "_raw";
-    case ProbeKind::tp:
-      return "_tp";
-  }
-  return "";
-}
-
 bool kind_available(const ProbeChoice& c, ProbeKind k, const TracepointCatalog& catalog) {
   if (k == ProbeKind::tp) return !c.category.empty() && catalog.has_tracefs_event(c.category, c.tracepoint);
   return catalog.has_btf_tracepoint(c.tracepoint);
@@ -115,7 +103,7 @@ std::vector<ProbeChoice> choose_probe_kinds(bpf_object* obj, const ProbeKindPoli
     std::string section = bpf_program__section_name(prog);
     std::string probe;
     for (auto k : {ProbeKind::tp_btf, ProbeKind::raw_tp, ProbeKind::tp}) {
-      std::string sfx = suffix(k);
+      std::string sfx = probe_kind_suffix(k);
       if (name.size() > sfx.size() && name.compare(name.size() - sfx.size(), sfx.size(), sfx) == 0) {
         probe = name.substr(0, name.size() - sfx.size());
         break;
@@ -153,7 +141,7 @@ std::optional<ProbeKind> next_probe_kind(const ProbeChoice& c, const ProbeKindPo
 
 bpf_program* chosen_program(bpf_object* obj, const ProbeChoice& c) {
   if (!c.kind) return nullptr;
-  return bpf_object__find_program_by_name(obj, (c.probe + suffix(*c.kind)).c_str());
+  return bpf_object__find_program_by_name(obj, (c.probe + probe_kind_suffix(*c.kind)).c_str());
 }
 
 void apply_probe_choices(bpf_object* obj, const std::vector<ProbeChoice>& choices) {

@@ -3,49 +3,30 @@
 #include <bpf/libbpf.h>
 
 #include <cerrno>
-#include <cstdarg>
 #include <cstring>
 
 #include "floor_wake.skel.h"
 #include "telemetry/bpf_features.h"
+#include "telemetry/bpf_skeleton.h"
 
 namespace spark {
 
 namespace {
 
-int quiet_print(enum libbpf_print_level, const char*, va_list) { return 0; }
-
-struct QuietLibbpf {
-  libbpf_print_fn_t old;
-  QuietLibbpf() : old(libbpf_set_print(quiet_print)) {}
-  ~QuietLibbpf() { libbpf_set_print(old); }
-};
-
 const char* const k_probes[] = {"kswapd_wake", "direct_reclaim", "memcg_reclaim"};
 
-const char* suffix_of(ProbeKind k) {
-  switch (k) {
-    case ProbeKind::tp_btf:
-      return "_btf";
-    case ProbeKind::raw_tp:
-      return "_raw";
-    case ProbeKind::tp:
-      return "_tp";
-  }
-  return "";
-}
+using FloorWakeSkeleton = BpfSkeleton<floor_wake, floor_wake__open, floor_wake__load, floor_wake__destroy>;
 
 }  // namespace
 
 struct ReclaimWake::Impl {
-  floor_wake* skel = nullptr;
+  FloorWakeSkeleton skel;
   std::vector<bpf_link*> links;
   ring_buffer* rb = nullptr;
   size_t got = 0;
   ~Impl() {
     if (rb) ring_buffer__free(rb);
     for (auto* l : links) bpf_link__destroy(l);
-    if (skel) floor_wake__destroy(skel);
   }
 };
 
@@ -54,23 +35,23 @@ ReclaimWake::~ReclaimWake() = default;
 
 Result<std::unique_ptr<ReclaimWake>> ReclaimWake::open(const HostPaths& paths, std::chrono::microseconds min_gap) {
   (void)paths;  // libbpf finds the kernel's BTF itself (/sys/kernel/btf/vmlinux)
-  QuietLibbpf quiet;
   std::string why;
   for (ProbeKind kind : {ProbeKind::tp_btf, ProbeKind::raw_tp, ProbeKind::tp}) {
     auto impl = std::make_unique<Impl>();
-    impl->skel = floor_wake__open();
-    if (!impl->skel) return errno_error("opening the floor_wake BPF object");
-    impl->skel->rodata->min_gap_ns = static_cast<uint64_t>(min_gap.count()) * 1000;
-    const std::string suffix = suffix_of(kind);
-    bpf_program* p = nullptr;
-    bpf_object__for_each_program(p, impl->skel->obj) {
-      std::string n = bpf_program__name(p);
-      bpf_program__set_autoload(p, n.size() > suffix.size() && n.compare(n.size() - suffix.size(), suffix.size(), suffix) == 0);
-    }
-    if (int err = floor_wake__load(impl->skel); err != 0) {
-      why += std::string(why.empty() ? "" : "; ") + probe_kind_name(kind) + ": loading: " + std::strerror(-err);
+    const std::string suffix = probe_kind_suffix(kind);
+    auto skel = FloorWakeSkeleton::try_load("floor_wake", [&](floor_wake& s) {
+      s.rodata->min_gap_ns = static_cast<uint64_t>(min_gap.count()) * 1000;
+      bpf_program* p = nullptr;
+      bpf_object__for_each_program(p, s.obj) {
+        std::string n = bpf_program__name(p);
+        bpf_program__set_autoload(p, n.size() > suffix.size() && n.compare(n.size() - suffix.size(), suffix.size(), suffix) == 0);
+      }
+    });
+    if (!skel) {
+      why += std::string(why.empty() ? "" : "; ") + probe_kind_name(kind) + ": " + describe(skel.error());
       continue;
     }
+    impl->skel = std::move(*skel);
     std::vector<std::string> attached;
     std::string attach_errors;
     for (const char* probe : k_probes) {

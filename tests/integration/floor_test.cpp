@@ -54,17 +54,6 @@ bool paused(pid_t pid) {
   return false;
 }
 
-// Waits up to `limit` for the predicate.
-template <typename F>
-bool eventually(F f, std::chrono::milliseconds limit = 5000ms) {
-  auto end = Clock::now() + limit;
-  while (Clock::now() < end) {
-    if (f()) return true;
-    std::this_thread::sleep_for(5ms);
-  }
-  return f();
-}
-
 class FloorReal : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -166,7 +155,7 @@ TEST_F(FloorReal, EachStepOfTheLadderActsAndAPausedTreeIsResumed) {
   // to the pause meanwhile, and their events come when they are done.
   ASSERT_TRUE(tick_until([&] { return actions("pause") == 1; }, 30000ms));
   ASSERT_TRUE(tick_until([&] { return actions("drop_caches") == 1 && actions("compact") == 1; }, 60000ms));
-  EXPECT_TRUE(eventually([&] { return paused(kid); })) << "state " << state_of(kid);
+  EXPECT_TRUE(test::eventually([&] { return paused(kid); }, 5000ms)) << "state " << state_of(kid);
   EXPECT_TRUE(keeper->paused());
   for (const auto& e : events)
     if (e.type == "floor_action") {
@@ -180,7 +169,7 @@ TEST_F(FloorReal, EachStepOfTheLadderActsAndAPausedTreeIsResumed) {
   free = 2 * k_gib;
   keeper->tick(Clock::now());
   EXPECT_FALSE(keeper->paused());
-  EXPECT_TRUE(eventually([&] { return !paused(kid); })) << "state " << state_of(kid);
+  EXPECT_TRUE(test::eventually([&] { return !paused(kid); }, 5000ms)) << "state " << state_of(kid);
   EXPECT_EQ(events.back().type, "floor_restored");
   EXPECT_TRUE(events.back().data["resumed"].get<bool>());
 }
@@ -203,7 +192,7 @@ TEST_F(FloorReal, BoundedPauseEndsInSigtermThenSigkill) {
   ASSERT_TRUE(tick_until([&] { return actions("pause") == 1; }));
   ASSERT_TRUE(tick_until([&] { return actions("stop") == 1; }));
   // SIGTERM was sent and the tree continued so that it can handle it; it ignores it.
-  EXPECT_TRUE(eventually([&] { return !paused(kid); }));
+  EXPECT_TRUE(test::eventually([&] { return !paused(kid); }, 5000ms));
   EXPECT_FALSE(keeper->paused());
   ASSERT_TRUE(tick_until([&] { return actions("kill") == 1; }));
   int status = memcg->wait();
@@ -234,7 +223,7 @@ TEST_F(FloorReal, OnFloorCommandIsRunInsteadOfSignals) {
   make_keeper(kid, s);
   free = 256 * k_mib;
   ASSERT_TRUE(tick_until([&] { return actions("stop") == 1; }));
-  ASSERT_TRUE(eventually([&] { return fs::exists(out) && fs::file_size(out) > 0; }));
+  ASSERT_TRUE(test::eventually([&] { return fs::exists(out) && fs::file_size(out) > 0; }, 5000ms));
   EXPECT_EQ(trim(*read_file(out)), "wt " + std::to_string(kid));
   // No signal from spark-tune: the process is still there and running.
   for (int i = 0; i < 80; ++i) keeper->tick(Clock::now()), std::this_thread::sleep_for(5ms);
@@ -251,9 +240,9 @@ TEST_F(FloorReal, WindowEndNeverLeavesTheTreePaused) {
   make_keeper(kid, s);
   free = 256 * k_mib;
   ASSERT_TRUE(tick_until([&] { return actions("pause") == 1; }));
-  ASSERT_TRUE(eventually([&] { return paused(kid); }));
+  ASSERT_TRUE(test::eventually([&] { return paused(kid); }, 5000ms));
   auto summary = keeper->finish();
-  EXPECT_TRUE(eventually([&] { return !paused(kid); })) << "the window ended with its process stopped";
+  EXPECT_TRUE(test::eventually([&] { return !paused(kid); }, 5000ms)) << "the window ended with its process stopped";
   EXPECT_GE(summary["paused_ms"].get<int64_t>(), 0);
   EXPECT_EQ(summary["actions"]["pause"], 1);
 }

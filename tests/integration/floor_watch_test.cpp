@@ -31,16 +31,6 @@ using Clock = std::chrono::steady_clock;
 constexpr uint64_t k_mib = 1ull << 20;
 constexpr uint64_t k_gib = 1ull << 30;
 
-template <typename F>
-bool eventually(F f, std::chrono::milliseconds limit = 10'000ms) {
-  auto end = Clock::now() + limit;
-  while (Clock::now() < end) {
-    if (f()) return true;
-    std::this_thread::sleep_for(2ms);
-  }
-  return f();
-}
-
 struct TempDir {
   fs::path dir;
   TempDir() {
@@ -134,9 +124,9 @@ TEST(FloorWatchReal, TheWatchThreadStopsTheTreeWithNobodyTickingAndTheEndContinu
     EXPECT_TRUE(j.contains("realtime")) << j.dump();
     EXPECT_TRUE(j.contains("reclaim_tracepoints") || j.contains("reclaim_fallback")) << j.dump();
     free = 300 * k_mib;  // below half the floor: the ladder climbs at each check
-    ASSERT_TRUE(eventually([&] { return k.paused(); }, 60'000ms)) << k.watch_json().dump();
+    ASSERT_TRUE(test::eventually([&] { return k.paused(); }, 60'000ms)) << k.watch_json().dump();
     // SIGSTOP (no cgroup v2 of its own here) or cgroup.freeze: either way it does not run.
-    EXPECT_TRUE(eventually([&] {
+    EXPECT_TRUE(test::eventually([&] {
       auto s2 = read_proc_stat(paths, kid);
       return s2 && s2->state == 'T';
     }) || fs::exists(paths.cgroup / "cgroup.controllers"));
@@ -150,7 +140,7 @@ TEST(FloorWatchReal, TheWatchThreadStopsTheTreeWithNobodyTickingAndTheEndContinu
     EXPECT_EQ(summary["actions"]["pause"], 1);
     EXPECT_GE(summary["watch"]["wakes"]["timer"].get<uint64_t>(), 1u);
   }
-  EXPECT_TRUE(eventually([&] {
+  EXPECT_TRUE(test::eventually([&] {
     auto s2 = read_proc_stat(paths, kid);
     return s2 && s2->state != 'T';
   }));

@@ -1,6 +1,8 @@
 // Fixture trees for unit tests: a temp directory laid out like a host (proc, sys, state), removed at the end.
 #pragma once
 
+#include <thread>
+#include <chrono>
 #include <filesystem>
 #include <string>
 
@@ -40,5 +42,18 @@ bool is_root();
 // default 1). The QEMU guests (TCG, an emulated CPU) set it; a test that bounds a latency scales
 // its bound by it, and one that watches a short period from outside skips with the reason.
 int time_scale();
+
+// Polls `cond` every `step` until it holds or `limit` has passed; returns its last answer. Tests
+// wait on a condition this way, never on a fixed sleep.
+template <typename F>
+bool eventually(F cond, std::chrono::milliseconds limit = std::chrono::seconds(10),
+                std::chrono::milliseconds step = std::chrono::milliseconds(2)) {
+  auto until = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < until) {
+    if (cond()) return true;
+    std::this_thread::sleep_for(step);
+  }
+  return cond();
+}
 
 }  // namespace spark::test

@@ -49,17 +49,6 @@ class FakeWake final : public FloorWakeSource {
   int fd_;
 };
 
-// Polls until cond() or the deadline (generous: CI machines are slow).
-template <class F>
-bool eventually(F cond, std::chrono::milliseconds deadline = 10s) {
-  auto until = Clock::now() + deadline;
-  while (Clock::now() < until) {
-    if (cond()) return true;
-    std::this_thread::sleep_for(1ms);
-  }
-  return cond();
-}
-
 struct Watched {
   test::FixtureRoot root;
   HostActuator act{root.paths()};
@@ -101,7 +90,7 @@ TEST(FloorWatch, AReclaimWakeUpChecksAtOnceAndEventsReachTheOwnersThreadOnly) {
   ASSERT_TRUE(w.keeper->start_watch(std::move(wake)));
   EXPECT_TRUE(w.keeper->watching());
   // The first check comes at start; then the owner's loop has nothing to tick.
-  ASSERT_TRUE(eventually([&] { return w.keeper->stats().checks >= 1; }));
+  ASSERT_TRUE(test::eventually([&] { return w.keeper->stats().checks >= 1; }));
   EXPECT_GT(w.keeper->next_check(), Clock::now() + 10min);
   auto j = w.keeper->watch_json();
   EXPECT_EQ(j["thread"], true);
@@ -111,7 +100,7 @@ TEST(FloorWatch, AReclaimWakeUpChecksAtOnceAndEventsReachTheOwnersThreadOnly) {
   w.free = 300 * k_mib;
   auto fired = Clock::now();
   fake->fire();
-  ASSERT_TRUE(eventually([&] { return w.keeper->stats().actions[1] == 1; })) << w.keeper->watch_json().dump();
+  ASSERT_TRUE(test::eventually([&] { return w.keeper->stats().actions[1] == 1; })) << w.keeper->watch_json().dump();
   auto st = w.keeper->stats();
   EXPECT_EQ(st.crossings, 1u);
   EXPECT_GE(st.wakes_reclaim, 1u);
@@ -146,14 +135,14 @@ TEST(FloorWatch, AReclaimWakeUpChecksAtOnceAndEventsReachTheOwnersThreadOnly) {
 TEST(FloorWatch, WithoutTracepointsTheTimerChecksAndTheFallbackIsSaid) {
   Watched w(5ms);
   ASSERT_TRUE(w.keeper->start_watch(nullptr, "test: the kernel refused the tracepoints"));
-  ASSERT_TRUE(eventually([&] { return w.keeper->stats().checks >= 5; }));
+  ASSERT_TRUE(test::eventually([&] { return w.keeper->stats().checks >= 5; }));
   auto j = w.keeper->watch_json();
   EXPECT_EQ(j["reclaim_fallback"], "test: the kernel refused the tracepoints");
   EXPECT_FALSE(j.contains("reclaim_tracepoints"));
   EXPECT_GE(j["wakes"]["timer"].get<uint64_t>(), 5u);
   // A crossing is seen by the timer alone and acted on.
   w.free = 200 * k_mib;
-  ASSERT_TRUE(eventually([&] { return w.keeper->stats().actions[1] == 1; }));
+  ASSERT_TRUE(test::eventually([&] { return w.keeper->stats().actions[1] == 1; }));
   // finish() stops the thread and hands over what was queued; no check after it.
   auto summary = w.keeper->finish();
   EXPECT_GE(w.event_count(), 2u);

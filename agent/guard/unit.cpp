@@ -51,8 +51,6 @@ Result<fs::path> find_unit_file(const HostPaths& paths, const std::string& unit)
 
 Result<std::string> render_dropin(const GuardOptions& o, uint64_t budget, uint64_t footprint) {
   uint64_t max = o.memory_max ? *o.memory_max : footprint + budget;
-  uint64_t high = o.memory_high ? *o.memory_high : footprint + budget / 10 * 9;
-  if (high > max) high = max;
   std::string s = "# Written by spark-tune guard --unit; remove with: spark-tune guard --unit UNIT --undo\n";
   if (o.restart) {
     s += "[Unit]\n";
@@ -61,7 +59,9 @@ Result<std::string> render_dropin(const GuardOptions& o, uint64_t budget, uint64
   }
   s += "[Service]\n";
   s += "MemoryAccounting=yes\n";
-  s += "MemoryHigh=" + std::to_string(page_round(high)) + "\n";
+  // MemoryHigh only when asked (--memory-high): a derived one throttles the server instead of
+  // letting MemoryMax end it (docs/guard.md, "Budget").
+  if (o.memory_high) s += "MemoryHigh=" + std::to_string(page_round(std::min(*o.memory_high, max))) + "\n";
   s += "MemoryMax=" + std::to_string(page_round(max)) + "\n";
   s += "OOMPolicy=kill\n";
   if (o.restart) {

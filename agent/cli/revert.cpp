@@ -7,6 +7,7 @@
 
 #include "cli/registry.h"
 #include "cli/report_event.h"
+#include "daemon/protocol.h"
 #include "daemon/stop_agent.h"
 #include "guard/supervisor.h"
 #include "profile/profile_ops.h"
@@ -24,6 +25,20 @@ int do_revert(Context& ctx, const RevertOptions& opt) {
   std::vector<std::string> failed;
 
   if (opt.stop_agent) {
+    // The windows the agent holds end when it stops: ask it which, so the removal can say so
+    // (only an agent that runs: a connection to an idle socket unit would start one).
+    nlohmann::json ending = nlohmann::json::array();
+    std::vector<std::string> window_lines;
+    if (auto running = daemon::running_agent(ctx.paths); running.ok() && *running) {
+      using namespace std::chrono_literals;
+      if (auto l = daemon::call(ctx.paths, "window.list", nlohmann::json::object(), 5s); l.ok() && l->is_array())
+        for (const auto& w : *l) {
+          ending.push_back({{"id", w.value("id", "")}, {"label", w.value("label", "")}});
+          window_lines.push_back("load window " + w.value("id", "") +
+                         (w.value("label", "").empty() ? "" : " (" + w.value("label", "") + ")") +
+                         " ended with the agent: its values were restored");
+        }
+    }
     auto stopped = daemon::stop_agent(ctx.paths);
     if (!stopped) {
       failed.push_back(stopped.error().what());
@@ -31,6 +46,8 @@ int do_revert(Context& ctx, const RevertOptions& opt) {
       report["agent_stopped"] = **stopped;
       said.push_back("stopped the agent (pid " + std::to_string(**stopped) +
                      "): its load windows ended and their values were restored");
+      said.insert(said.end(), window_lines.begin(), window_lines.end());
+      report["windows_ended"] = ending;
     } else {
       report["agent_stopped"] = nullptr;
     }

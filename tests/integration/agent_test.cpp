@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "core/fs.h"
+#include "core/proc_stat.h"
 #include "daemon/protocol.h"
 #include "integration/loop_device.h"
 #include "support/agent_client.h"
@@ -86,6 +87,24 @@ TEST_F(AgentTest, WindowOutlivesTheCliAndEndRestores) {
   EXPECT_EQ(exit_code(run_spark_tune({"window", "end", id})), 0);
   EXPECT_EQ(ra(), "4096");
   EXPECT_EQ(exit_code(run_spark_tune({"window", "end", id})), 2) << "a second end is an error";
+}
+
+// What the package's prerm runs: `revert --stop-agent` stops the agent, whose windows end and are
+// restored, and says which windows ended (the removal says so).
+TEST_F(AgentTest, RevertStopAgentNamesTheWindowsThatEnded) {
+  auto begun = run_spark_tune({"window", "begin", "--device", dev(), "--readahead", "16k", "--no-overlay", "--ttl",
+                               "1h", "--label", "model-load"});
+  ASSERT_EQ(exit_code(begun), 0) << begun.err;
+  std::string id = trim(begun.out);
+  EXPECT_EQ(ra(), "16");
+  pid_t pid = agent_pid();
+  ASSERT_GT(pid, 0);
+  auto rev = run_spark_tune({"revert", "--stop-agent"});
+  EXPECT_EQ(exit_code(rev), 0) << rev.out << rev.err;
+  EXPECT_NE(rev.out.find("stopped the agent (pid " + std::to_string(pid) + ")"), std::string::npos) << rev.out;
+  EXPECT_NE(rev.out.find("load window " + id + " (model-load) ended with the agent"), std::string::npos) << rev.out;
+  EXPECT_EQ(ra(), "4096");
+  EXPECT_FALSE(process_alive(paths, pid)) << "the agent still runs";
 }
 
 TEST_F(AgentTest, TtlEndsTheWindowInTheAgent) {

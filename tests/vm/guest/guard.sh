@@ -16,7 +16,9 @@ else
     pass "guard: the box is a transient scope of systemd ($cg)" || fail "guard: transient scope" "server in $cg"
   d=/sys/fs/cgroup$cg
   mx=$(cat "$d/memory.max" 2>&1); hi=$(cat "$d/memory.high" 2>&1); og=$(cat "$d/memory.oom.group" 2>&1)
-  [ "$mx" = 100663296 ] && [ "$hi" != max ] && [ "$og" = 1 ] &&
+  # memory.high stays max: only --memory-high sets it (a derived one throttled the server below its
+  # limit instead of letting the kernel kill it for the restart; docs/guard.md "Budget").
+  [ "$mx" = 100663296 ] && [ "$hi" = max ] && [ "$og" = 1 ] &&
     pass "guard: memory.max=$mx memory.high=$hi memory.oom.group=$og" ||
     fail "guard: cgroup v2 limits" "memory.max=$mx memory.high=$hi memory.oom.group=$og"
 

@@ -191,7 +191,26 @@ if [ "$stage" = boot3 ]; then
   check "second reboot: original values" same_as "$OUT/baseline.txt"
   mark remove
   check "before remove: apply dgx-spark" st apply dgx-spark
-  if DEBIAN_FRONTEND=noninteractive apt-get remove -y spark-tune; then pass "remove: apt-get remove spark-tune"; else fail "remove: apt-get remove"; fi
+  # Removed while a load window and a guard are active: the window ends and is restored, the guarded
+  # process keeps running outside its box, and the removal says both.
+  dd if=/dev/zero of=/var/tmp/remove-model.bin bs=1M count=16 status=none
+  wid=$(st window begin --files /var/tmp/remove-model.bin --ttl 1h --label before-remove)
+  setsid sleep 100000 </dev/null >/dev/null 2>&1 &
+  gpid=$!
+  gid=$(st --json guard --pid "$gpid" --memory-max 64M | jq -r '.id // empty')
+  [ -n "$wid" ] && [ -n "$gid" ] && pass "before remove: window $wid and guard $gid active" ||
+    fail "before remove: window and guard" "window '$wid' guard '$gid'"
+  if DEBIAN_FRONTEND=noninteractive apt-get remove -y spark-tune >"$OUT/remove.log" 2>&1; then pass "remove: apt-get remove spark-tune"; else fail "remove: apt-get remove"; fi
+  cat "$OUT/remove.log"
+  grep -q "load window $wid (before-remove) ended" "$OUT/remove.log" && pass "remove: says the window $wid ended" ||
+    fail "remove: says the window ended" "$(grep spark-tune "$OUT/remove.log" | tail -n 5)"
+  grep -q "guard $gid ended: process $gpid keeps running, outside its box" "$OUT/remove.log" &&
+    pass "remove: says the guard $gid ended and its process runs on" ||
+    fail "remove: says the guard ended" "$(grep spark-tune "$OUT/remove.log" | tail -n 5)"
+  gcg=$(sed -n 's/^0:://p' "/proc/$gpid/cgroup" 2>/dev/null)
+  kill -0 "$gpid" 2>/dev/null && [[ "$gcg" != *spark-guard* ]] && pass "remove: the guarded process runs on, outside its box ($gcg)" ||
+    fail "remove: the guarded process runs on outside its box" "cgroup '$gcg'"
+  kill "$gpid" 2>/dev/null
   check "remove: every value back to what it was before the install" same_as "$OUT/baseline.txt"
   [ "$(systemctl is-active spark-tune.service)" != active ] && pass "remove: agent stopped" || fail "remove: agent stopped"
   [ ! -e /etc/sysctl.d/90-spark-tune.conf ] && pass "remove: no sysctl.d drop-in" || fail "remove: sysctl.d drop-in left"

@@ -38,5 +38,20 @@ TEST(ServiceUnit, EverySyscallTheAgentMakesByNumberIsAllowedAndARefusalIsEnosys)
       << "a syscall the filter refuses must fail (ENOSYS: the fallback path), not kill the agent";
 }
 
+// The agent opens the files a user names for a window (--files) in its own mount namespace: with
+// PrivateTmp=yes a model under /tmp or /var/tmp was "no file matches" for the agent while the user
+// saw it (Debian 13 arm64 guest, `window begin --files /var/tmp/remove-model.bin`). Home is
+// read-only, never hidden (model caches live under ~/.cache/huggingface).
+TEST(ServiceUnit, TheAgentSeesTheFilesTheUserNames) {
+  fs::path unit = fs::path(SPARK_TUNE_TEST_FIXTURES).parent_path().parent_path() / "install/spark-tune.service";
+  auto text = read_file(unit);
+  ASSERT_TRUE(text.ok()) << unit;
+  for (const char* key : {"PrivateTmp", "ProtectHome", "TemporaryFileSystem", "InaccessiblePaths", "PrivateMounts"}) {
+    std::string v = unit_value(*text, key);
+    EXPECT_TRUE(v.empty() || v == "no" || v == "false" || (std::string(key) == "ProtectHome" && v == "read-only"))
+        << key << "=" << v << " hides model files from the agent";
+  }
+}
+
 }  // namespace
 }  // namespace spark

@@ -114,9 +114,12 @@ int events_local(Context& ctx, const EventsOptions& o, const EventFilter& f,
   auto source_r = make_source(ctx, o.telemetry, policy.probe_stall);
   if (!source_r.ok()) return report_error(ctx, source_r.error().what());
   auto source = std::move(source_r).value();
+  // Said with --json too (on stderr): a script knows when the probes watch.
   if (!source->has_probes())
     log_warning(source->probe_status());
-  else if (!ctx.json)
+  else if (ctx.json)
+    std::cerr << "spark-tune: " << source->probe_status() << std::endl;  // --json keeps only warnings in the log
+  else
     log_info(source->probe_status());
   install_stop_handlers();
 

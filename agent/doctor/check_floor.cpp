@@ -19,7 +19,7 @@ class KernelFloorWake : public FloorWakeProbe {
     auto t = PsiTrigger::create(file, PsiKind::some, std::chrono::microseconds(5000), std::chrono::microseconds(500000));
     if (t) return std::string("some 5 ms in 500 ms on " + file.string());
     auto t2 = PsiTrigger::create(file, PsiKind::some, std::chrono::microseconds(5000), std::chrono::microseconds(2000000));
-    if (t2) return std::string("some 5 ms in 2 s on " + file.string() + " (no CAP_SYS_RESOURCE: windows of 2 s)");
+    if (t2) return std::string("some 5 ms in 2 s on " + file.string() + " (a 500 ms window refused: " + describe(t.error()) + ")");
     return t.error();
   }
   Result<std::string> reclaim() override {

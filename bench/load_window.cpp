@@ -111,6 +111,40 @@ int loader_main(const std::string& kind, const std::vector<std::string>& files) 
   return total > 0 ? 0 : 5;
 }
 
+// ---- the server (`load_window --loader server FILE SECONDS OUT`): a CPU llama.cpp-style server
+// that maps its weights and reads all of them for every token (one 8-byte word per 64-byte line),
+// for SECONDS. The first pass is its load (the file starts cold); OUT gets "first_pass_s
+// tokens_per_s passes": tokens/s over the passes after the first.
+int server_main(const std::vector<std::string>& a) {
+  if (a.size() != 3) return 2;
+  int fd = ::open(a[0].c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 3;
+  struct stat st {};
+  ::fstat(fd, &st);
+  const size_t len = static_cast<size_t>(st.st_size);
+  void* m = ::mmap(nullptr, len, PROT_READ, MAP_SHARED, fd, 0);
+  ::close(fd);
+  if (m == MAP_FAILED) return 4;
+  const auto* w = static_cast<const volatile uint64_t*>(m);
+  const auto t0 = Clock::now(), deadline = t0 + std::chrono::milliseconds(static_cast<int64_t>(std::stod(a[1]) * 1000));
+  uint64_t sum = 0, passes = 0;
+  Clock::time_point first_end{};
+  while (Clock::now() < deadline || passes < 2) {
+    for (size_t i = 0; i < len / 8; i += 8) sum += w[i];
+    if (++passes == 1) first_end = Clock::now();
+  }
+  const auto t1 = Clock::now();
+  double first = std::chrono::duration<double>(first_end - t0).count();
+  double tps = static_cast<double>(passes - 1) / std::chrono::duration<double>(t1 - first_end).count();
+  FILE* out = std::fopen(a[2].c_str(), "w");
+  if (!out) return 5;
+  std::fprintf(out, "%.4f %.3f %llu %llu\n", first, tps, static_cast<unsigned long long>(passes),
+               static_cast<unsigned long long>(sum & 1));
+  std::fclose(out);
+  ::munmap(m, len);
+  return 0;
+}
+
 // ---- measuring ----
 uint64_t meminfo_cached() {
   auto text = read_file(HostPaths::system().proc / "meminfo");
@@ -258,6 +292,77 @@ int keeper_cost_main(const std::string& spark_tune, const fs::path& dir, const s
   return 0;
 }
 
+// --server: tokens/s of a CPU llama.cpp-style server (server_main) over one file of --shard-size,
+// for --seconds, started with its weights cold, untuned and under `spark-tune run --files FILE`
+// (a window for the whole run: the keeper sees the load pass as a reader, and must find the
+// server's use in place), interleaved per repetition (issue 14: tokens/s within 5%).
+int server_bench_main(const std::string& spark_tune, const fs::path& dir, uint64_t size, int seconds, int reps,
+                      const std::vector<std::string>& scenarios) {
+  fs::path work = dir / ("spark-server-bench-" + std::to_string(::getpid()));
+  fs::create_directories(work);
+  fs::path weights = work / "model.gguf", out = work / "server.out";
+  if (!make_file(weights, size)) return 1;
+  run_argv({spark_tune, "window", "list"});  // starts the private agent outside the timed runs
+  struct ServerRow {
+    std::string scenario;
+    double first = 0, tps = 0;
+    uint64_t cached_end = 0;
+  };
+  std::vector<ServerRow> rows;
+  std::mt19937 rng(20261206);
+  for (int rep = 0; rep < reps; ++rep) {
+    std::vector<std::string> order = scenarios;
+    std::shuffle(order.begin(), order.end(), rng);
+    for (const auto& scenario : order) {
+      (void)evict_file(weights);
+      std::vector<std::string> cmd{g_self, "--loader", "server", weights.string(), std::to_string(seconds), out.string()};
+      if (scenario != "untuned") {
+        std::vector<std::string> st{spark_tune, "run", "--files", weights.string(), "--"};
+        cmd.insert(cmd.begin(), st.begin(), st.end());
+      }
+      std::error_code ec;
+      fs::remove(out, ec);
+      int rc = run_argv(cmd);
+      auto text = read_file(out);
+      if (rc != 0 || !text) {
+        std::cerr << scenario << ": the server failed (exit " << rc << ")\n";
+        continue;
+      }
+      ServerRow r;
+      r.scenario = scenario;
+      std::istringstream in(*text);
+      in >> r.first >> r.tps;
+      r.cached_end = cached_bytes(weights).value_or(0);
+      std::cerr << scenario << ": first pass " << r.first << " s, " << r.tps << " tokens/s\n";
+      rows.push_back(r);
+    }
+  }
+  auto median = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v.empty() ? 0.0 : (v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2);
+  };
+  std::printf("| scenario | tokens/s, median (min-max) | vs untuned | first pass (the load), median s | runs |\n|---|---|---|---|---|\n");
+  double base = 0;
+  for (const auto& scenario : scenarios) {
+    std::vector<double> t, f;
+    for (const auto& r : rows)
+      if (r.scenario == scenario) t.push_back(r.tps), f.push_back(r.first);
+    if (t.empty()) continue;
+    double med = median(t);
+    if (scenario == "untuned") base = med;
+    char vs[32] = "-";
+    if (base > 0) std::snprintf(vs, sizeof vs, "%.3fx", med / base);
+    std::printf("| %s | %.2f (%.2f-%.2f) | %s | %.2f | %zu |\n", scenario.c_str(), med, *std::min_element(t.begin(), t.end()),
+                *std::max_element(t.begin(), t.end()), vs, median(f), t.size());
+  }
+  auto pid = read_value(HostPaths::system().run / "agent.pid");
+  if (pid) ::kill(static_cast<pid_t>(std::stol(*pid)), SIGTERM);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  std::error_code ec;
+  fs::remove_all(work, ec);
+  return 0;
+}
+
 // --fd-cost N: the keeper's pass over N files (uncached: one cachestat each) with every descriptor
 // held (an LRU as large as the window) against opened per pass (an LRU of one), 50 passes each.
 class MovingHost : public KeeperHost {
@@ -307,6 +412,8 @@ int fd_cost_main(const fs::path& dir, size_t n, const HostPaths& paths, Actuator
 
 int main(int argc, char** argv) {
   g_self = fs::read_symlink(HostPaths::system().proc / "self/exe").string();
+  if (argc >= 3 && std::string(argv[1]) == "--loader" && std::string(argv[2]) == "server")
+    return server_main(std::vector<std::string>(argv + 3, argv + argc));
   if (argc >= 3 && std::string(argv[1]) == "--loader")
     return loader_main(argv[2], std::vector<std::string>(argv + 3, argv + argc));
 
@@ -320,6 +427,7 @@ int main(int argc, char** argv) {
   std::vector<int> keeper_cost;
   int seconds = 30;
   size_t fd_cost = 0;
+  bool server = false;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto next = [&]() -> std::string { return i + 1 < argc ? argv[++i] : ""; };
@@ -332,6 +440,7 @@ int main(int argc, char** argv) {
     else if (a == "--shuffle") shuffle = true;
     else if (a == "--seconds") seconds = std::stoi(next());
     else if (a == "--fd-cost") fd_cost = std::stoul(next());
+    else if (a == "--server") server = true;
     else if (a == "--keeper-cost") {
       std::stringstream ss(next());
       for (std::string x; std::getline(ss, x, ',');) keeper_cost.push_back(std::stoi(x));
@@ -351,7 +460,8 @@ int main(int argc, char** argv) {
       std::cerr << "usage: load_window [--dir D] [--shards N] [--shard-size SIZE] [--warm-size SIZE] [--reps N]\n"
                    "  [--loaders read,mmap,mmap-one,mmap-each] [--scenarios untuned,recipe,spark-tune] [--readahead-variants 8k,128k,...]\n"
                    "  [--spark-tune PATH] [--shuffle]\n"
-                   "       load_window --keeper-cost 1,80 [--seconds 30] [--dir D]\n";
+                   "       load_window --keeper-cost 1,80 [--seconds 30] [--dir D]\n"
+                   "       load_window --server [--seconds 10] [--shard-size SIZE] [--reps N] [--scenarios untuned,spark-tune] [--dir D]\n";
       return 2;
     }
   }
@@ -372,6 +482,12 @@ int main(int argc, char** argv) {
   Tuner tuner(paths, act);
   if (fd_cost) {
     int rc = fd_cost_main(dir, fd_cost, paths, act);
+    std::error_code ec;
+    fs::remove_all(state, ec);
+    return rc;
+  }
+  if (server) {
+    int rc = server_bench_main(spark_tune, dir, shard_size, seconds, reps, scenarios);
     std::error_code ec;
     fs::remove_all(state, ec);
     return rc;

@@ -37,6 +37,15 @@ struct ActiveProfile {
 // From the journal: nullopt when no profile is applied; an error when the journal cannot be read.
 Result<std::optional<ActiveProfile>> read_active_profile(const HostPaths& paths);
 
+// What would wake a window's floor besides its 10 ms check (check_floor): a description of each
+// source, or why it is not there. Tests give a fake; null in Env: the real kernel.
+class FloorWakeProbe {
+ public:
+  virtual ~FloorWakeProbe() = default;
+  virtual Result<std::string> psi() = 0;      // a memory PSI trigger can be created
+  virtual Result<std::string> reclaim() = 0;  // the reclaim tracepoints load and attach (which kind)
+};
+
 struct Env {
   HostPaths paths = HostPaths::system();
   BpfFeatures* bpf = nullptr;                   // null: the bpf check uses the real kernel
@@ -45,6 +54,7 @@ struct Env {
   std::string journal_error;                    // why it could not (a WARN of the sysctl check)
   std::vector<std::string> protected_units;     // empty: the defaults (k_default_protected_units)
   std::chrono::milliseconds gpu_timeout{3000};
+  FloorWakeProbe* floor_wake = nullptr;         // null: the floor check tries the real kernel
 };
 
 // Units that must stay usable under memory pressure: the agent, ssh, and interactive sessions (editor, shells).
@@ -60,6 +70,9 @@ std::vector<Finding> check_thp(const Env& env);
 std::vector<Finding> check_gpu(const Env& env);
 std::vector<Finding> check_persist(const Env& env);
 std::vector<Finding> check_systemd(const Env& env);
+std::vector<Finding> check_floor(const Env& env);
+// check_floor's report from what each wake source gave.
+std::vector<Finding> floor_wake_findings(const Result<std::string>& psi, const Result<std::string>& reclaim);
 
 struct Check {
   const char* name;

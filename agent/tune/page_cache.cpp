@@ -86,7 +86,17 @@ CacheKeeper::CacheKeeper(HostPaths paths, Actuator& act, std::string owner, std:
   hot_.assign(files_.size(), files_.size() <= opt_.files_per_tick);
 }
 
-CacheKeeper::~CacheKeeper() { fds_->drop_owner(this); }
+CacheKeeper::~CacheKeeper() {
+  if (follower_.joinable()) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      follow_stop_ = true;
+    }
+    follow_cv_.notify_all();
+    follower_.join();
+  }
+  fds_->drop_owner(this);
+}
 
 int CacheKeeper::fd_of(size_t i) {
   int fd = fds_->get(this, i, files_[i]);
@@ -128,33 +138,48 @@ void CacheKeeper::tick(std::chrono::steady_clock::time_point now) {
 }
 
 void CacheKeeper::tick(std::chrono::steady_clock::time_point now, KeeperHost& host) {
-  ++stats_.ticks;
-  if (opt_.mode == CacheMode::drop) {
-    if (auto r = drop_caches(act_, owner_, "cache drop tick"); !r)
-      stats_.last_error = describe(r.error());
-    else
-      ++stats_.drops;
-    return;
-  }
-  if (opt_.mode != CacheMode::evict) return;
-  const HostPageCounts* counts = host.counts();
-  if (now - last_names_ >= opt_.names_period) {
-    last_names_ = now;
-    follow_names(now);
-  }
-  // Evict first: the mapping scan reads every process's maps and can take a while on a busy host.
-  evict_pass(now, counts);
-  // A mapping that grows or is probed is followed at every tick: the reaction window of paging out
-  // behind a reader is a tick, not mapped_period.
-  if (opt_.mapped != MappedPolicy::off && (active_ || now - last_mapped_ >= opt_.mapped_period)) {
-    last_mapped_ = now;
-    if (wants_scan(now, counts)) {
-      const ProcessMappings& all = host.mappings();
-      ++stats_.scans;
-      last_scan_ = now;
-      if (counts) scan_mapped_ = counts->mapped;
-      handle_mapped(now, all);
+  bool scan = false;
+  const HostPageCounts* counts = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++stats_.ticks;
+    if (opt_.mode == CacheMode::drop) {
+      if (auto r = drop_caches(act_, owner_, "cache drop tick"); !r)
+        stats_.last_error = describe(r.error());
+      else
+        ++stats_.drops;
+      return;
     }
+    if (opt_.mode != CacheMode::evict) return;
+    counts = host.counts();
+    if (now - last_names_ >= opt_.names_period) {
+      last_names_ = now;
+      follow_names(now);
+    }
+    // Evict first: the mapping scan reads every process's maps and can take a while on a busy host.
+    evict_pass(now, counts);
+    // A mapping that grows or is probed is followed at every tick: the reaction window of paging out
+    // behind a reader is a tick, not mapped_period (and the follower's period once it is a loader).
+    if (opt_.mapped != MappedPolicy::off && (active_ || now - last_mapped_ >= opt_.mapped_period)) {
+      last_mapped_ = now;
+      scan = wants_scan(now, counts);
+    }
+  }
+  if (!scan) return;
+  // The scan of every process's maps without the lock: the follower goes on meanwhile.
+  const ProcessMappings& all = host.mappings();
+  bool follow = false;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++stats_.scans;
+    last_scan_ = now;
+    if (counts) scan_mapped_ = counts->mapped;
+    handle_mapped(now, all);
+    for (const auto& [key, st] : vmas_) follow = follow || followed(st);
+  }
+  if (follow && opt_.follow_period.count() > 0) {
+    if (!follower_.joinable()) start_follower();
+    follow_cv_.notify_all();
   }
 }
 
@@ -284,6 +309,10 @@ void CacheKeeper::evict_pass(std::chrono::steady_clock::time_point now, const Ho
     if (auto a = cached_pages_of(fd, f); a && *a) after = **a;
     hot_[i] = after > 0;
     left = left || after > 0;
+    // Pages DONTNEED could not drop in a file no process was seen mapping: most often a process
+    // that mapped it since the last scan (a loader starting). Scan now, not at mapped_period: by
+    // then a 400 MB/s reader is 100 MiB in.
+    if (after > 0 && opt_.mapped != MappedPolicy::off) active_ = true;
   }
   // A sliced pass saw only part of the files: what the others hold is unknown.
   cached_left_ = left || n > opt_.files_per_tick;
@@ -343,6 +372,12 @@ void CacheKeeper::handle_mapped(std::chrono::steady_clock::time_point now, const
         st.end = m.end;
         st.offset = m.offset;
       }
+      // A process that showed itself a loader in one mapping (shard after shard, or every shard
+      // mapped up front): its other mappings are paged out behind their reader from the start,
+      // without samples of their own. Pages mapped again below what was paged out still mean use
+      // in place (behind_reader).
+      if (over_budget && !st.btr_loader && !st.in_use && !st.probed && st.btr_samples.empty() && loader_pids_.count(pid))
+        st.btr_loader = true;
       // The two outcomes of a probe: the process uses the mapping, or it is done with it.
       auto keep_in_use = [&] {
         st.in_use = true;
@@ -536,6 +571,7 @@ bool CacheKeeper::behind_reader(std::chrono::steady_clock::time_point now, pid_t
     if (now - st.btr_probed >= opt_.behind_wait && front > st.btr_probe_front) {
       st.btr_loader = true;
       st.btr_samples.clear();
+      loader_pids_.insert(pid);
     }
   }
   // The passed region ends behind_lag behind the front, on a block boundary of the file.
@@ -546,7 +582,7 @@ bool CacheKeeper::behind_reader(std::chrono::steady_clock::time_point now, pid_t
   };
   uint64_t passed = align_down(front > m.start + opt_.behind_lag ? front - opt_.behind_lag : m.start);
   uint64_t from = std::max(st.done_upto, m.start);
-  if (!st.btr_loader && st.btr_samples.empty() && passed >= from + 4 * block) {
+  if (!follower_.joinable() && !st.btr_loader && st.btr_samples.empty() && passed >= from + 4 * block) {
     std::vector<std::pair<uint64_t, uint64_t>> samples;
     for (int k = 0; k < 4; ++k) {
       uint64_t at = align_down(from + (passed - from) * static_cast<uint64_t>(2 * k + 1) / 8);
@@ -561,7 +597,8 @@ bool CacheKeeper::behind_reader(std::chrono::steady_clock::time_point now, pid_t
       st.btr_probe_front = front;
     }
   }
-  if (st.btr_loader && passed >= from + block) {
+  // With the follower thread running, the page-out behind a loader is its work.
+  if (st.btr_loader && !follower_.joinable() && passed >= from + block) {
     if (auto r = advise_process(pid, {{from, passed}}, MADV_PAGEOUT); !r) {
       stats_.last_error = describe(r.error());
       return false;
@@ -574,6 +611,146 @@ bool CacheKeeper::behind_reader(std::chrono::steady_clock::time_point now, pid_t
     st.last_rss = std::min(st.last_rss, rss);
   }
   return false;
+}
+
+// Followed by the thread: a loader's mapping, one whose samples are out (judged at the thread's
+// period, not at the next tick), and one that grows (its samples taken as soon as it is far enough in).
+bool CacheKeeper::followed(const VmaState& st) const {
+  if (opt_.mapped != MappedPolicy::idle || opt_.behind_lag == 0 || st.in_use || st.follow_done) return false;
+  if (st.btr_loader || !st.btr_samples.empty()) return true;
+  const bool over_budget = opt_.mapped_budget == 0 || stats_.mapped_bytes > opt_.mapped_budget;
+  return over_budget && st.moving && !st.probed && st.last_rss > 0;
+}
+
+void CacheKeeper::start_follower() {
+  follower_ = std::thread([this] { follow_loop(); });
+}
+
+void CacheKeeper::follow_loop() {
+  std::unique_lock<std::mutex> lock(mu_);
+  while (!follow_stop_) {
+    bool any = false;
+    for (const auto& [key, st] : vmas_) any = any || followed(st);
+    if (!any) {
+      follow_cv_.wait(lock);  // the tick notifies when a loader is found
+      continue;
+    }
+    lock.unlock();
+    follow_pass(std::chrono::steady_clock::now());
+    lock.lock();
+    follow_cv_.wait_for(lock, opt_.follow_period, [this] { return follow_stop_; });
+  }
+}
+
+size_t CacheKeeper::follow_pass(std::chrono::steady_clock::time_point now) {
+  std::lock_guard<std::mutex> lock(mu_);
+  size_t n = 0;
+  for (auto& [key, st] : vmas_)
+    if (followed(st)) {
+      ++n;
+      follow_one(now, key.first, key.second, st);
+    }
+  if (n) ++stats_.follow_passes;
+  return n;
+}
+
+// One mapping of a loader, between two ticks: where its front is now (present pages from what was
+// paged out to the end: the walk is the lag and the read-around, not the whole mapping), and
+// MADV_PAGEOUT of what lies more than behind_lag behind it, once follow_chunk of it is due. The
+// whole mapping read (its front at the end, still for half of behind_wait): the rest goes too.
+// Whether the process uses the mapping in place is the tick's (pages mapped again below
+// done_upto, behind_reader); the follower only checks that the address still maps the same file.
+void CacheKeeper::follow_one(std::chrono::steady_clock::time_point now, pid_t pid, uint64_t start, VmaState& st) {
+  const std::string dir = (paths_.proc / std::to_string(pid)).string();
+  if (st.pidfd.get() < 0) {
+    st.pidfd = Fd(open_pidfd_of(pid));
+    if (st.pidfd.get() < 0) {
+      st.follow_done = true;  // gone
+      return;
+    }
+  }
+  if (st.pagemap.get() < 0) {
+    st.pagemap = Fd(::open((dir + "/pagemap").c_str(), O_RDONLY | O_CLOEXEC));
+    if (st.pagemap.get() < 0) {
+      st.follow_done = true;
+      return;
+    }
+  }
+  char range[64];
+  std::snprintf(range, sizeof range, "/map_files/%llx-%llx", static_cast<unsigned long long>(start),
+                static_cast<unsigned long long>(st.end));
+  struct stat s {};
+  if (::stat((dir + range).c_str(), &s) != 0 || FileId{s.st_dev, s.st_ino} != st.file) {
+    active_ = true;  // unmapped, or another mapping at its address (shard after shard): the next tick scans
+    return;
+  }
+  const uint64_t from = std::max(st.done_upto, start);
+  if (from >= st.end) {
+    st.follow_done = true;
+    return;
+  }
+  auto regions = present_regions(st.pagemap.get(), from, st.end);
+  if (!regions || !*regions) return;
+  const auto& present = **regions;
+  uint64_t front = present.empty() ? st.last_front : std::max(st.last_front, present.back().second);
+  if (front > st.last_front) {
+    st.last_front = front;
+    st.front_at = now;
+  }
+  const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  const uint64_t block = std::max(opt_.sample_block, page);
+  auto align_down = [&](uint64_t addr) -> uint64_t {
+    if (addr <= start) return start;
+    uint64_t file_at = (addr - start + st.offset) / block * block;
+    return file_at <= st.offset ? start : start + (file_at - st.offset);
+  };
+  const bool read_whole = front >= st.end && now - st.front_at >= opt_.behind_wait / 2;
+  const uint64_t passed = read_whole ? st.end : align_down(front > start + opt_.behind_lag ? front - opt_.behind_lag : start);
+  if (!st.btr_loader) {
+    // Not judged yet: the samples of behind_reader, taken and judged here.
+    if (st.btr_samples.empty()) {
+      if (read_whole || passed < from + 4 * block) return;
+      std::vector<std::pair<uint64_t, uint64_t>> samples;
+      for (int k = 0; k < 4; ++k) {
+        uint64_t at = align_down(from + (passed - from) * static_cast<uint64_t>(2 * k + 1) / 8);
+        if (at < from || at + block > passed) continue;
+        if (samples.empty() || samples.back().first != at) samples.push_back({at, at + block});
+      }
+      if (samples.empty() || !advise_pidfd(st.pidfd.get(), pid, samples, MADV_PAGEOUT)) return;
+      ++stats_.probes;
+      for (const auto& r : samples)
+        if (auto b = mapped_bytes(st.pagemap.get(), r.first, r.second); b && *b && **b == 0) st.btr_samples.push_back(r);
+      st.btr_probed = now;
+      st.btr_probe_front = front;
+      return;
+    }
+    for (const auto& [a, b] : st.btr_samples)
+      if (auto back = mapped_bytes(st.pagemap.get(), a, b); back && *back && **back > 0) {
+        st.btr_samples.clear();  // mapped again: read in place
+        st.in_use = true;
+        ++stats_.kept_in_use;
+        return;
+      }
+    if (now - st.btr_probed < opt_.behind_wait || front <= st.btr_probe_front) return;
+    st.btr_loader = true;
+    st.btr_samples.clear();
+    loader_pids_.insert(pid);
+  }
+  if (passed <= from || (!read_whole && passed < from + std::max(opt_.follow_chunk, block))) return;
+  if (auto r = advise_pidfd(st.pidfd.get(), pid, {{from, passed}}, MADV_PAGEOUT); !r) {
+    stats_.last_error = describe(r.error());
+    st.follow_done = true;  // the tick decides again
+    return;
+  }
+  ++stats_.behind_pageouts;
+  stats_.behind_bytes += passed - from;
+  // What stayed mapped below done_upto (folios shared with another process, or not on an LRU list
+  // yet): the tick's measure of pages mapped again starts from it.
+  uint64_t stayed = 0;
+  if (auto b = mapped_bytes(st.pagemap.get(), from, passed); b && *b) stayed = **b;
+  st.behind_left += stayed;
+  st.done_upto = passed;
+  if (passed >= st.end) st.follow_done = true;
 }
 
 }  // namespace spark

@@ -165,11 +165,17 @@ std::optional<Result<uint64_t>> mapped_bytes(int pagemap_fd, uint64_t start, uin
   return Result<uint64_t>(total);
 }
 
+int open_pidfd_of(pid_t pid) { return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)); }
+
 Result<void> advise_process(pid_t pid, const std::vector<std::pair<uint64_t, uint64_t>>& ranges, int advice) {
   if (ranges.empty()) return {};
-  int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+  int pidfd = open_pidfd_of(pid);
   if (pidfd < 0) return errno_error("pidfd_open " + std::to_string(pid));
   Fd guard(pidfd);
+  return advise_pidfd(pidfd, pid, ranges, advice);
+}
+
+Result<void> advise_pidfd(int pidfd, pid_t pid, const std::vector<std::pair<uint64_t, uint64_t>>& ranges, int advice) {
   std::vector<iovec> iov;
   for (const auto& [s, e] : ranges) iov.push_back({reinterpret_cast<void*>(s), static_cast<size_t>(e - s)});
   // The kernel takes at most UIO_MAXIOV (1024) vectors per call.

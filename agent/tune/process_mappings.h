@@ -58,5 +58,9 @@ std::optional<Result<std::vector<std::pair<uint64_t, uint64_t>>>> present_region
                                                                                  uint64_t end);
 // process_madvise(2) on ranges of another process (MADV_COLD or MADV_PAGEOUT).
 Result<void> advise_process(pid_t pid, const std::vector<std::pair<uint64_t, uint64_t>>& ranges, int advice);
+// The same through a pidfd held by the caller (pid names the process in errors).
+Result<void> advise_pidfd(int pidfd, pid_t pid, const std::vector<std::pair<uint64_t, uint64_t>>& ranges, int advice);
+// pidfd_open(2): -1 with errno when it fails.
+int open_pidfd_of(pid_t pid);
 
 }  // namespace spark

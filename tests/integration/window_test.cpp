@@ -605,6 +605,82 @@ TEST_F(WindowTest, OneMappingReadFrontToBackIsPagedOutBehindTheReader) {
   EXPECT_EQ(info["cache_stats"]["kept_in_use"].get<uint64_t>(), 0u) << "a loader taken for a server: " << info.dump();
 }
 
+// Issue 14 part 1, the keeper's own thread: once a mapping's reader is judged a loader, it is
+// followed between the owner's ticks. Here the ticks stop as soon as the thread follows the mapping: every
+// page-out after that is the follower's, and the cache stays near the lag (64 MiB) while the
+// reader goes through the rest of the file; when the reader reaches the end, the rest goes too.
+TEST_F(WindowTest, LoaderIsFollowedBetweenTicksByTheKeepersThread) {
+  const uint64_t len = 512ull << 20;
+  auto f = file("model.gguf", len >> 20);
+  ASSERT_TRUE(evict_file(f).ok());
+  int go[2], done[2];
+  ASSERT_EQ(::pipe(go), 0);
+  ASSERT_EQ(::pipe(done), 0);
+  pid_t loader = ::fork();
+  if (loader == 0) {
+    int fd = ::open(f.c_str(), O_RDONLY);
+    auto* m = static_cast<const unsigned char*>(::mmap(nullptr, len, PROT_READ, MAP_SHARED, fd, 0));
+    char c;
+    if (::read(go[0], &c, 1) != 1) ::_exit(3);
+    std::vector<unsigned char> sink(8 << 20);
+    for (uint64_t off = 0; off < len; off += sink.size()) {
+      std::memcpy(sink.data(), m + off, sink.size());
+      ::usleep(20'000);  // about 400 MiB/s
+    }
+    (void)!::write(done[1], "d", 1);
+    ::pause();  // keeps its mapping, as a server process does after the load
+    ::_exit(sink[7] & 1);
+  }
+  ::close(go[0]);
+  ::close(done[1]);
+  struct Reap {
+    pid_t pid;
+    ~Reap() {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, nullptr, 0);
+    }
+  } reap{loader};
+  CacheKeeperOptions o;
+  o.mapped_budget = 0;
+  CacheKeeper keeper(paths, *act, "test", {f}, o);
+  ASSERT_EQ(::write(go[1], "g", 1), 1);
+  // Ticks (every 20 ms) only until the thread follows the growing mapping: its samples, the
+  // judgement and every page-out after that are the thread's.
+  bool followed = test::eventually([&] {
+    keeper.tick(Clock::now());
+    return keeper.stats().follow_passes > 0;
+  }, 10s, 20ms);
+  ASSERT_TRUE(followed) << "the loader was not judged: behind_pageouts " << keeper.stats().behind_pageouts
+                        << ", probes " << keeper.stats().probes << ", kept_in_use " << keeper.stats().kept_in_use
+                        << ", last error " << keeper.stats().last_error;
+  const uint64_t at_judgement = cached_bytes(f).value_or(0);
+  const auto judged = keeper.stats();
+  uint64_t peak = 0;
+  bool finished = test::eventually([&] {
+    peak = std::max(peak, cached_bytes(f).value_or(0));
+    pollfd p{done[0], POLLIN, 0};
+    return ::poll(&p, 1, 0) > 0;
+  }, 30s, 5ms);
+  ASSERT_TRUE(finished) << "the loader did not finish";
+  // The reader at the end: the rest of the mapping goes without a tick.
+  bool emptied = test::eventually([&] { return cached_bytes(f).value_or(len) <= (8ull << 20); }, 5s, 10ms);
+  const auto end = keeper.stats();
+  std::printf("followed: cache when the ticks stopped %llu MiB, peak after %llu MiB; %llu behind page-outs by the thread "
+              "(%llu MiB), %llu passes\n",
+              (unsigned long long)(at_judgement >> 20), (unsigned long long)(peak >> 20),
+              (unsigned long long)(end.behind_pageouts - judged.behind_pageouts),
+              (unsigned long long)((end.behind_bytes - judged.behind_bytes) >> 20), (unsigned long long)end.follow_passes);
+  // Without the thread nothing would be paged out from here: the cache would reach the file's size.
+  EXPECT_GE(end.behind_bytes - judged.behind_bytes, len / 2) << "the thread did not page out behind the reader";
+  EXPECT_LT(peak, std::max<uint64_t>(at_judgement, 128ull << 20) + (32ull << 20))
+      << "the cache grew after the judgement: the reader was not followed between ticks";
+  EXPECT_TRUE(emptied) << "the rest of the mapping stayed once the reader reached its end: "
+                       << (cached_bytes(f).value_or(0) >> 20) << " MiB";
+  EXPECT_EQ(end.kept_in_use, 0u);
+  ::close(go[1]);
+  ::close(done[0]);
+}
+
 // The mapped budget: an idle loader's mapping stays while the window's mapped pages are within it,
 // and is paged out once a second mapping takes them over it.
 TEST_F(WindowTest, IdleMappingsStayWithinTheMappedBudget) {

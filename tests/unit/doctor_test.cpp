@@ -339,6 +339,37 @@ TEST_F(Doctor, SystemdBranches) {
   EXPECT_TRUE(has(ok, Status::ok, "socket activation")) << dump(ok);
 }
 
+// Issue 14: doctor says what wakes a window's floor (PSI trigger, reclaim tracepoints and their kind).
+class FakeFloorWake : public FloorWakeProbe {
+ public:
+  Result<std::string> psi_r = sys_error(ENOENT, "/proc/pressure/memory");
+  Result<std::string> reclaim_r = sys_error(ENOTSUP, "reclaim tracepoints for the floor: tp_btf: EPERM");
+  Result<std::string> psi() override { return psi_r; }
+  Result<std::string> reclaim() override { return reclaim_r; }
+};
+
+TEST_F(Doctor, FloorWakeSourcesReported) {
+  FakeFloorWake fake;
+  env_.floor_wake = &fake;
+  auto none = run(check_floor);
+  ASSERT_EQ(none.size(), 2u) << dump(none);
+  EXPECT_TRUE(has(none, Status::warn, "no memory PSI trigger")) << dump(none);
+  EXPECT_TRUE(has(none, Status::warn, "only at its 10 ms check")) << dump(none);
+  EXPECT_TRUE(has(none, Status::warn, "tp_btf: EPERM")) << dump(none);
+  EXPECT_TRUE(has(none, Status::warn, "it keeps its timer")) << dump(none);
+  for (const auto& f : none) EXPECT_FALSE(f.fix.empty()) << f.message;
+  fake.psi_r = std::string("some 5 ms in 500 ms on /proc/pressure/memory");
+  fake.reclaim_r = std::string("reclaim tracepoints (raw_tp: kswapd_wake, direct_reclaim, memcg_reclaim)");
+  auto both = run(check_floor);
+  EXPECT_TRUE(has(both, Status::ok, "some 5 ms in 500 ms")) << dump(both);
+  EXPECT_TRUE(has(both, Status::ok, "raw_tp: kswapd_wake")) << dump(both);
+  EXPECT_FALSE(has(both, Status::warn, "")) << dump(both);
+  // Only one source: the other's warning names what still wakes the floor.
+  fake.reclaim_r = sys_error(ENOTSUP, "no BTF");
+  EXPECT_TRUE(has(run(check_floor), Status::warn, "keeps its timer and PSI trigger"));
+  EXPECT_TRUE(run_checks(env_, {"floor"}).ok());
+}
+
 TEST_F(Doctor, AHostWithoutBpfSystemdOrCgroupV2SaysWhatWillNotWork) {
   // The odd host of the package's install: cgroup v1 memory, no BTF, no systemd. doctor runs every
   // check without an error and says what will not work and why, each with what to do.
@@ -346,6 +377,8 @@ TEST_F(Doctor, AHostWithoutBpfSystemdOrCgroupV2SaysWhatWillNotWork) {
   FakeBpf fake;
   fake.s.tp_btf_error = fake.s.raw_tp_error = fake.s.tp_error = "EINVAL";
   env_.bpf = &fake;
+  FakeFloorWake floor;  // no real tracepoints loaded from a unit test
+  env_.floor_wake = &floor;
   auto all = run_checks(env_, {});
   ASSERT_TRUE(all.ok()) << all.error().what();
   EXPECT_TRUE(has(*all, Status::warn, "no BTF")) << dump(*all);

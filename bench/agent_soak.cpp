@@ -13,7 +13,7 @@
 // lock. Interrupted (Ctrl-C, SIGTERM) it stops early and restores the same way.
 //
 // Usage: agent_soak [--seconds S] [--files N] [--windows W] [--idle I] [--pollers P]
-//                   [--dir SCRATCH] [--spark-tune PATH]
+//                   [--nice N] [--dir SCRATCH] [--spark-tune PATH]
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -65,6 +65,7 @@ struct Options {
   int windows = 50;
   int idle = 200;
   int pollers = 20;
+  int nice = 0;
   fs::path dir = "/var/tmp";
   std::string spark_tune;
 };
@@ -239,11 +240,12 @@ int main(int argc, char** argv) {
     else if (a == "--windows") o.windows = std::atoi(next().c_str());
     else if (a == "--idle") o.idle = std::atoi(next().c_str());
     else if (a == "--pollers") o.pollers = std::atoi(next().c_str());
+    else if (a == "--nice") o.nice = std::atoi(next().c_str());
     else if (a == "--dir") o.dir = next();
     else if (a == "--spark-tune") o.spark_tune = next();
     else {
       std::fprintf(stderr,
-                   "usage: agent_soak [--seconds S] [--files N] [--windows W] [--idle I] [--pollers P] [--dir D] "
+                   "usage: agent_soak [--seconds S] [--files N] [--windows W] [--idle I] [--pollers P] [--nice N] [--dir D] "
                    "[--spark-tune PATH]\n");
       return 2;
     }
@@ -295,6 +297,8 @@ int main(int argc, char** argv) {
     int fd = ::open(agent_log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
     ::dup2(fd, 1);
     ::dup2(fd, 2);
+    // --nice: the agent's scheduling priority (setpriority), as a unit's Nice= would set it.
+    if (o.nice != 0 && ::setpriority(PRIO_PROCESS, 0, o.nice) != 0) std::perror("setpriority");
     std::string port = std::to_string(metrics_port);
     std::vector<std::string> args{o.spark_tune, "agent", "--metrics-port", port};
     std::vector<char*> av;
@@ -325,19 +329,29 @@ int main(int argc, char** argv) {
   auto running = [&] { return !g_stop && Clock::now() < stop_at; };
   std::vector<std::thread> threads;
 
+  // window.list answers that began while the window over N files was being begun.
+  std::vector<double> lat_big_ms, ping_ms;
+  std::atomic<bool> big_pending{false};
   if (up) {
-    // The window over many files, held throughout.
-    WindowSpec big;
-    big.files = {(scratch / "many").string()};
-    big.overlay = std::vector<Change>{};
-    big.ttl = std::chrono::milliseconds((o.seconds + 120) * 1000);
-    auto t_big = Clock::now();
-    auto r = daemon::call(paths, "window.begin", spec_to_json(big), 120s);
-    if (r) big_id = r->value("id", "");
-    else big_error = r.error().what();
-    std::printf("  window over %zu files: %s in %.1f s\n", o.files, r ? big_id.c_str() : big_error.c_str(),
-                std::chrono::duration<double>(Clock::now() - t_big).count());
-    std::fflush(stdout);
+    // The window over many files, held throughout: begun 2 s into the run, while the pollers
+    // poll (its expansion must not hold the agent's loop).
+    threads.emplace_back([&] {
+      std::this_thread::sleep_for(2s);
+      WindowSpec big;
+      big.files = {(scratch / "many").string()};
+      big.overlay = std::vector<Change>{};
+      big.ttl = std::chrono::milliseconds((o.seconds + 120) * 1000);
+      auto t_big = Clock::now();
+      big_pending = true;
+      auto r = daemon::call(paths, "window.begin", spec_to_json(big), 120s);
+      big_pending = false;
+      std::lock_guard<std::mutex> l(mu);
+      if (r) big_id = r->value("id", "");
+      else big_error = r.error().what();
+      std::printf("  window over %zu files: %s in %.1f s\n", o.files, r ? big_id.c_str() : big_error.c_str(),
+                  std::chrono::duration<double>(Clock::now() - t_big).count());
+      std::fflush(stdout);
+    });
 
     // Idle connections.
     std::vector<int> idle_ctl;
@@ -402,13 +416,30 @@ int main(int argc, char** argv) {
       threads.emplace_back([&] {
         while (running()) {
           auto t0 = Clock::now();
+          bool during_big = big_pending;
           auto r = daemon::call(paths, "window.list", json::object(), 10s);
           double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
           std::lock_guard<std::mutex> l(mu);
           if (r) lat_ms.push_back(ms);
           else ++poll_errors;
+          if (r && during_big) lat_big_ms.push_back(ms);
         }
       });
+
+    // One more client: agent.ping every 50 ms, timed the same way (the loop's own delay, without
+    // building a window.list).
+    threads.emplace_back([&] {
+      while (running()) {
+        auto t0 = Clock::now();
+        auto r = daemon::call(paths, "agent.ping", json::object(), 10s);
+        double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+        {
+          std::lock_guard<std::mutex> l(mu);
+          if (r) ping_ms.push_back(ms);
+        }
+        std::this_thread::sleep_for(50ms);
+      }
+    });
 
     // The OOM storm.
     storm = make_storm_cgroup(paths, 32ull << 20);
@@ -470,7 +501,13 @@ int main(int argc, char** argv) {
               percentile(lat_ms, 0.99), lat_ms.empty() ? 0.0 : *std::max_element(lat_ms.begin(), lat_ms.end()));
   std::printf("| windows begun and ended | %zu (begin errors %zu, end errors %zu) |\n", windows_done, begin_errors,
               end_errors);
+  std::printf("| agent.ping every 50 ms: answered, p50 / p99 / max | %zu, %.2f / %.2f / %.2f ms |\n", ping_ms.size(),
+              percentile(ping_ms, 0.5), percentile(ping_ms, 0.99),
+              ping_ms.empty() ? 0.0 : *std::max_element(ping_ms.begin(), ping_ms.end()));
   std::printf("| window over %zu files | %s |\n", o.files, big_id.empty() ? big_error.c_str() : "held throughout");
+  std::printf("| window.list while it was begun: answered, p99 / max | %zu, %.2f / %.2f ms |\n", lat_big_ms.size(),
+              percentile(lat_big_ms, 0.99),
+              lat_big_ms.empty() ? 0.0 : *std::max_element(lat_big_ms.begin(), lat_big_ms.end()));
   std::printf("| /metrics connections turned away (503) | %zu |\n", metrics_503);
   std::printf("| agent descriptors idle / peak | %zu / %zu |\n", idle0.fds, peak.fds);
   std::printf("| agent RSS idle / peak | %.1f / %.1f MiB |\n", static_cast<double>(idle0.rss_kb) / 1024,

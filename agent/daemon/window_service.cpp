@@ -1,10 +1,81 @@
 #include "daemon/window_service.h"
 
+#include <sys/eventfd.h>
+#include <unistd.h>
+
 #include "core/log.h"
 
 namespace spark::daemon {
 
+namespace {
+constexpr std::chrono::milliseconds k_list_reuse{25};
+}  // namespace
+
+Result<json> WindowService::begin_now(const WindowSpec& spec, const Peer& peer, const std::vector<fs::path>* files) {
+  list_.reset();
+  SPARK_TRY(WindowRecord r, mgr_->begin(spec, files));
+  log_info("window " + r.id + " begun for uid " + std::to_string(peer.uid) + " pid " + std::to_string(peer.pid),
+           {{"WINDOW", r.id}, {"PEER_UID", std::to_string(peer.uid)}});
+  return mgr_->describe_window(r.id);
+}
+
+void WindowService::expand_off_loop(Expansion job) {
+  std::lock_guard<std::mutex> l(mu_);
+  if (!worker_.joinable()) worker_ = std::thread([this] { worker_main(); });
+  todo_.push_back(std::move(job));
+  cv_.notify_one();
+}
+
+void WindowService::worker_main() {
+  std::unique_lock<std::mutex> l(mu_);
+  for (;;) {
+    cv_.wait(l, [this] { return quit_ || !todo_.empty(); });
+    if (quit_) return;
+    Expansion job = std::move(todo_.front());
+    todo_.pop_front();
+    l.unlock();
+    job.files = expand_window_files(job.spec.files);
+    l.lock();
+    done_.push_back(std::move(job));
+    uint64_t one = 1;
+    (void)!::write(wake_fd_, &one, sizeof one);
+  }
+}
+
+WindowService::~WindowService() {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    quit_ = true;
+    cv_.notify_all();
+  }
+  if (worker_.joinable()) worker_.join();
+  if (wake_fd_ >= 0) ::close(wake_fd_);
+}
+
+void WindowService::stop_worker() {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    quit_ = true;
+    cv_.notify_all();
+  }
+  if (worker_.joinable()) worker_.join();
+  // Nothing was begun for these: say so to each client still waiting.
+  std::deque<Expansion> left;
+  left.swap(todo_);
+  for (auto& j : done_) left.push_back(std::move(j));
+  done_.clear();
+  for (auto& j : left)
+    if (ctx_) ctx_->reply(j.to, sys_error(ESHUTDOWN, "the agent stopped before the window began (nothing was changed): run it again"));
+  if (wake_fd_ >= 0) {
+    ::close(wake_fd_);
+    wake_fd_ = -1;
+  }
+}
+
 Result<void> WindowService::on_start(ServiceContext& ctx) {
+  ctx_ = &ctx;
+  wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (wake_fd_ < 0) return errno_error("eventfd for the window service");
   mgr_ = std::make_unique<WindowManager>(ctx.paths(), ctx.tuner());
   EventLog* log = &ctx.events();
   mgr_->set_event_sink([log](const Event& e) { log->append(e); });
@@ -13,12 +84,15 @@ Result<void> WindowService::on_start(ServiceContext& ctx) {
 
   SPARK_TRY_VOID(ctx.add_handler("window.begin", [this](const json& params, const Peer& peer) -> Result<json> {
     SPARK_TRY(WindowSpec spec, spec_from_json(params));
-    SPARK_TRY(WindowRecord r, mgr_->begin(spec));
-    log_info("window " + r.id + " begun for uid " + std::to_string(peer.uid) + " pid " + std::to_string(peer.pid),
-             {{"WINDOW", r.id}, {"PEER_UID", std::to_string(peer.uid)}});
-    return mgr_->describe_window(r.id);
+    if (!spec.files.empty() && !plain_window_files(spec.files))
+      if (auto to = ctx_->defer()) {
+        expand_off_loop(Expansion{std::move(spec), peer, *to, std::nullopt});
+        return json();  // answered from on_ready
+      }
+    return begin_now(spec, peer, nullptr);
   }));
   SPARK_TRY_VOID(ctx.add_handler("window.end", [this](const json& params, const Peer& peer) -> Result<json> {
+    list_.reset();
     std::string who = "ended by uid " + std::to_string(peer.uid);
     if (params.value("all", false)) {
       SPARK_TRY(auto ids, mgr_->end_all(who));
@@ -30,22 +104,50 @@ Result<void> WindowService::on_start(ServiceContext& ctx) {
     return json{{"ended", {id}}};
   }));
   SPARK_TRY_VOID(ctx.add_handler("window.list", [this](const json&, const Peer&) -> Result<json> {
-    return mgr_->describe_windows();
+    auto now = Clock::now();
+    if (!list_ || now - list_at_ >= k_list_reuse || now < list_at_) {
+      list_ = mgr_->describe_windows();
+      list_at_ = now;
+    }
+    return *list_;
   }));
   return {};
 }
 
-std::vector<int> WindowService::poll_fds() { return mgr_ ? mgr_->poll_fds() : std::vector<int>{}; }
-void WindowService::on_ready(int fd, Clock::time_point now) { mgr_->on_ready(fd, now); }
+std::vector<int> WindowService::poll_fds() {
+  std::vector<int> fds = mgr_ ? mgr_->poll_fds() : std::vector<int>{};
+  if (wake_fd_ >= 0) fds.push_back(wake_fd_);
+  return fds;
+}
+
+void WindowService::on_ready(int fd, Clock::time_point now) {
+  if (fd != wake_fd_) {
+    mgr_->on_ready(fd, now);
+    return;
+  }
+  uint64_t n = 0;
+  (void)!::read(wake_fd_, &n, sizeof n);
+  std::deque<Expansion> ready;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    ready.swap(done_);
+  }
+  for (auto& job : ready) {
+    Result<json> r = *job.files ? begin_now(job.spec, job.peer, &**job.files) : Result<json>(job.files->error());
+    ctx_->reply(job.to, std::move(r));
+  }
+}
 std::optional<Clock::time_point> WindowService::next_timer() { return mgr_ ? mgr_->next_timer() : std::nullopt; }
 void WindowService::on_timer(Clock::time_point now) { mgr_->on_timer(now); }
 
 void WindowService::on_stop() {
+  stop_worker();
   if (!mgr_) return;
   if (auto r = mgr_->end_all("agent stopped"); !r) log_error("ending windows at stop: " + describe(r.error()));
 }
 
 void WindowService::on_handover() {
+  stop_worker();
   if (!mgr_) return;
   log_info("handing " + std::to_string(mgr_->list().size()) + " window(s) over: they stay journaled");
   mgr_.reset();

@@ -63,7 +63,7 @@ bool holds_persistent(const HostPaths& paths, const JournalData& d) {
 // to the spare's size (JSON allows trailing whitespace; the file never shrinks, no block is
 // freed), and the rename leaves the old journal linked as the next spare. Durable: the spare is
 // fsync'd before the rename and the directory after.
-Result<void> replace_journal(const fs::path& path, std::string content, bool durable) {
+Result<void> replace_journal(const fs::path& path, std::string& content, bool durable) {
   struct stat st {};
   if (::lstat(path.c_str(), &st) == 0 && S_ISLNK(st.st_mode))
     return sys_error(ELOOP, "refusing to replace symlink " + path.string());
@@ -149,26 +149,52 @@ Result<void> ensure_state_dir(const HostPaths& paths) {
   return {};
 }
 
-Result<JournalData> read_journal(const HostPaths& paths) {
+namespace {
+
+// The journal file's bytes; a missing file reads as none.
+Result<std::string> journal_text(const HostPaths& paths) {
   auto text = read_file(paths.journal_file());
-  if (!text) {
-    if (text.error().code().value() == ENOENT) return JournalData{};
-    return text.error();
-  }
+  if (!text && text.error().code().value() == ENOENT) return std::string();
+  return text;
+}
+
+Result<JournalData> parse_journal(const HostPaths& paths, const std::string& text) {
   // Empty: a journal renamed into place without fsync (only this boot's values, see commit) and
   // a power loss before it reached the disk; those values went with the boot.
-  if (text->find_first_not_of(" \t\r\n") == std::string::npos) return JournalData{};
-  nlohmann::json j = nlohmann::json::parse(*text, nullptr, false);
+  if (text.find_first_not_of(" \t\r\n") == std::string::npos) return JournalData{};
+  nlohmann::json j = nlohmann::json::parse(text, nullptr, false);
   if (j.is_discarded())
     return sys_error(EBADMSG, "journal " + paths.journal_file().string() + " is not valid JSON (keep it for inspection)");
   return journal_from_json(j);
 }
 
-Result<JournalTxn> JournalTxn::begin(const HostPaths& paths) {
+}  // namespace
+
+Result<JournalData> read_journal(const HostPaths& paths) {
+  SPARK_TRY(std::string text, journal_text(paths));
+  return parse_journal(paths, text);
+}
+
+Result<std::shared_ptr<const JournalData>> read_journal(const HostPaths& paths, JournalCache& cache) {
+  SPARK_TRY(std::string text, journal_text(paths));
+  if (cache.data && text == cache.text) return cache.data;
+  SPARK_TRY(JournalData d, parse_journal(paths, text));
+  cache.text = std::move(text);
+  cache.data = std::make_shared<const JournalData>(std::move(d));
+  return cache.data;
+}
+
+Result<JournalTxn> JournalTxn::begin(const HostPaths& paths, JournalCache* cache) {
   SPARK_TRY_VOID(ensure_state_dir(paths));
   SPARK_TRY(FileLock lock, FileLock::acquire(paths.lock_file()));
   JournalTxn txn(paths, std::move(lock));
-  SPARK_TRY(txn.data_, read_journal(paths));
+  txn.cache_ = cache;
+  if (cache) {
+    SPARK_TRY(auto d, read_journal(paths, *cache));
+    txn.data_ = *d;
+  } else {
+    SPARK_TRY(txn.data_, read_journal(paths));
+  }
   auto boot = read_value(paths.boot_id_file());
   txn.boot_id_ = boot ? *boot : "";
   if (txn.data_.boot_id.empty()) txn.data_.boot_id = txn.boot_id_;
@@ -178,10 +204,24 @@ Result<JournalTxn> JournalTxn::begin(const HostPaths& paths) {
 }
 
 Result<void> JournalTxn::commit() {
-  if (data_.empty()) return remove_file(paths_.journal_file());
+  if (data_.empty()) {
+    // The spare (replace_journal) goes with the journal: an empty state directory is what a host
+    // spark-tune never changed, or has put back entirely, looks like (issue 13).
+    for (const char* suffix : {".spare", ".spare.next"}) {
+      fs::path p = paths_.journal_file();
+      p += suffix;
+      if (::unlink(p.c_str()) != 0 && errno != ENOENT) return errno_error("removing " + p.string());
+    }
+    if (cache_) *cache_ = JournalCache{};  // parsed again at the next read: the file is gone
+    return remove_file(paths_.journal_file());
+  }
   data_.boot_id = boot_id_.empty() ? data_.boot_id : boot_id_;
   bool durable = held_persistent_ || holds_persistent(paths_, data_);
-  return replace_journal(paths_.journal_file(), to_json(data_).dump(1) + "\n", durable);
+  std::string content = to_json(data_).dump(1) + "\n";
+  if (cache_) *cache_ = JournalCache{};  // a failed write leaves the file unknown: read it again
+  SPARK_TRY_VOID(replace_journal(paths_.journal_file(), content, durable));
+  if (cache_) *cache_ = JournalCache{std::move(content), std::make_shared<const JournalData>(data_)};
+  return {};
 }
 
 }  // namespace spark

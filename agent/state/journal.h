@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -52,11 +53,22 @@ bool boot_scoped(const HostPaths& paths, const Target& t);
 nlohmann::json to_json(const JournalData& d);
 Result<JournalData> journal_from_json(const nlohmann::json& j);
 
+// The journal as this process last read or wrote it: the file's exact bytes and what they parse
+// to. A read through it costs a read of the file and a compare; the parse happens only when
+// another process changed the file (a CLI apply or revert beside the agent). The agent's Tuner
+// keeps one, so a window.list and each window's begin and end no longer parse the whole journal
+// (issue 13: `status` p99 in bench/agent_soak).
+struct JournalCache {
+  std::string text;
+  std::shared_ptr<const JournalData> data;
+};
+
 // A locked view of the journal: construct, read/modify data(), commit(). The lock (flock on
 // <state>/lock) serialises every spark-tune process that changes the host.
 class JournalTxn {
  public:
-  static Result<JournalTxn> begin(const HostPaths& paths);
+  // With a cache: read through it, and commit() leaves the new journal in it.
+  static Result<JournalTxn> begin(const HostPaths& paths, JournalCache* cache = nullptr);
   JournalData& data() { return data_; }
   const JournalData& data() const { return data_; }
   // Writes the journal (or removes it when empty) atomically with mode 0600. Durable (fsync'd)
@@ -78,10 +90,13 @@ class JournalTxn {
   std::string boot_id_;
   bool earlier_boot_ = false;
   bool held_persistent_ = false;  // the journal read at begin held a value that outlives a reboot
+  JournalCache* cache_ = nullptr;
 };
 
 // Read-only snapshot without taking the lock (status, verify).
 Result<JournalData> read_journal(const HostPaths& paths);
+// The same through a cache (see JournalCache): parsed only when the file's bytes changed.
+Result<std::shared_ptr<const JournalData>> read_journal(const HostPaths& paths, JournalCache& cache);
 // The state directory, created 0700 if missing, refused if a symlink or writable by others.
 Result<void> ensure_state_dir(const HostPaths& paths);
 

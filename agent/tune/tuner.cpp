@@ -70,11 +70,11 @@ Result<void> write_verified(Actuator& act, const Target& t, const std::optional<
 
 Result<std::vector<ChangeResult>> Tuner::apply(const std::string& owner, const std::vector<Change>& changes,
                                                const ApplyOptions& options) {
-  SPARK_TRY(JournalTxn txn, JournalTxn::begin(paths_));
+  SPARK_TRY(JournalTxn txn, JournalTxn::begin(paths_, &journal_cache_));
   if (txn.from_earlier_boot()) {
     SPARK_TRY(size_t dropped, forget_earlier_boot());
     (void)dropped;
-    SPARK_TRY(txn, JournalTxn::begin(paths_));
+    SPARK_TRY(txn, JournalTxn::begin(paths_, &journal_cache_));
   }
   JournalData before = txn.data();
 
@@ -252,12 +252,12 @@ Result<std::vector<ChangeResult>> Tuner::release_locked(JournalTxn& txn, const s
 }
 
 Result<std::vector<ChangeResult>> Tuner::release(const std::string& owner) {
-  SPARK_TRY(JournalTxn txn, JournalTxn::begin(paths_));
+  SPARK_TRY(JournalTxn txn, JournalTxn::begin(paths_, &journal_cache_));
   return release_locked(txn, owner, nullptr);
 }
 
 Result<std::vector<ChangeResult>> Tuner::revert_all() {
-  SPARK_TRY(JournalTxn txn, JournalTxn::begin(paths_));
+  SPARK_TRY(JournalTxn txn, JournalTxn::begin(paths_, &journal_cache_));
   std::vector<ChangeResult> all;
   if (txn.from_earlier_boot()) {
     // Kernel values are this boot's own; only persistent files are restored.
@@ -283,14 +283,14 @@ Result<std::vector<ChangeResult>> Tuner::revert_all() {
 }
 
 Result<void> Tuner::set_owner_state(const std::string& owner, const nlohmann::json& state) {
-  SPARK_TRY(JournalTxn txn, JournalTxn::begin(paths_));
+  SPARK_TRY(JournalTxn txn, JournalTxn::begin(paths_, &journal_cache_));
   if (state.is_null()) txn.data().owners.erase(owner);
   else txn.data().owners[owner] = state;
   return txn.commit();
 }
 
 Result<size_t> Tuner::forget_earlier_boot() {
-  SPARK_TRY(JournalTxn txn, JournalTxn::begin(paths_));
+  SPARK_TRY(JournalTxn txn, JournalTxn::begin(paths_, &journal_cache_));
   if (!txn.from_earlier_boot()) return size_t{0};
   auto& d = txn.data();
   size_t before = d.targets.size();

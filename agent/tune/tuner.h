@@ -54,6 +54,10 @@ class Tuner {
   // cgroup tree (a drop-in's .d directory). Returns how many were dropped.
   Result<size_t> forget_earlier_boot();
 
+  // The journal as it is now, parsed only when its bytes changed since this Tuner last read or
+  // wrote it (state/journal.h, JournalCache): the agent's views (window.list) read it per request.
+  Result<std::shared_ptr<const JournalData>> journal() const { return read_journal(paths_, journal_cache_); }
+
   Actuator& actuator() { return act_; }
   const HostPaths& paths() const { return paths_; }
 
@@ -62,6 +66,7 @@ class Tuner {
                                                    const std::vector<Target>* only);
   HostPaths paths_;
   Actuator& act_;
+  mutable JournalCache journal_cache_;  // every transaction of this Tuner reads and commits through it
 };
 
 // vm.dirty_ratio and vm.dirty_bytes (and the background pair) are one setting: writing one zeroes

@@ -4,6 +4,7 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -337,7 +338,23 @@ Result<std::string> WindowManager::next_id() {
   return "w" + std::to_string(seq);
 }
 
-Result<WindowRecord> WindowManager::begin(const WindowSpec& asked) {
+Result<std::vector<fs::path>> expand_window_files(const std::vector<std::string>& given) {
+  for (const auto& f : given) SPARK_TRY_VOID(refuse_pseudo_filesystem(f, "--files"));
+  SPARK_TRY(auto files, expand_files(given));
+  if (files.empty()) return input_error("the given paths hold no regular file");
+  return files;
+}
+
+bool plain_window_files(const std::vector<std::string>& given) {
+  for (const auto& f : given) {
+    if (f.find_first_of("*?[{") != std::string::npos) return false;
+    struct stat st {};
+    if (::stat(f.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) return false;
+  }
+  return true;
+}
+
+Result<WindowRecord> WindowManager::begin(const WindowSpec& asked, const std::vector<fs::path>* expanded) {
   // 1. Validate everything before any change; the profile fills what was not asked for.
   if (windows_.size() >= k_max_windows)
     return sys_error(EBUSY, std::to_string(windows_.size()) + " windows are open, the limit: end one first "
@@ -389,9 +406,11 @@ Result<WindowRecord> WindowManager::begin(const WindowSpec& asked) {
   (void)checked;
   std::vector<fs::path> files;
   if (!spec.files.empty()) {
-    for (const auto& f : spec.files) SPARK_TRY_VOID(refuse_pseudo_filesystem(f, "--files"));
-    SPARK_TRY(files, expand_files(spec.files));
-    if (files.empty()) return input_error("the given paths hold no regular file");
+    if (expanded) {
+      files = *expanded;
+    } else {
+      SPARK_TRY(files, expand_window_files(spec.files));
+    }
   }
   CacheMode cache = spec.cache.value_or(files.empty() ? CacheMode::off : CacheMode::evict);
   if (cache == CacheMode::evict && files.empty())
@@ -603,13 +622,14 @@ void WindowManager::emit(const std::string& id, const std::string& type, std::st
 Result<void> WindowManager::end_now(const std::string& id, const std::string& reason) {
   bool known = windows_.count(id) > 0;
   if (!known) {
-    SPARK_TRY(JournalData d, read_journal(paths_));
+    SPARK_TRY(auto journal, tuner_.journal());
+    const JournalData& d = *journal;
     auto names = d.owner_names();
     if (std::find(names.begin(), names.end(), owner_of(id)) == names.end())
       return sys_error(ENOENT, "no window '" + id + "' (see spark-tune window list)");
     // A window only in the journal (an agent that never resumed it): its files from its record.
     if (d.owners.contains(owner_of(id)))
-      if (auto rec = record_from_json(d.owners[owner_of(id)]); rec) {
+      if (auto rec = record_from_json(d.owners.at(owner_of(id))); rec) {
         (void)expand_record_files(*rec);
         evict_last_time(*rec);
       }
@@ -672,8 +692,8 @@ Result<std::vector<std::string>> WindowManager::end_all(const std::string& reaso
   std::vector<std::string> ids;
   for (const auto& [id, rt] : windows_) ids.push_back(id);
   // Windows only in the journal (an agent that never resumed them).
-  SPARK_TRY(JournalData d, read_journal(paths_));
-  for (const auto& o : d.owner_names())
+  SPARK_TRY(auto d, tuner_.journal());
+  for (const auto& o : d->owner_names())
     if (o.rfind("window:", 0) == 0 && !windows_.count(o.substr(7))) ids.push_back(o.substr(7));
   std::vector<std::string> ended;
   for (auto it = ids.rbegin(); it != ids.rend(); ++it) {
@@ -692,21 +712,30 @@ std::vector<WindowRecord> WindowManager::list() const {
 
 namespace {
 
+// What each owner holds, from the journal: target, the value it set, the value beneath it. One
+// pass over the journal for a whole window.list (it was one per window, each layer's owner
+// compared with a name built anew: issue 13, the soak).
+std::map<std::string, json> changes_by_owner(const JournalData* journal) {
+  std::map<std::string, json> out;
+  if (!journal) return out;
+  for (const auto& t : journal->targets)
+    for (const auto& l : t.layers) {
+      if (l.owner.rfind("window:", 0) != 0) continue;
+      auto [it, fresh] = out.try_emplace(l.owner, json::array());
+      it->second.push_back({{"target", t.target.display()},
+                            {"value", l.value ? json(*l.value) : json()},
+                            {"previous", l.previous ? json(*l.previous) : json()}});
+    }
+  return out;
+}
+
 json describe_runtime(const WindowRecord& rec, WindowManager::Clock::time_point deadline, const CacheKeeper* cache,
-                      const FloorKeeper* floor, const json& reserve, const JournalData* journal) {
+                      const FloorKeeper* floor, const json& reserve, std::map<std::string, json>& changes) {
   json j = record_view_json(rec);
   auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - WindowManager::Clock::now()).count();
   j["ttl_left_ms"] = std::max<int64_t>(left, 0);
-  // What the window holds, from the journal: target, the value it set, the value beneath it.
-  json changes = json::array();
-  if (journal)
-    for (const auto& t : journal->targets)
-      for (const auto& l : t.layers)
-        if (l.owner == owner_of(rec.id))
-          changes.push_back({{"target", t.target.display()},
-                             {"value", l.value ? json(*l.value) : json()},
-                             {"previous", l.previous ? json(*l.previous) : json()}});
-  j["changes"] = changes;
+  auto mine = changes.find(owner_of(rec.id));
+  j["changes"] = mine == changes.end() ? json::array() : std::move(mine->second);
   if (cache) j["cache_stats"] = cache_stats_json(cache->stats(), rec.mapped_budget);
   if (!reserve.is_null()) j["overlay_reserve"] = reserve;
   if (floor && j["floor"].is_object()) j["floor"]["watch"] = floor->watch_json();
@@ -718,19 +747,21 @@ json describe_runtime(const WindowRecord& rec, WindowManager::Clock::time_point 
 json WindowManager::describe_window(const std::string& id) const {
   auto it = windows_.find(id);
   if (it == windows_.end()) return nullptr;
-  auto d = read_journal(paths_);
+  auto d = tuner_.journal();
+  auto changes = changes_by_owner(d ? d->get() : nullptr);
   const auto& rt = *it->second;
-  return describe_runtime(rt.record, rt.deadline, rt.cache.get(), rt.floor.get(), rt.reserve, d ? &*d : nullptr);
+  return describe_runtime(rt.record, rt.deadline, rt.cache.get(), rt.floor.get(), rt.reserve, changes);
 }
 
 json WindowManager::describe_windows() const {
-  auto d = read_journal(paths_);
+  auto d = tuner_.journal();
+  auto changes = changes_by_owner(d ? d->get() : nullptr);
   std::vector<const Runtime*> rts;
   for (const auto& [id, rt] : windows_) rts.push_back(rt.get());
   std::sort(rts.begin(), rts.end(), [](const Runtime* a, const Runtime* b) { return a->record.begun_ms < b->record.begun_ms; });
   json out = json::array();
   for (const Runtime* rt : rts)
-    out.push_back(describe_runtime(rt->record, rt->deadline, rt->cache.get(), rt->floor.get(), rt->reserve, d ? &*d : nullptr));
+    out.push_back(describe_runtime(rt->record, rt->deadline, rt->cache.get(), rt->floor.get(), rt->reserve, changes));
   return out;
 }
 

@@ -29,6 +29,7 @@
 #include "support/fixture.h"
 #include "support/run_spark_tune.h"
 #include "tune/tuner.h"
+#include "window/window.h"
 
 namespace spark {
 namespace {
@@ -337,6 +338,46 @@ TEST_F(AgentRobustTest, WindowRefusesPseudoFilesAndUnresolvableHost) {
   EXPECT_NE(host.err.find("cannot resolve"), std::string::npos) << host.err;
   auto list = test::run_spark_tune({"--json", "window", "list"});
   EXPECT_EQ(trim(list.out), "[]") << list.out;
+}
+
+// The soak (issue 13): beginning a window over a tree of 30 000 files held the agent's loop
+// 0.3-3 s while the tree was expanded; every other client waited. The expansion now runs on a
+// worker thread and the begin is answered when it is done: a ping sent after the begin is answered
+// before it. (Before: the ping's answer came after the begin's.)
+TEST_F(AgentRobustTest, WindowOverATreeIsExpandedOffTheLoopWhileOthersAreAnswered) {
+  fs::path tree = dirs->dir() / "tree";
+  for (int d = 0; d < 30; ++d) {
+    fs::create_directories(tree / std::to_string(d));
+    for (int f = 0; f < 1000; ++f) {
+      std::ofstream(tree / std::to_string(d) / ("f" + std::to_string(f)));
+    }
+  }
+  WindowSpec spec;
+  spec.files = {tree.string()};
+  spec.overlay = std::vector<Change>{};  // nothing on the host changes
+  spec.ttl = 60s;
+  int fd = connect_raw();
+  ASSERT_GE(fd, 0);
+  held.push_back(fd);
+  send_all(fd, json{{"id", 1}, {"method", "window.begin"}, {"params", spec_to_json(spec)}}.dump() + "\n");
+  json pong = ping(60'000ms);
+  ASSERT_TRUE(pong.is_object()) << "the agent did not answer a ping while the window was begun";
+  char c;
+  ssize_t waiting = ::recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+  EXPECT_TRUE(waiting < 0 && errno == EAGAIN)
+      << "the begin was answered before a ping sent after it: the loop expanded the tree itself";
+  std::string line = read_line(fd, 60'000ms);
+  auto begun = json::parse(line, nullptr, false);
+  ASSERT_TRUE(begun.is_object() && begun.contains("result")) << line;
+  EXPECT_EQ(begun["result"].value("file_count", 0), 30000) << line.substr(0, 400);
+  std::string id = begun["result"].value("id", "");
+  auto ended = daemon::call(paths, "window.end", json{{"id", id}}, 30s);
+  EXPECT_TRUE(ended.ok()) << (ended ? "" : ended.error().what());
+  // A tree that is not there is an error reply, as before (from the worker, on the loop).
+  spec.files = {(dirs->dir() / "no-such-tree" / "*.bin").string()};
+  auto missing = daemon::call(paths, "window.begin", spec_to_json(spec), 30s);
+  ASSERT_FALSE(missing.ok());
+  EXPECT_NE(std::string(missing.error().what()).find("no file matches"), std::string::npos) << missing.error().what();
 }
 
 // Defect 9: a process in a memory cgroup with a limit of its own is not moved out of it.

@@ -50,6 +50,10 @@ TEST_F(TunerTest, AppliesJournalsFirstAndRevertsExactly) {
   EXPECT_EQ(vm("min_free_kbytes"), "67584");
   EXPECT_EQ(vm("dirty_ratio"), "20");
   EXPECT_FALSE(fs::exists(root.paths().journal_file()));
+  // Nothing else left in the state directory either: the spare journal (written into by each
+  // commit so that no block is freed) goes with the journal (issue 13).
+  for (const auto& e : fs::directory_iterator(root.paths().state))
+    EXPECT_TRUE(e.path().filename() == "lock") << "left in the state directory: " << e.path();
   // Idempotent: a second revert has nothing to do and succeeds.
   ASSERT_TRUE(tuner.revert_all().ok());
 }
@@ -223,6 +227,49 @@ TEST_F(TunerTest, AnEmptyJournalFileLeftByAPowerLossIsAnEmptyJournal) {
   EXPECT_EQ(vm("dirty_ratio"), "5");
   ASSERT_TRUE(tuner.release("window:w1").ok());
   EXPECT_EQ(vm("dirty_ratio"), "20");
+}
+
+// The agent's Tuner keeps the journal it last read or wrote (JournalCache, issue 13: window.list
+// parsed the whole journal per request). What another process writes meanwhile (a CLI apply
+// beside the agent) is seen by the next read and by the next transaction: no layer is lost.
+TEST_F(TunerTest, TheCachedJournalSeesWhatAnotherProcessWrote) {
+  ASSERT_TRUE(tuner.apply("window:w1", {{sysctl_target("vm.dirty_ratio"), std::string("5"), ""}}).ok());
+  auto first = tuner.journal();
+  ASSERT_TRUE(first.ok()) << first.error().what();
+  ASSERT_EQ((*first)->targets.size(), 2u);  // dirty_ratio and its sibling dirty_bytes
+  auto again = tuner.journal();
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(first->get(), again->get()) << "the file did not change: the same parsed journal, not a new parse";
+
+  HostActuator other_act(root.paths());
+  Tuner other(root.paths(), other_act);  // another process: its own cache
+  ASSERT_TRUE(other.apply("profile", {{sysctl_target("vm.min_free_kbytes"), std::string("1048576"), ""}}).ok());
+  auto seen = tuner.journal();
+  ASSERT_TRUE(seen.ok());
+  EXPECT_EQ((*seen)->targets.size(), 3u) << "the other process's change is read";
+  EXPECT_EQ((*first)->targets.size(), 2u) << "a snapshot handed out earlier does not change under its reader";
+
+  // A transaction through the cache starts from the file as it is: the profile's layer survives.
+  ASSERT_TRUE(tuner.release("window:w1").ok());
+  EXPECT_EQ(vm("dirty_ratio"), "20");
+  auto j = read_journal(root.paths());
+  ASSERT_TRUE(j.ok());
+  ASSERT_EQ(j->targets.size(), 1u);
+  EXPECT_EQ(j->targets[0].target.name, "vm.min_free_kbytes");
+  EXPECT_EQ(vm("min_free_kbytes"), "1048576");
+  // And the cache holds what it committed, byte for byte (the spare's padding included): reading
+  // the file back is no new parse.
+  ASSERT_TRUE(tuner.set_owner_state("window:w9", nlohmann::json{{"note", "x"}}).ok());
+  auto after = tuner.journal();
+  ASSERT_TRUE(after.ok());
+  EXPECT_TRUE((*after)->owners.contains("window:w9"));
+  EXPECT_EQ(after->get(), tuner.journal()->get()) << "the committed bytes are what the file holds";
+  ASSERT_TRUE(tuner.set_owner_state("window:w9", nullptr).ok());
+  ASSERT_TRUE(other.revert_all().ok());
+  EXPECT_EQ(vm("min_free_kbytes"), "67584");
+  auto none = tuner.journal();
+  ASSERT_TRUE(none.ok());
+  EXPECT_TRUE((*none)->empty()) << "the journal removed by the other process reads as empty";
 }
 
 TEST(TunerConcurrency, ConcurrentRunsAreSerialisedByTheLock) {

@@ -1,14 +1,23 @@
 #include "daemon/service.h"
 
+#include "daemon/event_service.h"
+#include "daemon/guard_service.h"
+#include "daemon/telemetry_service.h"
+#include "daemon/window_service.h"
+
 namespace spark::daemon {
 
-std::vector<ServiceEntry>& service_registry() {
-  static std::vector<ServiceEntry> list;
-  return list;
-}
-
-ServiceRegistration::ServiceRegistration(std::string name, int order, ServiceFactory factory) {
-  service_registry().push_back({std::move(name), order, std::move(factory)});
+std::vector<ServiceEntry> builtin_services() {
+  return {
+      // The event stream: first to start, last to stop, so every other service's events reach it.
+      {"events", 1, [] { return std::make_unique<EventService>(); }},
+      // Load windows.
+      {"window", 10, [] { return std::make_unique<WindowService>(); }},
+      // Server memory guards.
+      {"guard", 20, [] { return std::make_unique<GuardService>(); }},
+      // Telemetry (probes, detector, /metrics).
+      {"telemetry", 30, [] { return std::make_unique<TelemetryService>(); }},
+  };
 }
 
 }  // namespace spark::daemon

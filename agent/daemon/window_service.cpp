@@ -35,7 +35,12 @@ Result<void> WindowService::on_start(ServiceContext& ctx) {
   return {};
 }
 
-std::vector<int> WindowService::poll_fds() { return mgr_ ? mgr_->poll_fds() : std::vector<int>{}; }
+std::vector<pollfd> WindowService::poll_fds() {
+  std::vector<pollfd> out;
+  if (mgr_)
+    for (int fd : mgr_->poll_fds()) out.push_back({fd, POLLIN | POLLPRI, 0});
+  return out;
+}
 void WindowService::on_ready(int fd, Clock::time_point now) { mgr_->on_ready(fd, now); }
 std::optional<Clock::time_point> WindowService::next_timer() { return mgr_ ? mgr_->next_timer() : std::nullopt; }
 void WindowService::on_timer(Clock::time_point now) { mgr_->on_timer(now); }

@@ -9,8 +9,9 @@ int poll_timeout_ms(std::optional<LoopClock::time_point> next, LoopClock::time_p
                     std::optional<std::chrono::milliseconds> cap) {
   if (!next && !cap) return -1;
   std::chrono::milliseconds wait = cap.value_or(std::chrono::milliseconds::max());
-  if (next) wait = std::min(wait, std::max(std::chrono::ceil<std::chrono::milliseconds>(*next - now),
-                                           std::chrono::milliseconds(0)));
+  if (next)
+    wait = std::min(wait,
+                    std::max(std::chrono::ceil<std::chrono::milliseconds>(*next - now), std::chrono::milliseconds(0)));
   return static_cast<int>(std::clamp<int64_t>(wait.count(), 0, 60'000));
 }
 

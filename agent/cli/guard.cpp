@@ -242,7 +242,7 @@ void setup(CLI::App& app, Context& ctx) {
   });
 }
 
-const Verb verb{"guard", 60, setup};
+const Verb k_verb{"guard", 60, setup};
 
 }  // namespace
 }  // namespace spark::cli

@@ -15,6 +15,7 @@
 
 #include "core/fs.h"
 #include "core/log.h"
+#include "daemon/builtin_services.h"
 #include "daemon/privileges.h"
 #include "daemon/protocol.h"
 #include "state/journal.h"

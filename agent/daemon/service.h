@@ -16,7 +16,7 @@
 //     void on_stop() override {...}                                   // SIGTERM/SIGINT: put things back
 //   };
 //
-// Registration: add the service to builtin_services() (daemon/service.cpp), with its order.
+// Registration: add the service to builtin_services() (daemon/builtin_services.h), with its order.
 // An explicit list, not self-registering objects: those sat in the static library, where the
 // linker drops an object file nothing refers to, so each needed a file of the executable
 // (cli/service_*.cpp) to keep it; and the list is built only when the agent starts, not by static
@@ -79,7 +79,7 @@ class ServiceContext {
   // return value is then ignored; the service calls reply() once, from the loop thread, when it
   // has the answer or its own deadline passes. nullopt: this context cannot defer (answer now).
   virtual std::optional<DeferredReply> defer() { return std::nullopt; }
-  virtual void reply(const DeferredReply& /*to*/, Result<json> /*result*/) {}
+  virtual void reply(const DeferredReply& /*to*/, Result<json> /*result*/) {}  // NOLINT(performance-unnecessary-value-param): overrides move it
   // Whether the client of a deferred request is still connected (it has not closed or died):
   // a request held open for as long as someone wants something (monitor --deep) ends with it.
   virtual bool connected(const DeferredReply& /*to*/) const { return false; }
@@ -108,8 +108,5 @@ struct ServiceEntry {
   int order;
   ServiceFactory factory;
 };
-
-// The agent's services (the agent sorts them by order). Building one constructs nothing yet.
-std::vector<ServiceEntry> builtin_services();
 
 }  // namespace spark::daemon

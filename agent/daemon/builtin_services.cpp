@@ -1,4 +1,4 @@
-#include "daemon/service.h"
+#include "daemon/builtin_services.h"
 
 #include "daemon/event_service.h"
 #include "daemon/guard_service.h"

@@ -47,7 +47,7 @@ bool has_sigkill_pending(const HostPaths& paths, pid_t pid) {
 }  // namespace
 
 GuardSupervisor::GuardSupervisor(HostPaths paths, Tuner& tuner, EventSink sink, SupervisorConfig cfg)
-    : paths_(std::move(paths)), tuner_(tuner), sink_(std::move(sink)), cfg_(cfg) {}
+    : paths_(std::move(paths)), tuner_(tuner), sink_(std::move(sink)), cfg_(std::move(cfg)) {}
 
 GuardSupervisor::~GuardSupervisor() {
   // Guards stay journaled (and enforced by the kernel); hooks are ours: kill and reap them.

@@ -67,6 +67,6 @@ void setup(CLI::App& app, spark::cli::Context& ctx) {
   });
 }
 
-const spark::cli::Verb verb{"agent", 90, setup};
+const spark::cli::Verb k_verb{"agent", 90, setup};
 
 }  // namespace

@@ -59,7 +59,7 @@ int do_apply(Context& ctx, const ApplyRequest& req) {
   return k_exit_ok;
 }
 
-const Verb verb{"apply", 10, [](CLI::App& app, Context& ctx) {
+const Verb k_verb{"apply", 10, [](CLI::App& app, Context& ctx) {
   auto req = std::make_shared<ApplyRequest>();
   auto* cmd = app.add_subcommand("apply", "apply a sysctl profile as one transaction (exit 0 applied, 2 refused/error)");
   cmd->add_option("profile", req->profile, "profile name, or a .toml file")->required();

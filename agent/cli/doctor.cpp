@@ -51,7 +51,7 @@ void setup(CLI::App& app, Context& ctx) {
   });
 }
 
-const Verb verb{"doctor", 70, setup};
+const Verb k_verb{"doctor", 70, setup};
 
 }  // namespace
 }  // namespace spark::cli

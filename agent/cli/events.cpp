@@ -237,7 +237,7 @@ void setup(CLI::App& app, Context& ctx) {
   sub->callback([&ctx, opts] { ctx.exit_code = run_events(ctx, *opts); });
 }
 
-const Verb verb{"events", 61, setup};
+const Verb k_verb{"events", 61, setup};
 
 }  // namespace
 }  // namespace spark::cli

@@ -62,7 +62,7 @@ int run_foreground(Context& ctx, guard::GuardSupervisor& sup, bool end_on_signal
   while (sup.active()) {
     auto fds = sup.poll_fds();
     fds.push_back({sfd, POLLIN, 0});
-    int n = ::poll(fds.data(), fds.size(), static_cast<int>(sup.next_wake().count()));
+    int n = ::poll(fds.data(), fds.size(), poll_timeout_ms(sup.next_timer(), LoopClock::now()));
     if (n > 0) {
       if (fds.back().revents) {
         signalfd_siginfo si{};
@@ -78,7 +78,7 @@ int run_foreground(Context& ctx, guard::GuardSupervisor& sup, bool end_on_signal
       }
       fds.pop_back();
       for (auto& p : fds)
-        if (p.revents) sup.on_fd(p.fd, p.revents);
+        if (p.revents) sup.on_ready(p.fd, LoopClock::now());
     }
     sup.tick();
   }
@@ -242,7 +242,7 @@ void setup(CLI::App& app, Context& ctx) {
   });
 }
 
-const Verb verb{"guard", 60, setup};
+const Verb k_verb{"guard", 60, setup};
 
 }  // namespace
 }  // namespace spark::cli

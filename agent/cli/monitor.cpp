@@ -176,7 +176,7 @@ void setup(CLI::App& app, Context& ctx) {
   sub->callback([&ctx, opts] { ctx.exit_code = run_monitor(ctx, *opts); });
 }
 
-const Verb verb{"monitor", 60, setup};
+const Verb k_verb{"monitor", 60, setup};
 
 }  // namespace
 }  // namespace spark::cli

@@ -224,7 +224,7 @@ void setup(CLI::App& app, Context& ctx) {
   });
 }
 
-const Verb verb{"preflight", 60, setup};
+const Verb k_verb{"preflight", 60, setup};
 
 }  // namespace
 }  // namespace spark::cli

@@ -61,7 +61,7 @@ int do_keys(Context& ctx) {
   return k_exit_ok;
 }
 
-const Verb verb{"profile", 20, [](CLI::App& app, Context& ctx) {
+const Verb k_verb{"profile", 20, [](CLI::App& app, Context& ctx) {
   auto* cmd = app.add_subcommand("profile", "list, show (resolved for this host) and the known keys of profiles");
   cmd->require_subcommand(1);
   auto args = std::make_shared<ProfileArgs>();

@@ -79,7 +79,7 @@ void setup(CLI::App& app, Context& ctx) {
   });
 }
 
-const Verb verb{"protect", 75, setup};
+const Verb k_verb{"protect", 75, setup};
 
 }  // namespace
 }  // namespace spark::cli

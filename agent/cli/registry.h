@@ -1,5 +1,5 @@
 // Verbs register themselves here; main.cpp builds the command line from the registrations.
-// A verb file defines `static const spark::cli::Verb verb{"name", order, setup}` and nothing else global.
+// A verb file defines `static const spark::cli::Verb k_verb{"name", order, setup}` and nothing else global.
 #pragma once
 
 #include <CLI/CLI.hpp>

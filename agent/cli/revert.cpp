@@ -104,7 +104,7 @@ int do_revert(Context& ctx, const RevertOptions& opt) {
   return failed.empty() ? k_exit_ok : k_exit_error;
 }
 
-const Verb verb{"revert", 12, [](CLI::App& app, Context& ctx) {
+const Verb k_verb{"revert", 12, [](CLI::App& app, Context& ctx) {
   auto opt = std::make_shared<RevertOptions>();
   auto* cmd = app.add_subcommand(
       "revert", "restore every value spark-tune changed (profiles, windows, guards) from the journal");

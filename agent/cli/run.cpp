@@ -150,6 +150,6 @@ void setup(CLI::App& app, spark::cli::Context& ctx) {
   });
 }
 
-const spark::cli::Verb verb{"run", 41, setup};
+const spark::cli::Verb k_verb{"run", 41, setup};
 
 }  // namespace

@@ -50,7 +50,7 @@ Result<guard::GuardOptions> options_for(const cli::RunOptions& o, pid_t child) {
   return g;
 }
 
-const cli::RunExtensionRegistration reg{{
+const cli::RunExtensionRegistration k_guard_extension{{
     "guard",
     [](CLI::App& run, cli::RunOptions&) {
       auto& a = args();

@@ -38,7 +38,7 @@ int do_status(Context& ctx) {
   return k_exit_ok;
 }
 
-const Verb verb{"status", 13, [](CLI::App& app, Context& ctx) {
+const Verb k_verb{"status", 13, [](CLI::App& app, Context& ctx) {
   app.add_subcommand("status", "applied profile, drift and the change journal")->callback([&ctx] { ctx.exit_code = do_status(ctx); });
 }};
 

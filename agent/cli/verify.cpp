@@ -25,7 +25,7 @@ int do_verify(Context& ctx, const std::string& name) {
   return r->drift() ? k_exit_check : k_exit_ok;
 }
 
-const Verb verb{"verify", 11, [](CLI::App& app, Context& ctx) {
+const Verb k_verb{"verify", 11, [](CLI::App& app, Context& ctx) {
   auto name = std::make_shared<std::string>();
   auto* cmd = app.add_subcommand("verify", "compare the applied (or named) profile with the kernel: exit 0 match, 1 drift, 2 error");
   cmd->add_option("profile", *name, "profile to check instead of the applied one");

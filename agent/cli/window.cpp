@@ -87,6 +87,6 @@ void setup(CLI::App& app, spark::cli::Context& ctx) {
   });
 }
 
-const spark::cli::Verb verb{"window", 40, setup};
+const spark::cli::Verb k_verb{"window", 40, setup};
 
 }  // namespace

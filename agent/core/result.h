@@ -48,7 +48,7 @@ template <>
 class [[nodiscard]] Result<void> {
  public:
   Result() = default;
-  Result(Error error) : err_(std::move(error)), failed_(true) {}  // NOLINT(google-explicit-constructor)
+  Result(Error error) : err_(std::move(error)), failed_(true) {}  // NOLINT(google-explicit-constructor,performance-unnecessary-value-param,performance-move-const-arg): as Result<T>'s; system_error copies either way
 
   bool ok() const { return !failed_; }
   explicit operator bool() const { return ok(); }

@@ -15,6 +15,7 @@
 
 #include "core/fs.h"
 #include "core/log.h"
+#include "daemon/builtin_services.h"
 #include "daemon/privileges.h"
 #include "daemon/protocol.h"
 #include "state/journal.h"
@@ -152,7 +153,7 @@ int Agent::run() {
     log_error(describe(r.error()));
     return 1;
   }
-  for (auto& e : service_registry()) add_service(e.factory(), e.order);
+  for (auto& e : builtin_services()) add_service(e.factory(), e.order);
   std::stable_sort(services_.begin(), services_.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
 
   (void)add_handler("agent.ping", [this](const json&, const Peer&) -> Result<json> {
@@ -209,8 +210,9 @@ int Agent::run() {
     size_t service_base = fds.size();
     std::vector<Service*> owner;
     for (auto& [o, s] : services_) {
-      for (int fd : s->poll_fds()) {
-        fds.push_back({fd, POLLIN | POLLPRI, 0});
+      for (pollfd p : s->poll_fds()) {  // each fd with the events its part asks for (core/loop.h)
+        p.revents = 0;
+        fds.push_back(p);
         owner.push_back(s.get());
       }
       if (auto t = s->next_timer()) take(*t);

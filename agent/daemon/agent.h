@@ -47,7 +47,7 @@ class Agent : public ServiceContext {
   Agent(HostPaths paths, AgentOptions options);
   ~Agent() override;
 
-  // Adds a service before run(); the registry's services are added by run() itself.
+  // Adds a service before run(); builtin_services() (builtin_services.h) are added by run() itself.
   void add_service(std::unique_ptr<Service> s, int order);
   // Runs until SIGTERM/SIGINT; returns the exit code.
   int run();

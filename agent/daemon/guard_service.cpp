@@ -39,22 +39,22 @@ Result<void> GuardService::on_start(ServiceContext& ctx) {
   return {};
 }
 
-std::vector<int> GuardService::poll_fds() {
-  std::vector<int> out;
-  for (const auto& p : sup_->poll_fds()) out.push_back(p.fd);
-  return out;
+// The supervisor is a LoopPart itself: its fds keep their events (a v2 box's PSI trigger and
+// memory.events are POLLPRI: both are always POLLIN-ready).
+std::vector<pollfd> GuardService::poll_fds() {
+  return sup_->poll_fds();
 }
 
-void GuardService::on_ready(int fd, Clock::time_point) {
-  sup_->on_fd(fd, 0);
+void GuardService::on_ready(int fd, Clock::time_point now) {
+  sup_->on_ready(fd, now);
 }
 
 std::optional<Clock::time_point> GuardService::next_timer() {
-  return Clock::now() + sup_->next_wake();
+  return sup_->next_timer();
 }
 
-void GuardService::on_timer(Clock::time_point) {
-  sup_->tick();
+void GuardService::on_timer(Clock::time_point now) {
+  sup_->on_timer(now);
 }
 
 }  // namespace spark::daemon

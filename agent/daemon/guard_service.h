@@ -17,7 +17,7 @@ class GuardService : public Service {
  public:
   std::string name() const override { return "guard"; }
   Result<void> on_start(ServiceContext& ctx) override;
-  std::vector<int> poll_fds() override;
+  std::vector<pollfd> poll_fds() override;
   void on_ready(int fd, Clock::time_point now) override;
   std::optional<Clock::time_point> next_timer() override;
   void on_timer(Clock::time_point now) override;

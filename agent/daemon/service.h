@@ -1,5 +1,6 @@
 // How parts of the agent plug in. The agent (daemon/agent.h) is one single-threaded poll loop that
-// owns the control socket; everything else is a Service:
+// owns the control socket; everything else is a Service, a LoopPart (core/loop.h: the one loop
+// contract of the agent's parts) with a start, requests and a stop:
 //
 //   class GuardService : public spark::daemon::Service {
 //     std::string name() const override { return "guard"; }
@@ -8,19 +9,18 @@
 //       ctx.add_handler("guard.list", [this](const json& params, const Peer& peer) -> Result<json> {...});
 //       return {};
 //     }
-//     std::vector<int> poll_fds() override { return {pressure_fd_}; }  // asked before every poll
-//     void on_ready(int fd, Clock::time_point now) override {...}     // fd readable (POLLIN/POLLPRI/HUP)
+//     std::vector<pollfd> poll_fds() override { return {{pressure_fd_, POLLPRI, 0}}; }  // before every poll
+//     void on_ready(int fd, Clock::time_point now) override {...}     // fd ready (its events, HUP, ERR)
 //     std::optional<Clock::time_point> next_timer() override {...}    // asked before every poll
 //     void on_timer(Clock::time_point now) override {...}             // called when it is due
 //     void on_stop() override {...}                                   // SIGTERM/SIGINT: put things back
 //   };
 //
-// Registration without editing the agent: the library is static, so a registration must sit in a
-// file of the executable. Add agent/cli/service_<name>.cpp containing only
-//
-//   static const spark::daemon::ServiceRegistration reg{"guard", 20,
-//       [] { return std::make_unique<spark::guard::GuardService>(); }};
-//
+// Registration: add the service to builtin_services() (daemon/builtin_services.h), with its order.
+// An explicit list, not self-registering objects: those sat in the static library, where the
+// linker drops an object file nothing refers to, so each needed a file of the executable
+// (cli/service_*.cpp) to keep it; and the list is built only when the agent starts, not by static
+// initialisers at every start of every verb.
 // Services start in ascending order (windows: 10) and stop in reverse. Handlers are called on the
 // loop thread: keep them short (no sleeping); a handler's error goes back to the client as
 // {"error": {"message": ..., "code": errno}}. Method names are "<service>.<verb>" ("window.begin").
@@ -41,12 +41,13 @@
 
 #include "core/event_log.h"
 #include "core/host_paths.h"
+#include "core/loop.h"
 #include "core/result.h"
 #include "tune/tuner.h"
 
 namespace spark::daemon {
 
-using Clock = std::chrono::steady_clock;
+using Clock = LoopClock;
 using json = nlohmann::json;
 
 // The process at the other end of the control socket (SO_PEERCRED).
@@ -78,7 +79,7 @@ class ServiceContext {
   // return value is then ignored; the service calls reply() once, from the loop thread, when it
   // has the answer or its own deadline passes. nullopt: this context cannot defer (answer now).
   virtual std::optional<DeferredReply> defer() { return std::nullopt; }
-  virtual void reply(const DeferredReply& /*to*/, Result<json> /*result*/) {}
+  virtual void reply(const DeferredReply& /*to*/, Result<json> /*result*/) {}  // NOLINT(performance-unnecessary-value-param): overrides move it
   // Whether the client of a deferred request is still connected (it has not closed or died):
   // a request held open for as long as someone wants something (monitor --deep) ends with it.
   virtual bool connected(const DeferredReply& /*to*/) const { return false; }
@@ -90,15 +91,10 @@ class ServiceContext {
   EventLog events_;
 };
 
-class Service {
+class Service : public LoopPart {
  public:
-  virtual ~Service() = default;
   virtual std::string name() const = 0;
   virtual Result<void> on_start(ServiceContext& ctx) = 0;
-  virtual std::vector<int> poll_fds() { return {}; }
-  virtual void on_ready(int /*fd*/, Clock::time_point /*now*/) {}
-  virtual std::optional<Clock::time_point> next_timer() { return std::nullopt; }
-  virtual void on_timer(Clock::time_point /*now*/) {}
   virtual void on_stop() {}
   // The agent hands over to another agent (a detached one to the one systemd's socket started):
   // the next agent resumes what is journaled, so nothing is put back; by default as on_stop.
@@ -112,11 +108,5 @@ struct ServiceEntry {
   int order;
   ServiceFactory factory;
 };
-
-struct ServiceRegistration {
-  ServiceRegistration(std::string name, int order, ServiceFactory factory);
-};
-// Every registered service, in registration order (the agent sorts by order).
-std::vector<ServiceEntry>& service_registry();
 
 }  // namespace spark::daemon

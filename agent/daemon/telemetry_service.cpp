@@ -231,13 +231,11 @@ void TelemetryService::advance() {
   answer_deep_holders(false);
 }
 
-std::vector<int> TelemetryService::poll_fds() {
-  std::vector<int> fds;
-  if (hub_) fds = hub_->source().wait_fds();
-  if (http_) {
-    auto h = http_->poll_fds();
-    fds.insert(fds.end(), h.begin(), h.end());
-  }
+std::vector<pollfd> TelemetryService::poll_fds() {
+  std::vector<pollfd> fds;
+  if (hub_) fds = hub_->source().poll_fds();
+  if (http_)
+    for (int fd : http_->poll_fds()) fds.push_back({fd, POLLIN | POLLPRI, 0});
   return fds;
 }
 
@@ -247,7 +245,7 @@ void TelemetryService::on_ready(int fd, Clock::time_point now) {
     return;
   }
   if (!hub_) return;
-  hub_->source().mark_ready(fd);
+  hub_->source().on_ready(fd, now);
   advance();
 }
 

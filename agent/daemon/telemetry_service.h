@@ -47,7 +47,7 @@ class TelemetryService : public Service {
   explicit TelemetryService(TelemetryServiceOptions o = telemetry_service_options()) : opt_(std::move(o)) {}
   std::string name() const override { return "telemetry"; }
   Result<void> on_start(ServiceContext& ctx) override;
-  std::vector<int> poll_fds() override;
+  std::vector<pollfd> poll_fds() override;
   void on_ready(int fd, Clock::time_point now) override;
   std::optional<Clock::time_point> next_timer() override;
   void on_timer(Clock::time_point now) override;

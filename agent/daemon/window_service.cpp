@@ -114,10 +114,12 @@ Result<void> WindowService::on_start(ServiceContext& ctx) {
   return {};
 }
 
-std::vector<int> WindowService::poll_fds() {
-  std::vector<int> fds = mgr_ ? mgr_->poll_fds() : std::vector<int>{};
-  if (wake_fd_ >= 0) fds.push_back(wake_fd_);
-  return fds;
+std::vector<pollfd> WindowService::poll_fds() {
+  std::vector<pollfd> out;
+  if (mgr_)
+    for (int fd : mgr_->poll_fds()) out.push_back({fd, POLLIN | POLLPRI, 0});
+  if (wake_fd_ >= 0) out.push_back({wake_fd_, POLLIN, 0});
+  return out;
 }
 
 void WindowService::on_ready(int fd, Clock::time_point now) {

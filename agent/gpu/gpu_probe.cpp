@@ -92,14 +92,14 @@ bool exited_holder_on(const HostPaths& paths, const GpuSample& s, unsigned devic
 SettleOutcome settle_wait(const HostPaths& paths, GpuProbe& probe, const std::vector<unsigned>& devices,
                           GpuSample first, SteadyTime start, std::chrono::milliseconds max,
                           std::chrono::milliseconds interval) {
-  using clock = std::chrono::steady_clock;
+  using Clock = std::chrono::steady_clock;
   SettleOutcome out;
   out.waited = true;
   out.samples = 1;
   out.last = std::move(first);
   const SteadyTime deadline = start + max;
   for (;;) {
-    SteadyTime next = clock::now() + interval;
+    SteadyTime next = Clock::now() + interval;
     if (next >= deadline) {
       out.note = "free GPU memory still changing after " + format_duration(max) + "; using the last sample";
       break;
@@ -123,7 +123,7 @@ SettleOutcome settle_wait(const HostPaths& paths, GpuProbe& probe, const std::ve
       break;
     }
   }
-  out.elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(clock::now() - start);
+  out.elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start);
   return out;
 }
 

@@ -9,7 +9,8 @@ namespace spark {
 
 namespace {
 
-// The few NVML types used, as the C ABI defines them (nvml.h).
+// The few NVML types used, as the C ABI defines them (nvml.h): its names, not the house's.
+// NOLINTBEGIN(readability-identifier-naming)
 using nvmlReturn_t = int;
 using nvmlDevice_t = void*;
 struct nvmlMemory_t {
@@ -23,6 +24,7 @@ struct nvmlProcessInfo_t {
   unsigned int gpuInstanceId;
   unsigned int computeInstanceId;
 };
+// NOLINTEND(readability-identifier-naming)
 constexpr nvmlReturn_t k_nvml_success = 0;
 constexpr nvmlReturn_t k_nvml_not_supported = 3;
 constexpr nvmlReturn_t k_nvml_insufficient_size = 7;

@@ -25,7 +25,7 @@ const char* verdict_name(Verdict v) {
 
 namespace {
 
-using ms = std::chrono::milliseconds;
+using Ms = std::chrono::milliseconds;
 
 std::string factor_text(double f) {
   std::ostringstream s;
@@ -34,9 +34,9 @@ std::string factor_text(double f) {
 }
 
 void check_gpus(const HostPaths& paths, const PreflightRequest& req, PreflightReport& rep) {
-  using clock = std::chrono::steady_clock;
+  using Clock = std::chrono::steady_clock;
   GpuProbe probe(req.nvml_library);
-  const auto start = clock::now();
+  const auto start = Clock::now();
   const auto first_deadline = start + (req.settle ? req.settle_max : req.probe_timeout);
   auto first = probe.sample(req.gpus, first_deadline, true);
   if (!first) {
@@ -67,7 +67,7 @@ void check_gpus(const HostPaths& paths, const PreflightRequest& req, PreflightRe
     } else {
       SettleOutcome none;
       none.last = sample;
-      none.elapsed = std::chrono::duration_cast<ms>(clock::now() - start);
+      none.elapsed = std::chrono::duration_cast<Ms>(Clock::now() - start);
       none.note = any_dedicated ? "no GPU holder was killed recently: no wait" : "unified memory: nothing to settle";
       rep.settle = std::move(none);
     }

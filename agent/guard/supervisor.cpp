@@ -1,3 +1,6 @@
+// The guard supervisor's runtime (guard/supervisor.h): its guards watched (OOM, pressure, growth,
+// the host floor), hooks run, servers restarted and probed, guards resumed and ended. Admission
+// (add) is guard/admission.cpp; the journaled state's codecs are guard/guard_state.cpp.
 #include "guard/supervisor.h"
 
 #include <signal.h>
@@ -11,74 +14,13 @@
 #include "core/fs.h"
 #include "core/log.h"
 #include "core/units.h"
+#include "guard/guard_runtime.h"
 #include "guard/host_floor.h"
 #include "guard/systemd_scope.h"
 #include "state/journal.h"
 #include "telemetry/psi.h"
 
 namespace spark::guard {
-
-using Clock = std::chrono::steady_clock;
-
-namespace {
-
-constexpr const char* k_box_prefix = "spark-guard-";
-
-int64_t unix_ms() {
-  return std::chrono::duration_cast<Ms>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
-
-}  // namespace
-
-nlohmann::json options_to_json(const GuardOptions& o) {
-  nlohmann::json j;
-  j["pid"] = o.pid;
-  j["cgroup"] = o.cgroup;
-  j["command"] = o.command;
-  j["budget"] = o.budget;
-  j["memory_high"] = o.memory_high ? nlohmann::json(*o.memory_high) : nlohmann::json(nullptr);
-  j["memory_max"] = o.memory_max ? nlohmann::json(*o.memory_max) : nlohmann::json(nullptr);
-  j["settle_after_ms"] = o.settle_after.count();
-  j["force"] = o.force;
-  j["on_oom"] = o.on_oom;
-  j["hook_timeout_ms"] = o.hook_timeout.count();
-  j["restart"] = o.restart;
-  j["restart_max"] = o.restart_max;
-  j["restart_window_ms"] = o.restart_window.count();
-  j["restart_backoff_ms"] = o.restart_backoff.count();
-  j["until_port"] = o.until_port;
-  j["warn_eta_ms"] = o.warn_eta.count();
-  j["parent"] = o.parent;
-  j["settle_on_ready"] = o.settle_on_ready;
-  j["host_floor"] = o.host_floor;
-  return j;
-}
-
-Result<GuardOptions> options_from_json(const nlohmann::json& j) try {
-  GuardOptions o;
-  o.pid = j.value("pid", 0);
-  o.cgroup = j.value("cgroup", "");
-  o.command = j.value("command", std::vector<std::string>{});
-  o.budget = j.value("budget", "");
-  if (j.contains("memory_high") && !j["memory_high"].is_null()) o.memory_high = j["memory_high"].get<uint64_t>();
-  if (j.contains("memory_max") && !j["memory_max"].is_null()) o.memory_max = j["memory_max"].get<uint64_t>();
-  o.settle_after = Ms(j.value("settle_after_ms", int64_t{0}));
-  o.force = j.value("force", false);
-  o.on_oom = j.value("on_oom", std::vector<std::string>{});
-  o.hook_timeout = Ms(j.value("hook_timeout_ms", int64_t{10000}));
-  o.restart = j.value("restart", false);
-  o.restart_max = j.value("restart_max", 5);
-  o.restart_window = Ms(j.value("restart_window_ms", int64_t{300000}));
-  o.restart_backoff = Ms(j.value("restart_backoff_ms", int64_t{250}));
-  o.until_port = j.value("until_port", "");
-  o.warn_eta = Ms(j.value("warn_eta_ms", int64_t{30000}));
-  o.parent = j.value("parent", "");
-  o.settle_on_ready = j.value("settle_on_ready", false);
-  o.host_floor = j.value("host_floor", "");
-  return o;
-} catch (const std::exception& e) {
-  return input_error(std::string("guard options: ") + e.what());
-}
 
 namespace {
 
@@ -102,158 +44,10 @@ bool has_sigkill_pending(const HostPaths& paths, pid_t pid) {
   return false;
 }
 
-Result<ServerLaunch> launch_of(const HostPaths& paths, pid_t pid, const std::vector<std::string>& command) {
-  ServerLaunch l;
-  std::vector<std::string> argv = command;
-  if (argv.empty()) {
-    SPARK_TRY(std::string cmdline, read_file(paths.proc / std::to_string(pid) / "cmdline"));
-    size_t start = 0;
-    while (start < cmdline.size()) {
-      size_t z = cmdline.find('\0', start);
-      if (z == std::string::npos) z = cmdline.size();
-      argv.push_back(cmdline.substr(start, z - start));
-      start = z + 1;
-    }
-  }
-  if (argv.empty())
-    return input_error("process " + std::to_string(pid) + " has no command line to restart (a kernel thread?)");
-  // The exe link is exact even where argv[0] is a bare name run through PATH.
-  std::error_code ec;
-  fs::path exe = fs::read_symlink(paths.proc / std::to_string(pid) / "exe", ec);
-  if (command.empty() && !ec && fs::exists(exe)) argv[0] = exe.string();
-  SPARK_TRY(argv[0], resolve_executable(argv[0]));
-  l.argv = argv;
-  fs::path cwd = fs::read_symlink(paths.proc / std::to_string(pid) / "cwd", ec);
-  l.cwd = ec ? std::string("/") : cwd.string();
-  l.uid = ::getuid();
-  l.gid = ::getgid();
-  if (auto st = read_file(paths.proc / std::to_string(pid) / "status"); st.ok())
-    for (const auto& line : split_lines(*st)) {
-      if (line.rfind("Uid:", 0) == 0) l.uid = static_cast<uid_t>(std::strtoul(line.c_str() + 4, nullptr, 10));
-      if (line.rfind("Gid:", 0) == 0) l.gid = static_cast<gid_t>(std::strtoul(line.c_str() + 4, nullptr, 10));
-    }
-  return l;
-}
-
 }  // namespace
 
-std::string guard_owner(const std::string& id) {
-  return "guard:" + id;
-}
-
-nlohmann::json GuardState::to_json() const {
-  nlohmann::json j;
-  j["kind"] = "guard";
-  j["id"] = id;
-  j["options"] = options_to_json(opt);
-  j["pid"] = pid;
-  j["box"] = box;
-  j["owns_box"] = owns_box;
-  j["origin"] = origin;
-  j["scope"] = scope;
-  j["launch"] = {{"argv", launch.argv}, {"cwd", launch.cwd}, {"uid", launch.uid}, {"gid", launch.gid}};
-  j["settled"] = settled;
-  j["footprint"] = footprint;
-  j["budget"] = budget;
-  j["limit"] = limit;
-  j["restarts_ms"] = restarts_ms;
-  j["started_ms"] = started_ms;
-  j["host_floor"] = host_floor;
-  return j;
-}
-
-Result<GuardState> GuardState::from_json(const nlohmann::json& j) {
-  try {
-    GuardState s;
-    s.id = j.at("id").get<std::string>();
-    auto o = options_from_json(j.at("options"));
-    if (!o) return o.error();
-    s.opt = *o;
-    s.pid = j.value("pid", 0);
-    s.box = j.at("box").get<std::string>();
-    s.owns_box = j.value("owns_box", false);
-    s.origin = j.value("origin", "");
-    s.scope = j.value("scope", "");
-    if (j.contains("launch")) {
-      s.launch.argv = j["launch"].value("argv", std::vector<std::string>{});
-      s.launch.cwd = j["launch"].value("cwd", "/");
-      s.launch.uid = j["launch"].value("uid", 0u);
-      s.launch.gid = j["launch"].value("gid", 0u);
-    }
-    s.settled = j.value("settled", false);
-    s.footprint = j.value("footprint", uint64_t{0});
-    s.budget = j.value("budget", uint64_t{0});
-    s.limit = j.value("limit", uint64_t{0});
-    s.restarts_ms = j.value("restarts_ms", std::vector<int64_t>{});
-    s.started_ms = j.value("started_ms", int64_t{0});
-    s.host_floor = j.value("host_floor", uint64_t{0});
-    return s;
-  } catch (const std::exception& e) {
-    return input_error(std::string("guard state in the journal is unreadable: ") + e.what());
-  }
-}
-
-Result<std::vector<GuardState>> list_guards(const HostPaths& paths) {
-  SPARK_TRY(JournalData d, read_journal(paths));
-  std::vector<GuardState> out;
-  for (auto it = d.owners.begin(); it != d.owners.end(); ++it) {
-    if (it.key().rfind("guard:", 0) != 0 || !it.value().is_object() || it.value().value("kind", "") != "guard")
-      continue;
-    SPARK_TRY(GuardState s, GuardState::from_json(it.value()));
-    out.push_back(std::move(s));
-  }
-  return out;
-}
-
-Result<void> end_guard(const HostPaths& paths, Tuner& tuner, const std::string& id) {
-  SPARK_TRY(auto guards, list_guards(paths));
-  auto it = std::find_if(guards.begin(), guards.end(), [&](const GuardState& s) { return s.id == id; });
-  if (it == guards.end()) return input_error("no guard '" + id + "' (see spark-tune guard list)");
-  // A box of its own, or systemd's transient scope: either way the processes go back where they
-  // came from (the scope, then empty, is stopped and collected by systemd). A scope already gone
-  // (its process exited) has nothing to move.
-  if (it->owns_box || !it->scope.empty()) {
-    SPARK_TRY(MemoryHierarchy h, find_memory_hierarchy(paths));
-    CgroupBox box(paths, h, it->box);
-    if (box.exists()) {
-      std::string back = it->origin.empty() ? it->opt.parent : it->origin;
-      // A scope systemd collects meanwhile (its last process exited) has nobody left to move.
-      if (auto r = box.move_all_to(tuner.actuator(), back.empty() ? "/" : back); !r && box.exists())
-        return with_context(r.error(), "ending guard " + id + ": moving its processes back to " + back);
-    }
-  }
-  auto r = tuner.release(guard_owner(id));
-  if (!r) return with_context(r.error(), "ending guard " + id);
-  return {};
-}
-
-// ---------------------------------------------------------------------------------------------
-
-struct GuardSupervisor::Runtime {
-  GuardState st;
-  std::unique_ptr<CgroupBox> box;
-  Fd oom_fd, pressure_fd, events_fd, pidfd;
-  std::optional<GrowthWatch> growth;
-  std::optional<HostFloorWatch> host_floor;  // guard/host_floor.h
-  uint64_t oom_kills_seen = 0;
-  // Victims already reported, with when: with memory.oom.group the kernel kills the chosen victim a
-  // second time in the group kill, and memory.events' oom_kill counts both (seen on 6.12).
-  std::map<pid_t, Clock::time_point> reported_victims;
-  Clock::time_point last_oom_event{};
-  Clock::time_point next_sample{}, settle_at{}, fast_until{}, last_pressure{}, restart_at{}, spawned_at{}, next_probe{};
-  bool pressure_once = false;
-  enum class Phase { running, restart_wait, probing } phase = Phase::running;
-  std::vector<pid_t> last_procs;
-  std::map<pid_t, uint64_t> rss_then;
-  Clock::time_point rss_then_time{};
-  bool main_is_child = false;
-  std::optional<PortAddress> port;
-  std::unique_ptr<PortProbe> probe;  // the readiness probe on `port`: never blocks the loop
-  EndRetry end_retry;                // an end that failed: retried with the backoff (core/end_retry.h)
-};
-
 GuardSupervisor::GuardSupervisor(HostPaths paths, Tuner& tuner, EventSink sink, SupervisorConfig cfg)
-    : paths_(std::move(paths)), tuner_(tuner), sink_(std::move(sink)), cfg_(cfg) {}
+    : paths_(std::move(paths)), tuner_(tuner), sink_(std::move(sink)), cfg_(std::move(cfg)) {}
 
 GuardSupervisor::~GuardSupervisor() {
   // Guards stay journaled (and enforced by the kernel); hooks are ours: kill and reap them.
@@ -295,184 +89,6 @@ const GuardState* GuardSupervisor::state(const std::string& id) const {
 
 bool GuardSupervisor::active() const {
   return !guards_.empty() || !hooks_.empty();
-}
-
-Result<std::string> GuardSupervisor::add(const GuardOptions& o) {
-  // 1. Validate everything before changing anything.
-  if ((o.pid > 0) == !o.cgroup.empty()) return input_error("give exactly one of --pid PID or --cgroup PATH");
-  if (guards_.size() >= k_max_guards)
-    return sys_error(EBUSY, std::to_string(guards_.size()) + " guards are held, the limit: end one first "
-                                                              "(spark-tune guard list, guard end ID)");
-  SPARK_TRY(BudgetSpec spec, parse_budget(o.budget));
-  GuardOptions opt = o;
-  if (!opt.on_oom.empty()) {
-    auto exe = resolve_executable(opt.on_oom[0]);
-    if (!exe) return with_context(exe.error(), "--on-oom");
-    opt.on_oom[0] = *exe;
-  }
-  std::optional<PortAddress> port;
-  if (!opt.until_port.empty()) {
-    SPARK_TRY(PortAddress a, parse_port_address(opt.until_port));
-    port = a;
-  }
-  if (opt.restart_max < 1) return input_error("--restart-max must be at least 1");
-  if (opt.settle_on_ready && !port)
-    return input_error("settling when the server is ready needs --until-port HOST:PORT");
-  if (opt.restart && opt.pid <= 0) return input_error("--restart needs --pid (a command to restart)");
-  if (opt.memory_high && opt.memory_max && *opt.memory_high > *opt.memory_max)
-    return input_error("--memory-high must not be above --memory-max");
-  SPARK_TRY(MemoryHierarchy h, hierarchy());
-  SPARK_TRY(MemInfo host, read_meminfo(paths_));
-  uint64_t budget = resolve_budget(spec, host);
-  if (budget > host.total())
-    return input_error("--budget " + describe_budget(spec) + " = " + format_size(budget) +
-                       " is above the host's RAM (" + format_size(host.total()) + "): give a smaller budget");
-  for (auto v : {opt.memory_high, opt.memory_max})
-    if (v && *v > host.total())
-      return input_error("--memory-high/--memory-max " + format_size(*v) + " is above the host's RAM (" +
-                         format_size(host.total()) + ")");
-
-  SPARK_TRY(auto existing, list_guards(paths_));
-  GuardState st;
-  st.opt = opt;
-  st.budget = budget;
-  SPARK_TRY(st.host_floor, resolve_host_floor(paths_, opt.host_floor, host));
-  st.started_ms = unix_ms();
-  Fd pidfd;
-  if (opt.pid > 0) {
-    if (!process_alive(paths_, opt.pid))
-      return sys_error(ESRCH, "process " + std::to_string(opt.pid) + " does not exist");
-    SPARK_TRY(pidfd, open_pidfd(opt.pid));
-    SPARK_TRY(std::string cur, memory_cgroup_of(paths_, h, opt.pid));
-    std::string base = fs::path(cur).filename().string();
-    if (base.rfind(k_box_prefix, 0) == 0)
-      return input_error("process " + std::to_string(opt.pid) + " is already guarded (cgroup " + cur + ")");
-    for (const auto& g : existing)
-      if (g.pid == opt.pid) return input_error("process " + std::to_string(opt.pid) + " is already guarded by " + g.id);
-    uint64_t rss = process_rss(paths_, opt.pid);
-    for (auto v : {opt.memory_high, opt.memory_max})
-      if (v && *v < rss && !opt.force)
-        return input_error("--memory-max/--memory-high " + format_size(*v) + " is below what process " +
-                           std::to_string(opt.pid) + " already uses (" + format_size(rss) +
-                           "): it would be killed at once; raise it or pass --force");
-    if (rss + budget > host.total() && !opt.force)
-      return input_error("footprint " + format_size(rss) + " + budget " + format_size(budget) +
-                         " is above the host's RAM (" + format_size(host.total()) + "): give a smaller --budget");
-    if (opt.restart || !opt.command.empty()) {
-      SPARK_TRY(st.launch, launch_of(paths_, opt.pid, opt.command));
-    }
-    std::string parent = opt.parent;
-    if (parent.empty()) {
-      SPARK_TRY(parent, memory_cgroup_of(paths_, h, 0));
-      // v2 (where no systemd scope is asked for below): a cgroup that enables memory for children.
-      if (h.version == CgroupVersion::v2 && !systemd_booted(paths_)) {
-        SPARK_TRY(parent, v2_box_parent(paths_, h, parent));
-      }
-    }
-    if (auto lost = lost_memory_limit(h, cur, parent); lost && !opt.force)
-      return input_error("process " + std::to_string(opt.pid) + " is in a memory cgroup with a limit of its own, " +
-                         *lost + ": a guard's box beside it would lift that limit. Guard that cgroup in place "
-                         "(--cgroup), or pass --force to move the process out of it");
-    st.opt.parent = parent;
-    st.origin = cur;
-    st.pid = opt.pid;
-    st.owns_box = true;
-  } else {
-    CgroupBox b(paths_, h, opt.cgroup);
-    if (!b.exists()) return input_error("cgroup " + opt.cgroup + " does not exist under " + h.root.string());
-    for (const auto& g : existing)
-      if (g.box == opt.cgroup) return input_error("cgroup " + opt.cgroup + " is already guarded by " + g.id);
-    st.box = opt.cgroup;
-  }
-  // The id: one more than the highest in the journal.
-  int n = 0;
-  for (const auto& g : existing)
-    if (g.id.size() > 1 && g.id[0] == 'g') n = std::max(n, std::atoi(g.id.c_str() + 1));
-  for (const auto& [id, g] : guards_)
-    if (id.size() > 1 && id[0] == 'g') n = std::max(n, std::atoi(id.c_str() + 1));
-  n = std::max(n, last_id_);  // never reuse an id this process gave out (a waiter may hold it)
-  st.id = "g" + std::to_string(n + 1);
-  // Where systemd runs the unified tree it owns the cgroups: the box is a transient scope it makes.
-  bool use_scope = st.owns_box && h.version == CgroupVersion::v2 && o.parent.empty() && systemd_booted(paths_);
-  if (use_scope) {
-    SPARK_TRY(std::string name, scope_unit_name(std::string(k_box_prefix) + st.id));
-    SPARK_TRY(std::string now_in,
-              scope_with(st.pid, name, "spark-tune guard " + st.id + " (process " + std::to_string(st.pid) + ")"));
-    st.box = now_in;
-    st.scope = name;
-    st.owns_box = false;  // systemd's: collected when its processes are gone
-  } else if (st.owns_box) {
-    st.box = (st.opt.parent == "/" ? "" : st.opt.parent) + "/" + k_box_prefix + st.id;
-  }
-  std::string owner = guard_owner(st.id);
-
-  auto g = std::make_unique<Runtime>();
-  g->box = std::make_unique<CgroupBox>(paths_, h, st.box);
-  g->port = port;
-  g->pidfd = std::move(pidfd);
-
-  // 2. The box (journaled first: a crash from here on leaves what removes it).
-  ApplyOptions ao;
-  ao.owner_state = st.to_json();
-  if (st.owns_box) {
-    if (g->box->exists()) return input_error("cgroup " + st.box + " already exists: end the guard that made it first");
-    auto r = tuner_.apply(owner, {{g->box->dir_target(), std::string(), "guard " + st.id + " box"}}, ao);
-    if (!r) return with_context(r.error(), "creating the guard's cgroup");
-  } else {
-    SPARK_TRY_VOID(tuner_.set_owner_state(owner, st.to_json()));
-  }
-  auto rollback = [&](const Error& e) -> Error {
-    if (st.owns_box || !st.scope.empty()) (void)g->box->move_all_to(tuner_.actuator(), st.origin);
-    if (auto r = tuner_.release(owner); !r) log_error("undoing guard " + st.id + ": " + describe(r.error()));
-    (void)tuner_.set_owner_state(owner, nullptr);
-    return e;
-  };
-  if (st.owns_box) {
-    if (auto r = g->box->attach(tuner_.actuator(), st.pid); !r) {
-      if (r.error().code().value() == ESRCH)
-        return rollback(
-            sys_error(ESRCH, "process " + std::to_string(st.pid) + " exited during set-up; nothing was changed"));
-      return rollback(r.error());
-    }
-    pollfd p{g->pidfd.get(), POLLIN, 0};
-    if (::poll(&p, 1, 0) == 1 || !process_alive(paths_, st.pid))
-      return rollback(
-          sys_error(ESRCH, "process " + std::to_string(st.pid) + " exited during set-up; nothing was changed"));
-  }
-  g->st = st;
-  // 3. Limits now, or once the load is done.
-  bool defer = st.opt.settle_after.count() > 0 || st.opt.settle_on_ready;
-  if (!defer) {
-    if (auto r = settle(*g); !r) return rollback(r.error());
-  } else {
-    Limits early;
-    early.high = st.opt.memory_high;
-    early.max = st.opt.memory_max;
-    if (early.high || early.max) {
-      auto r = tuner_.apply(owner, g->box->limit_changes(early, "guard " + st.id + " absolute limit"), {});
-      if (!r) return rollback(r.error());
-    }
-    if (st.opt.settle_on_ready) {
-      g->phase = Runtime::Phase::probing;  // settles at the first server_ready
-      g->spawned_at = g->next_probe = Clock::now();
-    } else {
-      g->settle_at = Clock::now() + st.opt.settle_after;
-    }
-  }
-  if (auto r = setup_watch(*g); !r) return rollback(r.error());
-  persist(*g);
-  std::string id = st.id;
-  emit(id, "guard_start",
-       {{"pid", g->st.pid},
-        {"cgroup", g->st.box},
-        {"cgroup_version", h.version == CgroupVersion::v1 ? 1 : 2},
-        {"budget", g->st.budget},
-        {"budget_spec", describe_budget(spec)},
-        {"limit", g->st.limit},
-        {"settled", g->st.settled}});
-  guards_[id] = std::move(g);
-  last_id_ = std::atoi(id.c_str() + 1);
-  return id;
 }
 
 namespace {
@@ -648,7 +264,7 @@ Result<size_t> GuardSupervisor::resume() {
   return n;
 }
 
-std::vector<pollfd> GuardSupervisor::poll_fds() const {
+std::vector<pollfd> GuardSupervisor::poll_fds() {
   std::vector<pollfd> out;
   for (const auto& [id, g] : guards_) {
     if (g->oom_fd.valid()) out.push_back({g->oom_fd.get(), POLLIN, 0});
@@ -662,9 +278,7 @@ std::vector<pollfd> GuardSupervisor::poll_fds() const {
   return out;
 }
 
-void GuardSupervisor::on_fd(int fd, short revents) {
-  (void)revents;
-  auto now = Clock::now();
+void GuardSupervisor::on_ready(int fd, Clock::time_point now) {
   for (auto& h : hooks_)
     if (h.pidfd.get() == fd) {
       tick();  // reaps it
@@ -1008,6 +622,7 @@ void GuardSupervisor::check_host_floor(Runtime& g, Clock::time_point now) {
 
 void GuardSupervisor::tick() {
   auto now = Clock::now();
+  last_tick_ = now;
   // Hooks: reap, or kill after their timeout.
   for (auto it = hooks_.begin(); it != hooks_.end();) {
     auto st = reap_child(it->hook.pid);
@@ -1086,7 +701,7 @@ void GuardSupervisor::tick() {
   }
 }
 
-Ms GuardSupervisor::next_wake() const {
+std::optional<Clock::time_point> GuardSupervisor::next_timer() {
   auto now = Clock::now();
   auto next = now + cfg_.journal_check;
   next = std::min(next, next_journal_check_);
@@ -1097,25 +712,20 @@ Ms GuardSupervisor::next_wake() const {
       continue;
     }
     next = std::min(next, g->next_sample);
-    if (now < g->fast_until) next = std::min(next, now + Ms(1));
+    // Every ms after the last tick while an OOM is being counted: a time fixed between two asks,
+    // so a loop that asks again after its poll finds it due (now + 1 ms never would be).
+    if (now < g->fast_until) next = std::min(next, last_tick_ + Ms(1));
     if (g->phase == Runtime::Phase::restart_wait) next = std::min(next, g->restart_at);
     if (g->phase == Runtime::Phase::probing) next = std::min(next, g->next_probe);
     if (g->settle_at != Clock::time_point{}) next = std::min(next, g->settle_at);
   }
-  if (!hooks_.empty()) next = std::min(next, now + Ms(50));
-  // Rounded up: truncated, a timer less than 1 ms away read as 0 and the caller spun until it was due.
-  auto d = std::chrono::ceil<Ms>(next - now);
-  return std::max(d, Ms(0));
+  if (!hooks_.empty()) next = std::min(next, last_tick_ + Ms(50));
+  return next;
 }
 
 void GuardSupervisor::run_once(Ms max_wait) {
-  auto fds = poll_fds();
-  Ms wait = std::min(max_wait, next_wake());
-  int n = ::poll(fds.data(), fds.size(), static_cast<int>(wait.count()));
-  if (n > 0)
-    for (auto& p : fds)
-      if (p.revents) on_fd(p.fd, p.revents);
-  tick();
+  LoopPart* self = this;
+  if (auto r = run_loop_once({&self, 1}, max_wait); !r) log_warning("guard: " + describe(r.error()));
 }
 
 }  // namespace spark::guard

@@ -74,7 +74,7 @@ std::vector<NodeFrag> judge_fragmentation(const std::vector<NodeBuddy>& nodes, u
       auto describe_share = [&] {
         std::ostringstream s;
         s << "node " << n.node << ": " << format_size(f.free_bytes) << " free but only " << format_size(f.large_bytes)
-          << " (" << static_cast<int>(f.large_share * 100 + 0.5) << "%) in blocks of "
+          << " (" << std::lround(f.large_share * 100) << "%) in blocks of "
           << format_size(page_size << large) << " or more";
         return s.str();
       };

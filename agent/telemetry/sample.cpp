@@ -86,14 +86,14 @@ Result<int> LocalTelemetrySource::poll_events(std::chrono::milliseconds timeout,
   return probes_->poll_events(std::chrono::milliseconds(0), on_event);
 }
 
-std::vector<int> LocalTelemetrySource::wait_fds() const {
-  std::vector<int> fds;
-  if (probes_ && probes_->event_fd() >= 0) fds.push_back(probes_->event_fd());
-  if (trigger_epoll_.valid()) fds.push_back(trigger_epoll_.get());
+std::vector<pollfd> LocalTelemetrySource::poll_fds() {
+  std::vector<pollfd> fds;
+  if (probes_ && probes_->event_fd() >= 0) fds.push_back({probes_->event_fd(), POLLIN, 0});
+  if (trigger_epoll_.valid()) fds.push_back({trigger_epoll_.get(), POLLIN, 0});
   return fds;
 }
 
-void LocalTelemetrySource::mark_ready(int fd) {
+void LocalTelemetrySource::on_ready(int fd, LoopClock::time_point) {
   if (!trigger_epoll_.valid() || fd != trigger_epoll_.get()) return;
   // The loop's poll of the epoll set already consumed the trigger's event (that is what made the
   // set readable); reap whatever is left without waiting.

@@ -12,6 +12,7 @@
 
 #include "core/fd.h"
 #include "core/host_paths.h"
+#include "core/loop.h"
 #include "core/meminfo.h"
 #include "core/result.h"
 #include "telemetry/buddyinfo.h"
@@ -43,9 +44,12 @@ struct TelemetryInterval {
 };
 TelemetryInterval interval_between(const TelemetrySample& before, const TelemetrySample& after);
 
-class TelemetrySource {
+// A LoopPart (core/loop.h) for a daemon's own poll loop: its fds become readable (POLLIN) when
+// poll_events has work, and on_ready notes that one of them was reported ready there (a PSI
+// trigger's event is consumed by the poll that reports it, so the loop must pass it on). Its
+// timer is the hub's (telemetry/hub.h), not the source's.
+class TelemetrySource : public LoopPart {
  public:
-  virtual ~TelemetrySource() = default;
   virtual Result<TelemetrySample> sample() = 0;
   // Pending discrete events (OOM victims, stalls over threshold), waiting up to timeout.
   virtual Result<int> poll_events(std::chrono::milliseconds timeout,
@@ -64,11 +68,6 @@ class TelemetrySource {
   virtual Result<void> deep_start() { return sys_error(ENOTSUP, "deep mode is not available here"); }
   virtual Result<DeepReport> deep_finish(size_t /*top_n*/) { return sys_error(ENOTSUP, "deep mode is not running"); }
   virtual bool deep_attached() const { return false; }
-  // For a daemon's own poll loop: fds that become readable (POLLIN) when poll_events has work,
-  // and the note that one of them was reported ready there (a PSI trigger's event is consumed by
-  // the poll that reports it, so the loop must pass it on).
-  virtual std::vector<int> wait_fds() const { return {}; }
-  virtual void mark_ready(int /*fd*/) {}
 };
 
 struct LocalSourceOptions {
@@ -100,8 +99,8 @@ class LocalTelemetrySource : public TelemetrySource {
   bool deep_attached() const override { return deep_ && deep_->attached(); }
   // The running deep probe (tests: its program ids), null when none.
   const DeepProbe* deep_probe() const { return deep_ ? &*deep_ : nullptr; }
-  std::vector<int> wait_fds() const override;
-  void mark_ready(int fd) override;
+  std::vector<pollfd> poll_fds() override;
+  void on_ready(int fd, LoopClock::time_point now) override;
   MmProbes* probes() { return probes_ ? &*probes_ : nullptr; }
   const LocalSourceOptions& options() const { return options_; }
 

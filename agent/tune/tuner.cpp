@@ -144,7 +144,7 @@ Result<std::vector<ChangeResult>> Tuner::apply(const std::string& owner, const s
     bool needed = !same(s.target, s.current, s.value);
     Result<void> r = needed ? write_verified(act_, s.target, s.value) : Result<void>();
     if (!r) {
-      Error failure = r.error();
+      const Error& failure = r.error();  // r lives to the end of this block
       // Undo in reverse, then the coupled siblings: of each pair the non-zero original is written.
       std::vector<size_t> undo(written.rbegin(), written.rend());
       for (size_t k = 0; k < steps.size(); ++k)

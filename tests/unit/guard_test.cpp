@@ -488,7 +488,7 @@ TEST_F(GuardV2FakeTree, AFailedEndIsRetriedWithBackoffUntilItRestores) {
   auto loop_until = [&](Clock::time_point end, auto done) {
     int loops = 0;
     while (Clock::now() < end && !done()) {
-      std::this_thread::sleep_until(std::min(Clock::now() + sup.next_wake(), end));
+      std::this_thread::sleep_until(std::min(*sup.next_timer(), end));
       sup.tick();
       ++loops;
     }

@@ -28,10 +28,13 @@ else
     command -v fincore >/dev/null && fincore /mnt/model/shard*
     ev=$(sed -nE 's/.* cache: ([0-9]+) evictions.*/\1/p' <<<"$line")
     po=$(sed -nE 's/.* ([0-9]+) pageouts.*/\1/p' <<<"$line")
+    # A mapping read front to back is paged out behind its reader as it goes ("N behind the reader"),
+    # an idle one once it stops growing ("N pageouts"): either is the mapping's cache given back.
+    behind=$(sed -nE 's/.* ([0-9]+) behind the reader.*/\1/p' <<<"$line")
     [ "${ev:-0}" -gt 0 ] && pass "window ($kind loader): files evicted during the load ($ev evictions)" ||
       fail "window ($kind loader): evictions" "agent said: ${line:-nothing}"
     if [ "$kind" = mmap-hold ]; then
-      [ "${po:-0}" -gt 0 ] && pass "window (mmap loader): idle mapping paged out ($po pageouts)" ||
+      [ $(( ${po:-0} + ${behind:-0} )) -gt 0 ] && pass "window (mmap loader): the mapping paged out (${po:-0} pageouts, ${behind:-0} behind the reader)" ||
         fail "window (mmap loader): idle mapping paged out" "agent said: ${line:-nothing}"
     fi
     agent_log_since "$t0" | grep -q 'ended (' && pass "window ($kind loader): ended, settings restored" ||

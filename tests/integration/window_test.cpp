@@ -30,6 +30,36 @@ namespace {
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 
+// Kills and reaps a child when the test leaves, whatever way it leaves.
+struct KilledAtExit {
+  pid_t pid;
+  ~KilledAtExit() {
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, nullptr, 0);
+  }
+};
+
+// A loader process that maps `f` whole (`len` bytes), waits for a byte on `go` (when go >= 0),
+// copies the mapping out front to back, 8 MiB per 20 ms (about 400 MiB/s: a device upload between
+// reads), writes "d" to `done`, then keeps its mapping until killed, as a server process does
+// after the load.
+pid_t fork_front_to_back_loader(const fs::path& f, uint64_t len, int go, int done) {
+  pid_t loader = ::fork();
+  if (loader != 0) return loader;
+  int fd = ::open(f.c_str(), O_RDONLY);
+  auto* m = static_cast<const unsigned char*>(::mmap(nullptr, len, PROT_READ, MAP_SHARED, fd, 0));
+  char c;
+  if (go >= 0 && ::read(go, &c, 1) != 1) ::_exit(3);
+  std::vector<unsigned char> sink(8 << 20);
+  for (uint64_t off = 0; off < len; off += sink.size()) {
+    std::memcpy(sink.data(), m + off, sink.size());
+    ::usleep(20'000);
+  }
+  (void)!::write(done, "d", 1);
+  ::pause();
+  ::_exit(sink[7] & 1);
+}
+
 // Reads n bytes from fd (the children's "ready" pipe) within the time limit.
 bool read_bytes_within(int fd, size_t n, std::chrono::milliseconds limit) {
   auto end = Clock::now() + limit;
@@ -485,13 +515,7 @@ TEST_F(WindowTest, PagedOutServerTouchedAgainIsKept) {
     }
   }
   ASSERT_GT(server, 0);
-  struct Reap {
-    pid_t pid;
-    ~Reap() {
-      ::kill(pid, SIGKILL);
-      ::waitpid(pid, nullptr, 0);
-    }
-  } reap{server};
+  KilledAtExit reap{server};
   for (int i = 0; i < 200 && cached_bytes(server_file).value_or(0) < (64ull << 20); ++i)
     std::this_thread::sleep_for(10ms);
   ASSERT_EQ(*cached_bytes(server_file), 64ull << 20);
@@ -563,27 +587,9 @@ TEST_F(WindowTest, OneMappingReadFrontToBackIsPagedOutBehindTheReader) {
   ASSERT_TRUE(w.ok()) << describe(w.error());
   int done[2];
   ASSERT_EQ(::pipe(done), 0);
-  pid_t loader = ::fork();
-  if (loader == 0) {
-    int fd = ::open(f.c_str(), O_RDONLY);
-    auto* m = static_cast<const unsigned char*>(::mmap(nullptr, len, PROT_READ, MAP_SHARED, fd, 0));
-    std::vector<unsigned char> sink(8 << 20);
-    for (uint64_t off = 0; off < len; off += sink.size()) {
-      std::memcpy(sink.data(), m + off, sink.size());
-      ::usleep(20'000);  // about 400 MiB/s: a device upload between reads
-    }
-    (void)!::write(done[1], "d", 1);
-    ::pause();  // keeps its mapping until killed, as a server process does after the load
-    ::_exit(sink[7] & 1);
-  }
+  pid_t loader = fork_front_to_back_loader(f, len, -1, done[1]);
   ::close(done[1]);
-  struct Reap {
-    pid_t pid;
-    ~Reap() {
-      ::kill(pid, SIGKILL);
-      ::waitpid(pid, nullptr, 0);
-    }
-  } reap{loader};
+  KilledAtExit reap{loader};
   uint64_t peak = 0;
   bool finished = false;
   pump_until(
@@ -616,30 +622,10 @@ TEST_F(WindowTest, LoaderIsFollowedBetweenTicksByTheKeepersThread) {
   int go[2], done[2];
   ASSERT_EQ(::pipe(go), 0);
   ASSERT_EQ(::pipe(done), 0);
-  pid_t loader = ::fork();
-  if (loader == 0) {
-    int fd = ::open(f.c_str(), O_RDONLY);
-    auto* m = static_cast<const unsigned char*>(::mmap(nullptr, len, PROT_READ, MAP_SHARED, fd, 0));
-    char c;
-    if (::read(go[0], &c, 1) != 1) ::_exit(3);
-    std::vector<unsigned char> sink(8 << 20);
-    for (uint64_t off = 0; off < len; off += sink.size()) {
-      std::memcpy(sink.data(), m + off, sink.size());
-      ::usleep(20'000);  // about 400 MiB/s
-    }
-    (void)!::write(done[1], "d", 1);
-    ::pause();  // keeps its mapping, as a server process does after the load
-    ::_exit(sink[7] & 1);
-  }
+  pid_t loader = fork_front_to_back_loader(f, len, go[0], done[1]);
   ::close(go[0]);
   ::close(done[1]);
-  struct Reap {
-    pid_t pid;
-    ~Reap() {
-      ::kill(pid, SIGKILL);
-      ::waitpid(pid, nullptr, 0);
-    }
-  } reap{loader};
+  KilledAtExit reap{loader};
   CacheKeeperOptions o;
   o.mapped_budget = 0;
   CacheKeeper keeper(paths, *act, "test", {f}, o);

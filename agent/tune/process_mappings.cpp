@@ -118,11 +118,39 @@ constexpr unsigned long k_pagemap_scan = _IOWR('f', 16, PmScanArg);
 
 }  // namespace
 
+Result<std::vector<std::pair<uint64_t, uint64_t>>> present_regions_from_entries(int pagemap_fd, uint64_t start,
+                                                                                 uint64_t end) {
+  using Regions = std::vector<std::pair<uint64_t, uint64_t>>;
+  const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  std::array<uint64_t, k_pagemap_slice> entries{};
+  Regions out;
+  for (uint64_t at = start / page * page; at < end;) {
+    const uint64_t want = std::min<uint64_t>(entries.size(), (end - at + page - 1) / page);
+    ssize_t got = ::pread(pagemap_fd, entries.data(), want * sizeof(uint64_t), static_cast<off_t>(at / page * 8));
+    if (got < 0) {
+      if (errno == EINTR) continue;
+      return Result<Regions>(errno_error("reading pagemap"));
+    }
+    const uint64_t n = static_cast<uint64_t>(got) / sizeof(uint64_t);
+    if (n == 0) break;  // past the end of the address space: never loop forever
+    for (uint64_t i = 0; i < n; ++i) {
+      if (!(entries[i] >> 63)) continue;  // bit 63: page present (Documentation/admin-guide/mm/pagemap.rst)
+      const uint64_t a = std::max(at + i * page, start), b = std::min(at + (i + 1) * page, end);
+      if (!out.empty() && out.back().second == a)
+        out.back().second = b;
+      else
+        out.push_back({a, b});
+    }
+    at += n * page;
+  }
+  return Result<Regions>(std::move(out));
+}
+
 std::optional<Result<std::vector<std::pair<uint64_t, uint64_t>>>> present_regions(int pagemap_fd, uint64_t start,
                                                                                  uint64_t end) {
   using Regions = std::vector<std::pair<uint64_t, uint64_t>>;
   static std::atomic<bool> missing{false};
-  if (missing.load(std::memory_order_relaxed)) return std::nullopt;
+  if (missing.load(std::memory_order_relaxed)) return present_regions_from_entries(pagemap_fd, start, end);
   std::array<PageRegion, 256> regions{};
   Regions out;
   for (uint64_t at = start; at < end;) {
@@ -138,8 +166,8 @@ std::optional<Result<std::vector<std::pair<uint64_t, uint64_t>>>> present_region
     if (n < 0) {
       if (errno == ENOTTY || errno == EINVAL) {
         if (!missing.exchange(true))
-          log_info("page cache: this kernel has no PAGEMAP_SCAN (Linux 6.7+): mapped pages are read from smaps");
-        return std::nullopt;
+          log_info("page cache: this kernel has no PAGEMAP_SCAN (Linux 6.7+): mapped pages are read from /proc/PID/pagemap");
+        return present_regions_from_entries(pagemap_fd, start, end);
       }
       return Result<Regions>(errno_error("PAGEMAP_SCAN"));
     }

@@ -162,9 +162,13 @@ TEST_F(AgentTest, RunPassesExitStatusSignalsAndEndsWindow) {
   auto killed = run_spark_tune(
       {"run", "--device", dev(), "--readahead", "16k", "--no-overlay", "--", "/bin/sh", "-c", "kill -USR1 $$"});
   EXPECT_EQ(killed.signal, SIGUSR1) << "the command's signal is passed through";
-  // TTL ends the window while the command keeps running.
-  auto ttl = run_spark_tune({"run", "--device", dev(), "--readahead", "16k", "--no-overlay", "--ttl", "300ms", "--",
-                             "/bin/sh", "-c", "cat " + ra_file + "; sleep 1; cat " + ra_file});
+  // TTL ends the window while the command keeps running: the command reads the value once, then
+  // waits (up to 60 s) for it to change back. The TTL leaves the command 3 s to start in (the
+  // Debian 12 guest under emulation took longer than the 300 ms this test once gave it).
+  auto ttl = run_spark_tune({"run", "--device", dev(), "--readahead", "16k", "--no-overlay", "--ttl", "3s", "--",
+                             "/bin/sh", "-c",
+                             "cat " + ra_file + "; i=0; while [ \"$(cat " + ra_file +
+                                 ")\" = 16 ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done; cat " + ra_file});
   EXPECT_EQ(exit_code(ttl), 0);
   EXPECT_EQ(ttl.out, "16\n4096\n");
   EXPECT_EQ(exit_code(run_spark_tune({"run", "--no-overlay", "--", "/nonexistent/command"})), 127);

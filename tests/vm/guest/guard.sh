@@ -53,4 +53,13 @@ else
   [ "$(st --json guard list | jq length)" = 0 ] && pass "guard list: empty after end" || fail "guard list: empty after end" "$(st guard list)"
 fi
 kill "$spid" 2>/dev/null
+# Nothing of the stand-in server outlives the stage (a grower that did filled the Debian 12 guest).
+for _ in $(seq 1 50); do
+  pkill -f "$V/guest/server.sh" 2>/dev/null; pkill -xf 'tail /dev/zero' 2>/dev/null
+  pgrep -f "$V/guest/server.sh" >/dev/null || pgrep -xf 'tail /dev/zero' >/dev/null || break
+  sleep 0.2
+done
+! pgrep -f "$V/guest/server.sh" >/dev/null && ! pgrep -xf 'tail /dev/zero' >/dev/null &&
+  pass "guard: no stand-in server or grower left running" ||
+  fail "guard: stand-in server left running" "$(pgrep -af "server.sh|tail /dev/zero")"
 check "guard: revert has nothing left it cannot restore (exit 0)" st revert

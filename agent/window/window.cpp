@@ -601,6 +601,7 @@ json cache_stats_json(const CacheKeeperStats& s, uint64_t mapped_budget) {
           {"cold", s.cold_advices},   {"pageouts", s.pageouts},   {"probes", s.probes},
           {"kept_in_use", s.kept_in_use}, {"mapped_bytes", s.mapped_bytes},
           {"behind_pageouts", s.behind_pageouts}, {"behind_bytes", s.behind_bytes}, {"follow_passes", s.follow_passes},
+          {"read_ahead_bytes", s.read_ahead_bytes}, {"read_back_bytes", s.read_back_bytes},
           {"passes", s.passes}, {"scans", s.scans},
           {"files_added", s.files_added}, {"files_replaced", s.files_replaced},
           {"mapped_budget", mapped_budget}, {"last_error", s.last_error}};

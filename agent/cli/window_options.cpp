@@ -45,6 +45,10 @@ void add_window_options(CLI::App& app, WindowCliOptions& o, bool with_pid) {
                  "page cache the files may hold while mapped before idle mappings are paged out: a size (default: the "
                  "profile's, else 0 = each mapping once its process is done with it) or auto (MemAvailable - files - 10% of RAM)")
       ->type_name("SIZE|auto");
+  app.add_option("--read-ahead", o.read_ahead,
+                 "bytes of a file read ahead of a loader's reader once its mapping is followed (readahead(2), within the "
+                 "cache the window keeps; default 32M), or off")
+      ->type_name("SIZE|off");
   app.add_option("--ttl", o.ttl, "the window ends after this long at most (default: the profile's, else 180s)")->type_name("DURATION");
   if (with_pid)
     app.add_option("--pid", o.pid, "end the window when this process exits")->type_name("PID")->check(pid_validator());
@@ -91,6 +95,15 @@ Result<WindowSpec> to_spec(const WindowCliOptions& o) {
     auto b = parse_mapped_budget(o.mapped_budget);
     if (!b) return with_context(b.error(), "--mapped-budget");
     s.mapped_budget = MappedBudget{*b};
+  }
+  if (!o.read_ahead.empty()) {
+    if (o.read_ahead == "off" || o.read_ahead == "0") {
+      s.read_ahead = 0;
+    } else {
+      auto bytes = parse_size(o.read_ahead);
+      if (!bytes) return with_context(bytes.error(), "--read-ahead " + o.read_ahead);
+      s.read_ahead = *bytes;
+    }
   }
   if (!o.ttl.empty()) {
     auto d = parse_duration(o.ttl);

@@ -39,6 +39,7 @@ struct WindowCliOptions {
   std::string cache_interval; // DURATION
   std::string mapped;         // idle|cold|pageout|off
   std::string mapped_budget;  // auto | SIZE
+  std::string read_ahead;     // SIZE | off
   std::string ttl;            // DURATION
   pid_t pid = 0;
   std::string until_port;

@@ -112,6 +112,11 @@ struct CacheKeeperOptions {
   // reader's CPU). The thread sleeps while no mapping is followed. 0: no thread, the tick does it.
   std::chrono::milliseconds follow_period{10};
   uint64_t follow_chunk = 8ULL << 20;
+  // Read ahead of a loader's reader (issue 14, the stretch): the thread reads this many bytes of
+  // the file in front of the front (readahead(2), in steps of half of it), so the loader faults on
+  // cached pages instead of waiting on each fault's read-around; within the cache the window keeps
+  // anyway (the lag behind + this in front). 0: off.
+  uint64_t read_ahead = 32ULL << 20;
   std::chrono::milliseconds names_period{1000};
   // With nothing moving on the host (its page-cache and mapped page counts), files with no cached
   // page are still checked this often.
@@ -130,6 +135,8 @@ struct CacheKeeperStats {
   uint64_t behind_pageouts = 0;  // MADV_PAGEOUT of regions behind a reader
   uint64_t behind_bytes = 0;     // bytes of mappings those covered
   uint64_t follow_passes = 0;    // passes of the follower thread that had a mapping to follow
+  uint64_t read_ahead_bytes = 0;  // read ahead of loaders' readers (readahead(2) asked)
+  uint64_t read_back_bytes = 0;   // read back into mappings found in use after pages behind their reader went
   uint64_t files_added = 0;     // created in a named directory after begin
   uint64_t files_replaced = 0;  // renamed over: followed to the new inode
   uint64_t passes = 0;         // evict passes made (ticks where something could have changed)
@@ -178,7 +185,16 @@ class CacheKeeper {
   // The follower thread (follow_period): started at the first mapping judged a loader.
   void follow_loop();
   size_t follow_pass(std::chrono::steady_clock::time_point now);  // mappings followed
-  void follow_one(std::chrono::steady_clock::time_point now, pid_t pid, uint64_t start, VmaState& st);
+  // Reads of the file the follower asks for, made once the lock is released (readahead(2) of tens
+  // of MiB allocates and submits every page: the tick does not wait for it).
+  struct FileRead {
+    Fd fd;  // a duplicate: the mapping's state may go meanwhile
+    uint64_t offset = 0, len = 0;
+  };
+  void follow_one(std::chrono::steady_clock::time_point now, pid_t pid, uint64_t start, VmaState& st,
+                  std::vector<FileRead>& reads);
+  void read_back(pid_t pid, uint64_t start, VmaState& st, std::vector<FileRead>& reads);
+  static void run_reads(std::vector<FileRead>& reads);
   bool followed(const VmaState& st) const;
   void start_follower();
   int fd_of(size_t i);  // the file's descriptor from the FdCache; -1 (last_error set) when it cannot be opened
@@ -229,10 +245,14 @@ class CacheKeeper {
     uint64_t btr_probe_front = 0;
     bool btr_loader = false;     // the samples stayed out while the front moved on
     bool follow_done = false;    // the follower paged out all of it
+    uint64_t head_left = 0;      // bytes still mapped in the head (the first 4 blocks) once paged out
+    uint64_t ahead_upto = 0;     // read ahead of the reader up to this address
     Fd pagemap, pidfd;           // the follower's, opened at its first pass
+    Fd data;                     // the mapped file (map_files), for reads ahead and back
   };
   std::map<std::pair<pid_t, uint64_t>, VmaState> vmas_;
   std::set<pid_t> loader_pids_;  // processes with a mapping judged a loader: their new mappings start as one
+  std::vector<FileRead> tick_reads_;  // reads back asked by the tick's judgement, made after it
   // vmas_, stats_ and loader_pids_ are shared with the follower thread.
   mutable std::mutex mu_;
   std::condition_variable follow_cv_;

@@ -67,6 +67,7 @@ json spec_to_json(const WindowSpec& s) {
   if (s.cache_interval) j["cache_interval_ms"] = s.cache_interval->count();
   j["mapped"] = mapped_policy_name(s.mapped);
   if (s.mapped_budget) j["mapped_budget"] = s.mapped_budget->bytes ? json(*s.mapped_budget->bytes) : json("auto");
+  if (s.read_ahead) j["read_ahead"] = *s.read_ahead;
   if (s.ttl) j["ttl_ms"] = s.ttl->count();
   if (!s.profile.empty()) j["profile"] = s.profile;
   if (s.pid) j["pid"] = s.pid;
@@ -105,6 +106,7 @@ Result<WindowSpec> spec_from_json(const json& j) {
         s.mapped_budget = MappedBudget{j.at("mapped_budget").get<uint64_t>()};
       }
     }
+    if (j.contains("read_ahead")) s.read_ahead = j.at("read_ahead").get<uint64_t>();
     if (j.contains("ttl_ms")) s.ttl = std::chrono::milliseconds(j.at("ttl_ms").get<int64_t>());
     if (j.contains("pid")) s.pid = j.at("pid").get<pid_t>();
     if (j.contains("until_port")) s.until_port = j.at("until_port").get<std::string>();
@@ -143,6 +145,8 @@ Result<WindowSpec> spec_from_json(const json& j) {
   if (s.pid < 0) return input_error("pid must be positive");
   if (!s.until_port.empty()) SPARK_TRY_VOID(parse_port_address(s.until_port));
   if (s.readahead_kb && *s.readahead_kb > 1024 * 1024) return input_error("readahead above 1 GiB is not a throttle");
+  if (s.read_ahead && *s.read_ahead > (1ULL << 30))
+    return input_error("read-ahead above 1 GiB is not within a cache budget: give up to 1G, or off");
   return s;
 }
 
@@ -155,6 +159,7 @@ json record_to_json(const WindowRecord& r) {
             {"cache_interval_ms", r.cache_interval_ms},
             {"mapped", mapped_policy_name(r.mapped)},
             {"mapped_budget", r.mapped_budget},
+            {"read_ahead", r.read_ahead},
             {"deadline_ms", r.deadline_ms},
             {"begun_ms", r.begun_ms},
             {"pid", r.pid},
@@ -181,6 +186,7 @@ json record_view_json(const WindowRecord& r) {
   v.cache_interval_ms = r.cache_interval_ms;
   v.mapped = r.mapped;
   v.mapped_budget = r.mapped_budget;
+  v.read_ahead = r.read_ahead;
   v.deadline_ms = r.deadline_ms;
   v.begun_ms = r.begun_ms;
   v.pid = r.pid;
@@ -218,6 +224,7 @@ Result<WindowRecord> record_from_json(const json& j) {
     SPARK_TRY(MappedPolicy p, parse_mapped_policy(j.value("mapped", std::string("idle"))));
     r.mapped = p;
     r.mapped_budget = j.value("mapped_budget", uint64_t{0});
+    r.read_ahead = j.value("read_ahead", CacheKeeperOptions{}.read_ahead);
     r.deadline_ms = j.at("deadline_ms").get<int64_t>();
     r.begun_ms = j.value("begun_ms", int64_t{0});
     r.pid = j.value("pid", pid_t{0});
@@ -480,6 +487,7 @@ Result<WindowRecord> WindowManager::begin(const WindowSpec& asked, const std::ve
   r.cache = cache;
   r.cache_interval_ms = spec.cache_interval->count();
   r.mapped = spec.mapped;
+  if (spec.read_ahead) r.read_ahead = *spec.read_ahead;
   if (spec.mapped_budget && spec.mapped_budget->bytes) {
     r.mapped_budget = *spec.mapped_budget->bytes;
   } else if (spec.mapped_budget && cache == CacheMode::evict) {
@@ -557,6 +565,7 @@ Result<void> WindowManager::start_runtime(const WindowRecord& r) {
     o.mode = r.cache;
     o.mapped = r.mapped;
     o.mapped_budget = r.mapped_budget;
+    o.read_ahead = r.read_ahead;
     rt->cache = std::make_unique<CacheKeeper>(paths_, tuner_.actuator(), owner_of(r.id), files, o, &fds_);
     rt->cache->follow_directories(std::vector<fs::path>(r.dirs.begin(), r.dirs.end()));
     rt->next_cache = now;
@@ -601,6 +610,7 @@ json cache_stats_json(const CacheKeeperStats& s, uint64_t mapped_budget) {
           {"cold", s.cold_advices},   {"pageouts", s.pageouts},   {"probes", s.probes},
           {"kept_in_use", s.kept_in_use}, {"mapped_bytes", s.mapped_bytes},
           {"behind_pageouts", s.behind_pageouts}, {"behind_bytes", s.behind_bytes}, {"follow_passes", s.follow_passes},
+          {"read_ahead_bytes", s.read_ahead_bytes}, {"read_back_bytes", s.read_back_bytes},
           {"passes", s.passes}, {"scans", s.scans},
           {"files_added", s.files_added}, {"files_replaced", s.files_replaced},
           {"mapped_budget", mapped_budget}, {"last_error", s.last_error}};

@@ -70,6 +70,7 @@ struct WindowSpec {
   std::optional<std::chrono::milliseconds> cache_interval;  // nullopt: profile, else 100ms
   MappedPolicy mapped = MappedPolicy::idle;
   std::optional<MappedBudget> mapped_budget;  // nullopt: the profile's, else 0
+  std::optional<uint64_t> read_ahead;       // bytes read ahead of a mapped loader's reader; nullopt: CacheKeeperOptions'
   std::optional<std::chrono::milliseconds> ttl;             // nullopt: profile, else 180s
   pid_t pid = 0;                            // watched process; 0 = none
   std::string until_port;                   // "HOST:PORT": ends when it accepts connections
@@ -104,6 +105,7 @@ struct WindowRecord {
   int64_t cache_interval_ms = 100;
   MappedPolicy mapped = MappedPolicy::idle;
   uint64_t mapped_budget = 0;        // bytes; 0: idle mappings are paged out at once (records before the budget)
+  uint64_t read_ahead = CacheKeeperOptions{}.read_ahead;  // bytes; 0: off
   int64_t deadline_ms = 0;           // CLOCK_REALTIME ms
   int64_t begun_ms = 0;
   pid_t pid = 0;

@@ -59,6 +59,28 @@ TEST(MappedBudget, ParsesAutoAndSizesRefusesTheRest) {
   EXPECT_NE(describe(bad.error()).find("auto or a size"), std::string::npos) << describe(bad.error());
 }
 
+// --read-ahead: carried by the spec and the record (a recovered window reads ahead as begun);
+// above 1 GiB it is refused, not clamped.
+TEST(ReadAhead, SpecAndRecordCarryItAndAGigabyteIsTheMost) {
+  auto spec = spec_from_json(nlohmann::json{{"read_ahead", 0}});
+  ASSERT_TRUE(spec.ok());
+  EXPECT_EQ(spec->read_ahead, std::optional<uint64_t>(0)) << "off was asked for";
+  EXPECT_EQ(spec_from_json(nlohmann::json::object())->read_ahead, std::nullopt);
+  EXPECT_EQ(spec_to_json(*spec).at("read_ahead").get<uint64_t>(), 0u);
+  auto big = spec_from_json(nlohmann::json{{"read_ahead", (1ull << 30) + 1}});
+  ASSERT_FALSE(big.ok());
+  EXPECT_NE(describe(big.error()).find("up to 1G"), std::string::npos) << describe(big.error());
+  WindowRecord r;
+  r.id = "w1";
+  r.read_ahead = 8ull << 20;
+  auto back = record_from_json(record_to_json(r));
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(back->read_ahead, 8ull << 20);
+  auto j = record_to_json(r);
+  j.erase("read_ahead");  // a record written before --read-ahead existed
+  EXPECT_EQ(record_from_json(j)->read_ahead, CacheKeeperOptions{}.read_ahead);
+}
+
 TEST(Readahead, PartitionResolvesToDiskDmAndLoopToThemselves) {
   test::FixtureRoot root;
   add_disk(root, "nvme0n1", "nvme0n1p2");

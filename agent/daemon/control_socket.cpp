@@ -4,13 +4,16 @@
 #include <grp.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstring>
+#include <iterator>
 #include <utility>
+#include <variant>
 
 #include "core/fs.h"
 #include "core/log.h"
@@ -197,7 +200,13 @@ void Agent::process_input(Client& c) {
     auto line = next_frame(c.in, start, c.eof, overflow);
     if (!line) break;
     if (trim(*line).empty()) continue;
+    std::optional<RawReply> raw;
     auto resp = handle_frame(*line, [&](const json& request, const json& id) -> std::optional<json> {
+      if (auto r = dispatch_raw(raw_handlers_, request, id, c.peer)) {
+        if (auto* j = std::get_if<json>(&*r)) return std::move(*j);
+        raw = std::move(std::get<RawReply>(*r));
+        return std::nullopt;
+      }
       in_dispatch_ = DeferredReply{fd, c.serial, id};
       deferred_ = false;
       json r = dispatch_request(handlers_, request, c.peer);
@@ -210,6 +219,11 @@ void Agent::process_input(Client& c) {
     });
     in_dispatch_.reset();
     if (!clients_.count(fd)) return;  // a handler dropped it (never today; be safe)
+    if (raw) {  // the shared answer's bytes, sent as they are
+      queue_reply(c, {raw->head, *raw->body, k_raw_tail});
+      if (!clients_.count(fd)) return;
+      continue;
+    }
     if (!resp) {
       ++c.pending;
       continue;
@@ -231,9 +245,40 @@ void Agent::process_input(Client& c) {
   if (c.closing && c.out.empty()) drop(fd, "");
 }
 
-void Agent::queue_reply(Client& c, const std::string& line) {
-  if (c.out.empty()) c.last_output = Clock::now();
-  c.out += line;
+void Agent::queue_reply(Client& c, std::initializer_list<std::string_view> parts) {
+  if (!c.out.empty() || parts.size() > 8) {  // replies wait already: this one goes behind them
+    for (auto p : parts) c.out += p;
+    flush(c);
+    return;
+  }
+  c.last_output = Clock::now();
+  iovec iov[8];
+  size_t n = 0, total = 0;
+  for (auto p : parts)
+    if (!p.empty() && n < std::size(iov)) {
+      iov[n++] = {const_cast<char*>(p.data()), p.size()};
+      total += p.size();
+    }
+  msghdr msg{};
+  msg.msg_iov = iov;
+  msg.msg_iovlen = n;
+  ssize_t w = ::sendmsg(c.fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+  if (w < 0 && errno != EAGAIN && errno != EINTR) {
+    drop(c.fd, "");  // the client has gone
+    return;
+  }
+  size_t sent = w > 0 ? static_cast<size_t>(w) : 0;
+  if (sent < total) {
+    // What the socket did not take waits in c.out (sent on POLLOUT).
+    for (auto p : parts) {
+      if (sent >= p.size()) {
+        sent -= p.size();
+        continue;
+      }
+      c.out.append(p.data() + sent, p.size() - sent);
+      sent = 0;
+    }
+  }
   flush(c);
 }
 

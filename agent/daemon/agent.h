@@ -33,6 +33,8 @@ namespace spark::daemon {
 // How long an activated agent waits for a detached one to hand over (less than the unit's
 // TimeoutStartSec and the CLI's k_activation_wait, so a refusal is reported, not timed out).
 inline constexpr std::chrono::seconds k_handover_wait{20};
+// How long the control socket's group lookup (getgrnam) is reused for the peers it admits.
+inline constexpr std::chrono::seconds k_group_lookup_reuse{1};
 
 struct AgentOptions {
   bool drop_capabilities = true;
@@ -83,6 +85,8 @@ class Agent : public ServiceContext {
   // wait for its lock, so the unit's agent takes over instead of failing the unit.
   Result<void> take_over_pid_file();
   void accept_clients();
+  // The gid of opt_.group (members may use the socket), looked up at most once a second.
+  std::optional<gid_t> allowed_group(Clock::time_point now);
   void serve(Client& c);
   // Handles the complete requests in c.in while c's unsent replies stay under the bound.
   void process_input(Client& c);
@@ -118,6 +122,8 @@ class Agent : public ServiceContext {
   RateLimitedLog refusal_log_{k_refusal_log_interval};
   RateLimitedLog accept_log_{k_refusal_log_interval};
   uint64_t next_serial_ = 0;
+  std::optional<gid_t> group_gid_;
+  std::optional<Clock::time_point> group_looked_up_;
   std::optional<DeferredReply> in_dispatch_;  // the request being dispatched, for defer()
   bool deferred_ = false;
 };

@@ -110,6 +110,18 @@ void Agent::accept_failed(int err) {
     log_warning(*msg);
 }
 
+std::optional<gid_t> Agent::allowed_group(Clock::time_point now) {
+  // getgrnam reads /etc/group (and nsswitch) each time: once per accepted client cost 6% of the
+  // agent's CPU in the soak (issue 13, a poller connects for each request). Looked up again after
+  // k_group_lookup_reuse, so a group created or changed meanwhile counts within a second.
+  if (!group_looked_up_ || now - *group_looked_up_ >= k_group_lookup_reuse || now < *group_looked_up_) {
+    group_gid_.reset();
+    if (group* g = ::getgrnam(opt_.group.c_str())) group_gid_ = g->gr_gid;
+    group_looked_up_ = now;
+  }
+  return group_gid_;
+}
+
 void Agent::accept_clients() {
   for (;;) {
     int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
@@ -132,8 +144,7 @@ void Agent::accept_clients() {
       groups.resize(glen / sizeof(gid_t));
     else
       groups.clear();
-    std::optional<gid_t> allowed;
-    if (group* g = ::getgrnam(opt_.group.c_str())) allowed = g->gr_gid;
+    std::optional<gid_t> allowed = allowed_group(Clock::now());
     auto refuse = [&](const Error& e) {
       std::string line = encode_reply(json{{"id", nullptr}, {"error", error_to_json(e)}});
       (void)::send(fd, line.data(), line.size(), MSG_NOSIGNAL | MSG_DONTWAIT);

@@ -32,8 +32,16 @@ Agent::~Agent() { cleanup(); }
 void Agent::add_service(std::unique_ptr<Service> s, int order) { services_.push_back({order, std::move(s)}); }
 
 Result<void> Agent::add_handler(const std::string& method, Handler handler) {
-  if (handlers_.count(method)) return sys_error(EEXIST, "request handler " + method + " registered twice");
+  if (handlers_.count(method) || raw_handlers_.count(method))
+    return sys_error(EEXIST, "request handler " + method + " registered twice");
   handlers_[method] = std::move(handler);
+  return {};
+}
+
+Result<void> Agent::add_raw_handler(const std::string& method, RawHandler handler) {
+  if (handlers_.count(method) || raw_handlers_.count(method))
+    return sys_error(EEXIST, "request handler " + method + " registered twice");
+  raw_handlers_[method] = std::move(handler);
   return {};
 }
 

@@ -14,9 +14,11 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <initializer_list>
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/host_paths.h"
@@ -31,6 +33,8 @@ namespace spark::daemon {
 // How long an activated agent waits for a detached one to hand over (less than the unit's
 // TimeoutStartSec and the CLI's k_activation_wait, so a refusal is reported, not timed out).
 inline constexpr std::chrono::seconds k_handover_wait{20};
+// How long the control socket's group lookup (getgrnam) is reused for the peers it admits.
+inline constexpr std::chrono::seconds k_group_lookup_reuse{1};
 
 struct AgentOptions {
   bool drop_capabilities = true;
@@ -55,6 +59,7 @@ class Agent : public ServiceContext {
   const HostPaths& paths() const override { return paths_; }
   Tuner& tuner() override { return tuner_; }
   Result<void> add_handler(const std::string& method, Handler handler) override;
+  Result<void> add_raw_handler(const std::string& method, RawHandler handler) override;
   std::optional<DeferredReply> defer() override;
   void reply(const DeferredReply& to, Result<json> result) override;
   bool connected(const DeferredReply& to) const override;
@@ -80,12 +85,17 @@ class Agent : public ServiceContext {
   // wait for its lock, so the unit's agent takes over instead of failing the unit.
   Result<void> take_over_pid_file();
   void accept_clients();
+  // The gid of opt_.group (members may use the socket), looked up at most once a second.
+  std::optional<gid_t> allowed_group(Clock::time_point now);
   void serve(Client& c);
   // Handles the complete requests in c.in while c's unsent replies stay under the bound.
   void process_input(Client& c);
   void cleanup();
-  // Queues a reply and sends what the socket takes now; never waits.
-  void queue_reply(Client& c, const std::string& line);
+  // Queues a reply and sends what the socket takes now; never waits. The parts make one line;
+  // while nothing else waits for the client they go out straight from where they are (one
+  // sendmsg), and only what the socket did not take is copied into c.out.
+  void queue_reply(Client& c, std::initializer_list<std::string_view> parts);
+  void queue_reply(Client& c, const std::string& line) { queue_reply(c, {std::string_view(line)}); }
   void flush(Client& c);
   void drop(int fd, const std::string& why);
   // Drops clients past their deadlines (idle, unread replies); returns when to look again.
@@ -98,6 +108,7 @@ class Agent : public ServiceContext {
   Tuner tuner_;
   std::vector<std::pair<int, std::unique_ptr<Service>>> services_;
   std::map<std::string, Handler> handlers_;
+  std::map<std::string, RawHandler> raw_handlers_;
   int listen_fd_ = -1;
   bool own_socket_ = false;  // created here (not inherited from systemd): removed at exit
   dev_t socket_dev_ = 0;     // the socket file this agent bound: removed at exit only while it is
@@ -111,6 +122,8 @@ class Agent : public ServiceContext {
   RateLimitedLog refusal_log_{k_refusal_log_interval};
   RateLimitedLog accept_log_{k_refusal_log_interval};
   uint64_t next_serial_ = 0;
+  std::optional<gid_t> group_gid_;
+  std::optional<Clock::time_point> group_looked_up_;
   std::optional<DeferredReply> in_dispatch_;  // the request being dispatched, for defer()
   bool deferred_ = false;
 };

@@ -77,6 +77,39 @@ json dispatch_request(const std::map<std::string, Handler>& handlers, const json
   return {{"id", id}, {"result", std::move(*r)}};
 }
 
+std::optional<std::variant<RawReply, json>> dispatch_raw(const std::map<std::string, RawHandler>& handlers,
+                                                         const json& request, const json& id, const Peer& peer) {
+  if (handlers.empty() || !request.is_object()) return std::nullopt;
+  auto m = request.find("method");
+  if (m == request.end() || !m->is_string()) return std::nullopt;
+  const auto& method = m->get_ref<const std::string&>();
+  auto it = handlers.find(method);
+  if (it == handlers.end()) return std::nullopt;
+  Result<SharedJson> r = [&]() -> Result<SharedJson> {
+    try {
+      json params = request.value("params", json::object());
+      return it->second(params, peer);
+    } catch (const std::exception& e) {
+      return sys_error(EIO, method + " failed: " + e.what());
+    } catch (...) {
+      return sys_error(EIO, method + " failed");
+    }
+  }();
+  if (r && !*r) r = sys_error(EIO, method + " failed: no answer");
+  if (!r) return json{{"id", id}, {"error", error_to_json(r.error())}};
+  return RawReply{"{\"id\":" + id.dump(-1, ' ', false, json::error_handler_t::replace) + ",\"result\":",
+                  std::move(*r)};
+}
+
+std::string raw_reply_line(const RawReply& r) {
+  std::string line;
+  line.reserve(r.head.size() + r.body->size() + k_raw_tail.size());
+  line += r.head;
+  line += *r.body;
+  line += k_raw_tail;
+  return line;
+}
+
 namespace {
 
 json refuse(const std::string& why) { return {{"id", nullptr}, {"error", error_to_json(input_error(why))}}; }

@@ -16,6 +16,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <variant>
 #include <vector>
 
 #include "core/result.h"
@@ -52,6 +53,23 @@ std::string encode_reply(const nlohmann::json& reply);
 // a handler's error or a handler's exception become an error reply.
 nlohmann::json dispatch_request(const std::map<std::string, Handler>& handlers, const nlohmann::json& request,
                                 const Peer& peer);
+
+// A raw handler's answer (service.h, RawHandler) as its reply line: head + *body + k_raw_tail is
+// the line encode_reply writes for {"id": id, "result": <body>} -- the body's bytes are shared,
+// never copied or serialised per request.
+struct RawReply {
+  std::string head;  // {"id":<id>,"result":
+  SharedJson body;
+};
+inline constexpr std::string_view k_raw_tail = "}\n";
+// The request's method looked up among the raw handlers and called. nullopt: no raw handler has
+// that name (dispatch_request handles it); a RawReply; or an error reply (the handler's error or
+// exception, as dispatch_request would answer it).
+std::optional<std::variant<RawReply, nlohmann::json>> dispatch_raw(const std::map<std::string, RawHandler>& handlers,
+                                                                   const nlohmann::json& request,
+                                                                   const nlohmann::json& id, const Peer& peer);
+// The three parts as one line (tests, and the fallback where bytes cannot be sent as they are).
+std::string raw_reply_line(const RawReply& r);
 
 // One request line: parsed within the limits, then given to `dispatch` (request, its id).
 // Returns the reply, or nullopt when `dispatch` returned nullopt (the reply comes later: defer()).

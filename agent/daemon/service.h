@@ -59,6 +59,17 @@ struct Peer {
 
 using Handler = std::function<Result<json>(const json& params, const Peer& peer)>;
 
+// An answer already serialised (one JSON value's text, as encode_reply writes it): the agent puts
+// these bytes into each reply as they are -- no copy of a JSON tree, no serialisation per request
+// -- so one answer is shared by every client that asks while it is current (window.list, polled
+// back to back by many clients: issue 13, the soak).
+using SharedJson = std::shared_ptr<const std::string>;
+using RawHandler = std::function<Result<SharedJson>(const json& params, const Peer& peer)>;
+// `j` serialised once for sharing (invalid UTF-8 replaced, never thrown, as in every reply).
+inline SharedJson share_json(const json& j) {
+  return std::make_shared<const std::string>(j.dump(-1, ' ', false, json::error_handler_t::replace));
+}
+
 // A request answered later (long-poll): see ServiceContext::defer().
 struct DeferredReply {
   int fd = -1;
@@ -75,6 +86,14 @@ class ServiceContext {
   virtual Tuner& tuner() = 0;
   // Registers a request handler; a name already taken is an error.
   virtual Result<void> add_handler(const std::string& method, Handler handler) = 0;
+  // The same for a handler whose answer is already serialised (SharedJson). A context that cannot
+  // send bytes as they are (a test's) gets them parsed back into an ordinary handler's answer.
+  virtual Result<void> add_raw_handler(const std::string& method, RawHandler handler) {
+    return add_handler(method, [h = std::move(handler)](const json& params, const Peer& peer) -> Result<json> {
+      SPARK_TRY(SharedJson text, h(params, peer));
+      return json::parse(*text);
+    });
+  }
   // Inside a handler: answer this request later instead of now (a long-poll). The handler's
   // return value is then ignored; the service calls reply() once, from the loop thread, when it
   // has the answer or its own deadline passes. nullopt: this context cannot defer (answer now).

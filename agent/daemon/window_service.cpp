@@ -103,13 +103,13 @@ Result<void> WindowService::on_start(ServiceContext& ctx) {
     SPARK_TRY_VOID(mgr_->end(id, who));
     return json{{"ended", {id}}};
   }));
-  SPARK_TRY_VOID(ctx.add_handler("window.list", [this](const json&, const Peer&) -> Result<json> {
+  SPARK_TRY_VOID(ctx.add_raw_handler("window.list", [this](const json&, const Peer&) -> Result<SharedJson> {
     auto now = Clock::now();
     if (!list_ || now - list_at_ >= k_list_reuse || now < list_at_) {
-      list_ = mgr_->describe_windows();
+      list_ = share_json(mgr_->describe_windows());
       list_at_ = now;
     }
-    return *list_;
+    return list_;
   }));
   return {};
 }

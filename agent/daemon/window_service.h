@@ -45,10 +45,11 @@ class WindowService : public Service {
 
   ServiceContext* ctx_ = nullptr;
   std::unique_ptr<WindowManager> mgr_;
-  // window.list's answer, shared by the requests of the next k_list_reuse (20 clients polling
-  // back to back in the soak each had it built anew: issue 13). A begin or end through this
-  // service drops it; a window ended by its TTL shows at most k_list_reuse late.
-  std::optional<json> list_;
+  // window.list's answer, serialised once and its bytes shared by the requests of the next
+  // k_list_reuse (20 clients polling back to back in the soak each had it built anew, then each
+  // had a copy of it serialised: issue 13). A begin or end through this service drops it; a
+  // window ended by its TTL shows at most k_list_reuse late.
+  SharedJson list_;
   Clock::time_point list_at_{};
   int wake_fd_ = -1;  // eventfd: the worker has finished an expansion
   std::thread worker_;  // started at the first expansion (after the agent dropped its capabilities)

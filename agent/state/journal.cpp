@@ -192,6 +192,7 @@ Result<JournalTxn> JournalTxn::begin(const HostPaths& paths, JournalCache* cache
   if (cache) {
     SPARK_TRY(auto d, read_journal(paths, *cache));
     txn.data_ = *d;
+    txn.read_ = std::move(d);
   } else {
     SPARK_TRY(txn.data_, read_journal(paths));
   }

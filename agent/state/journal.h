@@ -71,6 +71,10 @@ class JournalTxn {
   static Result<JournalTxn> begin(const HostPaths& paths, JournalCache* cache = nullptr);
   JournalData& data() { return data_; }
   const JournalData& data() const { return data_; }
+  // The journal as it was read at begin (shared with the cache: no copy where there is one).
+  std::shared_ptr<const JournalData> as_read() const {
+    return read_ ? read_ : std::make_shared<const JournalData>(data_);
+  }
   // Writes the journal (or removes it when empty) atomically with mode 0600. Durable (fsync'd)
   // while it holds, or held at begin, a value that outlives a reboot (a file, a drop-in): one that
   // holds only this boot's kernel values (sysctls, sysfs, cgroups: every window, every guard) is
@@ -91,6 +95,7 @@ class JournalTxn {
   bool earlier_boot_ = false;
   bool held_persistent_ = false;  // the journal read at begin held a value that outlives a reboot
   JournalCache* cache_ = nullptr;
+  std::shared_ptr<const JournalData> read_;  // what begin read through the cache
 };
 
 // Read-only snapshot without taking the lock (status, verify).

@@ -76,7 +76,9 @@ Result<std::vector<ChangeResult>> Tuner::apply(const std::string& owner, const s
     (void)dropped;
     SPARK_TRY(txn, JournalTxn::begin(paths_, &journal_cache_));
   }
-  JournalData before = txn.data();
+  // What to put back if a write fails: the journal as read (shared with the cache, not copied:
+  // a begin in the soak copied the whole journal for this, issue 13).
+  std::shared_ptr<const JournalData> before = txn.as_read();
 
   // 1. Read every current value first: a target that cannot be read fails the whole apply untouched.
   struct Step {
@@ -161,7 +163,7 @@ Result<std::vector<ChangeResult>> Tuner::apply(const std::string& owner, const s
       if (undo_failed) return failure;  // the journal still holds every original
 
       // The undo restored the kernel; put the journal back to what it was before this apply.
-      txn.data() = before;
+      txn.data() = *before;
       if (auto c = txn.commit(); !c) log_error("restoring the journal failed: " + describe(c.error()));
       return failure;
     }
@@ -188,11 +190,12 @@ Result<std::vector<ChangeResult>> Tuner::apply(const std::string& owner, const s
       if (mine && !named) stale.push_back(rec.target);
     }
     if (!stale.empty()) {
-      SPARK_TRY(auto released, release_locked(txn, owner, &stale));
+      SPARK_TRY(auto released, release_locked(txn, owner, &stale));  // commits
       results.insert(results.end(), released.begin(), released.end());
     }
   }
-  SPARK_TRY_VOID(txn.commit());
+  // Nothing changed the journal since the commit before the writes (release_locked commits its
+  // own): no second write of the same journal.
   return results;
 }
 

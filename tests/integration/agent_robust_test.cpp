@@ -380,6 +380,64 @@ TEST_F(AgentRobustTest, WindowOverATreeIsExpandedOffTheLoopWhileOthersAreAnswere
   EXPECT_NE(std::string(missing.error().what()).find("no file matches"), std::string::npos) << missing.error().what();
 }
 
+// The soak (issue 13): window.list's answer is serialised once and its bytes written to every
+// asker as they are (one sendmsg from the shared buffer; what the socket does not take waits).
+// 200 pipelined requests with ids of each kind, read through a small receive buffer: every reply
+// is whole, in order, carries its own id and the same list; a ping between them is answered in
+// its place.
+TEST_F(AgentRobustTest, SharedListAnswerIsWholeAndInOrderForPipelinedAskers) {
+  fs::path file = dirs->dir() / "model.bin";
+  std::ofstream(file) << std::string(4096, 'x');
+  std::vector<std::string> ids;
+  for (int i = 0; i < 12; ++i) {
+    WindowSpec spec;
+    spec.files = {file.string()};
+    spec.overlay = std::vector<Change>{};  // nothing on the host changes
+    spec.ttl = 60s;
+    spec.label = "shared-" + std::to_string(i) + std::string(200, 'l');  // a longer answer
+    auto b = daemon::call(paths, "window.begin", spec_to_json(spec), 30s);
+    ASSERT_TRUE(b) << b.error().what();
+    ids.push_back(b->value("id", ""));
+  }
+  int fd = connect_raw();
+  ASSERT_GE(fd, 0);
+  held.push_back(fd);
+  int small = 4096;
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+  std::string burst;
+  std::vector<json> sent;
+  for (int i = 0; i < 200; ++i) {
+    json id = i % 3 == 0 ? json(i) : i % 3 == 1 ? json("q\u00e9" + std::to_string(i)) : json(-i - 0.5);
+    std::string method = i == 100 ? "agent.ping" : "window.list";
+    burst += json{{"id", id}, {"method", method}}.dump() + "\n";
+    sent.push_back(id);
+  }
+  send_all(fd, burst);
+  json first;
+  for (int i = 0; i < 200; ++i) {
+    std::string line = read_line(fd, 20'000ms);
+    auto reply = json::parse(line, nullptr, false);
+    ASSERT_TRUE(reply.is_object() && reply.contains("result")) << i << ": " << line.substr(0, 300);
+    EXPECT_EQ(reply["id"], sent[i]) << i;
+    if (i == 100) {
+      EXPECT_TRUE(reply["result"].contains("pid")) << line.substr(0, 300);
+      continue;
+    }
+    ASSERT_TRUE(reply["result"].is_array()) << line.substr(0, 300);
+    EXPECT_EQ(reply["result"].size(), ids.size());
+    if (first.is_null()) first = reply["result"];
+    for (size_t w = 0; w < ids.size(); ++w) EXPECT_EQ(reply["result"][w].value("id", ""), first[w].value("id", ""));
+  }
+  for (const auto& id : ids) {
+    auto e = daemon::call(paths, "window.end", json{{"id", id}}, 30s);
+    EXPECT_TRUE(e) << (e ? "" : e.error().what());
+  }
+  auto after = daemon::call(paths, "window.list", json::object(), 10s);
+  ASSERT_TRUE(after) << after.error().what();
+  EXPECT_TRUE(after->empty()) << "a begin or end drops the shared answer: " << after->dump().substr(0, 300);
+  EXPECT_TRUE(alive());
+}
+
 // Defect 9: a process in a memory cgroup with a limit of its own is not moved out of it.
 TEST(GuardExistingLimit, ProcessUnderALimitIsRefusedWithTheReason) {
   if (!test::is_root()) GTEST_SKIP() << "needs root";

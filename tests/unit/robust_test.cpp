@@ -57,7 +57,10 @@ TEST(ControlFrame, InvalidUtf8GetsAnErrorReplyThatEncodes) {
     EXPECT_TRUE(r->contains("error")) << r->dump(-1, ' ', false, json::error_handler_t::replace);
     std::string wire = daemon::encode_reply(*r);
     ASSERT_EQ(wire.back(), '\n');
-    EXPECT_NO_THROW((void)json::parse(wire.substr(0, wire.size() - 1)));
+    EXPECT_NO_THROW({
+      json parsed = json::parse(wire.substr(0, wire.size() - 1));
+      EXPECT_TRUE(parsed.contains("error"));
+    });
   }
   // A handler's reply holding invalid bytes (a path, a comm) is encoded with U+FFFD, not thrown.
   std::string wire = daemon::encode_reply(json{{"id", 1}, {"result", std::string("a\xff")}});
@@ -106,6 +109,49 @@ TEST(ControlFrame, NotAnObjectAndHandlerExceptionsAreErrors) {
   EXPECT_EQ((*r)["id"], 2);
   // params that is not an object reaches the handler, whose exception is caught.
   EXPECT_FALSE(error_of(run_frame(R"({"id":3,"method":"test.throw","params":[]})")).empty());
+}
+
+// Issue 13, the soak: an answer already serialised (window.list's, shared by every poller) is
+// written as it is. Its reply line is byte for byte what the ordinary path writes for the same
+// answer and id (ids of each kind, invalid UTF-8 replaced); a raw handler's error or exception is
+// the same error reply; a method with no raw handler is left to dispatch_request.
+TEST(ControlFrame, RawAnswerLineIsTheOrdinaryReplyLine) {
+  json answer = json::array({json{{"id", "w1"}, {"files", {"/m/a\xff.bin"}}, {"ttl_left_ms", 5}}, json{{"id", "w2"}}});
+  std::map<std::string, daemon::Handler> plain;
+  plain["window.list"] = [&](const json&, const daemon::Peer&) -> Result<json> { return answer; };
+  std::map<std::string, daemon::RawHandler> raw;
+  auto shared = daemon::share_json(answer);
+  raw["window.list"] = [&](const json&, const daemon::Peer&) -> Result<daemon::SharedJson> { return shared; };
+  raw["test.fail"] = [](const json&, const daemon::Peer&) -> Result<daemon::SharedJson> {
+    return sys_error(ENOENT, "no such window");
+  };
+  raw["test.throw"] = [](const json& p, const daemon::Peer&) -> Result<daemon::SharedJson> {
+    return daemon::share_json(json{{"x", p.at("missing").get<int>()}});
+  };
+  for (std::string id : {"1", "-7", "2.5", "null", "\"abc\"", "\"\u00e9\\\"\""}) {
+    std::string line = R"({"method":"window.list","params":{},"id":)" + id + "}";
+    auto request = json::parse(line, nullptr, false);
+    ASSERT_FALSE(request.is_discarded()) << line;
+    json rid = request["id"];
+    auto r = daemon::dispatch_raw(raw, request, rid, daemon::Peer{});
+    ASSERT_TRUE(r) << line;
+    auto* reply = std::get_if<daemon::RawReply>(&*r);
+    ASSERT_NE(reply, nullptr) << line;
+    EXPECT_EQ(reply->body.get(), shared.get()) << "the shared bytes, not a copy";
+    EXPECT_EQ(daemon::raw_reply_line(*reply), daemon::encode_reply(daemon::dispatch_request(plain, request, {})))
+        << line;
+  }
+  for (const char* m : {"test.fail", "test.throw"}) {
+    json request{{"id", 4}, {"method", m}, {"params", json::object()}};
+    auto r = daemon::dispatch_raw(raw, request, 4, daemon::Peer{});
+    ASSERT_TRUE(r);
+    auto* err = std::get_if<json>(&*r);
+    ASSERT_NE(err, nullptr) << m;
+    EXPECT_EQ((*err)["id"], 4);
+    EXPECT_TRUE(err->contains("error")) << err->dump();
+  }
+  EXPECT_FALSE(daemon::dispatch_raw(raw, json{{"id", 5}, {"method", "agent.ping"}}, 5, daemon::Peer{}));
+  EXPECT_FALSE(daemon::dispatch_raw(raw, json{{"id", 5}}, 5, daemon::Peer{}));
 }
 
 TEST(ControlFrame, FramesAreSplitAndAnOverlongLineOverflows) {

@@ -10,7 +10,7 @@
 
 // core/ is the house's shared base (Result, HostPaths, the fs helpers, the one Event type...): it
 // stays in namespace spark itself, which every part's own namespace (spark::guard, spark::daemon,
-// ...) sees without qualification. A part names another part's names qualified (guard::Guard);
+// ...) sees without qualification. A part names another part's names qualified (guard::CgroupBox);
 // docs/architecture.md lists the parts and which have their namespace yet.
 namespace spark {
 

@@ -28,6 +28,8 @@
 #include "telemetry/reserve.h"
 #include "tune/readahead.h"
 
+using spark::gpu::unified_memory_host;
+
 namespace spark {
 
 using json = nlohmann::json;

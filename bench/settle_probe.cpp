@@ -22,6 +22,8 @@
 #include "core/fs.h"
 #include "gpu/gpu_probe.h"
 
+using spark::gpu::GpuProbe, spark::gpu::nvml_library_path, spark::gpu::recent_gpu_kill, spark::gpu::settle_wait;
+
 extern char** environ;
 
 namespace {

@@ -88,7 +88,7 @@ int run_foreground(Context& ctx, guard::GuardSupervisor& sup, bool end_on_signal
 
 // A foreground guard keeps its own event log (no agent): numbered as the agent's are, with the
 // probes' OOM merge rules; each event goes to stdout and the --events-file as one JSON line.
-guard::EventSink make_sink(const std::string& events_file) {
+EventSink make_sink(const std::string& events_file) {
   auto file = std::make_shared<std::ofstream>();
   if (!events_file.empty()) file->open(events_file, std::ios::app);
   auto log = std::make_shared<EventLog>();
@@ -97,7 +97,7 @@ guard::EventSink make_sink(const std::string& events_file) {
     std::cout << line << std::endl;
     if (file->is_open()) *file << line << std::endl;
   });
-  return [log](const guard::Event& e) { log->append(e); };
+  return [log](const Event& e) { log->append(e); };
 }
 
 int do_guard(Context& ctx, const GuardArgs& a) {

@@ -8,6 +8,10 @@
 #include <utility>
 #include <variant>
 
+// core/ is the house's shared base (Result, HostPaths, the fs helpers, the one Event type...): it
+// stays in namespace spark itself, which every part's own namespace (spark::guard, spark::daemon,
+// ...) sees without qualification. A part names another part's names qualified (guard::CgroupBox);
+// docs/architecture.md lists the parts and which have their namespace yet.
 namespace spark {
 
 using Error = std::system_error;
@@ -48,7 +52,9 @@ template <>
 class [[nodiscard]] Result<void> {
  public:
   Result() = default;
-  Result(Error error) : err_(std::move(error)), failed_(true) {}  // NOLINT(google-explicit-constructor,performance-unnecessary-value-param,performance-move-const-arg): as Result<T>'s; system_error copies either way
+  // Implicit and by value as Result<T>'s; system_error copies either way.
+  // NOLINTNEXTLINE(google-explicit-constructor,performance-unnecessary-value-param,performance-move-const-arg)
+  Result(Error error) : err_(std::move(error)), failed_(true) {}
 
   bool ok() const { return !failed_; }
   explicit operator bool() const { return ok(); }

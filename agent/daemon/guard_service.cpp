@@ -8,7 +8,7 @@ Result<void> GuardService::on_start(ServiceContext& ctx) {
   // Guard events go to the agent's one event log (journal, events.list, guard wait, /metrics).
   EventLog* log = &ctx.events();
   sup_ = std::make_unique<guard::GuardSupervisor>(ctx.paths(), ctx.tuner(),
-                                                  [log](const guard::Event& e) { log->append(e); });
+                                                  [log](const Event& e) { log->append(e); });
   // While guards run, an OOM kill the probes see waits briefly for the guard's own: one event.
   log->set_guards_active([this] { return sup_ && !sup_->ids().empty(); });
   if (auto n = sup_->resume(); !n)

@@ -14,7 +14,7 @@
 
 #include "core/result.h"
 
-namespace spark {
+namespace spark::gpu {
 
 using SteadyTime = std::chrono::steady_clock::time_point;
 
@@ -39,4 +39,4 @@ Result<T> call_with_deadline(std::function<Result<T>()> fn, SteadyTime deadline,
   return std::move(*slot->result);
 }
 
-}  // namespace spark
+}  // namespace spark::gpu

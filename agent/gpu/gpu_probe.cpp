@@ -7,7 +7,7 @@
 #include "core/proc_stat.h"
 #include "core/units.h"
 
-namespace spark {
+namespace spark::gpu {
 
 // The library stays open across samples; a worker that hangs keeps its own reference, and while
 // it hangs no new worker is started (busy), so hung threads never pile up.
@@ -159,4 +159,4 @@ KillSignal recent_gpu_kill(const HostPaths& paths, const std::vector<GpuProcess>
   return k;
 }
 
-}  // namespace spark
+}  // namespace spark::gpu

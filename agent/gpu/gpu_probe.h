@@ -11,7 +11,7 @@
 #include "gpu/deadline.h"
 #include "gpu/nvml.h"
 
-namespace spark {
+namespace spark::gpu {
 
 struct GpuSample {
   std::vector<GpuMemory> devices;     // in the order asked for
@@ -66,4 +66,4 @@ struct KillSignal {
 };
 KillSignal recent_gpu_kill(const HostPaths& paths, const std::vector<GpuProcess>& holders);
 
-}  // namespace spark
+}  // namespace spark::gpu

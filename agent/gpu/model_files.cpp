@@ -6,7 +6,7 @@
 #include <filesystem>
 #include <set>
 
-namespace spark {
+namespace spark::gpu {
 
 namespace fs = std::filesystem;
 
@@ -78,4 +78,4 @@ Result<ModelFiles> model_files(const std::vector<std::string>& args) {
   return m;
 }
 
-}  // namespace spark
+}  // namespace spark::gpu

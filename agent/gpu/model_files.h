@@ -7,7 +7,7 @@
 
 #include "core/result.h"
 
-namespace spark {
+namespace spark::gpu {
 
 struct ModelFiles {
   uint64_t bytes = 0;
@@ -18,4 +18,4 @@ struct ModelFiles {
 // one that matches nothing, or a path that does not exist, is an input error. Each file counts once.
 Result<ModelFiles> model_files(const std::vector<std::string>& args);
 
-}  // namespace spark
+}  // namespace spark::gpu

@@ -5,7 +5,7 @@
 #include <cstdlib>
 #include <type_traits>
 
-namespace spark {
+namespace spark::gpu {
 
 namespace {
 
@@ -136,4 +136,4 @@ Result<std::vector<GpuProcess>> Nvml::processes(unsigned index) {
   return sys_error(EIO, where + ": process list keeps growing");
 }
 
-}  // namespace spark
+}  // namespace spark::gpu

@@ -10,7 +10,7 @@
 
 #include "core/result.h"
 
-namespace spark {
+namespace spark::gpu {
 
 struct GpuMemory {
   unsigned index = 0;
@@ -53,4 +53,4 @@ class Nvml {
   bool initialised_ = false;
 };
 
-}  // namespace spark
+}  // namespace spark::gpu

@@ -9,7 +9,7 @@
 #include "core/units.h"
 #include "tune/trigger.h"
 
-namespace spark {
+namespace spark::gpu {
 
 const char* verdict_name(Verdict v) {
   switch (v) {
@@ -284,4 +284,4 @@ std::string PreflightReport::to_text() const {
   return o.str();
 }
 
-}  // namespace spark
+}  // namespace spark::gpu

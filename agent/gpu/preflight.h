@@ -18,7 +18,7 @@
 #include "telemetry/reserve.h"
 #include "tune/actuator.h"
 
-namespace spark {
+namespace spark::gpu {
 
 struct PreflightRequest {
   uint64_t bytes = 0;  // the model's size
@@ -80,4 +80,4 @@ struct PreflightReport {
 PreflightReport run_preflight(const HostPaths& paths, const PreflightRequest& request);
 PreflightReport run_preflight(const HostPaths& paths, const PreflightRequest& request, Actuator& act);
 
-}  // namespace spark
+}  // namespace spark::gpu

@@ -1,6 +1,6 @@
 #include "gpu/unified.h"
 
-namespace spark {
+namespace spark::gpu {
 
 bool unified_memory_host(const std::string& library) {
   auto nvml = Nvml::open(library);
@@ -12,4 +12,4 @@ bool unified_memory_host(const std::string& library) {
   return false;
 }
 
-}  // namespace spark
+}  // namespace spark::gpu

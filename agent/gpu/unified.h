@@ -9,10 +9,10 @@
 #include "core/result.h"
 #include "gpu/nvml.h"
 
-namespace spark {
+namespace spark::gpu {
 
 // true when NVML lists at least one device with unified memory; false without NVML (ENOENT) or
 // without such a device.
 bool unified_memory_host(const std::string& library = nvml_library_path());
 
-}  // namespace spark
+}  // namespace spark::gpu

@@ -6,13 +6,6 @@
 
 namespace spark::guard {
 
-using Event = spark::Event;
-using EventSink = spark::EventSink;
-
-}  // namespace spark::guard
-
-namespace spark::guard {
-
 // A guard event with its one-line summary and hint made from its type and data.
 Event make_event(const std::string& guard_id, const std::string& type, nlohmann::json data);
 

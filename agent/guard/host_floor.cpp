@@ -4,6 +4,8 @@
 #include "profile/profile_options.h"
 #include "window/floor.h"
 
+using spark::gpu::unified_memory_host;
+
 namespace spark::guard {
 
 Result<uint64_t> resolve_host_floor(const std::string& asked, const std::optional<std::string>& profile_default,

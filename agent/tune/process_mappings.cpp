@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <bit>
 #include <cctype>
 #include <cstdlib>
 #include <cstring>
@@ -205,7 +206,10 @@ Result<void> advise_process(pid_t pid, const std::vector<std::pair<uint64_t, uin
 
 Result<void> advise_pidfd(int pidfd, pid_t pid, const std::vector<std::pair<uint64_t, uint64_t>>& ranges, int advice) {
   std::vector<iovec> iov;
-  for (const auto& [s, e] : ranges) iov.push_back({reinterpret_cast<void*>(s), static_cast<size_t>(e - s)});
+  // The ranges are addresses in the other process, only handed to the kernel and never dereferenced
+  // here: their bits are copied into iov_base (std::bit_cast), not made a pointer of ours.
+  for (const auto& [s, e] : ranges)
+    iov.push_back({std::bit_cast<void*>(static_cast<uintptr_t>(s)), static_cast<size_t>(e - s)});
   // The kernel takes at most UIO_MAXIOV (1024) vectors per call.
   for (size_t i = 0; i < iov.size(); i += 1024) {
     size_t n = std::min<size_t>(1024, iov.size() - i);

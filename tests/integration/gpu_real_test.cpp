@@ -8,6 +8,8 @@
 #include "gpu/preflight.h"
 #include "support/run_spark_tune.h"
 
+using spark::gpu::Nvml, spark::gpu::PreflightRequest, spark::gpu::Verdict, spark::gpu::run_preflight;
+
 namespace spark {
 namespace {
 

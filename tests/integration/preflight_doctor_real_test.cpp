@@ -12,6 +12,8 @@
 #include "telemetry/host_fit.h"
 #include "tune/trigger.h"
 
+using spark::gpu::PreflightRequest, spark::gpu::Verdict, spark::gpu::run_preflight;
+
 namespace spark {
 namespace {
 

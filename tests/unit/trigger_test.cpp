@@ -15,6 +15,8 @@
 #include "tune/actuator.h"
 #include "tune/page_cache.h"
 
+using spark::gpu::PreflightRequest, spark::gpu::run_preflight;
+
 namespace spark {
 namespace {
 

@@ -55,6 +55,22 @@ std::string encode_reply(const json& reply) {
   }
 }
 
+namespace {
+
+// A handler's call: what it throws becomes the method's error reply, never the agent's end.
+template <typename T, typename Call>
+Result<T> call_handler(const std::string& method, Call&& call) {
+  try {
+    return call();
+  } catch (const std::exception& e) {
+    return sys_error(EIO, method + " failed: " + e.what());
+  } catch (...) {
+    return sys_error(EIO, method + " failed");
+  }
+}
+
+}  // namespace
+
 json dispatch_request(const std::map<std::string, Handler>& handlers, const json& request, const Peer& peer) {
   json id = request.is_object() && request.contains("id") ? request["id"] : json();
   if (!request.is_object() || !request.contains("method") || !request["method"].is_string())
@@ -63,16 +79,7 @@ json dispatch_request(const std::map<std::string, Handler>& handlers, const json
   auto it = handlers.find(method);
   if (it == handlers.end())
     return {{"id", id}, {"error", error_to_json(sys_error(ENOSYS, "unknown method " + method))}};
-  Result<json> r = [&]() -> Result<json> {
-    try {
-      json params = request.value("params", json::object());
-      return it->second(params, peer);
-    } catch (const std::exception& e) {
-      return sys_error(EIO, method + " failed: " + e.what());
-    } catch (...) {
-      return sys_error(EIO, method + " failed");
-    }
-  }();
+  Result<json> r = call_handler<json>(method, [&] { return it->second(request.value("params", json::object()), peer); });
   if (!r) return {{"id", id}, {"error", error_to_json(r.error())}};
   return {{"id", id}, {"result", std::move(*r)}};
 }
@@ -85,16 +92,8 @@ std::optional<std::variant<RawReply, json>> dispatch_raw(const std::map<std::str
   const auto& method = m->get_ref<const std::string&>();
   auto it = handlers.find(method);
   if (it == handlers.end()) return std::nullopt;
-  Result<SharedJson> r = [&]() -> Result<SharedJson> {
-    try {
-      json params = request.value("params", json::object());
-      return it->second(params, peer);
-    } catch (const std::exception& e) {
-      return sys_error(EIO, method + " failed: " + e.what());
-    } catch (...) {
-      return sys_error(EIO, method + " failed");
-    }
-  }();
+  Result<SharedJson> r =
+      call_handler<SharedJson>(method, [&] { return it->second(request.value("params", json::object()), peer); });
   if (r && !*r) r = sys_error(EIO, method + " failed: no answer");
   if (!r) return json{{"id", id}, {"error", error_to_json(r.error())}};
   return RawReply{"{\"id\":" + id.dump(-1, ' ', false, json::error_handler_t::replace) + ",\"result\":",

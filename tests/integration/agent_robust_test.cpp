@@ -79,6 +79,15 @@ class AgentRobustTest : public ::testing::Test {
     }
     return fd;
   }
+  // A raw connection kept open until TearDown, its receive buffer 4 KiB: replies pile up in the agent.
+  int connect_held_small_rcvbuf() {
+    int fd = connect_raw();
+    if (fd < 0) return fd;
+    held.push_back(fd);
+    int small = 4096;
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    return fd;
+  }
   static void send_all(int fd, const std::string& s) {
     for (size_t off = 0; off < s.size();) {
       ssize_t n = ::send(fd, s.data() + off, s.size() - off, MSG_NOSIGNAL);
@@ -160,11 +169,8 @@ TEST_F(AgentRobustTest, DeeplyNestedIdIsRefusedAndTheAgentLivesOn) {
 // second per reply. Another client is answered while the staller holds its unread replies, and
 // the staller is dropped past its deadline.
 TEST_F(AgentRobustTest, ClientThatNeverReadsStallsNobodyAndIsDropped) {
-  int fd = connect_raw();
+  int fd = connect_held_small_rcvbuf();
   ASSERT_GE(fd, 0);
-  held.push_back(fd);
-  int small = 4096;
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
   std::string burst;
   for (int i = 0; i < 1000; ++i) burst += "{\"id\":" + std::to_string(i) + ",\"method\":\"agent.ping\"}\n";
   send_all(fd, burst);
@@ -399,11 +405,8 @@ TEST_F(AgentRobustTest, SharedListAnswerIsWholeAndInOrderForPipelinedAskers) {
     ASSERT_TRUE(b) << b.error().what();
     ids.push_back(b->value("id", ""));
   }
-  int fd = connect_raw();
+  int fd = connect_held_small_rcvbuf();
   ASSERT_GE(fd, 0);
-  held.push_back(fd);
-  int small = 4096;
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
   std::string burst;
   std::vector<json> sent;
   for (int i = 0; i < 200; ++i) {

@@ -132,8 +132,11 @@ TEST(DocsDefaults, LoadWindowsTableIsTheCodeAndTheShippedProfile) {
     }
   }
   // Every [window] key the shipped profile sets is in the table.
-  for (const auto& [k, v] : shipped->options)
-    if (k.rfind("window.", 0) == 0) EXPECT_TRUE(documented_keys.count(k)) << k << " is not in the defaults table";
+  for (const auto& [k, v] : shipped->options) {
+    if (k.rfind("window.", 0) == 0) {
+      EXPECT_TRUE(documented_keys.count(k)) << k << " is not in the defaults table";
+    }
+  }
 }
 
 TEST(DocsDefaults, ProfileKeysTableIsTheCode) {

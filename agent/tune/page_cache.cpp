@@ -674,17 +674,26 @@ void CacheKeeper::run_reads(std::vector<FileRead>& reads) {
 // fault by fault.
 void CacheKeeper::read_back(pid_t pid, uint64_t start, VmaState& st, std::vector<FileRead>& reads) {
   if (st.done_upto <= start) return;
-  if (!st.data.valid()) {
-    char range[96];
-    std::snprintf(range, sizeof range, "/%d/map_files/%llx-%llx", static_cast<int>(pid),
-                  static_cast<unsigned long long>(start), static_cast<unsigned long long>(st.end));
-    st.data = Fd(::open((paths_.proc.string() + range).c_str(), O_RDONLY | O_CLOEXEC));
-    if (!st.data.valid()) return;
-  }
+  if (!st.data.valid()) st.data = Fd(::open(map_files_path(pid, start, st.end).c_str(), O_RDONLY | O_CLOEXEC));
+  if (queue_read(st, st.offset, st.done_upto - start, reads)) stats_.read_back_bytes += st.done_upto - start;
+}
+
+// <proc>/PID/map_files/START-END: the file the mapping at [start, end) maps, as the process sees it.
+std::string CacheKeeper::map_files_path(pid_t pid, uint64_t start, uint64_t end) const {
+  char range[64];
+  std::snprintf(range, sizeof range, "/map_files/%llx-%llx", static_cast<unsigned long long>(start),
+                static_cast<unsigned long long>(end));
+  return (paths_.proc / std::to_string(pid)).string() + range;
+}
+
+// A read of the mapped file for run_reads, through a duplicate of st.data (the mapping's state may
+// go before the read is made); false when there is no file to read.
+bool CacheKeeper::queue_read(const VmaState& st, uint64_t offset, uint64_t len, std::vector<FileRead>& reads) {
+  if (!st.data.valid()) return false;
   Fd dup(::fcntl(st.data.get(), F_DUPFD_CLOEXEC, 0));
-  if (!dup.valid()) return;
-  reads.push_back({std::move(dup), st.offset, st.done_upto - start});
-  stats_.read_back_bytes += st.done_upto - start;
+  if (!dup.valid()) return false;
+  reads.push_back({std::move(dup), offset, len});
+  return true;
 }
 
 // One mapping of a loader, between two ticks: where its front is now (present pages from what was
@@ -710,15 +719,13 @@ void CacheKeeper::follow_one(std::chrono::steady_clock::time_point now, pid_t pi
       return;
     }
   }
-  char range[64];
-  std::snprintf(range, sizeof range, "/map_files/%llx-%llx", static_cast<unsigned long long>(start),
-                static_cast<unsigned long long>(st.end));
+  const std::string mapped_file = map_files_path(pid, start, st.end);
   struct stat s {};
-  if (::stat((dir + range).c_str(), &s) != 0 || FileId{s.st_dev, s.st_ino} != st.file) {
+  if (::stat(mapped_file.c_str(), &s) != 0 || FileId{s.st_dev, s.st_ino} != st.file) {
     active_ = true;  // unmapped, or another mapping at its address (shard after shard): the next tick scans
     return;
   }
-  if (!st.data.valid()) st.data = Fd(::open((dir + range).c_str(), O_RDONLY | O_CLOEXEC));  // none: no reads ahead
+  if (!st.data.valid()) st.data = Fd(::open(mapped_file.c_str(), O_RDONLY | O_CLOEXEC));  // none: no reads ahead
   const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
   const uint64_t block = std::max(opt_.sample_block, page);
   // The head of the mapping (its first 4 blocks) mapped again once paged out: the process went
@@ -788,11 +795,7 @@ void CacheKeeper::follow_one(std::chrono::steady_clock::time_point now, pid_t pi
   if (opt_.read_ahead > 0 && st.data.valid() && !read_whole && front > start && front < st.end) {
     const uint64_t want = std::min(st.end, front + opt_.read_ahead), at = std::max(st.ahead_upto, front);
     if (want > at && (want - at >= opt_.read_ahead / 2 || want == st.end)) {
-      Fd dup(::fcntl(st.data.get(), F_DUPFD_CLOEXEC, 0));
-      if (dup.valid()) {
-        reads.push_back({std::move(dup), st.offset + (at - start), want - at});
-        stats_.read_ahead_bytes += want - at;
-      }
+      if (queue_read(st, st.offset + (at - start), want - at, reads)) stats_.read_ahead_bytes += want - at;
       st.ahead_upto = want;
     }
   }

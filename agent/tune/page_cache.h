@@ -194,6 +194,8 @@ class CacheKeeper {
   void follow_one(std::chrono::steady_clock::time_point now, pid_t pid, uint64_t start, VmaState& st,
                   std::vector<FileRead>& reads);
   void read_back(pid_t pid, uint64_t start, VmaState& st, std::vector<FileRead>& reads);
+  std::string map_files_path(pid_t pid, uint64_t start, uint64_t end) const;
+  static bool queue_read(const VmaState& st, uint64_t offset, uint64_t len, std::vector<FileRead>& reads);
   static void run_reads(std::vector<FileRead>& reads);
   bool followed(const VmaState& st) const;
   void start_follower();

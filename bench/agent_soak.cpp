@@ -45,8 +45,8 @@
 #include "core/memory_cgroup.h"
 #include "core/port.h"
 #include "daemon/protocol.h"
-#include "window/window.h"
 #include "stats.h"
+#include "window/window.h"
 
 using namespace spark;
 using spark::bench::percentile;
@@ -80,7 +80,8 @@ std::map<std::string, std::string> snapshot() {
     if (auto v = read_value(e.path())) out["vm." + name] = *v;
   }
   for (const auto& e : fs::directory_iterator("/sys/block", ec))
-    if (auto v = read_value(e.path() / "queue/read_ahead_kb")) out[e.path().filename().string() + ".read_ahead_kb"] = *v;
+    if (auto v = read_value(e.path() / "queue/read_ahead_kb"))
+      out[e.path().filename().string() + ".read_ahead_kb"] = *v;
   return out;
 }
 
@@ -150,8 +151,8 @@ struct AgentStat {
 AgentStat agent_stat(pid_t pid) {
   AgentStat s;
   std::error_code ec;
-  for (auto it = fs::directory_iterator("/proc/" + std::to_string(pid) + "/fd", ec); !ec && it != fs::directory_iterator();
-       it.increment(ec))
+  for (auto it = fs::directory_iterator("/proc/" + std::to_string(pid) + "/fd", ec);
+       !ec && it != fs::directory_iterator(); it.increment(ec))
     ++s.fds;
   if (auto st = read_file("/proc/" + std::to_string(pid) + "/status"))
     for (const auto& l : split_lines(*st))
@@ -161,8 +162,7 @@ AgentStat agent_stat(pid_t pid) {
     std::vector<std::string> v;
     std::string f;
     while (in >> f) v.push_back(f);
-    if (v.size() > 12)
-      s.cpu_s = (std::stod(v[11]) + std::stod(v[12])) / static_cast<double>(::sysconf(_SC_CLK_TCK));
+    if (v.size() > 12) s.cpu_s = (std::stod(v[11]) + std::stod(v[12])) / static_cast<double>(::sysconf(_SC_CLK_TCK));
   }
   return s;
 }
@@ -170,7 +170,8 @@ AgentStat agent_stat(pid_t pid) {
 bool make_file(const fs::path& p, size_t bytes) {
   std::ofstream out(p, std::ios::binary);
   std::string block(std::min<size_t>(bytes, 1 << 20), 'x');
-  for (size_t done = 0; done < bytes; done += block.size()) out.write(block.data(), std::min(block.size(), bytes - done));
+  for (size_t done = 0; done < bytes; done += block.size())
+    out.write(block.data(), std::min(block.size(), bytes - done));
   return static_cast<bool>(out);
 }
 
@@ -235,18 +236,27 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto next = [&]() -> std::string { return i + 1 < argc ? argv[++i] : ""; };
-    if (a == "--seconds") o.seconds = std::atoi(next().c_str());
-    else if (a == "--files") o.files = std::strtoull(next().c_str(), nullptr, 10);
-    else if (a == "--windows") o.windows = std::atoi(next().c_str());
-    else if (a == "--idle") o.idle = std::atoi(next().c_str());
-    else if (a == "--pollers") o.pollers = std::atoi(next().c_str());
-    else if (a == "--nice") o.nice = std::atoi(next().c_str());
-    else if (a == "--dir") o.dir = next();
-    else if (a == "--spark-tune") o.spark_tune = next();
+    if (a == "--seconds")
+      o.seconds = std::atoi(next().c_str());
+    else if (a == "--files")
+      o.files = std::strtoull(next().c_str(), nullptr, 10);
+    else if (a == "--windows")
+      o.windows = std::atoi(next().c_str());
+    else if (a == "--idle")
+      o.idle = std::atoi(next().c_str());
+    else if (a == "--pollers")
+      o.pollers = std::atoi(next().c_str());
+    else if (a == "--nice")
+      o.nice = std::atoi(next().c_str());
+    else if (a == "--dir")
+      o.dir = next();
+    else if (a == "--spark-tune")
+      o.spark_tune = next();
     else {
-      std::fprintf(stderr,
-                   "usage: agent_soak [--seconds S] [--files N] [--windows W] [--idle I] [--pollers P] [--nice N] [--dir D] "
-                   "[--spark-tune PATH]\n");
+      std::fprintf(
+          stderr,
+          "usage: agent_soak [--seconds S] [--files N] [--windows W] [--idle I] [--pollers P] [--nice N] [--dir D] "
+          "[--spark-tune PATH]\n");
       return 2;
     }
   }
@@ -278,9 +288,10 @@ int main(int argc, char** argv) {
   fs::path scratch = o.dir / ("spark-soak-" + std::to_string(::getpid()));
   fs::create_directories(scratch / "many");
   fs::create_directories(scratch / "models");
-  std::printf("agent_soak: %d s, %d windows, 1 window over %zu files, %d idle control + %d idle /metrics "
-              "connections, %d pollers, scratch %s\n",
-              o.seconds, o.windows, o.files, o.idle, o.idle, o.pollers, scratch.c_str());
+  std::printf(
+      "agent_soak: %d s, %d windows, 1 window over %zu files, %d idle control + %d idle /metrics "
+      "connections, %d pollers, scratch %s\n",
+      o.seconds, o.windows, o.files, o.idle, o.idle, o.pollers, scratch.c_str());
   std::fflush(stdout);
   auto t_files = Clock::now();
   for (size_t i = 0; i < o.files && !g_stop; ++i) make_file(scratch / "many" / ("f" + std::to_string(i)), 4096);
@@ -346,8 +357,10 @@ int main(int argc, char** argv) {
       auto r = daemon::call(paths, "window.begin", spec_to_json(big), 120s);
       big_pending = false;
       std::lock_guard<std::mutex> l(mu);
-      if (r) big_id = r->value("id", "");
-      else big_error = r.error().what();
+      if (r)
+        big_id = r->value("id", "");
+      else
+        big_error = r.error().what();
       std::printf("  window over %zu files: %s in %.1f s\n", o.files, r ? big_id.c_str() : big_error.c_str(),
                   std::chrono::duration<double>(Clock::now() - t_big).count());
       std::fflush(stdout);
@@ -420,8 +433,10 @@ int main(int argc, char** argv) {
           auto r = daemon::call(paths, "window.list", json::object(), 10s);
           double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
           std::lock_guard<std::mutex> l(mu);
-          if (r) lat_ms.push_back(ms);
-          else ++poll_errors;
+          if (r)
+            lat_ms.push_back(ms);
+          else
+            ++poll_errors;
           if (r && during_big) lat_big_ms.push_back(ms);
         }
       });
@@ -492,7 +507,8 @@ int main(int argc, char** argv) {
     if (l.rfind("spark_tune_events_total{", 0) == 0 && l.find("type=\"oom_kill\"") != std::string::npos)
       oom_events += std::atof(l.c_str() + l.rfind(' ') + 1);
   double bpf_victims = metric(metrics, "spark_tune_oom_victims_total");
-  double dropped = metric(metrics, "spark_tune_events_dropped_total") + metric(metrics, "spark_tune_bpf_events_dropped_total");
+  double dropped =
+      metric(metrics, "spark_tune_events_dropped_total") + metric(metrics, "spark_tune_bpf_events_dropped_total");
   double lost = std::max(0.0, static_cast<double>(oom_kernel) - oom_events - dropped);
 
   std::printf("\n| figure | value |\n| --- | --- |\n");
@@ -514,9 +530,10 @@ int main(int argc, char** argv) {
               static_cast<double>(peak.rss_kb) / 1024);
   std::printf("| agent CPU | %.1f s in %d s = %.1f%% of one core |\n", end_stat.cpu_s - idle0.cpu_s, o.seconds,
               (end_stat.cpu_s - idle0.cpu_s) / o.seconds * 100);
-  std::printf("| OOM kills: kernel (vmstat) / agent events / BPF victims / dropped | %llu / %.0f / %.0f / %.0f "
-              "(hogs run %zu) |\n",
-              static_cast<unsigned long long>(oom_kernel), oom_events, bpf_victims, dropped, hogs.load());
+  std::printf(
+      "| OOM kills: kernel (vmstat) / agent events / BPF victims / dropped | %llu / %.0f / %.0f / %.0f "
+      "(hogs run %zu) |\n",
+      static_cast<unsigned long long>(oom_kernel), oom_events, bpf_victims, dropped, hogs.load());
   std::printf("| OOM kills lost without being counted as dropped | %.0f |\n", lost);
   std::printf("| agent exit | %s |\n",
               WIFEXITED(status) ? ("status " + std::to_string(WEXITSTATUS(status))).c_str() : "killed");

@@ -144,15 +144,19 @@ int processes_mode(int argc, char** argv) {
   bool tuned = false;
   for (int i = 2; i < argc; ++i) {
     std::string a = argv[i];
-    if (a == "--reps" && i + 1 < argc) reps = std::atoi(argv[++i]);
-    else if (a == "--exe" && i + 1 < argc) exe = argv[++i];
-    else if (a == "--tuned") tuned = true;
+    if (a == "--reps" && i + 1 < argc)
+      reps = std::atoi(argv[++i]);
+    else if (a == "--exe" && i + 1 < argc)
+      exe = argv[++i];
+    else if (a == "--tuned")
+      tuned = true;
     else {
       std::fprintf(stderr, "usage: apply_bench --processes [--reps N] [--exe PATH] [--tuned]\n");
       return 2;
     }
   }
-  if (exe.empty()) exe = (std::filesystem::canonical("/proc/self/exe").parent_path().parent_path() / "agent" / "spark-tune").string();
+  if (exe.empty())
+    exe = (std::filesystem::canonical("/proc/self/exe").parent_path().parent_path() / "agent" / "spark-tune").string();
   auto dir = std::filesystem::temp_directory_path() / ("spark-tune-bench-" + std::to_string(::getpid()));
   std::filesystem::create_directories(dir);
   std::map<std::string, std::string> before, want = four_keys();
@@ -174,8 +178,9 @@ int processes_mode(int argc, char** argv) {
     while (std::getline(conf, line))
       if (line.rfind("reapply_sysctl", 0) == 0) reapply = line.find('0') == std::string::npos;
     if (reapply) {
-      std::fprintf(stderr, "--tuned: set reapply_sysctl = 0 in /etc/tuned/tuned-main.conf first (else tuned rewrites "
-                           "every sysctl.d key and leaves them changed)\n");
+      std::fprintf(stderr,
+                   "--tuned: set reapply_sysctl = 0 in /etc/tuned/tuned-main.conf first (else tuned rewrites "
+                   "every sysctl.d key and leaves them changed)\n");
       std::filesystem::remove_all(dir);
       return 2;
     }
@@ -205,7 +210,8 @@ int processes_mode(int argc, char** argv) {
     c_pair.push_back(a_cpu + last_cpu_ms);
     bool reverted = values_are(before);
     if (a < 0 || r < 0 || !applied || !reverted) {
-      std::fprintf(stderr, "round %d: spark-tune apply/revert failed (applied %d, reverted %d)\n", i, applied, reverted);
+      std::fprintf(stderr, "round %d: spark-tune apply/revert failed (applied %d, reverted %d)\n", i, applied,
+                   reverted);
       ok = false;
       break;
     }
@@ -239,8 +245,8 @@ int processes_mode(int argc, char** argv) {
   };
   row("/bin/true", t_true, c_true);
   row("spark-tune --version", t_version, c_version);
-  std::printf("%-44s wall %+9.3f ms   cpu %+7.3f ms\n", "  --version over /bin/true", median(t_version) - median(t_true),
-              median(c_version) - median(c_true));
+  std::printf("%-44s wall %+9.3f ms   cpu %+7.3f ms\n", "  --version over /bin/true",
+              median(t_version) - median(t_true), median(c_version) - median(c_true));
   row("spark-tune apply --help", t_help, c_help);
   row("spark-tune apply four-keys.toml", t_apply, {});
   row("spark-tune revert", t_revert, {});
@@ -294,7 +300,10 @@ int main(int argc, char** argv) {
     auto t3 = Clock::now();
     if (!a || !v || !r || v->drift()) {
       std::fprintf(stderr, "round %d failed: %s\n", i,
-                   !a ? a.error().what() : !v ? v.error().what() : !r ? r.error().what() : "drift after apply");
+                   !a   ? a.error().what()
+                   : !v ? v.error().what()
+                   : !r ? r.error().what()
+                        : "drift after apply");
       (void)tuner.revert_all();
       return 1;
     }

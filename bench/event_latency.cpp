@@ -21,9 +21,9 @@
 #include <vector>
 
 #include "../tests/integration/memcg_child.h"
+#include "stats.h"
 #include "telemetry/mm_probes.h"
 #include "telemetry/vmstat.h"
-#include "stats.h"
 
 using namespace spark;
 using spark::bench::percentile;
@@ -133,8 +133,8 @@ int main(int argc, char** argv) {
       poll_latency_ms.push_back(static_cast<double>(poll_seen_ns[i] - victim_ts[i]) / 1e6);
   std::printf("event_latency: %d kills, %zu events on the ring buffer%s\n", done, ring_latency_ms.size(),
               rt ? " (reader SCHED_FIFO 1)" : "");
-  std::printf("  ring buffer -> user space: p50 %.3f ms  p99 %.3f ms  max %.3f ms\n",
-              percentile(ring_latency_ms, 0.5), percentile(ring_latency_ms, 0.99), percentile(ring_latency_ms, 1.0));
+  std::printf("  ring buffer -> user space: p50 %.3f ms  p99 %.3f ms  max %.3f ms\n", percentile(ring_latency_ms, 0.5),
+              percentile(ring_latency_ms, 0.99), percentile(ring_latency_ms, 1.0));
   std::printf("  /proc/vmstat poll @100ms: p50 %.1f ms  p99 %.1f ms  max %.1f ms (n=%zu)\n",
               percentile(poll_latency_ms, 0.5), percentile(poll_latency_ms, 0.99), percentile(poll_latency_ms, 1.0),
               poll_latency_ms.size());

@@ -121,7 +121,9 @@ struct RunResult {
 std::string describe_end(int st) {
   if (WIFEXITED(st)) return "exit " + std::to_string(WEXITSTATUS(st));
   if (WIFSIGNALED(st))
-    return WTERMSIG(st) == SIGKILL ? "SIGKILL" : WTERMSIG(st) == SIGTERM ? "SIGTERM" : "signal " + std::to_string(WTERMSIG(st));
+    return WTERMSIG(st) == SIGKILL   ? "SIGKILL"
+           : WTERMSIG(st) == SIGTERM ? "SIGTERM"
+                                     : "signal " + std::to_string(WTERMSIG(st));
   return "?";
 }
 
@@ -197,14 +199,14 @@ RunResult run_once(const HostPaths& paths, Tuner& tuner, const std::string& file
     s.max_pause = 1000ms;
     s.kill_grace = 1000ms;
     if (mode != Mode::paced) s.fast_period = s.period;
-    keeper = std::make_unique<FloorKeeper>(paths, tuner, "bench", std::vector<fs::path>{file}, pid, s,
-                                           [&](const Event& e) {
-                                             if (e.type != "floor_action") return;
-                                             int step = e.data.value("step", 0);
-                                             res.max_step = std::max(res.max_step, step);
-                                             res.steps.push_back(step);
-                                             res.step_us[step].push_back(e.data.value("took_us", int64_t{0}));
-                                           });
+    keeper =
+        std::make_unique<FloorKeeper>(paths, tuner, "bench", std::vector<fs::path>{file}, pid, s, [&](const Event& e) {
+          if (e.type != "floor_action") return;
+          int step = e.data.value("step", 0);
+          res.max_step = std::max(res.max_step, step);
+          res.steps.push_back(step);
+          res.step_us[step].push_back(e.data.value("took_us", int64_t{0}));
+        });
     // The free floor only: one read of memory.usage_in_bytes per check (memory.stat costs more).
     keeper->set_meminfo_source([&]() -> Result<MemInfo> { return MemInfo::of(limit, limit, free_of()); });
     if (mode != Mode::loop)
@@ -348,12 +350,12 @@ int main(int argc, char** argv) {
         sources = res.sources;
         sampler_rt = sampler_rt && res.sampler_rt;
       }
-      std::printf("%-5s %-5s: crossings %zu; crossing->first action begun p50 %.2f p99 %.2f max %.2f ms; "
-                  "->done p50 %.2f p99 %.2f max %.2f ms (detection p50 %.2f p99 %.2f; the step itself p50 %.2f "
-                  "p99 %.2f); steps",
-                  sc.name, mode_name(mode), lat.size(), pct(begun, 0.5), pct(begun, 0.99), pct(begun, 1.0),
-                  pct(lat, 0.5), pct(lat, 0.99), pct(lat, 1.0), pct(det, 0.5), pct(det, 0.99), pct(took, 0.5),
-                  pct(took, 0.99));
+      std::printf(
+          "%-5s %-5s: crossings %zu; crossing->first action begun p50 %.2f p99 %.2f max %.2f ms; "
+          "->done p50 %.2f p99 %.2f max %.2f ms (detection p50 %.2f p99 %.2f; the step itself p50 %.2f "
+          "p99 %.2f); steps",
+          sc.name, mode_name(mode), lat.size(), pct(begun, 0.5), pct(begun, 0.99), pct(begun, 1.0), pct(lat, 0.5),
+          pct(lat, 0.99), pct(lat, 1.0), pct(det, 0.5), pct(det, 0.99), pct(took, 0.5), pct(took, 0.99));
       for (auto [s, c] : steps) std::printf(" %d:%d", s, c);
       std::printf("; lowest free %s (floor %s); ends", format_size(lowest == UINT64_MAX ? 0 : lowest).c_str(),
                   format_size(floor).c_str());
@@ -364,8 +366,7 @@ int main(int argc, char** argv) {
       std::printf("; checks %llu, wakes timer %llu psi %llu reclaim %llu; sampler%s gap p50 %.3f p99 %.3f ms\n",
                   static_cast<unsigned long long>(checks), static_cast<unsigned long long>(wt),
                   static_cast<unsigned long long>(wp), static_cast<unsigned long long>(wr),
-                  sampler_rt ? " (SCHED_FIFO 2)" : " (not real-time)", pct(gaps, 0.5),
-                  pct(gaps, 0.99));
+                  sampler_rt ? " (SCHED_FIFO 2)" : " (not real-time)", pct(gaps, 0.5), pct(gaps, 0.99));
       if (mode != Mode::loop) std::printf("%-5s %-5s: sources %s\n", sc.name, mode_name(mode), sources.c_str());
       std::fflush(stdout);
     }

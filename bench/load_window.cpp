@@ -272,7 +272,8 @@ int keeper_cost_main(const std::string& spark_tune, const fs::path& dir, const s
     }
     pid_t agent = static_cast<pid_t>(std::stol(*pid_text));
     for (int i = 0; i < n; ++i)
-      if (run_argv({spark_tune, "window", "begin", "--no-overlay", "--ttl", "10m", "--files", files[static_cast<size_t>(i)].string()}) != 0) {
+      if (run_argv({spark_tune, "window", "begin", "--no-overlay", "--ttl", "10m", "--files",
+                    files[static_cast<size_t>(i)].string()}) != 0) {
         std::cerr << "window begin failed\n";
         run_argv({spark_tune, "window", "end", "--all"});
         return 1;
@@ -315,7 +316,8 @@ int server_bench_main(const std::string& spark_tune, const fs::path& dir, uint64
     std::shuffle(order.begin(), order.end(), rng);
     for (const auto& scenario : order) {
       (void)evict_file(weights);
-      std::vector<std::string> cmd{g_self, "--loader", "server", weights.string(), std::to_string(seconds), out.string()};
+      std::vector<std::string> cmd{g_self,      "--loader", "server", weights.string(), std::to_string(seconds),
+                                   out.string()};
       if (scenario != "untuned") {
         std::vector<std::string> st{spark_tune, "run", "--files", weights.string(), "--"};
         cmd.insert(cmd.begin(), st.begin(), st.end());
@@ -341,7 +343,9 @@ int server_bench_main(const std::string& spark_tune, const fs::path& dir, uint64
     std::sort(v.begin(), v.end());
     return v.empty() ? 0.0 : (v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2);
   };
-  std::printf("| scenario | tokens/s, median (min-max) | vs untuned | first pass (the load), median s | runs |\n|---|---|---|---|---|\n");
+  std::printf(
+      "| scenario | tokens/s, median (min-max) | vs untuned | first pass (the load), median s | runs "
+      "|\n|---|---|---|---|---|\n");
   double base = 0;
   for (const auto& scenario : scenarios) {
     std::vector<double> t, f;
@@ -352,8 +356,8 @@ int server_bench_main(const std::string& spark_tune, const fs::path& dir, uint64
     if (scenario == "untuned") base = med;
     char vs[32] = "-";
     if (base > 0) std::snprintf(vs, sizeof vs, "%.3fx", med / base);
-    std::printf("| %s | %.2f (%.2f-%.2f) | %s | %.2f | %zu |\n", scenario.c_str(), med, *std::min_element(t.begin(), t.end()),
-                *std::max_element(t.begin(), t.end()), vs, median(f), t.size());
+    std::printf("| %s | %.2f (%.2f-%.2f) | %s | %.2f | %zu |\n", scenario.c_str(), med,
+                *std::min_element(t.begin(), t.end()), *std::max_element(t.begin(), t.end()), vs, median(f), t.size());
   }
   auto pid = read_value(HostPaths::system().run / "agent.pid");
   if (pid) ::kill(static_cast<pid_t>(std::stol(*pid)), SIGTERM);
@@ -400,8 +404,9 @@ int fd_cost_main(const fs::path& dir, size_t n, const HostPaths& paths, Actuator
       if (i > 0) us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
     }
     std::sort(us.begin(), us.end());
-    std::printf("| %s | %zu | %.0f us (%.2f us per file) |\n", cap == n ? "all held (LRU as large as the window)" : "opened per pass (LRU of 1)",
-                n, us[us.size() / 2], us[us.size() / 2] / static_cast<double>(n));
+    std::printf("| %s | %zu | %.0f us (%.2f us per file) |\n",
+                cap == n ? "all held (LRU as large as the window)" : "opened per pass (LRU of 1)", n, us[us.size() / 2],
+                us[us.size() / 2] / static_cast<double>(n));
   }
   std::error_code ec;
   fs::remove_all(work, ec);
@@ -431,21 +436,30 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto next = [&]() -> std::string { return i + 1 < argc ? argv[++i] : ""; };
-    if (a == "--dir") dir = next();
-    else if (a == "--shards") shards = std::stoi(next());
-    else if (a == "--shard-size") shard_size = parse_size(next()).value_or(1ull << 30);
-    else if (a == "--warm-size") warm_size = parse_size(next()).value_or(1ull << 30);
-    else if (a == "--reps") reps = std::stoi(next());
-    else if (a == "--spark-tune") spark_tune = next();
-    else if (a == "--shuffle") shuffle = true;
-    else if (a == "--seconds") seconds = std::stoi(next());
-    else if (a == "--fd-cost") fd_cost = std::stoul(next());
-    else if (a == "--server") server = true;
+    if (a == "--dir")
+      dir = next();
+    else if (a == "--shards")
+      shards = std::stoi(next());
+    else if (a == "--shard-size")
+      shard_size = parse_size(next()).value_or(1ull << 30);
+    else if (a == "--warm-size")
+      warm_size = parse_size(next()).value_or(1ull << 30);
+    else if (a == "--reps")
+      reps = std::stoi(next());
+    else if (a == "--spark-tune")
+      spark_tune = next();
+    else if (a == "--shuffle")
+      shuffle = true;
+    else if (a == "--seconds")
+      seconds = std::stoi(next());
+    else if (a == "--fd-cost")
+      fd_cost = std::stoul(next());
+    else if (a == "--server")
+      server = true;
     else if (a == "--keeper-cost") {
       std::stringstream ss(next());
       for (std::string x; std::getline(ss, x, ',');) keeper_cost.push_back(std::stoi(x));
-    }
-    else if (a == "--loaders") {
+    } else if (a == "--loaders") {
       loaders.clear();
       std::stringstream ss(next());
       for (std::string x; std::getline(ss, x, ',');) loaders.push_back(x);
@@ -458,10 +472,12 @@ int main(int argc, char** argv) {
       for (std::string x; std::getline(ss, x, ',');) readahead_variants.push_back(x);
     } else {
       std::cerr << "usage: load_window [--dir D] [--shards N] [--shard-size SIZE] [--warm-size SIZE] [--reps N]\n"
-                   "  [--loaders read,mmap,mmap-one,mmap-each] [--scenarios untuned,recipe,spark-tune] [--readahead-variants 8k,128k,...]\n"
+                   "  [--loaders read,mmap,mmap-one,mmap-each] [--scenarios untuned,recipe,spark-tune] "
+                   "[--readahead-variants 8k,128k,...]\n"
                    "  [--spark-tune PATH] [--shuffle]\n"
                    "       load_window --keeper-cost 1,80 [--seconds 30] [--dir D]\n"
-                   "       load_window --server [--seconds 10] [--shard-size SIZE] [--reps N] [--scenarios untuned,spark-tune] [--dir D]\n";
+                   "       load_window --server [--seconds 10] [--shard-size SIZE] [--reps N] [--scenarios "
+                   "untuned,spark-tune] [--dir D]\n";
       return 2;
     }
   }
@@ -502,8 +518,8 @@ int main(int argc, char** argv) {
   fs::path work = fs::path(dir) / ("spark-bench-" + std::to_string(::getpid()));
   fs::create_directories(work / "model");
   std::vector<fs::path> shard_files;
-  std::cerr << "writing " << shards << " x " << format_size(shard_size) << " shards and a "
-            << format_size(warm_size) << " warm file in " << work << "\n";
+  std::cerr << "writing " << shards << " x " << format_size(shard_size) << " shards and a " << format_size(warm_size)
+            << " warm file in " << work << "\n";
   for (int i = 0; i < shards; ++i) {
     shard_files.push_back(work / "model" / ("model-" + std::to_string(i) + ".safetensors"));
     if (!make_file(shard_files.back(), shard_size)) {
@@ -613,7 +629,8 @@ int main(int argc, char** argv) {
           (void)tuner.release("bench:recipe");
         }
         double kept = static_cast<double>(cached_bytes(warm).value_or(0)) / static_cast<double>(warm_size);
-        rows.push_back({scenario, loader, secs, sampler.s.shard_peak, sampler.s.cached_peak_above_start, kept, usage, rc});
+        rows.push_back(
+            {scenario, loader, secs, sampler.s.shard_peak, sampler.s.cached_peak_above_start, kept, usage, rc});
         std::cerr << scenario << " " << loader << ": " << secs << " s\n";
       }
     }
@@ -623,7 +640,9 @@ int main(int argc, char** argv) {
     std::sort(v.begin(), v.end());
     return v.empty() ? 0.0 : (v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2);
   };
-  std::printf("| loader | scenario | load time, median (min-max) s | vs untuned | shard cache peak | Cached peak above start | unrelated file still cached | loader CPU user/sys s | failed runs |\n");
+  std::printf(
+      "| loader | scenario | load time, median (min-max) s | vs untuned | shard cache peak | Cached peak above start | "
+      "unrelated file still cached | loader CPU user/sys s | failed runs |\n");
   std::printf("|---|---|---|---|---|---|---|---|---|\n");
   for (const auto& loader : loaders) {
     double base = 0;
@@ -645,11 +664,11 @@ int main(int argc, char** argv) {
       if (scenario == "untuned") base = med;
       char vs[32] = "-";
       if (base > 0) std::snprintf(vs, sizeof vs, "%+.0f%%", (med / base - 1) * 100);
-      std::printf("| %s | %s | %.2f (%.2f-%.2f) | %s | %s | %s | %.1f%% | %.2f / %.2f | %d |\n", loader.c_str(), scenario.c_str(), med,
-                  *std::min_element(t.begin(), t.end()), *std::max_element(t.begin(), t.end()), vs,
-                  format_size(static_cast<uint64_t>(median(sp))).c_str(),
-                  format_size(static_cast<uint64_t>(median(cp))).c_str(), *std::min_element(kept.begin(), kept.end()) * 100,
-                  median(us), median(sy), failed);
+      std::printf("| %s | %s | %.2f (%.2f-%.2f) | %s | %s | %s | %.1f%% | %.2f / %.2f | %d |\n", loader.c_str(),
+                  scenario.c_str(), med, *std::min_element(t.begin(), t.end()), *std::max_element(t.begin(), t.end()),
+                  vs, format_size(static_cast<uint64_t>(median(sp))).c_str(),
+                  format_size(static_cast<uint64_t>(median(cp))).c_str(),
+                  *std::min_element(kept.begin(), kept.end()) * 100, median(us), median(sy), failed);
     }
   }
   cleanup_settings();

@@ -33,7 +33,6 @@
 #include <bpf/bpf.h>
 #include <fcntl.h>
 #include <linux/falloc.h>
-#include <sys/stat.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
@@ -41,6 +40,7 @@
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -170,7 +170,8 @@ class ReclaimWorkload {
       why_ = "no cgroup v1 memory controller";
       return;
     }
-    dir_ = paths.cgroup / "memory" / (own == "/" ? "" : own.substr(1)) / ("probe-overhead-" + std::to_string(::getpid()));
+    dir_ =
+        paths.cgroup / "memory" / (own == "/" ? "" : own.substr(1)) / ("probe-overhead-" + std::to_string(::getpid()));
     std::error_code ec;
     if (!std::filesystem::create_directory(dir_, ec)) {
       why_ = "cannot create " + dir_.string() + ": " + ec.message();
@@ -376,9 +377,8 @@ Result<void> attach(const std::string& m, Attached& a) {
 }
 
 void print_row(const char* what, const char* unit, const std::string& mode, double base, const Estimate& d) {
-  std::printf("  %-8s %-10s %+9.1f %s  [%+.1f, %+.1f]  = %+6.2f%% [%+.2f%%, %+.2f%%]  (n=%zu)\n", what,
-              mode.c_str(), d.median, unit, d.lo, d.hi, d.median / base * 100, d.lo / base * 100,
-              d.hi / base * 100, d.n);
+  std::printf("  %-8s %-10s %+9.1f %s  [%+.1f, %+.1f]  = %+6.2f%% [%+.2f%%, %+.2f%%]  (n=%zu)\n", what, mode.c_str(),
+              d.median, unit, d.lo, d.hi, d.median / base * 100, d.lo / base * 100, d.hi / base * 100, d.n);
 }
 
 }  // namespace
@@ -405,8 +405,9 @@ int main(int argc, char** argv) {
     else if (a == "--prog-stats")
       prog_stats_on = true;
     else {
-      std::fprintf(stderr,
-                   "usage: probe_overhead [--passes N] [--mib M] [--switches K] [--toggles T] [--no-bpftrace] [--prog-stats]\n");
+      std::fprintf(
+          stderr,
+          "usage: probe_overhead [--passes N] [--mib M] [--switches K] [--toggles T] [--no-bpftrace] [--prog-stats]\n");
       return 2;
     }
   }
@@ -499,8 +500,8 @@ int main(int argc, char** argv) {
               "reclaim ns/pg");
   for (const auto& m : modes)
     if (raw_by_mode.count(m))
-      std::printf("          %-10s %12.1f %14.1f %12.1f %14.1f\n", m.c_str(), med(m, &Pass::order0),
-                  med(m, &Pass::thp), med(m, &Pass::sw), med(m, &Pass::rc));
+      std::printf("          %-10s %12.1f %14.1f %12.1f %14.1f\n", m.c_str(), med(m, &Pass::order0), med(m, &Pass::thp),
+                  med(m, &Pass::sw), med(m, &Pass::rc));
   std::printf("paired against the same pass's none: median difference [95%% CI of the median]\n");
   double base0 = med("none", &Pass::order0), base_thp = med("none", &Pass::thp), base_sw = med("none", &Pass::sw);
   for (const auto& m : modes) {
@@ -538,9 +539,10 @@ int main(int argc, char** argv) {
   // alternate every few milliseconds (ABBA order) and slow drift of the host cancels out.
   if (toggles > 0) {
     size_t chunk = std::min<size_t>(bytes, 16 << 20);
-    std::printf("toggled A/B: %d rounds; per round, each subject (order rotated) gets one ABBA-ordered pair of\n"
-                "  %zu-MiB order0 runs, programs loaded once, only their links attached/detached\n",
-                toggles, chunk >> 20);
+    std::printf(
+        "toggled A/B: %d rounds; per round, each subject (order rotated) gets one ABBA-ordered pair of\n"
+        "  %zu-MiB order0 runs, programs loaded once, only their links attached/detached\n",
+        toggles, chunk >> 20);
     struct Subject {
       const char* name;
       std::function<void(bool)> set;
@@ -602,8 +604,8 @@ int main(int argc, char** argv) {
     for (auto& sj : subjects) {
       Estimate e = estimate(sj.diffs);
       std::printf("  order0   %-10s %+7.1f ns/op [%+.1f, %+.1f] = %+.2f%% [%+.2f%%, %+.2f%%] of %.1f ns/op (n=%zu)",
-                  sj.name, e.median, e.lo, e.hi, e.median / base0 * 100, e.lo / base0 * 100, e.hi / base0 * 100,
-                  base0, e.n);
+                  sj.name, e.median, e.lo, e.hi, e.median / base0 * 100, e.lo / base0 * 100, e.hi / base0 * 100, base0,
+                  e.n);
       if (events_per_op > 0)
         std::printf("; per event %.1f ns [%.1f, %.1f]", e.median / events_per_op, e.lo / events_per_op,
                     e.hi / events_per_op);
@@ -613,8 +615,10 @@ int main(int argc, char** argv) {
     if (deep_e && events_per_op > 0 && d_order0.count("bpftrace")) {
       Estimate bt = estimate(d_order0["bpftrace"]);
       const Estimate& e = *deep_e;
-      std::printf("  bpftrace/deep per event (bpftrace from the passes above, deep toggled): %.1fx (CI bounds %.1fx .. %.1fx)\n",
-                  bt.median / e.median, e.hi > 0 ? bt.lo / e.hi : 0.0, e.lo > 0 ? bt.hi / e.lo : 0.0);
+      std::printf(
+          "  bpftrace/deep per event (bpftrace from the passes above, deep toggled): %.1fx (CI bounds %.1fx .. "
+          "%.1fx)\n",
+          bt.median / e.median, e.hi > 0 ? bt.lo / e.hi : 0.0, e.lo > 0 ? bt.hi / e.lo : 0.0);
     }
     deep.reset();
     fl.reset();
@@ -651,8 +655,8 @@ int main(int argc, char** argv) {
         double ns = w.run();
         if (ns <= 0) continue;
         auto s = prog_stats(want).minus(s0);
-        std::printf("  %-10s %-7s runs %10lu  run time %12lu ns  = %7.1f ns/run  share of workload %.4f%%\n",
-                    m.c_str(), w.name, s.runs, s.run_ns, s.runs ? static_cast<double>(s.run_ns) / s.runs : 0.0,
+        std::printf("  %-10s %-7s runs %10lu  run time %12lu ns  = %7.1f ns/run  share of workload %.4f%%\n", m.c_str(),
+                    w.name, s.runs, s.run_ns, s.runs ? static_cast<double>(s.run_ns) / s.runs : 0.0,
                     static_cast<double>(s.run_ns) / ns * 100);
       }
     }

@@ -34,9 +34,7 @@ using namespace std::chrono;
 double ms_since(steady_clock::time_point t) {
   return duration_cast<microseconds>(steady_clock::now() - t).count() / 1000.0;
 }
-double gib(uint64_t b) {
-  return b / 1073741824.0;
-}
+double gib(uint64_t b) { return b / 1073741824.0; }
 
 int kill_test(unsigned gpu, int gib_size, milliseconds settle_max, int kills) {
   auto self = fs::read_symlink(HostPaths::system().proc / "self/exe");

@@ -30,7 +30,8 @@ void setup(CLI::App& app, spark::cli::Context& ctx) {
   static std::string idle_timeout, send_deadline;
   cmd->add_option("--control-idle-timeout", idle_timeout, "close control connections idle this long (testing)")
       ->group("");
-  cmd->add_option("--control-send-deadline", send_deadline, "drop control clients that read no reply this long (testing)")
+  cmd->add_option("--control-send-deadline", send_deadline,
+                  "drop control clients that read no reply this long (testing)")
       ->group("");
   cmd->callback([&ctx] {
     using namespace spark;
@@ -52,8 +53,8 @@ void setup(CLI::App& app, spark::cli::Context& ctx) {
     }
     daemon::AgentOptions opt;
     opt.drop_capabilities = !keep_caps;
-    for (auto [text, into] : {std::pair{&idle_timeout, &opt.control_idle_timeout},
-                              std::pair{&send_deadline, &opt.control_send_deadline}}) {
+    for (auto [text, into] :
+         {std::pair{&idle_timeout, &opt.control_idle_timeout}, std::pair{&send_deadline, &opt.control_send_deadline}}) {
       if (text->empty()) continue;
       auto d = parse_duration(*text);
       if (!d || d->count() <= 0) {

@@ -41,8 +41,7 @@ std::string value_name(const CLI::Option* o) {
   return t.empty() ? "VALUE" : t;
 }
 
-void walk(const CLI::App& app, std::vector<const CLI::App*>& chain,
-          std::vector<std::vector<const CLI::App*>>& out) {
+void walk(const CLI::App& app, std::vector<const CLI::App*>& chain, std::vector<std::vector<const CLI::App*>>& out) {
   for (const auto* c : children(app)) {
     chain.push_back(c);
     out.push_back(chain);
@@ -72,9 +71,12 @@ std::string roff(const std::string& text) {
   for (char c : text) {
     if (line_start && (c == '.' || c == '\'')) out += "\\&";
     line_start = c == '\n';
-    if (c == '\\') out += "\\e";
-    else if (c == '-') out += "\\-";
-    else out += c;
+    if (c == '\\')
+      out += "\\e";
+    else if (c == '-')
+      out += "\\-";
+    else
+      out += c;
   }
   return out;
 }

@@ -17,9 +17,9 @@
 
 #include "cli/guard_flags.h"
 #include "cli/guard_wait.h"
-#include "core/event_log.h"
 #include "cli/registry.h"
 #include "cli/window_options.h"
+#include "core/event_log.h"
 #include "core/log.h"
 #include "core/units.h"
 #include "daemon/protocol.h"
@@ -131,9 +131,11 @@ int do_guard(Context& ctx, const GuardArgs& a) {
   auto o = to_options(a);
   if (!o) return report_error(ctx, describe(o.error()));
   if (!a.foreground && !a.events_file.empty())
-    return report_error(ctx, "--events-file is written by a guard held in the foreground only (--foreground); a "
-                             "guard held by the agent logs to the agent's event stream: read it with `spark-tune "
-                             "events --json --source guard >> " + a.events_file + "` (it follows until interrupted)");
+    return report_error(ctx,
+                        "--events-file is written by a guard held in the foreground only (--foreground); a "
+                        "guard held by the agent logs to the agent's event stream: read it with `spark-tune "
+                        "events --json --source guard >> " +
+                            a.events_file + "` (it follows until interrupted)");
   if (!a.foreground) {
     auto r = agent_call(ctx, "guard.add", guard::options_to_json(*o));
     if (!r) return agent_error(ctx, r.error());

@@ -28,7 +28,8 @@ void add_guard_flags(CLI::App* app, GuardFlags& f, const std::string& group) {
                            "growth allowed after the load: SIZE or \"30% of available\" "
                            "(default min(8 GiB, 30% of MemAvailable))"));
   in_group(app->add_option("--memory-high", f.memory_high, "absolute throttle limit (v2 memory.high, v1 soft limit)"));
-  in_group(app->add_option("--memory-max", f.memory_max, "absolute hard limit (the kernel kills inside the box above it)"));
+  in_group(
+      app->add_option("--memory-max", f.memory_max, "absolute hard limit (the kernel kills inside the box above it)"));
   in_group(app->add_flag("--force", f.force, "allow a limit below what the process already uses"));
   in_group(app->add_option("--on-oom", f.on_oom,
                            "run CMD (no shell; split on blanks) when the kernel kills inside the box; "
@@ -38,11 +39,12 @@ void add_guard_flags(CLI::App* app, GuardFlags& f, const std::string& group) {
   in_group(app->add_option("--restart-window", f.restart_window, "default 5m"));
   in_group(app->add_option("--restart-backoff", f.restart_backoff,
                            "first restart at once, then this, doubling (default 250ms)"));
-  in_group(app->add_option("--host-floor", f.host_floor,
-                           "on a unified-memory host, act as for the budget when MemAvailable falls below SIZE or N% "
-                           "of RAM (the cgroup does not see GPU memory there); default: the profile's guard.host_floor, "
-                           "else 5%, on such a host only; off turns it off")
-               ->type_name("SIZE|N%|off"));
+  in_group(
+      app->add_option("--host-floor", f.host_floor,
+                      "on a unified-memory host, act as for the budget when MemAvailable falls below SIZE or N% "
+                      "of RAM (the cgroup does not see GPU memory there); default: the profile's guard.host_floor, "
+                      "else 5%, on such a host only; off turns it off")
+          ->type_name("SIZE|N%|off"));
   in_group(app->add_option("--warn-eta", f.warn_eta, "memory_growth when the limit is nearer than this (default 30s)"));
 }
 

@@ -19,11 +19,14 @@ int do_list(Context& ctx) {
     auto p = load_profile_file(file);
     std::string desc = p ? p->description : std::string("(invalid: ") + p.error().what() + ")";
     std::string inherit = p ? p->inherit : "";
-    arr.push_back({{"name", name}, {"file", file.string()}, {"inherit", inherit}, {"description", desc}, {"valid", p.ok()}});
+    arr.push_back(
+        {{"name", name}, {"file", file.string()}, {"inherit", inherit}, {"description", desc}, {"valid", p.ok()}});
     rows.push_back({name, inherit.empty() ? "-" : inherit, desc});
   }
-  if (ctx.json) print_json(arr);
-  else print_table({"PROFILE", "INHERITS", "DESCRIPTION"}, rows);
+  if (ctx.json)
+    print_json(arr);
+  else
+    print_table({"PROFILE", "INHERITS", "DESCRIPTION"}, rows);
   return k_exit_ok;
 }
 
@@ -52,25 +55,29 @@ int do_keys(Context& ctx) {
     std::string range;
     if (k.type == KeyType::choice)
       for (const auto& c : k.choices) range += (range.empty() ? "" : "|") + c;
-    else range = std::to_string(k.min) + ".." + (k.max == INT64_MAX || k.max == INT32_MAX ? "max" : std::to_string(k.max));
+    else
+      range = std::to_string(k.min) + ".." + (k.max == INT64_MAX || k.max == INT32_MAX ? "max" : std::to_string(k.max));
     arr.push_back({{"key", k.name}, {"unit", k.unit}, {"range", range}, {"summary", k.summary}});
     rows.push_back({k.name, k.unit, range, k.summary});
   }
-  if (ctx.json) print_json(arr);
-  else print_table({"KEY", "UNIT", "RANGE", "WHAT IT DOES"}, rows);
+  if (ctx.json)
+    print_json(arr);
+  else
+    print_table({"KEY", "UNIT", "RANGE", "WHAT IT DOES"}, rows);
   return k_exit_ok;
 }
 
-const Verb k_verb{"profile", 20, [](CLI::App& app, Context& ctx) {
-  auto* cmd = app.add_subcommand("profile", "list, show (resolved for this host) and the known keys of profiles");
-  cmd->require_subcommand(1);
-  auto args = std::make_shared<ProfileArgs>();
-  cmd->add_subcommand("list", "shipped and operator profiles")->callback([&ctx] { ctx.exit_code = do_list(ctx); });
-  auto* show = cmd->add_subcommand("show", "a profile's values resolved for this host");
-  show->add_option("name", args->name, "profile name or file")->required();
-  show->callback([&ctx, args] { ctx.exit_code = do_show(ctx, args->name); });
-  cmd->add_subcommand("keys", "the keys a profile may set")->callback([&ctx] { ctx.exit_code = do_keys(ctx); });
-}};
+const Verb k_verb{
+    "profile", 20, [](CLI::App& app, Context& ctx) {
+      auto* cmd = app.add_subcommand("profile", "list, show (resolved for this host) and the known keys of profiles");
+      cmd->require_subcommand(1);
+      auto args = std::make_shared<ProfileArgs>();
+      cmd->add_subcommand("list", "shipped and operator profiles")->callback([&ctx] { ctx.exit_code = do_list(ctx); });
+      auto* show = cmd->add_subcommand("show", "a profile's values resolved for this host");
+      show->add_option("name", args->name, "profile name or file")->required();
+      show->callback([&ctx, args] { ctx.exit_code = do_show(ctx, args->name); });
+      cmd->add_subcommand("keys", "the keys a profile may set")->callback([&ctx] { ctx.exit_code = do_keys(ctx); });
+    }};
 
 }  // namespace
 }  // namespace spark::cli

@@ -15,9 +15,9 @@ namespace spark::cli {
 
 // Exit codes shared by every verb (documented in --help and docs/cli.md).
 enum ExitCode : int {
-  k_exit_ok = 0,         // done / all checks pass / go
-  k_exit_check = 1,      // a check failed: drift, refusal, FAIL
-  k_exit_error = 2,      // bad input or a system error; nothing was changed
+  k_exit_ok = 0,     // done / all checks pass / go
+  k_exit_check = 1,  // a check failed: drift, refusal, FAIL
+  k_exit_error = 2,  // bad input or a system error; nothing was changed
 };
 // What each exit code means, for the man page (agent/docgen) and --help.
 struct ExitCodeDoc {

@@ -35,8 +35,8 @@ int do_revert(Context& ctx, const RevertOptions& opt) {
         for (const auto& w : *l) {
           ending.push_back({{"id", w.value("id", "")}, {"label", w.value("label", "")}});
           window_lines.push_back("load window " + w.value("id", "") +
-                         (w.value("label", "").empty() ? "" : " (" + w.value("label", "") + ")") +
-                         " ended with the agent: its values were restored");
+                                 (w.value("label", "").empty() ? "" : " (" + w.value("label", "") + ")") +
+                                 " ended with the agent: its values were restored");
         }
     }
     auto stopped = daemon::stop_agent(ctx.paths);
@@ -67,9 +67,9 @@ int do_revert(Context& ctx, const RevertOptions& opt) {
       failed.push_back(r.error().what());
       continue;
     }
-    said.push_back("guard " + g.id + " ended: " +
-                   (running ? "process " + std::to_string(g.pid) + " keeps running, outside its box"
-                            : "its process had exited"));
+    said.push_back(
+        "guard " + g.id + " ended: " +
+        (running ? "process " + std::to_string(g.pid) + " keeps running, outside its box" : "its process had exited"));
   }
   report["guards_ended"] = guards;
 
@@ -98,21 +98,23 @@ int do_revert(Context& ctx, const RevertOptions& opt) {
     print_json(report);
   } else {
     for (const auto& s : said) std::cout << s << "\n";
-    if (r) std::cout << (r->empty() ? "nothing to revert" : "reverted: " + std::to_string(n) + " value(s) restored") << "\n";
+    if (r)
+      std::cout << (r->empty() ? "nothing to revert" : "reverted: " + std::to_string(n) + " value(s) restored") << "\n";
   }
   for (const auto& f : failed) std::cerr << "spark-tune: " << f << std::endl;
   return failed.empty() ? k_exit_ok : k_exit_error;
 }
 
 const Verb k_verb{"revert", 12, [](CLI::App& app, Context& ctx) {
-  auto opt = std::make_shared<RevertOptions>();
-  auto* cmd = app.add_subcommand(
-      "revert", "restore every value spark-tune changed (profiles, windows, guards) from the journal");
-  cmd->add_flag("--stop-agent", opt->stop_agent,
-                "first stop a running agent (its load windows end and their values are restored); "
-                "guards end with their processes left running outside their box");
-  cmd->callback([&ctx, opt] { ctx.exit_code = do_revert(ctx, *opt); });
-}};
+                    auto opt = std::make_shared<RevertOptions>();
+                    auto* cmd = app.add_subcommand(
+                        "revert",
+                        "restore every value spark-tune changed (profiles, windows, guards) from the journal");
+                    cmd->add_flag("--stop-agent", opt->stop_agent,
+                                  "first stop a running agent (its load windows end and their values are restored); "
+                                  "guards end with their processes left running outside their box");
+                    cmd->callback([&ctx, opt] { ctx.exit_code = do_revert(ctx, *opt); });
+                  }};
 
 }  // namespace
 }  // namespace spark::cli

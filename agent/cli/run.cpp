@@ -79,7 +79,8 @@ int run_once(spark::cli::Context& ctx, spark::cli::RunOptions& opts, bool begin_
     auto r = cli::agent_call(ctx, "window.begin", spec_to_json(*spec));
     if (!r) return fail(describe(r.error()));
     window_id = r->value("id", "");
-    if (r->contains("overlay_reserve")) std::cerr << "spark-tune: " << (*r)["overlay_reserve"].value("text", "") << std::endl;
+    if (r->contains("overlay_reserve"))
+      std::cerr << "spark-tune: " << (*r)["overlay_reserve"].value("text", "") << std::endl;
   }
   for (auto& ext : cli::run_extensions())
     if (ext.before_exec)

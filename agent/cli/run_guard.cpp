@@ -13,11 +13,11 @@
 #include <iostream>
 #include <thread>
 
+#include "cli/guard_flags.h"
 #include "cli/registry.h"
 #include "cli/window_options.h"
 #include "core/log.h"
 #include "core/units.h"
-#include "cli/guard_flags.h"
 #include "guard/process.h"
 #include "guard/supervisor.h"
 
@@ -45,8 +45,9 @@ Result<guard::GuardOptions> options_for(const cli::RunOptions& o, pid_t child) {
   g.pid = child;
   SPARK_TRY_VOID(cli::fill_guard_options(a, g));
   g.until_port = o.window.until_port;
-  if (a.settle_after.empty() && !g.until_port.empty()) g.settle_on_ready = true;  // the load is done when the server accepts
-  g.restart = false;  // run starts the command again itself
+  if (a.settle_after.empty() && !g.until_port.empty())
+    g.settle_on_ready = true;  // the load is done when the server accepts
+  g.restart = false;           // run starts the command again itself
   return g;
 }
 

@@ -22,8 +22,10 @@ int do_status(Context& ctx) {
                 {"journal", to_json(*j)}});
     return k_exit_ok;
   }
-  if (!v) std::cout << "profile: none applied\n";
-  else std::cout << "profile: " << v->profile << (v->drift() ? " (DRIFT: run `spark-tune verify`)" : " (holds)") << "\n";
+  if (!v)
+    std::cout << "profile: none applied\n";
+  else
+    std::cout << "profile: " << v->profile << (v->drift() ? " (DRIFT: run `spark-tune verify`)" : " (holds)") << "\n";
   std::vector<std::vector<std::string>> rows;
   for (const auto& rec : j->targets)
     for (const auto& l : rec.layers)
@@ -39,8 +41,10 @@ int do_status(Context& ctx) {
 }
 
 const Verb k_verb{"status", 13, [](CLI::App& app, Context& ctx) {
-  app.add_subcommand("status", "applied profile, drift and the change journal")->callback([&ctx] { ctx.exit_code = do_status(ctx); });
-}};
+                    app.add_subcommand("status", "applied profile, drift and the change journal")->callback([&ctx] {
+                      ctx.exit_code = do_status(ctx);
+                    });
+                  }};
 
 }  // namespace
 }  // namespace spark::cli

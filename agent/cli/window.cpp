@@ -13,7 +13,8 @@ std::string ttl_left(const json& w) {
 
 void setup(CLI::App& app, spark::cli::Context& ctx) {
   using namespace spark;
-  auto* window = app.add_subcommand("window", "load windows: temporary sysctl overlay, readahead throttle, page-cache control");
+  auto* window =
+      app.add_subcommand("window", "load windows: temporary sysctl overlay, readahead throttle, page-cache control");
   window->require_subcommand(1);
 
   static cli::WindowCliOptions begin_opts;
@@ -54,7 +55,8 @@ void setup(CLI::App& app, spark::cli::Context& ctx) {
       ctx.exit_code = cli::agent_error(ctx, r.error());
       return;
     }
-    if (ctx.json) cli::print_json(*r);
+    if (ctx.json)
+      cli::print_json(*r);
     else
       for (const auto& id : (*r)["ended"]) std::cout << "ended " << id.get<std::string>() << std::endl;
   });
@@ -75,7 +77,8 @@ void setup(CLI::App& app, spark::cli::Context& ctx) {
       std::string devs;
       for (const auto& d : w["devices"]) devs += (devs.empty() ? "" : ",") + d.get<std::string>();
       rows.push_back({w.value("id", ""), ttl_left(w), w.value("pid", 0) ? std::to_string(w.value("pid", 0)) : "-",
-                      w.value("cache", ""), devs.empty() ? "-" : devs + "=" + std::to_string(w.value("readahead_kb", 0)) + "k",
+                      w.value("cache", ""),
+                      devs.empty() ? "-" : devs + "=" + std::to_string(w.value("readahead_kb", 0)) + "k",
                       std::to_string(w.value("file_count", w["files"].size())), w.value("label", "")});
     }
     cli::print_table({"ID", "TTL LEFT", "PID", "CACHE", "READAHEAD", "FILES", "LABEL"}, rows);

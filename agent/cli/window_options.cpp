@@ -26,7 +26,8 @@ CLI::Validator pid_validator() {
 }
 
 void add_window_options(CLI::App& app, WindowCliOptions& o, bool with_pid) {
-  app.add_option("--files", o.files, "model files, directories or globs (their devices are throttled, their cache evicted)")
+  app.add_option("--files", o.files,
+                 "model files, directories or globs (their devices are throttled, their cache evicted)")
       ->type_name("PATH...");
   app.add_option("--device", o.devices, "block device to throttle (vda, /dev/nvme0n1); default: the files' devices")
       ->type_name("DEV");
@@ -36,20 +37,25 @@ void add_window_options(CLI::App& app, WindowCliOptions& o, bool with_pid) {
       ->type_name("SIZE");
   app.add_option("--cache", o.cache, "page-cache control: evict (default with --files), drop (the recipe), off")
       ->type_name("MODE");
-  app.add_option("--cache-interval", o.cache_interval, "how often evict/drop runs (default: the profile's, else 100ms)")->type_name("DURATION");
+  app.add_option("--cache-interval", o.cache_interval, "how often evict/drop runs (default: the profile's, else 100ms)")
+      ->type_name("DURATION");
   app.add_option("--mapped", o.mapped,
-                 "pages of the files still mapped by a process: idle (page out a mapping untouched 1s after its process stopped reading it, "
+                 "pages of the files still mapped by a process: idle (page out a mapping untouched 1s after its "
+                 "process stopped reading it, "
                  "default), cold, pageout, off")
       ->type_name("POLICY");
   app.add_option("--mapped-budget", o.mapped_budget,
                  "page cache the files may hold while mapped before idle mappings are paged out: a size (default: the "
-                 "profile's, else 0 = each mapping once its process is done with it) or auto (MemAvailable - files - 10% of RAM)")
+                 "profile's, else 0 = each mapping once its process is done with it) or auto (MemAvailable - files - "
+                 "10% of RAM)")
       ->type_name("SIZE|auto");
-  app.add_option("--read-ahead", o.read_ahead,
-                 "bytes of a file read ahead of a loader's reader once its mapping is followed (readahead(2), within the "
-                 "cache the window keeps; default 32M), or off")
+  app.add_option(
+         "--read-ahead", o.read_ahead,
+         "bytes of a file read ahead of a loader's reader once its mapping is followed (readahead(2), within the "
+         "cache the window keeps; default 32M), or off")
       ->type_name("SIZE|off");
-  app.add_option("--ttl", o.ttl, "the window ends after this long at most (default: the profile's, else 180s)")->type_name("DURATION");
+  app.add_option("--ttl", o.ttl, "the window ends after this long at most (default: the profile's, else 180s)")
+      ->type_name("DURATION");
   if (with_pid)
     app.add_option("--pid", o.pid, "end the window when this process exits")->type_name("PID")->check(pid_validator());
   app.add_option("--until-port", o.until_port, "end the window when HOST:PORT accepts connections (the server is up)")
@@ -74,7 +80,8 @@ Result<WindowSpec> to_spec(const WindowCliOptions& o) {
     } else {
       auto bytes = parse_size(o.readahead);
       if (!bytes) return with_context(bytes.error(), "--readahead " + o.readahead);
-      if (*bytes < 4096) return input_error("--readahead " + o.readahead + " is below one page (4k); use 'off' for none");
+      if (*bytes < 4096)
+        return input_error("--readahead " + o.readahead + " is below one page (4k); use 'off' for none");
       s.readahead_kb = *bytes / 1024;
     }
   }

@@ -34,13 +34,13 @@ namespace spark::cli {
 struct WindowCliOptions {
   std::vector<std::string> files;
   std::vector<std::string> devices;
-  std::string readahead;      // SIZE or off
-  std::string cache;          // evict|drop|off
-  std::string cache_interval; // DURATION
-  std::string mapped;         // idle|cold|pageout|off
-  std::string mapped_budget;  // auto | SIZE
-  std::string read_ahead;     // SIZE | off
-  std::string ttl;            // DURATION
+  std::string readahead;       // SIZE or off
+  std::string cache;           // evict|drop|off
+  std::string cache_interval;  // DURATION
+  std::string mapped;          // idle|cold|pageout|off
+  std::string mapped_budget;   // auto | SIZE
+  std::string read_ahead;      // SIZE | off
+  std::string ttl;             // DURATION
   pid_t pid = 0;
   std::string until_port;
   std::vector<std::string> sysctls;  // KEY=VALUE, replaces the default overlay

@@ -26,8 +26,9 @@ constexpr std::array k_types{
     EventTypeInfo{S::window, "floor_action", "a step of the floor's ladder: evict, drop_caches, compact, pause, stop"},
     EventTypeInfo{S::window, "floor_restored", "memory is back above a window's floor (a paused tree resumed)"},
     EventTypeInfo{S::guard, "guard_start", "a guard boxed a server in a memory cgroup of its own"},
-    EventTypeInfo{S::guard, "host_floor",
-                  "a guard's host fell below its floor (MemAvailable; unified memory): hook and restart as for its budget"},
+    EventTypeInfo{
+        S::guard, "host_floor",
+        "a guard's host fell below its floor (MemAvailable; unified memory): hook and restart as for its budget"},
     EventTypeInfo{S::guard, "guard_settled", "the guard's footprint settled and its budget is set"},
     EventTypeInfo{S::guard, "guard_resume", "the agent resumed a journaled guard after a restart"},
     EventTypeInfo{S::guard, "guard_error", "a guard could not do its work (the error is in data)"},
@@ -70,9 +71,7 @@ std::optional<EventSource> parse_event_source(std::string_view s) {
   return std::nullopt;
 }
 
-std::span<const EventTypeInfo> event_types() {
-  return k_types;
-}
+std::span<const EventTypeInfo> event_types() { return k_types; }
 
 bool known_event_type(EventSource source, std::string_view type) {
   for (const auto& t : k_types)
@@ -93,9 +92,7 @@ nlohmann::json Event::to_json() const {
           {"hint", hint}, {"data", data}};
 }
 
-std::string Event::to_line() const {
-  return to_json().dump();
-}
+std::string Event::to_line() const { return to_json().dump(); }
 
 Result<Event> event_from_json(const nlohmann::json& j) {
   if (!j.is_object()) return input_error("an event is a JSON object");

@@ -18,12 +18,8 @@ EventLog::EventLog(size_t capacity) : capacity_(std::max<size_t>(capacity, 1)) {
 
 namespace {
 
-bool is_probe_oom(const Event& e) {
-  return e.source == EventSource::telemetry && e.type == "oom_kill";
-}
-bool is_guard_oom(const Event& e) {
-  return e.source == EventSource::guard && e.type == "oom_kill";
-}
+bool is_probe_oom(const Event& e) { return e.source == EventSource::telemetry && e.type == "oom_kill"; }
+bool is_guard_oom(const Event& e) { return e.source == EventSource::guard && e.type == "oom_kill"; }
 
 std::optional<int64_t> pid_of(const nlohmann::json& data) {
   if (data.is_object() && data.contains("pid") && data["pid"].is_number_integer()) return data["pid"].get<int64_t>();

@@ -64,10 +64,10 @@ Result<void> refuse_pseudo_filesystem(const std::string& path_or_glob, const std
     const char* name;
   };
   static constexpr Magic k_pseudo[] = {
-      {0x9fa0, "proc"},          {0x62656572, "sysfs"},      {0x27e0eb, "cgroup"},     {0x63677270, "cgroup2"},
-      {0x64626720, "debugfs"},   {0x74726163, "tracefs"},    {0x1cd1, "devpts"},       {0x73636673, "securityfs"},
-      {0xcafe4a11, "bpf"},       {0x62656570, "configfs"},   {0x6165676c, "pstore"},   {0xde5e81e4, "efivarfs"},
-      {0x19800202, "mqueue"},    {0x65735543, "fusectl"},    {0x42494e4d, "binfmt_misc"}, {0xf97cff8c, "selinuxfs"},
+      {0x9fa0, "proc"},        {0x62656572, "sysfs"},    {0x27e0eb, "cgroup"},        {0x63677270, "cgroup2"},
+      {0x64626720, "debugfs"}, {0x74726163, "tracefs"},  {0x1cd1, "devpts"},          {0x73636673, "securityfs"},
+      {0xcafe4a11, "bpf"},     {0x62656570, "configfs"}, {0x6165676c, "pstore"},      {0xde5e81e4, "efivarfs"},
+      {0x19800202, "mqueue"},  {0x65735543, "fusectl"},  {0x42494e4d, "binfmt_misc"}, {0xf97cff8c, "selinuxfs"},
   };
   for (const auto& m : k_pseudo)
     if (static_cast<unsigned long>(sf.f_type) == m.magic)

@@ -18,20 +18,28 @@ std::mutex g_mutex;
 
 int syslog_priority(LogLevel l) {
   switch (l) {
-    case LogLevel::debug: return LOG_DEBUG;
-    case LogLevel::info: return LOG_INFO;
-    case LogLevel::notice: return LOG_NOTICE;
-    case LogLevel::warning: return LOG_WARNING;
-    case LogLevel::error: return LOG_ERR;
+    case LogLevel::debug:
+      return LOG_DEBUG;
+    case LogLevel::info:
+      return LOG_INFO;
+    case LogLevel::notice:
+      return LOG_NOTICE;
+    case LogLevel::warning:
+      return LOG_WARNING;
+    case LogLevel::error:
+      return LOG_ERR;
   }
   return LOG_INFO;
 }
 
 const char* prefix(LogLevel l) {
   switch (l) {
-    case LogLevel::warning: return "warning: ";
-    case LogLevel::error: return "error: ";
-    default: return "";
+    case LogLevel::warning:
+      return "warning: ";
+    case LogLevel::error:
+      return "error: ";
+    default:
+      return "";
   }
 }
 }  // namespace
@@ -46,7 +54,7 @@ LogSink log_sink_for_stderr(const char* journal_stream, int stderr_fd) {
   struct stat st {};
   if (::fstat(stderr_fd, &st) != 0) return LogSink::stderr_text;
   return static_cast<uintmax_t>(st.st_dev) == dev && static_cast<uintmax_t>(st.st_ino) == ino ? LogSink::journal
-                                                                                                : LogSink::stderr_text;
+                                                                                              : LogSink::stderr_text;
 }
 void set_log_level(LogLevel min_level) { g_level = min_level; }
 

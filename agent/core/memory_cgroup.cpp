@@ -62,8 +62,8 @@ Result<std::string> memory_cgroup_in(const std::string& text, CgroupVersion vers
     while (std::getline(in, c, ','))
       if (c == "memory") return path;
   }
-  return sys_error(ENOENT, std::string("no ") + (version == CgroupVersion::v2 ? "cgroup v2 (0::)" : "memory controller") +
-                               " line");
+  return sys_error(
+      ENOENT, std::string("no ") + (version == CgroupVersion::v2 ? "cgroup v2 (0::)" : "memory controller") + " line");
 }
 
 Result<std::string> memory_cgroup_of(const HostPaths& paths, const MemoryHierarchy& h, pid_t pid) {

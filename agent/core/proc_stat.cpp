@@ -18,9 +18,7 @@ bool parse_number(const std::string& s, T& out) {
 
 }  // namespace
 
-bool ProcStat::finished() const {
-  return state == 'Z' || state == 'X' || (flags & k_pf_exiting) != 0;
-}
+bool ProcStat::finished() const { return state == 'Z' || state == 'X' || (flags & k_pf_exiting) != 0; }
 
 Result<ProcStat> parse_proc_stat(const std::string& text) {
   // "pid (comm) state ppid pgrp session tty_nr tpgid flags ... starttime(22) ...". comm may hold

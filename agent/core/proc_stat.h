@@ -15,11 +15,11 @@ namespace spark {
 
 struct ProcStat {
   pid_t pid = 0;
-  std::string comm;          // between the first '(' and the last ')': may hold blanks and ')'
-  char state = '?';          // R S D T t Z X I ...
+  std::string comm;  // between the first '(' and the last ')': may hold blanks and ')'
+  char state = '?';  // R S D T t Z X I ...
   pid_t ppid = 0;
-  uint64_t flags = 0;        // PF_* (field 9)
-  uint64_t start_time = 0;   // clock ticks after boot (field 22): with the pid, names one process
+  uint64_t flags = 0;       // PF_* (field 9)
+  uint64_t start_time = 0;  // clock ticks after boot (field 22): with the pid, names one process
 
   // The one liveness rule: a process has finished when it is a zombie (Z), dead (X) or exiting
   // (PF_EXITING: its memory, GPU memory included, is being freed).

@@ -17,9 +17,7 @@ namespace spark {
 using Error = std::system_error;
 
 // An error from an errno value, with what was being done: "writing vm.min_free_kbytes: Invalid argument".
-inline Error sys_error(int err, const std::string& context) {
-  return Error(err, std::generic_category(), context);
-}
+inline Error sys_error(int err, const std::string& context) { return Error(err, std::generic_category(), context); }
 inline Error errno_error(const std::string& context) { return sys_error(errno, context); }
 // An error that is the user's input, not the system's (EINVAL with the message as given).
 inline Error input_error(const std::string& message) { return sys_error(EINVAL, message); }
@@ -27,7 +25,7 @@ inline Error input_error(const std::string& message) { return sys_error(EINVAL, 
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : v_(std::move(value)) {}  // NOLINT(google-explicit-constructor)
+  Result(T value) : v_(std::move(value)) {}      // NOLINT(google-explicit-constructor)
   Result(Error error) : v_(std::move(error)) {}  // NOLINT(google-explicit-constructor)
 
   bool ok() const { return std::holds_alternative<T>(v_); }
@@ -89,8 +87,8 @@ inline Error with_context(const Error& e, const std::string& context) {
   if (!tmp.ok()) return tmp.error();    \
   decl = std::move(tmp).value()
 #define SPARK_TRY(decl, expr) SPARK_TRY_IMPL(SPARK_CONCAT(spark_try_, __LINE__), decl, expr)
-#define SPARK_TRY_VOID(expr)                   \
-  do {                                         \
-    auto spark_try_v = (expr);                 \
+#define SPARK_TRY_VOID(expr)                           \
+  do {                                                 \
+    auto spark_try_v = (expr);                         \
     if (!spark_try_v.ok()) return spark_try_v.error(); \
   } while (0)

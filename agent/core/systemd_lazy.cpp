@@ -36,8 +36,7 @@ F resolve(const char* name) {
 }
 
 // The function `name` of libsystemd with the type of `decl` (resolved once).
-#define SPARK_SD_FN(name) \
-  static auto fn = resolve<decltype(&::name)>(#name)
+#define SPARK_SD_FN(name) static auto fn = resolve<decltype(&::name)>(#name)
 
 }  // namespace
 
@@ -106,15 +105,15 @@ int sd_bus_message_new_method_call(sd_bus* bus, sd_bus_message** m, const char* 
 }
 
 // The two variadic calls go to their va_list forms (sd_bus_message_appendv/readv).
-#define SPARK_SD_VARIADIC(name, vname)                                                              \
-  int name(sd_bus_message* m, const char* types, ...) {                                             \
-    static auto fn = resolve<int (*)(sd_bus_message*, const char*, va_list)>(#vname);               \
-    if (!fn) return -ENOSYS;                                                                        \
-    va_list ap;                                                                                     \
-    va_start(ap, types);                                                                            \
-    int rc = fn(m, types, ap);                                                                      \
-    va_end(ap);                                                                                     \
-    return rc;                                                                                      \
+#define SPARK_SD_VARIADIC(name, vname)                                                \
+  int name(sd_bus_message* m, const char* types, ...) {                               \
+    static auto fn = resolve<int (*)(sd_bus_message*, const char*, va_list)>(#vname); \
+    if (!fn) return -ENOSYS;                                                          \
+    va_list ap;                                                                       \
+    va_start(ap, types);                                                              \
+    int rc = fn(m, types, ap);                                                        \
+    va_end(ap);                                                                       \
+    return rc;                                                                        \
   }
 SPARK_SD_VARIADIC(sd_bus_message_append, sd_bus_message_appendv)
 SPARK_SD_VARIADIC(sd_bus_message_read, sd_bus_message_readv)

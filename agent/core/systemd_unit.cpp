@@ -12,9 +12,8 @@ namespace spark {
 namespace {
 
 // Every unit type systemd knows: a name ending in one of these has a type already.
-constexpr std::array<const char*, 11> k_unit_types = {".service", ".socket", ".target",  ".mount",
-                                                      ".scope",   ".timer",  ".path",    ".device",
-                                                      ".swap",    ".slice",  ".automount"};
+constexpr std::array<const char*, 11> k_unit_types = {".service", ".socket", ".target", ".mount", ".scope",    ".timer",
+                                                      ".path",    ".device", ".swap",   ".slice", ".automount"};
 
 }  // namespace
 

@@ -37,12 +37,18 @@ Result<uint64_t> parse_size(const std::string& text) {
   if (!split_number(text, n, unit))
     return input_error("'" + text + "' is not a size: write a number with an optional unit, e.g. 512M, 5G, 1.5GiB");
   double mult = 0;
-  if (unit.empty() || unit == "b") mult = 1;
-  else if (unit == "k" || unit == "kb" || unit == "kib") mult = 1024.0;
-  else if (unit == "m" || unit == "mb" || unit == "mib") mult = 1024.0 * 1024;
-  else if (unit == "g" || unit == "gb" || unit == "gib") mult = 1024.0 * 1024 * 1024;
-  else if (unit == "t" || unit == "tb" || unit == "tib") mult = 1024.0 * 1024 * 1024 * 1024;
-  else return input_error("'" + text + "': unknown size unit '" + unit + "' (use K, M, G or T)");
+  if (unit.empty() || unit == "b")
+    mult = 1;
+  else if (unit == "k" || unit == "kb" || unit == "kib")
+    mult = 1024.0;
+  else if (unit == "m" || unit == "mb" || unit == "mib")
+    mult = 1024.0 * 1024;
+  else if (unit == "g" || unit == "gb" || unit == "gib")
+    mult = 1024.0 * 1024 * 1024;
+  else if (unit == "t" || unit == "tb" || unit == "tib")
+    mult = 1024.0 * 1024 * 1024 * 1024;
+  else
+    return input_error("'" + text + "': unknown size unit '" + unit + "' (use K, M, G or T)");
   double bytes = n * mult;
   if (bytes > 18e18) return input_error("'" + text + "' is too large");
   return static_cast<uint64_t>(std::llround(bytes));
@@ -54,11 +60,16 @@ Result<std::chrono::milliseconds> parse_duration(const std::string& text) {
   if (!split_number(text, n, unit))
     return input_error("'" + text + "' is not a duration: write e.g. 100ms, 30s, 3m or 1h");
   double ms = 0;
-  if (unit == "ms") ms = n;
-  else if (unit.empty() || unit == "s" || unit == "sec") ms = n * 1000;
-  else if (unit == "m" || unit == "min") ms = n * 60'000;
-  else if (unit == "h") ms = n * 3'600'000;
-  else return input_error("'" + text + "': unknown duration unit '" + unit + "' (use ms, s, m or h)");
+  if (unit == "ms")
+    ms = n;
+  else if (unit.empty() || unit == "s" || unit == "sec")
+    ms = n * 1000;
+  else if (unit == "m" || unit == "min")
+    ms = n * 60'000;
+  else if (unit == "h")
+    ms = n * 3'600'000;
+  else
+    return input_error("'" + text + "': unknown duration unit '" + unit + "' (use ms, s, m or h)");
   if (ms > 1e13) return input_error("'" + text + "' is too long");
   return std::chrono::milliseconds(static_cast<int64_t>(std::llround(ms)));
 }
@@ -97,10 +108,13 @@ std::string format_size(uint64_t bytes) {
 std::string format_duration(std::chrono::milliseconds d) {
   auto ms = d.count();
   char buf[32];
-  if (ms < 1000) std::snprintf(buf, sizeof buf, "%lldms", static_cast<long long>(ms));
-  else if (ms < 60'000) std::snprintf(buf, sizeof buf, "%.1fs", static_cast<double>(ms) / 1000);
-  else std::snprintf(buf, sizeof buf, "%lldm%02llds", static_cast<long long>(ms / 60'000),
-                     static_cast<long long>((ms % 60'000) / 1000));
+  if (ms < 1000)
+    std::snprintf(buf, sizeof buf, "%lldms", static_cast<long long>(ms));
+  else if (ms < 60'000)
+    std::snprintf(buf, sizeof buf, "%.1fs", static_cast<double>(ms) / 1000);
+  else
+    std::snprintf(buf, sizeof buf, "%lldm%02llds", static_cast<long long>(ms / 60'000),
+                  static_cast<long long>((ms % 60'000) / 1000));
   return buf;
 }
 

@@ -59,7 +59,8 @@ Result<void> Agent::write_pid_file() {
     }
     // The agent that held it may have removed the file between our open and its unlock: a lock
     // on an unlinked file guards nothing. Lock the file that is at the path.
-    struct stat held {}, now {};
+    struct stat held {
+    }, now{};
     if (::fstat(fd, &held) == 0 && ::stat(p.c_str(), &now) == 0 && held.st_ino == now.st_ino &&
         held.st_dev == now.st_dev)
       break;
@@ -167,10 +168,8 @@ int Agent::run() {
   (void)add_handler("agent.ping", [this](const json&, const Peer&) -> Result<json> {
     json names = json::array();
     for (auto& [o, s] : services_) names.push_back(s->name());
-    return json{{"pid", ::getpid()},
-                {"version", SPARK_TUNE_VERSION},
-                {"services", names},
-                {"connections", clients_.size()}};
+    return json{
+        {"pid", ::getpid()}, {"version", SPARK_TUNE_VERSION}, {"services", names}, {"connections", clients_.size()}};
   });
 
   // Recovery before READY: the journal from an earlier boot, then each service's own state.

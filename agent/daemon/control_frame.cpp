@@ -79,7 +79,8 @@ json dispatch_request(const std::map<std::string, Handler>& handlers, const json
   auto it = handlers.find(method);
   if (it == handlers.end())
     return {{"id", id}, {"error", error_to_json(sys_error(ENOSYS, "unknown method " + method))}};
-  Result<json> r = call_handler<json>(method, [&] { return it->second(request.value("params", json::object()), peer); });
+  Result<json> r =
+      call_handler<json>(method, [&] { return it->second(request.value("params", json::object()), peer); });
   if (!r) return {{"id", id}, {"error", error_to_json(r.error())}};
   return {{"id", id}, {"result", std::move(*r)}};
 }
@@ -96,8 +97,7 @@ std::optional<std::variant<RawReply, json>> dispatch_raw(const std::map<std::str
       call_handler<SharedJson>(method, [&] { return it->second(request.value("params", json::object()), peer); });
   if (r && !*r) r = sys_error(EIO, method + " failed: no answer");
   if (!r) return json{{"id", id}, {"error", error_to_json(r.error())}};
-  return RawReply{"{\"id\":" + id.dump(-1, ' ', false, json::error_handler_t::replace) + ",\"result\":",
-                  std::move(*r)};
+  return RawReply{"{\"id\":" + id.dump(-1, ' ', false, json::error_handler_t::replace) + ",\"result\":", std::move(*r)};
 }
 
 std::string raw_reply_line(const RawReply& r) {
@@ -115,8 +115,8 @@ json refuse(const std::string& why) { return {{"id", nullptr}, {"error", error_t
 
 }  // namespace
 
-std::optional<json> handle_frame(std::string_view line,
-                                 const std::function<std::optional<json>(const json& request, const json& id)>& dispatch) {
+std::optional<json> handle_frame(
+    std::string_view line, const std::function<std::optional<json>(const json& request, const json& id)>& dispatch) {
   try {
     if (line.size() > k_max_frame_bytes)
       return refuse("request of " + std::to_string(line.size()) + " bytes: the limit is " +
@@ -125,8 +125,7 @@ std::optional<json> handle_frame(std::string_view line,
       return refuse("request nests arrays/objects more than " + std::to_string(k_max_json_depth) +
                     " levels deep: the limit is " + std::to_string(k_max_json_depth));
     json request = json::parse(line, nullptr, /*allow_exceptions=*/false);
-    if (request.is_discarded())
-      return refuse("request is not JSON (one JSON object per line, UTF-8): see docs/cli.md");
+    if (request.is_discarded()) return refuse("request is not JSON (one JSON object per line, UTF-8): see docs/cli.md");
     if (!request.is_object()) return refuse("a request is a JSON object with \"method\", \"params\" and \"id\"");
     json id;
     if (auto it = request.find("id"); it != request.end()) {
@@ -163,7 +162,8 @@ std::vector<std::string> take_frames(std::string& in, bool& overflow, size_t max
   return out;
 }
 
-std::optional<std::string> RateLimitedLog::admit(const std::string& message, std::chrono::steady_clock::time_point now) {
+std::optional<std::string> RateLimitedLog::admit(const std::string& message,
+                                                 std::chrono::steady_clock::time_point now) {
   if (last_ && now - *last_ < interval_) {
     ++suppressed_;
     return std::nullopt;

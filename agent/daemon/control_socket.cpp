@@ -48,8 +48,8 @@ Result<void> Agent::open_socket() {
     return {};
   }
   if (n > 0)
-    log_warning("systemd passed " + std::to_string(n) +
-                " sockets, not one AF_UNIX stream socket: listening on " + p.string() + " instead");
+    log_warning("systemd passed " + std::to_string(n) + " sockets, not one AF_UNIX stream socket: listening on " +
+                p.string() + " instead");
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
   if (p.native().size() >= sizeof(addr.sun_path)) return sys_error(ENAMETOOLONG, "socket path " + p.string());
@@ -61,9 +61,10 @@ Result<void> Agent::open_socket() {
     bool listening = probe >= 0 && ::connect(probe, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
     if (probe >= 0) ::close(probe);
     if (listening)
-      return sys_error(EADDRINUSE, p.string() + " already accepts connections (spark-tune.socket?): the agent is "
-                                   "started there on demand; use the CLI directly, or systemctl stop "
-                                   "spark-tune.socket before running an agent by hand");
+      return sys_error(EADDRINUSE, p.string() +
+                                       " already accepts connections (spark-tune.socket?): the agent is "
+                                       "started there on demand; use the CLI directly, or systemctl stop "
+                                       "spark-tune.socket before running an agent by hand");
   }
   // A socket file nobody listens on is a dead agent's.
   ::unlink(p.c_str());
@@ -79,7 +80,8 @@ Result<void> Agent::open_socket() {
   }
   gid_t gid = 0;
   if (group* g = ::getgrnam(opt_.group.c_str())) gid = g->gr_gid;
-  if (::chown(p.c_str(), 0, gid) != 0 && ::geteuid() == 0) log_warning("chown " + p.string() + ": " + std::strerror(errno));
+  if (::chown(p.c_str(), 0, gid) != 0 && ::geteuid() == 0)
+    log_warning("chown " + p.string() + ": " + std::strerror(errno));
   ::chmod(p.c_str(), 0660);
   struct stat st {};
   if (::lstat(p.c_str(), &st) == 0) {
@@ -158,9 +160,9 @@ void Agent::accept_clients() {
       continue;
     }
     if (clients_.size() >= k_max_control_clients) {
-      if (auto msg = refusal_log_.admit("refused a client: " + std::to_string(clients_.size()) +
-                                            " control connections open (the limit)",
-                                        Clock::now()))
+      if (auto msg = refusal_log_.admit(
+              "refused a client: " + std::to_string(clients_.size()) + " control connections open (the limit)",
+              Clock::now()))
         log_warning(*msg, {{"PEER_UID", std::to_string(peer.uid)}, {"PEER_PID", std::to_string(peer.pid)}});
       refuse(sys_error(EBUSY, "the agent has " + std::to_string(k_max_control_clients) +
                                   " control connections open (its limit): close idle clients and try again"));
@@ -179,8 +181,7 @@ void Agent::accept_clients() {
 void Agent::drop(int fd, const std::string& why) {
   auto it = clients_.find(fd);
   if (it == clients_.end()) return;
-  if (!why.empty())
-    log_info("dropped a control connection (pid " + std::to_string(it->second.peer.pid) + "): " + why);
+  if (!why.empty()) log_info("dropped a control connection (pid " + std::to_string(it->second.peer.pid) + "): " + why);
   ::close(fd);
   clients_.erase(it);
 }
@@ -230,7 +231,7 @@ void Agent::process_input(Client& c) {
     });
     in_dispatch_.reset();
     if (!clients_.count(fd)) return;  // a handler dropped it (never today; be safe)
-    if (raw) {  // the shared answer's bytes, sent as they are
+    if (raw) {                        // the shared answer's bytes, sent as they are
       queue_reply(c, {raw->head, *raw->body, k_raw_tail});
       if (!clients_.count(fd)) return;
       continue;
@@ -246,10 +247,10 @@ void Agent::process_input(Client& c) {
   if (overflow) {
     c.in.clear();
     c.closing = true;
-    queue_reply(c, encode_reply(json{{"id", nullptr},
-                                     {"error", error_to_json(input_error(
-                                                   "request line over " + std::to_string(k_max_frame_bytes) +
-                                                   " bytes (the limit): the connection is closed"))}}));
+    queue_reply(c, encode_reply(json{
+                       {"id", nullptr},
+                       {"error", error_to_json(input_error("request line over " + std::to_string(k_max_frame_bytes) +
+                                                           " bytes (the limit): the connection is closed"))}}));
     return;
   }
   if (c.eof && c.in.empty()) c.closing = true;
@@ -328,7 +329,8 @@ std::optional<Clock::time_point> Agent::expire_clients(Clock::time_point now) {
         take(due);
     } else if (c.pending == 0) {
       auto due = c.last_input + opt_.control_idle_timeout;
-      if (now >= due) gone.emplace_back(fd, "idle for " + format_duration(opt_.control_idle_timeout));
+      if (now >= due)
+        gone.emplace_back(fd, "idle for " + format_duration(opt_.control_idle_timeout));
       else
         take(due);
     }

@@ -7,8 +7,7 @@ namespace spark::daemon {
 Result<void> GuardService::on_start(ServiceContext& ctx) {
   // Guard events go to the agent's one event log (journal, events.list, guard wait, /metrics).
   EventLog* log = &ctx.events();
-  sup_ = std::make_unique<guard::GuardSupervisor>(ctx.paths(), ctx.tuner(),
-                                                  [log](const Event& e) { log->append(e); });
+  sup_ = std::make_unique<guard::GuardSupervisor>(ctx.paths(), ctx.tuner(), [log](const Event& e) { log->append(e); });
   // While guards run, an OOM kill the probes see waits briefly for the guard's own: one event.
   log->set_guards_active([this] { return sup_ && !sup_->ids().empty(); });
   if (auto n = sup_->resume(); !n)
@@ -41,20 +40,12 @@ Result<void> GuardService::on_start(ServiceContext& ctx) {
 
 // The supervisor is a LoopPart itself: its fds keep their events (a v2 box's PSI trigger and
 // memory.events are POLLPRI: both are always POLLIN-ready).
-std::vector<pollfd> GuardService::poll_fds() {
-  return sup_->poll_fds();
-}
+std::vector<pollfd> GuardService::poll_fds() { return sup_->poll_fds(); }
 
-void GuardService::on_ready(int fd, Clock::time_point now) {
-  sup_->on_ready(fd, now);
-}
+void GuardService::on_ready(int fd, Clock::time_point now) { sup_->on_ready(fd, now); }
 
-std::optional<Clock::time_point> GuardService::next_timer() {
-  return sup_->next_timer();
-}
+std::optional<Clock::time_point> GuardService::next_timer() { return sup_->next_timer(); }
 
-void GuardService::on_timer(Clock::time_point now) {
-  sup_->on_timer(now);
-}
+void GuardService::on_timer(Clock::time_point now) { sup_->on_timer(now); }
 
 }  // namespace spark::daemon

@@ -31,8 +31,8 @@ inline constexpr uint16_t k_default_metrics_port = 9469;
 inline constexpr const char* k_default_metrics_address = "127.0.0.1";
 inline constexpr size_t k_max_http_request = 8192;  // request line + headers
 inline constexpr std::chrono::milliseconds k_http_client_deadline{5000};
-inline constexpr size_t k_max_http_clients = 32;   // one more is answered 503 and closed
-inline constexpr size_t k_max_http_headers = 64;   // header lines in a request head (431 past it)
+inline constexpr size_t k_max_http_clients = 32;  // one more is answered 503 and closed
+inline constexpr size_t k_max_http_headers = 64;  // header lines in a request head (431 past it)
 
 struct HttpReply {
   int status = 200;
@@ -93,7 +93,7 @@ class MetricsHttpServer {
   void drop(int fd);
   void turn_away(int fd);  // over k_max_http_clients: 503, close
 
-  int reserve_fd_ = -1;    // /dev/null, given up to turn a client away when out of descriptors
+  int reserve_fd_ = -1;  // /dev/null, given up to turn a client away when out of descriptors
   std::optional<Clock::time_point> accept_paused_until_;
 
   int listen_fd_ = -1;

@@ -11,26 +11,26 @@ namespace spark::daemon {
 
 Result<void> authorize_peer(const Peer& peer, const std::vector<gid_t>& groups, std::optional<gid_t> allowed_group) {
   if (peer.uid == 0) return {};
-  if (allowed_group && (peer.gid == *allowed_group ||
-                        std::find(groups.begin(), groups.end(), *allowed_group) != groups.end()))
+  if (allowed_group &&
+      (peer.gid == *allowed_group || std::find(groups.begin(), groups.end(), *allowed_group) != groups.end()))
     return {};
-  return sys_error(EACCES, "uid " + std::to_string(peer.uid) + " may not use spark-tune: run as root or join group " +
-                               k_group_name);
+  return sys_error(
+      EACCES, "uid " + std::to_string(peer.uid) + " may not use spark-tune: run as root or join group " + k_group_name);
 }
 
 std::vector<std::string> agent_capabilities() {
-  return {"cap_dac_override",  // sysfs/procfs/cgroup files, journal under /var/lib
+  return {"cap_dac_override",     // sysfs/procfs/cgroup files, journal under /var/lib
           "cap_dac_read_search",  // open model files of any owner for fadvise/mincore
-          "cap_fowner",        // MADV_PAGEOUT of file pages the agent does not own
-          "cap_sys_ptrace",    // /proc/PID/maps, smaps, pidfd of other users' processes
-          "cap_sys_nice",      // process_madvise
-          "cap_sys_admin",     // some sysctls, cgroup setup
-          "cap_sys_resource",  // sysctls that raise limits
-          "cap_kill",          // the guard's actions on servers
-          "cap_setuid",        // the guard restarts a server as the user it ran as
+          "cap_fowner",           // MADV_PAGEOUT of file pages the agent does not own
+          "cap_sys_ptrace",       // /proc/PID/maps, smaps, pidfd of other users' processes
+          "cap_sys_nice",         // process_madvise
+          "cap_sys_admin",        // some sysctls, cgroup setup
+          "cap_sys_resource",     // sysctls that raise limits
+          "cap_kill",             // the guard's actions on servers
+          "cap_setuid",           // the guard restarts a server as the user it ran as
           "cap_setgid",
-          "cap_chown",         // socket group at restart
-          "cap_bpf",           // telemetry probes
+          "cap_chown",  // socket group at restart
+          "cap_bpf",    // telemetry probes
           "cap_perfmon"};
 }
 
@@ -59,8 +59,9 @@ Result<void> drop_capabilities(const std::vector<std::string>& keep) {
   }
   cap_t caps = cap_init();
   if (!caps) return errno_error("cap_init");
-  if (!values.empty() && (cap_set_flag(caps, CAP_PERMITTED, static_cast<int>(values.size()), values.data(), CAP_SET) != 0 ||
-                          cap_set_flag(caps, CAP_EFFECTIVE, static_cast<int>(values.size()), values.data(), CAP_SET) != 0)) {
+  if (!values.empty() &&
+      (cap_set_flag(caps, CAP_PERMITTED, static_cast<int>(values.size()), values.data(), CAP_SET) != 0 ||
+       cap_set_flag(caps, CAP_EFFECTIVE, static_cast<int>(values.size()), values.data(), CAP_SET) != 0)) {
     cap_free(caps);
     return errno_error("cap_set_flag");
   }

@@ -32,9 +32,7 @@ fs::path protect_dropin_path(const HostPaths& paths, const std::string& unit) {
   return paths.systemd_d / (unit + ".d") / k_protect_dropin;
 }
 
-std::string protect_owner(const std::string& unit) {
-  return "protect:" + unit;
-}
+std::string protect_owner(const std::string& unit) { return "protect:" + unit; }
 
 std::string protect_dropin_text(const std::string& unit, const ProtectSpec& spec) {
   bool slice = unit.ends_with(".slice");
@@ -55,9 +53,7 @@ Result<void> verify_dropin(const std::string& unit, const std::string& text) {
 
 namespace {
 
-Target dropin_target(const fs::path& path) {
-  return Target{TargetKind::file, path.string()};
-}
+Target dropin_target(const fs::path& path) { return Target{TargetKind::file, path.string()}; }
 
 // The .d directory first: it is created before the file and, on release (newest first), removed
 // after it -- only when protect created it, since an existing directory is recorded as present.

@@ -183,8 +183,10 @@ Result<void> ensure_agent(const HostPaths& paths, const std::vector<std::string>
         auto starter = start_unit ? start_unit : system_bus_starter();
         if (auto s = starter(k_socket_unit); !s)
           return with_context(s.error(), std::string("no agent listens on ") + socket_path(paths).string() + " and " +
-                                             k_socket_unit + " (installed here) could not be started for you: run "
-                                             "`systemctl start " + k_socket_unit + "` (as root), then try again");
+                                             k_socket_unit +
+                                             " (installed here) could not be started for you: run "
+                                             "`systemctl start " +
+                                             k_socket_unit + "` (as root), then try again");
         unit_started = true;
       }
       if (Clock::now() >= activation_deadline)
@@ -204,11 +206,11 @@ Result<void> ensure_agent(const HostPaths& paths, const std::vector<std::string>
     // Something listens but does not answer: systemd still starting the service, or an agent
     // that hangs. Starting another agent would take the socket path from under it.
     if (code == ETIMEDOUT)
-      return with_context(r.error(),
-                          "the socket " + socket_path(paths).string() + " accepts connections but no agent answered in " +
-                              format_duration(activation_wait) +
-                              "; under systemd see `systemctl status spark-tune.service` and "
-                              "`journalctl -u spark-tune`");
+      return with_context(r.error(), "the socket " + socket_path(paths).string() +
+                                         " accepts connections but no agent answered in " +
+                                         format_duration(activation_wait) +
+                                         "; under systemd see `systemctl status spark-tune.service` and "
+                                         "`journalctl -u spark-tune`");
     return r.error();
   }
   std::error_code ec;

@@ -37,7 +37,9 @@ class PendingCall {
  public:
   static Result<PendingCall> send(const HostPaths& paths, const std::string& method, const nlohmann::json& params,
                                   std::chrono::milliseconds connect_timeout = std::chrono::milliseconds(5000));
-  PendingCall(PendingCall&& o) noexcept : fd_(o.fd_), method_(std::move(o.method_)), in_(std::move(o.in_)) { o.fd_ = -1; }
+  PendingCall(PendingCall&& o) noexcept : fd_(o.fd_), method_(std::move(o.method_)), in_(std::move(o.in_)) {
+    o.fd_ = -1;
+  }
   PendingCall& operator=(PendingCall&&) = delete;
   PendingCall(const PendingCall&) = delete;
   ~PendingCall();

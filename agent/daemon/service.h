@@ -98,7 +98,8 @@ class ServiceContext {
   // return value is then ignored; the service calls reply() once, from the loop thread, when it
   // has the answer or its own deadline passes. nullopt: this context cannot defer (answer now).
   virtual std::optional<DeferredReply> defer() { return std::nullopt; }
-  virtual void reply(const DeferredReply& /*to*/, Result<json> /*result*/) {}  // NOLINT(performance-unnecessary-value-param): overrides move it
+  virtual void reply(const DeferredReply& /*to*/, Result<json> /*result*/) {
+  }  // NOLINT(performance-unnecessary-value-param): overrides move it
   // Whether the client of a deferred request is still connected (it has not closed or died):
   // a request held open for as long as someone wants something (monitor --deep) ends with it.
   virtual bool connected(const DeferredReply& /*to*/) const { return false; }

@@ -4,8 +4,8 @@
 
 #include "core/log.h"
 #include "core/units.h"
-#include "telemetry/detector_policy.h"
 #include "state/journal.h"
+#include "telemetry/detector_policy.h"
 #include "telemetry/monitor_view.h"
 
 namespace spark::daemon {
@@ -146,10 +146,11 @@ Result<void> TelemetryService::on_start(ServiceContext& ctx) {
              {"probes_attached", on},
              {"probes_total", total},
              {"events_total", hub_->totals()},
-             {"deep", {{"attached", hub_->source().deep_attached()},
-                       {"period_ms", hub_->deep_trigger().policy().period.count()},
-                       {"cooldown_ms", hub_->deep_trigger().policy().cooldown.count()},
-                       {"reports", hub_->last_deep_report().has_value()}}},
+             {"deep",
+              {{"attached", hub_->source().deep_attached()},
+               {"period_ms", hub_->deep_trigger().policy().period.count()},
+               {"cooldown_ms", hub_->deep_trigger().policy().cooldown.count()},
+               {"reports", hub_->last_deep_report().has_value()}}},
              {"requests", requests_}};
     out["metrics"] = http_ ? json(endpoint_url(opt_.metrics_address, http_->port())) : json(nullptr);
     return out;
@@ -215,8 +216,7 @@ void TelemetryService::advance() {
   if (!step) {
     retry_backoff_ = std::clamp(retry_backoff_ * 2, std::chrono::milliseconds(100), std::chrono::milliseconds(5000));
     retry_at_ = Clock::now() + retry_backoff_;
-    if (!step_error_logged_)
-      log_warning("telemetry: " + describe(step.error()) + " (retrying with backoff up to 5 s)");
+    if (!step_error_logged_) log_warning("telemetry: " + describe(step.error()) + " (retrying with backoff up to 5 s)");
     step_error_logged_ = true;
     return;
   }

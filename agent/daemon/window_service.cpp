@@ -65,7 +65,9 @@ void WindowService::stop_worker() {
   for (auto& j : done_) left.push_back(std::move(j));
   done_.clear();
   for (auto& j : left)
-    if (ctx_) ctx_->reply(j.to, sys_error(ESHUTDOWN, "the agent stopped before the window began (nothing was changed): run it again"));
+    if (ctx_)
+      ctx_->reply(
+          j.to, sys_error(ESHUTDOWN, "the agent stopped before the window began (nothing was changed): run it again"));
   if (wake_fd_ >= 0) {
     ::close(wake_fd_);
     wake_fd_ = -1;

@@ -51,7 +51,7 @@ class WindowService : public Service {
   // window ended by its TTL shows at most k_list_reuse late.
   SharedJson list_;
   Clock::time_point list_at_{};
-  int wake_fd_ = -1;  // eventfd: the worker has finished an expansion
+  int wake_fd_ = -1;    // eventfd: the worker has finished an expansion
   std::thread worker_;  // started at the first expansion (after the agent dropped its capabilities)
   std::mutex mu_;
   std::condition_variable cv_;

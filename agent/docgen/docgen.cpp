@@ -20,9 +20,12 @@ int main(int argc, char** argv) {
   cli::build_app(app, ctx, global);
   std::string kind = argv[1];
   std::string text;
-  if (kind == "man") text = cli::render_man(app, SPARK_TUNE_VERSION);
-  else if (kind == "bash") text = cli::render_bash_completion(app);
-  else if (kind == "zsh") text = cli::render_zsh_completion(app);
+  if (kind == "man")
+    text = cli::render_man(app, SPARK_TUNE_VERSION);
+  else if (kind == "bash")
+    text = cli::render_bash_completion(app);
+  else if (kind == "zsh")
+    text = cli::render_zsh_completion(app);
   else {
     std::cerr << "spark-tune-docgen: unknown kind '" << kind << "' (man, bash or zsh)\n";
     return 2;

@@ -16,10 +16,14 @@ class KernelFloorWake : public FloorWakeProbe {
   explicit KernelFloorWake(const HostPaths& paths) : paths_(paths) {}
   Result<std::string> psi() override {
     const auto file = memory_pressure_file(paths_);
-    auto t = PsiTrigger::create(file, PsiKind::some, std::chrono::microseconds(5000), std::chrono::microseconds(500000));
+    auto t =
+        PsiTrigger::create(file, PsiKind::some, std::chrono::microseconds(5000), std::chrono::microseconds(500000));
     if (t) return std::string("some 5 ms in 500 ms on " + file.string());
-    auto t2 = PsiTrigger::create(file, PsiKind::some, std::chrono::microseconds(5000), std::chrono::microseconds(2000000));
-    if (t2) return std::string("some 5 ms in 2 s on " + file.string() + " (a 500 ms window refused: " + describe(t.error()) + ")");
+    auto t2 =
+        PsiTrigger::create(file, PsiKind::some, std::chrono::microseconds(5000), std::chrono::microseconds(2000000));
+    if (t2)
+      return std::string("some 5 ms in 2 s on " + file.string() + " (a 500 ms window refused: " + describe(t.error()) +
+                         ")");
     return t.error();
   }
   Result<std::string> reclaim() override {
@@ -43,14 +47,17 @@ std::vector<Finding> floor_wake_findings(const Result<std::string>& psi, const R
   else
     add(Status::warn,
         "no memory PSI trigger (" + describe(psi.error()) + "): a floor notices memory stalls only at its 10 ms check",
-        "boot a kernel with CONFIG_PSI=y and without psi=0 on its command line (add psi=1 where CONFIG_PSI_DEFAULT_DISABLED=y)");
+        "boot a kernel with CONFIG_PSI=y and without psi=0 on its command line (add psi=1 where "
+        "CONFIG_PSI_DEFAULT_DISABLED=y)");
   if (reclaim)
     add(Status::ok, "a floor is woken when the kernel starts reclaiming: " + *reclaim);
   else
     add(Status::warn,
         "the floor's reclaim tracepoints do not load (" + describe(reclaim.error()) +
-            "): kswapd waking and direct reclaim do not wake a floor; it keeps its timer" + (psi ? " and PSI trigger" : ""),
-        "run the agent as root on a kernel with BPF (CONFIG_BPF_SYSCALL=y) and the vmscan tracepoints; `spark-tune doctor bpf` says which probe kinds load");
+            "): kswapd waking and direct reclaim do not wake a floor; it keeps its timer" +
+            (psi ? " and PSI trigger" : ""),
+        "run the agent as root on a kernel with BPF (CONFIG_BPF_SYSCALL=y) and the vmscan tracepoints; `spark-tune "
+        "doctor bpf` says which probe kinds load");
   return out;
 }
 

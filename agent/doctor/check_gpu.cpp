@@ -72,8 +72,9 @@ std::vector<Finding> check_gpu(const Env& env) {
                 "guard " + g.id + " (pid " + std::to_string(g.pid) +
                     ") holds a memory cgroup budget only: on this unified-memory host the cgroup does not see what "
                     "the server allocates on the GPU, so the budget cannot protect the host",
-                "spark-tune guard end " + g.id + ", then guard the server again with a host floor (--host-floor 5%, "
-                "the default here unless --host-floor off was given)");
+                "spark-tune guard end " + g.id +
+                    ", then guard the server again with a host floor (--host-floor 5%, "
+                    "the default here unless --host-floor off was given)");
   }
   // Servers launched without GGML_CUDA_NO_PINNED=1, from their environment.
   for (int id : process_ids(env.paths)) {

@@ -79,7 +79,8 @@ std::vector<Finding> check_protection(const Env& env) {
     const bool protected_by_us = journaled.count(unit) > 0;
     if (file.empty() && group.empty()) {
       if (!defaults || protected_by_us)
-        add(Status::warn, unit + ": no such unit here" + (protected_by_us ? " (spark-tune protect wrote a drop-in)" : ""),
+        add(Status::warn,
+            unit + ": no such unit here" + (protected_by_us ? " (spark-tune protect wrote a drop-in)" : ""),
             protected_by_us ? "check the name with systemctl list-units, or spark-tune protect --undo " + unit
                             : "check the name with systemctl list-units");
       continue;

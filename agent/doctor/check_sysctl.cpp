@@ -40,9 +40,7 @@ Result<std::string> sysctl_value(const HostPaths& paths, const std::string& key)
   return v.value_or("");
 }
 
-std::string persist_path(const Env& env) {
-  return (env.paths.sysctl_d / k_persist_file_name).string();
-}
+std::string persist_path(const Env& env) { return (env.paths.sysctl_d / k_persist_file_name).string(); }
 
 // The value each key gets at boot: the last sysctl.d / sysctl.conf assignment (tuned excluded: it may not run).
 std::map<std::string, SysctlSource> boot_values(const std::vector<SysctlSource>& all) {

@@ -24,8 +24,8 @@ std::vector<Finding> check_systemd(const Env& env) {
     return out;
   }
   fs::path unit;
-  for (const char* dir : {"etc/systemd/system", "usr/local/lib/systemd/system", "usr/lib/systemd/system",
-                          "lib/systemd/system"}) {
+  for (const char* dir :
+       {"etc/systemd/system", "usr/local/lib/systemd/system", "usr/lib/systemd/system", "lib/systemd/system"}) {
     if (fs::exists(root / dir / "spark-tune.socket", ec)) {
       unit = root / dir / "spark-tune.socket";
       break;
@@ -42,13 +42,16 @@ std::vector<Finding> check_systemd(const Env& env) {
   bool enabled = fs::exists(root / "etc/systemd/system/sockets.target.wants/spark-tune.socket", ec) ||
                  fs::is_symlink(root / "etc/systemd/system/sockets.target.wants/spark-tune.socket", ec);
   if (!enabled) {
-    add(Status::warn, "spark-tune.socket (" + unit.string() + ") is installed but not enabled: the agent is not "
-                          "reachable after a reboot until a CLI call starts one",
+    add(Status::warn,
+        "spark-tune.socket (" + unit.string() +
+            ") is installed but not enabled: the agent is not "
+            "reachable after a reboot until a CLI call starts one",
         "systemctl enable --now spark-tune.socket");
     return out;
   }
-  add(Status::ok, "systemd is PID 1 and spark-tune.socket is enabled: socket activation, transient scopes "
-                  "for guards, protect drop-ins");
+  add(Status::ok,
+      "systemd is PID 1 and spark-tune.socket is enabled: socket activation, transient scopes "
+      "for guards, protect drop-ins");
   return out;
 }
 

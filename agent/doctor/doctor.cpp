@@ -26,7 +26,8 @@ const std::vector<Check>& checks() {
       {"thp", "transparent hugepage mode", check_thp},
       {"gpu", "driver answers, per-device memory, servers without GGML_CUDA_NO_PINNED=1", check_gpu},
       {"persist", "what survives a reboot", check_persist},
-      {"systemd", "systemd as PID 1, spark-tune.socket installed and enabled; what does not work without", check_systemd},
+      {"systemd", "systemd as PID 1, spark-tune.socket installed and enabled; what does not work without",
+       check_systemd},
       {"floor", "what wakes a window's floor: memory PSI trigger, reclaim tracepoints (which kind)", check_floor},
   };
   return list;

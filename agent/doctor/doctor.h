@@ -54,7 +54,7 @@ struct Env {
   std::string journal_error;                    // why it could not (a WARN of the sysctl check)
   std::vector<std::string> protected_units;     // empty: the defaults (k_default_protected_units)
   std::chrono::milliseconds gpu_timeout{3000};
-  FloorWakeProbe* floor_wake = nullptr;         // null: the floor check tries the real kernel
+  FloorWakeProbe* floor_wake = nullptr;  // null: the floor check tries the real kernel
 };
 
 // Units that must stay usable under memory pressure: the agent, ssh, and interactive sessions (editor, shells).

@@ -54,9 +54,9 @@ SettleOutcome settle_wait(const HostPaths& paths, GpuProbe& probe, const std::ve
                           GpuSample first, SteadyTime start, std::chrono::milliseconds max,
                           std::chrono::milliseconds interval = std::chrono::milliseconds(100));
 
-
 // Was a GPU holder killed recently, so that free memory may still be growing? Signals, cheapest first:
-//  - a process NVML still charges on a device has exited (core/proc_stat.h: gone, zombie or exiting): the driver has not
+//  - a process NVML still charges on a device has exited (core/proc_stat.h: gone, zombie or exiting): the driver has
+//  not
 //    finished freeing its memory;
 //  - the kernel's oom_kill count (/proc/vmstat) changed since the last preflight looked (remembered in
 //    the run directory; with no record, any OOM kill since boot counts).

@@ -51,15 +51,15 @@ Result<ServerLaunch> launch_of(const HostPaths& paths, pid_t pid, const std::vec
   return l;
 }
 
-
 }  // namespace
 
 Result<std::string> GuardSupervisor::add(const GuardOptions& o) {
   // 1. Validate everything before changing anything.
   if ((o.pid > 0) == !o.cgroup.empty()) return input_error("give exactly one of --pid PID or --cgroup PATH");
   if (guards_.size() >= k_max_guards)
-    return sys_error(EBUSY, std::to_string(guards_.size()) + " guards are held, the limit: end one first "
-                                                              "(spark-tune guard list, guard end ID)");
+    return sys_error(EBUSY, std::to_string(guards_.size()) +
+                                " guards are held, the limit: end one first "
+                                "(spark-tune guard list, guard end ID)");
   SPARK_TRY(BudgetSpec spec, parse_budget(o.budget));
   GuardOptions opt = o;
   if (!opt.on_oom.empty()) {
@@ -128,7 +128,8 @@ Result<std::string> GuardSupervisor::add(const GuardOptions& o) {
     }
     if (auto lost = lost_memory_limit(h, cur, parent); lost && !opt.force)
       return input_error("process " + std::to_string(opt.pid) + " is in a memory cgroup with a limit of its own, " +
-                         *lost + ": a guard's box beside it would lift that limit. Guard that cgroup in place "
+                         *lost +
+                         ": a guard's box beside it would lift that limit. Guard that cgroup in place "
                          "(--cgroup), or pass --force to move the process out of it");
     st.opt.parent = parent;
     st.origin = cur;

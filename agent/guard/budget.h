@@ -11,7 +11,6 @@
 
 namespace spark::guard {
 
-
 struct BudgetSpec {
   enum class Kind { host_default, bytes, percent };
   Kind kind = Kind::host_default;

@@ -31,9 +31,7 @@ bool parse_u64(const std::string& s, uint64_t& out) {
 
 }  // namespace
 
-uint64_t page_round(uint64_t bytes) {
-  return bytes / k_page * k_page;
-}
+uint64_t page_round(uint64_t bytes) { return bytes / k_page * k_page; }
 
 std::optional<uint64_t> stat_value(const std::string& text, const std::string& key) {
   for (const auto& line : split_lines(text)) {
@@ -85,9 +83,11 @@ Result<std::string> v2_box_parent(const HostPaths& paths, const MemoryHierarchy&
     auto up = fs::path(cur).parent_path().string();
     cur = up.empty() ? "/" : up;
   }
-  return sys_error(ENOTSUP, "no cgroup from " + own + " up to the root enables the memory controller for its children "
-                            "(cgroup.subtree_control): run spark-tune under systemd (a transient scope is used), in a "
-                            "unit with Delegate=yes, or in a leaf below a cgroup whose cgroup.subtree_control has memory");
+  return sys_error(ENOTSUP,
+                   "no cgroup from " + own +
+                       " up to the root enables the memory controller for its children "
+                       "(cgroup.subtree_control): run spark-tune under systemd (a transient scope is used), in a "
+                       "unit with Delegate=yes, or in a leaf below a cgroup whose cgroup.subtree_control has memory");
 }
 
 CgroupBox::CgroupBox(HostPaths paths, MemoryHierarchy h, std::string path)
@@ -99,9 +99,7 @@ fs::path CgroupBox::dir() const {
   return rel.empty() ? h_.root : h_.root / rel;
 }
 
-Target CgroupBox::dir_target() const {
-  return {TargetKind::dir, dir().string()};
-}
+Target CgroupBox::dir_target() const { return {TargetKind::dir, dir().string()}; }
 
 std::string CgroupBox::target_name() const {
   std::string rel = path_;

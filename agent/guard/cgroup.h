@@ -32,18 +32,19 @@ Result<std::string> v2_box_parent(const HostPaths& paths, const MemoryHierarchy&
 // the nearest cgroup from `cur` up that is not an ancestor of `parent` (nor `parent` itself) and
 // has a limit (v1 memory.limit_in_bytes below the unlimited value, v2 memory.max not "max").
 // Returns "<cgroup> (memory.max 500.0 MiB)", or nullopt when no limit would be lost.
-std::optional<std::string> lost_memory_limit(const MemoryHierarchy& h, const std::string& cur, const std::string& parent);
+std::optional<std::string> lost_memory_limit(const MemoryHierarchy& h, const std::string& cur,
+                                             const std::string& parent);
 
 struct MemoryStats {
-  uint64_t usage = 0;        // charged bytes (v1 memory.usage_in_bytes, v2 memory.current)
-  uint64_t anon = 0;         // anonymous memory (v1 total_rss, v2 anon): what reclaim cannot drop without swap
-  uint64_t file = 0;         // page cache (v1 total_cache, v2 file)
-  uint64_t peak = 0;         // v1 memory.max_usage_in_bytes, v2 memory.peak (0 where absent)
-  uint64_t oom = 0;          // v2 memory.events oom; v1 under_oom (0/1)
-  uint64_t oom_kills = 0;    // kills the kernel's OOM killer counted in this cgroup (v2: a group
-                             // kill counts its chosen victim twice)
+  uint64_t usage = 0;            // charged bytes (v1 memory.usage_in_bytes, v2 memory.current)
+  uint64_t anon = 0;             // anonymous memory (v1 total_rss, v2 anon): what reclaim cannot drop without swap
+  uint64_t file = 0;             // page cache (v1 total_cache, v2 file)
+  uint64_t peak = 0;             // v1 memory.max_usage_in_bytes, v2 memory.peak (0 where absent)
+  uint64_t oom = 0;              // v2 memory.events oom; v1 under_oom (0/1)
+  uint64_t oom_kills = 0;        // kills the kernel's OOM killer counted in this cgroup (v2: a group
+                                 // kill counts its chosen victim twice)
   uint64_t oom_group_kills = 0;  // v2 memory.events oom_group_kill (0 on v1)
-  uint64_t high_events = 0;  // v2 memory.events high (throttling)
+  uint64_t high_events = 0;      // v2 memory.events high (throttling)
 };
 
 // The part of memory.events (v2) the guard reads; missing keys are 0.

@@ -13,10 +13,10 @@
 #include "core/end_retry.h"
 #include "core/fd.h"
 #include "core/port.h"
-#include "guard/growth.h"
-#include "guard/host_floor.h"
 #include "guard/cgroup.h"
+#include "guard/growth.h"
 #include "guard/guard_state.h"
+#include "guard/host_floor.h"
 
 namespace spark::guard {
 

@@ -59,9 +59,7 @@ Result<GuardOptions> options_from_json(const nlohmann::json& j) try {
   return input_error(std::string("guard options: ") + e.what());
 }
 
-std::string guard_owner(const std::string& id) {
-  return "guard:" + id;
-}
+std::string guard_owner(const std::string& id) { return "guard:" + id; }
 
 nlohmann::json GuardState::to_json() const {
   nlohmann::json j;

@@ -87,9 +87,7 @@ const GuardState* GuardSupervisor::state(const std::string& id) const {
   return it == guards_.end() ? nullptr : &it->second->st;
 }
 
-bool GuardSupervisor::active() const {
-  return !guards_.empty() || !hooks_.empty();
-}
+bool GuardSupervisor::active() const { return !guards_.empty() || !hooks_.empty(); }
 
 namespace {
 // A settled guard's memory.high: --memory-high as given, never above memory.max; none otherwise.
@@ -187,8 +185,10 @@ Result<void> GuardSupervisor::end(const std::string& id, const std::string& reas
                   format_duration(wait) + " (or run spark-tune revert)",
               {{"GUARD", id}});
     if (g.end_retry.failures == 1)
-      emit(id, "guard_error", {{"error", "could not end (" + reason + "): " + describe(r.error()) + "; retrying"},
-                               {"reason", reason}, {"retry_in_ms", wait.count()}});
+      emit(id, "guard_error",
+           {{"error", "could not end (" + reason + "): " + describe(r.error()) + "; retrying"},
+            {"reason", reason},
+            {"retry_in_ms", wait.count()}});
     return r;
   }
   nlohmann::json f = {{"reason", reason}, {"pid", g.st.pid}, {"cgroup", g.st.box}};
@@ -211,9 +211,7 @@ void GuardSupervisor::retry_end(const std::string& id) {
   (void)end(id, why);  // logged (and rescheduled) by end on failure
 }
 
-void GuardSupervisor::drop(const std::string& id) {
-  guards_.erase(id);
-}
+void GuardSupervisor::drop(const std::string& id) { guards_.erase(id); }
 
 Result<size_t> GuardSupervisor::resume() {
   SPARK_TRY(auto list, list_guards(paths_));
@@ -377,7 +375,8 @@ void GuardSupervisor::check_oom(Runtime& g) {
   }
   if (now_procs) g.last_procs = *now_procs;
   // The group kill's second count of a victim already reported: the same kill, not a new one.
-  if (victims.empty() && known_again && s->oom_group_kills > 0 && g.last_oom_event != Clock::time_point{} && now - g.last_oom_event <= k_oom_echo)
+  if (victims.empty() && known_again && s->oom_group_kills > 0 && g.last_oom_event != Clock::time_point{} &&
+      now - g.last_oom_event <= k_oom_echo)
     return;
   for (const auto& v : victims) g.reported_victims[v.get<pid_t>()] = now;
   g.last_oom_event = now;
@@ -414,7 +413,8 @@ void GuardSupervisor::run_hook(const Event& e) {
   rh.deadline = h->started + opt.hook_timeout;
   auto fd = open_pidfd(h->pid);
   if (fd) rh.pidfd = std::move(*fd);
-  if (sink_) sink_(make_event(e.subject, "hook_start", {{"hook_pid", h->pid}, {"hook", opt.on_oom[0]}, {"for", e.type}}));
+  if (sink_)
+    sink_(make_event(e.subject, "hook_start", {{"hook_pid", h->pid}, {"hook", opt.on_oom[0]}, {"for", e.type}}));
   hooks_.push_back(std::move(rh));
 }
 
@@ -487,8 +487,8 @@ Result<std::string> GuardSupervisor::scope_with(pid_t pid, const std::string& na
 // every restart asks for a new scope with the waiting child in it, moves the guard's limits and
 // watches there, and lets go of the old scope's (restored, or gone with it).
 Result<void> GuardSupervisor::join_new_scope(Runtime& g, pid_t pid) {
-  SPARK_TRY(std::string name, scope_unit_name(std::string(k_box_prefix) + g.st.id + "-r" +
-                                              std::to_string(g.st.restarts_ms.size() + 1)));
+  SPARK_TRY(std::string name,
+            scope_unit_name(std::string(k_box_prefix) + g.st.id + "-r" + std::to_string(g.st.restarts_ms.size() + 1)));
   SPARK_TRY(std::string path, scope_with(pid, name,
                                          "spark-tune guard " + g.st.id + " (process " + std::to_string(pid) +
                                              ", restart " + std::to_string(g.st.restarts_ms.size() + 1) + ")"));
@@ -519,9 +519,8 @@ Result<void> GuardSupervisor::join_new_scope(Runtime& g, pid_t pid) {
 }
 
 void GuardSupervisor::start_server(Runtime& g) {
-  auto pid = g.st.scope.empty()
-                 ? spawn_in_box(g.st.launch, *g.box, tuner_.actuator())
-                 : spawn_gated(g.st.launch, [&](pid_t p) { return join_new_scope(g, p); });
+  auto pid = g.st.scope.empty() ? spawn_in_box(g.st.launch, *g.box, tuner_.actuator())
+                                : spawn_gated(g.st.launch, [&](pid_t p) { return join_new_scope(g, p); });
   g.st.restarts_ms.push_back(unix_ms());
   if (!pid) {
     log_error("guard " + g.st.id + ": " + describe(pid.error()));
@@ -598,23 +597,17 @@ void GuardSupervisor::check_host_floor(Runtime& g, Clock::time_point now) {
   auto c = g.host_floor->add(host->available(), now);
   if (!c) return;
   auto s = g.box->stats();
-  nlohmann::json f = {{"reason", "host_floor"},
-                      {"cause", "host"},
-                      {"host_available", c->available},
-                      {"host_floor", c->floor},
-                      {"budget", g.st.budget},
-                      {"limit", g.st.limit},
-                      {"usage", s ? s->usage : 0},
-                      {"anon", s ? s->anon : 0},
-                      {"growers", growers(g)}};
+  nlohmann::json f = {{"reason", "host_floor"},    {"cause", "host"},         {"host_available", c->available},
+                      {"host_floor", c->floor},    {"budget", g.st.budget},   {"limit", g.st.limit},
+                      {"usage", s ? s->usage : 0}, {"anon", s ? s->anon : 0}, {"growers", growers(g)}};
   emit(g.st.id, "memory_growth", f);
   if (!c->first) return;
   bool restart = g.st.opt.restart && !g.st.launch.argv.empty();
   f["action"] = restart ? "restart" : "hook";
   f["pid"] = g.st.pid;
   emit(g.st.id, "host_floor", f);  // runs the --on-oom hook, as a kill by the budget would
-  log_warning("guard " + g.st.id + ": the host is below its floor (MemAvailable " + format_size(c->available) +
-              " < " + format_size(c->floor) + "; the server's cgroup does not see unified GPU memory)" +
+  log_warning("guard " + g.st.id + ": the host is below its floor (MemAvailable " + format_size(c->available) + " < " +
+              format_size(c->floor) + "; the server's cgroup does not see unified GPU memory)" +
               (restart ? ": stopping the server for its restart" : ""));
   // With --restart, the server is stopped so the restart runs as after a kill by the budget.
   if (restart) (void)g.box->kill_all(tuner_.actuator());

@@ -11,9 +11,7 @@ namespace spark::guard {
 
 namespace {
 
-Error bus_error(int r, const std::string& what) {
-  return sys_error(-r, what);
-}
+Error bus_error(int r, const std::string& what) { return sys_error(-r, what); }
 
 }  // namespace
 

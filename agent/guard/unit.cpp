@@ -18,9 +18,7 @@ namespace {
 
 constexpr const char* k_dropin_name = "50-spark-tune-guard.conf";
 
-std::string owner_of(const std::string& unit) {
-  return "guard-unit:" + unit;
-}
+std::string owner_of(const std::string& unit) { return "guard-unit:" + unit; }
 
 fs::path host_root(const HostPaths& paths) {
   // systemd_d is <root>/etc/systemd/system on the host and in fixture trees alike.

@@ -9,8 +9,14 @@ KeyInfo sysctl_key(const char* name, KeyType type, int64_t min, int64_t max, con
 }
 
 KeyInfo thp_key(const char* name, const char* file, std::vector<std::string> choices, const char* summary) {
-  return {name, sysfs_target(std::string("kernel/mm/transparent_hugepage/") + file), KeyType::choice, 0, 0,
-          std::move(choices), "", summary};
+  return {name,
+          sysfs_target(std::string("kernel/mm/transparent_hugepage/") + file),
+          KeyType::choice,
+          0,
+          0,
+          std::move(choices),
+          "",
+          summary};
 }
 
 }  // namespace
@@ -41,12 +47,10 @@ const std::vector<KeyInfo>& known_keys() {
                  "how hard background compaction keeps high-order pages available"),
       sysctl_key("vm.extfrag_threshold", KeyType::integer, 0, 1000, "fragmentation index x1000",
                  "above this index the kernel compacts instead of reclaiming for high-order requests"),
-      sysctl_key("vm.overcommit_memory", KeyType::integer, 0, 2, "mode",
-                 "0 heuristic, 1 always, 2 strict accounting"),
+      sysctl_key("vm.overcommit_memory", KeyType::integer, 0, 2, "mode", "0 heuristic, 1 always, 2 strict accounting"),
       sysctl_key("vm.zone_reclaim_mode", KeyType::integer, 0, 7, "bitmask",
                  "reclaim on the local NUMA node before allocating on another"),
-      sysctl_key("vm.page-cluster", KeyType::integer, 0, 10, "log2 pages",
-                 "pages read from swap at once"),
+      sysctl_key("vm.page-cluster", KeyType::integer, 0, 10, "log2 pages", "pages read from swap at once"),
       thp_key("thp.enabled", "enabled", {"always", "madvise", "never"}, "transparent hugepages for anonymous memory"),
       thp_key("thp.defrag", "defrag", {"always", "defer", "defer+madvise", "madvise", "never"},
               "whether a THP fault stalls in direct compaction"),

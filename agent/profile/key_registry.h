@@ -13,22 +13,22 @@
 namespace spark {
 
 enum class KeyType {
-  integer,   // plain count or ratio
-  kbytes,    // the kernel takes KiB: "5G" and "4% of ram" convert
-  bytes,     // the kernel takes bytes
-  choice,    // one of `choices`
-  text,      // [sysctl.extra]: written as given (integers printed)
+  integer,  // plain count or ratio
+  kbytes,   // the kernel takes KiB: "5G" and "4% of ram" convert
+  bytes,    // the kernel takes bytes
+  choice,   // one of `choices`
+  text,     // [sysctl.extra]: written as given (integers printed)
 };
 
 struct KeyInfo {
-  std::string name;          // as written in a profile: "vm.min_free_kbytes", "thp.enabled"
-  Target target;             // where it lives
+  std::string name;  // as written in a profile: "vm.min_free_kbytes", "thp.enabled"
+  Target target;     // where it lives
   KeyType type = KeyType::integer;
-  int64_t min = 0;           // kernel's accepted range (integer types)
+  int64_t min = 0;  // kernel's accepted range (integer types)
   int64_t max = INT64_MAX;
   std::vector<std::string> choices;
-  std::string unit;          // for people: "KiB", "%", "centiseconds"
-  std::string summary;       // one line for `profile show` and docs
+  std::string unit;     // for people: "KiB", "%", "centiseconds"
+  std::string summary;  // one line for `profile show` and docs
 };
 
 const std::vector<KeyInfo>& known_keys();

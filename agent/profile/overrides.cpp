@@ -31,7 +31,8 @@ void scan_file(const fs::path& file, const std::string& name, const std::set<std
   for (const auto& line : split_lines(*text)) {
     ++n;
     std::string k, v;
-    if (parse_assignment(line, k, v) && keys.count(k)) out.push_back({k, v, file.string() + ":" + std::to_string(n), name});
+    if (parse_assignment(line, k, v) && keys.count(k))
+      out.push_back({k, v, file.string() + ":" + std::to_string(n), name});
   }
 }
 
@@ -79,7 +80,8 @@ std::vector<SysctlSource> sysctl_sources(const HostPaths& paths, const std::vect
   std::set<std::string> keys(key_list.begin(), key_list.end());
   // systemd-sysctl: one file per basename, the first directory in this list wins; then by basename.
   std::map<std::string, fs::path> files;
-  for (const char* dir : {"etc/sysctl.d", "run/sysctl.d", "usr/local/lib/sysctl.d", "usr/lib/sysctl.d", "lib/sysctl.d"}) {
+  for (const char* dir :
+       {"etc/sysctl.d", "run/sysctl.d", "usr/local/lib/sysctl.d", "usr/lib/sysctl.d", "lib/sysctl.d"}) {
     std::error_code ec;
     for (const auto& e : fs::directory_iterator(paths.host_root / dir, ec)) {
       std::string name = e.path().filename().string();
@@ -94,7 +96,8 @@ std::vector<SysctlSource> sysctl_sources(const HostPaths& paths, const std::vect
   return out;
 }
 
-std::string persist_dropin_text(const std::string& profile, const std::vector<std::pair<std::string, std::string>>& values) {
+std::string persist_dropin_text(const std::string& profile,
+                                const std::vector<std::pair<std::string, std::string>>& values) {
   std::string text = "# Written by `spark-tune apply " + profile + " --persist`; `spark-tune revert` removes it.\n";
   for (const auto& [k, v] : values) text += k + " = " + v + "\n";
   return text;

@@ -12,7 +12,7 @@ namespace spark {
 struct SysctlSource {
   std::string key;
   std::string value;
-  std::string source;  // "/etc/sysctl.d/99-foo.conf:3", "tuned profile 'throughput-performance'"
+  std::string source;     // "/etc/sysctl.d/99-foo.conf:3", "tuned profile 'throughput-performance'"
   std::string file_name;  // basename for sysctl.d ordering, empty for tuned
 };
 
@@ -21,6 +21,7 @@ std::vector<SysctlSource> sysctl_sources(const HostPaths& paths, const std::vect
 
 // The drop-in that --persist writes.
 inline const char* k_persist_file_name = "90-spark-tune.conf";
-std::string persist_dropin_text(const std::string& profile, const std::vector<std::pair<std::string, std::string>>& values);
+std::string persist_dropin_text(const std::string& profile,
+                                const std::vector<std::pair<std::string, std::string>>& values);
 
 }  // namespace spark

@@ -35,7 +35,8 @@ const std::vector<OptionInfo>& known_options() {
       {"detector.deep_seconds", "number",
        "seconds of deep mode (page allocations by order and task) the detector attaches on a "
        "fragmentation_stall or reclaim_storm; 0 = never"},
-      {"detector.deep_cooldown_s", "number", "seconds after a deep-mode period before the detector may attach it again"},
+      {"detector.deep_cooldown_s", "number",
+       "seconds after a deep-mode period before the detector may attach it again"},
   };
   return options;
 }
@@ -65,11 +66,17 @@ Result<SettingSpec> setting_from(const KeyInfo& key, const toml::node& n, const 
     for (auto&& [k, v] : *t) {
       auto text = scalar_text(v);
       std::string name(k.str());
-      if (!text) return input_error(where(file, v.source()) + ": '" + key.name + "." + name + "' must be a number or a string");
-      if (name == "value") s.raw = *text;
-      else if (name == "min") s.min = *text;
-      else if (name == "max") s.max = *text;
-      else return input_error(where(file, v.source()) + ": unknown key '" + name + "' in " + key.name + " (value, min, max)");
+      if (!text)
+        return input_error(where(file, v.source()) + ": '" + key.name + "." + name + "' must be a number or a string");
+      if (name == "value")
+        s.raw = *text;
+      else if (name == "min")
+        s.min = *text;
+      else if (name == "max")
+        s.max = *text;
+      else
+        return input_error(where(file, v.source()) + ": unknown key '" + name + "' in " + key.name +
+                           " (value, min, max)");
     }
     if (s.raw.empty()) return input_error(s.source + ": " + key.name + " needs a value");
     return s;
@@ -81,12 +88,14 @@ Result<SettingSpec> setting_from(const KeyInfo& key, const toml::node& n, const 
 }
 
 // Flattens nested tables (TOML reads `vm.min_free_kbytes = 1` as table vm, key min_free_kbytes).
-void flatten(const toml::table& t, const std::string& prefix, std::vector<std::pair<std::string, const toml::node*>>& out,
-             bool keep_inline_tables) {
+void flatten(const toml::table& t, const std::string& prefix,
+             std::vector<std::pair<std::string, const toml::node*>>& out, bool keep_inline_tables) {
   for (auto&& [k, v] : t) {
     std::string name = prefix.empty() ? std::string(k.str()) : prefix + "." + std::string(k.str());
-    if (auto sub = v.as_table(); sub && !(keep_inline_tables && sub->is_inline())) flatten(*sub, name, out, keep_inline_tables);
-    else out.emplace_back(name, &v);
+    if (auto sub = v.as_table(); sub && !(keep_inline_tables && sub->is_inline()))
+      flatten(*sub, name, out, keep_inline_tables);
+    else
+      out.emplace_back(name, &v);
   }
 }
 
@@ -171,8 +180,9 @@ Result<std::string> read_profile_text(const fs::path& file) {
   struct stat st {};
   if (::fstat(fd, &st) != 0) return errno_error("reading the profile " + file.string());
   if (!S_ISREG(st.st_mode))
-    return sys_error(EINVAL, file.string() + " is not a regular file (a FIFO, a device or a directory): a profile is "
-                                             "a TOML file; copy it to a file and give that");
+    return sys_error(EINVAL, file.string() +
+                                 " is not a regular file (a FIFO, a device or a directory): a profile is "
+                                 "a TOML file; copy it to a file and give that");
   if (st.st_size > static_cast<off_t>(k_max_profile_bytes))
     return sys_error(EFBIG, file.string() + " has " + std::to_string(st.st_size) + " bytes; a profile is at most " +
                                 std::to_string(k_max_profile_bytes) + " bytes");
@@ -185,7 +195,8 @@ Result<std::string> read_profile_text(const fs::path& file) {
     if (n == 0) break;
     out.append(buf, static_cast<size_t>(n));
     if (out.size() > k_max_profile_bytes)  // it grew while read
-      return sys_error(EFBIG, file.string() + ": a profile is at most " + std::to_string(k_max_profile_bytes) + " bytes");
+      return sys_error(EFBIG,
+                       file.string() + ": a profile is at most " + std::to_string(k_max_profile_bytes) + " bytes");
   }
   return out;
 }
@@ -206,17 +217,25 @@ Result<Profile> parse_profile(const std::string& text, const std::string& name, 
   for (auto&& [section_key, section] : root) {
     std::string section_name(section_key.str());
     auto* table = section.as_table();
-    if (!table) return input_error(where(file, section.source()) + ": unknown top-level key '" + section_name + "' (use a [section])");
+    if (!table)
+      return input_error(where(file, section.source()) + ": unknown top-level key '" + section_name +
+                         "' (use a [section])");
     if (section_name == "profile") {
       for (auto&& [k, v] : *table) {
         std::string key(k.str());
         auto s = v.as_string();
         if (!s) return input_error(where(file, v.source()) + ": profile." + key + " must be a string");
-        if (key == "description") p.description = s->get();
-        else if (key == "inherit") p.inherit = s->get();
+        if (key == "description")
+          p.description = s->get();
+        else if (key == "inherit")
+          p.inherit = s->get();
         else if (key == "name") {
-          if (s->get() != name) return input_error(where(file, v.source()) + ": profile.name '" + s->get() + "' does not match the file name '" + name + "'");
-        } else return input_error(where(file, v.source()) + ": unknown key 'profile." + key + "' (description, inherit, name)");
+          if (s->get() != name)
+            return input_error(where(file, v.source()) + ": profile.name '" + s->get() +
+                               "' does not match the file name '" + name + "'");
+        } else
+          return input_error(where(file, v.source()) + ": unknown key 'profile." + key +
+                             "' (description, inherit, name)");
       }
     } else if (section_name == "sysctl" || section_name == "thp") {
       std::vector<std::pair<std::string, const toml::node*>> entries;
@@ -229,7 +248,8 @@ Result<Profile> parse_profile(const std::string& text, const std::string& name, 
           flatten(*extra, "", xs, true);
           for (auto& [xname, node] : xs) {
             if (find_key(xname))
-              return input_error(where(file, node->source()) + ": '" + xname + "' is a known key: set it in [sysctl], not [sysctl.extra]");
+              return input_error(where(file, node->source()) + ": '" + xname +
+                                 "' is a known key: set it in [sysctl], not [sysctl.extra]");
             auto info = extra_key(xname);
             if (!info) return input_error(where(file, node->source()) + ": " + info.error().what());
             SPARK_TRY(auto spec, setting_from(*info, *node, file));
@@ -336,7 +356,8 @@ std::vector<std::pair<std::string, fs::path>> ProfileStore::list() const {
     std::sort(files.begin(), files.end());
     for (const auto& f : files) {
       std::string name = f.stem().string();
-      if (std::none_of(out.begin(), out.end(), [&](const auto& p) { return p.first == name; })) out.emplace_back(name, f);
+      if (std::none_of(out.begin(), out.end(), [&](const auto& p) { return p.first == name; }))
+        out.emplace_back(name, f);
     }
   }
   return out;

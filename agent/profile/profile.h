@@ -32,7 +32,7 @@ struct SettingSpec {
   std::string raw;                 // the value as written ("4% of ram", "5G", "200", ">1G")
   std::optional<std::string> min;  // clamps for relative values
   std::optional<std::string> max;
-  std::string source;              // "file.toml:12"
+  std::string source;  // "file.toml:12"
 };
 
 struct Profile {
@@ -40,14 +40,14 @@ struct Profile {
   std::string description;
   std::string inherit;
   fs::path file;
-  std::vector<SettingSpec> settings;          // own settings, in file order
+  std::vector<SettingSpec> settings;           // own settings, in file order
   std::map<std::string, std::string> options;  // "window.readahead" -> "128K"
 };
 
 // Option keys that [window], [preflight] and [detector] accept; another part adds its own here.
 struct OptionInfo {
-  const char* name;     // "window.readahead"
-  const char* kind;     // "size", "duration", "number", "text"
+  const char* name;  // "window.readahead"
+  const char* kind;  // "size", "duration", "number", "text"
   const char* summary;
 };
 const std::vector<OptionInfo>& known_options();

@@ -49,7 +49,8 @@ Result<ApplyOutcome> apply_profile(const HostPaths& paths, Actuator& act, const 
       }
     }
     fs::path dropin = paths.sysctl_d / k_persist_file_name;
-    changes.push_back({Target{TargetKind::file, dropin.string()}, persist_dropin_text(out.resolved.name, values), "persist"});
+    changes.push_back(
+        {Target{TargetKind::file, dropin.string()}, persist_dropin_text(out.resolved.name, values), "persist"});
     out.persisted.push_back(dropin.string());
     if (sysfs) {
       fs::path tmpfiles = paths.host_root / "etc/tmpfiles.d/spark-tune.conf";
@@ -93,10 +94,12 @@ Result<VerifyOutcome> verify_profile(const HostPaths& paths, Actuator& act, cons
   } else {
     SPARK_TRY(JournalData j, read_journal(paths));
     if (!j.owners.contains(k_profile_owner))
-      return sys_error(ENOENT, "no profile is applied: run `spark-tune apply NAME`, or `spark-tune verify NAME` to check one");
+      return sys_error(ENOENT,
+                       "no profile is applied: run `spark-tune apply NAME`, or `spark-tune verify NAME` to check one");
     out.profile = j.owners[k_profile_owner].value("name", "?");
     for (const auto& rec : j.targets) {
-      auto it = std::find_if(rec.layers.begin(), rec.layers.end(), [](const Layer& l) { return l.owner == k_profile_owner; });
+      auto it =
+          std::find_if(rec.layers.begin(), rec.layers.end(), [](const Layer& l) { return l.owner == k_profile_owner; });
       if (it == rec.layers.end() || rec.target.kind == TargetKind::file) continue;
       // Coupled siblings recorded for restore are not settings of the profile.
       if (it->reason.rfind("coupled to ", 0) == 0) continue;
@@ -105,8 +108,10 @@ Result<VerifyOutcome> verify_profile(const HostPaths& paths, Actuator& act, cons
       std::string expected = it->value.value_or("(absent)");
       std::string key = key_name_for(rec.target);
       std::string status;
-      if (it + 1 != rec.layers.end()) status = "held by " + rec.layers.back().owner;
-      else status = normalize_value(actual) == normalize_value(expected) ? "ok" : "drift";
+      if (it + 1 != rec.layers.end())
+        status = "held by " + rec.layers.back().owner;
+      else
+        status = normalize_value(actual) == normalize_value(expected) ? "ok" : "drift";
       out.rows.push_back({key, expected, actual, status, {}});
       if (status == "drift") drifted.push_back(key);
     }
@@ -122,15 +127,20 @@ Result<VerifyOutcome> verify_profile(const HostPaths& paths, Actuator& act, cons
 nlohmann::json to_json(const ResolvedProfile& p) {
   nlohmann::json settings = nlohmann::json::array();
   for (const auto& s : p.settings)
-    settings.push_back({{"key", s.key}, {"raw", s.raw}, {"value", s.value}, {"current", s.current},
-                        {"action", s.action}, {"source", s.source}});
+    settings.push_back({{"key", s.key},
+                        {"raw", s.raw},
+                        {"value", s.value},
+                        {"current", s.current},
+                        {"action", s.action},
+                        {"source", s.source}});
   return {{"name", p.name}, {"chain", p.chain}, {"settings", settings}, {"options", p.options}};
 }
 
 nlohmann::json to_json(const VerifyOutcome& v) {
   nlohmann::json rows = nlohmann::json::array();
   for (const auto& r : v.rows)
-    rows.push_back({{"key", r.key}, {"expected", r.expected}, {"actual", r.actual}, {"status", r.status}, {"set_by", r.set_by}});
+    rows.push_back(
+        {{"key", r.key}, {"expected", r.expected}, {"actual", r.actual}, {"status", r.status}, {"set_by", r.set_by}});
   return {{"profile", v.profile}, {"drift", v.drift()}, {"keys", rows}};
 }
 

@@ -29,10 +29,10 @@ struct ApplyRequest {
 
 struct ApplyOutcome {
   ResolvedProfile resolved;
-  std::vector<std::string> guardrails;      // reasons; applied anyway only with force
-  std::vector<ChangeResult> results;        // empty on dry run
-  std::vector<SysctlSource> boot_overrides; // files that win over the persisted drop-in at boot
-  std::vector<std::string> persisted;       // files written by --persist
+  std::vector<std::string> guardrails;       // reasons; applied anyway only with force
+  std::vector<ChangeResult> results;         // empty on dry run
+  std::vector<SysctlSource> boot_overrides;  // files that win over the persisted drop-in at boot
+  std::vector<std::string> persisted;        // files written by --persist
 };
 
 // Refuses (EPERM, every reason listed) when a guardrail trips and force is off. Nothing changes
@@ -43,7 +43,7 @@ struct VerifyRow {
   std::string key;
   std::string expected;
   std::string actual;
-  std::string status;  // "ok", "drift", "held by window:w1"
+  std::string status;               // "ok", "drift", "held by window:w1"
   std::vector<std::string> set_by;  // config sources that set this key (for drift)
 };
 

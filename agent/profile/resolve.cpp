@@ -26,12 +26,12 @@ Result<int64_t> amount(const KeyInfo& key, const std::string& text, const MemInf
   if (auto pct = parse_percentage(text)) {
     if (key.type != KeyType::kbytes && key.type != KeyType::bytes)
       return input_error(key.name + " is not an amount of memory: '" + text + "' does not apply (write a number)");
-    if (pct->base != "ram")
-      return input_error("'" + text + "': a profile value can be a percentage 'of ram' only");
+    if (pct->base != "ram") return input_error("'" + text + "': a profile value can be a percentage 'of ram' only");
     if (pct->percent < 0 || pct->percent > 100) return input_error("'" + text + "': percentage out of 0..100");
     return static_cast<int64_t>(std::llround(static_cast<double>(host.total()) * pct->percent / 100.0 / unit));
   }
-  bool has_unit = std::any_of(text.begin(), text.end(), [](char c) { return std::isalpha(static_cast<unsigned char>(c)); });
+  bool has_unit =
+      std::any_of(text.begin(), text.end(), [](char c) { return std::isalpha(static_cast<unsigned char>(c)); });
   if (has_unit) {
     if (key.type != KeyType::kbytes && key.type != KeyType::bytes)
       return input_error(key.name + " takes a plain number, not '" + text + "'");
@@ -71,8 +71,8 @@ Result<std::string> resolve_value(const SettingSpec& spec, const MemInfo& host) 
     value = std::min(value, *m);
   }
   if (value < key.min || value > key.max)
-    return input_error(spec.source + ": " + key.name + " = " + std::to_string(value) + " is outside the kernel's range " +
-                       std::to_string(key.min) + ".." + std::to_string(key.max));
+    return input_error(spec.source + ": " + key.name + " = " + std::to_string(value) +
+                       " is outside the kernel's range " + std::to_string(key.min) + ".." + std::to_string(key.max));
   return std::to_string(value);
 }
 
@@ -84,9 +84,12 @@ Result<ResolvedProfile> resolve_profile(const std::vector<Profile>& chain, const
   for (const auto& p : chain) {
     out.chain.push_back(p.name);
     for (const auto& s : p.settings) {
-      auto it = std::find_if(winners.begin(), winners.end(), [&](const SettingSpec* w) { return w->key.name == s.key.name; });
-      if (it == winners.end()) winners.push_back(&s);
-      else *it = &s;
+      auto it =
+          std::find_if(winners.begin(), winners.end(), [&](const SettingSpec* w) { return w->key.name == s.key.name; });
+      if (it == winners.end())
+        winners.push_back(&s);
+      else
+        *it = &s;
     }
     for (const auto& [k, v] : p.options) out.options[k] = v;
   }
@@ -139,9 +142,10 @@ std::vector<std::string> guardrail_violations(const ResolvedProfile& p, const Me
     return v ? std::optional<int64_t>(*v) : std::nullopt;
   };
   uint64_t ram_kb = host.total() / 1024;
-  if (auto mf = effective("vm.min_free_kbytes"); sets("vm.min_free_kbytes") && mf && static_cast<uint64_t>(*mf) > ram_kb / 10)
-    why.push_back("vm.min_free_kbytes = " + std::to_string(*mf) + " KiB is above 10% of RAM (" + std::to_string(ram_kb / 10) +
-                  " KiB): the kernel would reclaim and OOM-kill with most memory free");
+  if (auto mf = effective("vm.min_free_kbytes");
+      sets("vm.min_free_kbytes") && mf && static_cast<uint64_t>(*mf) > ram_kb / 10)
+    why.push_back("vm.min_free_kbytes = " + std::to_string(*mf) + " KiB is above 10% of RAM (" +
+                  std::to_string(ram_kb / 10) + " KiB): the kernel would reclaim and OOM-kill with most memory free");
   auto ratio = effective("vm.dirty_ratio"), bytes = effective("vm.dirty_bytes");
   if ((sets("vm.dirty_ratio") || sets("vm.dirty_bytes")) && ratio && bytes && *ratio == 0 && *bytes == 0)
     why.push_back("vm.dirty_ratio 0 with vm.dirty_bytes 0 throttles every writer on the first dirty page");
@@ -150,8 +154,8 @@ std::vector<std::string> guardrail_violations(const ResolvedProfile& p, const Me
   auto bg = effective("vm.dirty_background_ratio");
   // Only when the profile sets both: against the host's own value the kernel halves it itself.
   if (sets("vm.dirty_ratio") && sets("vm.dirty_background_ratio") && ratio && bg && *ratio > 0 && *bg >= *ratio)
-    why.push_back("vm.dirty_background_ratio (" + std::to_string(*bg) + ") >= vm.dirty_ratio (" + std::to_string(*ratio) +
-                  "): background writeback would never start before writers are throttled");
+    why.push_back("vm.dirty_background_ratio (" + std::to_string(*bg) + ") >= vm.dirty_ratio (" +
+                  std::to_string(*ratio) + "): background writeback would never start before writers are throttled");
   if (auto vcp = effective("vm.vfs_cache_pressure"); sets("vm.vfs_cache_pressure") && vcp && *vcp == 0)
     why.push_back("vm.vfs_cache_pressure = 0 never reclaims dentries and inodes: the host runs out of memory");
   if (auto wsf = effective("vm.watermark_scale_factor"); sets("vm.watermark_scale_factor") && wsf && *wsf > 1000)

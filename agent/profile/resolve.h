@@ -16,7 +16,7 @@
 namespace spark {
 
 struct ResolvedSetting {
-  std::string key;      // "vm.min_free_kbytes"
+  std::string key;  // "vm.min_free_kbytes"
   Target target;
   std::string raw;      // as written
   std::string source;   // "dgx-spark.toml:9" (the profile that won)

@@ -26,9 +26,7 @@ TargetRecord* JournalData::find(const Target& t) {
   return nullptr;
 }
 
-const TargetRecord* JournalData::find(const Target& t) const {
-  return const_cast<JournalData*>(this)->find(t);
-}
+const TargetRecord* JournalData::find(const Target& t) const { return const_cast<JournalData*>(this)->find(t); }
 
 std::vector<std::string> JournalData::owner_names() const {
   std::vector<std::string> names;
@@ -78,7 +76,8 @@ Result<void> replace_journal(const fs::path& path, std::string& content, bool du
     if (::fstat(f.get(), &sst) != 0) return errno_error("stat " + spare.string());
     size_t old_size = static_cast<size_t>(sst.st_size);
     if (old_size > content.size() && old_size > 4 * content.size() + (64u << 10)) {
-      if (::ftruncate(f.get(), static_cast<off_t>(content.size())) != 0) return errno_error("truncating " + spare.string());
+      if (::ftruncate(f.get(), static_cast<off_t>(content.size())) != 0)
+        return errno_error("truncating " + spare.string());
     } else if (old_size > content.size()) {
       content.append(old_size - content.size(), ' ');
     }
@@ -112,8 +111,8 @@ nlohmann::json to_json(const JournalData& d) {
   for (const auto& r : d.targets) {
     nlohmann::json layers = nlohmann::json::array();
     for (const auto& l : r.layers)
-      layers.push_back({{"owner", l.owner}, {"previous", opt_json(l.previous)}, {"value", opt_json(l.value)},
-                        {"reason", l.reason}});
+      layers.push_back(
+          {{"owner", l.owner}, {"previous", opt_json(l.previous)}, {"value", opt_json(l.value)}, {"reason", l.reason}});
     targets.push_back({{"kind", target_kind_name(r.target.kind)}, {"name", r.target.name}, {"layers", layers}});
   }
   return {{"version", 1}, {"boot_id", d.boot_id}, {"targets", targets}, {"owners", d.owners}};
@@ -164,7 +163,8 @@ Result<JournalData> parse_journal(const HostPaths& paths, const std::string& tex
   if (text.find_first_not_of(" \t\r\n") == std::string::npos) return JournalData{};
   nlohmann::json j = nlohmann::json::parse(text, nullptr, false);
   if (j.is_discarded())
-    return sys_error(EBADMSG, "journal " + paths.journal_file().string() + " is not valid JSON (keep it for inspection)");
+    return sys_error(EBADMSG,
+                     "journal " + paths.journal_file().string() + " is not valid JSON (keep it for inspection)");
   return journal_from_json(j);
 }
 

@@ -36,7 +36,7 @@ struct TargetRecord {
 
 struct JournalData {
   std::string boot_id;
-  std::vector<TargetRecord> targets;  // in order of first change
+  std::vector<TargetRecord> targets;                 // in order of first change
   nlohmann::json owners = nlohmann::json::object();  // per-owner state (profile name, window TTL, ...)
 
   TargetRecord* find(const Target& t);

@@ -6,11 +6,16 @@ namespace spark {
 
 const char* target_kind_name(TargetKind k) {
   switch (k) {
-    case TargetKind::sysctl: return "sysctl";
-    case TargetKind::sysfs: return "sysfs";
-    case TargetKind::cgroup: return "cgroup";
-    case TargetKind::file: return "file";
-    case TargetKind::dir: return "dir";
+    case TargetKind::sysctl:
+      return "sysctl";
+    case TargetKind::sysfs:
+      return "sysfs";
+    case TargetKind::cgroup:
+      return "cgroup";
+    case TargetKind::file:
+      return "file";
+    case TargetKind::dir:
+      return "dir";
   }
   return "?";
 }
@@ -33,14 +38,16 @@ Result<void> validate_sysctl_name(const std::string& name) {
   for (size_t i = 0; i < name.size(); ++i) {
     char c = name[i];
     if (c == '.') {
-      if (part_len == 0) return input_error("sysctl key '" + name + "' has an empty part: write it like vm.dirty_ratio");
+      if (part_len == 0)
+        return input_error("sysctl key '" + name + "' has an empty part: write it like vm.dirty_ratio");
       part_len = 0;
       continue;
     }
-    bool okc = std::islower(static_cast<unsigned char>(c)) || std::isdigit(static_cast<unsigned char>(c)) ||
-               c == '_' || c == '-';
+    bool okc = std::islower(static_cast<unsigned char>(c)) || std::isdigit(static_cast<unsigned char>(c)) || c == '_' ||
+               c == '-';
     if (!okc)
-      return input_error("sysctl key '" + name + "' may only hold a-z, 0-9, '_', '-' and dots (a key is a name, never a path)");
+      return input_error("sysctl key '" + name +
+                         "' may only hold a-z, 0-9, '_', '-' and dots (a key is a name, never a path)");
     ++part_len;
   }
   if (part_len == 0) return input_error("sysctl key '" + name + "' ends with a dot");
@@ -54,7 +61,8 @@ Result<void> validate_relative_name(const std::string& name) {
     size_t slash = name.find('/', start);
     if (slash == std::string::npos) slash = name.size();
     std::string part = name.substr(start, slash - start);
-    if (part.empty() || part == "." || part == "..") return input_error("'" + name + "' has an empty, '.' or '..' part");
+    if (part.empty() || part == "." || part == "..")
+      return input_error("'" + name + "' has an empty, '.' or '..' part");
     start = slash + 1;
   }
   return {};

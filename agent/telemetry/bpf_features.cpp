@@ -17,18 +17,24 @@ namespace spark {
 
 const char* probe_kind_name(ProbeKind k) {
   switch (k) {
-    case ProbeKind::tp_btf: return "tp_btf";
-    case ProbeKind::raw_tp: return "raw_tp";
-    case ProbeKind::tp: return "tp";
+    case ProbeKind::tp_btf:
+      return "tp_btf";
+    case ProbeKind::raw_tp:
+      return "raw_tp";
+    case ProbeKind::tp:
+      return "tp";
   }
   return "?";
 }
 
 const char* probe_kind_suffix(ProbeKind k) {
   switch (k) {
-    case ProbeKind::tp_btf: return "_btf";
-    case ProbeKind::raw_tp: return "_raw";
-    case ProbeKind::tp: return "_tp";
+    case ProbeKind::tp_btf:
+      return "_btf";
+    case ProbeKind::raw_tp:
+      return "_raw";
+    case ProbeKind::tp:
+      return "_tp";
   }
   return "";
 }

@@ -7,9 +7,7 @@ namespace spark {
 namespace {
 
 // libbpf's own messages stay quiet: failures come back as errors with context.
-int quiet_print(enum libbpf_print_level, const char*, va_list) {
-  return 0;
-}
+int quiet_print(enum libbpf_print_level, const char*, va_list) { return 0; }
 
 }  // namespace
 

@@ -7,9 +7,7 @@
 
 namespace spark {
 
-uint64_t ZoneFreeBlocks::free_pages() const {
-  return free_pages_at_least(0);
-}
+uint64_t ZoneFreeBlocks::free_pages() const { return free_pages_at_least(0); }
 
 uint64_t ZoneFreeBlocks::free_pages_at_least(unsigned order) const {
   uint64_t pages = 0;
@@ -17,9 +15,7 @@ uint64_t ZoneFreeBlocks::free_pages_at_least(unsigned order) const {
   return pages;
 }
 
-size_t BuddyInfo::orders() const {
-  return zones.empty() ? 0 : zones.front().free.size();
-}
+size_t BuddyInfo::orders() const { return zones.empty() ? 0 : zones.front().free.size(); }
 
 std::vector<uint64_t> BuddyInfo::free_blocks(int node) const {
   std::vector<uint64_t> sum(orders(), 0);

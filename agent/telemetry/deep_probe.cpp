@@ -25,7 +25,7 @@ struct DeepProbe::Impl {
   // when it leaves the CPU; detached in reverse (page_alloc first).
   std::vector<bpf_link*> links;
   std::vector<bpf_program*> progs;  // what links attach, in attach order
-  std::string kind;  // page_alloc's program type
+  std::string kind;                 // page_alloc's program type
   std::chrono::steady_clock::time_point started;
   std::chrono::steady_clock::time_point stopped;
   explicit Impl(const HostPaths& p) : catalog(std::make_unique<KernelTracepointCatalog>(p)) {}

@@ -37,7 +37,7 @@ class DeepProbe {
   ~DeepProbe();  // detaches
   static Result<DeepProbe> start(const HostPaths& paths, const ProbeKindPolicy& kinds);
   Result<DeepReport> read(size_t top_n) const;
-  void stop();  // detach now (the maps stay readable)
+  void stop();            // detach now (the maps stay readable)
   Result<void> resume();  // attach again after stop(); the counts go on
   bool attached() const;
   // The kernel ids of the loaded programs (they stay loaded, detached, until destruction).

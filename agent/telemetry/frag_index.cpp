@@ -56,12 +56,8 @@ std::string format_file(const BuddyInfo& info, bool pad, Fn index) {
 
 }  // namespace
 
-std::string format_extfrag_index_file(const BuddyInfo& info) {
-  return format_file(info, true, fragmentation_index);
-}
+std::string format_extfrag_index_file(const BuddyInfo& info) { return format_file(info, true, fragmentation_index); }
 
-std::string format_unusable_index_file(const BuddyInfo& info) {
-  return format_file(info, false, unusable_free_index);
-}
+std::string format_unusable_index_file(const BuddyInfo& info) { return format_file(info, false, unusable_free_index); }
 
 }  // namespace spark

@@ -20,7 +20,8 @@ Result<BlocksAsk> parse_blocks(const std::string& text, uint64_t page_size, size
   auto x = t.find_first_of("xX*");
   if (x == std::string::npos || x == 0 || x + 1 == t.size()) return bad("no COUNT and SIZE");
   std::string count = t.substr(0, x), size = t.substr(x + 1);
-  if (count.find_first_not_of("0123456789") != std::string::npos || count.size() > 12) return bad("COUNT is not a number");
+  if (count.find_first_not_of("0123456789") != std::string::npos || count.size() > 12)
+    return bad("COUNT is not a number");
   BlocksAsk a;
   a.text = text;
   a.count = std::stoull(count);
@@ -32,8 +33,8 @@ Result<BlocksAsk> parse_blocks(const std::string& text, uint64_t page_size, size
   while ((page_size << a.order) < a.size) ++a.order;
   if (orders == 0 || a.order >= orders)
     return input_error("--blocks '" + text + "': SIZE is larger than the largest block this kernel keeps (" +
-               format_size(page_size << (orders ? orders - 1 : 0)) + ", order " +
-               std::to_string(orders ? orders - 1 : 0) + "); ask for blocks of at most that size");
+                       format_size(page_size << (orders ? orders - 1 : 0)) + ", order " +
+                       std::to_string(orders ? orders - 1 : 0) + "); ask for blocks of at most that size");
   return a;
 }
 

@@ -11,7 +11,6 @@
 
 namespace spark {
 
-
 RamFit ram_fit(uint64_t bytes, double factor, uint64_t headroom, uint64_t available) {
   RamFit f;
   f.need = static_cast<uint64_t>(std::ceil(static_cast<long double>(bytes) * factor)) + headroom;
@@ -28,7 +27,8 @@ std::vector<NodeBuddy> node_blocks(const BuddyInfo& info) {
 
 Result<std::vector<NodeBuddy>> read_node_buddy(const HostPaths& paths) {
   SPARK_TRY(BuddyInfo info, read_buddyinfo(paths));
-  if (info.zones.empty()) return sys_error(ENODATA, "reading " + (paths.proc / "buddyinfo").string() + ": no Node lines");
+  if (info.zones.empty())
+    return sys_error(ENODATA, "reading " + (paths.proc / "buddyinfo").string() + ": no Node lines");
   return node_blocks(info);
 }
 
@@ -74,8 +74,8 @@ std::vector<NodeFrag> judge_fragmentation(const std::vector<NodeBuddy>& nodes, u
       auto describe_share = [&] {
         std::ostringstream s;
         s << "node " << n.node << ": " << format_size(f.free_bytes) << " free but only " << format_size(f.large_bytes)
-          << " (" << std::lround(f.large_share * 100) << "%) in blocks of "
-          << format_size(page_size << large) << " or more";
+          << " (" << std::lround(f.large_share * 100) << "%) in blocks of " << format_size(page_size << large)
+          << " or more";
         return s.str();
       };
       if (f.large_share < policy.refuse_share) {

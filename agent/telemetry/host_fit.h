@@ -18,7 +18,6 @@ namespace spark {
 inline constexpr double k_default_factor = 1.1;
 inline constexpr uint64_t k_default_headroom = 1ull << 30;  // 1 GiB
 
-
 // The RAM rule.
 struct RamFit {
   uint64_t need = 0;       // bytes x factor + headroom
@@ -66,6 +65,5 @@ struct NodeFrag {
 std::vector<NodeFrag> judge_fragmentation(const std::vector<NodeBuddy>& nodes, uint64_t page_size,
                                           const FragPolicy& policy);
 Severity worst(const std::vector<NodeFrag>& nodes);
-
 
 }  // namespace spark

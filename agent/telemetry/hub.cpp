@@ -113,8 +113,9 @@ DetectedEvent deep_report_event(const DeepReport& r, const DetectedEvent& cause)
   for (size_t i = 0; i < r.top.size() && i < 3; ++i)
     d.summary += (i ? ", " : "; top: ") + r.top[i].comm + "(" + std::to_string(r.top[i].tgid) + ") " +
                  short_bytes(r.top[i].pages);
-  d.hint = "the tasks that allocated most while the host stalled; many high-order allocations compete for "
-           "contiguous memory (THP, pinned buffers): see spark-tune monitor's free-by-order bars";
+  d.hint =
+      "the tasks that allocated most while the host stalled; many high-order allocations compete for "
+      "contiguous memory (THP, pinned buffers): see spark-tune monitor's free-by-order bars";
   d.data = deep_json(r);
   d.data["trigger"] = {{"seq", cause.seq}, {"event", cause.type}, {"summary", cause.summary}};
   d.data["detached"] = true;

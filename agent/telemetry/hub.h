@@ -46,8 +46,8 @@ class TelemetryHub {
   // While a period runs (asked or the detector's) the request joins it: same end, same report.
   struct DeepStart {
     std::chrono::steady_clock::time_point until;
-    bool joined = false;        // a period was running already
-    bool by_detector = false;   // the running period is the detector's (it runs its length)
+    bool joined = false;       // a period was running already
+    bool by_detector = false;  // the running period is the detector's (it runs its length)
   };
   Result<DeepStart> start_deep(std::chrono::milliseconds period, const std::string& who);
   // Everyone who asked for the running period has gone: an asked period ends now (its report

@@ -114,9 +114,9 @@ std::vector<MetricFamily> collect_metrics(const TelemetrySample& s, const Metric
     auto total = family("spark_tune_psi_memory_stall_seconds_total", "time some/all tasks stalled on memory (PSI)",
                         MetricType::Counter);
     // Base units: the kernel's percent as a ratio 0..1 (its two decimals stay exact: 1.50 -> 0.015).
-    auto avg = family("spark_tune_psi_memory_avg_ratio",
-                      "PSI memory running averages: share of time (0..1) some/all tasks stalled on memory",
-                      MetricType::Gauge);
+    auto avg =
+        family("spark_tune_psi_memory_avg_ratio",
+               "PSI memory running averages: share of time (0..1) some/all tasks stalled on memory", MetricType::Gauge);
     auto ratio = [](double percent) { return std::round(percent * 100.0) / 10000.0; };
     auto add = [&](const char* kind, const PsiLine& p) {
       counter(total, {{"kind", kind}}, static_cast<double>(p.total_us) / 1e6);
@@ -204,8 +204,8 @@ std::vector<MetricFamily> collect_metrics(const TelemetrySample& s, const Metric
   }
   out.push_back(std::move(detected));
 
-  auto deep = family("spark_tune_deep_mode_attached",
-                     "deep mode (kmem:mm_page_alloc) attached now, by the detector", MetricType::Gauge);
+  auto deep = family("spark_tune_deep_mode_attached", "deep mode (kmem:mm_page_alloc) attached now, by the detector",
+                     MetricType::Gauge);
   gauge(deep, {}, extras.deep_attached ? 1 : 0);
   out.push_back(std::move(deep));
   if (extras.last_deep) {
@@ -240,10 +240,14 @@ std::string number(double v) {
 std::string escaped(const std::string& s, bool quote) {
   std::string out;
   for (char c : s) {
-    if (c == '\\') out += "\\\\";
-    else if (c == '\n') out += "\\n";
-    else if (quote && c == '"') out += "\\\"";
-    else out += c;
+    if (c == '\\')
+      out += "\\\\";
+    else if (c == '\n')
+      out += "\\n";
+    else if (quote && c == '"')
+      out += "\\\"";
+    else
+      out += c;
   }
   return out;
 }
@@ -270,11 +274,16 @@ void sample_line(std::string& out, const std::string& name, const Labels& labels
 
 const char* type_name(MetricType t) {
   switch (t) {
-    case MetricType::Counter: return "counter";
-    case MetricType::Gauge: return "gauge";
-    case MetricType::Histogram: return "histogram";
-    case MetricType::Summary: return "summary";
-    default: return "untyped";
+    case MetricType::Counter:
+      return "counter";
+    case MetricType::Gauge:
+      return "gauge";
+    case MetricType::Histogram:
+      return "histogram";
+    case MetricType::Summary:
+      return "summary";
+    default:
+      return "untyped";
   }
 }
 
@@ -288,8 +297,12 @@ std::string render_families(const std::vector<MetricFamily>& families) {
     out += "# TYPE " + f.name + " " + type_name(f.type) + "\n";
     for (const auto& m : f.metric) {
       switch (f.type) {
-        case MetricType::Counter: sample_line(out, f.name, m.label, number(m.counter.value)); break;
-        case MetricType::Gauge: sample_line(out, f.name, m.label, number(m.gauge.value)); break;
+        case MetricType::Counter:
+          sample_line(out, f.name, m.label, number(m.counter.value));
+          break;
+        case MetricType::Gauge:
+          sample_line(out, f.name, m.label, number(m.gauge.value));
+          break;
         case MetricType::Histogram: {
           for (const auto& b : m.histogram.bucket) {
             ClientMetric::Label le{"le", number(b.upper_bound)};
@@ -308,7 +321,9 @@ std::string render_families(const std::vector<MetricFamily>& families) {
           sample_line(out, f.name + "_count", m.label, std::to_string(m.summary.sample_count));
           break;
         }
-        default: sample_line(out, f.name, m.label, number(m.untyped.value)); break;
+        default:
+          sample_line(out, f.name, m.label, number(m.untyped.value));
+          break;
       }
     }
   }

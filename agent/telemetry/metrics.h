@@ -20,8 +20,8 @@ struct MetricsExtras {
   size_t probes_attached = 0;
   size_t probes_total = 0;
   std::map<std::string, uint64_t> detected_events_total;  // by event kind
-  bool deep_attached = false;           // deep mode attached now
-  const DeepReport* last_deep = nullptr;  // the last deep period's report, if any
+  bool deep_attached = false;                             // deep mode attached now
+  const DeepReport* last_deep = nullptr;                  // the last deep period's report, if any
 };
 
 std::vector<prometheus::MetricFamily> collect_metrics(const TelemetrySample& s, const MetricsExtras& extras);

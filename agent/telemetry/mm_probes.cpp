@@ -148,9 +148,7 @@ Result<MmProbes> MmProbes::start(const HostPaths& paths, const MmProbeOptions& o
   return p;
 }
 
-const std::vector<ProbeChoice>& MmProbes::choices() const {
-  return impl_->choices;
-}
+const std::vector<ProbeChoice>& MmProbes::choices() const { return impl_->choices; }
 
 std::vector<std::string> MmProbes::describe() const {
   std::vector<std::string> out;
@@ -210,9 +208,7 @@ Result<void> MmProbes::set_stall_threshold(std::chrono::nanoseconds ns) {
   return {};
 }
 
-int MmProbes::event_fd() const {
-  return impl_->rb ? ring_buffer__epoll_fd(impl_->rb) : -1;
-}
+int MmProbes::event_fd() const { return impl_->rb ? ring_buffer__epoll_fd(impl_->rb) : -1; }
 
 Result<int> MmProbes::poll_events(std::chrono::milliseconds timeout,
                                   const std::function<void(const MmEvent&)>& on_event) {

@@ -19,9 +19,7 @@ uint64_t page_size() {
   return p;
 }
 
-double index_value(int milli) {
-  return milli / 1000.0;
-}
+double index_value(int milli) { return milli / 1000.0; }
 
 nlohmann::json hist_json(const LatencyHistogram& h, double seconds) {
   return {{"count", h.count},

@@ -25,9 +25,7 @@ struct Psi {
 
 Result<Psi> parse_psi(const std::string& text);
 Result<Psi> read_psi(const std::filesystem::path& file);
-inline std::filesystem::path memory_pressure_file(const HostPaths& paths) {
-  return paths.proc / "pressure/memory";
-}
+inline std::filesystem::path memory_pressure_file(const HostPaths& paths) { return paths.proc / "pressure/memory"; }
 
 enum class PsiKind { some, full };
 

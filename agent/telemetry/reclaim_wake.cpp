@@ -44,7 +44,8 @@ Result<std::unique_ptr<ReclaimWake>> ReclaimWake::open(const HostPaths& paths, s
       bpf_program* p = nullptr;
       bpf_object__for_each_program(p, s.obj) {
         std::string n = bpf_program__name(p);
-        bpf_program__set_autoload(p, n.size() > suffix.size() && n.compare(n.size() - suffix.size(), suffix.size(), suffix) == 0);
+        bpf_program__set_autoload(
+            p, n.size() > suffix.size() && n.compare(n.size() - suffix.size(), suffix.size(), suffix) == 0);
       }
     });
     if (!skel) {

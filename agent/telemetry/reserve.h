@@ -25,10 +25,10 @@ namespace spark {
 
 struct ZoneWatermarks {
   int node = 0;
-  std::string zone;               // "DMA", "DMA32", "Normal", "Movable", "Device"
-  uint64_t managed = 0;           // pages
+  std::string zone;                     // "DMA", "DMA32", "Normal", "Movable", "Device"
+  uint64_t managed = 0;                 // pages
   uint64_t min = 0, low = 0, high = 0;  // pages, as printed (boost included)
-  uint64_t max_protection = 0;    // largest lowmem_reserve entry, pages
+  uint64_t max_protection = 0;          // largest lowmem_reserve entry, pages
 };
 
 // Every zone of /proc/zoneinfo ("Node N, zone NAME" blocks with min/low/high/managed/protection).
@@ -45,7 +45,7 @@ uint64_t low_watermark_pages(const std::vector<ZoneWatermarks>& zones);
 struct OverlayReserve {
   uint64_t min_free_kbytes_now = 0, min_free_kbytes_under = 0;
   uint64_t scale_factor_now = 0, scale_factor_under = 0;
-  uint64_t reserve_now = 0, reserve_under = 0;  // bytes: the kernel's total reserve (high watermarks)
+  uint64_t reserve_now = 0, reserve_under = 0;      // bytes: the kernel's total reserve (high watermarks)
   uint64_t available_now = 0, available_under = 0;  // MemAvailable now, and once the overlay is on
   // What the overlay takes from MemAvailable (available_now - available_under).
   uint64_t takes() const { return available_now > available_under ? available_now - available_under : 0; }

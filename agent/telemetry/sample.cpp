@@ -30,7 +30,8 @@ std::unique_ptr<LocalTelemetrySource> LocalTelemetrySource::create(const HostPat
       epoll_event ev{};
       ev.events = EPOLLPRI;
       ev.data.fd = s->trigger_->fd();
-      if (s->trigger_epoll_.valid() && ::epoll_ctl(s->trigger_epoll_.get(), EPOLL_CTL_ADD, s->trigger_->fd(), &ev) != 0) {
+      if (s->trigger_epoll_.valid() &&
+          ::epoll_ctl(s->trigger_epoll_.get(), EPOLL_CTL_ADD, s->trigger_->fd(), &ev) != 0) {
         s->trigger_epoll_.reset();
       }
     }

@@ -17,9 +17,7 @@ std::string fmt(const char* f, double v) {
   return buf;
 }
 
-std::string ms(uint64_t ns) {
-  return fmt("%.1f ms", static_cast<double>(ns) / 1e6);
-}
+std::string ms(uint64_t ns) { return fmt("%.1f ms", static_cast<double>(ns) / 1e6); }
 
 }  // namespace
 
@@ -50,15 +48,15 @@ std::optional<DetectedEvent> StallDetector::on_event(const MmEvent& e, std::chro
                 "min_free_kbytes reserve";
     d.subject = std::to_string(e.raw.pid);
     d.data = {{"pid", e.raw.pid},
-                  {"comm", e.comm},
-                  {"memcg", e.memcg_path},
-                  {"memcg_id", e.raw.memcg_id},
-                  {"oom_memcg", e.oom_memcg_path},
-                  {"scope", memcg ? "memcg" : ((e.raw.flags & MM_EF_MEMCG_UNKNOWN) ? "unknown" : "global")},
-                  {"rss_anon_kb", e.raw.rss_anon_kb},
-                  {"rss_file_kb", e.raw.rss_file_kb},
-                  {"rss_shmem_kb", e.raw.rss_shmem_kb},
-                  {"oom_score_adj", e.raw.oom_score_adj}};
+              {"comm", e.comm},
+              {"memcg", e.memcg_path},
+              {"memcg_id", e.raw.memcg_id},
+              {"oom_memcg", e.oom_memcg_path},
+              {"scope", memcg ? "memcg" : ((e.raw.flags & MM_EF_MEMCG_UNKNOWN) ? "unknown" : "global")},
+              {"rss_anon_kb", e.raw.rss_anon_kb},
+              {"rss_file_kb", e.raw.rss_file_kb},
+              {"rss_shmem_kb", e.raw.rss_shmem_kb},
+              {"oom_score_adj", e.raw.oom_score_adj}};
     return d;
   }
   if (e.raw.type == MM_EVENT_STALL) {
@@ -79,12 +77,12 @@ std::optional<DetectedEvent> StallDetector::on_event(const MmEvent& e, std::chro
                    "cache during the load";
     d.subject = std::to_string(e.raw.pid);
     d.data = {{"pid", e.raw.pid},
-                  {"tid", e.raw.tid},
-                  {"comm", e.comm},
-                  {"stall", where},
-                  {"order", e.raw.order},
-                  {"duration_ns", e.raw.duration_ns},
-                  {"nr_reclaimed", e.raw.nr_reclaimed}};
+              {"tid", e.raw.tid},
+              {"comm", e.comm},
+              {"stall", where},
+              {"order", e.raw.order},
+              {"duration_ns", e.raw.duration_ns},
+              {"nr_reclaimed", e.raw.nr_reclaimed}};
     return d;
   }
   return std::nullopt;
@@ -158,11 +156,11 @@ std::vector<DetectedEvent> StallDetector::feed(const TelemetryInterval& iv, cons
           "large contiguous (pinned) allocations will stall or hang: compact now (vm.compact_memory), "
           "raise vm.min_free_kbytes, or load with GGML_CUDA_NO_PINNED=1";
       d.data = {{"node", node},
-                    {"zones", zones},
-                    {"mem_available", avail},
-                    {"mem_total", total},
-                    {"node_free_bytes", node_free_pages * static_cast<uint64_t>(::sysconf(_SC_PAGESIZE))},
-                    {"high_order", t_.high_order}};
+                {"zones", zones},
+                {"mem_available", avail},
+                {"mem_total", total},
+                {"node_free_bytes", node_free_pages * static_cast<uint64_t>(::sysconf(_SC_PAGESIZE))},
+                {"high_order", t_.high_order}};
       out.push_back(std::move(d));
       break;
     }
@@ -191,11 +189,11 @@ std::vector<DetectedEvent> StallDetector::feed(const TelemetryInterval& iv, cons
         "allocating tasks are doing the kernel's reclaim: raise vm.min_free_kbytes so kswapd starts earlier, "
         "and cap the page cache during loads (spark-tune window)";
     d.data = {{"allocstall_per_s", allocstalls},
-                  {"pgscan_direct_per_s", pgscan},
-                  {"pgsteal_direct_per_s", iv.vmstat.rate("pgsteal_direct")},
-                  {"psi_some_avg10", psi10},
-                  {"psi_trigger", iv.psi_triggered},
-                  {"interval_s", iv.seconds}};
+              {"pgscan_direct_per_s", pgscan},
+              {"pgsteal_direct_per_s", iv.vmstat.rate("pgsteal_direct")},
+              {"psi_some_avg10", psi10},
+              {"psi_trigger", iv.psi_triggered},
+              {"interval_s", iv.seconds}};
     if (iv.probes) {
       const auto& h = iv.probes->hists[MM_HIST_DIRECT_RECLAIM];
       d.data["direct_reclaim_count"] = h.count;
@@ -222,7 +220,7 @@ std::vector<DetectedEvent> StallDetector::feed(const TelemetryInterval& iv, cons
                    : "a model load is streaming through the page cache: open a load window (spark-tune window begin) "
                      "to throttle readahead and cap the cache";
       d.data = {{"cached_before", c0},    {"cached_after", c1},       {"growth_bytes_per_s", growth},
-                    {"mem_available", avail}, {"dirty", now.mem.dirty()}, {"window_open", window_open}};
+                {"mem_available", avail}, {"dirty", now.mem.dirty()}, {"window_open", window_open}};
       out.push_back(std::move(d));
     }
   }

@@ -21,9 +21,7 @@ uint64_t VmStat::get(const std::string& name) const {
   return it == counters.end() ? 0 : it->second;
 }
 
-uint64_t VmStat::sum_prefix(const std::string& prefix) const {
-  return sum_with_prefix(counters, prefix);
-}
+uint64_t VmStat::sum_prefix(const std::string& prefix) const { return sum_with_prefix(counters, prefix); }
 
 Result<VmStat> parse_vmstat(const std::string& text) {
   VmStat s;
@@ -57,9 +55,7 @@ uint64_t VmStatDelta::get(const std::string& name) const {
   return it == delta.end() ? 0 : it->second;
 }
 
-uint64_t VmStatDelta::sum_prefix(const std::string& prefix) const {
-  return sum_with_prefix(delta, prefix);
-}
+uint64_t VmStatDelta::sum_prefix(const std::string& prefix) const { return sum_with_prefix(delta, prefix); }
 
 VmStatDelta vmstat_delta(const VmStat& before, const VmStat& after, double seconds) {
   VmStatDelta d;

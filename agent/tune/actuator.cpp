@@ -53,7 +53,8 @@ Result<fs::path> resolve_target(const HostPaths& paths, const Target& t) {
       return abs;
     }
   }
-  if (!inside(base, p)) return sys_error(EPERM, t.display() + " resolves outside " + base.string() + " (symlinked escape refused)");
+  if (!inside(base, p))
+    return sys_error(EPERM, t.display() + " resolves outside " + base.string() + " (symlinked escape refused)");
   return p;
 }
 
@@ -61,7 +62,8 @@ std::string normalize_value(const std::string& raw) {
   std::string v = normalize_ws(raw);
   auto open = v.find('[');
   auto close = v.find(']', open == std::string::npos ? 0 : open);
-  if (open != std::string::npos && close != std::string::npos && close > open) return v.substr(open + 1, close - open - 1);
+  if (open != std::string::npos && close != std::string::npos && close > open)
+    return v.substr(open + 1, close - open - 1);
   return v;
 }
 

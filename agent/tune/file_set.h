@@ -44,7 +44,8 @@ Result<void> evict_file(const fs::path& file);
 using FileId = std::pair<dev_t, ino_t>;
 struct FileIdHash {
   size_t operator()(const FileId& f) const noexcept {
-    return std::hash<uint64_t>()(static_cast<uint64_t>(f.first) * 0x9E3779B97F4A7C15ull ^ static_cast<uint64_t>(f.second));
+    return std::hash<uint64_t>()(static_cast<uint64_t>(f.first) * 0x9E3779B97F4A7C15ull ^
+                                 static_cast<uint64_t>(f.second));
   }
 };
 using FileIdSet = std::unordered_set<FileId, FileIdHash>;

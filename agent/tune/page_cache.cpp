@@ -16,9 +16,12 @@ namespace spark {
 
 const char* cache_mode_name(CacheMode m) {
   switch (m) {
-    case CacheMode::off: return "off";
-    case CacheMode::evict: return "evict";
-    case CacheMode::drop: return "drop";
+    case CacheMode::off:
+      return "off";
+    case CacheMode::evict:
+      return "evict";
+    case CacheMode::drop:
+      return "drop";
   }
   return "?";
 }
@@ -32,10 +35,14 @@ Result<CacheMode> parse_cache_mode(const std::string& s) {
 
 const char* mapped_policy_name(MappedPolicy p) {
   switch (p) {
-    case MappedPolicy::idle: return "idle";
-    case MappedPolicy::cold: return "cold";
-    case MappedPolicy::pageout: return "pageout";
-    case MappedPolicy::off: return "off";
+    case MappedPolicy::idle:
+      return "idle";
+    case MappedPolicy::cold:
+      return "cold";
+    case MappedPolicy::pageout:
+      return "pageout";
+    case MappedPolicy::off:
+      return "off";
   }
   return "?";
 }
@@ -53,11 +60,14 @@ Result<HostPageCounts> read_host_page_counts(const HostPaths& paths) {
   HostPageCounts c;
   bool file = false, mapped = false;
   for (const auto& line : split_lines(text)) {
-    if (line.rfind("nr_file_pages ", 0) == 0) c.file_pages = std::strtoull(line.c_str() + 14, nullptr, 10), file = true;
-    else if (line.rfind("nr_mapped ", 0) == 0) c.mapped = std::strtoull(line.c_str() + 10, nullptr, 10), mapped = true;
+    if (line.rfind("nr_file_pages ", 0) == 0)
+      c.file_pages = std::strtoull(line.c_str() + 14, nullptr, 10), file = true;
+    else if (line.rfind("nr_mapped ", 0) == 0)
+      c.mapped = std::strtoull(line.c_str() + 10, nullptr, 10), mapped = true;
     if (file && mapped) break;
   }
-  if (!file || !mapped) return sys_error(EINVAL, (paths.proc / "vmstat").string() + " has no nr_file_pages or nr_mapped");
+  if (!file || !mapped)
+    return sys_error(EINVAL, (paths.proc / "vmstat").string() + " has no nr_file_pages or nr_mapped");
   return c;
 }
 
@@ -379,7 +389,8 @@ void CacheKeeper::handle_mapped(std::chrono::steady_clock::time_point now, const
       // mapped up front): its other mappings are paged out behind their reader from the start,
       // without samples of their own. Pages mapped again below what was paged out still mean use
       // in place (behind_reader).
-      if (over_budget && !st.btr_loader && !st.in_use && !st.probed && st.btr_samples.empty() && loader_pids_.count(pid))
+      if (over_budget && !st.btr_loader && !st.in_use && !st.probed && st.btr_samples.empty() &&
+          loader_pids_.count(pid))
         st.btr_loader = true;
       // The two outcomes of a probe: the process uses the mapping, or it is done with it.
       auto keep_in_use = [&] {
@@ -663,8 +674,7 @@ size_t CacheKeeper::follow_pass(std::chrono::steady_clock::time_point now) {
 }
 
 void CacheKeeper::run_reads(std::vector<FileRead>& reads) {
-  for (const auto& r : reads)
-    (void)::readahead(r.fd.get(), static_cast<off64_t>(r.offset), static_cast<size_t>(r.len));
+  for (const auto& r : reads) (void)::readahead(r.fd.get(), static_cast<off64_t>(r.offset), static_cast<size_t>(r.len));
   reads.clear();
 }
 
@@ -760,7 +770,8 @@ void CacheKeeper::follow_one(std::chrono::steady_clock::time_point now, pid_t pi
     return file_at <= st.offset ? start : start + (file_at - st.offset);
   };
   const bool read_whole = front >= st.end && now - st.front_at >= opt_.behind_wait / 2;
-  const uint64_t passed = read_whole ? st.end : align_down(front > start + opt_.behind_lag ? front - opt_.behind_lag : start);
+  const uint64_t passed =
+      read_whole ? st.end : align_down(front > start + opt_.behind_lag ? front - opt_.behind_lag : start);
   if (!st.btr_loader) {
     // Not judged yet: the samples of behind_reader, taken and judged here.
     if (st.btr_samples.empty()) {
@@ -774,7 +785,8 @@ void CacheKeeper::follow_one(std::chrono::steady_clock::time_point now, pid_t pi
       if (samples.empty() || !advise_pidfd(st.pidfd.get(), pid, samples, MADV_PAGEOUT)) return;
       ++stats_.probes;
       for (const auto& r : samples)
-        if (auto b = mapped_bytes(st.pagemap.get(), r.first, r.second); b && *b && **b == 0) st.btr_samples.push_back(r);
+        if (auto b = mapped_bytes(st.pagemap.get(), r.first, r.second); b && *b && **b == 0)
+          st.btr_samples.push_back(r);
       st.btr_probed = now;
       st.btr_probe_front = front;
       return;

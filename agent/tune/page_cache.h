@@ -90,8 +90,8 @@ struct CacheKeeperOptions {
   MappedPolicy mapped = MappedPolicy::idle;
   std::chrono::milliseconds mapped_period{250};
   std::chrono::milliseconds idle_after{1000};
-  uint64_t sample_block = 2ULL << 20;     // one sample block (file-aligned) ...
-  uint64_t sample_every = 128ULL << 20;   // ... per this many bytes of a mapping,
+  uint64_t sample_block = 2ULL << 20;    // one sample block (file-aligned) ...
+  uint64_t sample_every = 128ULL << 20;  // ... per this many bytes of a mapping,
   size_t min_samples = 4, max_samples = 64;
   // Mappings are probed and paged out only while the window files' mapped pages (all processes)
   // exceed this many bytes; mappings already probed finish their probe. 0: always.
@@ -125,22 +125,22 @@ struct CacheKeeperOptions {
 
 struct CacheKeeperStats {
   uint64_t ticks = 0;
-  uint64_t evictions = 0;      // fadvise calls
-  uint64_t drops = 0;          // drop_caches writes
-  uint64_t cold_advices = 0;   // MADV_COLD ranges
-  uint64_t pageouts = 0;       // MADV_PAGEOUT of whole mappings
-  uint64_t probes = 0;         // sampled probes (MADV_PAGEOUT of sample pages)
-  uint64_t kept_in_use = 0;    // mappings found in use and left alone
-  uint64_t mapped_bytes = 0;   // the window files' mapped pages at the last scan, all processes
-  uint64_t behind_pageouts = 0;  // MADV_PAGEOUT of regions behind a reader
-  uint64_t behind_bytes = 0;     // bytes of mappings those covered
-  uint64_t follow_passes = 0;    // passes of the follower thread that had a mapping to follow
+  uint64_t evictions = 0;         // fadvise calls
+  uint64_t drops = 0;             // drop_caches writes
+  uint64_t cold_advices = 0;      // MADV_COLD ranges
+  uint64_t pageouts = 0;          // MADV_PAGEOUT of whole mappings
+  uint64_t probes = 0;            // sampled probes (MADV_PAGEOUT of sample pages)
+  uint64_t kept_in_use = 0;       // mappings found in use and left alone
+  uint64_t mapped_bytes = 0;      // the window files' mapped pages at the last scan, all processes
+  uint64_t behind_pageouts = 0;   // MADV_PAGEOUT of regions behind a reader
+  uint64_t behind_bytes = 0;      // bytes of mappings those covered
+  uint64_t follow_passes = 0;     // passes of the follower thread that had a mapping to follow
   uint64_t read_ahead_bytes = 0;  // read ahead of loaders' readers (readahead(2) asked)
   uint64_t read_back_bytes = 0;   // read back into mappings found in use after pages behind their reader went
-  uint64_t files_added = 0;     // created in a named directory after begin
-  uint64_t files_replaced = 0;  // renamed over: followed to the new inode
-  uint64_t passes = 0;         // evict passes made (ticks where something could have changed)
-  uint64_t scans = 0;          // mapping scans used
+  uint64_t files_added = 0;       // created in a named directory after begin
+  uint64_t files_replaced = 0;    // renamed over: followed to the new inode
+  uint64_t passes = 0;            // evict passes made (ticks where something could have changed)
+  uint64_t scans = 0;             // mapping scans used
   std::string last_error;
 };
 
@@ -149,8 +149,8 @@ class CacheKeeper {
  public:
   // Drops (CacheMode::drop) go through the actuator as triggers on behalf of owner ("window:w3").
   // Descriptors come from `fds` (shared by the agent's keepers); none: a cache of its own.
-  CacheKeeper(HostPaths paths, Actuator& act, std::string owner, std::vector<fs::path> files, CacheKeeperOptions options,
-              FdCache* fds = nullptr);
+  CacheKeeper(HostPaths paths, Actuator& act, std::string owner, std::vector<fs::path> files,
+              CacheKeeperOptions options, FdCache* fds = nullptr);
   ~CacheKeeper();
   CacheKeeper(const CacheKeeper&) = delete;
   CacheKeeper& operator=(const CacheKeeper&) = delete;
@@ -235,25 +235,25 @@ class CacheKeeper {
     std::optional<std::chrono::steady_clock::time_point> probed;  // when the probe was made
     std::vector<std::pair<uint64_t, uint64_t>> samples;  // sample pages unmapped by the probe (empty: MADV_COLD probe)
     uint64_t rss_after_probe = 0;
-    bool in_use = false;     // touched after the probe: left alone from then on
-    bool moving = false;     // grew at the last scan
+    bool in_use = false;  // touched after the probe: left alone from then on
+    bool moving = false;  // grew at the last scan
     // Behind the reader (see behind_reader):
-    uint64_t last_front = 0;     // the end of the highest present region
-    std::chrono::steady_clock::time_point front_at{};  // when it last moved
-    uint64_t done_upto = 0;      // paged out below this address
-    uint64_t behind_left = 0;    // bytes still mapped below done_upto right after that
+    uint64_t last_front = 0;                                 // the end of the highest present region
+    std::chrono::steady_clock::time_point front_at{};        // when it last moved
+    uint64_t done_upto = 0;                                  // paged out below this address
+    uint64_t behind_left = 0;                                // bytes still mapped below done_upto right after that
     std::vector<std::pair<uint64_t, uint64_t>> btr_samples;  // sample blocks out, not yet judged
     std::chrono::steady_clock::time_point btr_probed{};
     uint64_t btr_probe_front = 0;
-    bool btr_loader = false;     // the samples stayed out while the front moved on
-    bool follow_done = false;    // the follower paged out all of it
-    uint64_t head_left = 0;      // bytes still mapped in the head (the first 4 blocks) once paged out
-    uint64_t ahead_upto = 0;     // read ahead of the reader up to this address
-    Fd pagemap, pidfd;           // the follower's, opened at its first pass
-    Fd data;                     // the mapped file (map_files), for reads ahead and back
+    bool btr_loader = false;   // the samples stayed out while the front moved on
+    bool follow_done = false;  // the follower paged out all of it
+    uint64_t head_left = 0;    // bytes still mapped in the head (the first 4 blocks) once paged out
+    uint64_t ahead_upto = 0;   // read ahead of the reader up to this address
+    Fd pagemap, pidfd;         // the follower's, opened at its first pass
+    Fd data;                   // the mapped file (map_files), for reads ahead and back
   };
   std::map<std::pair<pid_t, uint64_t>, VmaState> vmas_;
-  std::set<pid_t> loader_pids_;  // processes with a mapping judged a loader: their new mappings start as one
+  std::set<pid_t> loader_pids_;       // processes with a mapping judged a loader: their new mappings start as one
   std::vector<FileRead> tick_reads_;  // reads back asked by the tick's judgement, made after it
   // vmas_, stats_ and loader_pids_ are shared with the follower thread.
   mutable std::mutex mu_;

@@ -120,7 +120,7 @@ constexpr unsigned long k_pagemap_scan = _IOWR('f', 16, PmScanArg);
 }  // namespace
 
 Result<std::vector<std::pair<uint64_t, uint64_t>>> present_regions_from_entries(int pagemap_fd, uint64_t start,
-                                                                                 uint64_t end) {
+                                                                                uint64_t end) {
   using Regions = std::vector<std::pair<uint64_t, uint64_t>>;
   const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
   std::array<uint64_t, k_pagemap_slice> entries{};
@@ -148,7 +148,7 @@ Result<std::vector<std::pair<uint64_t, uint64_t>>> present_regions_from_entries(
 }
 
 std::optional<Result<std::vector<std::pair<uint64_t, uint64_t>>>> present_regions(int pagemap_fd, uint64_t start,
-                                                                                 uint64_t end) {
+                                                                                  uint64_t end) {
   using Regions = std::vector<std::pair<uint64_t, uint64_t>>;
   static std::atomic<bool> missing{false};
   if (missing.load(std::memory_order_relaxed)) return present_regions_from_entries(pagemap_fd, start, end);
@@ -167,7 +167,8 @@ std::optional<Result<std::vector<std::pair<uint64_t, uint64_t>>>> present_region
     if (n < 0) {
       if (errno == ENOTTY || errno == EINVAL) {
         if (!missing.exchange(true))
-          log_info("page cache: this kernel has no PAGEMAP_SCAN (Linux 6.7+): mapped pages are read from /proc/PID/pagemap");
+          log_info(
+              "page cache: this kernel has no PAGEMAP_SCAN (Linux 6.7+): mapped pages are read from /proc/PID/pagemap");
         return present_regions_from_entries(pagemap_fd, start, end);
       }
       return Result<Regions>(errno_error("PAGEMAP_SCAN"));

@@ -58,11 +58,11 @@ std::optional<Result<uint64_t>> mapped_bytes(int pagemap_fd, uint64_t start, uin
 // page-table walk, so the keeper pages out behind a reader there too (the Debian 12 guest showed
 // it did not: the walk was skipped). nullopt is kept for callers that can do without.
 std::optional<Result<std::vector<std::pair<uint64_t, uint64_t>>>> present_regions(int pagemap_fd, uint64_t start,
-                                                                                 uint64_t end);
+                                                                                  uint64_t end);
 // The present ranges of [start, end) from pagemap's entries (bit 63), read k_pagemap_slice at a time.
 inline constexpr size_t k_pagemap_slice = 4096;  // entries per read: 32 KiB, 16 MiB of address space
 Result<std::vector<std::pair<uint64_t, uint64_t>>> present_regions_from_entries(int pagemap_fd, uint64_t start,
-                                                                                 uint64_t end);
+                                                                                uint64_t end);
 // process_madvise(2) on ranges of another process (MADV_COLD or MADV_PAGEOUT).
 Result<void> advise_process(pid_t pid, const std::vector<std::pair<uint64_t, uint64_t>>& ranges, int advice);
 // The same through a pidfd held by the caller (pid names the process in errors).

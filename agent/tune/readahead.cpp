@@ -30,8 +30,9 @@ Result<std::string> readahead_device_of_file(const HostPaths& paths, const fs::p
   if (::stat(file.c_str(), &st) != 0) return errno_error("stat " + file.string());
   unsigned maj = major(st.st_dev), min = minor(st.st_dev);
   if (maj == 0)
-    return sys_error(ENODEV, file.string() + " is on a filesystem without a block device (tmpfs, overlay, NFS, "
-                                             "btrfs); name the disk with --device");
+    return sys_error(ENODEV, file.string() +
+                                 " is on a filesystem without a block device (tmpfs, overlay, NFS, "
+                                 "btrfs); name the disk with --device");
   fs::path dev_dir = paths.sys / "dev/block" / (std::to_string(maj) + ":" + std::to_string(min));
   return disk_of_sysfs_dir(paths, dev_dir, file.string());
 }
@@ -57,9 +58,7 @@ Result<std::vector<std::string>> readahead_devices_of_files(const HostPaths& pat
   return out;
 }
 
-Target readahead_target(const std::string& device) {
-  return sysfs_target("block/" + device + "/queue/read_ahead_kb");
-}
+Target readahead_target(const std::string& device) { return sysfs_target("block/" + device + "/queue/read_ahead_kb"); }
 
 Change readahead_change(const std::string& device, uint64_t kib, const std::string& reason) {
   return Change{readahead_target(device), std::to_string(kib), reason};

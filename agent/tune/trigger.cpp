@@ -25,8 +25,8 @@ Target cgroup_file(const std::string& cgroup, const char* file) {
 }  // namespace
 
 Trigger cgroup_attach_trigger(const std::string& cgroup, pid_t pid, const std::string& owner) {
-  return {cgroup_file(cgroup, "cgroup.procs"), std::to_string(pid), owner, "move process " + std::to_string(pid) + " in",
-          LogLevel::debug};
+  return {cgroup_file(cgroup, "cgroup.procs"), std::to_string(pid), owner,
+          "move process " + std::to_string(pid) + " in", LogLevel::debug};
 }
 
 Trigger cgroup_kill_trigger(const std::string& cgroup, const std::string& owner) {

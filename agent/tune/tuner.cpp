@@ -237,8 +237,9 @@ Result<std::vector<ChangeResult>> Tuner::release_locked(JournalTxn& txn, const s
     results.push_back({rec.target, cur, it->previous, needed && !is_coupled_zero(rec.target, it->previous)});
     rec.layers.erase(it);
   }
-  d.targets.erase(std::remove_if(d.targets.begin(), d.targets.end(), [](const TargetRecord& r) { return r.layers.empty(); }),
-                  d.targets.end());
+  d.targets.erase(
+      std::remove_if(d.targets.begin(), d.targets.end(), [](const TargetRecord& r) { return r.layers.empty(); }),
+      d.targets.end());
   if (!only) {
     bool holds = std::any_of(d.targets.begin(), d.targets.end(), [&](const TargetRecord& r) {
       return std::any_of(r.layers.begin(), r.layers.end(), [&](const Layer& l) { return l.owner == owner; });
@@ -287,8 +288,10 @@ Result<std::vector<ChangeResult>> Tuner::revert_all() {
 
 Result<void> Tuner::set_owner_state(const std::string& owner, const nlohmann::json& state) {
   SPARK_TRY(JournalTxn txn, JournalTxn::begin(paths_, &journal_cache_));
-  if (state.is_null()) txn.data().owners.erase(owner);
-  else txn.data().owners[owner] = state;
+  if (state.is_null())
+    txn.data().owners.erase(owner);
+  else
+    txn.data().owners[owner] = state;
   return txn.commit();
 }
 

@@ -48,7 +48,8 @@ Result<uint64_t> parse_floor(const std::string& text, uint64_t mem_total, const 
     bytes = static_cast<uint64_t>(static_cast<double>(mem_total) * p->percent / 100.0);
   } else {
     auto s = parse_size(t);
-    if (!s) return input_error(what + " " + text + ": " + describe(s.error()) + "; give a size (8G) or a share of RAM (5%)");
+    if (!s)
+      return input_error(what + " " + text + ": " + describe(s.error()) + "; give a size (8G) or a share of RAM (5%)");
     bytes = *s;
   }
   if (mem_total && bytes >= mem_total)
@@ -58,11 +59,10 @@ Result<uint64_t> parse_floor(const std::string& text, uint64_t mem_total, const 
 }
 
 json floor_to_json(const FloorSpec& s) {
-  return {{"free_bytes", s.free_bytes},           {"available_bytes", s.available_bytes},
-          {"hysteresis", s.hysteresis},           {"period_ms", s.period.count()},
-          {"fast_period_us", s.fast_period.count()},
-          {"grace_ms", s.grace.count()},          {"max_pause_ms", s.max_pause.count()},
-          {"kill_grace_ms", s.kill_grace.count()}, {"on_floor", s.on_floor}};
+  return {
+      {"free_bytes", s.free_bytes},          {"available_bytes", s.available_bytes},    {"hysteresis", s.hysteresis},
+      {"period_ms", s.period.count()},       {"fast_period_us", s.fast_period.count()}, {"grace_ms", s.grace.count()},
+      {"max_pause_ms", s.max_pause.count()}, {"kill_grace_ms", s.kill_grace.count()},   {"on_floor", s.on_floor}};
 }
 
 Result<FloorSpec> floor_from_json(const json& j) {
@@ -81,7 +81,8 @@ Result<FloorSpec> floor_from_json(const json& j) {
   } catch (const std::exception& e) {
     return input_error(std::string("floor: ") + e.what());
   }
-  if (s.period.count() <= 0 || s.fast_period.count() <= 0 || s.grace.count() < 0 || s.max_pause.count() <= 0 || s.kill_grace.count() < 0)
+  if (s.period.count() <= 0 || s.fast_period.count() <= 0 || s.grace.count() < 0 || s.max_pause.count() <= 0 ||
+      s.kill_grace.count() < 0)
     return input_error("floor: periods and graces must be positive");
   return s;
 }
@@ -204,9 +205,13 @@ FloorDecision FloorLadder::observe(const FloorReading& r, Clock::time_point now)
 json FloorStats::to_json() const {
   json a = json::object();
   for (int s = 1; s <= 5; ++s) a[floor_step_name(static_cast<FloorStep>(s))] = actions[s];
-  json j = {{"crossings", crossings}, {"actions", a},        {"paused_ms", paused_ms},
-            {"stopped", stopped},     {"first_action_us", first_action_us},
-            {"first_begun_us", first_begun_us}, {"checks", checks}};
+  json j = {{"crossings", crossings},
+            {"actions", a},
+            {"paused_ms", paused_ms},
+            {"stopped", stopped},
+            {"first_action_us", first_action_us},
+            {"first_begun_us", first_begun_us},
+            {"checks", checks}};
   if (lowest_free != UINT64_MAX) j["lowest_free"] = lowest_free;
   if (lowest_available != UINT64_MAX) j["lowest_available"] = lowest_available;
   if (!last_error.empty()) j["last_error"] = last_error;
@@ -279,8 +284,8 @@ std::string reading_text(const FloorReading& r) {
 
 }  // namespace
 
-void FloorKeeper::report(FloorStep step, const std::string& name, const FloorReading& before,
-                         Clock::time_point started, Clock::time_point finished, const Result<std::string>& done) {
+void FloorKeeper::report(FloorStep step, const std::string& name, const FloorReading& before, Clock::time_point started,
+                         Clock::time_point finished, const Result<std::string>& done) {
   const auto& spec = ladder_.spec();
   json floors = {{"free", spec.free_bytes}, {"available", spec.available_bytes}};
   auto after = read();
@@ -419,11 +424,16 @@ void FloorKeeper::tick_locked(Clock::time_point now) {
     });
   if (d.exhausted)
     emit("floor_action", "window " + id_ + ": below the floor after steps 1-3 and no process to pause",
-         {{"step", 3}, {"action", "exhausted"}, {"before", reading_json(*r)}, {"floor", floors},
+         {{"step", 3},
+          {"action", "exhausted"},
+          {"before", reading_json(*r)},
+          {"floor", floors},
           {"error", "the window watches no process (--pid, or spark-tune run): steps 4 and 5 cannot be taken"}});
   if (d.restored)
     emit("floor_restored", "window " + id_ + ": back above the floor (" + reading_text(*r) + ")",
-         {{"reading", reading_json(*r)}, {"floor", floors}, {"resumed", d.resume},
+         {{"reading", reading_json(*r)},
+          {"floor", floors},
+          {"resumed", d.resume},
           {"last_step", ladder_.last_step() ? static_cast<int>(*ladder_.last_step()) : 0}});
   // Reap a finished --on-floor command.
   if (on_floor_pid_ > 0 && ::waitpid(on_floor_pid_, nullptr, WNOHANG) == on_floor_pid_) on_floor_pid_ = 0;
@@ -435,7 +445,8 @@ Result<std::string> FloorKeeper::take(FloorStep step) {
       return evict_files();
     case FloorStep::drop_caches: {
       Trigger t{sysctl_target("vm.drop_caches"), "1", owner(),
-                "below the floor: clean page cache dropped host-wide (every process loses its cache)", LogLevel::warning};
+                "below the floor: clean page cache dropped host-wide (every process loses its cache)",
+                LogLevel::warning};
       SPARK_TRY_VOID(fire(tuner_.actuator(), t));
       return std::string("clean page cache dropped host-wide (vm.drop_caches = 1): other processes lost their cache");
     }
@@ -565,7 +576,8 @@ Result<std::string> FloorKeeper::pause_tree() {
         paused_since_ = Clock::now();
         return "process tree of " + std::to_string(pid_) + " frozen (" + rel + "/cgroup.freeze = 1)";
       }
-      log_warning("window " + id_ + ": freezing " + rel + " failed (" + describe(applied.error()) + "); SIGSTOP instead");
+      log_warning("window " + id_ + ": freezing " + rel + " failed (" + describe(applied.error()) +
+                  "); SIGSTOP instead");
     }
   }
   // Journaled before the first SIGSTOP (the window's owner state): an agent that dies while the
@@ -627,8 +639,7 @@ Result<std::string> FloorKeeper::resume_tree() {
     paused_pids_.clear();
   }
   if (paused_since_) {
-    stats_.paused_ms +=
-        std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - *paused_since_).count();
+    stats_.paused_ms += std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - *paused_since_).count();
     paused_since_.reset();
   }
   return out;
@@ -667,8 +678,8 @@ Result<std::string> FloorKeeper::stop_tree() {
   }
   if (::kill(pid_, SIGTERM) != 0) return errno_error("SIGTERM to process " + std::to_string(pid_));
   (void)resume_tree();  // a stopped process handles its SIGTERM once continued
-  return "SIGTERM to process " + std::to_string(pid_) + "; SIGKILL in " +
-         format_duration(ladder_.spec().kill_grace) + " if it is still there";
+  return "SIGTERM to process " + std::to_string(pid_) + "; SIGKILL in " + format_duration(ladder_.spec().kill_grace) +
+         " if it is still there";
 }
 
 void FloorKeeper::kill_tree() {

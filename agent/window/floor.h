@@ -25,9 +25,9 @@
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
-#include <atomic>
 #include <deque>
 #include <functional>
 #include <map>
@@ -64,10 +64,10 @@ Result<uint64_t> parse_floor(const std::string& text, uint64_t mem_total, const 
 
 // The floor as asked (the window spec, the profile): texts resolved at begin against MemTotal.
 struct FloorAsk {
-  std::string free;       // SIZE|N%; empty: none ("off" too)
-  std::string available;  // SIZE|N%
+  std::string free;                   // SIZE|N%; empty: none ("off" too)
+  std::string available;              // SIZE|N%
   std::vector<std::string> on_floor;  // argv of step 5
-  bool force = false;     // begin even when a floor is already crossed
+  bool force = false;                 // begin even when a floor is already crossed
   bool empty() const { return free.empty() && available.empty() && on_floor.empty() && !force; }
 };
 

@@ -67,7 +67,8 @@ Result<WindowSpec> spec_from_json(const json& j) {
       SPARK_TRY(CacheMode m, parse_cache_mode(j.at("cache").get<std::string>()));
       s.cache = m;
     }
-    if (j.contains("cache_interval_ms")) s.cache_interval = std::chrono::milliseconds(j.at("cache_interval_ms").get<int64_t>());
+    if (j.contains("cache_interval_ms"))
+      s.cache_interval = std::chrono::milliseconds(j.at("cache_interval_ms").get<int64_t>());
     if (j.contains("mapped")) {
       SPARK_TRY(MappedPolicy p, parse_mapped_policy(j.at("mapped").get<std::string>()));
       s.mapped = p;
@@ -143,8 +144,7 @@ json record_to_json(const WindowRecord& r) {
             {"floor", r.floor}};
   size_t count = std::max(r.file_count, r.files.size());
   if (!r.given.empty()) j["given"] = r.given;
-  if (r.files.size() <= k_journal_inline_files || r.given.empty())
-    j["files"] = r.files;
+  if (r.files.size() <= k_journal_inline_files || r.given.empty()) j["files"] = r.files;
   j["file_count"] = count;
   return j;
 }
@@ -169,7 +169,8 @@ json record_view_json(const WindowRecord& r) {
   v.label = r.label;
   v.floor = r.floor;
   v.file_count = std::max(r.file_count, r.files.size());
-  v.files.assign(r.files.begin(), r.files.begin() + static_cast<std::ptrdiff_t>(std::min(r.files.size(), k_listed_files)));
+  v.files.assign(r.files.begin(),
+                 r.files.begin() + static_cast<std::ptrdiff_t>(std::min(r.files.size(), k_listed_files)));
   json j = record_to_json(v);
   j["files"] = v.files;  // the first k_listed_files, whatever the journal keeps
   return j;

@@ -22,9 +22,9 @@
 #include "core/port.h"
 #include "core/proc_stat.h"
 #include "core/units.h"
+#include "gpu/unified.h"
 #include "profile/profile_ops.h"
 #include "profile/resolve.h"
-#include "gpu/unified.h"
 #include "telemetry/reserve.h"
 #include "tune/readahead.h"
 
@@ -98,7 +98,8 @@ class WindowManager::TickHost : public KeeperHost {
 WindowManager::WindowManager(HostPaths paths, Tuner& tuner) : paths_(std::move(paths)), tuner_(tuner) {}
 WindowManager::~WindowManager() = default;
 
-WindowManager::Clock::time_point WindowManager::aligned_tick(Clock::time_point now, std::chrono::milliseconds interval) const {
+WindowManager::Clock::time_point WindowManager::aligned_tick(Clock::time_point now,
+                                                             std::chrono::milliseconds interval) const {
   auto iv = std::max<int64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(interval).count(), 1);
   auto since = std::chrono::duration_cast<std::chrono::nanoseconds>(now - epoch_).count();
   return epoch_ + std::chrono::nanoseconds((since / iv + 1) * iv);
@@ -131,7 +132,9 @@ Result<std::string> WindowManager::next_id() {
     ssize_t w = ::pwrite(fd, buf, static_cast<size_t>(n), 0);
     int e = errno;
     ::close(fd);
-    if (w != n) return w < 0 ? sys_error(e, "writing " + seq_file.string()) : sys_error(EIO, "short write to " + seq_file.string());
+    if (w != n)
+      return w < 0 ? sys_error(e, "writing " + seq_file.string())
+                   : sys_error(EIO, "short write to " + seq_file.string());
   }
   last_seq_ = seq;
   return "w" + std::to_string(seq);
@@ -140,8 +143,9 @@ Result<std::string> WindowManager::next_id() {
 Result<WindowRecord> WindowManager::begin(const WindowSpec& asked, const std::vector<fs::path>* expanded) {
   // 1. Validate everything before any change; the profile fills what was not asked for.
   if (windows_.size() >= k_max_windows)
-    return sys_error(EBUSY, std::to_string(windows_.size()) + " windows are open, the limit: end one first "
-                                                               "(spark-tune window list, window end ID)");
+    return sys_error(EBUSY, std::to_string(windows_.size()) +
+                                " windows are open, the limit: end one first "
+                                "(spark-tune window list, window end ID)");
   WindowSpec spec = asked;
   std::string profile_name = spec.profile.empty() ? k_window_profile : spec.profile;
   auto profile = load_window_profile(paths_, tuner_.actuator(), profile_name);
@@ -244,8 +248,8 @@ Result<WindowRecord> WindowManager::begin(const WindowSpec& asked, const std::ve
   {
     SPARK_TRY(MemInfo mem, read_meminfo(paths_));
     std::map<std::string, std::string> none;
-    SPARK_TRY(floor, window_floor(spec.floor, profile ? profile->options : none,
-                                  [] { return unified_memory_host(); }, mem));
+    SPARK_TRY(floor, window_floor(
+                         spec.floor, profile ? profile->options : none, [] { return unified_memory_host(); }, mem));
   }
 
   SPARK_TRY(std::string id, next_id());
@@ -382,14 +386,25 @@ size_t evict_last_time(const WindowRecord& r) {
 }
 
 json cache_stats_json(const CacheKeeperStats& s, uint64_t mapped_budget) {
-  return {{"ticks", s.ticks},         {"evictions", s.evictions}, {"drops", s.drops},
-          {"cold", s.cold_advices},   {"pageouts", s.pageouts},   {"probes", s.probes},
-          {"kept_in_use", s.kept_in_use}, {"mapped_bytes", s.mapped_bytes},
-          {"behind_pageouts", s.behind_pageouts}, {"behind_bytes", s.behind_bytes}, {"follow_passes", s.follow_passes},
-          {"read_ahead_bytes", s.read_ahead_bytes}, {"read_back_bytes", s.read_back_bytes},
-          {"passes", s.passes}, {"scans", s.scans},
-          {"files_added", s.files_added}, {"files_replaced", s.files_replaced},
-          {"mapped_budget", mapped_budget}, {"last_error", s.last_error}};
+  return {{"ticks", s.ticks},
+          {"evictions", s.evictions},
+          {"drops", s.drops},
+          {"cold", s.cold_advices},
+          {"pageouts", s.pageouts},
+          {"probes", s.probes},
+          {"kept_in_use", s.kept_in_use},
+          {"mapped_bytes", s.mapped_bytes},
+          {"behind_pageouts", s.behind_pageouts},
+          {"behind_bytes", s.behind_bytes},
+          {"follow_passes", s.follow_passes},
+          {"read_ahead_bytes", s.read_ahead_bytes},
+          {"read_back_bytes", s.read_back_bytes},
+          {"passes", s.passes},
+          {"scans", s.scans},
+          {"files_added", s.files_added},
+          {"files_replaced", s.files_replaced},
+          {"mapped_budget", mapped_budget},
+          {"last_error", s.last_error}};
 }
 
 }  // namespace
@@ -442,11 +457,12 @@ Result<void> WindowManager::end_now(const std::string& id, const std::string& re
                std::to_string(rt->cache->stats().drops) + " drops, " + std::to_string(rt->cache->stats().pageouts) +
                " pageouts, " + std::to_string(rt->cache->stats().behind_pageouts) + " behind the reader (" +
                format_size(rt->cache->stats().behind_bytes) + "), " + std::to_string(rt->cache->stats().probes) +
-               " probes, " + std::to_string(rt->cache->stats().kept_in_use) + " kept in use" + (rt->cache->stats().last_error.empty() ? "" : ", last error: " + rt->cache->stats().last_error));
+               " probes, " + std::to_string(rt->cache->stats().kept_in_use) + " kept in use" +
+               (rt->cache->stats().last_error.empty() ? "" : ", last error: " + rt->cache->stats().last_error));
     windows_.erase(id);
   }
-  std::string ended = "window " + id + " ended (" + reason + "): " + std::to_string(released->size()) +
-                      " settings restored";
+  std::string ended =
+      "window " + id + " ended (" + reason + "): " + std::to_string(released->size()) + " settings restored";
   log_info(ended, {{"WINDOW", id}, {"REASON", reason}});
   emit(id, "window_end", ended, std::move(data));
   return {};
@@ -544,7 +560,8 @@ json WindowManager::describe_windows() const {
   auto changes = changes_by_owner(d ? d->get() : nullptr);
   std::vector<const Runtime*> rts;
   for (const auto& [id, rt] : windows_) rts.push_back(rt.get());
-  std::sort(rts.begin(), rts.end(), [](const Runtime* a, const Runtime* b) { return a->record.begun_ms < b->record.begun_ms; });
+  std::sort(rts.begin(), rts.end(),
+            [](const Runtime* a, const Runtime* b) { return a->record.begun_ms < b->record.begun_ms; });
   json out = json::array();
   for (const Runtime* rt : rts)
     out.push_back(describe_runtime(rt->record, rt->deadline, rt->cache.get(), rt->floor.get(), rt->reserve, changes));
@@ -600,8 +617,7 @@ Result<std::vector<std::string>> WindowManager::recover() {
       rt->deadline = Clock::now();
       windows_[id] = std::move(rt);
       log_info("window " + id + " ending at agent start: " + why, {{"WINDOW", id}, {"REASON", why}});
-      if (end_logged(id, why, Clock::now()))
-        ended.push_back(id);
+      if (end_logged(id, why, Clock::now())) ended.push_back(id);
       continue;
     }
     if (auto x = expand_record_files(*rec); !x)
@@ -681,11 +697,14 @@ void WindowManager::on_timer(Clock::time_point now) {
     // The floor first: its 10 ms check is what reacts before the driver or the kernel does.
     if (rt->floor && now >= rt->floor->next_check()) rt->floor->tick(now);
     if (now >= rt->deadline) {
-      to_end.push_back({id, "TTL ran out", "window_ttl_expired", {{"ttl_ms", rt->record.deadline_ms - rt->record.begun_ms}}});
+      to_end.push_back(
+          {id, "TTL ran out", "window_ttl_expired", {{"ttl_ms", rt->record.deadline_ms - rt->record.begun_ms}}});
       continue;
     }
     if (rt->record.pid > 0 && rt->pidfd < 0 && !process_alive(paths_, rt->record.pid, rt->record.pid_start)) {
-      to_end.push_back({id, "watched process " + std::to_string(rt->record.pid) + " is gone", "window_process_exit",
+      to_end.push_back({id,
+                        "watched process " + std::to_string(rt->record.pid) + " is gone",
+                        "window_process_exit",
                         {{"pid", rt->record.pid}}});
       continue;
     }
@@ -694,7 +713,9 @@ void WindowManager::on_timer(Clock::time_point now) {
       if (!rt->port_probe)
         if (auto hp = parse_port_address(rt->record.until_port)) rt->port_probe = std::make_unique<PortProbe>(*hp);
       if (rt->port_probe && rt->port_probe->ready(now)) {
-        to_end.push_back({id, rt->record.until_port + " accepts connections", "window_port_ready",
+        to_end.push_back({id,
+                          rt->record.until_port + " accepts connections",
+                          "window_port_ready",
                           {{"address", rt->record.until_port}}});
         continue;
       }

@@ -63,21 +63,21 @@ struct MappedBudget {
 
 // What a window is asked to do (CLI options / the window.begin request).
 struct WindowSpec {
-  std::vector<std::string> files;           // paths, directories, globs
-  std::vector<std::string> devices;         // --device names
-  std::optional<uint64_t> readahead_kb;     // nullopt: k_default_window_readahead_kb; 0: no throttle
-  std::optional<CacheMode> cache;           // nullopt: evict with files, off without
+  std::vector<std::string> files;                           // paths, directories, globs
+  std::vector<std::string> devices;                         // --device names
+  std::optional<uint64_t> readahead_kb;                     // nullopt: k_default_window_readahead_kb; 0: no throttle
+  std::optional<CacheMode> cache;                           // nullopt: evict with files, off without
   std::optional<std::chrono::milliseconds> cache_interval;  // nullopt: profile, else 100ms
   MappedPolicy mapped = MappedPolicy::idle;
   std::optional<MappedBudget> mapped_budget;  // nullopt: the profile's, else 0
-  std::optional<uint64_t> read_ahead;       // bytes read ahead of a mapped loader's reader; nullopt: CacheKeeperOptions'
-  std::optional<std::chrono::milliseconds> ttl;             // nullopt: profile, else 180s
-  pid_t pid = 0;                            // watched process; 0 = none
-  std::string until_port;                   // "HOST:PORT": ends when it accepts connections
-  std::optional<std::vector<Change>> overlay;  // nullopt: the profile's overlay
-  std::string profile;                      // empty: load-window
-  std::string label;                        // free text for `window list` (the command of `run`)
-  std::optional<FloorAsk> floor;            // --free-floor/--available-floor/--on-floor/--force (window/floor.h)
+  std::optional<uint64_t> read_ahead;  // bytes read ahead of a mapped loader's reader; nullopt: CacheKeeperOptions'
+  std::optional<std::chrono::milliseconds> ttl;  // nullopt: profile, else 180s
+  pid_t pid = 0;                                 // watched process; 0 = none
+  std::string until_port;                        // "HOST:PORT": ends when it accepts connections
+  std::optional<std::vector<Change>> overlay;    // nullopt: the profile's overlay
+  std::string profile;                           // empty: load-window
+  std::string label;                             // free text for `window list` (the command of `run`)
+  std::optional<FloorAsk> floor;                 // --free-floor/--available-floor/--on-floor/--force (window/floor.h)
 };
 
 nlohmann::json spec_to_json(const WindowSpec& s);
@@ -104,15 +104,15 @@ struct WindowRecord {
   CacheMode cache = CacheMode::off;
   int64_t cache_interval_ms = 100;
   MappedPolicy mapped = MappedPolicy::idle;
-  uint64_t mapped_budget = 0;        // bytes; 0: idle mappings are paged out at once (records before the budget)
+  uint64_t mapped_budget = 0;  // bytes; 0: idle mappings are paged out at once (records before the budget)
   uint64_t read_ahead = CacheKeeperOptions{}.read_ahead;  // bytes; 0: off
-  int64_t deadline_ms = 0;           // CLOCK_REALTIME ms
+  int64_t deadline_ms = 0;                                // CLOCK_REALTIME ms
   int64_t begun_ms = 0;
   pid_t pid = 0;
-  uint64_t pid_start = 0;            // /proc/PID/stat starttime: a reused pid is not ours
+  uint64_t pid_start = 0;  // /proc/PID/stat starttime: a reused pid is not ours
   std::string until_port;
   std::string label;
-  nlohmann::json floor;              // the resolved FloorSpec (floor_to_json); null: no floor
+  nlohmann::json floor;  // the resolved FloorSpec (floor_to_json); null: no floor
 };
 // The journal's form: the file list inline up to k_journal_inline_files, else only `given`.
 nlohmann::json record_to_json(const WindowRecord& r);
@@ -192,7 +192,7 @@ class WindowManager {
   EndReserve reserve_;
   std::map<std::string, std::unique_ptr<Runtime>> windows_;
   EventSink sink_;
-  uint64_t last_seq_ = 0;  // the last id's number (next_id)
+  uint64_t last_seq_ = 0;                   // the last id's number (next_id)
   Clock::time_point epoch_ = Clock::now();  // ticks of windows with the same interval fall together
 };
 

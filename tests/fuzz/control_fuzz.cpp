@@ -19,7 +19,10 @@ using spark::daemon::Peer;
 
 const std::map<std::string, Handler>& handlers() {
   static const std::map<std::string, Handler> h = {
-      {"agent.ping", [](const json&, const Peer&) -> spark::Result<json> { return json{{"pid", 1}}; }},
+      {"agent.ping",
+       [](const json&, const Peer&) -> spark::Result<json> {
+         return json{{"pid", 1}};
+       }},
       {"window.begin",
        [](const json& p, const Peer&) -> spark::Result<json> {
          // What the window service reads: typed fields, each may be missing or of the wrong type.

@@ -281,7 +281,8 @@ TEST_F(AgentRobustTest, ConnectionsPastTheCapAreRefusedWithTheLimit) {
     rlimit more{std::min<rlim_t>(cur.rlim_max, daemon::k_max_control_clients + 256), cur.rlim_max};
     ::setrlimit(RLIMIT_NOFILE, &more);
     ::getrlimit(RLIMIT_NOFILE, &cur);
-    if (cur.rlim_cur < daemon::k_max_control_clients + 64) GTEST_SKIP() << "this test process may not open enough sockets";
+    if (cur.rlim_cur < daemon::k_max_control_clients + 64)
+      GTEST_SKIP() << "this test process may not open enough sockets";
   }
   // Only the asking connection is open (the fixture's pings have been closed and seen closed).
   bool quiet = false;

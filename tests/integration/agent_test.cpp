@@ -1,7 +1,7 @@
 // The agent and the CLI on the real kernel: windows over a loop device survive the CLI, end on
 // TTL / exit, are restored after kill -9 of the agent and a restart; peers are authenticated.
-#include <gtest/gtest.h>
 #include <grp.h>
+#include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -230,7 +230,8 @@ TEST_F(AgentTest, NotifiesReadyAndWatchdog) {
   std::string all;
   char buf[1024];
   auto t0 = std::chrono::steady_clock::now();
-  while (all.find("WATCHDOG=1") == std::string::npos && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(60)) {
+  while (all.find("WATCHDOG=1") == std::string::npos &&
+         std::chrono::steady_clock::now() - t0 < std::chrono::seconds(60)) {
     ssize_t n = ::recv(fd, buf, sizeof buf, 0);
     if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
     if (n <= 0) break;

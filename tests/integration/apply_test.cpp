@@ -12,10 +12,10 @@
 #include <nlohmann/json.hpp>
 
 #include "core/fs.h"
-#include "tune/actuator.h"
 #include "support/fixture.h"
 #include "support/host_guard.h"
 #include "support/run_spark_tune.h"
+#include "tune/actuator.h"
 
 namespace spark {
 namespace {
@@ -58,8 +58,9 @@ TEST_F(RealApply, ApplyVerifyDriftRevert) {
   // Read back with the kernel's own interface: every planned value is what /proc/sys and sysfs say.
   for (const auto& s : plan["profile"]["settings"]) {
     std::string key = s["key"];
-    std::string file = key.rfind("thp.", 0) == 0 ? "/sys/kernel/mm/transparent_hugepage/" + key.substr(4)
-                                                  : "/proc/sys/" + key.substr(0, key.find('.')) + "/" + key.substr(key.find('.') + 1);
+    std::string file = key.rfind("thp.", 0) == 0
+                           ? "/sys/kernel/mm/transparent_hugepage/" + key.substr(4)
+                           : "/proc/sys/" + key.substr(0, key.find('.')) + "/" + key.substr(key.find('.') + 1);
     EXPECT_EQ(test::kernel_value(file), s["value"].get<std::string>()) << key;
   }
   EXPECT_EQ(test::kernel_value("/proc/sys/vm/dirty_ratio"), "5");
@@ -86,7 +87,8 @@ TEST_F(RealApply, CoupledDirtyBytesRevertToTheRatio) {
   ASSERT_EQ(st({"revert"}).exit_code, 0);
   EXPECT_EQ(test::kernel_value("/proc/sys/vm/dirty_ratio"), guard->original("/proc/sys/vm/dirty_ratio"));
   EXPECT_EQ(test::kernel_value("/proc/sys/vm/dirty_bytes"), guard->original("/proc/sys/vm/dirty_bytes"));
-  EXPECT_EQ(test::kernel_value("/proc/sys/vm/dirty_background_ratio"), guard->original("/proc/sys/vm/dirty_background_ratio"));
+  EXPECT_EQ(test::kernel_value("/proc/sys/vm/dirty_background_ratio"),
+            guard->original("/proc/sys/vm/dirty_background_ratio"));
 }
 
 TEST_F(RealApply, KernelRefusalRollsBackEverythingAndNamesTheKey) {

@@ -66,7 +66,9 @@ TEST(EventsCli, MemcgOomKillOnTheStream) {
   std::string said;
   bool watching = read_until(
       err[0], said,
-      [&] { return said.find("probes attached") != std::string::npos || said.find("procfs only") != std::string::npos; },
+      [&] {
+        return said.find("probes attached") != std::string::npos || said.find("procfs only") != std::string::npos;
+      },
       std::chrono::seconds(60 * test::time_scale()));
   if (!watching) {
     ::close(err[0]);
@@ -86,7 +88,8 @@ TEST(EventsCli, MemcgOomKillOnTheStream) {
   };
   read_until(out[0], text, ours_seen, std::chrono::seconds(20 * test::time_scale()));
   ::kill(tool, SIGTERM);
-  read_until(out[0], text, [] { return false; }, std::chrono::seconds(10 * test::time_scale()));
+  read_until(
+      out[0], text, [] { return false; }, std::chrono::seconds(10 * test::time_scale()));
   ::close(out[0]);
   int tool_status = 0;
   ::waitpid(tool, &tool_status, 0);

@@ -19,8 +19,8 @@
 
 #include "core/fs.h"
 #include "core/port.h"
-#include "core/process.h"
 #include "core/proc_stat.h"
+#include "core/process.h"
 #include "support/agent_client.h"
 #include "support/fixture.h"
 #include "support/run_spark_tune.h"

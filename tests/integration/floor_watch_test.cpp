@@ -127,9 +127,10 @@ TEST(FloorWatchReal, TheWatchThreadStopsTheTreeWithNobodyTickingAndTheEndContinu
     ASSERT_TRUE(test::eventually([&] { return k.paused(); }, 60'000ms)) << k.watch_json().dump();
     // SIGSTOP (no cgroup v2 of its own here) or cgroup.freeze: either way it does not run.
     EXPECT_TRUE(test::eventually([&] {
-      auto s2 = read_proc_stat(paths, kid);
-      return s2 && s2->state == 'T';
-    }) || fs::exists(paths.cgroup / "cgroup.controllers"));
+                  auto s2 = read_proc_stat(paths, kid);
+                  return s2 && s2->state == 'T';
+                }) ||
+                fs::exists(paths.cgroup / "cgroup.controllers"));
     // Journaled while paused: a crashed agent's successor would continue it.
     auto d = read_journal(paths);
     ASSERT_TRUE(d);

@@ -24,10 +24,10 @@
 #include "guard/cgroup.h"
 #include "guard/process.h"
 #include "guard/supervisor.h"
-#include "telemetry/psi.h"
 #include "memcg_child.h"
 #include "support/fixture.h"
 #include "support/loopback.h"
+#include "telemetry/psi.h"
 #include "tune/actuator.h"
 #include "tune/tuner.h"
 
@@ -42,9 +42,7 @@ std::string python() {
   return p ? *p : std::string();
 }
 
-std::string server_script() {
-  return std::string(SPARK_TUNE_TEST_FIXTURES) + "/grow_server.py";
-}
+std::string server_script() { return std::string(SPARK_TUNE_TEST_FIXTURES) + "/grow_server.py"; }
 
 pid_t spawn(const std::vector<std::string>& argv) {
   pid_t pid = ::fork();
@@ -182,9 +180,7 @@ class GuardKernelTest : public ::testing::Test {
   std::vector<pid_t> clis;
 };
 
-uint64_t rss_of(pid_t pid) {
-  return process_rss(HostPaths::system(), pid);
-}
+uint64_t rss_of(pid_t pid) { return process_rss(HostPaths::system(), pid); }
 
 TEST_F(GuardKernelTest, WarnsBeforeTheKillKillsOnlyInsideRunsTheHookOnceAndEndsClean) {
   // A bystander holding 128 MiB outside the guard.
@@ -573,8 +569,8 @@ TEST_F(GuardKernelTest, AgentHoldsTheGuardAcrossKillDashNine) {
   // Wait for server_ready in the background while the server is driven into the kill, the way a
   // router script does (`events --wait`, which shares `guard wait`'s code).
   fs::path waited = state.root() / "wait.out";
-  pid_t waiter = spawn_cli(
-      {"--state-dir", sd, "events", "--wait", "server_ready", "--guard", id, "--timeout", "60s"}, waited);
+  pid_t waiter =
+      spawn_cli({"--state-dir", sd, "events", "--wait", "server_ready", "--guard", id, "--timeout", "60s"}, waited);
   std::this_thread::sleep_for(200ms);
   for (int i = 0; i < 200 && ::waitpid(server, nullptr, WNOHANG) == 0; ++i) {
     http_get(port, "/grow?mb=64");

@@ -48,7 +48,10 @@ class LoopFs {
   // size_mib of backing file; direct_io avoids a second copy in the backing file's page cache.
   explicit LoopFs(uint64_t size_mib, bool direct_io = true) {
     char tmpl[] = "/var/tmp/spark-loop-XXXXXX";
-    if (!::mkdtemp(tmpl)) { fail("mkdtemp"); return; }
+    if (!::mkdtemp(tmpl)) {
+      fail("mkdtemp");
+      return;
+    }
     dir_ = tmpl;
     fs::path backing = dir_ / "backing.img";
     mnt_ = dir_ / "mnt";
@@ -60,7 +63,10 @@ class LoopFs {
       return;
     }
     int ctl = ::open("/dev/loop-control", O_RDWR | O_CLOEXEC);
-    if (ctl < 0) { fail("/dev/loop-control"); return; }
+    if (ctl < 0) {
+      fail("/dev/loop-control");
+      return;
+    }
     for (int attempt = 0; attempt < 8 && loop_fd_ < 0; ++attempt) {
       int n = ::ioctl(ctl, LOOP_CTL_GET_FREE);
       if (n < 0) break;
@@ -81,12 +87,20 @@ class LoopFs {
     }
     ::close(ctl);
     ::close(bfd);
-    if (loop_fd_ < 0) { fail("LOOP_CONFIGURE"); return; }
+    if (loop_fd_ < 0) {
+      fail("LOOP_CONFIGURE");
+      return;
+    }
     ra_file_ = "/sys/block/" + name_ + "/queue/read_ahead_kb";
     std::ifstream(ra_file_) >> saved_ra_;
-    if (run_tool({"mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0", dev_}) != 0)
-      { fail("mkfs.ext4"); return; }
-    if (::mount(dev_.c_str(), mnt_.c_str(), "ext4", 0, nullptr) != 0) { fail("mount"); return; }
+    if (run_tool({"mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0", dev_}) != 0) {
+      fail("mkfs.ext4");
+      return;
+    }
+    if (::mount(dev_.c_str(), mnt_.c_str(), "ext4", 0, nullptr) != 0) {
+      fail("mount");
+      return;
+    }
     mounted_ = true;
   }
   ~LoopFs() {

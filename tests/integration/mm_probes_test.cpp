@@ -1,18 +1,18 @@
 // The memory-management probes against the real kernel: attach, fall back without tp_btf,
 // compaction and fallback counts against independent counts, one event per memcg OOM kill.
-#include "telemetry/deep_probe.h"
 #include "telemetry/mm_probes.h"
+#include "telemetry/deep_probe.h"
 
-#include <fcntl.h>
-#include <gtest/gtest.h>
 #include <bpf/bpf.h>
 #include <bpf/btf.h>
+#include <fcntl.h>
+#include <gtest/gtest.h>
 #include <sched.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
-#include <sys/stat.h>
 
 #include <algorithm>
 #include <array>
@@ -62,7 +62,7 @@ bool mark_victim_passes_task() {
   int id = btf__find_by_name_kind(btf, "btf_trace_mark_victim", BTF_KIND_TYPEDEF);
   if (id > 0) {
     const struct btf_type* t = btf__type_by_id(btf, btf__type_by_id(btf, id)->type);  // the pointer
-    if (t && btf_is_ptr(t)) t = btf__type_by_id(btf, t->type);                         // the prototype
+    if (t && btf_is_ptr(t)) t = btf__type_by_id(btf, t->type);                        // the prototype
     if (t && btf_is_func_proto(t) && btf_vlen(t) >= 2) {
       int arg = btf__resolve_type(btf, btf_params(t)[1].type);
       const struct btf_type* a = arg > 0 ? btf__type_by_id(btf, arg) : nullptr;
@@ -169,7 +169,7 @@ void expect_one_oom_event(const MmProbeOptions& options, ProbeKind expected_kind
   expected_kind = best_kind("mark_victim", expected_kind);
   EXPECT_EQ(*c->kind, expected_kind) << c->error;
   const bool classic = expected_kind == ProbeKind::tp;  // reads the event's record: no memcg
-  (void)p->poll_events(0ms, [](const MmEvent&) {});  // drop anything from before
+  (void)p->poll_events(0ms, [](const MmEvent&) {});     // drop anything from before
   test::MemcgChild cg(paths, "spark-tune-oom-" + std::to_string(::getpid()), 32ull << 20);
   if (!cg.ok()) GTEST_SKIP() << cg.why();
   pid_t pid = cg.spawn("spark-oom-hog", [] { test::hog_memory(); });
@@ -280,8 +280,9 @@ TEST(MmProbes, MemcgReclaimLatencyStallEventsAndPsiTrigger) {
   });
   ASSERT_TRUE(n.ok());
   EXPECT_GT(stalls_from_child[MM_HIST_MEMCG_RECLAIM], 0u)
-      << "stalls of the child by kind: direct reclaim " << stalls_from_child[MM_HIST_DIRECT_RECLAIM] << ", memcg reclaim "
-      << stalls_from_child[MM_HIST_MEMCG_RECLAIM] << ", direct compaction " << stalls_from_child[MM_HIST_COMPACTION_DIRECT];
+      << "stalls of the child by kind: direct reclaim " << stalls_from_child[MM_HIST_DIRECT_RECLAIM]
+      << ", memcg reclaim " << stalls_from_child[MM_HIST_MEMCG_RECLAIM] << ", direct compaction "
+      << stalls_from_child[MM_HIST_COMPACTION_DIRECT];
 }
 
 // Allocates about `bytes` of page tables: page-table pages are unmovable, so once the Unmovable

@@ -1,12 +1,12 @@
 // The agent's telemetry on the real kernel: /metrics over 127.0.0.1 moves with a memcg OOM of our
 // own; `events` and `monitor` read from the running agent (and --local does not).
 #include <arpa/inet.h>
+#include <bpf/bpf.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
-#include <bpf/bpf.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -17,9 +17,9 @@
 
 #include "core/fs.h"
 #include "daemon/protocol.h"
+#include "memcg_child.h"
 #include "profile/profile_ops.h"
 #include "state/journal.h"
-#include "memcg_child.h"
 #include "support/fixture.h"
 #include "support/loopback.h"
 #include "support/run_spark_tune.h"

@@ -49,8 +49,8 @@ class UnitsTest : public ::testing::Test {
   }
   // Copies the units, pointing ExecStart at the built binary (verify checks it is executable).
   Out verify(const std::string& service_edit_from = "", const std::string& service_edit_to = "") {
-    std::string service = std::regex_replace(slurp(install / "spark-tune.service"), std::regex("/usr/bin/spark-tune"),
-                                             SPARK_TUNE_BINARY);
+    std::string service =
+        std::regex_replace(slurp(install / "spark-tune.service"), std::regex("/usr/bin/spark-tune"), SPARK_TUNE_BINARY);
     if (!service_edit_from.empty())
       service = std::regex_replace(service, std::regex(service_edit_from), service_edit_to);
     std::ofstream(dir / "spark-tune.service") << service;

@@ -1,18 +1,18 @@
 // Load windows on the real kernel: files on a scratch loop device, readahead and page cache measured.
-#include <gtest/gtest.h>
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <poll.h>
-#include <sys/socket.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 
 #include <atomic>
-#include <cstring>
 #include <chrono>
+#include <cstring>
 #include <thread>
 
 #include "core/fs.h"
@@ -213,7 +213,8 @@ TEST_F(WindowTest, TtlEndsTheWindow) {
 size_t open_descriptors() {
   size_t n = 0;
   std::error_code ec;
-  for (auto it = fs::directory_iterator("/proc/self/fd", ec); !ec && it != fs::directory_iterator(); it.increment(ec)) ++n;
+  for (auto it = fs::directory_iterator("/proc/self/fd", ec); !ec && it != fs::directory_iterator(); it.increment(ec))
+    ++n;
   return n;
 }
 
@@ -224,7 +225,8 @@ size_t open_descriptors() {
 TEST_F(WindowTest, WindowOverMoreFilesThanTheDescriptorLimitEndsAndRestores) {
   fs::create_directories(loop->mnt() / "many");
   const size_t k_files = 1500;
-  for (size_t i = 0; i < k_files; ++i) ASSERT_TRUE(test::make_file(loop->mnt() / "many" / ("f" + std::to_string(i)), 4096));
+  for (size_t i = 0; i < k_files; ++i)
+    ASSERT_TRUE(test::make_file(loop->mnt() / "many" / ("f" + std::to_string(i)), 4096));
   for (size_t i = 0; i < k_files; ++i) test::read_all(loop->mnt() / "many" / ("f" + std::to_string(i)));
   auto before = read_value(paths.proc_sys("vm/vfs_cache_pressure"));
   ASSERT_TRUE(before.ok());
@@ -262,7 +264,8 @@ TEST_F(WindowTest, WindowOverMoreFilesThanTheDescriptorLimitEndsAndRestores) {
   EXPECT_LE(most_fds, static_cast<size_t>(low.rlim_cur) - 16) << "the keeper's descriptors are not bounded";
   EXPECT_LT(slowest, 250ms * test::time_scale()) << "one timer call held the loop";
   uint64_t cached = 0;
-  for (size_t i = 0; i < k_files; i += 50) cached += cached_bytes(loop->mnt() / "many" / ("f" + std::to_string(i))).value_or(1);
+  for (size_t i = 0; i < k_files; i += 50)
+    cached += cached_bytes(loop->mnt() / "many" / ("f" + std::to_string(i))).value_or(1);
   EXPECT_EQ(cached, 0u) << "the files were not evicted";
 }
 
@@ -528,15 +531,18 @@ TEST_F(WindowTest, PagedOutServerTouchedAgainIsKept) {
   bool back = pump_until([&] { return cached_bytes(server_file).value_or(0) == (64ull << 20); }, 5s);
   // From here the server is busy: the window may probe it once more, never page it out again.
   uint64_t lowest = 64ull << 20;
-  pump_until([&] {
-    lowest = std::min(lowest, cached_bytes(server_file).value_or(0));
-    return false;
-  }, 3s);
+  pump_until(
+      [&] {
+        lowest = std::min(lowest, cached_bytes(server_file).value_or(0));
+        return false;
+      },
+      3s);
   auto info = manager().describe_window(w->id);
   ASSERT_TRUE(manager().end(w->id, "test").ok());
   EXPECT_TRUE(paged_out) << "the idle server's mapping was not paged out: " << info.dump();
   EXPECT_TRUE(back) << "the server did not fault its weights back: " << info.dump();
-  EXPECT_GE(lowest, (64ull << 20) - (8ull << 20)) << "paged out again while in use (samples are 8 MiB): " << info.dump();
+  EXPECT_GE(lowest, (64ull << 20) - (8ull << 20))
+      << "paged out again while in use (samples are 8 MiB): " << info.dump();
   EXPECT_EQ(info["cache_stats"]["pageouts"].get<uint64_t>(), 1u) << info.dump();
   EXPECT_GE(info["cache_stats"]["kept_in_use"].get<uint64_t>(), 1u) << info.dump();
 }
@@ -560,10 +566,12 @@ TEST_F(WindowTest, FileRenamedOverAndFileCreatedAfterBeginAreEvicted) {
   test::read_all(dir / "b.safetensors");
   bool evicted = pump_until(
       [&] {
-        return cached_bytes(dir / "a.safetensors").value_or(1) == 0 && cached_bytes(dir / "b.safetensors").value_or(1) == 0;
+        return cached_bytes(dir / "a.safetensors").value_or(1) == 0 &&
+               cached_bytes(dir / "b.safetensors").value_or(1) == 0;
       },
       6s);
-  uint64_t a_left = cached_bytes(dir / "a.safetensors").value_or(0), b_left = cached_bytes(dir / "b.safetensors").value_or(0);
+  uint64_t a_left = cached_bytes(dir / "a.safetensors").value_or(0),
+           b_left = cached_bytes(dir / "b.safetensors").value_or(0);
   auto info = manager().describe_window(w->id);
   ASSERT_TRUE(manager().end(w->id, "test").ok());
   EXPECT_TRUE(evicted) << "left cached: renamed-over " << (a_left >> 20) << " MiB, created " << (b_left >> 20)
@@ -632,32 +640,37 @@ TEST_F(WindowTest, LoaderIsFollowedBetweenTicksByTheKeepersThread) {
   ASSERT_EQ(::write(go[1], "g", 1), 1);
   // Ticks (every 20 ms) only until the thread follows the growing mapping: its samples, the
   // judgement and every page-out after that are the thread's.
-  bool followed = test::eventually([&] {
-    keeper.tick(Clock::now());
-    return keeper.stats().follow_passes > 0;
-  }, 10s, 20ms);
+  bool followed = test::eventually(
+      [&] {
+        keeper.tick(Clock::now());
+        return keeper.stats().follow_passes > 0;
+      },
+      10s, 20ms);
   ASSERT_TRUE(followed) << "the loader was not judged: behind_pageouts " << keeper.stats().behind_pageouts
                         << ", probes " << keeper.stats().probes << ", kept_in_use " << keeper.stats().kept_in_use
                         << ", last error " << keeper.stats().last_error;
   const uint64_t at_judgement = cached_bytes(f).value_or(0);
   const auto judged = keeper.stats();
   uint64_t peak = 0;
-  bool finished = test::eventually([&] {
-    peak = std::max(peak, cached_bytes(f).value_or(0));
-    pollfd p{done[0], POLLIN, 0};
-    return ::poll(&p, 1, 0) > 0;
-  }, 30s, 5ms);
+  bool finished = test::eventually(
+      [&] {
+        peak = std::max(peak, cached_bytes(f).value_or(0));
+        pollfd p{done[0], POLLIN, 0};
+        return ::poll(&p, 1, 0) > 0;
+      },
+      30s, 5ms);
   ASSERT_TRUE(finished) << "the loader did not finish";
   // The reader at the end: the rest of the mapping goes without a tick, within 50 ms on a quiet
   // host; the deadline is for a loaded one. (The folios the reader faulted in last, left in its
   // CPU's LRU batch where MADV_PAGEOUT skips them, once stayed mapped for good: 9 MiB, 1 run in 20.)
   bool emptied = test::eventually([&] { return cached_bytes(f).value_or(len) <= (8ull << 20); }, 20s, 10ms);
   const auto end = keeper.stats();
-  std::printf("followed: cache when the ticks stopped %llu MiB, peak after %llu MiB; %llu behind page-outs by the thread "
-              "(%llu MiB), %llu passes\n",
-              (unsigned long long)(at_judgement >> 20), (unsigned long long)(peak >> 20),
-              (unsigned long long)(end.behind_pageouts - judged.behind_pageouts),
-              (unsigned long long)((end.behind_bytes - judged.behind_bytes) >> 20), (unsigned long long)end.follow_passes);
+  std::printf(
+      "followed: cache when the ticks stopped %llu MiB, peak after %llu MiB; %llu behind page-outs by the thread "
+      "(%llu MiB), %llu passes\n",
+      (unsigned long long)(at_judgement >> 20), (unsigned long long)(peak >> 20),
+      (unsigned long long)(end.behind_pageouts - judged.behind_pageouts),
+      (unsigned long long)((end.behind_bytes - judged.behind_bytes) >> 20), (unsigned long long)end.follow_passes);
   // Without the thread nothing would be paged out from here: the cache would reach the file's size.
   EXPECT_GE(end.behind_bytes - judged.behind_bytes, len / 2) << "the thread did not page out behind the reader";
   EXPECT_LT(peak, std::max<uint64_t>(at_judgement, 128ull << 20) + (32ull << 20))
@@ -705,18 +718,22 @@ TEST_F(WindowTest, ServerGoingBackToTheStartGetsWhatWasPagedOutReadBack) {
   ASSERT_EQ(::write(go[1], "g", 1), 1);
   ::close(go[1]);
   // The ticks go on (every 20 ms), as a window's do.
-  bool kept = test::eventually([&] {
-    keeper.tick(Clock::now());
-    return keeper.stats().kept_in_use > 0;
-  }, 30s, 20ms);
+  bool kept = test::eventually(
+      [&] {
+        keeper.tick(Clock::now());
+        return keeper.stats().kept_in_use > 0;
+      },
+      30s, 20ms);
   const auto at_kept = keeper.stats();
-  ASSERT_TRUE(kept) << "the server was not found using its mapping: behind_bytes " << at_kept.behind_bytes << ", probes "
-                    << at_kept.probes << ", last error " << at_kept.last_error;
+  ASSERT_TRUE(kept) << "the server was not found using its mapping: behind_bytes " << at_kept.behind_bytes
+                    << ", probes " << at_kept.probes << ", last error " << at_kept.last_error;
   ASSERT_GT(at_kept.behind_bytes, 0u) << "nothing was paged out behind the first pass: the case is not tested";
-  bool whole = test::eventually([&] {
-    keeper.tick(Clock::now());
-    return cached_bytes(f).value_or(0) == len;
-  }, 20s, 20ms);
+  bool whole = test::eventually(
+      [&] {
+        keeper.tick(Clock::now());
+        return cached_bytes(f).value_or(0) == len;
+      },
+      20s, 20ms);
   // From here the server is busy: its mapping is never paged out again.
   uint64_t lowest = len;
   for (auto end = Clock::now() + 1s; Clock::now() < end; std::this_thread::sleep_for(20ms)) {
@@ -724,9 +741,10 @@ TEST_F(WindowTest, ServerGoingBackToTheStartGetsWhatWasPagedOutReadBack) {
     lowest = std::min(lowest, cached_bytes(f).value_or(0));
   }
   const auto last = keeper.stats();
-  std::printf("server: %llu MiB paged out behind its first pass, %llu MiB read back; %llu MiB cached at the lowest after\n",
-              (unsigned long long)(at_kept.behind_bytes >> 20), (unsigned long long)(last.read_back_bytes >> 20),
-              (unsigned long long)(lowest >> 20));
+  std::printf(
+      "server: %llu MiB paged out behind its first pass, %llu MiB read back; %llu MiB cached at the lowest after\n",
+      (unsigned long long)(at_kept.behind_bytes >> 20), (unsigned long long)(last.read_back_bytes >> 20),
+      (unsigned long long)(lowest >> 20));
   EXPECT_GE(last.read_back_bytes, at_kept.behind_bytes) << "what was paged out was not read back";
   EXPECT_TRUE(whole) << "the server's file did not come back whole: " << (cached_bytes(f).value_or(0) >> 20) << " MiB";
   EXPECT_EQ(lowest, len) << "paged out again while in use";
@@ -809,7 +827,6 @@ TEST_F(WindowTest, DropModeDropsLikeTheRecipe) {
   ASSERT_TRUE(manager().end(w->id, "test").ok());
   EXPECT_TRUE(dropped);
 }
-
 
 // Issue 12, defect 2: a window ends with a last eviction of its files, whatever ends it (end, TTL,
 // watched process exit, recovery at agent start). The keeper's own ticks are an hour apart here, so

@@ -1,10 +1,10 @@
 // Fixture trees for unit tests: a temp directory laid out like a host (proc, sys, state), removed at the end.
 #pragma once
 
-#include <thread>
 #include <chrono>
 #include <filesystem>
 #include <string>
+#include <thread>
 
 #include "core/host_paths.h"
 

@@ -30,10 +30,10 @@ std::string KernelValueGuard::original(const std::string& file) const {
 
 std::vector<std::string> profile_kernel_files() {
   std::vector<std::string> files;
-  for (const char* k : {"min_free_kbytes", "watermark_scale_factor", "vfs_cache_pressure", "dirty_ratio",
-                        "dirty_background_ratio", "dirty_bytes", "dirty_background_bytes", "dirty_expire_centisecs",
-                        "dirty_writeback_centisecs", "swappiness", "compaction_proactiveness", "extfrag_threshold",
-                        "overcommit_memory", "zone_reclaim_mode", "page-cluster"})
+  for (const char* k :
+       {"min_free_kbytes", "watermark_scale_factor", "vfs_cache_pressure", "dirty_ratio", "dirty_background_ratio",
+        "dirty_bytes", "dirty_background_bytes", "dirty_expire_centisecs", "dirty_writeback_centisecs", "swappiness",
+        "compaction_proactiveness", "extfrag_threshold", "overcommit_memory", "zone_reclaim_mode", "page-cluster"})
     files.push_back(std::string("/proc/sys/vm/") + k);
   files.push_back("/sys/kernel/mm/transparent_hugepage/enabled");
   files.push_back("/sys/kernel/mm/transparent_hugepage/defrag");

@@ -105,9 +105,7 @@ TEST(Fs, WriteValueNeverCreatesAndRefusesSymlink) {
   EXPECT_EQ(root.read("real"), "0\n");
 }
 
-TEST(Fs, NormalizesWhitespace) {
-  EXPECT_EQ(normalize_ws("  4096\t16384   4194304\n"), "4096 16384 4194304");
-}
+TEST(Fs, NormalizesWhitespace) { EXPECT_EQ(normalize_ws("  4096\t16384   4194304\n"), "4096 16384 4194304"); }
 
 }  // namespace
 }  // namespace spark

@@ -11,12 +11,12 @@ namespace {
 TEST(AuthorizePeer, RootGroupMembersOnly) {
   using daemon::authorize_peer;
   EXPECT_TRUE(authorize_peer({1, 0, 0}, {}, std::nullopt).ok());
-  EXPECT_TRUE(authorize_peer({1, 1000, 990}, {}, gid_t{990}).ok());           // primary group
-  EXPECT_TRUE(authorize_peer({1, 1000, 1000}, {4, 990}, gid_t{990}).ok());    // supplementary
+  EXPECT_TRUE(authorize_peer({1, 1000, 990}, {}, gid_t{990}).ok());         // primary group
+  EXPECT_TRUE(authorize_peer({1, 1000, 1000}, {4, 990}, gid_t{990}).ok());  // supplementary
   auto refused = authorize_peer({1, 1000, 1000}, {4, 27}, gid_t{990});
   ASSERT_FALSE(refused.ok());
   EXPECT_EQ(refused.error().code().value(), EACCES);
-  EXPECT_FALSE(authorize_peer({1, 65534, 65534}, {}, std::nullopt).ok());   // no group on this host
+  EXPECT_FALSE(authorize_peer({1, 65534, 65534}, {}, std::nullopt).ok());  // no group on this host
 }
 
 TEST(Protocol, ErrorsSurviveTheWire) {

@@ -88,7 +88,8 @@ TEST_F(DocgenTest, ExitCodesAreInTheManPage) {
   std::string man = render_man(app, "0.0.0");
   auto at = man.find(".SH EXIT STATUS");
   ASSERT_NE(at, std::string::npos);
-  for (const auto& e : k_exit_codes) EXPECT_NE(man.find("\\fB" + std::to_string(e.code) + "\\fR", at), std::string::npos);
+  for (const auto& e : k_exit_codes)
+    EXPECT_NE(man.find("\\fB" + std::to_string(e.code) + "\\fR", at), std::string::npos);
 }
 
 TEST_F(DocgenTest, TheBuiltFilesAreWhatTheDefinitionsGive) {

@@ -5,8 +5,8 @@
 
 #include <fstream>
 #include <map>
-#include <set>
 #include <regex>
+#include <set>
 #include <sstream>
 
 #include "core/units.h"

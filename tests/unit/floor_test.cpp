@@ -10,11 +10,11 @@
 #include <fstream>
 #include <set>
 
+#include "state/journal.h"
 #include "support/fixture.h"
 #include "support/run_spark_tune.h"
 #include "tune/actuator.h"
 #include "tune/tuner.h"
-#include "state/journal.h"
 #include "window/window.h"
 
 namespace spark {
@@ -59,8 +59,14 @@ TEST(FloorParse, ProfileFloorHoldsOnUnifiedHostsOnly) {
   std::map<std::string, std::string> prof{{"window.free_floor", "3%"}, {"window.available_floor", "5%"}};
   auto mem = host(8 * k_gib, 16 * k_gib);
   int asked_nvml = 0;
-  auto unified = [&] { ++asked_nvml; return true; };
-  auto discrete = [&] { ++asked_nvml; return false; };
+  auto unified = [&] {
+    ++asked_nvml;
+    return true;
+  };
+  auto discrete = [&] {
+    ++asked_nvml;
+    return false;
+  };
   auto on = window_floor(std::nullopt, prof, unified, mem);
   ASSERT_TRUE(on);
   ASSERT_TRUE(*on);
@@ -130,7 +136,8 @@ TEST(FloorLadder, PausesUntilFloorPlusHysteresis) {
   std::vector<FloorStep> steps;
   for (int i = 0; i < 40 && !l.paused(); ++i)
     if (auto d = l.observe(below, t += 50ms); d.act) steps.push_back(*d.act);
-  ASSERT_EQ(steps, (std::vector<FloorStep>{FloorStep::evict, FloorStep::drop_caches, FloorStep::compact, FloorStep::pause}));
+  ASSERT_EQ(steps,
+            (std::vector<FloorStep>{FloorStep::evict, FloorStep::drop_caches, FloorStep::compact, FloorStep::pause}));
   // Above the floor but within the hysteresis: still paused.
   auto d = l.observe({k_gib + 100 * k_mib, 4 * k_gib}, t += 10ms);
   EXPECT_FALSE(d.resume);
@@ -241,12 +248,11 @@ TEST(FloorKeeper, StepsAreEventsWithFiguresAndKernelWritesGoThroughTheActuator) 
 TEST(FloorCli, BadFloorsExitTwoBeforeAnythingChanges) {
   test::FixtureRoot root;
   root.meminfo(24 * k_gib / 1024, 16 * k_gib / 1024);
-  for (auto args : std::vector<std::vector<std::string>>{
-           {"window", "begin", "--free-floor=-1G"},
-           {"window", "begin", "--available-floor=lots"},
-           {"window", "begin", "--free-floor=120%"},
-           {"window", "begin", "--on-floor= "},
-           {"run", "--free-floor=-5%", "--", "true"}}) {
+  for (auto args : std::vector<std::vector<std::string>>{{"window", "begin", "--free-floor=-1G"},
+                                                         {"window", "begin", "--available-floor=lots"},
+                                                         {"window", "begin", "--free-floor=120%"},
+                                                         {"window", "begin", "--on-floor= "},
+                                                         {"run", "--free-floor=-5%", "--", "true"}}) {
     args.insert(args.begin(), "--root=" + root.root().string());
     auto r = test::run_spark_tune(args);
     EXPECT_EQ(r.exit_code, 2) << args[2] << " " << args[3] << ": " << r.err;

@@ -67,15 +67,13 @@ struct Watched {
     s.hysteresis = 256 * k_mib;
     s.period = period;
     s.grace = 10'000ms;  // step 1 only
-    keeper = std::make_unique<FloorKeeper>(root.paths(), tuner, "w1", std::vector<fs::path>{root.root() / "model/a.bin"},
-                                           0, s, [this](const Event& e) {
-                                             std::lock_guard<std::mutex> l(mu);
-                                             events.push_back(e);
-                                             sink_threads.push_back(std::this_thread::get_id());
-                                           });
-    keeper->set_meminfo_source([this]() -> Result<MemInfo> {
-      return MemInfo::of(24 * k_gib, 8 * k_gib, free.load());
-    });
+    keeper = std::make_unique<FloorKeeper>(
+        root.paths(), tuner, "w1", std::vector<fs::path>{root.root() / "model/a.bin"}, 0, s, [this](const Event& e) {
+          std::lock_guard<std::mutex> l(mu);
+          events.push_back(e);
+          sink_threads.push_back(std::this_thread::get_id());
+        });
+    keeper->set_meminfo_source([this]() -> Result<MemInfo> { return MemInfo::of(24 * k_gib, 8 * k_gib, free.load()); });
   }
   size_t event_count() {
     std::lock_guard<std::mutex> l(mu);
@@ -215,7 +213,6 @@ TEST(FloorPace, AFastPeriodNotBelowThePeriodTurnsPacingOff) {
   EXPECT_EQ(back->fast_period, 10ms);
   EXPECT_EQ(floor_from_json(floor_to_json(FloorSpec{}))->fast_period, k_floor_fast_period);
 }
-
 
 // A window with a floor: its keeper checks on a thread of its own (the agent's loop no longer ticks
 // it every 10 ms), window begin's answer names the detection sources (floor.watch), a crossing

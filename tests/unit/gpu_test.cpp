@@ -12,7 +12,8 @@
 #include "support/fixture.h"
 #include "support/run_spark_tune.h"
 
-using spark::gpu::Nvml, spark::gpu::PreflightRequest, spark::gpu::Verdict, spark::gpu::recent_gpu_kill, spark::gpu::run_preflight, spark::gpu::samples_agree;
+using spark::gpu::Nvml, spark::gpu::PreflightRequest, spark::gpu::Verdict, spark::gpu::recent_gpu_kill,
+    spark::gpu::run_preflight, spark::gpu::samples_agree;
 
 namespace spark {
 namespace {

@@ -416,7 +416,9 @@ TEST_F(GuardV2FakeTree, AGroupKillsSecondCountOfTheSameVictimIsOneEvent) {
   const pid_t other = 4190000;
   root.write("proc/" + std::to_string(other) + "/stat", std::to_string(other) + " (worker) S 1 1 1 0\n");
   root.write(box + "cgroup.procs", std::to_string(child) + "\n" + std::to_string(other) + "\n");
-  auto kills = [&] { return std::count_if(events.begin(), events.end(), [](const Event& e) { return e.type == "oom_kill"; }); };
+  auto kills = [&] {
+    return std::count_if(events.begin(), events.end(), [](const Event& e) { return e.type == "oom_kill"; });
+  };
   // The victim leaves the box; the first count is seen before the group kill's.
   root.write(box + "cgroup.procs", std::to_string(other) + "\n");
   root.write(box + "memory.events", "low 0\nhigh 0\nmax 1\noom 1\noom_kill 1\noom_group_kill 0\n");

@@ -17,8 +17,8 @@ namespace {
 
 // A full stat line: pid (comm) state ppid pgrp session tty tpgid flags ... starttime(22) ...
 std::string stat_line(const std::string& pid_comm, char state, uint64_t flags, uint64_t start) {
-  return pid_comm + " " + state + " 1 55 55 0 -1 " + std::to_string(flags) +
-         " 100 0 0 0 1 2 0 0 20 0 1 0 " + std::to_string(start) + " 1000 10 18446744073709551615\n";
+  return pid_comm + " " + state + " 1 55 55 0 -1 " + std::to_string(flags) + " 100 0 0 0 1 2 0 0 20 0 1 0 " +
+         std::to_string(start) + " 1000 10 18446744073709551615\n";
 }
 
 TEST(ProcStat, ParsesCommWithBlanksAndClosingParens) {
@@ -71,8 +71,12 @@ TEST(ProcStat, AliveMeansPresentUnfinishedAndTheSameProcess) {
 }
 
 // Mount layouts as real hosts have them.
-void v2_with_memory(const test::FixtureRoot& r) { r.write("sys/fs/cgroup/cgroup.controllers", "cpuset cpu io memory pids\n"); }
-void v1_memory(const test::FixtureRoot& r) { r.write("sys/fs/cgroup/memory/memory.limit_in_bytes", "9223372036854771712\n"); }
+void v2_with_memory(const test::FixtureRoot& r) {
+  r.write("sys/fs/cgroup/cgroup.controllers", "cpuset cpu io memory pids\n");
+}
+void v1_memory(const test::FixtureRoot& r) {
+  r.write("sys/fs/cgroup/memory/memory.limit_in_bytes", "9223372036854771712\n");
+}
 void unified_beside(const test::FixtureRoot& r, const std::string& controllers) {
   r.write("sys/fs/cgroup/unified/cgroup.controllers", controllers);
 }
@@ -129,7 +133,8 @@ TEST(MemoryCgroup, NoMemoryControllerSaysWhatToDo) {
 }
 
 TEST(MemoryCgroup, FindsTheProcessLineForEachVersion) {
-  const std::string hybrid = "12:pids:/user.slice\n4:memory:/process_api/abc\n3:cpuset,cpu:/\n1:name=systemd:/x\n0::/x\n";
+  const std::string hybrid =
+      "12:pids:/user.slice\n4:memory:/process_api/abc\n3:cpuset,cpu:/\n1:name=systemd:/x\n0::/x\n";
   EXPECT_EQ(*memory_cgroup_in(hybrid, CgroupVersion::v1), "/process_api/abc");
   EXPECT_EQ(*memory_cgroup_in(hybrid, CgroupVersion::v2), "/x");
   EXPECT_EQ(*memory_cgroup_in("5:cpu,memory,blkio:/a/b\n", CgroupVersion::v1), "/a/b");

@@ -8,8 +8,8 @@
 #include <set>
 #include <thread>
 
-#include "state/journal.h"
 #include "core/fs.h"
+#include "state/journal.h"
 #include "support/fixture.h"
 #include "tune/actuator.h"
 #include "tune/page_cache.h"

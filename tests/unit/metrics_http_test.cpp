@@ -15,9 +15,7 @@
 namespace spark::daemon {
 namespace {
 
-std::string body() {
-  return "spark_tune_test 1\n";
-}
+std::string body() { return "spark_tune_test 1\n"; }
 
 TEST(HttpAnswer, GetMetricsIsServed) {
   auto r = answer_http("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", body);

@@ -51,8 +51,7 @@ class PagemapTest : public ::testing::Test {
 
 TEST_F(PagemapTest, EntriesGiveThePresentRangesMerged) {
   // A run at the start, a single page, a run across the first slice's seam, the last page.
-  const std::vector<std::pair<uint64_t, uint64_t>> runs{
-      {0, 10}, {40, 1}, {k_pagemap_slice - 5, 11}, {pages - 1, 1}};
+  const std::vector<std::pair<uint64_t, uint64_t>> runs{{0, 10}, {40, 1}, {k_pagemap_slice - 5, 11}, {pages - 1, 1}};
   for (auto [first, count] : runs) touch(first, count);
   auto r = present_regions_from_entries(fd.get(), base, base + len);
   ASSERT_TRUE(r.ok()) << r.error().what();

@@ -14,7 +14,8 @@
 #include "tune/actuator.h"
 #include "tune/tuner.h"
 
-using spark::gpu::ModelFiles, spark::gpu::PreflightRequest, spark::gpu::Verdict, spark::gpu::model_files, spark::gpu::run_preflight;
+using spark::gpu::ModelFiles, spark::gpu::PreflightRequest, spark::gpu::Verdict, spark::gpu::model_files,
+    spark::gpu::run_preflight;
 
 namespace spark {
 namespace {

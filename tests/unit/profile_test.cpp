@@ -13,11 +13,16 @@ class ProfileTest : public ::testing::Test {
  protected:
   void SetUp() override {
     root.meminfo(128ull * 1024 * 1024, 100ull * 1024 * 1024);  // a 128 GiB host
-    for (auto [k, v] : std::vector<std::pair<const char*, const char*>>{
-             {"min_free_kbytes", "67584"}, {"watermark_scale_factor", "10"}, {"vfs_cache_pressure", "100"},
-             {"dirty_ratio", "20"}, {"dirty_background_ratio", "10"}, {"dirty_bytes", "0"},
-             {"dirty_background_bytes", "0"}, {"swappiness", "60"}, {"zone_reclaim_mode", "0"},
-             {"overcommit_memory", "0"}})
+    for (auto [k, v] : std::vector<std::pair<const char*, const char*>>{{"min_free_kbytes", "67584"},
+                                                                        {"watermark_scale_factor", "10"},
+                                                                        {"vfs_cache_pressure", "100"},
+                                                                        {"dirty_ratio", "20"},
+                                                                        {"dirty_background_ratio", "10"},
+                                                                        {"dirty_bytes", "0"},
+                                                                        {"dirty_background_bytes", "0"},
+                                                                        {"swappiness", "60"},
+                                                                        {"zone_reclaim_mode", "0"},
+                                                                        {"overcommit_memory", "0"}})
       root.write(std::string("proc/sys/vm/") + k, std::string(v) + "\n");
     root.write("sys/kernel/mm/transparent_hugepage/defrag", "always defer defer+madvise [madvise] never\n");
     root.write("sys/kernel/mm/transparent_hugepage/enabled", "always [madvise] never\n");
@@ -88,8 +93,9 @@ TEST_F(ProfileTest, OperatorDirectoryShadowsShipped) {
 }
 
 TEST_F(ProfileTest, RelativeSizesAndClamps) {
-  profile("p", "[sysctl]\nvm.min_free_kbytes = { value = \"4% of ram\", min = \"1G\", max = \"5G\" }\n"
-               "vm.dirty_bytes = \"1G\"\nvm.dirty_background_bytes = \"256M\"\n");
+  profile("p",
+          "[sysctl]\nvm.min_free_kbytes = { value = \"4% of ram\", min = \"1G\", max = \"5G\" }\n"
+          "vm.dirty_bytes = \"1G\"\nvm.dirty_background_bytes = \"256M\"\n");
   auto r = resolve("p");
   ASSERT_TRUE(r.ok()) << r.error().what();
   // 4% of 128 GiB = 5.12 GiB, clamped to 5 GiB = 5242880 KiB.
@@ -104,17 +110,18 @@ TEST_F(ProfileTest, RelativeSizesAndClamps) {
 }
 
 TEST_F(ProfileTest, RaiseAndLowerModifiers) {
-  profile("p", "[sysctl]\nvm.min_free_kbytes = \">1G\"\nvm.dirty_ratio = \"<30\"\nvm.watermark_scale_factor = \">5\"\n"
-               "vm.vfs_cache_pressure = \"<50\"\n");
+  profile("p",
+          "[sysctl]\nvm.min_free_kbytes = \">1G\"\nvm.dirty_ratio = \"<30\"\nvm.watermark_scale_factor = \">5\"\n"
+          "vm.vfs_cache_pressure = \"<50\"\n");
   auto r = resolve("p");
   ASSERT_TRUE(r.ok()) << r.error().what();
   EXPECT_EQ(r->settings[0].value, "1048576");  // raised
   EXPECT_EQ(r->settings[0].action, "set");
-  EXPECT_EQ(r->settings[1].value, "20");       // would raise: kept
+  EXPECT_EQ(r->settings[1].value, "20");  // would raise: kept
   EXPECT_EQ(r->settings[1].action, "keep (only lower)");
   EXPECT_EQ(r->settings[2].value, "10");
   EXPECT_EQ(r->settings[2].action, "keep (only raise)");
-  EXPECT_EQ(r->settings[3].value, "50");       // lowered
+  EXPECT_EQ(r->settings[3].value, "50");  // lowered
 }
 
 TEST_F(ProfileTest, KernelRangeAndTypesAreChecked) {
@@ -167,7 +174,8 @@ TEST_F(ProfileTest, PersistWritesDropInAndRevertRemovesIt) {
   ASSERT_TRUE(r.ok()) << r.error().what();
   std::string dropin = root.read("etc/sysctl.d/90-spark-tune.conf");
   EXPECT_NE(dropin.find("vm.dirty_ratio = 5\n"), std::string::npos);
-  EXPECT_NE(root.read("etc/tmpfiles.d/spark-tune.conf").find("w /sys/kernel/mm/transparent_hugepage/defrag - - - - defer+madvise"),
+  EXPECT_NE(root.read("etc/tmpfiles.d/spark-tune.conf")
+                .find("w /sys/kernel/mm/transparent_hugepage/defrag - - - - defer+madvise"),
             std::string::npos);
   ASSERT_EQ(r->boot_overrides.size(), 1u);  // 99-other.conf wins at boot
   EXPECT_NE(r->boot_overrides[0].source.find("99-other.conf:1"), std::string::npos);
@@ -230,9 +238,9 @@ TEST(ShippedProfiles, AllParseAndResolveOnSmallAndLargeHosts) {
   for (uint64_t gib : {16ull, 46ull, 128ull, 512ull}) {
     test::FixtureRoot root;
     root.meminfo(gib * 1024 * 1024, gib * 1024 * 1024 / 2);
-    for (const char* k : {"min_free_kbytes", "watermark_scale_factor", "vfs_cache_pressure", "dirty_ratio",
-                          "dirty_background_ratio", "dirty_bytes", "dirty_background_bytes", "swappiness",
-                          "zone_reclaim_mode"})
+    for (const char* k :
+         {"min_free_kbytes", "watermark_scale_factor", "vfs_cache_pressure", "dirty_ratio", "dirty_background_ratio",
+          "dirty_bytes", "dirty_background_bytes", "swappiness", "zone_reclaim_mode"})
       root.write(std::string("proc/sys/vm/") + k, "0\n");
     root.write("proc/sys/vm/dirty_ratio", "20\n");
     root.write("proc/sys/vm/dirty_background_ratio", "10\n");

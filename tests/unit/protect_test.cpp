@@ -152,7 +152,8 @@ TEST_F(ProtectTx, AFailedWritePutsBackTheUnitsAlreadyDone) {
   ASSERT_TRUE(protect_units(paths, act, {"sshd"}, old_spec).ok());
   const std::string sshd_before = root.read("etc/systemd/system/sshd.service.d/50-spark-tune-protect.conf");
   // The third unit's drop-in cannot be written: sshd returns to its earlier drop-in, user.slice to nothing.
-  test::FailingActuator failing(act, Target{TargetKind::file, protect_dropin_path(paths, "ssh.service").string()}, EACCES);
+  test::FailingActuator failing(act, Target{TargetKind::file, protect_dropin_path(paths, "ssh.service").string()},
+                                EACCES);
   ProtectSpec spec;
   spec.memory_min = 1ull << 30;
   auto r = protect_units(paths, failing, {"sshd", "user.slice", "ssh"}, spec);

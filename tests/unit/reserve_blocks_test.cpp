@@ -105,7 +105,9 @@ class CompactingActuator : public Actuator {
  public:
   CompactingActuator(const test::FixtureRoot& root, std::string after) : root_(root), after_(std::move(after)) {}
   Result<std::optional<std::string>> read(const Target&) override { return std::optional<std::string>(); }
-  Result<void> write(const Target&, const std::optional<std::string>&) override { return sys_error(EPERM, "no writes"); }
+  Result<void> write(const Target&, const std::optional<std::string>&) override {
+    return sys_error(EPERM, "no writes");
+  }
   Result<void> trigger(const Target& t, const std::string& value) override {
     triggers.push_back(t.display() + "=" + value);
     if (!after_.empty()) copy_fixture(root_, after_, "proc/buddyinfo");

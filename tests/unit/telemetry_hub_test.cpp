@@ -129,7 +129,7 @@ TEST(TelemetryHubUnit, OomOnceAtOnceThenTickWithoutDuplicate) {
   ASSERT_EQ(hub.recent().size(), 1u);
   auto j = hub.latest_json();
   ASSERT_TRUE(j.is_object());
-  ASSERT_EQ(j["events"].size(), 1u);  // the frame of the closed interval carries the OOM
+  ASSERT_EQ(j["events"].size(), 1u);             // the frame of the closed interval carries the OOM
   EXPECT_EQ(j["events"][0]["data"]["pid"], 42);  // the one event shape (issue 12)
   std::string m = hub.metrics();
   EXPECT_NE(m.find("spark_tune_detected_events_total{event=\"oom_kill\"} 1\n"), std::string::npos);

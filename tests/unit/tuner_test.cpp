@@ -76,8 +76,8 @@ TEST_F(TunerTest, InjectedFailureInTheMiddleUndoesInReverse) {
 }
 
 TEST_F(TunerTest, UnreadableTargetFailsBeforeAnyWrite) {
-  auto r = tuner.apply("profile", {{sysctl_target("vm.min_free_kbytes"), "1048576", ""},
-                                   {sysctl_target("vm.no_such_key"), "1", ""}});
+  auto r = tuner.apply(
+      "profile", {{sysctl_target("vm.min_free_kbytes"), "1048576", ""}, {sysctl_target("vm.no_such_key"), "1", ""}});
   ASSERT_FALSE(r.ok());
   EXPECT_NE(std::string(r.error().what()).find("vm.no_such_key"), std::string::npos);
   EXPECT_EQ(vm("min_free_kbytes"), "67584");
@@ -99,8 +99,12 @@ TEST_F(TunerTest, CrashAfterJournalBeforeWritesIsRevertedFromTheJournal) {
 }
 
 TEST_F(TunerTest, SecondApplyKeepsFirstOriginalsAndReplaceReleasesTheRest) {
-  ASSERT_TRUE(tuner.apply("profile", {{sysctl_target("vm.min_free_kbytes"), "1048576", ""},
-                                      {sysctl_target("vm.vfs_cache_pressure"), "200", ""}}, {true}).ok());
+  ASSERT_TRUE(tuner
+                  .apply("profile",
+                         {{sysctl_target("vm.min_free_kbytes"), "1048576", ""},
+                          {sysctl_target("vm.vfs_cache_pressure"), "200", ""}},
+                         {true})
+                  .ok());
   ASSERT_TRUE(tuner.apply("profile", {{sysctl_target("vm.min_free_kbytes"), "2097152", ""}}, {true}).ok());
   EXPECT_EQ(vm("min_free_kbytes"), "2097152");
   EXPECT_EQ(vm("vfs_cache_pressure"), "100");  // B does not name it: back to the original
@@ -140,7 +144,8 @@ TEST_F(TunerTest, ReadsBracketedSysfsChoices) {
 }
 
 TEST_F(TunerTest, RefusesPathsAndSymlinkedEscapes) {
-  for (const char* bad : {"vm/../../etc/passwd", "vm..dirty_ratio", "../vm.dirty_ratio", "vm.dirty_ratio/", ".vm", "vm."}) {
+  for (const char* bad :
+       {"vm/../../etc/passwd", "vm..dirty_ratio", "../vm.dirty_ratio", "vm.dirty_ratio/", ".vm", "vm."}) {
     auto r = tuner.apply("profile", {{sysctl_target(bad), "1", ""}});
     EXPECT_FALSE(r.ok()) << bad;
   }
@@ -157,15 +162,17 @@ TEST_F(TunerTest, RefusesPathsAndSymlinkedEscapes) {
 
 TEST_F(TunerTest, EarlierBootKernelValuesAreNotRestoredButFilesAre) {
   fs::path dropin = root.paths().sysctl_d / "90-spark-tune.conf";
-  ASSERT_TRUE(tuner.apply("profile", {{sysctl_target("vm.dirty_ratio"), "5", ""},
-                                      {Target{TargetKind::file, dropin.string()}, "vm.dirty_ratio = 5\n", ""}}).ok());
+  ASSERT_TRUE(tuner
+                  .apply("profile", {{sysctl_target("vm.dirty_ratio"), "5", ""},
+                                     {Target{TargetKind::file, dropin.string()}, "vm.dirty_ratio = 5\n", ""}})
+                  .ok());
   EXPECT_TRUE(fs::exists(dropin));
   // Reboot: a new boot id; the kernel starts with the distribution's value again.
   root.write("proc/sys/kernel/random/boot_id", "00000000-0000-0000-0000-000000000002\n");
   root.write("proc/sys/vm/dirty_ratio", "30\n");
   ASSERT_TRUE(tuner.revert_all().ok());
   EXPECT_EQ(vm("dirty_ratio"), "30");  // not 'restored' to the old boot's 20
-  EXPECT_FALSE(fs::exists(dropin));      // the persistent drop-in is removed
+  EXPECT_FALSE(fs::exists(dropin));    // the persistent drop-in is removed
 }
 
 TEST_F(TunerTest, AfterARebootCgroupDirsAreForgottenButDropinDirsAreKept) {
@@ -174,7 +181,8 @@ TEST_F(TunerTest, AfterARebootCgroupDirsAreForgottenButDropinDirsAreKept) {
   fs::create_directories(cg.parent_path());
   fs::create_directories(dropin_dir.parent_path());
   ASSERT_TRUE(tuner.apply("guard:g1", {{Target{TargetKind::dir, cg.string()}, std::string(), ""}}).ok());
-  ASSERT_TRUE(tuner.apply("protect:sshd.service", {{Target{TargetKind::dir, dropin_dir.string()}, std::string(), ""}}).ok());
+  ASSERT_TRUE(
+      tuner.apply("protect:sshd.service", {{Target{TargetKind::dir, dropin_dir.string()}, std::string(), ""}}).ok());
   root.write("proc/sys/kernel/random/boot_id", "00000000-0000-0000-0000-000000000002\n");
   auto dropped = tuner.forget_earlier_boot();
   ASSERT_TRUE(dropped.ok());

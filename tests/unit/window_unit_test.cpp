@@ -38,7 +38,8 @@ TEST(MappedBudget, AutoLeavesRoomForTheFilesAndAReserve) {
   root.meminfo(128ull << 20, 110ull << 20);  // a 128 GiB unified-memory host, 110 GiB available
   EXPECT_EQ(*auto_mapped_budget(root.paths(), 4 * gib), 110 * gib - 4 * gib - 128 * gib / 10);
   EXPECT_EQ(*auto_mapped_budget(root.paths(), 70 * gib), 110 * gib - 70 * gib - 128 * gib / 10);
-  EXPECT_EQ(*auto_mapped_budget(root.paths(), 100 * gib), 0u) << "a model as large as what is free: page out as it loads";
+  EXPECT_EQ(*auto_mapped_budget(root.paths(), 100 * gib), 0u)
+      << "a model as large as what is free: page out as it loads";
   root.meminfo(16ull << 20, 6ull << 20);
   EXPECT_EQ(*auto_mapped_budget(root.paths(), 8 * gib), 0u);
   EXPECT_FALSE(auto_mapped_budget(test::FixtureRoot().paths(), gib).ok()) << "no meminfo: an error, not a guess";
@@ -52,7 +53,8 @@ TEST(MappedBudget, ParsesAutoAndSizesRefusesTheRest) {
   ASSERT_TRUE(spec.ok());
   ASSERT_TRUE(spec->mapped_budget.has_value()) << "auto was asked for";
   EXPECT_EQ(spec->mapped_budget->bytes, std::nullopt) << "auto carries no size";
-  EXPECT_EQ(spec_from_json(nlohmann::json{{"mapped_budget", 1024}})->mapped_budget->bytes, std::optional<uint64_t>(1024));
+  EXPECT_EQ(spec_from_json(nlohmann::json{{"mapped_budget", 1024}})->mapped_budget->bytes,
+            std::optional<uint64_t>(1024));
   EXPECT_FALSE(spec_from_json(nlohmann::json{{"mapped_budget", "lots"}}).ok());
   auto bad = parse_mapped_budget("lots");
   ASSERT_FALSE(bad.ok());
@@ -146,7 +148,8 @@ TEST(ExpandFiles, DirectoriesGlobsAndMissing) {
   auto dir = expand_files({(root.root() / "models/a").string()});
   ASSERT_TRUE(dir.ok());
   EXPECT_EQ(dir->size(), 3u);
-  auto glob = expand_files({(root.root() / "models/a/*.safetensors").string(), (root.root() / "models/a/1.safetensors").string()});
+  auto glob = expand_files(
+      {(root.root() / "models/a/*.safetensors").string(), (root.root() / "models/a/1.safetensors").string()});
   ASSERT_TRUE(glob.ok());
   EXPECT_EQ(glob->size(), 2u);  // each file once
   auto missing = expand_files({(root.root() / "models/nope*").string()});
@@ -156,8 +159,9 @@ TEST(ExpandFiles, DirectoriesGlobsAndMissing) {
 
 TEST(ProcessStartTime, ParsesCommWithSpacesAndParens) {
   test::FixtureRoot root;
-  root.write("proc/55/stat",
-             "55 (my (odd) proc) S 1 55 55 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 10 18446744073709551615\n");
+  root.write(
+      "proc/55/stat",
+      "55 (my (odd) proc) S 1 55 55 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 10 18446744073709551615\n");
   auto st = read_proc_stat(root.paths(), 55);
   ASSERT_TRUE(st.ok()) << describe(st.error());
   EXPECT_EQ(st->start_time, 987654u);

@@ -48,6 +48,8 @@
 #include "stats.h"
 #include "window/window.h"
 
+using spark::window::WindowSpec, spark::window::spec_to_json;
+
 using namespace spark;
 using spark::bench::percentile;
 using namespace std::chrono_literals;

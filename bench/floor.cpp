@@ -52,6 +52,8 @@
 #include "tune/tuner.h"
 #include "window/floor.h"
 
+using spark::window::FloorKeeper, spark::window::FloorSpec, spark::window::FloorStats;
+
 using namespace spark;
 using json = nlohmann::json;
 using Clock = std::chrono::steady_clock;

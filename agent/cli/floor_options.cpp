@@ -2,6 +2,8 @@
 
 #include <sstream>
 
+using spark::window::FloorAsk, spark::window::floor_ask_from_json, spark::window::floor_ask_to_json;
+
 namespace spark::cli {
 
 void add_floor_options(CLI::App& app, FloorCliOptions& o, const std::string& force_flag) {

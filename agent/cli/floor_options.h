@@ -20,6 +20,6 @@ struct FloorCliOptions {
 // force_flag: "--force" on `window begin`; `run` has the guard's --force, so there it is "--floor-force".
 void add_floor_options(CLI::App& app, FloorCliOptions& o, const std::string& force_flag);
 // nullopt when no floor option was given (the profile decides).
-Result<std::optional<FloorAsk>> floor_ask_of(const FloorCliOptions& o);
+Result<std::optional<window::FloorAsk>> floor_ask_of(const FloorCliOptions& o);
 
 }  // namespace spark::cli

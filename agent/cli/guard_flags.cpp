@@ -5,6 +5,8 @@
 #include "core/units.h"
 #include "guard/process.h"
 
+using spark::window::parse_floor;
+
 namespace spark::cli {
 
 Result<std::chrono::milliseconds> duration_arg(const std::string& flag, const std::string& text) {

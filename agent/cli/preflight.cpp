@@ -16,6 +16,8 @@
 #include "telemetry/reserve.h"
 #include "window/window.h"
 
+using spark::window::load_window_overlay;
+
 using spark::gpu::PreflightRequest, spark::gpu::Verdict, spark::gpu::model_files, spark::gpu::run_preflight;
 
 namespace spark::cli {

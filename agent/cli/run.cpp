@@ -14,6 +14,8 @@
 #include "cli/window_options.h"
 #include "daemon/protocol.h"
 
+using spark::window::spec_to_json;
+
 namespace {
 
 using json = nlohmann::json;

@@ -3,6 +3,8 @@
 #include "cli/window_options.h"
 #include "core/units.h"
 
+using spark::window::spec_to_json;
+
 namespace {
 
 using json = nlohmann::json;

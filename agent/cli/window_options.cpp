@@ -6,6 +6,9 @@
 #include "core/units.h"
 #include "daemon/protocol.h"
 
+using spark::window::MappedBudget, spark::window::WindowSpec, spark::window::parse_mapped_budget,
+    spark::window::spec_from_json, spark::window::spec_to_json;
+
 namespace spark::cli {
 
 std::vector<RunExtension>& run_extensions() {

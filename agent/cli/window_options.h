@@ -53,7 +53,7 @@ struct WindowCliOptions {
 void add_window_options(CLI::App& app, WindowCliOptions& o, bool with_pid);
 // --pid: a positive process id (0 would silently mean "no process").
 CLI::Validator pid_validator();
-Result<WindowSpec> to_spec(const WindowCliOptions& o);
+Result<window::WindowSpec> to_spec(const WindowCliOptions& o);
 
 struct RunOptions {
   WindowCliOptions window;

@@ -5,6 +5,9 @@
 
 #include "core/log.h"
 
+using spark::window::WindowManager, spark::window::WindowRecord, spark::window::WindowSpec,
+    spark::window::expand_window_files, spark::window::plain_window_files, spark::window::spec_from_json;
+
 namespace spark::daemon {
 
 namespace {

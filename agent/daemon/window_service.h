@@ -33,18 +33,18 @@ class WindowService : public Service {
   // on the loop when the worker hands the list back (wake_fd_), answered then (a deferred reply).
   // A tree of 30 000 files held the loop 0.3-3 s when it was expanded there (issue 13, the soak).
   struct Expansion {
-    WindowSpec spec;
+    window::WindowSpec spec;
     Peer peer;
     DeferredReply to;
     std::optional<Result<std::vector<fs::path>>> files;
   };
-  Result<json> begin_now(const WindowSpec& spec, const Peer& peer, const std::vector<fs::path>* files);
+  Result<json> begin_now(const window::WindowSpec& spec, const Peer& peer, const std::vector<fs::path>* files);
   void expand_off_loop(Expansion job);
   void worker_main();
   void stop_worker();
 
   ServiceContext* ctx_ = nullptr;
-  std::unique_ptr<WindowManager> mgr_;
+  std::unique_ptr<window::WindowManager> mgr_;
   // window.list's answer, serialised once and its bytes shared by the requests of the next
   // k_list_reuse (20 clients polling back to back in the soak each had it built anew, then each
   // had a copy of it serialised: issue 13). A begin or end through this service drops it; a

@@ -22,7 +22,7 @@ struct ReclaimWakeCounts {
   uint64_t sent = 0, lost = 0;                 // records written, ring full
 };
 
-class ReclaimWake final : public FloorWakeSource {
+class ReclaimWake final : public window::FloorWakeSource {
  public:
   // min_gap: at most one wake-up per this (reclaim calls come in bursts of thousands).
   static Result<std::unique_ptr<ReclaimWake>> open(const HostPaths& paths,

@@ -30,7 +30,7 @@
 
 extern char** environ;
 
-namespace spark {
+namespace spark::window {
 
 using json = nlohmann::json;
 
@@ -914,9 +914,9 @@ void FloorKeeper::stop_watch() {
     }
 }
 
-}  // namespace spark
+}  // namespace spark::window
 
-namespace spark {
+namespace spark::window {
 
 json floor_ask_to_json(const FloorAsk& a) {
   json j = json::object();
@@ -972,4 +972,4 @@ Result<std::optional<FloorSpec>> window_floor(const std::optional<FloorAsk>& ask
   return std::optional<FloorSpec>(s);
 }
 
-}  // namespace spark
+}  // namespace spark::window

@@ -48,7 +48,7 @@
 #include "tune/tuner.h"
 #include "window/floor_wake.h"
 
-namespace spark {
+namespace spark::window {
 
 inline constexpr std::chrono::milliseconds k_floor_period{10};
 // Near the floor and falling, the check comes sooner: at half the time the last two readings say
@@ -260,9 +260,9 @@ class FloorKeeper {
   std::deque<Event> queued_;  // events for the owner's thread
 };
 
-}  // namespace spark
+}  // namespace spark::window
 
-namespace spark {
+namespace spark::window {
 
 nlohmann::json floor_ask_to_json(const FloorAsk& a);
 // Validates what can be without the host (a negative floor, a bad size) as it parses.
@@ -275,4 +275,4 @@ Result<std::optional<FloorSpec>> window_floor(const std::optional<FloorAsk>& ask
                                               const std::map<std::string, std::string>& profile_options,
                                               const std::function<bool()>& unified_host, const MemInfo& mem);
 
-}  // namespace spark
+}  // namespace spark::window

@@ -6,7 +6,7 @@
 #include <cstddef>
 #include <string>
 
-namespace spark {
+namespace spark::window {
 
 class FloorWakeSource {
  public:
@@ -19,4 +19,4 @@ class FloorWakeSource {
   virtual std::string name() const = 0;
 };
 
-}  // namespace spark
+}  // namespace spark::window

@@ -13,7 +13,7 @@
 #include "profile/resolve.h"
 #include "window/window.h"
 
-namespace spark {
+namespace spark::window {
 
 using json = nlohmann::json;
 
@@ -246,4 +246,4 @@ bool plain_window_files(const std::vector<std::string>& given) {
   return true;
 }
 
-}  // namespace spark
+}  // namespace spark::window

@@ -30,7 +30,7 @@
 
 using spark::gpu::unified_memory_host;
 
-namespace spark {
+namespace spark::window {
 
 using json = nlohmann::json;
 
@@ -737,4 +737,4 @@ void WindowManager::on_timer(Clock::time_point now) {
   }
 }
 
-}  // namespace spark
+}  // namespace spark::window

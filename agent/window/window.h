@@ -27,7 +27,7 @@
 #include "tune/tuner.h"
 #include "window/floor.h"
 
-namespace spark {
+namespace spark::window {
 
 inline constexpr std::chrono::milliseconds k_default_window_ttl{180'000};
 inline constexpr std::chrono::milliseconds k_max_window_ttl{24 * 3600'000};
@@ -196,4 +196,4 @@ class WindowManager {
   Clock::time_point epoch_ = Clock::now();  // ticks of windows with the same interval fall together
 };
 
-}  // namespace spark
+}  // namespace spark::window

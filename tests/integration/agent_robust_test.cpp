@@ -31,6 +31,8 @@
 #include "tune/tuner.h"
 #include "window/window.h"
 
+using spark::window::WindowSpec, spark::window::spec_to_json;
+
 namespace spark {
 namespace {
 

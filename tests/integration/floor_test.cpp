@@ -24,6 +24,9 @@
 #include "window/floor.h"
 #include "window/window.h"
 
+using spark::window::FloorAsk, spark::window::FloorKeeper, spark::window::FloorSpec, spark::window::WindowManager,
+    spark::window::WindowSpec;
+
 namespace spark {
 namespace {
 

@@ -23,6 +23,8 @@
 #include "tune/tuner.h"
 #include "window/floor.h"
 
+using spark::window::FloorKeeper, spark::window::FloorSpec;
+
 namespace spark {
 namespace {
 

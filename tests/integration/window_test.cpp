@@ -24,6 +24,9 @@
 #include "tune/readahead.h"
 #include "window/window.h"
 
+using spark::window::MappedBudget, spark::window::WindowManager, spark::window::WindowSpec,
+    spark::window::load_window_profile, spark::window::spec_from_json;
+
 namespace spark {
 namespace {
 

@@ -18,6 +18,9 @@
 #include "telemetry/stall_detector.h"
 #include "window/window.h"
 
+using spark::window::WindowRecord, spark::window::WindowSpec, spark::window::k_default_cache_interval,
+    spark::window::k_default_window_readahead_kb, spark::window::k_default_window_ttl, spark::window::k_window_profile;
+
 namespace spark {
 namespace {
 

@@ -17,6 +17,11 @@
 #include "tune/tuner.h"
 #include "window/window.h"
 
+using spark::window::FloorAsk, spark::window::FloorKeeper, spark::window::FloorLadder, spark::window::FloorReading,
+    spark::window::FloorSpec, spark::window::FloorStep, spark::window::WindowManager, spark::window::WindowRecord,
+    spark::window::k_floor_period, spark::window::parse_floor, spark::window::record_to_json,
+    spark::window::resolve_floor, spark::window::window_floor;
+
 namespace spark {
 namespace {
 

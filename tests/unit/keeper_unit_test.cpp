@@ -16,6 +16,9 @@
 #include "tune/tuner.h"
 #include "window/window.h"
 
+using spark::window::WindowManager, spark::window::WindowSpec, spark::window::k_journal_inline_files,
+    spark::window::k_listed_files;
+
 namespace spark {
 namespace {
 

@@ -11,6 +11,8 @@
 #include "tune/page_cache.h"
 #include "window/window.h"
 
+using spark::window::k_max_window_ttl, spark::window::k_max_windows;
+
 namespace spark {
 namespace {
 

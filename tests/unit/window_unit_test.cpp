@@ -8,6 +8,10 @@
 #include "tune/readahead.h"
 #include "window/window.h"
 
+using spark::window::MappedBudget, spark::window::WindowRecord, spark::window::WindowSpec,
+    spark::window::auto_mapped_budget, spark::window::parse_mapped_budget, spark::window::record_from_json,
+    spark::window::record_to_json, spark::window::spec_from_json, spark::window::spec_to_json;
+
 namespace spark {
 namespace {
 

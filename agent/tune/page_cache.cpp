@@ -71,6 +71,14 @@ Result<HostPageCounts> read_host_page_counts(const HostPaths& paths) {
   return c;
 }
 
+const HostPageCounts* LazyPageCounts::get() {
+  if (!read_) {
+    read_ = true;
+    if (auto c = read_host_page_counts(paths_)) counts_ = *c;
+  }
+  return counts_ ? &*counts_ : nullptr;
+}
+
 CacheKeeper::CacheKeeper(HostPaths paths, Actuator& act, std::string owner, std::vector<fs::path> files,
                          CacheKeeperOptions options, FdCache* fds)
     : paths_(std::move(paths)), act_(act), owner_(std::move(owner)), files_(std::move(files)), opt_(options) {
@@ -119,14 +127,8 @@ namespace {
 // A keeper on its own: the counts and the scan made for it alone.
 class OwnHost : public KeeperHost {
  public:
-  OwnHost(const HostPaths& paths, const FileIdSet& ids) : paths_(paths), ids_(ids) {}
-  const HostPageCounts* counts() override {
-    if (!read_) {
-      read_ = true;
-      if (auto c = read_host_page_counts(paths_)) counts_ = *c;
-    }
-    return counts_ ? &*counts_ : nullptr;
-  }
+  OwnHost(const HostPaths& paths, const FileIdSet& ids) : paths_(paths), ids_(ids), counts_(paths) {}
+  const HostPageCounts* counts() override { return counts_.get(); }
   const ProcessMappings& mappings() override {
     if (!scan_) scan_ = scan_file_mappings(paths_, ids_);
     return *scan_;
@@ -135,8 +137,7 @@ class OwnHost : public KeeperHost {
  private:
   const HostPaths& paths_;
   const FileIdSet& ids_;
-  bool read_ = false;
-  std::optional<HostPageCounts> counts_;
+  LazyPageCounts counts_;
   std::optional<ProcessMappings> scan_;
 };
 

@@ -74,6 +74,17 @@ struct HostPageCounts {
   uint64_t mapped = 0;      // nr_mapped: page-cache pages mapped by some process
 };
 Result<HostPageCounts> read_host_page_counts(const HostPaths& paths);
+// The counts read once, at the first ask: what a KeeperHost's counts() gives for one tick.
+class LazyPageCounts {
+ public:
+  explicit LazyPageCounts(const HostPaths& paths) : paths_(paths) {}
+  const HostPageCounts* get();  // nullptr: unreadable
+
+ private:
+  const HostPaths& paths_;
+  bool read_ = false;
+  std::optional<HostPageCounts> counts_;
+};
 
 // What the keepers of one agent share in a tick: the host's page counts read once, and one scan of
 // every process's mappings made for all windows (80 windows over the same model cost one scan,

@@ -69,14 +69,8 @@ struct WindowManager::Runtime {
 class WindowManager::TickHost : public KeeperHost {
  public:
   TickHost(const HostPaths& paths, const std::map<std::string, std::unique_ptr<Runtime>>& windows)
-      : paths_(paths), windows_(windows) {}
-  const HostPageCounts* counts() override {
-    if (!read_) {
-      read_ = true;
-      if (auto c = read_host_page_counts(paths_)) counts_ = *c;
-    }
-    return counts_ ? &*counts_ : nullptr;
-  }
+      : paths_(paths), windows_(windows), counts_(paths) {}
+  const HostPageCounts* counts() override { return counts_.get(); }
   const ProcessMappings& mappings() override {
     if (!scan_) {
       FileIdSet ids;
@@ -90,8 +84,7 @@ class WindowManager::TickHost : public KeeperHost {
  private:
   const HostPaths& paths_;
   const std::map<std::string, std::unique_ptr<Runtime>>& windows_;
-  bool read_ = false;
-  std::optional<HostPageCounts> counts_;
+  LazyPageCounts counts_;
   std::optional<ProcessMappings> scan_;
 };
 

@@ -27,6 +27,7 @@
 #include <cstdio>
 #include <cstring>
 #include <iostream>
+#include <map>
 #include <random>
 #include <sstream>
 #include <string>
@@ -50,7 +51,38 @@ std::string g_self;
 // ---- the loader (runs as its own process: `load_window --loader read|mmap|mmap-hold FILE...`) ----
 // mmap-hold keeps its mappings, untouched, for 8 s after the read: a server that keeps the weights
 // mapped after the load (the tests/vm guests use it to see idle mappings paged out).
+// The loader's own figures (--detail, issue 14: where an mmap load's time goes), written to the
+// file named by LOAD_WINDOW_STATS when it is set: "copy_s elapsed_s utime_s stime_s majflt minflt
+// nvcsw nivcsw read_bytes run_ns runq_wait_ns". copy_s is the load itself (mapping and copy out,
+// without the unmap); run_ns and runq_wait_ns are from <proc>/self/schedstat: time on a CPU and
+// time runnable but waiting for one (the keeper's thread competing for the 2 cores shows there);
+// the rest of elapsed_s is time asleep (faults waiting on reads, locks).
+void write_loader_stats(Clock::time_point t0, Clock::time_point copied) {
+  const char* out = std::getenv("LOAD_WINDOW_STATS");
+  if (!out || !*out) return;
+  const auto t1 = Clock::now();
+  struct rusage ru {};
+  ::getrusage(RUSAGE_SELF, &ru);
+  uint64_t read_bytes = 0, run_ns = 0, wait_ns = 0;
+  const fs::path self = HostPaths::system().proc / "self";
+  if (auto io = read_file(self / "io"))
+    for (const auto& l : split_lines(*io))
+      if (l.rfind("read_bytes: ", 0) == 0) read_bytes = std::stoull(l.substr(12));
+  if (auto ss = read_file(self / "schedstat")) std::istringstream(*ss) >> run_ns >> wait_ns;
+  auto secs = [](const timeval& t) { return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_usec) / 1e6; };
+  FILE* f = std::fopen(out, "w");
+  if (!f) return;
+  std::fprintf(f, "%.4f %.4f %.4f %.4f %ld %ld %ld %ld %llu %llu %llu\n",
+               std::chrono::duration<double>(copied - t0).count(), std::chrono::duration<double>(t1 - t0).count(),
+               secs(ru.ru_utime), secs(ru.ru_stime), ru.ru_majflt, ru.ru_minflt, ru.ru_nvcsw, ru.ru_nivcsw,
+               static_cast<unsigned long long>(read_bytes), static_cast<unsigned long long>(run_ns),
+               static_cast<unsigned long long>(wait_ns));
+  std::fclose(f);
+}
+
 int loader_main(const std::string& kind, const std::vector<std::string>& files) {
+  const auto t0 = Clock::now();
+  auto copied = t0;
   std::vector<char> sink(16 << 20);  // stands in for the device buffer
   uint64_t total = 0;
   if (kind == "read") {
@@ -61,6 +93,7 @@ int loader_main(const std::string& kind, const std::vector<std::string>& files) 
       while ((n = ::read(fd, sink.data(), sink.size())) > 0) total += static_cast<uint64_t>(n);
       ::close(fd);
     }
+    copied = Clock::now();
   } else if (kind == "mmap-each") {
     // One shard at a time: map, copy out, unmap (a loader that maps shard after shard).
     for (const auto& f : files) {
@@ -79,6 +112,7 @@ int loader_main(const std::string& kind, const std::vector<std::string>& files) 
       }
       ::munmap(m, len);
     }
+    copied = Clock::now();
   } else {
     // mmap / mmap-one: every file mapped first, copied out in order, unmapped at the end (mmap-one
     // is given one large file: a GGUF mapped whole).
@@ -103,11 +137,13 @@ int loader_main(const std::string& kind, const std::vector<std::string>& files) 
         std::memcpy(sink.data(), m.p + off, n);
         total += n;
       }
+    copied = Clock::now();
     if (kind == "mmap-hold") std::this_thread::sleep_for(std::chrono::seconds(8));
     for (auto& m : maps) ::munmap(m.p, m.len);
   }
   volatile char keep = sink[123];
   (void)keep;
+  write_loader_stats(t0, copied);
   return total > 0 ? 0 : 5;
 }
 
@@ -159,12 +195,46 @@ struct Sample {
   uint64_t cached_peak_above_start = 0;
 };
 
+// CPU seconds (user + system) of a process or thread from its stat file, fields 14 and 15.
+double stat_cpu_seconds(const fs::path& stat) {
+  auto text = read_file(stat);
+  if (!text) return -1;
+  auto close = text->rfind(')');
+  if (close == std::string::npos) return -1;
+  std::istringstream in(text->substr(close + 2));
+  std::string field;
+  uint64_t utime = 0, stime = 0;
+  for (int i = 3; i <= 15 && (in >> field); ++i) {
+    if (i == 14) utime = std::stoull(field);
+    if (i == 15) stime = std::stoull(field);
+  }
+  return static_cast<double>(utime + stime) / static_cast<double>(::sysconf(_SC_CLK_TCK));
+}
+
 struct Sampler {
   std::vector<fs::path> shards;
   std::atomic<bool> stop{false};
   Sample s;
   uint64_t start = 0;
   std::thread t;
+  // --detail: the CPU of the keeper's follower threads ("spark-follow") in the agent, sampled with
+  // the cache (a window's thread ends with the window, before the run's end can read it).
+  pid_t agent = 0;
+  std::map<std::string, double> follower_cpu;  // by thread id, the last value seen
+  void sample_followers() {
+    std::error_code ec;
+    const fs::path task = HostPaths::system().proc / std::to_string(agent) / "task";
+    for (auto it = fs::directory_iterator(task, ec); !ec && it != fs::directory_iterator(); it.increment(ec)) {
+      auto comm = read_file(it->path() / "comm");
+      if (!comm || comm->rfind("spark-follow", 0) != 0) continue;
+      if (double c = stat_cpu_seconds(it->path() / "stat"); c >= 0) follower_cpu[it->path().filename().string()] = c;
+    }
+  }
+  double follower_seconds() const {
+    double sum = 0;
+    for (const auto& [tid, c] : follower_cpu) sum += c;
+    return sum;
+  }
   void begin() {
     start = meminfo_cached();
     t = std::thread([this] {
@@ -174,6 +244,7 @@ struct Sampler {
         s.shard_peak = std::max(s.shard_peak, sum);
         uint64_t c = meminfo_cached();
         if (c > start) s.cached_peak_above_start = std::max(s.cached_peak_above_start, c - start);
+        if (agent > 0) sample_followers();
         std::this_thread::sleep_for(std::chrono::milliseconds(15));
       }
     });
@@ -225,6 +296,54 @@ bool make_file(const fs::path& p, uint64_t bytes) {
   return true;
 }
 
+// --detail: where a load's time goes (issue 14). The loader's own figures (write_loader_stats),
+// and around the run: bytes read from the files' device (/sys/block/DEV/stat: pages read twice
+// show as more than the files' size), TLB shootdown interrupts (/proc/interrupts, all CPUs), the
+// agent's CPU and its follower threads' CPU.
+struct Detail {
+  double copy = 0, elapsed = 0, utime = 0, stime = 0;
+  double majflt = 0, minflt = 0, nvcsw = 0, nivcsw = 0;
+  double read_bytes = 0, run_s = 0, runq_s = 0;
+  double disk_read = 0, tlb = 0, agent_cpu = 0, follower_cpu = 0;
+  bool loader_ok = false;
+};
+
+uint64_t disk_read_bytes(const std::string& device) {
+  auto text = read_file(HostPaths::system().sys / "block" / device / "stat");
+  if (!text) return 0;
+  std::istringstream in(*text);
+  uint64_t ios = 0, merges = 0, sectors = 0;
+  in >> ios >> merges >> sectors;
+  return sectors * 512;
+}
+
+uint64_t tlb_shootdowns() {
+  auto text = read_file(HostPaths::system().proc / "interrupts");
+  if (!text) return 0;
+  for (const auto& l : split_lines(*text)) {
+    auto colon = l.find(':');
+    if (colon == std::string::npos || l.substr(0, colon).find("TLB") == std::string::npos) continue;
+    std::istringstream in(l.substr(colon + 1));
+    uint64_t sum = 0, n = 0;
+    while (in >> n) sum += n;
+    return sum;
+  }
+  return 0;
+}
+
+bool read_loader_stats(const fs::path& p, Detail& d) {
+  auto text = read_file(p);
+  if (!text) return false;
+  std::istringstream in(*text);
+  double run_ns = 0, wait_ns = 0;
+  in >> d.copy >> d.elapsed >> d.utime >> d.stime >> d.majflt >> d.minflt >> d.nvcsw >> d.nivcsw >> d.read_bytes >>
+      run_ns >> wait_ns;
+  d.run_s = run_ns / 1e9;
+  d.runq_s = wait_ns / 1e9;
+  d.loader_ok = static_cast<bool>(in);
+  return d.loader_ok;
+}
+
 struct Row {
   std::string scenario, loader;
   double seconds = 0;
@@ -232,22 +351,12 @@ struct Row {
   double warm_kept = 0;
   RunUsage usage;
   int rc = 0;
+  Detail detail;
 };
 
-// CPU seconds (user + system) the process has used, from <proc>/PID/stat fields 14 and 15.
+// CPU seconds (user + system) the process has used.
 double process_cpu_seconds(pid_t pid) {
-  auto text = read_file(HostPaths::system().proc / std::to_string(pid) / "stat");
-  if (!text) return -1;
-  auto close = text->rfind(')');
-  if (close == std::string::npos) return -1;
-  std::istringstream in(text->substr(close + 2));
-  std::string field;
-  uint64_t utime = 0, stime = 0;
-  for (int i = 3; i <= 15 && (in >> field); ++i) {
-    if (i == 14) utime = std::stoull(field);
-    if (i == 15) stime = std::stoull(field);
-  }
-  return static_cast<double>(utime + stime) / static_cast<double>(::sysconf(_SC_CLK_TCK));
+  return stat_cpu_seconds(HostPaths::system().proc / std::to_string(pid) / "stat");
 }
 
 // --keeper-cost N,M,...: the agent's CPU while N idle windows (each over a file of its own that
@@ -432,7 +541,7 @@ int main(int argc, char** argv) {
   std::vector<int> keeper_cost;
   int seconds = 30;
   size_t fd_cost = 0;
-  bool server = false;
+  bool server = false, detail = false;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto next = [&]() -> std::string { return i + 1 < argc ? argv[++i] : ""; };
@@ -456,6 +565,8 @@ int main(int argc, char** argv) {
       fd_cost = std::stoul(next());
     else if (a == "--server")
       server = true;
+    else if (a == "--detail")
+      detail = true;
     else if (a == "--keeper-cost") {
       std::stringstream ss(next());
       for (std::string x; std::getline(ss, x, ',');) keeper_cost.push_back(std::stoi(x));
@@ -474,7 +585,7 @@ int main(int argc, char** argv) {
       std::cerr << "usage: load_window [--dir D] [--shards N] [--shard-size SIZE] [--warm-size SIZE] [--reps N]\n"
                    "  [--loaders read,mmap,mmap-one,mmap-each] [--scenarios untuned,recipe,spark-tune] "
                    "[--readahead-variants 8k,128k,...]\n"
-                   "  [--spark-tune PATH] [--shuffle]\n"
+                   "  [--spark-tune PATH] [--shuffle] [--detail]\n"
                    "       load_window --keeper-cost 1,80 [--seconds 30] [--dir D]\n"
                    "       load_window --server [--seconds 10] [--shard-size SIZE] [--reps N] [--scenarios "
                    "untuned,spark-tune] [--dir D]\n";
@@ -617,12 +728,35 @@ int main(int argc, char** argv) {
         }
         Sampler sampler;
         sampler.shards = files_of(loader);
+        Detail d;
+        const fs::path stats_file = work / "loader.stats";
+        pid_t agent = 0;
+        uint64_t disk0 = 0, tlb0 = 0;
+        double agent0 = 0;
+        if (detail) {
+          std::error_code ec;
+          fs::remove(stats_file, ec);
+          ::setenv("LOAD_WINDOW_STATS", stats_file.c_str(), 1);
+          if (auto pid = read_value(paths.run / "agent.pid")) agent = static_cast<pid_t>(std::stol(*pid));
+          sampler.agent = agent;
+          if (device) disk0 = disk_read_bytes(*device);
+          tlb0 = tlb_shootdowns();
+          if (agent > 0) agent0 = process_cpu_seconds(agent);
+        }
         sampler.begin();
         auto t0 = Clock::now();
         RunUsage usage;
         int rc = run_argv(cmd, &usage);
         double secs = std::chrono::duration<double>(Clock::now() - t0).count();
         sampler.end();
+        if (detail) {
+          ::unsetenv("LOAD_WINDOW_STATS");
+          read_loader_stats(stats_file, d);
+          if (device) d.disk_read = static_cast<double>(disk_read_bytes(*device) - disk0);
+          d.tlb = static_cast<double>(tlb_shootdowns() - tlb0);
+          if (agent > 0) d.agent_cpu = process_cpu_seconds(agent) - agent0;
+          d.follower_cpu = sampler.follower_seconds();
+        }
         if (scenario == "recipe") {
           stop_drop = true;
           dropper.join();
@@ -630,7 +764,7 @@ int main(int argc, char** argv) {
         }
         double kept = static_cast<double>(cached_bytes(warm).value_or(0)) / static_cast<double>(warm_size);
         rows.push_back(
-            {scenario, loader, secs, sampler.s.shard_peak, sampler.s.cached_peak_above_start, kept, usage, rc});
+            {scenario, loader, secs, sampler.s.shard_peak, sampler.s.cached_peak_above_start, kept, usage, rc, d});
         std::cerr << scenario << " " << loader << ": " << secs << " s\n";
       }
     }
@@ -670,6 +804,40 @@ int main(int argc, char** argv) {
                   format_size(static_cast<uint64_t>(median(cp))).c_str(),
                   *std::min_element(kept.begin(), kept.end()) * 100, median(us), median(sy), failed);
     }
+  }
+  if (detail) {
+    std::printf(
+        "\n| loader | scenario | run s | loader copy s / elapsed s | on CPU s (user / sys) | waiting for a CPU s | "
+        "asleep s | major / minor faults | loader read MiB | device read MiB | TLB shootdowns | agent CPU s | "
+        "follower CPU s |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    for (const auto& loader : loaders)
+      for (const auto& scenario : scenarios) {
+        std::vector<const Row*> mine;
+        for (const auto& r : rows)
+          if (r.loader == loader && r.scenario == scenario && r.detail.loader_ok) mine.push_back(&r);
+        if (mine.empty()) continue;
+        auto med = [&](auto field) {
+          std::vector<double> v;
+          for (const auto* r : mine) v.push_back(field(r->detail));
+          return median(v);
+        };
+        std::vector<double> t;
+        for (const auto* r : mine) t.push_back(r->seconds);
+        const double mib = 1 << 20;
+        std::printf(
+            "| %s | %s | %.2f | %.2f / %.2f | %.2f (%.2f / %.2f) | %.2f | %.2f | %.0f / %.0f | %.0f | %.0f | %.0f | "
+            "%.2f "
+            "| %.2f |\n",
+            loader.c_str(), scenario.c_str(), median(t), med([](const Detail& d) { return d.copy; }),
+            med([](const Detail& d) { return d.elapsed; }), med([](const Detail& d) { return d.run_s; }),
+            med([](const Detail& d) { return d.utime; }), med([](const Detail& d) { return d.stime; }),
+            med([](const Detail& d) { return d.runq_s; }),
+            med([](const Detail& d) { return d.elapsed - d.run_s - d.runq_s; }),
+            med([](const Detail& d) { return d.majflt; }), med([](const Detail& d) { return d.minflt; }),
+            med([&](const Detail& d) { return d.read_bytes / mib; }),
+            med([&](const Detail& d) { return d.disk_read / mib; }), med([](const Detail& d) { return d.tlb; }),
+            med([](const Detail& d) { return d.agent_cpu; }), med([](const Detail& d) { return d.follower_cpu; }));
+      }
   }
   cleanup_settings();
   // Stop the private agent and remove everything.

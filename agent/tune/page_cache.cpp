@@ -1,6 +1,7 @@
 #include "tune/page_cache.h"
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -151,6 +152,7 @@ void CacheKeeper::tick(std::chrono::steady_clock::time_point now) {
 void CacheKeeper::tick(std::chrono::steady_clock::time_point now, KeeperHost& host) {
   bool scan = false;
   const HostPageCounts* counts = nullptr;
+  std::vector<pid_t> known;  // scan only these processes (empty: every process)
   {
     std::lock_guard<std::mutex> lock(mu_);
     ++stats_.ticks;
@@ -174,17 +176,35 @@ void CacheKeeper::tick(std::chrono::steady_clock::time_point now, KeeperHost& ho
     if (opt_.mapped != MappedPolicy::off && (active_ || now - last_mapped_ >= opt_.mapped_period)) {
       last_mapped_ = now;
       scan = wants_scan(now, counts);
+      // Between the scans of every process (mapped_period, or at once when a file keeps pages no
+      // known mapping explains), a tick that follows active mappings reads only the maps of the
+      // processes that map the files (measured, docs/benchmarks-load-window.md, eighth run: the scan
+      // of ~100 processes' maps at every 50 ms tick was 0.5 s of the agent's CPU per 2 GiB load).
+      if (scan && !scan_all_ && !vmas_.empty() && now - last_full_scan_ < opt_.mapped_period)
+        for (const auto& [key, st] : vmas_) known.push_back(key.first);
     }
   }
   if (!scan) return;
   // The scan of every process's maps without the lock: the follower goes on meanwhile.
-  const ProcessMappings& all = host.mappings();
+  ProcessMappings own;
+  if (!known.empty()) {
+    known.erase(std::unique(known.begin(), known.end()), known.end());  // vmas_ is ordered by pid
+    const std::vector<std::pair<dev_t, ino_t>> ids(id_set_.begin(), id_set_.end());
+    for (pid_t pid : known)
+      if (auto m = find_file_mappings(paths_, pid, ids); m && !m->empty()) own[pid] = std::move(*m);
+  }
+  const ProcessMappings& all = known.empty() ? host.mappings() : own;
   bool follow = false;
   std::vector<FileRead> reads;
   {
     std::lock_guard<std::mutex> lock(mu_);
     ++stats_.scans;
     last_scan_ = now;
+    if (known.empty()) {
+      ++stats_.full_scans;
+      last_full_scan_ = now;
+      scan_all_ = false;
+    }
     if (counts) scan_mapped_ = counts->mapped;
     handle_mapped(now, all);
     for (const auto& [key, st] : vmas_) follow = follow || followed(st);
@@ -326,7 +346,7 @@ void CacheKeeper::evict_pass(std::chrono::steady_clock::time_point now, const Ho
     // Pages DONTNEED could not drop in a file no process was seen mapping: most often a process
     // that mapped it since the last scan (a loader starting). Scan now, not at mapped_period: by
     // then a 400 MB/s reader is 100 MiB in.
-    if (after > 0 && opt_.mapped != MappedPolicy::off) active_ = true;
+    if (after > 0 && opt_.mapped != MappedPolicy::off) active_ = scan_all_ = true;
   }
   // A sliced pass saw only part of the files: what the others hold is unknown.
   cached_left_ = left || n > opt_.files_per_tick;
@@ -639,7 +659,10 @@ bool CacheKeeper::followed(const VmaState& st) const {
 }
 
 void CacheKeeper::start_follower() {
-  follower_ = std::thread([this] { follow_loop(); });
+  follower_ = std::thread([this] {
+    ::pthread_setname_np(::pthread_self(), "spark-follow");  // seen apart in top, perf and the bench's --detail
+    follow_loop();
+  });
 }
 
 void CacheKeeper::follow_loop() {
@@ -813,7 +836,10 @@ void CacheKeeper::follow_one(std::chrono::steady_clock::time_point now, pid_t pi
     }
   }
   if (passed <= from || (!read_whole && passed < from + std::max(opt_.follow_chunk, block))) return;
-  if (auto r = advise_pidfd(st.pidfd.get(), pid, {{from, passed}}, MADV_PAGEOUT); !r) {
+  // Pages that stayed mapped at the last page-out are in its range again (lo): by now the CPU
+  // batches that held them have moved them to an LRU list.
+  const uint64_t lo = st.retry_from > start ? std::min(st.retry_from, from) : from;
+  if (auto r = advise_pidfd(st.pidfd.get(), pid, {{lo, passed}}, MADV_PAGEOUT); !r) {
     stats_.last_error = describe(r.error());
     st.follow_done = true;  // the tick decides again
     return;
@@ -823,20 +849,35 @@ void CacheKeeper::follow_one(std::chrono::steady_clock::time_point now, pid_t pi
   // What stayed mapped below done_upto (folios shared with another process, or not on an LRU list
   // yet): the tick's measure of pages mapped again starts from it.
   uint64_t stayed = 0;
-  if (auto b = mapped_bytes(st.pagemap.get(), from, passed); b && *b) stayed = **b;
-  // DONTNEED over that part of the file, which the reader has passed: it drops what MADV_PAGEOUT
-  // cannot reach (pages read around the reader's faults that it never mapped, a region it
-  // skipped). Folios the reader faulted in last can wait in its CPU's LRU batch, where
-  // MADV_PAGEOUT skips them (measured: 9 MiB left at the end of a 512 MiB mapping, 1 run in 20,
-  // and with the ticks stopped nothing pages them out later): DONTNEED, as it cannot drop mapped
-  // pages, drains every CPU's batch (lru_add_drain_all); then they are paged out again.
-  if (st.data.valid()) {
-    (void)::posix_fadvise(st.data.get(), static_cast<off_t>(st.offset + (from - start)),
-                          static_cast<off_t>(passed - from), POSIX_FADV_DONTNEED);
-    if (stayed > 0 && advise_pidfd(st.pidfd.get(), pid, {{from, passed}}, MADV_PAGEOUT))
-      if (auto b = mapped_bytes(st.pagemap.get(), from, passed); b && *b) stayed = **b;
+  if (auto b = mapped_bytes(st.pagemap.get(), lo, passed); b && *b) stayed = **b;
+  // Folios the reader faulted in last can wait in its CPU's LRU batch, where MADV_PAGEOUT skips
+  // them (measured: 9 MiB left at the end of a 512 MiB mapping, 1 run in 20, and with the ticks
+  // stopped nothing pages them out later). In the stream they are in the range of the next
+  // page-out, by when their CPU's batch has gone to the LRU. Where pages stay twice, and once at
+  // the end of the mapping: DONTNEED over the passed part of the file, which drops what
+  // MADV_PAGEOUT cannot reach (pages read around the reader's faults that it never mapped, a region
+  // it skipped) and, as it cannot drop mapped pages, drains every CPU's batch
+  // (lru_add_drain_all); then what stayed is paged out again. A DONTNEED at every page-out was a
+  // fifth of the follower thread's CPU (perf, eighth run).
+  const bool retried = lo < from;
+  if (!st.data.valid()) {
+    st.retry_from = 0;  // no file to drain with: what stayed is left, as before
+  } else if (read_whole || (retried && stayed > 0)) {
+    const uint64_t a = read_whole ? start : lo;
+    (void)::posix_fadvise(st.data.get(), static_cast<off_t>(st.offset + (a - start)), static_cast<off_t>(passed - a),
+                          POSIX_FADV_DONTNEED);
+    ++stats_.drains;
+    if (stayed > 0) {
+      if (advise_pidfd(st.pidfd.get(), pid, {{lo, passed}}, MADV_PAGEOUT))
+        if (auto b = mapped_bytes(st.pagemap.get(), lo, passed); b && *b) stayed = **b;
+    }
+    st.retry_from = 0;
+  } else {
+    st.retry_from = stayed > 0 ? lo : 0;
   }
-  st.behind_left += stayed;
+  // behind_left: bytes still mapped below done_upto; what stayed in [lo, from) was counted before.
+  st.behind_left = st.behind_left - std::min(st.behind_left, st.retry_left) + stayed;
+  st.retry_left = st.retry_from ? stayed : 0;
   if (st.done_upto < head_end && passed >= head_end)
     if (auto b = mapped_bytes(st.pagemap.get(), start, head_end); b && *b) st.head_left = **b;
   st.done_upto = passed;

@@ -152,6 +152,9 @@ struct CacheKeeperStats {
   uint64_t files_replaced = 0;    // renamed over: followed to the new inode
   uint64_t passes = 0;            // evict passes made (ticks where something could have changed)
   uint64_t scans = 0;             // mapping scans used
+  uint64_t full_scans = 0;        // of those, scans of every process (the others read the known mappers' maps only)
+  // The follower's DONTNEEDs of a passed range (where pages stayed mapped: a drain of every CPU's LRU batch).
+  uint64_t drains = 0;
   std::string last_error;
 };
 
@@ -227,6 +230,8 @@ class CacheKeeper {
   CacheKeeperStats stats_;
   std::chrono::steady_clock::time_point last_mapped_{};
   std::chrono::steady_clock::time_point last_scan_{};
+  std::chrono::steady_clock::time_point last_full_scan_{};
+  bool scan_all_ = false;  // a file kept pages no known mapping explains: the next scan reads every process
   std::chrono::steady_clock::time_point last_pass_{};
   std::optional<HostPageCounts> pass_counts_;  // the host's counts at the last evict pass
   std::optional<uint64_t> scan_mapped_;        // the host's mapped count at the last scan
@@ -260,6 +265,8 @@ class CacheKeeper {
     bool follow_done = false;  // the follower paged out all of it
     uint64_t head_left = 0;    // bytes still mapped in the head (the first 4 blocks) once paged out
     uint64_t ahead_upto = 0;   // read ahead of the reader up to this address
+    uint64_t retry_from = 0;   // mapped pages stayed from here at the last page-out: paged out again at the next
+    uint64_t retry_left = 0;   // how many bytes stayed then (counted in behind_left)
     Fd pagemap, pidfd;         // the follower's, opened at its first pass
     Fd data;                   // the mapped file (map_files), for reads ahead and back
   };

@@ -394,6 +394,8 @@ json cache_stats_json(const CacheKeeperStats& s, uint64_t mapped_budget) {
           {"read_back_bytes", s.read_back_bytes},
           {"passes", s.passes},
           {"scans", s.scans},
+          {"full_scans", s.full_scans},
+          {"drains", s.drains},
           {"files_added", s.files_added},
           {"files_replaced", s.files_replaced},
           {"mapped_budget", mapped_budget},

@@ -24,6 +24,7 @@
 #include "core/host_paths.h"
 #include "core/result.h"
 #include "daemon/control_frame.h"
+#include "daemon/loop_tally.h"
 #include "daemon/service.h"
 #include "tune/actuator.h"
 #include "tune/tuner.h"
@@ -126,6 +127,7 @@ class Agent : public ServiceContext {
   std::optional<Clock::time_point> group_looked_up_;
   std::optional<DeferredReply> in_dispatch_;  // the request being dispatched, for defer()
   bool deferred_ = false;
+  std::unique_ptr<LoopTally> tally_;  // SPARK_TUNE_LOOP_TALLY: each round's work (loop_tally.h)
 };
 
 }  // namespace spark::daemon

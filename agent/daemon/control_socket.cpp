@@ -213,7 +213,10 @@ void Agent::process_input(Client& c) {
     if (!line) break;
     if (trim(*line).empty()) continue;
     std::optional<RawReply> raw;
+    TallySpan span(tally_.get(), "request");
     auto resp = handle_frame(*line, [&](const json& request, const json& id) -> std::optional<json> {
+      if (tally_)
+        if (auto m = request.find("method"); m != request.end() && m->is_string()) span.relabel(m->get<std::string>());
       if (auto r = dispatch_raw(raw_handlers_, request, id, c.peer)) {
         if (auto* j = std::get_if<json>(&*r)) return std::move(*j);
         raw = std::move(std::get<RawReply>(*r));

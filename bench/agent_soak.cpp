@@ -477,7 +477,9 @@ int main(int argc, char** argv) {
     int fd = ::open(agent_log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
     ::dup2(fd, 1);
     ::dup2(fd, 2);
-    // The agent's scheduling priority (setpriority), as the unit's Nice= sets it.
+    // A session of its own, and the agent's scheduling priority (setpriority), as systemd starts
+    // the unit (Nice=): the agent gives its session's group the same nice (daemon/priority.h).
+    ::setsid();
     if (nice != 0 && ::setpriority(PRIO_PROCESS, 0, nice) != 0) std::perror("setpriority");
     if (o.loop_tally) ::setenv("SPARK_TUNE_LOOP_TALLY", tally_file.c_str(), 1);
     std::string port = std::to_string(metrics_port);
@@ -519,6 +521,10 @@ int main(int argc, char** argv) {
   // window.list answers that began while the window over N files was being begun.
   std::vector<double> lat_big_ms, ping_ms;
   std::vector<SlowPing> slow_pings;
+  struct {
+    size_t n = 0;
+    double ms = 0, client_wait_ms = 0, loop_cpu_ms = 0, loop_wait_ms = 0;
+  } slow_list;
   std::atomic<bool> big_pending{false};
   if (up) {
     // The window over many files, held throughout: begun 2 s into the run, while the pollers
@@ -604,16 +610,26 @@ int main(int argc, char** argv) {
     // Pollers: window.list back to back, timed at the socket.
     for (int p = 0; p < o.pollers; ++p)
       threads.emplace_back([&] {
+        int self_fd = ::open("/proc/thread-self/schedstat", O_RDONLY | O_CLOEXEC);
         while (running()) {
+          SchedStat c0 = sched_stat(self_fd), a0 = sched_stat(loop_sched_fd);
           auto t0 = Clock::now();
           bool during_big = big_pending;
           auto r = daemon::call(paths, "window.list", json::object(), 10s);
           double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+          SchedStat c1 = sched_stat(self_fd), a1 = sched_stat(loop_sched_fd);
           std::lock_guard<std::mutex> l(mu);
           if (r)
             lat_ms.push_back(ms);
           else
             ++poll_errors;
+          if (r && ms > 50) {
+            slow_list.n++;
+            slow_list.ms += ms;
+            slow_list.client_wait_ms += static_cast<double>(c1.delay_ns - c0.delay_ns) / 1e6;
+            slow_list.loop_cpu_ms += static_cast<double>(a1.cpu_ns - a0.cpu_ns) / 1e6;
+            slow_list.loop_wait_ms += static_cast<double>(a1.delay_ns - a0.delay_ns) / 1e6;
+          }
           if (r && during_big) lat_big_ms.push_back(ms);
         }
       });
@@ -748,6 +764,12 @@ int main(int argc, char** argv) {
         "waiting for one | %zu; %.0f%% / %.0f%% / %.0f%% of %.0f ms |\n",
         slow_pings.size(), pct(lcpu), pct(lwait), pct(cwait), wall);
   }
+  if (slow_list.n > 0)
+    std::printf(
+        "| window.list over 50 ms: count; of their time, the loop on a CPU / the loop waiting for one / the "
+        "polling client (nice 0) waiting for one | %zu; %.0f%% / %.0f%% / %.0f%% of %.0f ms |\n",
+        slow_list.n, 100 * slow_list.loop_cpu_ms / slow_list.ms, 100 * slow_list.loop_wait_ms / slow_list.ms,
+        100 * slow_list.client_wait_ms / slow_list.ms, slow_list.ms);
   std::printf("| agent and ping client nice | %d (%s) |\n", nice, nice_from.c_str());
   {
     double l1 = 0, l5 = 0, l15 = 0;

@@ -16,6 +16,7 @@
 #include "core/fs.h"
 #include "core/log.h"
 #include "daemon/builtin_services.h"
+#include "daemon/priority.h"
 #include "daemon/privileges.h"
 #include "daemon/protocol.h"
 #include "state/journal.h"
@@ -183,6 +184,11 @@ int Agent::run() {
       return 1;
     }
   }
+  // The unit's Nice= for the agent's whole session group, not only against its own threads.
+  if (auto n = nice_session_group(paths_); !n)
+    log_warning("priority: " + describe(n.error()) + ": the agent's Nice= weighs only within its session");
+  else if (*n)
+    log_info("the agent's session group runs at nice " + std::to_string(**n) + ", as the agent does");
   if (opt_.drop_capabilities && ::geteuid() == 0) {
     if (auto r = drop_capabilities(agent_capabilities()); !r) log_warning("capabilities: " + describe(r.error()));
   }
@@ -283,9 +289,21 @@ int Agent::run() {
         }
       }
       if (fds[0].revents) {
-        TallySpan span(tally_.get(), "accept");
-        accept_clients();
+        accepted_.clear();
+        {
+          TallySpan span(tally_.get(), "accept");
+          accept_clients();
+        }
+        // A new client's request is usually there already (it connects and sends at once): it is
+        // answered in this round, not the next (each request on a new connection waited a round).
+        for (auto [fd, serial] : accepted_) {
+          auto it = clients_.find(fd);
+          if (it != clients_.end() && it->second.serial == serial) serve(it->second);
+        }
       }
+      // The dear requests of this round, after every cheap one (a window's begin or end behind a
+      // ping held the ping for the begin's time: issue 13, the soak).
+      serve_dear();
       for (size_t i = service_base; i < fds.size(); ++i)
         if (fds[i].revents) {
           Service* s = owner[i - service_base];

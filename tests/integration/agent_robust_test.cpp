@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <fstream>
@@ -44,7 +45,7 @@ class AgentRobustTest : public ::testing::Test {
     dirs = std::make_unique<test::AgentDirs>("spark-robust");
     ASSERT_TRUE(dirs->ok());
     paths = HostPaths::system();
-    agent = test::spawn_tool(agent_args());
+    agent = test::spawn_tool(agent_args(), agent_env());
     ASSERT_GT(agent.pid, 0);
     for (int i = 0; i < 1000 && !daemon::call(paths, "agent.ping", json::object()); ++i)
       std::this_thread::sleep_for(10ms);
@@ -61,6 +62,7 @@ class AgentRobustTest : public ::testing::Test {
     dirs.reset();
   }
   virtual std::vector<std::string> agent_args() const { return {"agent", "--metrics-port", "0", "--no-bpf"}; }
+  virtual std::vector<std::string> agent_env() const { return {}; }
   bool alive() const { return agent.pid > 0 && ::kill(agent.pid, 0) == 0 && !zombie(); }
   bool zombie() const {
     auto st = read_file("/proc/" + std::to_string(agent.pid) + "/stat");
@@ -440,6 +442,108 @@ TEST_F(AgentRobustTest, SharedListAnswerIsWholeAndInOrderForPipelinedAskers) {
   ASSERT_TRUE(after) << after.error().what();
   EXPECT_TRUE(after->empty()) << "a begin or end drops the shared answer: " << after->dump().substr(0, 300);
   EXPECT_TRUE(alive());
+}
+
+// The loop's order within a round (issue 13, the soak), read from its tally (daemon/loop_tally.h):
+// the agent is stopped (SIGSTOP) while clients connect and send, so that it finds them all in one
+// round when it is continued.
+class AgentRoundTest : public AgentRobustTest {
+ protected:
+  std::vector<std::string> agent_env() const override {
+    return {"SPARK_TUNE_LOOP_TALLY=" + (dirs->dir() / "tally").string()};
+  }
+  void stop_agent_loop() {
+    ASSERT_EQ(::kill(agent.pid, SIGSTOP), 0);
+    ASSERT_TRUE(test::eventually(
+        [&] {
+          auto st = read_file("/proc/" + std::to_string(agent.pid) + "/stat");
+          return st && st->size() > st->rfind(')') + 2 && (*st)[st->rfind(')') + 2] == 'T';
+        },
+        10s))
+        << "the agent did not stop";
+  }
+  // Stops the agent (its tally is written as it exits) and returns each round's item labels.
+  std::vector<std::vector<std::string>> rounds() {
+    ::kill(agent.pid, SIGTERM);
+    finished = test::finish(agent, 30s);
+    agent.pid = -1;
+    std::vector<std::vector<std::string>> out;
+    std::ifstream in(dirs->dir() / "tally");
+    std::string line;
+    while (std::getline(in, line)) {
+      std::istringstream l(line);
+      std::string field;
+      for (int i = 0; i < 6; ++i) l >> field;
+      std::vector<std::string> labels;
+      while (l >> field) labels.push_back(field.substr(0, field.rfind(':')));
+      out.push_back(labels);
+    }
+    return out;
+  }
+  static bool has(const std::vector<std::string>& round, const std::string& label) {
+    return std::find(round.begin(), round.end(), label) != round.end();
+  }
+};
+
+// Every request came on a new connection and waited one more round than it had to: the round
+// that accepted it, then the one that read it. A request that is there when its connection is
+// accepted is answered in that round.
+TEST_F(AgentRoundTest, ARequestOnANewConnectionIsAnsweredInTheRoundThatAcceptsIt) {
+  stop_agent_loop();
+  int fd = connect_raw();
+  ASSERT_GE(fd, 0);
+  held.push_back(fd);
+  send_all(fd, json{{"id", 1}, {"method", "test.after-stop"}}.dump() + "\n");
+  ASSERT_EQ(::kill(agent.pid, SIGCONT), 0);
+  std::string line = read_line(fd);
+  EXPECT_NE(line.find("error"), std::string::npos) << line;  // an unknown method: answered all the same
+  auto all = rounds();
+  bool found = false;
+  for (const auto& r : all)
+    if (has(r, "test.after-stop")) {
+      found = true;
+      EXPECT_TRUE(has(r, "accept")) << "the request was read a round after its connection was accepted";
+    }
+  EXPECT_TRUE(found) << "no round handled the request (tally of " << all.size() << " rounds)";
+}
+
+// A window's begin and end (the journal written, the kernel changed) wait for the cheap requests
+// of their round: a ping that came with a begin is answered first, and the begin in the same
+// round (deferred, never starved).
+TEST_F(AgentRoundTest, ADearRequestWaitsForTheCheapOnesOfItsRoundAndNoLonger) {
+  fs::path file = dirs->dir() / "model.bin";
+  std::ofstream(file) << std::string(4096, 'x');
+  WindowSpec spec;
+  spec.files = {file.string()};
+  spec.overlay = std::vector<Change>{};  // nothing on the host changes
+  spec.ttl = 60s;
+  stop_agent_loop();
+  int begin_fd = connect_raw();
+  ASSERT_GE(begin_fd, 0);
+  held.push_back(begin_fd);
+  send_all(begin_fd, json{{"id", 1}, {"method", "window.begin"}, {"params", spec_to_json(spec)}}.dump() + "\n");
+  int ping_fd = connect_raw();
+  ASSERT_GE(ping_fd, 0);
+  held.push_back(ping_fd);
+  send_all(ping_fd, json{{"id", 2}, {"method", "agent.ping"}}.dump() + "\n");
+  ASSERT_EQ(::kill(agent.pid, SIGCONT), 0);
+  auto begun = json::parse(read_line(begin_fd), nullptr, false);
+  ASSERT_TRUE(begun.is_object() && begun.contains("result")) << begun.dump();
+  auto pong = json::parse(read_line(ping_fd), nullptr, false);
+  ASSERT_TRUE(pong.is_object() && pong.contains("result")) << pong.dump();
+  auto ended = daemon::call(paths, "window.end", json{{"id", begun["result"].value("id", "")}}, 30s);
+  EXPECT_TRUE(ended.ok()) << (ended ? "" : ended.error().what());
+  auto all = rounds();
+  bool found = false;
+  for (const auto& r : all) {
+    auto b = std::find(r.begin(), r.end(), "window.begin");
+    if (b == r.end()) continue;
+    found = true;
+    auto p = std::find(r.begin(), r.end(), "agent.ping");
+    ASSERT_NE(p, r.end()) << "the ping and the begin were not handled in one round";
+    EXPECT_LT(p - r.begin(), b - r.begin()) << "the begin was handled before the ping that came with it";
+  }
+  EXPECT_TRUE(found) << "no round handled the begin";
 }
 
 // Defect 9: a process in a memory cgroup with a limit of its own is not moved out of it.

@@ -3,6 +3,7 @@
 // keeps answering others: invalid UTF-8, a deeply nested id, a client that never reads its
 // replies, more connections than descriptors, refused peers (logged once), --files on /proc,
 // an --until-port host that does not resolve, and a guard that would lift an existing limit.
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <poll.h>
 #include <signal.h>
@@ -544,6 +545,42 @@ TEST_F(AgentRoundTest, ADearRequestWaitsForTheCheapOnesOfItsRoundAndNoLonger) {
     EXPECT_LT(p - r.begin(), b - r.begin()) << "the begin was handled before the ping that came with it";
   }
   EXPECT_TRUE(found) << "no round handled the begin";
+}
+
+// The unit's Nice= (issue 13, the soak): where the kernel groups tasks by session (autogroup), a
+// nice value weighs only within the session, so the agent -- leading its own session, as systemd
+// starts it -- gives its session's group its nice. It never does so for a session it does not lead
+// (a shell's: everything started from that terminal would be raised with it).
+TEST(AgentPriority, TheAgentsSessionGroupGetsItsNiceOnlyWhenItLeadsTheSession) {
+  if (!test::is_root()) GTEST_SKIP() << "needs root (a negative nice)";
+  if (!fs::exists("/proc/self/autogroup")) GTEST_SKIP() << "no /proc/self/autogroup (kernel without autogroup)";
+  test::AgentDirs dirs("spark-prio");
+  ASSERT_TRUE(dirs.ok());
+  HostPaths paths = HostPaths::system();
+  for (bool leader : {true, false}) {
+    pid_t pid = ::fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      if (leader) ::setsid();
+      if (::setpriority(PRIO_PROCESS, 0, -5) != 0) ::_exit(126);
+      int null = ::open("/dev/null", O_WRONLY);
+      ::dup2(null, 1);
+      ::dup2(null, 2);
+      ::execl(SPARK_TUNE_BINARY, SPARK_TUNE_BINARY, "agent", "--metrics-port", "0", "--no-bpf", nullptr);
+      ::_exit(127);
+    }
+    bool up = test::eventually([&] { return daemon::call(paths, "agent.ping", json::object()).ok(); }, 30s, 20ms);
+    auto group = read_file("/proc/" + std::to_string(pid) + "/autogroup");
+    ::kill(pid, SIGTERM);
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    ASSERT_TRUE(up) << "the agent did not answer";
+    ASSERT_TRUE(group.ok());
+    if (leader)
+      EXPECT_NE(group->find("nice -5"), std::string::npos) << *group << ": the session's group kept nice 0";
+    else
+      EXPECT_EQ(group->find("nice -5"), std::string::npos) << *group << ": a session the agent does not lead";
+  }
 }
 
 // Defect 9: a process in a memory cgroup with a limit of its own is not moved out of it.

@@ -12,8 +12,16 @@
 // in /proc/sys/vm and every device's read_ahead_kb was back at the end. Run it under the kernel
 // lock. Interrupted (Ctrl-C, SIGTERM) it stops early and restores the same way.
 //
+// The agent runs at the unit's priority (Nice= in install/spark-tune.service, read from the file so
+// bench and package cannot drift; --nice overrides), and so does the ping client: its figure is the
+// agent's answer time, not the client's own wait for a CPU. The pollers and everything else stay at
+// nice 0 (the load). For the loop's main thread it reports, from schedstat, the time on a CPU and the
+// time runnable but waiting for one, over the run and during each ping over 50 ms; --loop-tally
+// has the agent write each round of its loop (daemon/loop_tally.h) and reports what was in front
+// of those pings.
+//
 // Usage: agent_soak [--seconds S] [--files N] [--windows W] [--idle I] [--pollers P]
-//                   [--nice N] [--dir SCRATCH] [--spark-tune PATH]
+//                   [--nice N] [--unit FILE] [--loop-tally] [--dir SCRATCH] [--spark-tune PATH]
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -23,6 +31,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -35,6 +44,7 @@
 #include <fstream>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <sstream>
 #include <string>
@@ -67,7 +77,9 @@ struct Options {
   int windows = 50;
   int idle = 200;
   int pollers = 20;
-  int nice = 0;
+  std::optional<int> nice;  // nullopt: the unit's Nice=
+  fs::path unit = SPARK_TUNE_UNIT_FILE;
+  bool loop_tally = false;
   fs::path dir = "/var/tmp";
   std::string spark_tune;
 };
@@ -231,6 +243,150 @@ pid_t spawn_hog(const fs::path& cgroup_dir) {
   ::_exit(0);
 }
 
+// Nice= of a systemd unit file (the last one set in [Service]); nullopt: none there.
+std::optional<int> unit_nice(const fs::path& unit) {
+  auto text = read_file(unit);
+  if (!text) return std::nullopt;
+  std::optional<int> nice;
+  bool service = false;
+  for (const auto& raw : split_lines(*text)) {
+    std::string l = trim(raw);
+    if (!l.empty() && l[0] == '[') service = l == "[Service]";
+    if (service && l.rfind("Nice=", 0) == 0) nice = std::atoi(l.c_str() + 5);
+  }
+  return nice;
+}
+
+// A thread's schedstat: time on a CPU and time runnable but waiting for one (ns).
+struct SchedStat {
+  uint64_t cpu_ns = 0, delay_ns = 0;
+};
+SchedStat sched_stat(int fd) {
+  SchedStat s;
+  char buf[128];
+  ssize_t n = fd >= 0 ? ::pread(fd, buf, sizeof buf - 1, 0) : -1;
+  if (n <= 0) return s;
+  buf[n] = 0;
+  char* end = nullptr;
+  s.cpu_ns = std::strtoull(buf, &end, 10);
+  s.delay_ns = std::strtoull(end, nullptr, 10);
+  return s;
+}
+
+int64_t steady_ns(Clock::time_point t) {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
+}
+
+// A ping over the target, with what the agent's loop thread and the ping client did meanwhile.
+struct SlowPing {
+  int64_t t0 = 0, t1 = 0;  // steady ns
+  double ms = 0;
+  uint64_t loop_cpu_ns = 0, loop_delay_ns = 0, client_delay_ns = 0;
+};
+
+// One round of the agent's loop as SPARK_TUNE_LOOP_TALLY writes it (daemon/loop_tally.h).
+struct Round {
+  int64_t poll = 0, start = 0, end = 0, cpu = 0, poll_delay = 0, delay = 0;
+  std::vector<std::pair<std::string, int64_t>> items;  // label, us
+};
+std::vector<Round> read_rounds(const fs::path& file) {
+  std::vector<Round> out;
+  std::ifstream in(file);
+  std::string line;
+  while (std::getline(in, line)) {
+    std::istringstream l(line);
+    Round r;
+    if (!(l >> r.poll >> r.start >> r.end >> r.cpu >> r.poll_delay >> r.delay)) continue;
+    std::string item;
+    while (l >> item) {
+      auto colon = item.rfind(':');
+      if (colon == std::string::npos) continue;
+      r.items.emplace_back(item.substr(0, colon), std::atoll(item.c_str() + colon + 1));
+    }
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+int64_t overlap(int64_t a0, int64_t a1, int64_t b0, int64_t b1) {
+  return std::max<int64_t>(0, std::min(a1, b1) - std::max(a0, b0));
+}
+
+// What the loop did while the slow pings waited, and its items over the whole run.
+void report_tally(const std::vector<Round>& rounds, const std::vector<SlowPing>& slow) {
+  std::map<std::string, std::vector<double>> all;  // label -> item ms
+  for (const auto& r : rounds)
+    for (const auto& [label, us] : r.items) all[label].push_back(static_cast<double>(us) / 1000);
+  std::printf("\nloop tally: %zu rounds with work; items over the run (count, total, p50 / p99 / max):\n",
+              rounds.size());
+  std::vector<std::pair<double, std::string>> by_total;
+  for (const auto& [label, v] : all) {
+    double total = 0;
+    for (double x : v) total += x;
+    by_total.emplace_back(total, label);
+  }
+  std::sort(by_total.rbegin(), by_total.rend());
+  for (const auto& [total, label] : by_total) {
+    const auto& v = all[label];
+    std::printf("  %-22s %7zu  %8.1f ms  %7.3f / %7.3f / %8.3f ms\n", label.c_str(), v.size(), total,
+                percentile(v, 0.5), percentile(v, 0.99), *std::max_element(v.begin(), v.end()));
+  }
+  std::vector<double> round_ms;
+  for (const auto& r : rounds) round_ms.push_back(static_cast<double>(r.end - r.start) / 1e6);
+  std::printf("  round (poll return to done): p50 / p99 / max %.3f / %.3f / %.3f ms\n", percentile(round_ms, 0.5),
+              percentile(round_ms, 0.99), round_ms.empty() ? 0.0 : *std::max_element(round_ms.begin(), round_ms.end()));
+  if (slow.empty()) return;
+  // Each slow ping's interval split: the loop in rounds (on a CPU, waiting for one, the rest), in
+  // poll (waiting for a CPU after its wake-up, the rest: asleep), and the labels of the rounds in it.
+  double wall = 0, in_round = 0, round_cpu = 0, round_delay = 0, in_poll = 0, poll_delay = 0;
+  std::map<std::string, double> front;    // label -> ms in rounds overlapping a slow ping
+  std::map<std::string, size_t> largest;  // label -> slow pings it was the largest item of
+  for (const auto& p : slow) {
+    wall += static_cast<double>(p.t1 - p.t0);
+    auto it = std::lower_bound(rounds.begin(), rounds.end(), p.t0, [](const Round& r, int64_t t) { return r.end < t; });
+    std::string big;
+    int64_t big_us = -1;
+    for (; it != rounds.end() && it->poll < p.t1; ++it) {
+      int64_t ro = overlap(it->start, it->end, p.t0, p.t1);
+      int64_t po = overlap(it->poll, it->start, p.t0, p.t1);
+      in_poll += static_cast<double>(po);
+      if (it->start - it->poll > 0)
+        poll_delay +=
+            static_cast<double>(it->poll_delay) * static_cast<double>(po) / static_cast<double>(it->start - it->poll);
+      if (ro <= 0) continue;
+      double frac = static_cast<double>(ro) / static_cast<double>(std::max<int64_t>(it->end - it->start, 1));
+      in_round += static_cast<double>(ro);
+      round_cpu += frac * static_cast<double>(it->cpu);
+      round_delay += frac * static_cast<double>(it->delay);
+      for (const auto& [label, us] : it->items) {
+        front[label] += frac * static_cast<double>(us) / 1000;
+        if (us > big_us) {
+          big_us = us;
+          big = label;
+        }
+      }
+    }
+    if (!big.empty()) ++largest[big];
+  }
+  auto pct = [&](double x) { return wall > 0 ? 100 * x / wall : 0.0; };
+  std::printf(
+      "pings over 50 ms (%zu, %.0f ms in all), where the loop was: in rounds %.0f%% (on a CPU %.0f%%, "
+      "runnable waiting for one %.0f%%, other %.0f%%), in poll %.0f%% (woken and waiting for a CPU %.0f%%, "
+      "asleep %.0f%%), between %.0f%%\n",
+      slow.size(), wall / 1e6, pct(in_round), pct(round_cpu), pct(round_delay), pct(in_round - round_cpu - round_delay),
+      pct(in_poll), pct(poll_delay), pct(in_poll - poll_delay), pct(wall - in_round - in_poll));
+  std::vector<std::pair<double, std::string>> f;
+  for (const auto& [label, ms] : front) f.emplace_back(ms, label);
+  std::sort(f.rbegin(), f.rend());
+  std::printf("  work in the rounds in front of them (ms, the rounds' share inside each ping):");
+  for (size_t i = 0; i < f.size() && i < 10; ++i) std::printf(" %s %.0f;", f[i].second.c_str(), f[i].first);
+  std::printf("\n  the largest item in front of each:");
+  std::vector<std::pair<size_t, std::string>> l;
+  for (const auto& [label, n] : largest) l.emplace_back(n, label);
+  std::sort(l.rbegin(), l.rend());
+  for (const auto& [n, label] : l) std::printf(" %s %zu;", label.c_str(), n);
+  std::printf("\n");
+}
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -250,15 +406,18 @@ int main(int argc, char** argv) {
       o.pollers = std::atoi(next().c_str());
     else if (a == "--nice")
       o.nice = std::atoi(next().c_str());
+    else if (a == "--unit")
+      o.unit = next();
+    else if (a == "--loop-tally")
+      o.loop_tally = true;
     else if (a == "--dir")
       o.dir = next();
     else if (a == "--spark-tune")
       o.spark_tune = next();
     else {
-      std::fprintf(
-          stderr,
-          "usage: agent_soak [--seconds S] [--files N] [--windows W] [--idle I] [--pollers P] [--nice N] [--dir D] "
-          "[--spark-tune PATH]\n");
+      std::fprintf(stderr,
+                   "usage: agent_soak [--seconds S] [--files N] [--windows W] [--idle I] [--pollers P] [--nice N] "
+                   "[--unit FILE] [--loop-tally] [--dir D] [--spark-tune PATH]\n");
       return 2;
     }
   }
@@ -270,6 +429,10 @@ int main(int argc, char** argv) {
     std::error_code ec;
     o.spark_tune = (fs::read_symlink("/proc/self/exe", ec).parent_path().parent_path() / "agent/spark-tune").string();
   }
+  // The agent's priority: the unit's, unless --nice says otherwise.
+  std::optional<int> from_unit = unit_nice(o.unit);
+  int nice = o.nice.value_or(from_unit.value_or(0));
+  std::string nice_from = o.nice ? "--nice" : from_unit ? o.unit.string() + " Nice=" : "no Nice= in " + o.unit.string();
   struct sigaction sa {};
   sa.sa_handler = on_signal;
   ::sigaction(SIGINT, &sa, nullptr);
@@ -294,6 +457,11 @@ int main(int argc, char** argv) {
       "agent_soak: %d s, %d windows, 1 window over %zu files, %d idle control + %d idle /metrics "
       "connections, %d pollers, scratch %s\n",
       o.seconds, o.windows, o.files, o.idle, o.idle, o.pollers, scratch.c_str());
+  if (auto la = read_file("/proc/loadavg")) std::printf("  load average at the start: %s", la->c_str());
+  std::printf(
+      "  the agent and the ping client at nice %d (%s), the other clients at 0: the ping figure is the agent's "
+      "answer time at its unit's priority, not the client's wait for a CPU\n",
+      nice, nice_from.c_str());
   std::fflush(stdout);
   auto t_files = Clock::now();
   for (size_t i = 0; i < o.files && !g_stop; ++i) make_file(scratch / "many" / ("f" + std::to_string(i)), 4096);
@@ -305,13 +473,17 @@ int main(int argc, char** argv) {
   uint64_t oom_before = vmstat("oom_kill");
   uint16_t metrics_port = free_loopback_port();
   fs::path agent_log = home / "agent.log";
+  fs::path tally_file = home / "loop-tally.txt";
   pid_t agent = ::fork();
   if (agent == 0) {
     int fd = ::open(agent_log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
     ::dup2(fd, 1);
     ::dup2(fd, 2);
-    // --nice: the agent's scheduling priority (setpriority), as a unit's Nice= would set it.
-    if (o.nice != 0 && ::setpriority(PRIO_PROCESS, 0, o.nice) != 0) std::perror("setpriority");
+    // A session of its own, and the agent's scheduling priority (setpriority), as systemd starts
+    // the unit (Nice=): the agent gives its session's group the same nice (daemon/priority.h).
+    ::setsid();
+    if (nice != 0 && ::setpriority(PRIO_PROCESS, 0, nice) != 0) std::perror("setpriority");
+    if (o.loop_tally) ::setenv("SPARK_TUNE_LOOP_TALLY", tally_file.c_str(), 1);
     std::string port = std::to_string(metrics_port);
     std::vector<std::string> args{o.spark_tune, "agent", "--metrics-port", port};
     std::vector<char*> av;
@@ -326,6 +498,12 @@ int main(int argc, char** argv) {
     if (!up) std::this_thread::sleep_for(20ms);
   }
   AgentStat idle0 = up ? agent_stat(agent) : AgentStat{};
+  // The loop's thread is the agent's main thread.
+  int loop_sched_fd =
+      ::open(("/proc/" + std::to_string(agent) + "/task/" + std::to_string(agent) + "/schedstat").c_str(),
+             O_RDONLY | O_CLOEXEC);
+  SchedStat loop0 = sched_stat(loop_sched_fd);
+  auto t_run0 = Clock::now();
   std::printf("  agent pid %d up: %s; idle: %zu fds, RSS %.1f MiB\n", agent, up ? "yes" : "NO", idle0.fds,
               static_cast<double>(idle0.rss_kb) / 1024);
   std::fflush(stdout);
@@ -344,6 +522,11 @@ int main(int argc, char** argv) {
 
   // window.list answers that began while the window over N files was being begun.
   std::vector<double> lat_big_ms, ping_ms;
+  std::vector<SlowPing> slow_pings;
+  struct {
+    size_t n = 0;
+    double ms = 0, client_wait_ms = 0, loop_cpu_ms = 0, loop_wait_ms = 0;
+  } slow_list;
   std::atomic<bool> big_pending{false};
   if (up) {
     // The window over many files, held throughout: begun 2 s into the run, while the pollers
@@ -429,30 +612,49 @@ int main(int argc, char** argv) {
     // Pollers: window.list back to back, timed at the socket.
     for (int p = 0; p < o.pollers; ++p)
       threads.emplace_back([&] {
+        int self_fd = ::open("/proc/thread-self/schedstat", O_RDONLY | O_CLOEXEC);
         while (running()) {
+          SchedStat c0 = sched_stat(self_fd), a0 = sched_stat(loop_sched_fd);
           auto t0 = Clock::now();
           bool during_big = big_pending;
           auto r = daemon::call(paths, "window.list", json::object(), 10s);
           double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+          SchedStat c1 = sched_stat(self_fd), a1 = sched_stat(loop_sched_fd);
           std::lock_guard<std::mutex> l(mu);
           if (r)
             lat_ms.push_back(ms);
           else
             ++poll_errors;
+          if (r && ms > 50) {
+            slow_list.n++;
+            slow_list.ms += ms;
+            slow_list.client_wait_ms += static_cast<double>(c1.delay_ns - c0.delay_ns) / 1e6;
+            slow_list.loop_cpu_ms += static_cast<double>(a1.cpu_ns - a0.cpu_ns) / 1e6;
+            slow_list.loop_wait_ms += static_cast<double>(a1.delay_ns - a0.delay_ns) / 1e6;
+          }
           if (r && during_big) lat_big_ms.push_back(ms);
         }
       });
 
     // One more client: agent.ping every 50 ms, timed the same way (the loop's own delay, without
-    // building a window.list).
+    // building a window.list), at the agent's priority.
     threads.emplace_back([&] {
+      pid_t tid = static_cast<pid_t>(::syscall(SYS_gettid));
+      if (nice != 0 && ::setpriority(PRIO_PROCESS, static_cast<id_t>(tid), nice) != 0) std::perror("setpriority");
+      int self_fd = ::open("/proc/thread-self/schedstat", O_RDONLY | O_CLOEXEC);
       while (running()) {
+        SchedStat a0 = sched_stat(loop_sched_fd), c0 = sched_stat(self_fd);
         auto t0 = Clock::now();
         auto r = daemon::call(paths, "agent.ping", json::object(), 10s);
-        double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+        auto t1 = Clock::now();
+        SchedStat a1 = sched_stat(loop_sched_fd), c1 = sched_stat(self_fd);
+        double ms = std::chrono::duration<double, std::milli>(t1 - t0).count();
         {
           std::lock_guard<std::mutex> l(mu);
           if (r) ping_ms.push_back(ms);
+          if (r && ms > 50)
+            slow_pings.push_back({steady_ns(t0), steady_ns(t1), ms, a1.cpu_ns - a0.cpu_ns, a1.delay_ns - a0.delay_ns,
+                                  c1.delay_ns - c0.delay_ns});
         }
         std::this_thread::sleep_for(50ms);
       }
@@ -484,6 +686,9 @@ int main(int argc, char** argv) {
   }
   for (auto& t : threads) t.join();
   AgentStat end_stat = up ? agent_stat(agent) : AgentStat{};
+  SchedStat loop1 = sched_stat(loop_sched_fd);
+  double run_s = std::chrono::duration<double>(Clock::now() - t_run0).count();
+  if (loop_sched_fd >= 0) ::close(loop_sched_fd);
   std::string metrics = up ? http_get(metrics_port) : "";
 
   // Restore: end the big window, then stop the agent (it ends what is left).
@@ -542,6 +747,38 @@ int main(int argc, char** argv) {
   std::printf("| every value back (%zu vm sysctls and read_ahead_kb) | %s |\n", before.size(),
               differ.empty() ? "yes" : "NO");
   for (const auto& d : differ) std::printf("  differs: %s\n", d.c_str());
+  {
+    double cpu = static_cast<double>(loop1.cpu_ns - loop0.cpu_ns) / 1e9;
+    double wait = static_cast<double>(loop1.delay_ns - loop0.delay_ns) / 1e9;
+    std::printf(
+        "| the loop's thread, of %.1f s: on a CPU / runnable waiting for one / asleep | %.1f / %.1f / %.1f s |\n",
+        run_s, cpu, wait, std::max(0.0, run_s - cpu - wait));
+    double wall = 0, lcpu = 0, lwait = 0, cwait = 0;
+    for (const auto& p : slow_pings) {
+      wall += p.ms;
+      lcpu += static_cast<double>(p.loop_cpu_ns) / 1e6;
+      lwait += static_cast<double>(p.loop_delay_ns) / 1e6;
+      cwait += static_cast<double>(p.client_delay_ns) / 1e6;
+    }
+    auto pct = [&](double x) { return wall > 0 ? 100 * x / wall : 0.0; };
+    std::printf(
+        "| pings over 50 ms: count; of their time, the loop on a CPU / the loop waiting for one / the ping client "
+        "waiting for one | %zu; %.0f%% / %.0f%% / %.0f%% of %.0f ms |\n",
+        slow_pings.size(), pct(lcpu), pct(lwait), pct(cwait), wall);
+  }
+  if (slow_list.n > 0)
+    std::printf(
+        "| window.list over 50 ms: count; of their time, the loop on a CPU / the loop waiting for one / the "
+        "polling client (nice 0) waiting for one | %zu; %.0f%% / %.0f%% / %.0f%% of %.0f ms |\n",
+        slow_list.n, 100 * slow_list.loop_cpu_ms / slow_list.ms, 100 * slow_list.loop_wait_ms / slow_list.ms,
+        100 * slow_list.client_wait_ms / slow_list.ms, slow_list.ms);
+  std::printf("| agent and ping client nice | %d (%s) |\n", nice, nice_from.c_str());
+  {
+    double l1 = 0, l5 = 0, l15 = 0;
+    if (auto la = read_file("/proc/loadavg")) std::sscanf(la->c_str(), "%lf %lf %lf", &l1, &l5, &l15);
+    std::printf("| load average at the end (1 / 5 / 15 min) | %.2f / %.2f / %.2f |\n", l1, l5, l15);
+  }
+  if (o.loop_tally) report_tally(read_rounds(tally_file), slow_pings);
   std::printf("agent log: %s\n", agent_log.c_str());
   bool ok = up && differ.empty() && !big_id.empty() && lost == 0;
   return ok ? 0 : 1;

@@ -16,6 +16,7 @@
 #include "core/fs.h"
 #include "core/log.h"
 #include "daemon/builtin_services.h"
+#include "daemon/priority.h"
 #include "daemon/privileges.h"
 #include "daemon/protocol.h"
 #include "state/journal.h"
@@ -183,6 +184,11 @@ int Agent::run() {
       return 1;
     }
   }
+  // The unit's Nice= for the agent's whole session group, not only against its own threads.
+  if (auto n = nice_session_group(paths_); !n)
+    log_warning("priority: " + describe(n.error()) + ": the agent's Nice= weighs only within its session");
+  else if (*n)
+    log_info("the agent's session group runs at nice " + std::to_string(**n) + ", as the agent does");
   if (opt_.drop_capabilities && ::geteuid() == 0) {
     if (auto r = drop_capabilities(agent_capabilities()); !r) log_warning("capabilities: " + describe(r.error()));
   }
@@ -193,6 +199,7 @@ int Agent::run() {
   sd_notifyf(0, "READY=1\nSTATUS=serving %s\nMAINPID=%d", socket_path(paths_).c_str(), ::getpid());
   log_info("agent ready on " + socket_path(paths_).string() + " (pid " + std::to_string(::getpid()) + ")");
 
+  tally_ = LoopTally::from_env(paths_);
   bool stop = false;
   while (!stop) {
     auto now = Clock::now();
@@ -229,7 +236,9 @@ int Agent::run() {
       auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(*next - Clock::now()).count();
       timeout = static_cast<int>(std::clamp<int64_t>(ms, 0, 60'000));
     }
+    if (tally_) tally_->before_poll();
     int rc = ::poll(fds.data(), fds.size(), timeout);
+    if (tally_) tally_->after_poll();
     if (rc < 0 && errno != EINTR) {
       log_error(std::string("poll: ") + std::strerror(errno));
       break;
@@ -258,7 +267,10 @@ int Agent::run() {
         auto it = clients_.find(fds[i].fd);
         if (it == clients_.end()) continue;
         if (fds[i].revents & POLLOUT) {
-          flush(it->second);
+          {
+            TallySpan span(tally_.get(), "send");
+            flush(it->second);
+          }
           it = clients_.find(fds[i].fd);
           if (it == clients_.end()) continue;
           // Replies drained below the bound: the requests that waited are handled now.
@@ -276,14 +288,37 @@ int Agent::run() {
           }
         }
       }
-      if (fds[0].revents) accept_clients();
+      if (fds[0].revents) {
+        accepted_.clear();
+        {
+          TallySpan span(tally_.get(), "accept");
+          accept_clients();
+        }
+        // A new client's request is usually there already (it connects and sends at once): it is
+        // answered in this round, not the next (each request on a new connection waited a round).
+        for (auto [fd, serial] : accepted_) {
+          auto it = clients_.find(fd);
+          if (it != clients_.end() && it->second.serial == serial) serve(it->second);
+        }
+      }
+      // The dear requests of this round, after every cheap one (a window's begin or end behind a
+      // ping held the ping for the begin's time: issue 13, the soak).
+      serve_dear();
       for (size_t i = service_base; i < fds.size(); ++i)
-        if (fds[i].revents) owner[i - service_base]->on_ready(fds[i].fd, now);
+        if (fds[i].revents) {
+          Service* s = owner[i - service_base];
+          TallySpan span(tally_.get(), tally_ ? s->name() + ".ready" : std::string());
+          s->on_ready(fds[i].fd, now);
+        }
     }
     for (auto& [o, s] : services_) {
       auto t = s->next_timer();
-      if (t && *t <= Clock::now()) s->on_timer(Clock::now());
+      if (t && *t <= Clock::now()) {
+        TallySpan span(tally_.get(), tally_ ? s->name() + ".timer" : std::string());
+        s->on_timer(Clock::now());
+      }
     }
+    if (tally_) tally_->round_end();
   }
   sd_notify(0, "STOPPING=1");
   log_info("agent stopping");

@@ -17,6 +17,7 @@
 #include <initializer_list>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -24,6 +25,7 @@
 #include "core/host_paths.h"
 #include "core/result.h"
 #include "daemon/control_frame.h"
+#include "daemon/loop_tally.h"
 #include "daemon/service.h"
 #include "tune/actuator.h"
 #include "tune/tuner.h"
@@ -60,6 +62,7 @@ class Agent : public ServiceContext {
   Tuner& tuner() override { return tuner_; }
   Result<void> add_handler(const std::string& method, Handler handler) override;
   Result<void> add_raw_handler(const std::string& method, RawHandler handler) override;
+  void mark_dear(const std::string& method) override { dear_.insert(method); }
   std::optional<DeferredReply> defer() override;
   void reply(const DeferredReply& to, Result<json> result) override;
   bool connected(const DeferredReply& to) const override;
@@ -84,12 +87,17 @@ class Agent : public ServiceContext {
   // Socket-activated while a detached agent holds the pid file: ask it to hand over (SIGUSR2) and
   // wait for its lock, so the unit's agent takes over instead of failing the unit.
   Result<void> take_over_pid_file();
+  // Accepts the waiting clients (accepted_ says which).
   void accept_clients();
   // The gid of opt_.group (members may use the socket), looked up at most once a second.
   std::optional<gid_t> allowed_group(Clock::time_point now);
   void serve(Client& c);
-  // Handles the complete requests in c.in while c's unsent replies stay under the bound.
+  // Handles the complete requests in c.in while c's unsent replies stay under the bound. Outside
+  // the round's dear pass, a dear request (mark_dear) stops it: the client waits in dear_clients_.
   void process_input(Client& c);
+  // The requests of the round's dear pass: the clients that stopped at a dear one, in order.
+  void serve_dear();
+  bool is_dear(const std::string& line) const;
   void cleanup();
   // Queues a reply and sends what the socket takes now; never waits. The parts make one line;
   // while nothing else waits for the client they go out straight from where they are (one
@@ -126,6 +134,12 @@ class Agent : public ServiceContext {
   std::optional<Clock::time_point> group_looked_up_;
   std::optional<DeferredReply> in_dispatch_;  // the request being dispatched, for defer()
   bool deferred_ = false;
+  std::unique_ptr<LoopTally> tally_;
+  std::vector<std::pair<int, uint64_t>> accepted_;  // fd, serial: accepted in this round
+  std::set<std::string> dear_;                      // mark_dear
+  bool dear_pass_ = false;                          // handling the round's dear requests
+  std::vector<std::pair<int, uint64_t>>
+      dear_clients_;  // fd, serial: a dear request waits  // SPARK_TUNE_LOOP_TALLY: each round's work (loop_tally.h)
 };
 
 }  // namespace spark::daemon

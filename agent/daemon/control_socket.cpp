@@ -175,6 +175,7 @@ void Agent::accept_clients() {
     c.serial = ++next_serial_;
     c.last_input = c.last_output = now;
     clients_[fd] = std::move(c);
+    accepted_.emplace_back(fd, clients_[fd].serial);
   }
 }
 
@@ -209,11 +210,20 @@ void Agent::process_input(Client& c) {
   // Requests are handled while this client's replies do not pile up (backpressure): the rest
   // waits in `in` (and in the socket) until it reads them.
   while (c.out.size() < k_reply_backpressure) {
+    size_t at = start;
     auto line = next_frame(c.in, start, c.eof, overflow);
     if (!line) break;
     if (trim(*line).empty()) continue;
+    if (!dear_pass_ && is_dear(*line)) {  // after the round's cheap requests (serve_dear)
+      start = at;
+      dear_clients_.emplace_back(fd, c.serial);
+      break;
+    }
     std::optional<RawReply> raw;
+    TallySpan span(tally_.get(), "request");
     auto resp = handle_frame(*line, [&](const json& request, const json& id) -> std::optional<json> {
+      if (tally_)
+        if (auto m = request.find("method"); m != request.end() && m->is_string()) span.relabel(m->get<std::string>());
       if (auto r = dispatch_raw(raw_handlers_, request, id, c.peer)) {
         if (auto* j = std::get_if<json>(&*r)) return std::move(*j);
         raw = std::move(std::get<RawReply>(*r));
@@ -255,6 +265,32 @@ void Agent::process_input(Client& c) {
   }
   if (c.eof && c.in.empty()) c.closing = true;
   if (c.closing && c.out.empty()) drop(fd, "");
+}
+
+bool Agent::is_dear(const std::string& line) const {
+  if (dear_.empty()) return false;
+  // Only a line that names a dear method is parsed here (cheap ones never are twice).
+  bool named = false;
+  for (const auto& m : dear_)
+    if (line.find(m) != std::string::npos) named = true;
+  if (!named || json_nesting_depth(line, k_max_json_depth) > k_max_json_depth) return false;
+  auto j = json::parse(line, nullptr, false);
+  if (!j.is_object()) return false;
+  auto m = j.find("method");
+  return m != j.end() && m->is_string() && dear_.count(m->get<std::string>()) > 0;
+}
+
+void Agent::serve_dear() {
+  if (dear_clients_.empty()) return;
+  std::vector<std::pair<int, uint64_t>> waiting;
+  waiting.swap(dear_clients_);
+  dear_pass_ = true;
+  for (auto [fd, serial] : waiting) {
+    auto it = clients_.find(fd);
+    if (it == clients_.end() || it->second.serial != serial) continue;  // gone meanwhile
+    process_input(it->second);
+  }
+  dear_pass_ = false;
 }
 
 void Agent::queue_reply(Client& c, std::initializer_list<std::string_view> parts) {

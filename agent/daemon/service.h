@@ -103,6 +103,10 @@ class ServiceContext {
   // Whether the client of a deferred request is still connected (it has not closed or died):
   // a request held open for as long as someone wants something (monitor --deep) ends with it.
   virtual bool connected(const DeferredReply& /*to*/) const { return false; }
+  // A method whose handler is dear (a window's begin or end: the journal written, the kernel
+  // changed): in a round of the loop its requests are handled after the cheap ones that came in
+  // the same round (a ping, a window.list from the shared answer), never later than that round.
+  virtual void mark_dear(const std::string& /*method*/) {}
   // The agent's one event log (core/event_log.h): every service appends what happens to it; the
   // events service (daemon/event_service.h) answers events.list from it and journals each event.
   EventLog& events() { return events_; }

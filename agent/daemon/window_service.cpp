@@ -108,6 +108,9 @@ Result<void> WindowService::on_start(ServiceContext& ctx) {
     SPARK_TRY_VOID(mgr_->end(id, who));
     return json{{"ended", {id}}};
   }));
+  // A begin or end writes the journal and the kernel: after the cheap requests of its round.
+  ctx.mark_dear("window.begin");
+  ctx.mark_dear("window.end");
   SPARK_TRY_VOID(ctx.add_raw_handler("window.list", [this](const json&, const Peer&) -> Result<SharedJson> {
     auto now = Clock::now();
     if (!list_ || now - list_at_ >= k_list_reuse || now < list_at_) {

@@ -16,6 +16,7 @@
 #include <cstring>
 #include <sstream>
 
+#include "core/child_nice.h"
 #include "core/fs.h"
 
 extern char** environ;
@@ -117,7 +118,11 @@ Result<SpawnedHook> spawn_hook(const std::vector<std::string>& argv, const std::
   posix_spawnattr_setsigdefault(&attr, &all);
   pid_t pid = -1;
   auto started = std::chrono::steady_clock::now();
-  int rc = ::posix_spawn(&pid, args[0].c_str(), &fa, &attr, av.data(), envp.data());
+  int rc = 0;
+  {
+    DefaultNiceWhileSpawning at_default;  // the hook at nice 0, not at the agent's (core/child_nice.h)
+    rc = ::posix_spawn(&pid, args[0].c_str(), &fa, &attr, av.data(), envp.data());
+  }
   posix_spawn_file_actions_destroy(&fa);
   posix_spawnattr_destroy(&attr);
   if (rc != 0) return sys_error(rc, "starting hook " + args[0]);
@@ -162,6 +167,7 @@ Result<pid_t> spawn_gated(const ServerLaunch& launch, const JoinBox& join) {
     while (g < 0 && errno == EINTR);
     if (g != 1) ::_exit(127);  // the parent could not move us into the box
     ::setsid();
+    child_default_nice();  // the server at nice 0, not at the agent's (core/child_nice.h)
     sigset_t none;
     sigemptyset(&none);
     ::sigprocmask(SIG_SETMASK, &none, nullptr);

@@ -19,6 +19,7 @@
 #include <map>
 #include <sstream>
 
+#include "core/child_nice.h"
 #include "core/fs.h"
 #include "core/log.h"
 #include "core/proc_stat.h"
@@ -669,7 +670,11 @@ Result<std::string> FloorKeeper::stop_tree() {
     posix_spawnattr_setschedpolicy(&attr, SCHED_OTHER);
     posix_spawnattr_setschedparam(&attr, &sp);
     posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSCHEDULER);
-    int rc = ::posix_spawnp(&child, args[0], &fa, &attr, args.data(), env.data());
+    int rc = 0;
+    {
+      DefaultNiceWhileSpawning at_default;  // the command at nice 0, not at the agent's (core/child_nice.h)
+      rc = ::posix_spawnp(&child, args[0], &fa, &attr, args.data(), env.data());
+    }
     posix_spawnattr_destroy(&attr);
     posix_spawn_file_actions_destroy(&fa);
     if (rc != 0) return sys_error(rc, "starting --on-floor " + argv[0]);

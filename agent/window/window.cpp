@@ -684,7 +684,18 @@ void WindowManager::on_timer(Clock::time_point now) {
   std::vector<Ending> to_end;
   std::vector<std::string> retries;
   TickHost host(paths_, windows_);
-  for (auto& [id, rt] : windows_) {
+  // In turn from the window after the one whose keeper ticked last; past the budget, the keepers
+  // still due wait for the next round (they stay due: the loop comes back at once, after serving
+  // the clients that are waiting).
+  std::vector<std::pair<const std::string, std::unique_ptr<Runtime>>*> order;
+  order.reserve(windows_.size());
+  for (auto it = windows_.upper_bound(keeper_turn_); it != windows_.end(); ++it) order.push_back(&*it);
+  for (auto it = windows_.begin(); it != windows_.end() && it->first <= keeper_turn_; ++it) order.push_back(&*it);
+  auto budget_end = Clock::now() + keeper_budget_;
+  bool ticked = false;
+  for (auto* entry : order) {
+    const std::string& id = entry->first;
+    auto& rt = entry->second;
     if (rt->end_retry.pending()) {
       if (rt->end_retry.due(now)) retries.push_back(id);
       continue;
@@ -716,6 +727,9 @@ void WindowManager::on_timer(Clock::time_point now) {
       }
     }
     if (rt->cache && now >= rt->next_cache) {
+      if (ticked && Clock::now() >= budget_end) continue;  // its turn comes in the next round
+      ticked = true;
+      keeper_turn_ = id;
       rt->cache->tick(now, host);
       rt->next_cache = aligned_tick(now, std::chrono::milliseconds(rt->record.cache_interval_ms));
     }

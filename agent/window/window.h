@@ -91,6 +91,11 @@ Result<WindowSpec> spec_from_json(const nlohmann::json& j);
 inline constexpr size_t k_journal_inline_files = 256;
 // Files listed by `window list` / window.begin's reply and the window events (file_count has them all).
 inline constexpr size_t k_listed_files = 32;
+// The keepers' ticks in one round of the agent's loop: once they have taken this long, the keepers
+// still due wait for the next round (the clients that came meanwhile are served first), taken in
+// turn so that none waits for ever. The soak (issue 13): 51 keepers due in the same round held a
+// ping 30-77 ms (p99 / max of the window timer).
+inline constexpr std::chrono::milliseconds k_keeper_round_budget{5};
 
 // A begun window as the journal keeps it.
 struct WindowRecord {
@@ -170,6 +175,8 @@ class WindowManager {
   void on_ready(int fd, Clock::time_point now);
   std::optional<Clock::time_point> next_timer() const;
   void on_timer(Clock::time_point now);
+  // The keepers' share of one on_timer (k_keeper_round_budget; tests set 0: one keeper per call).
+  void set_keeper_round_budget(std::chrono::milliseconds b) { keeper_budget_ = b; }
 
  private:
   struct Runtime;
@@ -194,6 +201,8 @@ class WindowManager {
   EventSink sink_;
   uint64_t last_seq_ = 0;                   // the last id's number (next_id)
   Clock::time_point epoch_ = Clock::now();  // ticks of windows with the same interval fall together
+  std::chrono::milliseconds keeper_budget_ = k_keeper_round_budget;
+  std::string keeper_turn_;  // the window whose keeper ticked last: the next round starts after it
 };
 
 }  // namespace spark::window

@@ -3,6 +3,7 @@
 // keeps answering others: invalid UTF-8, a deeply nested id, a client that never reads its
 // replies, more connections than descriptors, refused peers (logged once), --files on /proc,
 // an --until-port host that does not resolve, and a guard that would lift an existing limit.
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <poll.h>
 #include <signal.h>
@@ -12,6 +13,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <fstream>
@@ -46,7 +48,7 @@ class AgentRobustTest : public ::testing::Test {
     dirs = std::make_unique<test::AgentDirs>("spark-robust");
     ASSERT_TRUE(dirs->ok());
     paths = HostPaths::system();
-    agent = test::spawn_tool(agent_args());
+    agent = test::spawn_tool(agent_args(), agent_env());
     ASSERT_GT(agent.pid, 0);
     for (int i = 0; i < 1000 && !daemon::call(paths, "agent.ping", json::object()); ++i)
       std::this_thread::sleep_for(10ms);
@@ -63,6 +65,7 @@ class AgentRobustTest : public ::testing::Test {
     dirs.reset();
   }
   virtual std::vector<std::string> agent_args() const { return {"agent", "--metrics-port", "0", "--no-bpf"}; }
+  virtual std::vector<std::string> agent_env() const { return {}; }
   bool alive() const { return agent.pid > 0 && ::kill(agent.pid, 0) == 0 && !zombie(); }
   bool zombie() const {
     auto st = read_file("/proc/" + std::to_string(agent.pid) + "/stat");
@@ -442,6 +445,144 @@ TEST_F(AgentRobustTest, SharedListAnswerIsWholeAndInOrderForPipelinedAskers) {
   ASSERT_TRUE(after) << after.error().what();
   EXPECT_TRUE(after->empty()) << "a begin or end drops the shared answer: " << after->dump().substr(0, 300);
   EXPECT_TRUE(alive());
+}
+
+// The loop's order within a round (issue 13, the soak), read from its tally (daemon/loop_tally.h):
+// the agent is stopped (SIGSTOP) while clients connect and send, so that it finds them all in one
+// round when it is continued.
+class AgentRoundTest : public AgentRobustTest {
+ protected:
+  std::vector<std::string> agent_env() const override {
+    return {"SPARK_TUNE_LOOP_TALLY=" + (dirs->dir() / "tally").string()};
+  }
+  void stop_agent_loop() {
+    ASSERT_EQ(::kill(agent.pid, SIGSTOP), 0);
+    ASSERT_TRUE(test::eventually(
+        [&] {
+          auto st = read_file("/proc/" + std::to_string(agent.pid) + "/stat");
+          return st && st->size() > st->rfind(')') + 2 && (*st)[st->rfind(')') + 2] == 'T';
+        },
+        10s))
+        << "the agent did not stop";
+  }
+  // Stops the agent (its tally is written as it exits) and returns each round's item labels.
+  std::vector<std::vector<std::string>> rounds() {
+    ::kill(agent.pid, SIGTERM);
+    finished = test::finish(agent, 30s);
+    agent.pid = -1;
+    std::vector<std::vector<std::string>> out;
+    std::ifstream in(dirs->dir() / "tally");
+    std::string line;
+    while (std::getline(in, line)) {
+      std::istringstream l(line);
+      std::string field;
+      for (int i = 0; i < 6; ++i) l >> field;
+      std::vector<std::string> labels;
+      while (l >> field) labels.push_back(field.substr(0, field.rfind(':')));
+      out.push_back(labels);
+    }
+    return out;
+  }
+  static bool has(const std::vector<std::string>& round, const std::string& label) {
+    return std::find(round.begin(), round.end(), label) != round.end();
+  }
+};
+
+// Every request came on a new connection and waited one more round than it had to: the round
+// that accepted it, then the one that read it. A request that is there when its connection is
+// accepted is answered in that round.
+TEST_F(AgentRoundTest, ARequestOnANewConnectionIsAnsweredInTheRoundThatAcceptsIt) {
+  stop_agent_loop();
+  int fd = connect_raw();
+  ASSERT_GE(fd, 0);
+  held.push_back(fd);
+  send_all(fd, json{{"id", 1}, {"method", "test.after-stop"}}.dump() + "\n");
+  ASSERT_EQ(::kill(agent.pid, SIGCONT), 0);
+  std::string line = read_line(fd);
+  EXPECT_NE(line.find("error"), std::string::npos) << line;  // an unknown method: answered all the same
+  auto all = rounds();
+  bool found = false;
+  for (const auto& r : all)
+    if (has(r, "test.after-stop")) {
+      found = true;
+      EXPECT_TRUE(has(r, "accept")) << "the request was read a round after its connection was accepted";
+    }
+  EXPECT_TRUE(found) << "no round handled the request (tally of " << all.size() << " rounds)";
+}
+
+// A window's begin and end (the journal written, the kernel changed) wait for the cheap requests
+// of their round: a ping that came with a begin is answered first, and the begin in the same
+// round (deferred, never starved).
+TEST_F(AgentRoundTest, ADearRequestWaitsForTheCheapOnesOfItsRoundAndNoLonger) {
+  fs::path file = dirs->dir() / "model.bin";
+  std::ofstream(file) << std::string(4096, 'x');
+  WindowSpec spec;
+  spec.files = {file.string()};
+  spec.overlay = std::vector<Change>{};  // nothing on the host changes
+  spec.ttl = 60s;
+  stop_agent_loop();
+  int begin_fd = connect_raw();
+  ASSERT_GE(begin_fd, 0);
+  held.push_back(begin_fd);
+  send_all(begin_fd, json{{"id", 1}, {"method", "window.begin"}, {"params", spec_to_json(spec)}}.dump() + "\n");
+  int ping_fd = connect_raw();
+  ASSERT_GE(ping_fd, 0);
+  held.push_back(ping_fd);
+  send_all(ping_fd, json{{"id", 2}, {"method", "agent.ping"}}.dump() + "\n");
+  ASSERT_EQ(::kill(agent.pid, SIGCONT), 0);
+  auto begun = json::parse(read_line(begin_fd), nullptr, false);
+  ASSERT_TRUE(begun.is_object() && begun.contains("result")) << begun.dump();
+  auto pong = json::parse(read_line(ping_fd), nullptr, false);
+  ASSERT_TRUE(pong.is_object() && pong.contains("result")) << pong.dump();
+  auto ended = daemon::call(paths, "window.end", json{{"id", begun["result"].value("id", "")}}, 30s);
+  EXPECT_TRUE(ended.ok()) << (ended ? "" : ended.error().what());
+  auto all = rounds();
+  bool found = false;
+  for (const auto& r : all) {
+    auto b = std::find(r.begin(), r.end(), "window.begin");
+    if (b == r.end()) continue;
+    found = true;
+    auto p = std::find(r.begin(), r.end(), "agent.ping");
+    ASSERT_NE(p, r.end()) << "the ping and the begin were not handled in one round";
+    EXPECT_LT(p - r.begin(), b - r.begin()) << "the begin was handled before the ping that came with it";
+  }
+  EXPECT_TRUE(found) << "no round handled the begin";
+}
+
+// The unit's Nice= (issue 13, the soak): where the kernel groups tasks by session (autogroup), a
+// nice value weighs only within the session, so the agent -- leading its own session, as systemd
+// starts it -- gives its session's group its nice. It never does so for a session it does not lead
+// (a shell's: everything started from that terminal would be raised with it).
+TEST(AgentPriority, TheAgentsSessionGroupGetsItsNiceOnlyWhenItLeadsTheSession) {
+  if (!test::is_root()) GTEST_SKIP() << "needs root (a negative nice)";
+  if (!fs::exists("/proc/self/autogroup")) GTEST_SKIP() << "no /proc/self/autogroup (kernel without autogroup)";
+  test::AgentDirs dirs("spark-prio");
+  ASSERT_TRUE(dirs.ok());
+  HostPaths paths = HostPaths::system();
+  for (bool leader : {true, false}) {
+    pid_t pid = ::fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      if (leader) ::setsid();
+      if (::setpriority(PRIO_PROCESS, 0, -5) != 0) ::_exit(126);
+      int null = ::open("/dev/null", O_WRONLY);
+      ::dup2(null, 1);
+      ::dup2(null, 2);
+      ::execl(SPARK_TUNE_BINARY, SPARK_TUNE_BINARY, "agent", "--metrics-port", "0", "--no-bpf", nullptr);
+      ::_exit(127);
+    }
+    bool up = test::eventually([&] { return daemon::call(paths, "agent.ping", json::object()).ok(); }, 30s, 20ms);
+    auto group = read_file("/proc/" + std::to_string(pid) + "/autogroup");
+    ::kill(pid, SIGTERM);
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    ASSERT_TRUE(up) << "the agent did not answer";
+    ASSERT_TRUE(group.ok());
+    if (leader)
+      EXPECT_NE(group->find("nice -5"), std::string::npos) << *group << ": the session's group kept nice 0";
+    else
+      EXPECT_EQ(group->find("nice -5"), std::string::npos) << *group << ": a session the agent does not lead";
+  }
 }
 
 // Defect 9: a process in a memory cgroup with a limit of its own is not moved out of it.

@@ -213,6 +213,39 @@ TEST_F(WindowTest, TtlEndsTheWindow) {
   EXPECT_EQ(loop->read_ahead_kb(), "4096");
 }
 
+// The soak (issue 13): every keeper due in one round ticked in that round (51 windows held a
+// ping up to 77 ms). Past the round's budget the others wait for the next round, in turn: with a
+// budget of 0 one keeper ticks per round, each of three in its turn, and the timer stays due
+// while any waits.
+TEST_F(WindowTest, KeepersPastTheRoundBudgetWaitForTheNextRoundInTurn) {
+  std::vector<std::string> ids;
+  for (int i = 0; i < 3; ++i) {
+    auto w = manager().begin(spec({file("k" + std::to_string(i) + ".bin", 1).string()}, 0));
+    ASSERT_TRUE(w.ok()) << describe(w.error());
+    ids.push_back(w->id);
+  }
+  manager().set_keeper_round_budget(0ms);
+  auto ticks = [&](const std::string& id) {
+    return manager().describe_window(id)["cache_stats"].value("ticks", uint64_t{0});
+  };
+  auto ticked = [&] {
+    size_t n = 0;
+    for (const auto& id : ids) n += ticks(id) > 0;
+    return n;
+  };
+  auto now = Clock::now() + 1ms;
+  manager().on_timer(now);
+  EXPECT_EQ(ticked(), 1u) << "every keeper due ticked in one round";
+  auto next = manager().next_timer();
+  ASSERT_TRUE(next.has_value());
+  EXPECT_LE(*next, now) << "the keepers left waiting are still due";
+  manager().on_timer(now);
+  EXPECT_EQ(ticked(), 2u);
+  manager().on_timer(now);
+  EXPECT_EQ(ticked(), 3u) << "a keeper was passed over instead of taking its turn";
+  for (const auto& id : ids) EXPECT_EQ(ticks(id), 1u) << id;
+}
+
 size_t open_descriptors() {
   size_t n = 0;
   std::error_code ec;

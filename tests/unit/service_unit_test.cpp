@@ -53,5 +53,21 @@ TEST(ServiceUnit, TheAgentSeesTheFilesTheUserNames) {
   }
 }
 
+// The agent must answer while the loads keep every core busy (issue 13, the soak: its loop spent
+// most of the time runnable but waiting for a CPU): it runs ahead of them, but not at -20 (the
+// kernel's and the operator's own), and without CPUWeight= (which turns the cpu controller on for
+// every sibling unit). bench/agent_soak reads the same line.
+TEST(ServiceUnit, TheAgentRunsAheadOfTheLoads) {
+  fs::path unit = fs::path(SPARK_TUNE_TEST_FIXTURES).parent_path().parent_path() / "install/spark-tune.service";
+  auto text = read_file(unit);
+  ASSERT_TRUE(text.ok()) << unit;
+  std::string nice = unit_value(*text, "Nice");
+  ASSERT_FALSE(nice.empty()) << "no Nice= in " << unit;
+  int n = std::stoi(nice);
+  EXPECT_LT(n, 0) << "Nice=" << nice << ": the agent waits behind the loads for a CPU";
+  EXPECT_GT(n, -20) << "Nice=" << nice;
+  EXPECT_TRUE(unit_value(*text, "CPUWeight").empty()) << "CPUWeight= changes the scheduling of every sibling unit";
+}
+
 }  // namespace
 }  // namespace spark

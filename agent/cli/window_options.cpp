@@ -7,7 +7,7 @@
 #include "daemon/protocol.h"
 
 using spark::window::MappedBudget, spark::window::WindowSpec, spark::window::parse_mapped_budget,
-    spark::window::spec_from_json, spark::window::spec_to_json;
+    spark::window::parse_read_ahead, spark::window::spec_from_json, spark::window::spec_to_json;
 
 namespace spark::cli {
 
@@ -107,13 +107,9 @@ Result<WindowSpec> to_spec(const WindowCliOptions& o) {
     s.mapped_budget = MappedBudget{*b};
   }
   if (!o.read_ahead.empty()) {
-    if (o.read_ahead == "off" || o.read_ahead == "0") {
-      s.read_ahead = 0;
-    } else {
-      auto bytes = parse_size(o.read_ahead);
-      if (!bytes) return with_context(bytes.error(), "--read-ahead " + o.read_ahead);
-      s.read_ahead = *bytes;
-    }
+    auto bytes = parse_read_ahead(o.read_ahead);
+    if (!bytes) return with_context(bytes.error(), "--read-ahead");
+    s.read_ahead = *bytes;
   }
   if (!o.ttl.empty()) {
     auto d = parse_duration(o.ttl);

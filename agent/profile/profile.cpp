@@ -23,6 +23,8 @@ const std::vector<OptionInfo>& known_options() {
       {"window.ttl", "duration", "how long a window lasts at most"},
       {"window.mapped_budget", "text",
        "page cache the window's mapped files may hold before idle mappings are paged out: auto or a size"},
+      {"window.read_ahead", "text",
+       "bytes of a file read ahead of a mapped loader's reader (within the cache the window keeps): a size or off"},
       {"window.free_floor", "text", "a window's free-memory floor: SIZE or N% of RAM (see window.floor)"},
       {"window.available_floor", "text", "a window's MemAvailable floor: SIZE or N% of RAM (see window.floor)"},
       {"window.floor", "text",

@@ -230,6 +230,13 @@ Result<std::optional<uint64_t>> parse_mapped_budget(const std::string& s) {
   return std::optional<uint64_t>(*b);
 }
 
+Result<uint64_t> parse_read_ahead(const std::string& s) {
+  if (s == "off") return uint64_t{0};
+  auto b = parse_size(s);
+  if (!b) return input_error("read-ahead '" + s + "': give a size (32M) or off");
+  return *b;
+}
+
 Result<std::vector<fs::path>> expand_window_files(const std::vector<std::string>& given) {
   for (const auto& f : given) SPARK_TRY_VOID(refuse_pseudo_filesystem(f, "--files"));
   SPARK_TRY(auto files, expand_files(given));

@@ -174,6 +174,12 @@ Result<WindowRecord> WindowManager::begin(const WindowSpec& asked, const std::ve
         if (!b) return with_context(b.error(), "profile " + profile_name + " window.mapped_budget");
         spec.mapped_budget = MappedBudget{*b};
       }
+    if (!spec.read_ahead)
+      if (auto v = opt("window.read_ahead")) {
+        auto b = parse_read_ahead(*v);
+        if (!b) return with_context(b.error(), "profile " + profile_name + " window.read_ahead");
+        spec.read_ahead = *b;
+      }
     if (!spec.cache && !spec.files.empty())
       if (auto v = opt("window.cache")) {
         SPARK_TRY(CacheMode m, parse_cache_mode(*v));

@@ -137,6 +137,8 @@ Result<void> expand_record_files(WindowRecord& r);
 Result<uint64_t> auto_mapped_budget(const HostPaths& paths, uint64_t files_bytes);
 // "auto" -> nullopt, a size -> bytes.
 Result<std::optional<uint64_t>> parse_mapped_budget(const std::string& s);
+// --read-ahead and the profile's window.read_ahead: "off" (or 0) -> 0, a size -> bytes.
+Result<uint64_t> parse_read_ahead(const std::string& s);
 
 // A window's --files as begin takes them: pseudo file systems refused, directories and globs
 // expanded (tune/file_set.h). Touches no state of a WindowManager: safe on any thread.

@@ -202,6 +202,34 @@ TEST_F(WindowTest, DefaultOverlayIsTheLoadWindowProfile) {
   EXPECT_FALSE(manager().begin(missing).ok());
 }
 
+// A window profile's [window] read_ahead is the default of --read-ahead (the option had no profile
+// key before), and the option given wins over it.
+TEST_F(WindowTest, ProfileReadAheadIsTheDefaultOfTheOption) {
+  paths.etc = state / "etc";  // the operator's profiles: a directory of this test's own
+  fs::create_directories(paths.etc / "profiles");
+  fs::path prof = paths.etc / "profiles" / "ra-test.toml";
+  ASSERT_TRUE(atomic_write(prof, "[profile]\ndescription = \"test\"\n[window]\nread_ahead = \"off\"\n").ok());
+  auto f = file("a.bin", 1);
+  WindowSpec s = spec({f.string()});
+  s.profile = "ra-test";
+  s.ttl = std::chrono::seconds(30);
+  auto w = manager().begin(s);
+  ASSERT_TRUE(w.ok()) << describe(w.error());
+  EXPECT_EQ(manager().describe_window(w->id)["read_ahead"], 0) << manager().describe_window(w->id).dump();
+  ASSERT_TRUE(manager().end(w->id, "test").ok());
+  s.read_ahead = 8ULL << 20;
+  w = manager().begin(s);
+  ASSERT_TRUE(w.ok()) << describe(w.error());
+  EXPECT_EQ(manager().describe_window(w->id)["read_ahead"], 8ULL << 20);
+  ASSERT_TRUE(manager().end(w->id, "test").ok());
+  ASSERT_TRUE(atomic_write(prof, "[profile]\ndescription = \"test\"\n[window]\nread_ahead = \"lots\"\n").ok());
+  s.read_ahead.reset();
+  auto bad = manager().begin(s);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(describe(bad.error()).find("window.read_ahead"), std::string::npos) << describe(bad.error());
+  EXPECT_TRUE(manager().list().empty());
+}
+
 TEST_F(WindowTest, TtlEndsTheWindow) {
   auto f = file("a.bin", 1);
   WindowSpec s = spec({f.string()});

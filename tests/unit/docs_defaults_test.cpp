@@ -9,6 +9,7 @@
 #include <set>
 #include <sstream>
 
+#include "cli/window_options.h"
 #include "core/units.h"
 #include "profile/profile_options.h"
 #include "support/fixture.h"
@@ -84,8 +85,9 @@ uint64_t size_of(const std::string& s) {
 // The same value, compared as what it is (a duration, a size, a word).
 bool same_window_value(const std::string& key, const std::string& a, const std::string& b) {
   if (key == "window.cache_interval" || key == "window.ttl") return duration_of(a) == duration_of(b);
-  if (key == "window.readahead" || key == "window.mapped_budget") {
+  if (key == "window.readahead" || key == "window.mapped_budget" || key == "window.read_ahead") {
     if (a == "auto" || b == "auto") return a == b;
+    if (a == "off" || b == "off") return (a == "off" ? "0" : a) == (b == "off" ? "0" : b);
     return size_of(a) == size_of(b);
   }
   return a == b;
@@ -104,6 +106,7 @@ TEST(DocsDefaults, LoadWindowsTableIsTheCodeAndTheShippedProfile) {
       {"--mapped-budget", std::to_string(none.mapped_budget ? 1 : rec.mapped_budget)},
       {"--ttl", std::to_string(k_default_window_ttl.count()) + "ms"},
       {"--readahead", std::to_string(k_default_window_readahead_kb)},
+      {"--read-ahead", std::to_string(rec.read_ahead)},
       {"--free-floor", "off"},  // window/floor.h: no floor unless asked or the profile's holds
       {"--available-floor", "off"},
   };
@@ -168,6 +171,59 @@ TEST(DocsDefaults, ProfileKeysTableIsTheCode) {
       ADD_FAILURE() << "the table names a key the test does not know: " << key;
     }
   }
+}
+
+// Every window option that takes a value with a default has its row: an option cannot ship with
+// its default undocumented (as --read-ahead did, with no profile key, until the row and the key
+// came together).
+TEST(DocsDefaults, EveryWindowOptionWithADefaultHasARow) {
+  auto rows = defaults_table(source_dir() / "docs" / "load-windows.md", "window");
+  std::set<std::string> documented;
+  for (const auto& r : rows)
+    if (!r.empty()) documented.insert(first_code(r[0]));
+  // Options without a default to state: what the window works on or ends at, and the overlay's source.
+  static const std::set<std::string> no_default = {"--files",  "--device",     "--pid",         "--until-port",
+                                                   "--sysctl", "--no-overlay", "--profile",     "--label",
+                                                   "--force",  "--on-floor",   "--floor-force", "--help"};
+  CLI::App app;
+  cli::WindowCliOptions o;
+  cli::add_window_options(app, o, true);
+  size_t checked = 0;
+  for (const CLI::Option* opt : app.get_options()) {
+    for (const auto& n : opt->get_lnames()) {
+      std::string name = "--" + n;
+      if (no_default.count(name)) continue;
+      ++checked;
+      EXPECT_TRUE(documented.count(name)) << name << " has a default but no row in docs/load-windows.md's table";
+    }
+  }
+  EXPECT_GE(checked, 8u) << "the window options were not read";
+}
+
+// Prose that quotes the shipped load-window profile (`key = "value"` in docs/profiles.md's
+// load-window paragraph) quotes what policies/load-window.toml sets: it once said "auto" where the
+// profile sets "0".
+TEST(DocsDefaults, ProfilesProseQuotesTheShippedWindowProfile) {
+  std::ifstream in(source_dir() / "docs" / "profiles.md");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  std::string doc = ss.str();
+  auto at = doc.find("**load-window**");
+  ASSERT_NE(at, std::string::npos) << "docs/profiles.md lost its load-window paragraph";
+  std::string para = doc.substr(at, doc.find("\n## ", at) - at);
+  test::FixtureRoot root;
+  auto shipped = profile_options(root.paths(), std::string(k_window_profile));
+  ASSERT_TRUE(shipped.ok()) << describe(shipped.error());
+  std::regex quoted("`(\\w+) = \"([^\"]*)\"`");
+  size_t n = 0;
+  for (std::sregex_iterator it(para.begin(), para.end(), quoted), end; it != end; ++it, ++n) {
+    std::string key = "window." + (*it)[1].str(), value = (*it)[2];
+    auto v = shipped->get(key);
+    ASSERT_TRUE(v) << "docs/profiles.md quotes " << key << " = " << value << "; the shipped profile does not set it";
+    EXPECT_TRUE(same_window_value(key, value, *v))
+        << "docs/profiles.md quotes " << key << " = " << value << "; policies/load-window.toml has " << *v;
+  }
+  EXPECT_GE(n, 1u) << "no quoted key found: the check checks nothing";
 }
 
 // The checker itself: a wrong value in a table is caught (the tests above can fail).

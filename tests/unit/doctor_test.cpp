@@ -386,9 +386,11 @@ TEST_F(Doctor, AHostWithoutBpfSystemdOrCgroupV2SaysWhatWillNotWork) {
   EXPECT_TRUE(has(*all, Status::warn, "cgroup v1 memory controller")) << dump(*all);
   EXPECT_TRUE(has(*all, Status::warn, "systemd is not PID 1")) << dump(*all);
   // The three that say what will not work each say what to do about it.
-  for (const auto& f : *all)
-    if (f.status != Status::ok && (f.check == "bpf" || f.check == "cgroup" || f.check == "systemd"))
+  for (const auto& f : *all) {
+    if (f.status != Status::ok && (f.check == "bpf" || f.check == "cgroup" || f.check == "systemd")) {
       EXPECT_FALSE(f.fix.empty()) << f.check << ": " << f.message;
+    }
+  }
 }
 
 TEST_F(Doctor, RunChecksAndCli) {

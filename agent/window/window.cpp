@@ -52,6 +52,7 @@ struct WindowManager::Runtime {
   int pidfd = -1;
   Clock::time_point deadline;
   std::unique_ptr<CacheKeeper> cache;
+  bool keeper_waits = false;           // begun with keeper_later: built elsewhere (attach_keeper)
   std::unique_ptr<FloorKeeper> floor;  // window/floor.h: only with a floor
   Clock::time_point next_cache{};
   Clock::time_point next_port{};
@@ -133,7 +134,14 @@ Result<std::string> WindowManager::next_id() {
   return "w" + std::to_string(seq);
 }
 
-Result<WindowRecord> WindowManager::begin(const WindowSpec& asked, const std::vector<fs::path>* expanded) {
+std::unique_ptr<CacheKeeper> KeeperRecipe::build() const {
+  auto keeper = std::make_unique<CacheKeeper>(paths, *act, owner_of(id), files, options, fds);
+  keeper->follow_directories(dirs);
+  return keeper;
+}
+
+Result<WindowRecord> WindowManager::begin(const WindowSpec& asked, const std::vector<fs::path>* expanded,
+                                          bool keeper_later) {
   // 1. Validate everything before any change; the profile fills what was not asked for.
   if (windows_.size() >= k_max_windows)
     return sys_error(EBUSY, std::to_string(windows_.size()) +
@@ -309,7 +317,7 @@ Result<WindowRecord> WindowManager::begin(const WindowSpec& asked, const std::ve
   rt->reserve = std::move(reserve);
   pidfd = -1;
   windows_[id] = std::move(rt);
-  SPARK_TRY_VOID(start_runtime(r));
+  SPARK_TRY_VOID(start_runtime(r, keeper_later));
   if (windows_[id]->floor) r.floor["watch"] = windows_[id]->floor->watch_json();  // which sources detect
   std::string begun = "window " + id + " begun: " + std::to_string(files.size()) + " files, cache " +
                       cache_mode_name(cache) + ", readahead " +
@@ -320,7 +328,38 @@ Result<WindowRecord> WindowManager::begin(const WindowSpec& asked, const std::ve
   return r;
 }
 
-Result<void> WindowManager::start_runtime(const WindowRecord& r) {
+KeeperRecipe WindowManager::recipe_of(const WindowRecord& r) {
+  KeeperRecipe k;
+  k.id = r.id;
+  k.paths = paths_;
+  k.act = &tuner_.actuator();
+  k.files.assign(r.files.begin(), r.files.end());
+  k.dirs.assign(r.dirs.begin(), r.dirs.end());
+  k.options.mode = r.cache;
+  k.options.mapped = r.mapped;
+  k.options.mapped_budget = r.mapped_budget;
+  k.options.read_ahead = r.read_ahead;
+  k.fds = &fds_;
+  return k;
+}
+
+std::optional<KeeperRecipe> WindowManager::keeper_recipe(const std::string& id) {
+  auto it = windows_.find(id);
+  if (it == windows_.end() || !it->second->keeper_waits) return std::nullopt;
+  return recipe_of(it->second->record);
+}
+
+bool WindowManager::attach_keeper(const std::string& id, std::unique_ptr<CacheKeeper> keeper) {
+  auto it = windows_.find(id);
+  if (it == windows_.end() || !it->second->keeper_waits || !keeper) return false;
+  auto& rt = *it->second;
+  rt.keeper_waits = false;
+  rt.cache = std::move(keeper);
+  rt.next_cache = Clock::now();
+  return true;
+}
+
+Result<void> WindowManager::start_runtime(const WindowRecord& r, bool keeper_later) {
   auto& rt = windows_.at(r.id);
   auto now = Clock::now();
   int64_t left = r.deadline_ms - now_real_ms();
@@ -333,15 +372,12 @@ Result<void> WindowManager::start_runtime(const WindowRecord& r) {
       ::close(fd);
   }
   if (r.cache != CacheMode::off) {
-    std::vector<fs::path> files(r.files.begin(), r.files.end());
-    CacheKeeperOptions o;
-    o.mode = r.cache;
-    o.mapped = r.mapped;
-    o.mapped_budget = r.mapped_budget;
-    o.read_ahead = r.read_ahead;
-    rt->cache = std::make_unique<CacheKeeper>(paths_, tuner_.actuator(), owner_of(r.id), files, o, &fds_);
-    rt->cache->follow_directories(std::vector<fs::path>(r.dirs.begin(), r.dirs.end()));
-    rt->next_cache = now;
+    if (keeper_later && (r.files.size() > k_keeper_inline_files || !r.dirs.empty())) {
+      rt->keeper_waits = true;  // keeper_recipe / attach_keeper
+    } else {
+      rt->cache = recipe_of(r).build();
+      rt->next_cache = now;
+    }
   }
   rt->next_port = now;
   if (!r.floor.is_null()) {

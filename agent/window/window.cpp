@@ -135,8 +135,9 @@ Result<std::string> WindowManager::next_id() {
 }
 
 std::unique_ptr<CacheKeeper> KeeperRecipe::build() const {
-  auto keeper = std::make_unique<CacheKeeper>(paths, *act, owner_of(id), files, options, fds);
-  keeper->follow_directories(dirs);
+  auto keeper = std::make_unique<CacheKeeper>(paths, *act, owner_of(id),
+                                              std::vector<fs::path>(files.begin(), files.end()), options, fds);
+  keeper->follow_directories(std::vector<fs::path>(dirs.begin(), dirs.end()));
   return keeper;
 }
 
@@ -192,14 +193,12 @@ Result<WindowRecord> WindowManager::begin(const WindowSpec& asked, const std::ve
   if (!spec.cache_interval) spec.cache_interval = k_default_cache_interval;
   SPARK_TRY(WindowSpec checked, spec_from_json(spec_to_json(spec)));
   (void)checked;
-  std::vector<fs::path> files;
-  if (!spec.files.empty()) {
-    if (expanded) {
-      files = *expanded;
-    } else {
-      SPARK_TRY(files, expand_window_files(spec.files));
-    }
+  // The expanded list as given, not copied (30 000 paths: 9 ms of the agent's loop).
+  std::vector<fs::path> own_files;
+  if (!spec.files.empty() && !expanded) {
+    SPARK_TRY(own_files, expand_window_files(spec.files));
   }
+  const std::vector<fs::path>& files = expanded && !spec.files.empty() ? *expanded : own_files;
   CacheMode cache = spec.cache.value_or(files.empty() ? CacheMode::off : CacheMode::evict);
   if (cache == CacheMode::evict && files.empty())
     return input_error("--cache evict needs the model files (--files PATH...); use --cache drop when they are unknown");
@@ -256,7 +255,8 @@ Result<WindowRecord> WindowManager::begin(const WindowSpec& asked, const std::ve
   SPARK_TRY(std::string id, next_id());
   WindowRecord r;
   r.id = id;
-  for (const auto& f : files) r.files.push_back(f.string());
+  r.files.reserve(files.size());
+  for (const auto& f : files) r.files.push_back(f.native());
   for (const auto& g : spec.files) r.given.push_back(fs::absolute(g).lexically_normal().string());
   r.file_count = r.files.size();
   for (const auto& pat : spec.files) {
@@ -333,8 +333,8 @@ KeeperRecipe WindowManager::recipe_of(const WindowRecord& r) {
   k.id = r.id;
   k.paths = paths_;
   k.act = &tuner_.actuator();
-  k.files.assign(r.files.begin(), r.files.end());
-  k.dirs.assign(r.dirs.begin(), r.dirs.end());
+  k.files = r.files;  // paths made of them where it is built
+  k.dirs = r.dirs;
   k.options.mode = r.cache;
   k.options.mapped = r.mapped;
   k.options.mapped_budget = r.mapped_budget;

@@ -111,8 +111,8 @@ struct KeeperRecipe {
   std::string id;
   HostPaths paths;
   Actuator* act = nullptr;
-  std::vector<fs::path> files;
-  std::vector<fs::path> dirs;
+  std::vector<std::string> files;
+  std::vector<std::string> dirs;
   CacheKeeperOptions options;
   FdCache* fds = nullptr;
   std::unique_ptr<CacheKeeper> build() const;

@@ -33,6 +33,10 @@ void setup(CLI::App& app, spark::cli::Context& ctx) {
   cmd->add_option("--control-send-deadline", send_deadline,
                   "drop control clients that read no reply this long (testing)")
       ->group("");
+  static std::string dear_budget;
+  cmd->add_option("--dear-round-budget", dear_budget,
+                  "time for window begins and ends in one round of the loop, 0 = one a round (testing)")
+      ->group("");
   cmd->callback([&ctx] {
     using namespace spark;
     if (!metrics_address.empty()) {
@@ -62,6 +66,14 @@ void setup(CLI::App& app, spark::cli::Context& ctx) {
         return;
       }
       *into = *d;
+    }
+    if (!dear_budget.empty()) {
+      auto d = parse_duration(dear_budget);
+      if (!d || d->count() < 0) {
+        ctx.exit_code = cli::report_error(ctx, "bad duration '" + dear_budget + "' (e.g. 5ms, 0ms)");
+        return;
+      }
+      opt.dear_round_budget = *d;
     }
     daemon::Agent agent(ctx.paths, opt);
     ctx.exit_code = agent.run();

@@ -211,6 +211,7 @@ int Agent::run() {
     auto take = [&](Clock::time_point t) { next = next ? std::min(*next, t) : t; };
     if (watchdog) take(next_watchdog);
     if (auto t = expire_clients(now)) take(*t);
+    if (!dear_clients_.empty()) take(now);  // dear requests past the last round's budget: no sleep
     if (accept_paused_until_ && now >= *accept_paused_until_) accept_paused_until_.reset();
     if (accept_paused_until_) take(*accept_paused_until_);
     // Out of descriptors a moment ago: the listener is not polled (it would spin) until then.
@@ -310,6 +311,8 @@ int Agent::run() {
           TallySpan span(tally_.get(), tally_ ? s->name() + ".ready" : std::string());
           s->on_ready(fds[i].fd, now);
         }
+    } else if (rc == 0) {
+      serve_dear();  // those left by the last round's budget
     }
     for (auto& [o, s] : services_) {
       auto t = s->next_timer();

@@ -214,11 +214,16 @@ void Agent::process_input(Client& c) {
     auto line = next_frame(c.in, start, c.eof, overflow);
     if (!line) break;
     if (trim(*line).empty()) continue;
-    if (!dear_pass_ && is_dear(*line)) {  // after the round's cheap requests (serve_dear)
+    // A dear request waits for the round's cheap ones (serve_dear), and past the dear pass's
+    // budget for the next round.
+    bool dear = is_dear(*line);
+    if (dear && (!dear_pass_ || (dear_handled_ > 0 && Clock::now() >= dear_deadline_))) {
       start = at;
-      dear_clients_.emplace_back(fd, c.serial);
+      std::pair<int, uint64_t> me{fd, c.serial};
+      if (std::find(dear_clients_.begin(), dear_clients_.end(), me) == dear_clients_.end()) dear_clients_.push_back(me);
       break;
     }
+    if (dear) ++dear_handled_;
     std::optional<RawReply> raw;
     TallySpan span(tally_.get(), "request");
     auto resp = handle_frame(*line, [&](const json& request, const json& id) -> std::optional<json> {
@@ -285,6 +290,8 @@ void Agent::serve_dear() {
   std::vector<std::pair<int, uint64_t>> waiting;
   waiting.swap(dear_clients_);
   dear_pass_ = true;
+  dear_handled_ = 0;
+  dear_deadline_ = Clock::now() + opt_.dear_round_budget;
   for (auto [fd, serial] : waiting) {
     auto it = clients_.find(fd);
     if (it == clients_.end() || it->second.serial != serial) continue;  // gone meanwhile

@@ -14,12 +14,32 @@ namespace {
 constexpr std::chrono::milliseconds k_list_reuse{25};
 }  // namespace
 
-Result<json> WindowService::begin_now(const WindowSpec& spec, const Peer& peer, const std::vector<fs::path>* files) {
+std::optional<Result<json>> WindowService::begin_now(const WindowSpec& spec, const Peer& peer,
+                                                     const std::vector<fs::path>* files, const DeferredReply* later) {
   list_.reset();
-  SPARK_TRY(WindowRecord r, mgr_->begin(spec, files));
+  auto begun = mgr_->begin(spec, files, later != nullptr);
+  if (!begun) return Result<json>(begun.error());
+  const WindowRecord& r = *begun;
   log_info("window " + r.id + " begun for uid " + std::to_string(peer.uid) + " pid " + std::to_string(peer.pid),
            {{"WINDOW", r.id}, {"PEER_UID", std::to_string(peer.uid)}});
-  return mgr_->describe_window(r.id);
+  if (later)
+    if (auto recipe = mgr_->keeper_recipe(r.id)) {
+      expand_off_loop(Expansion{spec, peer, *later, std::nullopt, std::move(*recipe), nullptr});
+      return std::nullopt;  // answered when its keeper is attached (keeper_built)
+    }
+  return Result<json>(mgr_->describe_window(r.id));
+}
+
+void WindowService::keeper_built(Expansion& job) {
+  list_.reset();
+  const std::string& id = job.keeper_recipe->id;
+  if (!mgr_->attach_keeper(id, std::move(job.keeper))) {
+    ctx_->reply(job.to, sys_error(ECANCELED, "window " + id +
+                                                 " ended before its cache keeper was ready (its settings were "
+                                                 "applied and restored): begin it again"));
+    return;
+  }
+  ctx_->reply(job.to, mgr_->describe_window(id));
 }
 
 void WindowService::expand_off_loop(Expansion job) {
@@ -37,7 +57,10 @@ void WindowService::worker_main() {
     Expansion job = std::move(todo_.front());
     todo_.pop_front();
     l.unlock();
-    job.files = expand_window_files(job.spec.files);
+    if (job.keeper_recipe)
+      job.keeper = job.keeper_recipe->build();
+    else
+      job.files = expand_window_files(job.spec.files);
     l.lock();
     done_.push_back(std::move(job));
     uint64_t one = 1;
@@ -67,10 +90,17 @@ void WindowService::stop_worker() {
   left.swap(todo_);
   for (auto& j : done_) left.push_back(std::move(j));
   done_.clear();
-  for (auto& j : left)
-    if (ctx_)
+  for (auto& j : left) {
+    j.keeper.reset();  // while the manager (its descriptor cache) is there
+    if (!ctx_) continue;
+    if (j.keeper_recipe)
+      ctx_->reply(j.to, sys_error(ESHUTDOWN, "the agent stopped as window " + j.keeper_recipe->id +
+                                                 " began: it is ended with the agent (or resumed by the agent "
+                                                 "taking over): run it again"));
+    else
       ctx_->reply(
           j.to, sys_error(ESHUTDOWN, "the agent stopped before the window began (nothing was changed): run it again"));
+  }
   if (wake_fd_ >= 0) {
     ::close(wake_fd_);
     wake_fd_ = -1;
@@ -89,12 +119,15 @@ Result<void> WindowService::on_start(ServiceContext& ctx) {
 
   SPARK_TRY_VOID(ctx.add_handler("window.begin", [this](const json& params, const Peer& peer) -> Result<json> {
     SPARK_TRY(WindowSpec spec, spec_from_json(params));
-    if (!spec.files.empty() && !plain_window_files(spec.files))
+    // Directories, globs or many files: expanded and their keeper built on the worker.
+    bool dear =
+        !spec.files.empty() && (!plain_window_files(spec.files) || spec.files.size() > window::k_keeper_inline_files);
+    if (dear)
       if (auto to = ctx_->defer()) {
-        expand_off_loop(Expansion{std::move(spec), peer, *to, std::nullopt});
+        expand_off_loop(Expansion{std::move(spec), peer, *to, std::nullopt, std::nullopt, nullptr});
         return json();  // answered from on_ready
       }
-    return begin_now(spec, peer, nullptr);
+    return *begin_now(spec, peer, nullptr);
   }));
   SPARK_TRY_VOID(ctx.add_handler("window.end", [this](const json& params, const Peer& peer) -> Result<json> {
     list_.reset();
@@ -143,8 +176,15 @@ void WindowService::on_ready(int fd, Clock::time_point now) {
     ready.swap(done_);
   }
   for (auto& job : ready) {
-    Result<json> r = *job.files ? begin_now(job.spec, job.peer, &**job.files) : Result<json>(job.files->error());
-    ctx_->reply(job.to, std::move(r));
+    if (job.keeper_recipe) {
+      keeper_built(job);
+      continue;
+    }
+    if (!*job.files) {
+      ctx_->reply(job.to, job.files->error());
+      continue;
+    }
+    if (auto r = begin_now(job.spec, job.peer, &**job.files, &job.to)) ctx_->reply(job.to, std::move(*r));
   }
 }
 std::optional<Clock::time_point> WindowService::next_timer() { return mgr_ ? mgr_->next_timer() : std::nullopt; }

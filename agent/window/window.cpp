@@ -52,6 +52,7 @@ struct WindowManager::Runtime {
   int pidfd = -1;
   Clock::time_point deadline;
   std::unique_ptr<CacheKeeper> cache;
+  bool keeper_waits = false;           // begun with keeper_later: built elsewhere (attach_keeper)
   std::unique_ptr<FloorKeeper> floor;  // window/floor.h: only with a floor
   Clock::time_point next_cache{};
   Clock::time_point next_port{};
@@ -133,7 +134,15 @@ Result<std::string> WindowManager::next_id() {
   return "w" + std::to_string(seq);
 }
 
-Result<WindowRecord> WindowManager::begin(const WindowSpec& asked, const std::vector<fs::path>* expanded) {
+std::unique_ptr<CacheKeeper> KeeperRecipe::build() const {
+  auto keeper = std::make_unique<CacheKeeper>(paths, *act, owner_of(id),
+                                              std::vector<fs::path>(files.begin(), files.end()), options, fds);
+  keeper->follow_directories(std::vector<fs::path>(dirs.begin(), dirs.end()));
+  return keeper;
+}
+
+Result<WindowRecord> WindowManager::begin(const WindowSpec& asked, const std::vector<fs::path>* expanded,
+                                          bool keeper_later) {
   // 1. Validate everything before any change; the profile fills what was not asked for.
   if (windows_.size() >= k_max_windows)
     return sys_error(EBUSY, std::to_string(windows_.size()) +
@@ -190,14 +199,12 @@ Result<WindowRecord> WindowManager::begin(const WindowSpec& asked, const std::ve
   if (!spec.cache_interval) spec.cache_interval = k_default_cache_interval;
   SPARK_TRY(WindowSpec checked, spec_from_json(spec_to_json(spec)));
   (void)checked;
-  std::vector<fs::path> files;
-  if (!spec.files.empty()) {
-    if (expanded) {
-      files = *expanded;
-    } else {
-      SPARK_TRY(files, expand_window_files(spec.files));
-    }
+  // The expanded list as given, not copied (30 000 paths: 9 ms of the agent's loop).
+  std::vector<fs::path> own_files;
+  if (!spec.files.empty() && !expanded) {
+    SPARK_TRY(own_files, expand_window_files(spec.files));
   }
+  const std::vector<fs::path>& files = expanded && !spec.files.empty() ? *expanded : own_files;
   CacheMode cache = spec.cache.value_or(files.empty() ? CacheMode::off : CacheMode::evict);
   if (cache == CacheMode::evict && files.empty())
     return input_error("--cache evict needs the model files (--files PATH...); use --cache drop when they are unknown");
@@ -254,7 +261,8 @@ Result<WindowRecord> WindowManager::begin(const WindowSpec& asked, const std::ve
   SPARK_TRY(std::string id, next_id());
   WindowRecord r;
   r.id = id;
-  for (const auto& f : files) r.files.push_back(f.string());
+  r.files.reserve(files.size());
+  for (const auto& f : files) r.files.push_back(f.native());
   for (const auto& g : spec.files) r.given.push_back(fs::absolute(g).lexically_normal().string());
   r.file_count = r.files.size();
   for (const auto& pat : spec.files) {
@@ -315,7 +323,7 @@ Result<WindowRecord> WindowManager::begin(const WindowSpec& asked, const std::ve
   rt->reserve = std::move(reserve);
   pidfd = -1;
   windows_[id] = std::move(rt);
-  SPARK_TRY_VOID(start_runtime(r));
+  SPARK_TRY_VOID(start_runtime(r, keeper_later));
   if (windows_[id]->floor) r.floor["watch"] = windows_[id]->floor->watch_json();  // which sources detect
   std::string begun = "window " + id + " begun: " + std::to_string(files.size()) + " files, cache " +
                       cache_mode_name(cache) + ", readahead " +
@@ -326,7 +334,38 @@ Result<WindowRecord> WindowManager::begin(const WindowSpec& asked, const std::ve
   return r;
 }
 
-Result<void> WindowManager::start_runtime(const WindowRecord& r) {
+KeeperRecipe WindowManager::recipe_of(const WindowRecord& r) {
+  KeeperRecipe k;
+  k.id = r.id;
+  k.paths = paths_;
+  k.act = &tuner_.actuator();
+  k.files = r.files;  // paths made of them where it is built
+  k.dirs = r.dirs;
+  k.options.mode = r.cache;
+  k.options.mapped = r.mapped;
+  k.options.mapped_budget = r.mapped_budget;
+  k.options.read_ahead = r.read_ahead;
+  k.fds = &fds_;
+  return k;
+}
+
+std::optional<KeeperRecipe> WindowManager::keeper_recipe(const std::string& id) {
+  auto it = windows_.find(id);
+  if (it == windows_.end() || !it->second->keeper_waits) return std::nullopt;
+  return recipe_of(it->second->record);
+}
+
+bool WindowManager::attach_keeper(const std::string& id, std::unique_ptr<CacheKeeper> keeper) {
+  auto it = windows_.find(id);
+  if (it == windows_.end() || !it->second->keeper_waits || !keeper) return false;
+  auto& rt = *it->second;
+  rt.keeper_waits = false;
+  rt.cache = std::move(keeper);
+  rt.next_cache = Clock::now();
+  return true;
+}
+
+Result<void> WindowManager::start_runtime(const WindowRecord& r, bool keeper_later) {
   auto& rt = windows_.at(r.id);
   auto now = Clock::now();
   int64_t left = r.deadline_ms - now_real_ms();
@@ -339,15 +378,12 @@ Result<void> WindowManager::start_runtime(const WindowRecord& r) {
       ::close(fd);
   }
   if (r.cache != CacheMode::off) {
-    std::vector<fs::path> files(r.files.begin(), r.files.end());
-    CacheKeeperOptions o;
-    o.mode = r.cache;
-    o.mapped = r.mapped;
-    o.mapped_budget = r.mapped_budget;
-    o.read_ahead = r.read_ahead;
-    rt->cache = std::make_unique<CacheKeeper>(paths_, tuner_.actuator(), owner_of(r.id), files, o, &fds_);
-    rt->cache->follow_directories(std::vector<fs::path>(r.dirs.begin(), r.dirs.end()));
-    rt->next_cache = now;
+    if (keeper_later && (r.files.size() > k_keeper_inline_files || !r.dirs.empty())) {
+      rt->keeper_waits = true;  // keeper_recipe / attach_keeper
+    } else {
+      rt->cache = recipe_of(r).build();
+      rt->next_cache = now;
+    }
   }
   rt->next_port = now;
   if (!r.floor.is_null()) {

@@ -97,6 +97,27 @@ inline constexpr size_t k_listed_files = 32;
 // ping 30-77 ms (p99 / max of the window timer).
 inline constexpr std::chrono::milliseconds k_keeper_round_budget{5};
 
+// A window's cache keeper is built where it is begun up to this many files; past it, or with a
+// directory named (its tree is walked), begin(..., keeper_later) leaves it to be built elsewhere
+// (KeeperRecipe) and attached when ready: the agent builds it on its worker thread, since the
+// keeper's constructor stats every file (the soak, issue 13: a 30 000-file window's begin held the
+// agent's loop 178-341 ms once its tree was expanded).
+inline constexpr size_t k_keeper_inline_files = 1024;
+
+// What a window's keeper is built from. build() may run on any thread: it stats the files and walks
+// the named directories, and keeps the actuator's and the descriptor cache's addresses for its
+// ticks (made on the manager's thread, once attached), touching neither.
+struct KeeperRecipe {
+  std::string id;
+  HostPaths paths;
+  Actuator* act = nullptr;
+  std::vector<std::string> files;
+  std::vector<std::string> dirs;
+  CacheKeeperOptions options;
+  FdCache* fds = nullptr;
+  std::unique_ptr<CacheKeeper> build() const;
+};
+
 // A begun window as the journal keeps it.
 struct WindowRecord {
   std::string id;
@@ -156,7 +177,16 @@ class WindowManager {
   // Validates, applies every change as one transaction (all or nothing), starts the runtime.
   // `files`: spec.files already expanded by expand_window_files (the agent does that on a worker
   // thread: a tree of 30 000 files held its loop 0.3-3 s); null: expanded here.
-  Result<WindowRecord> begin(const WindowSpec& spec, const std::vector<fs::path>* files = nullptr);
+  // `keeper_later`: a keeper past k_keeper_inline_files files (or over a directory) is not built
+  // here: keeper_recipe(id) says what to build, attach_keeper gives it to the window (until then the
+  // window's settings are applied and nothing is evicted).
+  Result<WindowRecord> begin(const WindowSpec& spec, const std::vector<fs::path>* files = nullptr,
+                             bool keeper_later = false);
+  // The keeper a window begun with keeper_later still waits for; nullopt when none waits.
+  std::optional<KeeperRecipe> keeper_recipe(const std::string& id);
+  // Gives a window the keeper built from its recipe; false when the window has ended meanwhile (the
+  // keeper is dropped) or waits for none.
+  bool attach_keeper(const std::string& id, std::unique_ptr<CacheKeeper> keeper);
   Result<void> end(const std::string& id, const std::string& reason);
   Result<std::vector<std::string>> end_all(const std::string& reason);
   std::vector<WindowRecord> list() const;
@@ -183,7 +213,8 @@ class WindowManager {
  private:
   struct Runtime;
   class TickHost;
-  Result<void> start_runtime(const WindowRecord& r);
+  Result<void> start_runtime(const WindowRecord& r, bool keeper_later = false);
+  KeeperRecipe recipe_of(const WindowRecord& r);
   Result<std::string> next_id();
   // Ends the window; on failure the window stays and is retried with exponential backoff
   // (100 ms doubling to 60 s), each failure logged: never a tight loop (issue 13 defect 1).

@@ -274,6 +274,58 @@ TEST_F(WindowTest, KeepersPastTheRoundBudgetWaitForTheNextRoundInTurn) {
   for (const auto& id : ids) EXPECT_EQ(ticks(id), 1u) << id;
 }
 
+// The soak (issue 13): a window over 30 000 files held the agent's loop 178-341 ms at its begin,
+// the keeper's constructor stat'ing every file. With keeper_later a window past
+// k_keeper_inline_files files is begun (its settings applied) without building its keeper; the
+// recipe builds it on another thread, and attached it evicts. A window ended meanwhile refuses the
+// keeper. A small window's keeper is still built at once.
+TEST_F(WindowTest, ABigWindowsKeeperIsBuiltOffTheCallersThreadAndAttached) {
+  fs::path tree = loop->mnt() / "tree";
+  fs::create_directories(tree);
+  const size_t n = window::k_keeper_inline_files + 1;
+  for (size_t i = 0; i < n; ++i) std::ofstream(tree / ("f" + std::to_string(i))) << "x";
+  fs::path first = tree / "f0";
+  ASSERT_TRUE(evict_file(first).ok());
+  auto files = window::expand_window_files({tree.string()});
+  ASSERT_TRUE(files.ok()) << describe(files.error());
+  WindowSpec s = spec({tree.string()}, 0);
+  auto w = manager().begin(s, &*files, /*keeper_later=*/true);
+  ASSERT_TRUE(w.ok()) << describe(w.error());
+  EXPECT_FALSE(manager().describe_window(w->id).contains("cache_stats")) << "the keeper was built in begin";
+  auto recipe = manager().keeper_recipe(w->id);
+  ASSERT_TRUE(recipe.has_value()) << "no keeper waits for the big window";
+  EXPECT_EQ(recipe->files.size(), n);
+  std::unique_ptr<CacheKeeper> keeper;
+  std::thread builder([&] { keeper = recipe->build(); });
+  builder.join();
+  ASSERT_TRUE(manager().attach_keeper(w->id, std::move(keeper)));
+  EXPECT_FALSE(manager().keeper_recipe(w->id).has_value());
+  // Attached, it evicts: the first file read into the cache is dropped again.
+  {
+    std::ifstream in(first);
+    std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  }
+  ASSERT_TRUE(pump_until(
+      [&] { return manager().describe_window(w->id)["cache_stats"].value("evictions", uint64_t{0}) > 0; }, 10s))
+      << manager().describe_window(w->id).dump().substr(0, 600);
+  ASSERT_TRUE(manager().end(w->id, "test").ok());
+
+  // Ended before its keeper came: the keeper is refused (dropped), nothing left behind.
+  auto w2 = manager().begin(s, &*files, true);
+  ASSERT_TRUE(w2.ok()) << describe(w2.error());
+  auto recipe2 = manager().keeper_recipe(w2->id);
+  ASSERT_TRUE(recipe2.has_value());
+  ASSERT_TRUE(manager().end(w2->id, "test").ok());
+  EXPECT_FALSE(manager().attach_keeper(w2->id, recipe2->build()));
+
+  // A small window: its keeper at once, as without keeper_later.
+  auto small = manager().begin(spec({first.string()}, 0), nullptr, true);
+  ASSERT_TRUE(small.ok()) << describe(small.error());
+  EXPECT_TRUE(manager().describe_window(small->id).contains("cache_stats"));
+  EXPECT_FALSE(manager().keeper_recipe(small->id).has_value());
+  ASSERT_TRUE(manager().end(small->id, "test").ok());
+}
+
 size_t open_descriptors() {
   size_t n = 0;
   std::error_code ec;

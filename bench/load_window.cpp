@@ -440,8 +440,13 @@ int server_bench_main(const std::string& spark_tune, const fs::path& dir, uint64
       (void)evict_file(weights);
       std::vector<std::string> cmd{g_self,      "--loader", "server", weights.string(), std::to_string(seconds),
                                    out.string()};
+      // Two scenarios to tell the window's parts apart: no-overlay (the keeper without the sysctl
+      // overlay) and cache-off (the overlay without the keeper).
       if (scenario != "untuned") {
-        std::vector<std::string> st{spark_tune, "run", "--files", weights.string(), "--"};
+        std::vector<std::string> st{spark_tune, "run"};
+        if (scenario == "no-overlay") st.push_back("--no-overlay");
+        if (scenario == "cache-off") st.insert(st.end(), {"--cache", "off"});
+        st.insert(st.end(), {"--files", weights.string(), "--"});
         cmd.insert(cmd.begin(), st.begin(), st.end());
       }
       std::error_code ec;
@@ -608,7 +613,7 @@ int main(int argc, char** argv) {
                    "  [--spark-tune PATH] [--shuffle] [--detail]\n"
                    "       load_window --keeper-cost 1,80 [--seconds 30] [--dir D]\n"
                    "       load_window --server [--seconds 10] [--shard-size SIZE] [--reps N] [--scenarios "
-                   "untuned,spark-tune] [--dir D]\n";
+                   "untuned,spark-tune,no-overlay,cache-off] [--dir D]\n";
       return 2;
     }
   }

@@ -150,7 +150,9 @@ int loader_main(const std::string& kind, const std::vector<std::string>& files) 
 // ---- the server (`load_window --loader server FILE SECONDS OUT`): a CPU llama.cpp-style server
 // that maps its weights and reads all of them for every token (one 8-byte word per 64-byte line),
 // for SECONDS. The first pass is its load (the file starts cold); OUT gets "first_pass_s
-// tokens_per_s passes": tokens/s over the passes after the first.
+// tokens_per_s passes sum majflt second_pass_s steady_tokens_per_s": tokens/s over the passes after
+// the first, the major faults after the first pass (weights read from disk again), the second
+// pass's time, and tokens/s over the passes after the second (the weights back in place).
 int server_main(const std::vector<std::string>& a) {
   if (a.size() != 3) return 2;
   int fd = ::open(a[0].c_str(), O_RDONLY | O_CLOEXEC);
@@ -164,18 +166,29 @@ int server_main(const std::vector<std::string>& a) {
   const auto* w = static_cast<const volatile uint64_t*>(m);
   const auto t0 = Clock::now(), deadline = t0 + std::chrono::milliseconds(static_cast<int64_t>(std::stod(a[1]) * 1000));
   uint64_t sum = 0, passes = 0;
-  Clock::time_point first_end{};
+  Clock::time_point first_end{}, second_end{};
+  struct rusage ru0 {};
   while (Clock::now() < deadline || passes < 2) {
     for (size_t i = 0; i < len / 8; i += 8) sum += w[i];
-    if (++passes == 1) first_end = Clock::now();
+    if (++passes == 1) {
+      first_end = Clock::now();
+      ::getrusage(RUSAGE_SELF, &ru0);
+    } else if (passes == 2) {
+      second_end = Clock::now();
+    }
   }
   const auto t1 = Clock::now();
+  struct rusage ru1 {};
+  ::getrusage(RUSAGE_SELF, &ru1);
   double first = std::chrono::duration<double>(first_end - t0).count();
   double tps = static_cast<double>(passes - 1) / std::chrono::duration<double>(t1 - first_end).count();
   FILE* out = std::fopen(a[2].c_str(), "w");
   if (!out) return 5;
-  std::fprintf(out, "%.4f %.3f %llu %llu\n", first, tps, static_cast<unsigned long long>(passes),
-               static_cast<unsigned long long>(sum & 1));
+  double steady =
+      passes > 2 ? static_cast<double>(passes - 2) / std::chrono::duration<double>(t1 - second_end).count() : 0;
+  std::fprintf(out, "%.4f %.3f %llu %llu %ld %.4f %.3f\n", first, tps, static_cast<unsigned long long>(passes),
+               static_cast<unsigned long long>(sum & 1), ru1.ru_majflt - ru0.ru_majflt,
+               std::chrono::duration<double>(second_end - first_end).count(), steady);
   std::fclose(out);
   ::munmap(m, len);
   return 0;
@@ -415,7 +428,7 @@ int server_bench_main(const std::string& spark_tune, const fs::path& dir, uint64
   run_argv({spark_tune, "window", "list"});  // starts the private agent outside the timed runs
   struct ServerRow {
     std::string scenario;
-    double first = 0, tps = 0;
+    double first = 0, tps = 0, majflt = 0, second = 0, steady = 0;
     uint64_t cached_end = 0;
   };
   std::vector<ServerRow> rows;
@@ -427,8 +440,13 @@ int server_bench_main(const std::string& spark_tune, const fs::path& dir, uint64
       (void)evict_file(weights);
       std::vector<std::string> cmd{g_self,      "--loader", "server", weights.string(), std::to_string(seconds),
                                    out.string()};
+      // Two scenarios to tell the window's parts apart: no-overlay (the keeper without the sysctl
+      // overlay) and cache-off (the overlay without the keeper).
       if (scenario != "untuned") {
-        std::vector<std::string> st{spark_tune, "run", "--files", weights.string(), "--"};
+        std::vector<std::string> st{spark_tune, "run"};
+        if (scenario == "no-overlay") st.push_back("--no-overlay");
+        if (scenario == "cache-off") st.insert(st.end(), {"--cache", "off"});
+        st.insert(st.end(), {"--files", weights.string(), "--"});
         cmd.insert(cmd.begin(), st.begin(), st.end());
       }
       std::error_code ec;
@@ -442,9 +460,12 @@ int server_bench_main(const std::string& spark_tune, const fs::path& dir, uint64
       ServerRow r;
       r.scenario = scenario;
       std::istringstream in(*text);
-      in >> r.first >> r.tps;
+      uint64_t passes = 0, parity = 0;
+      in >> r.first >> r.tps >> passes >> parity >> r.majflt >> r.second >> r.steady;
       r.cached_end = cached_bytes(weights).value_or(0);
-      std::cerr << scenario << ": first pass " << r.first << " s, " << r.tps << " tokens/s\n";
+      std::cerr << scenario << ": first pass " << r.first << " s, " << r.tps << " tokens/s, second pass " << r.second
+                << " s, " << r.majflt << " major faults after the first pass, " << r.steady
+                << " tokens/s after the second\n";
       rows.push_back(r);
     }
   }
@@ -453,20 +474,24 @@ int server_bench_main(const std::string& spark_tune, const fs::path& dir, uint64
     return v.empty() ? 0.0 : (v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2);
   };
   std::printf(
-      "| scenario | tokens/s, median (min-max) | vs untuned | first pass (the load), median s | runs "
-      "|\n|---|---|---|---|---|\n");
+      "| scenario | tokens/s, median (min-max) | vs untuned | first pass (the load), median s | second pass, median s "
+      "| major faults after the first pass, median | tokens/s after the second pass, median | runs "
+      "|\n|---|---|---|---|---|---|---|---|\n");
   double base = 0;
   for (const auto& scenario : scenarios) {
-    std::vector<double> t, f;
+    std::vector<double> t, f, sec, mf, sd;
     for (const auto& r : rows)
-      if (r.scenario == scenario) t.push_back(r.tps), f.push_back(r.first);
+      if (r.scenario == scenario)
+        t.push_back(r.tps), f.push_back(r.first), sec.push_back(r.second), mf.push_back(r.majflt),
+            sd.push_back(r.steady);
     if (t.empty()) continue;
     double med = median(t);
     if (scenario == "untuned") base = med;
     char vs[32] = "-";
     if (base > 0) std::snprintf(vs, sizeof vs, "%.3fx", med / base);
-    std::printf("| %s | %.2f (%.2f-%.2f) | %s | %.2f | %zu |\n", scenario.c_str(), med,
-                *std::min_element(t.begin(), t.end()), *std::max_element(t.begin(), t.end()), vs, median(f), t.size());
+    std::printf("| %s | %.2f (%.2f-%.2f) | %s | %.2f | %.3f | %.0f | %.2f | %zu |\n", scenario.c_str(), med,
+                *std::min_element(t.begin(), t.end()), *std::max_element(t.begin(), t.end()), vs, median(f),
+                median(sec), median(mf), median(sd), t.size());
   }
   auto pid = read_value(HostPaths::system().run / "agent.pid");
   if (pid) ::kill(static_cast<pid_t>(std::stol(*pid)), SIGTERM);
@@ -588,7 +613,7 @@ int main(int argc, char** argv) {
                    "  [--spark-tune PATH] [--shuffle] [--detail]\n"
                    "       load_window --keeper-cost 1,80 [--seconds 30] [--dir D]\n"
                    "       load_window --server [--seconds 10] [--shard-size SIZE] [--reps N] [--scenarios "
-                   "untuned,spark-tune] [--dir D]\n";
+                   "untuned,spark-tune,no-overlay,cache-off] [--dir D]\n";
       return 2;
     }
   }

@@ -19,6 +19,8 @@
 #include "core/child_nice.h"
 #include "core/fs.h"
 
+using spark::tune::Actuator;
+
 extern char** environ;
 
 namespace spark::guard {

@@ -13,7 +13,7 @@
 
 #include "core/fs.h"
 
-namespace spark {
+namespace spark::profile {
 
 const std::vector<OptionInfo>& known_options() {
   static const std::vector<OptionInfo> options = {
@@ -363,4 +363,4 @@ std::vector<std::pair<std::string, fs::path>> ProfileStore::list() const {
   return out;
 }
 
-}  // namespace spark
+}  // namespace spark::profile

@@ -5,7 +5,7 @@
 
 #include "core/fs.h"
 
-namespace spark {
+namespace spark::telemetry {
 
 uint64_t ZoneFreeBlocks::free_pages() const { return free_pages_at_least(0); }
 
@@ -84,4 +84,4 @@ Result<BuddyInfo> read_buddyinfo(const HostPaths& paths) {
   return parsed;
 }
 
-}  // namespace spark
+}  // namespace spark::telemetry

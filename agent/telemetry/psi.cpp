@@ -11,7 +11,7 @@
 
 #include "core/fs.h"
 
-namespace spark {
+namespace spark::telemetry {
 
 namespace {
 
@@ -103,4 +103,4 @@ Result<bool> PsiTrigger::wait(std::chrono::milliseconds timeout) const {
   }
 }
 
-}  // namespace spark
+}  // namespace spark::telemetry

@@ -12,7 +12,7 @@
 #include "core/host_paths.h"
 #include "core/result.h"
 
-namespace spark {
+namespace spark::telemetry {
 
 struct PsiLine {
   double avg10 = 0, avg60 = 0, avg300 = 0;  // percent of wall time
@@ -59,4 +59,4 @@ class PsiTrigger {
   int fd_ = -1;
 };
 
-}  // namespace spark
+}  // namespace spark::telemetry

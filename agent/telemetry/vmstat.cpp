@@ -4,7 +4,7 @@
 
 #include "core/fs.h"
 
-namespace spark {
+namespace spark::telemetry {
 
 namespace {
 template <typename Map>
@@ -73,4 +73,4 @@ VmStatDelta vmstat_delta(const VmStat& before, const VmStat& after, double secon
   return d;
 }
 
-}  // namespace spark
+}  // namespace spark::telemetry

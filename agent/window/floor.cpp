@@ -29,6 +29,13 @@
 #include "tune/page_cache.h"
 #include "tune/trigger.h"
 
+using spark::state::Target, spark::state::TargetKind, spark::state::read_journal, spark::state::sysctl_target;
+
+using spark::tune::Change, spark::tune::Trigger, spark::tune::Tuner, spark::tune::advise_process,
+    spark::tune::compact_memory, spark::tune::evict_file, spark::tune::find_file_mappings, spark::tune::fire;
+
+using spark::telemetry::PsiKind, spark::telemetry::PsiTrigger, spark::telemetry::ReclaimWake;
+
 extern char** environ;
 
 namespace spark::window {

@@ -11,6 +11,7 @@
 #include <set>
 #include <sstream>
 
+#include "core/fd.h"
 #include "core/fs.h"
 
 namespace spark::profile {
@@ -173,10 +174,7 @@ Result<std::string> read_profile_text(const fs::path& file) {
     if (errno == ENOENT) return sys_error(ENOENT, "no profile file " + file.string());
     return errno_error("opening the profile " + file.string());
   }
-  struct Closer {
-    int fd;
-    ~Closer() { ::close(fd); }
-  } closer{fd};
+  Fd closer(fd);  // closed on every return
   struct stat st {};
   if (::fstat(fd, &st) != 0) return errno_error("reading the profile " + file.string());
   if (!S_ISREG(st.st_mode))

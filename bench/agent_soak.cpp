@@ -61,6 +61,8 @@
 #include "stats.h"
 #include "window/window.h"
 
+using spark::tune::Change;
+
 using spark::window::WindowSpec, spark::window::spec_to_json;
 
 using namespace spark;

@@ -31,6 +31,10 @@
 #include "core/log.h"
 #include "profile/profile_ops.h"
 
+using spark::tune::HostActuator, spark::tune::Tuner;
+
+using spark::profile::apply_profile, spark::profile::resolve_named_profile, spark::profile::verify_profile;
+
 using namespace spark;
 using Clock = std::chrono::steady_clock;
 

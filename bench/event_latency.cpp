@@ -25,6 +25,8 @@
 #include "telemetry/mm_probes.h"
 #include "telemetry/vmstat.h"
 
+using spark::telemetry::MmEvent, spark::telemetry::MmProbes, spark::telemetry::read_vmstat;
+
 using namespace spark;
 using spark::bench::percentile;
 using namespace std::chrono_literals;

@@ -52,6 +52,8 @@
 #include "tune/tuner.h"
 #include "window/floor.h"
 
+using spark::tune::HostActuator, spark::tune::Tuner, spark::tune::evict_file;
+
 using spark::window::FloorKeeper, spark::window::FloorSpec, spark::window::FloorStats;
 
 using namespace spark;

@@ -40,6 +40,8 @@
 #include "tune/actuator.h"
 #include "tune/tuner.h"
 
+using spark::tune::HostActuator, spark::tune::Tuner;
+
 using namespace spark;
 using namespace spark::guard;
 using namespace std::chrono_literals;

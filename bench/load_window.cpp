@@ -41,6 +41,14 @@
 #include "tune/trigger.h"
 #include "tune/tuner.h"
 
+using spark::state::sysctl_target;
+
+using spark::tune::Actuator, spark::tune::CacheKeeper, spark::tune::CacheKeeperOptions, spark::tune::Change,
+    spark::tune::FdCache, spark::tune::HostActuator, spark::tune::HostPageCounts, spark::tune::KeeperHost,
+    spark::tune::MappedPolicy, spark::tune::ProcessMappings, spark::tune::Tuner, spark::tune::cached_bytes,
+    spark::tune::drop_caches, spark::tune::evict_file, spark::tune::read_readahead_kb, spark::tune::readahead_change,
+    spark::tune::readahead_device_of_file;
+
 namespace {
 
 using namespace spark;

@@ -66,6 +66,9 @@
 #include "telemetry/mm_probes.h"
 #include "telemetry/vmstat.h"
 
+using spark::telemetry::BpfSkeleton, spark::telemetry::DeepProbe, spark::telemetry::MmProbes,
+    spark::telemetry::VmStatDelta, spark::telemetry::read_vmstat, spark::telemetry::vmstat_delta;
+
 extern char** environ;
 using namespace spark;
 using clk = std::chrono::steady_clock;

@@ -13,6 +13,9 @@
 #include "telemetry/sample.h"
 #include "telemetry/stall_detector.h"
 
+using spark::telemetry::LocalTelemetrySource, spark::telemetry::MmEvent, spark::telemetry::StallDetector,
+    spark::telemetry::interval_between;
+
 using namespace spark;
 using namespace std::chrono_literals;
 

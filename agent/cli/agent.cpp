@@ -11,6 +11,8 @@
 #include "daemon/telemetry_service.h"
 #include "state/journal.h"
 
+using spark::state::ensure_state_dir;
+
 namespace {
 
 void setup(CLI::App& app, spark::cli::Context& ctx) {

@@ -5,6 +5,10 @@
 #include "cli/report_event.h"
 #include "profile/profile_ops.h"
 
+using spark::tune::HostActuator;
+
+using spark::profile::ApplyRequest, spark::profile::apply_profile;
+
 namespace spark::cli {
 namespace {
 

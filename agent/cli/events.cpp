@@ -14,6 +14,11 @@
 #include "telemetry/detector_policy.h"
 #include "telemetry/hub.h"
 
+using spark::state::read_journal;
+
+using spark::telemetry::DetectorPolicy, spark::telemetry::StallThresholds, spark::telemetry::TelemetryHub,
+    spark::telemetry::detector_policy;
+
 namespace spark::cli {
 namespace {
 

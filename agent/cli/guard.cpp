@@ -29,6 +29,10 @@
 #include "tune/actuator.h"
 #include "tune/tuner.h"
 
+using spark::state::ensure_state_dir;
+
+using spark::tune::HostActuator, spark::tune::Tuner;
+
 namespace spark::cli {
 namespace {
 

@@ -16,6 +16,9 @@
 #include "telemetry/metrics.h"
 #include "telemetry/monitor_view.h"
 
+using spark::telemetry::DeepProbe, spark::telemetry::MonitorFrame, spark::telemetry::StallThresholds,
+    spark::telemetry::TelemetryHub, spark::telemetry::monitor_json, spark::telemetry::monitor_text;
+
 namespace spark::cli {
 namespace {
 

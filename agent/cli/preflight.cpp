@@ -16,6 +16,14 @@
 #include "telemetry/reserve.h"
 #include "window/window.h"
 
+using spark::tune::HostActuator;
+
+using spark::telemetry::BlocksAsk, spark::telemetry::BlocksReport, spark::telemetry::BlocksVerdict,
+    spark::telemetry::OverlayReserve, spark::telemetry::blocks_verdict_name, spark::telemetry::check_blocks,
+    spark::telemetry::overlay_reserve, spark::telemetry::parse_blocks, spark::telemetry::read_buddyinfo;
+
+using spark::profile::ProfileOptions, spark::profile::profile_options;
+
 using spark::window::load_window_overlay;
 
 using spark::gpu::PreflightRequest, spark::gpu::Verdict, spark::gpu::model_files, spark::gpu::run_preflight;

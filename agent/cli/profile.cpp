@@ -4,6 +4,11 @@
 #include "cli/registry.h"
 #include "profile/profile_ops.h"
 
+using spark::tune::HostActuator;
+
+using spark::profile::KeyType, spark::profile::ProfileStore, spark::profile::known_keys,
+    spark::profile::load_profile_file, spark::profile::resolve_named_profile;
+
 namespace spark::cli {
 namespace {
 

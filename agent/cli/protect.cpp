@@ -7,6 +7,8 @@
 #include "core/units.h"
 #include "tune/actuator.h"
 
+using spark::tune::HostActuator;
+
 namespace spark::cli {
 namespace {
 

@@ -12,6 +12,8 @@
 #include "guard/supervisor.h"
 #include "profile/profile_ops.h"
 
+using spark::tune::HostActuator, spark::tune::Tuner;
+
 namespace spark::cli {
 namespace {
 

@@ -4,6 +4,12 @@
 #include "cli/registry.h"
 #include "profile/profile_ops.h"
 
+using spark::state::read_journal;
+
+using spark::tune::HostActuator;
+
+using spark::profile::VerifyOutcome, spark::profile::k_profile_owner, spark::profile::verify_profile;
+
 namespace spark::cli {
 namespace {
 

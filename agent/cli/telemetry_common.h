@@ -51,14 +51,14 @@ inline std::optional<long> agent_for_telemetry(const Context& ctx, const Telemet
 // Builds the local source (the agent integration later swaps in a source that reads from the
 // agent). Returns an error message for bad options. Without --stall the probes' stall threshold is
 // `stall` (the profile's detector.stall_ms for events, as in the agent).
-inline Result<std::unique_ptr<LocalTelemetrySource>> make_source(
+inline Result<std::unique_ptr<telemetry::LocalTelemetrySource>> make_source(
     const Context& ctx, const TelemetryCliOptions& o,
     std::optional<std::chrono::nanoseconds> stall_default = std::nullopt) {
-  LocalSourceOptions lo;
+  telemetry::LocalSourceOptions lo;
   // A fixture tree (--root) is not the kernel the probes would watch: procfs only there.
   lo.use_bpf = !o.no_bpf && ctx.paths.proc == HostPaths::system().proc;
   if (!o.probe_kinds.empty()) {
-    SPARK_TRY(lo.probes.kinds, ProbeKindPolicy::parse(o.probe_kinds));
+    SPARK_TRY(lo.probes.kinds, telemetry::ProbeKindPolicy::parse(o.probe_kinds));
   }
   if (o.stall.empty() && stall_default) {
     lo.probes.stall_threshold = *stall_default;
@@ -66,13 +66,13 @@ inline Result<std::unique_ptr<LocalTelemetrySource>> make_source(
     SPARK_TRY(auto stall, parse_duration(o.stall.empty() ? k_default_stall : o.stall));
     lo.probes.stall_threshold = stall;
   }
-  return LocalTelemetrySource::create(ctx.paths, lo);
+  return telemetry::LocalTelemetrySource::create(ctx.paths, lo);
 }
 
 // The detector's thresholds for the options given (--stall is both the probes' event threshold
 // and the detector's fragmentation_stall threshold).
-inline StallThresholds thresholds_for(const LocalSourceOptions& o) {
-  StallThresholds t;
+inline telemetry::StallThresholds thresholds_for(const telemetry::LocalSourceOptions& o) {
+  telemetry::StallThresholds t;
   t.task_stall = std::chrono::duration_cast<std::chrono::milliseconds>(o.probes.stall_threshold);
   return t;
 }

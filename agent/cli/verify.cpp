@@ -4,6 +4,10 @@
 #include "cli/registry.h"
 #include "profile/profile_ops.h"
 
+using spark::tune::HostActuator;
+
+using spark::profile::verify_profile;
+
 namespace spark::cli {
 namespace {
 

@@ -6,6 +6,11 @@
 #include "core/units.h"
 #include "daemon/protocol.h"
 
+using spark::state::sysctl_target, spark::state::validate_sysctl_name;
+
+using spark::tune::CacheMode, spark::tune::Change, spark::tune::MappedPolicy, spark::tune::parse_cache_mode,
+    spark::tune::parse_mapped_policy;
+
 using spark::window::MappedBudget, spark::window::WindowSpec, spark::window::parse_mapped_budget,
     spark::window::parse_read_ahead, spark::window::spec_from_json, spark::window::spec_to_json;
 

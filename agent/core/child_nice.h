@@ -1,7 +1,8 @@
 // The agent may run ahead of the host's loads (its unit's Nice=, install/spark-tune.service); what
-// it starts for users -- restarted servers, hooks, --on-floor commands -- must not: they run at the
-// default priority, nice 0, as anything the user starts would. Linux keeps the nice value per
-// thread, and a new process takes that of the thread that created it.
+// it starts -- restarted servers, hooks, --on-floor commands, probes and validators -- must not:
+// they run at the default priority, nice 0, as anything the user starts would. Linux keeps the nice
+// value per thread, and a new process takes that of the thread that created it. Every child takes
+// core/process.h's spawn_process, which calls child_default_nice() in the child before exec.
 #pragma once
 
 #include <sys/resource.h>
@@ -11,31 +12,18 @@
 
 namespace spark {
 
-// In a forked child before exec (one or two system calls, nothing else): nice 0 when it is below.
-inline void child_default_nice() {
+// The calling thread's nice value; nullopt when getpriority fails (-1 is also a valid nice, so
+// errno tells them apart). One system call, async-signal-safe.
+inline std::optional<int> current_nice() {
   errno = 0;
   int n = ::getpriority(PRIO_PROCESS, 0);
-  if (n < 0 && errno == 0) (void)::setpriority(PRIO_PROCESS, 0, 0);
+  if (n == -1 && errno != 0) return std::nullopt;
+  return n;
 }
 
-// Around a posix_spawn (it has no nice attribute): the calling thread at nice 0 while it spawns,
-// then back. Going back below 0 needs CAP_SYS_NICE, which the agent keeps; without it the thread
-// stays at 0 (slower answers under load; never a user's process ahead of the loads).
-class DefaultNiceWhileSpawning {
- public:
-  DefaultNiceWhileSpawning() {
-    errno = 0;
-    int n = ::getpriority(PRIO_PROCESS, 0);
-    if (n < 0 && errno == 0 && ::setpriority(PRIO_PROCESS, 0, 0) == 0) saved_ = n;
-  }
-  ~DefaultNiceWhileSpawning() {
-    if (saved_) (void)::setpriority(PRIO_PROCESS, 0, *saved_);
-  }
-  DefaultNiceWhileSpawning(const DefaultNiceWhileSpawning&) = delete;
-  DefaultNiceWhileSpawning& operator=(const DefaultNiceWhileSpawning&) = delete;
-
- private:
-  std::optional<int> saved_;
-};
+// In a forked child before exec (one or two system calls, nothing else): nice 0 when it is below.
+inline void child_default_nice() {
+  if (auto n = current_nice(); n && *n < 0) (void)::setpriority(PRIO_PROCESS, 0, 0);
+}
 
 }  // namespace spark

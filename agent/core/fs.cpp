@@ -13,20 +13,10 @@ namespace spark {
 
 namespace {
 
-struct Fd {
-  int fd = -1;
-  explicit Fd(int f) : fd(f) {}
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  ~Fd() {
-    if (fd >= 0) ::close(fd);
-  }
-};
-
 Result<void> fsync_dir(const fs::path& dir) {
   Fd d(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (d.fd < 0) return errno_error("opening " + dir.string());
-  if (::fsync(d.fd) != 0) return errno_error("fsync " + dir.string());
+  if (d.get() < 0) return errno_error("opening " + dir.string());
+  if (::fsync(d.get()) != 0) return errno_error("fsync " + dir.string());
   return {};
 }
 
@@ -34,11 +24,11 @@ Result<void> fsync_dir(const fs::path& dir) {
 
 Result<std::string> read_file(const fs::path& path) {
   Fd f(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (f.fd < 0) return errno_error("reading " + path.string());
+  if (f.get() < 0) return errno_error("reading " + path.string());
   std::string out;
   char buf[8192];
   for (;;) {
-    ssize_t n = ::read(f.fd, buf, sizeof buf);
+    ssize_t n = ::read(f.get(), buf, sizeof buf);
     if (n < 0) {
       if (errno == EINTR) continue;
       return errno_error("reading " + path.string());
@@ -84,10 +74,10 @@ Result<std::string> read_value(const fs::path& path) {
 Result<void> write_value(const fs::path& path, const std::string& value) {
   // O_TRUNC as a shell's redirection does: the kernel files ignore it, fixture files need it.
   Fd f(::open(path.c_str(), O_WRONLY | O_TRUNC | O_NOFOLLOW | O_CLOEXEC));
-  if (f.fd < 0) return errno_error("opening " + path.string() + " for writing");
+  if (f.get() < 0) return errno_error("opening " + path.string() + " for writing");
   ssize_t n;
   do {
-    n = ::write(f.fd, value.data(), value.size());
+    n = ::write(f.get(), value.data(), value.size());
   } while (n < 0 && errno == EINTR);
   if (n < 0) return errno_error("writing '" + value + "' to " + path.string());
   if (static_cast<size_t>(n) != value.size())
@@ -104,11 +94,11 @@ Result<void> atomic_write(const fs::path& path, const std::string& content, mode
   tmp += ".tmp." + std::to_string(::getpid());
   {
     Fd f(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, mode));
-    if (f.fd < 0) return errno_error("creating " + tmp.string());
-    if (::fchmod(f.fd, mode) != 0) return errno_error("chmod " + tmp.string());
+    if (f.get() < 0) return errno_error("creating " + tmp.string());
+    if (::fchmod(f.get(), mode) != 0) return errno_error("chmod " + tmp.string());
     size_t off = 0;
     while (off < content.size()) {
-      ssize_t n = ::write(f.fd, content.data() + off, content.size() - off);
+      ssize_t n = ::write(f.get(), content.data() + off, content.size() - off);
       if (n < 0) {
         if (errno == EINTR) continue;
         int e = errno;
@@ -117,7 +107,7 @@ Result<void> atomic_write(const fs::path& path, const std::string& content, mode
       }
       off += static_cast<size_t>(n);
     }
-    if (durable && ::fsync(f.fd) != 0) {
+    if (durable && ::fsync(f.get()) != 0) {
       int e = errno;
       ::unlink(tmp.c_str());
       return sys_error(e, "fsync " + tmp.string());
@@ -185,29 +175,15 @@ std::string normalize_ws(const std::string& s) {
   return out;
 }
 
-FileLock& FileLock::operator=(FileLock&& o) noexcept {
-  if (this != &o) {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = o.fd_;
-    o.fd_ = -1;
-  }
-  return *this;
-}
-
-FileLock::~FileLock() {
-  if (fd_ >= 0) ::close(fd_);
-}
-
 Result<FileLock> FileLock::acquire(const fs::path& path) {
-  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
-  if (fd < 0) return errno_error("opening lock " + path.string());
-  while (::flock(fd, LOCK_EX) != 0) {
+  Fd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600));
+  if (!fd.valid()) return errno_error("opening lock " + path.string());
+  while (::flock(fd.get(), LOCK_EX) != 0) {
     if (errno == EINTR) continue;
     int e = errno;
-    ::close(fd);
     return sys_error(e, "locking " + path.string());
   }
-  return FileLock(fd);
+  return FileLock(std::move(fd));
 }
 
 }  // namespace spark

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "core/fd.h"
 #include "core/result.h"
 
 namespace spark {
@@ -39,20 +40,27 @@ std::string trim(const std::string& s);
 // Collapse every run of whitespace to one space and trim: how values are compared after a write.
 std::string normalize_ws(const std::string& s);
 
-// An exclusive flock(2) on a file, released when destroyed.
+// A pseudo file (procfs, sysfs) read whole and parsed by parse (text -> Result<T>); a parse error
+// names the file ("reading /proc/meminfo: ...").
+template <class Parse>
+auto read_parsed(const fs::path& path, Parse parse) -> decltype(parse(std::string())) {
+  SPARK_TRY(std::string text, read_file(path));
+  auto parsed = parse(text);
+  if (!parsed) return with_context(parsed.error(), "reading " + path.string());
+  return parsed;
+}
+
+// An exclusive flock(2) on a file, released when destroyed (the descriptor closed).
 class FileLock {
  public:
   FileLock() = default;
-  FileLock(FileLock&& o) noexcept : fd_(o.fd_) { o.fd_ = -1; }
-  FileLock& operator=(FileLock&& o) noexcept;
-  ~FileLock();
   // Blocks until the lock is held.
   static Result<FileLock> acquire(const fs::path& path);
-  bool held() const { return fd_ >= 0; }
+  bool held() const { return fd_.valid(); }
 
  private:
-  explicit FileLock(int fd) : fd_(fd) {}
-  int fd_ = -1;
+  explicit FileLock(Fd fd) : fd_(std::move(fd)) {}
+  Fd fd_;
 };
 
 }  // namespace spark

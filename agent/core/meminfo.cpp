@@ -43,12 +43,6 @@ Result<MemInfo> parse_meminfo(const std::string& text) {
   return info;
 }
 
-Result<MemInfo> read_meminfo(const HostPaths& paths) {
-  auto file = paths.proc / "meminfo";
-  SPARK_TRY(std::string text, read_file(file));
-  auto parsed = parse_meminfo(text);
-  if (!parsed) return with_context(parsed.error(), "reading " + file.string());
-  return parsed;
-}
+Result<MemInfo> read_meminfo(const HostPaths& paths) { return read_parsed(paths.proc / "meminfo", parse_meminfo); }
 
 }  // namespace spark

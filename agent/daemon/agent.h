@@ -65,7 +65,7 @@ class Agent : public ServiceContext {
   int run();
 
   const HostPaths& paths() const override { return paths_; }
-  Tuner& tuner() override { return tuner_; }
+  tune::Tuner& tuner() override { return tuner_; }
   Result<void> add_handler(const std::string& method, Handler handler) override;
   Result<void> add_raw_handler(const std::string& method, RawHandler handler) override;
   void mark_dear(const std::string& method) override { dear_.insert(method); }
@@ -118,8 +118,8 @@ class Agent : public ServiceContext {
 
   HostPaths paths_;
   AgentOptions opt_;
-  HostActuator actuator_;
-  Tuner tuner_;
+  tune::HostActuator actuator_;
+  tune::Tuner tuner_;
   std::vector<std::pair<int, std::unique_ptr<Service>>> services_;
   std::map<std::string, Handler> handlers_;
   std::map<std::string, RawHandler> raw_handlers_;

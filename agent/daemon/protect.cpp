@@ -12,6 +12,12 @@
 #include "state/journal.h"
 #include "tune/tuner.h"
 
+using spark::state::JournalData, spark::state::Target, spark::state::TargetKind, spark::state::TargetRecord,
+    spark::state::read_journal;
+
+using spark::tune::Actuator, spark::tune::ApplyOptions, spark::tune::Change, spark::tune::ChangeResult,
+    spark::tune::Tuner;
+
 namespace spark {
 
 namespace {

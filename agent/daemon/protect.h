@@ -42,11 +42,11 @@ struct ProtectChange {
 };
 // One transaction per unit, all verified before the first; when a later unit fails, the units this
 // call already changed are put back (released, or returned to their earlier drop-in).
-Result<std::vector<ProtectChange>> protect_units(const HostPaths& paths, Actuator& act,
+Result<std::vector<ProtectChange>> protect_units(const HostPaths& paths, tune::Actuator& act,
                                                  const std::vector<std::string>& units, const ProtectSpec& spec);
 // Releases the units' "protect:UNIT" owners. Refuses (nothing changed) a file at protect's path that
 // protect did not write, or one the journal does not know (it names the file to remove by hand).
-Result<std::vector<ProtectChange>> unprotect_units(const HostPaths& paths, Actuator& act,
+Result<std::vector<ProtectChange>> unprotect_units(const HostPaths& paths, tune::Actuator& act,
                                                    const std::vector<std::string>& units);
 
 }  // namespace spark

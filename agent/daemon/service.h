@@ -83,7 +83,7 @@ class ServiceContext {
   virtual ~ServiceContext() = default;
   virtual const HostPaths& paths() const = 0;
   // The one Tuner of the agent: every kernel change goes through it (journal first).
-  virtual Tuner& tuner() = 0;
+  virtual tune::Tuner& tuner() = 0;
   // Registers a request handler; a name already taken is an error.
   virtual Result<void> add_handler(const std::string& method, Handler handler) = 0;
   // The same for a handler whose answer is already serialised (SharedJson). A context that cannot

@@ -8,6 +8,13 @@
 #include "telemetry/detector_policy.h"
 #include "telemetry/monitor_view.h"
 
+using spark::state::read_journal;
+
+using spark::telemetry::DeepReport, spark::telemetry::DeepTriggerPolicy, spark::telemetry::DetectedEvent,
+    spark::telemetry::DetectorPolicy, spark::telemetry::LocalSourceOptions, spark::telemetry::LocalTelemetrySource,
+    spark::telemetry::MonitorFrame, spark::telemetry::StallThresholds, spark::telemetry::TelemetryHub,
+    spark::telemetry::deep_json, spark::telemetry::detector_policy, spark::telemetry::monitor_text;
+
 namespace spark::daemon {
 
 TelemetryServiceOptions& telemetry_service_options() {

@@ -37,7 +37,7 @@ struct TelemetryServiceOptions {
   std::chrono::milliseconds tick{1000};
   // Deep mode started by the detector; the profile's [detector] deep_seconds / deep_cooldown_s
   // override these.
-  DeepTriggerPolicy deep;
+  telemetry::DeepTriggerPolicy deep;
 };
 // What `spark-tune agent` sets from its options before the agent starts its services.
 TelemetryServiceOptions& telemetry_service_options();
@@ -59,7 +59,7 @@ class TelemetryService : public Service {
   void advance();
   // Into the agent's event log: the detector's event, numbered there (a deep report's trigger
   // names the log's seq of its cause).
-  void publish(const DetectedEvent& d);
+  void publish(const telemetry::DetectedEvent& d);
 
   // The holders of telemetry.deep {"hold": true}: answered when the period reports; an asked
   // period whose holders have all gone ends early.
@@ -75,9 +75,9 @@ class TelemetryService : public Service {
   ServiceContext* ctx_ = nullptr;
   std::vector<DeepHolder> deep_holders_;
   bool deep_unheld_asker_ = false;  // someone asked for the running period without holding it open
-  std::unique_ptr<TelemetryHub> hub_;
+  std::unique_ptr<telemetry::TelemetryHub> hub_;
   std::unique_ptr<MetricsHttpServer> http_;
-  const TelemetryInterval* last_interval_ = nullptr;
+  const telemetry::TelemetryInterval* last_interval_ = nullptr;
   uint64_t frame_seq_ = 0;
   std::map<uint64_t, uint64_t> log_seq_of_;  // the hub's seq -> the log's, for the last few
   std::set<std::string> open_windows_;       // from the window events in the log

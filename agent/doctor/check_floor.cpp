@@ -5,6 +5,9 @@
 #include "telemetry/psi.h"
 #include "telemetry/reclaim_wake.h"
 
+using spark::telemetry::PsiKind, spark::telemetry::PsiTrigger, spark::telemetry::ReclaimWake,
+    spark::telemetry::memory_pressure_file;
+
 namespace spark::doctor {
 
 namespace {

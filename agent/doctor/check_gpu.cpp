@@ -9,6 +9,8 @@
 #include "guard/supervisor.h"
 #include "telemetry/memory_holders.h"
 
+using spark::telemetry::process_ids, spark::telemetry::process_name;
+
 using spark::gpu::GpuProbe, spark::gpu::nvml_library_path;
 
 namespace spark::doctor {

@@ -6,6 +6,8 @@
 #include "core/memory_cgroup.h"
 #include "doctor/doctor.h"
 
+using spark::telemetry::BpfFeatures, spark::telemetry::KernelBpfFeatures, spark::telemetry::ProbeSupport;
+
 namespace spark::doctor {
 
 std::vector<Finding> check_cgroup(const Env& env) {

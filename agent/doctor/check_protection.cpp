@@ -8,6 +8,8 @@
 #include "doctor/doctor.h"
 #include "state/journal.h"
 
+using spark::state::read_journal;
+
 namespace spark::doctor {
 
 namespace {

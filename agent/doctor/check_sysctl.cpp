@@ -15,6 +15,13 @@
 #include "telemetry/host_fit.h"
 #include "tune/actuator.h"
 
+using spark::state::JournalData, spark::state::read_journal, spark::state::sysctl_target;
+
+using spark::tune::HostActuator, spark::tune::normalize_value;
+
+using spark::profile::SysctlSource, spark::profile::VerifyOutcome, spark::profile::k_persist_file_name,
+    spark::profile::k_profile_owner, spark::profile::sysctl_sources, spark::profile::verify_profile;
+
 namespace spark::doctor {
 
 namespace {

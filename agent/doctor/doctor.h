@@ -32,7 +32,7 @@ struct Finding {
 // or "held by window:w1".
 struct ActiveProfile {
   std::string name;
-  std::vector<VerifyRow> rows;
+  std::vector<profile::VerifyRow> rows;
 };
 // From the journal: nullopt when no profile is applied; an error when the journal cannot be read.
 Result<std::optional<ActiveProfile>> read_active_profile(const HostPaths& paths);
@@ -48,7 +48,7 @@ class FloorWakeProbe {
 
 struct Env {
   HostPaths paths = HostPaths::system();
-  BpfFeatures* bpf = nullptr;                   // null: the bpf check uses the real kernel
+  telemetry::BpfFeatures* bpf = nullptr;        // null: the bpf check uses the real kernel
   std::string nvml_library;                     // empty: libnvidia-ml.so.1 or SPARK_TUNE_NVML_LIB
   std::optional<ActiveProfile> active_profile;  // the CLI fills it with read_active_profile
   std::string journal_error;                    // why it could not (a WARN of the sysctl check)

@@ -9,6 +9,13 @@
 #include "core/units.h"
 #include "tune/trigger.h"
 
+using spark::tune::Actuator, spark::tune::HostActuator, spark::tune::compact_memory;
+
+using spark::telemetry::MemoryHolder, spark::telemetry::NodeFrag, spark::telemetry::Severity,
+    spark::telemetry::judge_fragmentation, spark::telemetry::largest_cgroups, spark::telemetry::largest_processes,
+    spark::telemetry::process_name, spark::telemetry::ram_fit, spark::telemetry::read_node_buddy,
+    spark::telemetry::severity_name, spark::telemetry::worst;
+
 namespace spark::gpu {
 
 const char* verdict_name(Verdict v) {

@@ -22,8 +22,8 @@ namespace spark::gpu {
 
 struct PreflightRequest {
   uint64_t bytes = 0;  // the model's size
-  double factor = k_default_factor;
-  uint64_t headroom = k_default_headroom;
+  double factor = telemetry::k_default_factor;
+  uint64_t headroom = telemetry::k_default_headroom;
   std::string limits_from = "built-in defaults";  // where factor/headroom came from: flags, a profile
   std::vector<unsigned> gpus;                     // devices the model is pinned to
   uint64_t gpu_bytes = 0;                         // what each of them must hold
@@ -33,13 +33,13 @@ struct PreflightRequest {
   std::chrono::milliseconds settle_interval{100};
   std::chrono::milliseconds probe_timeout{5000};  // without --settle
   bool compact = false;
-  FragPolicy frag;
+  telemetry::FragPolicy frag;
   uint64_t page_size = 0;  // 0: this host's
   std::string nvml_library = nvml_library_path();
   size_t holders = 5;
   // What the load-window overlay will take from MemAvailable (issue 14 part 4): when set, the host RAM
   // rule is judged against MemAvailable under the overlay, as the engine's own start-up check will see it.
-  std::optional<OverlayReserve> overlay;
+  std::optional<telemetry::OverlayReserve> overlay;
 };
 
 enum class Verdict { go, refused, undecided };
@@ -59,18 +59,18 @@ struct PreflightReport {
   std::vector<std::string> notes;
   std::string undecided;  // why no decision could be made
   MemInfo host;
-  RamFit ram;
-  std::vector<NodeFrag> frag;
-  std::vector<NodeFrag> frag_before_compact;  // set when compaction ran
+  telemetry::RamFit ram;
+  std::vector<telemetry::NodeFrag> frag;
+  std::vector<telemetry::NodeFrag> frag_before_compact;  // set when compaction ran
   bool compacted = false;
   bool gpu_checked = false;
   std::vector<GpuFit> gpus;
   std::optional<SettleOutcome> settle;
   KillSignal kill;
   std::chrono::microseconds probe_time{0};
-  std::vector<MemoryHolder> processes;  // on refusal
-  std::vector<MemoryHolder> cgroups;
-  std::vector<MemoryHolder> gpu_holders;
+  std::vector<telemetry::MemoryHolder> processes;  // on refusal
+  std::vector<telemetry::MemoryHolder> cgroups;
+  std::vector<telemetry::MemoryHolder> gpu_holders;
 
   nlohmann::json to_json() const;
   std::string to_text() const;
@@ -78,6 +78,6 @@ struct PreflightReport {
 
 // Compaction (request.compact) is a trigger through the actuator; the first form uses the host's.
 PreflightReport run_preflight(const HostPaths& paths, const PreflightRequest& request);
-PreflightReport run_preflight(const HostPaths& paths, const PreflightRequest& request, Actuator& act);
+PreflightReport run_preflight(const HostPaths& paths, const PreflightRequest& request, tune::Actuator& act);
 
 }  // namespace spark::gpu

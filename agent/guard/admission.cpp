@@ -14,6 +14,8 @@
 #include "guard/supervisor.h"
 #include "guard/systemd_scope.h"
 
+using spark::tune::ApplyOptions;
+
 namespace spark::guard {
 
 namespace {

@@ -13,6 +13,11 @@
 #include "core/units.h"
 #include "tune/trigger.h"
 
+using spark::state::Target, spark::state::TargetKind;
+
+using spark::tune::Actuator, spark::tune::Change, spark::tune::Trigger, spark::tune::cgroup_attach_trigger,
+    spark::tune::cgroup_event_trigger, spark::tune::cgroup_kill_trigger, spark::tune::fire, spark::tune::resolve_target;
+
 namespace spark::guard {
 
 namespace {

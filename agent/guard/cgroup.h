@@ -71,22 +71,22 @@ class CgroupBox {
   CgroupVersion version() const { return h_.version; }
   fs::path dir() const;
   fs::path file(const std::string& name) const { return dir() / name; }
-  Target dir_target() const;
-  Target file_target(const std::string& name) const;
+  state::Target dir_target() const;
+  state::Target file_target(const std::string& name) const;
   // The box as a Target name under HostPaths::cgroup ("memory/a/spark-guard-g1", "a/spark-guard-g1").
   std::string target_name() const;
   bool exists() const;
 
   // The Tuner changes that set the limits (values page-rounded).
-  std::vector<Change> limit_changes(const Limits& limits, const std::string& reason) const;
+  std::vector<tune::Change> limit_changes(const Limits& limits, const std::string& reason) const;
   // Moves a process (all its threads) into the box: a cgroup.procs trigger through the actuator.
-  Result<void> attach(Actuator& act, pid_t pid) const;
+  Result<void> attach(tune::Actuator& act, pid_t pid) const;
   Result<std::vector<pid_t>> procs() const;
   Result<MemoryStats> stats() const;
   // Kills every process in the box: v2 cgroup.kill (a trigger) where present, else SIGKILL to each member.
-  Result<void> kill_all(Actuator& act) const;
+  Result<void> kill_all(tune::Actuator& act) const;
   // Moves every process in the box to another cgroup of the same hierarchy (when a guard ends).
-  Result<void> move_all_to(Actuator& act, const std::string& other_path) const;
+  Result<void> move_all_to(tune::Actuator& act, const std::string& other_path) const;
 
  private:
   HostPaths paths_;
@@ -98,7 +98,7 @@ class CgroupBox {
 // memory.oom_control (OOM notification, args "") or memory.pressure_level (args "low|medium|critical").
 // Readable (POLLIN) when the event fires; drain it with drain_eventfd().
 // The cgroup.event_control write is a trigger through the actuator.
-Result<Fd> register_v1_event(Actuator& act, const CgroupBox& box, const std::string& control_file,
+Result<Fd> register_v1_event(tune::Actuator& act, const CgroupBox& box, const std::string& control_file,
                              const std::string& args);
 uint64_t drain_eventfd(int fd);
 // v2: memory.events opened for POLLPRI change notification (kernfs); re-read after each wake-up.

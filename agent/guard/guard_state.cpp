@@ -7,6 +7,10 @@
 #include "guard/cgroup.h"
 #include "state/journal.h"
 
+using spark::state::JournalData, spark::state::read_journal;
+
+using spark::tune::Tuner;
+
 namespace spark::guard {
 
 nlohmann::json options_to_json(const GuardOptions& o) {

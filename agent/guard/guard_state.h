@@ -72,6 +72,6 @@ std::string guard_owner(const std::string& id);  // "guard:<id>"
 Result<std::vector<GuardState>> list_guards(const HostPaths& paths);
 // Ends a guard from any process: its processes go back where they came from, every value it set
 // is restored and its cgroup removed.
-Result<void> end_guard(const HostPaths& paths, Tuner& tuner, const std::string& id);
+Result<void> end_guard(const HostPaths& paths, tune::Tuner& tuner, const std::string& id);
 
 }  // namespace spark::guard

@@ -4,6 +4,8 @@
 #include "profile/profile_options.h"
 #include "window/floor.h"
 
+using spark::profile::profile_options;
+
 using spark::window::parse_floor;
 
 using spark::gpu::unified_memory_host;

@@ -2,11 +2,9 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
-#include <grp.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -16,10 +14,10 @@
 #include <cstring>
 #include <sstream>
 
-#include "core/child_nice.h"
 #include "core/fs.h"
+#include "core/process.h"
 
-extern char** environ;
+using spark::tune::Actuator;
 
 namespace spark::guard {
 
@@ -92,40 +90,13 @@ Result<SpawnedHook> spawn_hook(const std::vector<std::string>& argv, const std::
   int pipefd[2];
   if (::pipe2(pipefd, O_CLOEXEC) != 0) return errno_error("pipe for the hook's stdin");
   Fd rd(pipefd[0]), wr(pipefd[1]);
-
-  std::vector<std::string> env_store;
-  for (char** e = environ; e && *e; ++e)
-    if (std::strncmp(*e, "SPARK_TUNE_EVENT=", 17) != 0) env_store.emplace_back(*e);
-  env_store.push_back("SPARK_TUNE_EVENT=" + event_json);
-  std::vector<char*> envp;
-  for (auto& s : env_store) envp.push_back(s.data());
-  envp.push_back(nullptr);
-  std::vector<std::string> args = argv;
-  std::vector<char*> av;
-  for (auto& s : args) av.push_back(s.data());
-  av.push_back(nullptr);
-
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_adddup2(&fa, rd.get(), STDIN_FILENO);
-  posix_spawnattr_t attr;
-  posix_spawnattr_init(&attr);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-  sigset_t none, all;
-  sigemptyset(&none);
-  sigfillset(&all);
-  posix_spawnattr_setsigmask(&attr, &none);
-  posix_spawnattr_setsigdefault(&attr, &all);
-  pid_t pid = -1;
+  SpawnOptions so;
+  so.what = "starting hook " + (argv.empty() ? std::string() : argv[0]);
+  so.env = environment_with({"SPARK_TUNE_EVENT=" + event_json}, {"SPARK_TUNE_EVENT"});
+  so.stdin_fd = rd.get();
+  so.new_session = true;
   auto started = std::chrono::steady_clock::now();
-  int rc = 0;
-  {
-    DefaultNiceWhileSpawning at_default;  // the hook at nice 0, not at the agent's (core/child_nice.h)
-    rc = ::posix_spawn(&pid, args[0].c_str(), &fa, &attr, av.data(), envp.data());
-  }
-  posix_spawn_file_actions_destroy(&fa);
-  posix_spawnattr_destroy(&attr);
-  if (rc != 0) return sys_error(rc, "starting hook " + args[0]);
+  SPARK_TRY(pid_t pid, spawn_process(argv, so));  // at nice 0, not at the agent's (core/process.h)
   rd.reset();
   // The event is small (well under the pipe buffer): one write, then EOF for the hook.
   ::fcntl(wr.get(), F_SETFL, O_NONBLOCK);
@@ -139,78 +110,19 @@ Result<pid_t> spawn_in_box(const ServerLaunch& launch, const CgroupBox& box, Act
 }
 
 Result<pid_t> spawn_gated(const ServerLaunch& launch, const JoinBox& join) {
-  std::vector<std::string> args = launch.argv;
-  std::vector<char*> av;
-  for (auto& s : args) av.push_back(s.data());
-  av.push_back(nullptr);
-  int errpipe[2];
-  if (::pipe2(errpipe, O_CLOEXEC) != 0) return errno_error("pipe");
-  Fd er(errpipe[0]), ew(errpipe[1]);
-  // The child waits at this gate until the parent has moved it into the box (a cgroup.procs trigger
-  // through the actuator), so everything it maps after exec is charged to the box.
-  int gate[2];
-  if (::pipe2(gate, O_CLOEXEC) != 0) return errno_error("pipe");
-  Fd gate_rd(gate[0]), gate_wr(gate[1]);
-  pid_t pid = ::fork();
-  if (pid < 0) return errno_error("fork");
-  if (pid == 0) {
-    // Child: only async-signal-safe calls until exec.
-    auto fail = [&](int step) {
-      int e[2] = {step, errno};
-      (void)!::write(ew.get(), e, sizeof e);
-      ::_exit(127);
-    };
-    ::close(gate_wr.get());  // EOF at the gate when the parent is gone
-    char go = 0;
-    ssize_t g;
-    do g = ::read(gate_rd.get(), &go, 1);
-    while (g < 0 && errno == EINTR);
-    if (g != 1) ::_exit(127);  // the parent could not move us into the box
-    ::setsid();
-    child_default_nice();  // the server at nice 0, not at the agent's (core/child_nice.h)
-    sigset_t none;
-    sigemptyset(&none);
-    ::sigprocmask(SIG_SETMASK, &none, nullptr);
-    int devnull = ::open("/dev/null", O_RDONLY);
-    if (devnull >= 0) ::dup2(devnull, STDIN_FILENO);
-    if (!launch.cwd.empty() && ::chdir(launch.cwd.c_str()) != 0) fail(2);
-    if (launch.gid != ::getgid() && (::setgroups(0, nullptr) != 0 || ::setgid(launch.gid) != 0)) fail(3);
-    if (launch.uid != ::getuid() && ::setuid(launch.uid) != 0) fail(4);
-    ::execv(av[0], av.data());
-    fail(5);
-  }
-  ew.reset();
-  gate_rd.reset();
-  if (auto a = join(pid); !a) {
-    ::kill(pid, SIGKILL);
-    int status;
-    ::waitpid(pid, &status, 0);
-    return with_context(a.error(), std::string("restarting ") + args[0] + ": joining the guard's cgroup");
-  }
-  if (::write(gate_wr.get(), "g", 1) != 1) {
-    Error e = errno_error("releasing " + args[0]);
-    ::kill(pid, SIGKILL);
-    int status;
-    ::waitpid(pid, &status, 0);
-    return e;
-  }
-  gate_wr.reset();
-  int e[2] = {0, 0};
-  ssize_t got;
-  do got = ::read(er.get(), e, sizeof e);
-  while (got < 0 && errno == EINTR);
-  if (got == sizeof e) {
-    int status;
-    ::waitpid(pid, &status, 0);
-    static const char* steps[] = {"",
-                                  "joining the guard's cgroup",
-                                  "changing to its directory",
-                                  "setting its group",
-                                  "setting its user",
-                                  "executing it"};
-    return sys_error(e[1], std::string("restarting ") + args[0] + ": " + steps[e[0] < 6 ? e[0] : 0]);
-  }
-  return pid;
+  // The child waits until the parent has moved it into the box (a cgroup.procs trigger through the
+  // actuator), so everything it maps after exec is charged to the box.
+  SpawnOptions so;
+  so.what = "restarting " + (launch.argv.empty() ? std::string() : launch.argv[0]);
+  so.new_session = true;
+  so.cwd = launch.cwd;
+  so.uid = launch.uid;
+  so.gid = launch.gid;
+  so.before_exec = [&](pid_t pid) -> Result<void> {
+    if (auto a = join(pid); !a) return with_context(a.error(), "joining the guard's cgroup");
+    return {};
+  };
+  return spawn_process(launch.argv, so);  // at nice 0, not at the agent's (core/process.h)
 }
 
 uint64_t process_rss(const HostPaths& paths, pid_t pid) {

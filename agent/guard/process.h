@@ -47,7 +47,7 @@ struct ServerLaunch {
 };
 // Starts a server inside the box: the child is moved into the cgroup (through the actuator) before
 // it execs, so its first page is charged to the box. A new session, stdin from /dev/null.
-Result<pid_t> spawn_in_box(const ServerLaunch& launch, const CgroupBox& box, Actuator& act);
+Result<pid_t> spawn_in_box(const ServerLaunch& launch, const CgroupBox& box, tune::Actuator& act);
 // The same with the step that moves the waiting child given by the caller (a systemd scope asked
 // for with the child's pid, where systemd owns the tree). The child execs only once it succeeded.
 using JoinBox = std::function<Result<void>(pid_t)>;

@@ -20,6 +20,12 @@
 #include "state/journal.h"
 #include "telemetry/psi.h"
 
+using spark::state::read_journal;
+
+using spark::tune::ApplyOptions, spark::tune::Change, spark::tune::Tuner;
+
+using spark::telemetry::PsiKind, spark::telemetry::PsiTrigger;
+
 namespace spark::guard {
 
 namespace {

@@ -51,7 +51,7 @@ struct SupervisorConfig {
 
 class GuardSupervisor : public LoopPart {
  public:
-  GuardSupervisor(HostPaths paths, Tuner& tuner, EventSink sink, SupervisorConfig cfg = {});
+  GuardSupervisor(HostPaths paths, tune::Tuner& tuner, EventSink sink, SupervisorConfig cfg = {});
   ~GuardSupervisor() override;
   GuardSupervisor(const GuardSupervisor&) = delete;
   GuardSupervisor& operator=(const GuardSupervisor&) = delete;
@@ -113,7 +113,7 @@ class GuardSupervisor : public LoopPart {
   nlohmann::json growers(Runtime& g);
 
   HostPaths paths_;
-  Tuner& tuner_;
+  tune::Tuner& tuner_;
   EventSink sink_;
   SupervisorConfig cfg_;
   std::optional<MemoryHierarchy> h_;

@@ -12,6 +12,10 @@
 #include "guard/process.h"
 #include "state/journal.h"
 
+using spark::state::JournalData, spark::state::TargetKind, spark::state::read_journal;
+
+using spark::tune::ApplyOptions, spark::tune::Tuner;
+
 namespace spark::guard {
 
 namespace {

@@ -27,8 +27,8 @@ Result<std::string> render_dropin(const GuardOptions& o, uint64_t budget, uint64
 // Runs `systemd-analyze verify` on a copy of the unit with the drop-in; the drop-in must draw no
 // complaint. ENOENT when systemd-analyze is not installed.
 Result<void> verify_dropin(const fs::path& unit_file, const std::string& unit, const std::string& content);
-Result<UnitDropin> write_unit_dropin(const HostPaths& paths, Tuner& tuner, const std::string& unit,
+Result<UnitDropin> write_unit_dropin(const HostPaths& paths, tune::Tuner& tuner, const std::string& unit,
                                      const GuardOptions& o);
-Result<void> undo_unit_dropin(const HostPaths& paths, Tuner& tuner, const std::string& unit);
+Result<void> undo_unit_dropin(const HostPaths& paths, tune::Tuner& tuner, const std::string& unit);
 
 }  // namespace spark::guard

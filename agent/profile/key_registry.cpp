@@ -1,6 +1,8 @@
 #include "profile/key_registry.h"
 
-namespace spark {
+using spark::state::Target, spark::state::sysctl_target, spark::state::sysfs_target, spark::state::validate_sysctl_name;
+
+namespace spark::profile {
 
 namespace {
 
@@ -77,4 +79,4 @@ Result<KeyInfo> extra_key(const std::string& name) {
   return KeyInfo{name, sysctl_target(name), KeyType::text, INT64_MIN, INT64_MAX, {}, "", "extra key"};
 }
 
-}  // namespace spark
+}  // namespace spark::profile

@@ -10,7 +10,7 @@
 
 #include "state/target.h"
 
-namespace spark {
+namespace spark::profile {
 
 enum class KeyType {
   integer,  // plain count or ratio
@@ -21,8 +21,8 @@ enum class KeyType {
 };
 
 struct KeyInfo {
-  std::string name;  // as written in a profile: "vm.min_free_kbytes", "thp.enabled"
-  Target target;     // where it lives
+  std::string name;      // as written in a profile: "vm.min_free_kbytes", "thp.enabled"
+  state::Target target;  // where it lives
   KeyType type = KeyType::integer;
   int64_t min = 0;  // kernel's accepted range (integer types)
   int64_t max = INT64_MAX;
@@ -34,8 +34,8 @@ struct KeyInfo {
 const std::vector<KeyInfo>& known_keys();
 const KeyInfo* find_key(const std::string& name);
 // The profile name of a target ("thp.defrag" for the sysfs file), else its display form.
-std::string key_name_for(const Target& t);
+std::string key_name_for(const state::Target& t);
 // A key for [sysctl.extra]: vm.* or kernel.*, a valid name, integer or text value.
 Result<KeyInfo> extra_key(const std::string& name);
 
-}  // namespace spark
+}  // namespace spark::profile

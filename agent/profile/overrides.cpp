@@ -6,7 +6,7 @@
 
 #include "core/fs.h"
 
-namespace spark {
+namespace spark::profile {
 
 namespace {
 
@@ -103,4 +103,4 @@ std::string persist_dropin_text(const std::string& profile,
   return text;
 }
 
-}  // namespace spark
+}  // namespace spark::profile

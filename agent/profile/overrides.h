@@ -7,7 +7,7 @@
 
 #include "core/host_paths.h"
 
-namespace spark {
+namespace spark::profile {
 
 struct SysctlSource {
   std::string key;
@@ -24,4 +24,4 @@ inline const char* k_persist_file_name = "90-spark-tune.conf";
 std::string persist_dropin_text(const std::string& profile,
                                 const std::vector<std::pair<std::string, std::string>>& values);
 
-}  // namespace spark
+}  // namespace spark::profile

@@ -11,9 +11,10 @@
 #include <set>
 #include <sstream>
 
+#include "core/fd.h"
 #include "core/fs.h"
 
-namespace spark {
+namespace spark::profile {
 
 const std::vector<OptionInfo>& known_options() {
   static const std::vector<OptionInfo> options = {
@@ -175,10 +176,7 @@ Result<std::string> read_profile_text(const fs::path& file) {
     if (errno == ENOENT) return sys_error(ENOENT, "no profile file " + file.string());
     return errno_error("opening the profile " + file.string());
   }
-  struct Closer {
-    int fd;
-    ~Closer() { ::close(fd); }
-  } closer{fd};
+  Fd closer(fd);  // closed on every return
   struct stat st {};
   if (::fstat(fd, &st) != 0) return errno_error("reading the profile " + file.string());
   if (!S_ISREG(st.st_mode))
@@ -365,4 +363,4 @@ std::vector<std::pair<std::string, fs::path>> ProfileStore::list() const {
   return out;
 }
 
-}  // namespace spark
+}  // namespace spark::profile

@@ -25,7 +25,7 @@
 #include "core/result.h"
 #include "profile/key_registry.h"
 
-namespace spark {
+namespace spark::profile {
 
 struct SettingSpec {
   KeyInfo key;
@@ -87,4 +87,4 @@ class ProfileStore {
 // The shipped policies: SPARK_TUNE_POLICY_DIR env, else the installed dir, else the source tree.
 fs::path shipped_policy_dir();
 
-}  // namespace spark
+}  // namespace spark::profile

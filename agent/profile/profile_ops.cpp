@@ -5,7 +5,13 @@
 
 #include "core/fs.h"
 
-namespace spark {
+using spark::state::JournalData, spark::state::Layer, spark::state::Target, spark::state::TargetKind,
+    spark::state::read_journal;
+
+using spark::tune::Actuator, spark::tune::ApplyOptions, spark::tune::Change, spark::tune::ChangeResult,
+    spark::tune::Tuner, spark::tune::normalize_value;
+
+namespace spark::profile {
 
 Result<ResolvedProfile> resolve_named_profile(const HostPaths& paths, const std::string& name, Actuator& act) {
   ProfileStore store(paths);
@@ -144,9 +150,13 @@ nlohmann::json to_json(const VerifyOutcome& v) {
   return {{"profile", v.profile}, {"drift", v.drift()}, {"keys", rows}};
 }
 
+}  // namespace spark::profile
+
+namespace spark::tune {
+
 nlohmann::json to_json(const ChangeResult& c) {
   auto opt = [](const std::optional<std::string>& s) { return s ? nlohmann::json(*s) : nlohmann::json(); };
   return {{"target", c.target.display()}, {"before", opt(c.before)}, {"after", opt(c.after)}, {"written", c.written}};
 }
 
-}  // namespace spark
+}  // namespace spark::tune

@@ -14,11 +14,11 @@
 #include "profile/resolve.h"
 #include "tune/tuner.h"
 
-namespace spark {
+namespace spark::profile {
 
 inline const char* k_profile_owner = "profile";
 
-Result<ResolvedProfile> resolve_named_profile(const HostPaths& paths, const std::string& name, Actuator& act);
+Result<ResolvedProfile> resolve_named_profile(const HostPaths& paths, const std::string& name, tune::Actuator& act);
 
 struct ApplyRequest {
   std::string profile;
@@ -30,14 +30,14 @@ struct ApplyRequest {
 struct ApplyOutcome {
   ResolvedProfile resolved;
   std::vector<std::string> guardrails;       // reasons; applied anyway only with force
-  std::vector<ChangeResult> results;         // empty on dry run
+  std::vector<tune::ChangeResult> results;   // empty on dry run
   std::vector<SysctlSource> boot_overrides;  // files that win over the persisted drop-in at boot
   std::vector<std::string> persisted;        // files written by --persist
 };
 
 // Refuses (EPERM, every reason listed) when a guardrail trips and force is off. Nothing changes
 // on refusal, on bad input, or on dry run.
-Result<ApplyOutcome> apply_profile(const HostPaths& paths, Actuator& act, const ApplyRequest& req);
+Result<ApplyOutcome> apply_profile(const HostPaths& paths, tune::Actuator& act, const ApplyRequest& req);
 
 struct VerifyRow {
   std::string key;
@@ -54,10 +54,17 @@ struct VerifyOutcome {
 };
 
 // Without a name: the applied profile from the journal (ENOENT when none). With a name: that profile.
-Result<VerifyOutcome> verify_profile(const HostPaths& paths, Actuator& act, const std::optional<std::string>& name);
+Result<VerifyOutcome> verify_profile(const HostPaths& paths, tune::Actuator& act,
+                                     const std::optional<std::string>& name);
 
 nlohmann::json to_json(const ResolvedProfile& p);
 nlohmann::json to_json(const VerifyOutcome& v);
+
+}  // namespace spark::profile
+
+namespace spark::tune {
+
+// Beside ChangeResult's namespace, where argument-dependent lookup finds it.
 nlohmann::json to_json(const ChangeResult& c);
 
-}  // namespace spark
+}  // namespace spark::tune

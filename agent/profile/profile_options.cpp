@@ -4,7 +4,9 @@
 #include "profile/profile_ops.h"
 #include "state/journal.h"
 
-namespace spark {
+using spark::state::JournalData, spark::state::read_journal;
+
+namespace spark::profile {
 
 std::optional<std::string> ProfileOptions::get(const std::string& key) const {
   auto it = options.find(key);
@@ -53,4 +55,4 @@ Result<ProfileOptions> profile_options(const HostPaths& paths, const std::option
   return out;
 }
 
-}  // namespace spark
+}  // namespace spark::profile

@@ -10,7 +10,7 @@
 #include "core/host_paths.h"
 #include "core/result.h"
 
-namespace spark {
+namespace spark::profile {
 
 struct ProfileOptions {
   std::string profile;                         // empty: none named and none applied
@@ -27,4 +27,4 @@ struct ProfileOptions {
 // version) is reloaded by name.
 Result<ProfileOptions> profile_options(const HostPaths& paths, const std::optional<std::string>& name);
 
-}  // namespace spark
+}  // namespace spark::profile

@@ -8,7 +8,11 @@
 #include "core/meminfo.h"
 #include "core/units.h"
 
-namespace spark {
+using spark::state::sysctl_target;
+
+using spark::tune::Actuator, spark::tune::Change, spark::tune::coupled_sysctl, spark::tune::normalize_value;
+
+namespace spark::profile {
 
 namespace {
 
@@ -171,4 +175,4 @@ std::vector<Change> profile_changes(const ResolvedProfile& p) {
   return changes;
 }
 
-}  // namespace spark
+}  // namespace spark::profile

@@ -13,11 +13,11 @@
 #include "tune/actuator.h"
 #include "tune/tuner.h"
 
-namespace spark {
+namespace spark::profile {
 
 struct ResolvedSetting {
   std::string key;  // "vm.min_free_kbytes"
-  Target target;
+  state::Target target;
   std::string raw;      // as written
   std::string source;   // "dgx-spark.toml:9" (the profile that won)
   std::string current;  // the host's value now
@@ -35,12 +35,12 @@ struct ResolvedProfile {
 // Resolves one setting's raw text to the kernel's value (without modifiers' current comparison).
 Result<std::string> resolve_value(const SettingSpec& spec, const MemInfo& host);
 
-Result<ResolvedProfile> resolve_profile(const std::vector<Profile>& chain, const MemInfo& host, Actuator& act);
+Result<ResolvedProfile> resolve_profile(const std::vector<Profile>& chain, const MemInfo& host, tune::Actuator& act);
 
 // Guardrails: values that endanger the host. Each string is one reason; empty = safe.
-std::vector<std::string> guardrail_violations(const ResolvedProfile& p, const MemInfo& host, Actuator& act);
+std::vector<std::string> guardrail_violations(const ResolvedProfile& p, const MemInfo& host, tune::Actuator& act);
 
 // The changes apply makes (only settings whose value differs or that the profile owns).
-std::vector<Change> profile_changes(const ResolvedProfile& p);
+std::vector<tune::Change> profile_changes(const ResolvedProfile& p);
 
-}  // namespace spark
+}  // namespace spark::profile

@@ -8,7 +8,7 @@
 
 #include "core/fd.h"
 
-namespace spark {
+namespace spark::state {
 
 namespace {
 
@@ -225,4 +225,4 @@ Result<void> JournalTxn::commit() {
   return {};
 }
 
-}  // namespace spark
+}  // namespace spark::state

@@ -20,7 +20,7 @@
 #include "core/result.h"
 #include "state/target.h"
 
-namespace spark {
+namespace spark::state {
 
 struct Layer {
   std::string owner;                    // "profile", "window:w3", "guard:g1"
@@ -105,4 +105,4 @@ Result<std::shared_ptr<const JournalData>> read_journal(const HostPaths& paths, 
 // The state directory, created 0700 if missing, refused if a symlink or writable by others.
 Result<void> ensure_state_dir(const HostPaths& paths);
 
-}  // namespace spark
+}  // namespace spark::state

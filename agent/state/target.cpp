@@ -2,7 +2,7 @@
 
 #include <cctype>
 
-namespace spark {
+namespace spark::state {
 
 const char* target_kind_name(TargetKind k) {
   switch (k) {
@@ -68,4 +68,4 @@ Result<void> validate_relative_name(const std::string& name) {
   return {};
 }
 
-}  // namespace spark
+}  // namespace spark::state

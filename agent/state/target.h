@@ -8,7 +8,7 @@
 
 #include "core/result.h"
 
-namespace spark {
+namespace spark::state {
 
 enum class TargetKind {
   sysctl,  // "vm.min_free_kbytes" -> <proc>/sys/vm/min_free_kbytes
@@ -37,4 +37,4 @@ Result<void> validate_sysctl_name(const std::string& name);
 // A relative sysfs/cgroup name: no "..", no empty part, no leading "/".
 Result<void> validate_relative_name(const std::string& name);
 
-}  // namespace spark
+}  // namespace spark::state

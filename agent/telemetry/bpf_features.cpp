@@ -13,7 +13,7 @@
 #include "feature_probe.skel.h"
 #include "telemetry/bpf_skeleton.h"
 
-namespace spark {
+namespace spark::telemetry {
 
 const char* probe_kind_name(ProbeKind k) {
   switch (k) {
@@ -84,4 +84,4 @@ ProbeSupport KernelBpfFeatures::probe() {
   return s;
 }
 
-}  // namespace spark
+}  // namespace spark::telemetry

@@ -7,7 +7,7 @@
 
 #include "core/result.h"
 
-namespace spark {
+namespace spark::telemetry {
 
 enum class ProbeKind { tp_btf, raw_tp, tp };
 const char* probe_kind_name(ProbeKind k);
@@ -37,4 +37,4 @@ class KernelBpfFeatures : public BpfFeatures {
   ProbeSupport probe() override;
 };
 
-}  // namespace spark
+}  // namespace spark::telemetry

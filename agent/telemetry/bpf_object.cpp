@@ -2,7 +2,7 @@
 
 #include <bpf/bpf.h>
 
-namespace spark {
+namespace spark::telemetry {
 
 namespace {
 
@@ -30,4 +30,4 @@ std::vector<uint32_t> loaded_program_ids(bpf_object* obj) {
   return ids;
 }
 
-}  // namespace spark
+}  // namespace spark::telemetry

@@ -10,7 +10,7 @@
 
 #include "core/result.h"
 
-namespace spark {
+namespace spark::telemetry {
 
 // libbpf's own messages stay quiet from the first call on, for the whole process: its failures
 // come back as errors with context (BpfSkeleton calls it before it opens anything).
@@ -31,4 +31,4 @@ Result<std::vector<T>> read_percpu(bpf_map* map, uint32_t key) {
 // The kernel ids of an object's loaded programs.
 std::vector<uint32_t> loaded_program_ids(bpf_object* obj);
 
-}  // namespace spark
+}  // namespace spark::telemetry

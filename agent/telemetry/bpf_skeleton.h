@@ -16,7 +16,7 @@
 #include "core/result.h"
 #include "telemetry/bpf_object.h"
 
-namespace spark {
+namespace spark::telemetry {
 
 template <typename T, T* (*Open)(), int (*Load)(T*), void (*Destroy)(T*)>
 class BpfSkeleton {
@@ -65,4 +65,4 @@ class BpfSkeleton {
   T* skel_ = nullptr;
 };
 
-}  // namespace spark
+}  // namespace spark::telemetry

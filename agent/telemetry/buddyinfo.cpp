@@ -5,7 +5,7 @@
 
 #include "core/fs.h"
 
-namespace spark {
+namespace spark::telemetry {
 
 uint64_t ZoneFreeBlocks::free_pages() const { return free_pages_at_least(0); }
 
@@ -77,11 +77,7 @@ Result<BuddyInfo> parse_buddyinfo(const std::string& text) {
 }
 
 Result<BuddyInfo> read_buddyinfo(const HostPaths& paths) {
-  auto file = paths.proc / "buddyinfo";
-  SPARK_TRY(std::string text, read_file(file));
-  auto parsed = parse_buddyinfo(text);
-  if (!parsed) return with_context(parsed.error(), "reading " + file.string());
-  return parsed;
+  return read_parsed(paths.proc / "buddyinfo", parse_buddyinfo);
 }
 
-}  // namespace spark
+}  // namespace spark::telemetry

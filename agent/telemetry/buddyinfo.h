@@ -9,7 +9,7 @@
 #include "core/host_paths.h"
 #include "core/result.h"
 
-namespace spark {
+namespace spark::telemetry {
 
 struct ZoneFreeBlocks {
   int node = 0;
@@ -36,4 +36,4 @@ struct BuddyInfo {
 Result<BuddyInfo> parse_buddyinfo(const std::string& text);
 Result<BuddyInfo> read_buddyinfo(const HostPaths& paths);
 
-}  // namespace spark
+}  // namespace spark::telemetry

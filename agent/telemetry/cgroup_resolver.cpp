@@ -4,7 +4,7 @@
 
 #include <filesystem>
 
-namespace spark {
+namespace spark::telemetry {
 
 std::string CgroupResolver::path_of(uint64_t id) {
   if (id == 0) return "";
@@ -35,4 +35,4 @@ std::string CgroupResolver::path_of(uint64_t id) {
   return found;
 }
 
-}  // namespace spark
+}  // namespace spark::telemetry

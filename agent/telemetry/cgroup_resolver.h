@@ -7,7 +7,7 @@
 
 #include "core/host_paths.h"
 
-namespace spark {
+namespace spark::telemetry {
 
 // Finds a cgroup directory by its inode (= kernfs id) under the memory hierarchy (v1) or the
 // unified one (v2); results are cached.
@@ -21,4 +21,4 @@ class CgroupResolver {
   std::vector<std::pair<uint64_t, std::string>> cache_;
 };
 
-}  // namespace spark
+}  // namespace spark::telemetry

@@ -11,7 +11,7 @@
 #include "telemetry/bpf_object.h"
 #include "telemetry/bpf_skeleton.h"
 
-namespace spark {
+namespace spark::telemetry {
 
 namespace {
 using MmDeepSkeleton = BpfSkeleton<mm_deep, mm_deep__open, mm_deep__load, mm_deep__destroy>;
@@ -157,4 +157,4 @@ Result<DeepReport> run_deep(const HostPaths& paths, const ProbeKindPolicy& kinds
   return deep.read(top_n);
 }
 
-}  // namespace spark
+}  // namespace spark::telemetry

@@ -14,7 +14,7 @@
 #include "mm_events.h"
 #include "telemetry/probe_loader.h"
 
-namespace spark {
+namespace spark::telemetry {
 
 // Deep mode: kmem:mm_page_alloc order histogram and top allocating tasks, for a bounded period.
 struct AllocTask {
@@ -53,4 +53,4 @@ class DeepProbe {
 Result<DeepReport> run_deep(const HostPaths& paths, const ProbeKindPolicy& kinds, std::chrono::milliseconds period,
                             size_t top_n = 10);
 
-}  // namespace spark
+}  // namespace spark::telemetry

@@ -2,7 +2,7 @@
 
 #include <cmath>
 
-namespace spark {
+namespace spark::telemetry {
 
 bool DeepTrigger::should_start(const std::string& kind, Clock::time_point now) const {
   if (p_.period.count() <= 0 || until_) return false;
@@ -34,4 +34,4 @@ std::optional<std::chrono::milliseconds> parse_policy_seconds(const std::string&
   }
 }
 
-}  // namespace spark
+}  // namespace spark::telemetry

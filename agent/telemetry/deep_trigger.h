@@ -10,7 +10,7 @@
 #include <set>
 #include <string>
 
-namespace spark {
+namespace spark::telemetry {
 
 struct DeepTriggerPolicy {
   std::chrono::milliseconds period{std::chrono::seconds(10)};  // 0: the detector never attaches it
@@ -52,4 +52,4 @@ class DeepTrigger {
 // "deep_seconds" / "deep_cooldown_s" values from a profile ("10", "2.5"); error text for the log.
 std::optional<std::chrono::milliseconds> parse_policy_seconds(const std::string& value, std::string* error);
 
-}  // namespace spark
+}  // namespace spark::telemetry

@@ -7,7 +7,9 @@
 #include "core/log.h"
 #include "profile/profile_options.h"
 
-namespace spark {
+using spark::profile::profile_options;
+
+namespace spark::telemetry {
 
 DetectorPolicy detector_policy(const HostPaths& paths, DeepTriggerPolicy deep_defaults) {
   DetectorPolicy p;
@@ -52,4 +54,4 @@ DetectorPolicy detector_policy(const HostPaths& paths, DeepTriggerPolicy deep_de
   return p;
 }
 
-}  // namespace spark
+}  // namespace spark::telemetry

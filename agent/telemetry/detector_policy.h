@@ -10,7 +10,7 @@
 #include "telemetry/deep_trigger.h"
 #include "telemetry/stall_detector.h"
 
-namespace spark {
+namespace spark::telemetry {
 
 struct DetectorPolicy {
   // A task stalled this long in direct reclaim/compaction is a probe event and a fragmentation_stall.
@@ -21,4 +21,4 @@ struct DetectorPolicy {
 
 DetectorPolicy detector_policy(const HostPaths& paths, DeepTriggerPolicy deep_defaults = {});
 
-}  // namespace spark
+}  // namespace spark::telemetry

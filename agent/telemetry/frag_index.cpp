@@ -2,7 +2,7 @@
 
 #include <cstdio>
 
-namespace spark {
+namespace spark::telemetry {
 
 ContigPageInfo contig_page_info(const std::vector<uint64_t>& free_blocks, unsigned order) {
   ContigPageInfo info;
@@ -60,4 +60,4 @@ std::string format_extfrag_index_file(const BuddyInfo& info) { return format_fil
 
 std::string format_unusable_index_file(const BuddyInfo& info) { return format_file(info, false, unusable_free_index); }
 
-}  // namespace spark
+}  // namespace spark::telemetry

@@ -9,7 +9,7 @@
 
 #include "telemetry/buddyinfo.h"
 
-namespace spark {
+namespace spark::telemetry {
 
 // The kernel's struct contig_page_info for one zone and one requested order.
 struct ContigPageInfo {
@@ -33,4 +33,4 @@ std::string format_index(int milli, bool pad = false);
 std::string format_extfrag_index_file(const BuddyInfo& info);
 std::string format_unusable_index_file(const BuddyInfo& info);
 
-}  // namespace spark
+}  // namespace spark::telemetry

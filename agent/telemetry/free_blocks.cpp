@@ -8,7 +8,9 @@
 #include "core/units.h"
 #include "tune/trigger.h"
 
-namespace spark {
+using spark::tune::Actuator, spark::tune::compact_memory;
+
+namespace spark::telemetry {
 
 Result<BlocksAsk> parse_blocks(const std::string& text, uint64_t page_size, size_t orders) {
   auto bad = [&](const std::string& why) {
@@ -98,4 +100,4 @@ std::string BlocksReport::to_text() const {
   return o.str() + "\n";
 }
 
-}  // namespace spark
+}  // namespace spark::telemetry

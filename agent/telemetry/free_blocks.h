@@ -16,7 +16,7 @@
 #include "telemetry/buddyinfo.h"
 #include "tune/actuator.h"
 
-namespace spark {
+namespace spark::telemetry {
 
 struct BlocksAsk {
   uint64_t count = 0;
@@ -47,6 +47,6 @@ struct BlocksReport {
 };
 
 // Counts, compacts once through `act` if short, counts again.
-Result<BlocksReport> check_blocks(const HostPaths& paths, Actuator& act, const BlocksAsk& ask);
+Result<BlocksReport> check_blocks(const HostPaths& paths, tune::Actuator& act, const BlocksAsk& ask);
 
-}  // namespace spark
+}  // namespace spark::telemetry

@@ -9,7 +9,7 @@
 #include "core/units.h"
 #include "telemetry/frag_index.h"
 
-namespace spark {
+namespace spark::telemetry {
 
 RamFit ram_fit(uint64_t bytes, double factor, uint64_t headroom, uint64_t available) {
   RamFit f;
@@ -97,4 +97,4 @@ Severity worst(const std::vector<NodeFrag>& nodes) {
   return s;
 }
 
-}  // namespace spark
+}  // namespace spark::telemetry

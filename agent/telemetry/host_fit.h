@@ -13,7 +13,7 @@
 #include "core/result.h"
 #include "telemetry/buddyinfo.h"
 
-namespace spark {
+namespace spark::telemetry {
 
 inline constexpr double k_default_factor = 1.1;
 inline constexpr uint64_t k_default_headroom = 1ull << 30;  // 1 GiB
@@ -66,4 +66,4 @@ std::vector<NodeFrag> judge_fragmentation(const std::vector<NodeBuddy>& nodes, u
                                           const FragPolicy& policy);
 Severity worst(const std::vector<NodeFrag>& nodes);
 
-}  // namespace spark
+}  // namespace spark::telemetry

@@ -8,7 +8,7 @@
 #include "telemetry/metrics.h"
 #include "telemetry/monitor_view.h"
 
-namespace spark {
+namespace spark::telemetry {
 
 TelemetryHub::TelemetryHub(std::unique_ptr<TelemetrySource> source, StallThresholds thresholds,
                            std::chrono::milliseconds tick, size_t keep_recent)
@@ -209,4 +209,4 @@ std::string TelemetryHub::metrics() const {
   return render_metrics(*cur_, x);
 }
 
-}  // namespace spark
+}  // namespace spark::telemetry

@@ -17,7 +17,7 @@
 #include "telemetry/sample.h"
 #include "telemetry/stall_detector.h"
 
-namespace spark {
+namespace spark::telemetry {
 
 class TelemetryHub {
  public:
@@ -95,4 +95,4 @@ class TelemetryHub {
   bool deep_error_logged_ = false;
 };
 
-}  // namespace spark
+}  // namespace spark::telemetry

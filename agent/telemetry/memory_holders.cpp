@@ -6,7 +6,7 @@
 #include "core/fs.h"
 #include "core/memory_cgroup.h"
 
-namespace spark {
+namespace spark::telemetry {
 
 namespace {
 
@@ -77,4 +77,4 @@ std::vector<MemoryHolder> largest_cgroups(const HostPaths& paths, size_t n) {
   return out;
 }
 
-}  // namespace spark
+}  // namespace spark::telemetry

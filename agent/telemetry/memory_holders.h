@@ -8,7 +8,7 @@
 
 #include "core/host_paths.h"
 
-namespace spark {
+namespace spark::telemetry {
 
 struct MemoryHolder {
   std::string name;  // "pid 123 (llama-server)" or the cgroup path
@@ -25,4 +25,4 @@ std::string process_name(const HostPaths& paths, int pid);
 // Every process id under <proc>, in directory order.
 std::vector<int> process_ids(const HostPaths& paths);
 
-}  // namespace spark
+}  // namespace spark::telemetry

@@ -9,7 +9,7 @@
 
 #include "telemetry/frag_index.h"
 
-namespace spark {
+namespace spark::telemetry {
 
 namespace {
 
@@ -334,4 +334,4 @@ std::string render_metrics(const TelemetrySample& s, const MetricsExtras& extras
   return render_families(collect_metrics(s, extras));
 }
 
-}  // namespace spark
+}  // namespace spark::telemetry

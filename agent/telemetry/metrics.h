@@ -14,7 +14,7 @@
 
 #include "telemetry/sample.h"
 
-namespace spark {
+namespace spark::telemetry {
 
 struct MetricsExtras {
   size_t probes_attached = 0;
@@ -29,4 +29,4 @@ std::string render_metrics(const TelemetrySample& s, const MetricsExtras& extras
 // The text exposition format 0.0.4 of any families.
 std::string render_families(const std::vector<prometheus::MetricFamily>& families);
 
-}  // namespace spark
+}  // namespace spark::telemetry

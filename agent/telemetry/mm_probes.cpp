@@ -14,7 +14,7 @@
 #include "telemetry/bpf_skeleton.h"
 #include "telemetry/cgroup_resolver.h"
 
-namespace spark {
+namespace spark::telemetry {
 
 namespace {
 
@@ -232,4 +232,4 @@ Result<int> MmProbes::poll_events(std::chrono::milliseconds timeout,
   return static_cast<int>(batch.size());
 }
 
-}  // namespace spark
+}  // namespace spark::telemetry

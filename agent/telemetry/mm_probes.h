@@ -16,7 +16,7 @@
 #include "telemetry/mm_snapshot.h"
 #include "telemetry/probe_loader.h"
 
-namespace spark {
+namespace spark::telemetry {
 
 // One ring-buffer event, decoded; memcg_path resolved in user space from the memcg id.
 struct MmEvent {
@@ -70,4 +70,4 @@ class MmProbes {
   explicit MmProbes(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
-}  // namespace spark
+}  // namespace spark::telemetry

@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <cstdint>
 
-namespace spark {
+namespace spark::telemetry {
 
 uint64_t LatencyHistogram::quantile_ns(double p) const {
   uint64_t total = 0;
@@ -62,4 +62,4 @@ const char* compact_result_name(int status) {
   return status >= 0 && status < 9 ? names[status] : "other";
 }
 
-}  // namespace spark
+}  // namespace spark::telemetry

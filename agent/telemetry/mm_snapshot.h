@@ -7,7 +7,7 @@
 
 #include "mm_events.h"
 
-namespace spark {
+namespace spark::telemetry {
 
 // A log2 latency histogram summed over CPUs.
 struct LatencyHistogram {
@@ -38,4 +38,4 @@ struct MmSnapshot {
 const char* hist_kind_name(mm_hist_kind k);   // "direct_reclaim", "memcg_reclaim", ...
 const char* compact_result_name(int status);  // "success", "skipped", ...
 
-}  // namespace spark
+}  // namespace spark::telemetry

@@ -10,7 +10,7 @@
 #include "core/units.h"
 #include "telemetry/frag_index.h"
 
-namespace spark {
+namespace spark::telemetry {
 
 namespace {
 
@@ -232,4 +232,4 @@ std::string monitor_text(const MonitorFrame& f, int width) {
   return out;
 }
 
-}  // namespace spark
+}  // namespace spark::telemetry

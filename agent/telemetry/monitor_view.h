@@ -10,7 +10,7 @@
 #include "telemetry/sample.h"
 #include "telemetry/stall_detector.h"
 
-namespace spark {
+namespace spark::telemetry {
 
 struct MonitorFrame {
   const TelemetryInterval* interval = nullptr;
@@ -26,4 +26,4 @@ nlohmann::json deep_json(const DeepReport& r);
 // The terminal view; `width` columns (bars scale to it).
 std::string monitor_text(const MonitorFrame& f, int width = 100);
 
-}  // namespace spark
+}  // namespace spark::telemetry

@@ -7,7 +7,7 @@
 
 #include "core/fs.h"
 
-namespace spark {
+namespace spark::telemetry {
 
 bool ProbeKindPolicy::allows(ProbeKind k) const {
   switch (k) {
@@ -183,4 +183,4 @@ Result<std::vector<ProbeChoice>> load_with_fallback(std::vector<ProbeChoice> cho
   return choices;
 }
 
-}  // namespace spark
+}  // namespace spark::telemetry

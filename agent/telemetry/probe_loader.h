@@ -16,7 +16,7 @@
 #include "core/result.h"
 #include "telemetry/bpf_features.h"
 
-namespace spark {
+namespace spark::telemetry {
 
 // Which program types may be used (a test or --probe-kinds forces tp_btf off, for instance) and
 // which probes are switched off entirely.
@@ -80,4 +80,4 @@ using TryLoad = std::function<Result<void>(const std::vector<ProbeChoice>& choic
 Result<std::vector<ProbeChoice>> load_with_fallback(std::vector<ProbeChoice> choices, const ProbeKindPolicy& policy,
                                                     const TracepointCatalog& catalog, const TryLoad& try_load);
 
-}  // namespace spark
+}  // namespace spark::telemetry

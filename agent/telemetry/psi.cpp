@@ -11,7 +11,7 @@
 
 #include "core/fs.h"
 
-namespace spark {
+namespace spark::telemetry {
 
 namespace {
 
@@ -43,33 +43,16 @@ Result<Psi> parse_psi(const std::string& text) {
   return psi;
 }
 
-Result<Psi> read_psi(const std::filesystem::path& file) {
-  SPARK_TRY(std::string text, read_file(file));
-  auto parsed = parse_psi(text);
-  if (!parsed) return with_context(parsed.error(), "reading " + file.string());
-  return parsed;
-}
-
-PsiTrigger& PsiTrigger::operator=(PsiTrigger&& o) noexcept {
-  if (this != &o) {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = o.fd_;
-    o.fd_ = -1;
-  }
-  return *this;
-}
-
-PsiTrigger::~PsiTrigger() {
-  if (fd_ >= 0) ::close(fd_);
-}
+Result<Psi> read_psi(const std::filesystem::path& file) { return read_parsed(file, parse_psi); }
 
 Result<PsiTrigger> PsiTrigger::create(const std::filesystem::path& pressure_file, PsiKind kind,
                                       std::chrono::microseconds stall, std::chrono::microseconds window) {
   if (stall.count() <= 0 || stall > window)
     return input_error("PSI trigger: the stall threshold must be positive and no longer than the window");
-  int fd = ::open(pressure_file.c_str(), O_RDWR | O_NONBLOCK | O_CLOEXEC);
-  if (fd < 0) return errno_error("opening " + pressure_file.string() + " for a PSI trigger");
-  PsiTrigger t(fd);
+  Fd owned(::open(pressure_file.c_str(), O_RDWR | O_NONBLOCK | O_CLOEXEC));
+  if (!owned.valid()) return errno_error("opening " + pressure_file.string() + " for a PSI trigger");
+  int fd = owned.get();
+  PsiTrigger t(std::move(owned));
   // Only the kernel's pressure files take triggers; a regular file (a fixture tree) would just be
   // overwritten.
   struct statfs sfs {};
@@ -90,7 +73,7 @@ Result<PsiTrigger> PsiTrigger::create(const std::filesystem::path& pressure_file
 }
 
 Result<bool> PsiTrigger::wait(std::chrono::milliseconds timeout) const {
-  pollfd p{fd_, POLLPRI, 0};
+  pollfd p{fd_.get(), POLLPRI, 0};
   for (;;) {
     int n = ::poll(&p, 1, static_cast<int>(timeout.count()));
     if (n < 0) {
@@ -103,4 +86,4 @@ Result<bool> PsiTrigger::wait(std::chrono::milliseconds timeout) const {
   }
 }
 
-}  // namespace spark
+}  // namespace spark::telemetry

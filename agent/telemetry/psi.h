@@ -9,10 +9,11 @@
 #include <optional>
 #include <string>
 
+#include "core/fd.h"
 #include "core/host_paths.h"
 #include "core/result.h"
 
-namespace spark {
+namespace spark::telemetry {
 
 struct PsiLine {
   double avg10 = 0, avg60 = 0, avg300 = 0;  // percent of wall time
@@ -34,11 +35,6 @@ enum class PsiKind { some, full };
 class PsiTrigger {
  public:
   PsiTrigger() = default;
-  PsiTrigger(PsiTrigger&& o) noexcept : fd_(o.fd_) { o.fd_ = -1; }
-  PsiTrigger& operator=(PsiTrigger&& o) noexcept;
-  PsiTrigger(const PsiTrigger&) = delete;
-  PsiTrigger& operator=(const PsiTrigger&) = delete;
-  ~PsiTrigger();
 
   // stall: how much stall in the window fires it; window: 500ms..10s (kernel limits; unprivileged
   // users need a multiple of 2 s).
@@ -46,17 +42,13 @@ class PsiTrigger {
                                    std::chrono::microseconds stall, std::chrono::microseconds window);
   // Waits up to timeout: true when the trigger fired, false on timeout.
   Result<bool> wait(std::chrono::milliseconds timeout) const;
-  int fd() const { return fd_; }
+  int fd() const { return fd_.get(); }
   // Hands the fd (and with it the trigger) to the caller.
-  int release() {
-    int f = fd_;
-    fd_ = -1;
-    return f;
-  }
+  int release() { return fd_.release(); }
 
  private:
-  explicit PsiTrigger(int fd) : fd_(fd) {}
-  int fd_ = -1;
+  explicit PsiTrigger(Fd fd) : fd_(std::move(fd)) {}
+  Fd fd_;
 };
 
-}  // namespace spark
+}  // namespace spark::telemetry

@@ -9,7 +9,7 @@
 #include "telemetry/bpf_features.h"
 #include "telemetry/bpf_skeleton.h"
 
-namespace spark {
+namespace spark::telemetry {
 
 namespace {
 
@@ -105,4 +105,4 @@ ReclaimWakeCounts ReclaimWake::counts() const {
   return {b->seen[0], b->seen[1], b->seen[2], b->sent, b->lost};
 }
 
-}  // namespace spark
+}  // namespace spark::telemetry

@@ -15,7 +15,7 @@
 #include "core/result.h"
 #include "window/floor_wake.h"
 
-namespace spark {
+namespace spark::telemetry {
 
 struct ReclaimWakeCounts {
   uint64_t kswapd = 0, direct = 0, memcg = 0;  // tracepoint hits
@@ -42,4 +42,4 @@ class ReclaimWake final : public window::FloorWakeSource {
   std::string kind_;
 };
 
-}  // namespace spark
+}  // namespace spark::telemetry

@@ -8,7 +8,11 @@
 #include "core/fs.h"
 #include "core/units.h"
 
-namespace spark {
+using spark::state::TargetKind;
+
+using spark::tune::Change;
+
+namespace spark::telemetry {
 
 Result<std::vector<ZoneWatermarks>> parse_zoneinfo(const std::string& text) {
   std::vector<ZoneWatermarks> zones;
@@ -178,4 +182,4 @@ std::string OverlayReserve::to_text() const {
   return o.str();
 }
 
-}  // namespace spark
+}  // namespace spark::telemetry

@@ -21,7 +21,7 @@
 #include "core/result.h"
 #include "tune/tuner.h"
 
-namespace spark {
+namespace spark::telemetry {
 
 struct ZoneWatermarks {
   int node = 0;
@@ -60,7 +60,7 @@ OverlayReserve overlay_reserve(const std::vector<ZoneWatermarks>& zones, const M
                                uint64_t min_free_under, uint64_t wsf_now, uint64_t wsf_under, uint64_t page_size);
 // From the host: the overlay's vm.min_free_kbytes / vm.watermark_scale_factor (a key it does not
 // change keeps its current value) against /proc/zoneinfo, /proc/meminfo and the current sysctls.
-Result<OverlayReserve> overlay_reserve(const HostPaths& paths, const std::vector<Change>& overlay,
+Result<OverlayReserve> overlay_reserve(const HostPaths& paths, const std::vector<tune::Change>& overlay,
                                        uint64_t page_size = 0);
 
-}  // namespace spark
+}  // namespace spark::telemetry

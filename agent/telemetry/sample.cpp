@@ -7,7 +7,7 @@
 #include <thread>
 #include <vector>
 
-namespace spark {
+namespace spark::telemetry {
 
 TelemetryInterval interval_between(const TelemetrySample& before, const TelemetrySample& after) {
   TelemetryInterval iv;
@@ -139,4 +139,4 @@ Result<DeepReport> LocalTelemetrySource::deep_finish(size_t top_n) {
   return r;
 }
 
-}  // namespace spark
+}  // namespace spark::telemetry

@@ -21,7 +21,7 @@
 #include "telemetry/psi.h"
 #include "telemetry/vmstat.h"
 
-namespace spark {
+namespace spark::telemetry {
 
 struct TelemetrySample {
   std::chrono::steady_clock::time_point at;
@@ -118,4 +118,4 @@ class LocalTelemetrySource : public TelemetrySource {
   std::string status_;
 };
 
-}  // namespace spark
+}  // namespace spark::telemetry

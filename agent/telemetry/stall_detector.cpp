@@ -7,7 +7,7 @@
 #include "core/units.h"
 #include "telemetry/frag_index.h"
 
-namespace spark {
+namespace spark::telemetry {
 
 namespace {
 
@@ -227,4 +227,4 @@ std::vector<DetectedEvent> StallDetector::feed(const TelemetryInterval& iv, cons
   return out;
 }
 
-}  // namespace spark
+}  // namespace spark::telemetry

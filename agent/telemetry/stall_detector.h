@@ -14,7 +14,7 @@
 #include "core/event.h"
 #include "telemetry/sample.h"
 
-namespace spark {
+namespace spark::telemetry {
 
 struct StallThresholds {
   // fragmentation_stall: one task stalled in direct compaction or direct/memcg reclaim this long.
@@ -58,4 +58,4 @@ class StallDetector {
   uint64_t oom_events_seen_ = 0;  // OOM events from probes since the last interval
 };
 
-}  // namespace spark
+}  // namespace spark::telemetry

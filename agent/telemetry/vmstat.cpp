@@ -4,7 +4,7 @@
 
 #include "core/fs.h"
 
-namespace spark {
+namespace spark::telemetry {
 
 namespace {
 template <typename Map>
@@ -42,13 +42,7 @@ Result<VmStat> parse_vmstat(const std::string& text) {
   return s;
 }
 
-Result<VmStat> read_vmstat(const HostPaths& paths) {
-  auto file = paths.proc / "vmstat";
-  SPARK_TRY(std::string text, read_file(file));
-  auto parsed = parse_vmstat(text);
-  if (!parsed) return with_context(parsed.error(), "reading " + file.string());
-  return parsed;
-}
+Result<VmStat> read_vmstat(const HostPaths& paths) { return read_parsed(paths.proc / "vmstat", parse_vmstat); }
 
 uint64_t VmStatDelta::get(const std::string& name) const {
   auto it = delta.find(name);
@@ -73,4 +67,4 @@ VmStatDelta vmstat_delta(const VmStat& before, const VmStat& after, double secon
   return d;
 }
 
-}  // namespace spark
+}  // namespace spark::telemetry

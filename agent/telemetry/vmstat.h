@@ -8,7 +8,7 @@
 #include "core/host_paths.h"
 #include "core/result.h"
 
-namespace spark {
+namespace spark::telemetry {
 
 struct VmStat {
   std::map<std::string, uint64_t> counters;
@@ -36,4 +36,4 @@ struct VmStatDelta {
 };
 VmStatDelta vmstat_delta(const VmStat& before, const VmStat& after, double seconds);
 
-}  // namespace spark
+}  // namespace spark::telemetry

@@ -5,7 +5,10 @@
 
 #include "core/fs.h"
 
-namespace spark {
+using spark::state::Target, spark::state::TargetKind, spark::state::validate_relative_name,
+    spark::state::validate_sysctl_name;
+
+namespace spark::tune {
 
 namespace {
 
@@ -134,4 +137,4 @@ Result<void> DryRunActuator::trigger(const Target& t, const std::string& value) 
   return {};
 }
 
-}  // namespace spark
+}  // namespace spark::tune

@@ -14,7 +14,7 @@
 #include "core/fd.h"
 #include "core/log.h"
 
-namespace spark {
+namespace spark::tune {
 
 namespace {
 
@@ -253,4 +253,4 @@ void FdCache::drop_owner(const void* owner) {
   }
 }
 
-}  // namespace spark
+}  // namespace spark::tune

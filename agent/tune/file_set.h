@@ -17,7 +17,7 @@
 #include "core/host_paths.h"
 #include "core/result.h"
 
-namespace spark {
+namespace spark::tune {
 
 // The most files one window may name (issue 13): a model cache holds thousands of files, a whole
 // tree may hold more. Past it a window is refused with what to do instead. The keeper never holds a
@@ -98,4 +98,4 @@ class FdCache {
 };
 inline constexpr size_t k_keeper_fd_capacity = 256;  // all windows of an agent together
 
-}  // namespace spark
+}  // namespace spark::tune

@@ -13,7 +13,7 @@
 #include "core/fs.h"
 #include "tune/trigger.h"
 
-namespace spark {
+namespace spark::tune {
 
 const char* cache_mode_name(CacheMode m) {
   switch (m) {
@@ -927,4 +927,4 @@ void CacheKeeper::follow_one(std::chrono::steady_clock::time_point now, pid_t pi
   if (passed >= st.end) st.follow_done = true;
 }
 
-}  // namespace spark
+}  // namespace spark::tune

@@ -58,7 +58,7 @@
 #include "tune/file_set.h"
 #include "tune/process_mappings.h"
 
-namespace spark {
+namespace spark::tune {
 
 enum class CacheMode { off, evict, drop };
 enum class MappedPolicy { idle, cold, pageout, off };
@@ -294,4 +294,4 @@ class CacheKeeper {
   std::thread follower_;
 };
 
-}  // namespace spark
+}  // namespace spark::tune

@@ -19,7 +19,7 @@
 #include "core/fs.h"
 #include "core/log.h"
 
-namespace spark {
+namespace spark::tune {
 
 namespace {
 std::optional<FileMapping> parse_maps_line(const std::string& line, pid_t pid, const FileIdSet& files);
@@ -222,4 +222,4 @@ Result<void> advise_pidfd(int pidfd, pid_t pid, const std::vector<std::pair<uint
   return {};
 }
 
-}  // namespace spark
+}  // namespace spark::tune

@@ -23,7 +23,7 @@
 #define MADV_PAGEOUT 21
 #endif
 
-namespace spark {
+namespace spark::tune {
 
 // One mapping of a window file in some process.
 struct FileMapping {
@@ -70,4 +70,4 @@ Result<void> advise_pidfd(int pidfd, pid_t pid, const std::vector<std::pair<uint
 // pidfd_open(2): -1 with errno when it fails.
 int open_pidfd_of(pid_t pid);
 
-}  // namespace spark
+}  // namespace spark::tune

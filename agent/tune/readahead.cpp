@@ -7,7 +7,9 @@
 
 #include "core/fs.h"
 
-namespace spark {
+using spark::state::Target, spark::state::sysfs_target;
+
+namespace spark::tune {
 
 namespace {
 
@@ -73,4 +75,4 @@ Result<uint64_t> read_readahead_kb(const HostPaths& paths, const std::string& de
   }
 }
 
-}  // namespace spark
+}  // namespace spark::tune

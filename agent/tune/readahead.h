@@ -24,7 +24,7 @@
 #include "core/result.h"
 #include "tune/tuner.h"
 
-namespace spark {
+namespace spark::tune {
 
 // The block device ("vda", "loop3", "dm-0") whose readahead governs reads of the file.
 Result<std::string> readahead_device_of_file(const HostPaths& paths, const fs::path& file);
@@ -34,10 +34,10 @@ Result<std::string> readahead_device_by_name(const HostPaths& paths, const std::
 Result<std::vector<std::string>> readahead_devices_of_files(const HostPaths& paths, const std::vector<fs::path>& files);
 
 // The sysfs target "block/<dev>/queue/read_ahead_kb".
-Target readahead_target(const std::string& device);
+state::Target readahead_target(const std::string& device);
 // The Change that sets a device's readahead to kib KiB.
 Change readahead_change(const std::string& device, uint64_t kib, const std::string& reason);
 // Current readahead of a device in KiB.
 Result<uint64_t> read_readahead_kb(const HostPaths& paths, const std::string& device);
 
-}  // namespace spark
+}  // namespace spark::tune

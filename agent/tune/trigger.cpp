@@ -1,6 +1,8 @@
 #include "tune/trigger.h"
 
-namespace spark {
+using spark::state::Target, spark::state::TargetKind, spark::state::sysctl_target;
+
+namespace spark::tune {
 
 Result<void> fire(Actuator& act, const Trigger& t) {
   log(t.level, t.target.display() + " <- " + t.value + " (" + t.owner + ", " + t.reason + ")",
@@ -46,4 +48,4 @@ Result<void> compact_memory(Actuator& act, const std::string& owner, const std::
   return fire(act, compact_memory_trigger(owner, reason));
 }
 
-}  // namespace spark
+}  // namespace spark::tune

@@ -13,10 +13,10 @@
 #include "state/target.h"
 #include "tune/actuator.h"
 
-namespace spark {
+namespace spark::tune {
 
 struct Trigger {
-  Target target;
+  state::Target target;
   std::string value;
   std::string owner;   // "window:w3", "guard:g1", "preflight"
   std::string reason;  // why, for the log
@@ -45,4 +45,4 @@ Trigger cgroup_event_trigger(const std::string& cgroup, const std::string& line,
 Result<void> drop_caches(Actuator& act, const std::string& owner, const std::string& reason);
 Result<void> compact_memory(Actuator& act, const std::string& owner, const std::string& reason);
 
-}  // namespace spark
+}  // namespace spark::tune

@@ -6,7 +6,10 @@
 
 #include "core/log.h"
 
-namespace spark {
+using spark::state::JournalData, spark::state::JournalTxn, spark::state::Layer, spark::state::Target,
+    spark::state::TargetKind, spark::state::TargetRecord, spark::state::boot_scoped, spark::state::sysctl_target;
+
+namespace spark::tune {
 
 std::optional<std::string> coupled_sysctl(const std::string& key) {
   if (key == "vm.dirty_ratio") return "vm.dirty_bytes";
@@ -311,4 +314,4 @@ Result<size_t> Tuner::forget_earlier_boot() {
   return dropped;
 }
 
-}  // namespace spark
+}  // namespace spark::tune

@@ -15,16 +15,16 @@
 #include "state/journal.h"
 #include "tune/actuator.h"
 
-namespace spark {
+namespace spark::tune {
 
 struct Change {
-  Target target;
+  state::Target target;
   std::optional<std::string> value;  // nullopt removes (file/dir targets)
   std::string reason;
 };
 
 struct ChangeResult {
-  Target target;
+  state::Target target;
   std::optional<std::string> before;
   std::optional<std::string> after;
   bool written = false;  // false when already at the value, or when a layer above holds the target
@@ -56,21 +56,23 @@ class Tuner {
 
   // The journal as it is now, parsed only when its bytes changed since this Tuner last read or
   // wrote it (state/journal.h, JournalCache): the agent's views (window.list) read it per request.
-  Result<std::shared_ptr<const JournalData>> journal() const { return read_journal(paths_, journal_cache_); }
+  Result<std::shared_ptr<const state::JournalData>> journal() const {
+    return state::read_journal(paths_, journal_cache_);
+  }
 
   Actuator& actuator() { return act_; }
   const HostPaths& paths() const { return paths_; }
 
  private:
-  Result<std::vector<ChangeResult>> release_locked(JournalTxn& txn, const std::string& owner,
-                                                   const std::vector<Target>* only);
+  Result<std::vector<ChangeResult>> release_locked(state::JournalTxn& txn, const std::string& owner,
+                                                   const std::vector<state::Target>* only);
   HostPaths paths_;
   Actuator& act_;
-  mutable JournalCache journal_cache_;  // every transaction of this Tuner reads and commits through it
+  mutable state::JournalCache journal_cache_;  // every transaction of this Tuner reads and commits through it
 };
 
 // vm.dirty_ratio and vm.dirty_bytes (and the background pair) are one setting: writing one zeroes
 // the other, and 0 cannot be written back to a *_bytes key. Returns the sibling, if any.
 std::optional<std::string> coupled_sysctl(const std::string& key);
 
-}  // namespace spark
+}  // namespace spark::tune

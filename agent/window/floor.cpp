@@ -4,7 +4,6 @@
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
@@ -19,17 +18,22 @@
 #include <map>
 #include <sstream>
 
-#include "core/child_nice.h"
 #include "core/fs.h"
 #include "core/log.h"
 #include "core/proc_stat.h"
+#include "core/process.h"
 #include "core/units.h"
 #include "state/journal.h"
 #include "telemetry/reclaim_wake.h"
 #include "tune/page_cache.h"
 #include "tune/trigger.h"
 
-extern char** environ;
+using spark::state::Target, spark::state::TargetKind, spark::state::read_journal, spark::state::sysctl_target;
+
+using spark::tune::Change, spark::tune::Trigger, spark::tune::Tuner, spark::tune::advise_process,
+    spark::tune::compact_memory, spark::tune::evict_file, spark::tune::find_file_mappings, spark::tune::fire;
+
+using spark::telemetry::PsiKind, spark::telemetry::PsiTrigger, spark::telemetry::ReclaimWake;
 
 namespace spark::window {
 
@@ -651,33 +655,13 @@ Result<std::string> FloorKeeper::stop_tree() {
   const auto& argv = ladder_.spec().on_floor;
   if (!argv.empty()) {
     (void)resume_tree();  // the command (docker stop, a graceful shutdown) needs the tree running
-    std::vector<char*> args;
-    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
-    std::vector<std::string> env_s = {"SPARK_TUNE_WINDOW=" + id_, "SPARK_TUNE_PID=" + std::to_string(pid_)};
-    std::vector<char*> env;
-    for (auto& e : env_s) env.push_back(e.data());
-    for (char** e = environ; e && *e; ++e) env.push_back(*e);
-    env.push_back(nullptr);
-    pid_t child = 0;
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-    // The watch thread may run at a real-time priority: the command gets the normal policy.
-    posix_spawnattr_t attr;
-    posix_spawnattr_init(&attr);
-    sched_param sp{};
-    posix_spawnattr_setschedpolicy(&attr, SCHED_OTHER);
-    posix_spawnattr_setschedparam(&attr, &sp);
-    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSCHEDULER);
-    int rc = 0;
-    {
-      DefaultNiceWhileSpawning at_default;  // the command at nice 0, not at the agent's (core/child_nice.h)
-      rc = ::posix_spawnp(&child, args[0], &fa, &attr, args.data(), env.data());
-    }
-    posix_spawnattr_destroy(&attr);
-    posix_spawn_file_actions_destroy(&fa);
-    if (rc != 0) return sys_error(rc, "starting --on-floor " + argv[0]);
+    // At nice 0 and the normal scheduling policy (the watch thread may run at a real-time one), not
+    // at the agent's (core/process.h).
+    SpawnOptions so;
+    so.what = "starting --on-floor " + argv[0];
+    so.env = environment_with({"SPARK_TUNE_WINDOW=" + id_, "SPARK_TUNE_PID=" + std::to_string(pid_)});
+    so.search_path = true;
+    SPARK_TRY(pid_t child, spawn_process(argv, so));
     on_floor_pid_ = child;
     return "--on-floor " + argv[0] + " started (pid " + std::to_string(child) + ")";
   }

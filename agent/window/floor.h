@@ -155,7 +155,7 @@ class FloorKeeper {
   using Clock = std::chrono::steady_clock;
   using MeminfoSource = std::function<Result<MemInfo>()>;
   // owner: "window:w3"; files: the window's files; pid: its watched process (0: none).
-  FloorKeeper(HostPaths paths, Tuner& tuner, std::string window_id, std::vector<fs::path> files, pid_t pid,
+  FloorKeeper(HostPaths paths, tune::Tuner& tuner, std::string window_id, std::vector<fs::path> files, pid_t pid,
               FloorSpec spec, EventSink sink);
   ~FloorKeeper();
   FloorKeeper(const FloorKeeper&) = delete;
@@ -219,7 +219,7 @@ class FloorKeeper {
   std::string owner() const { return "window:" + id_; }
 
   HostPaths paths_;
-  Tuner& tuner_;
+  tune::Tuner& tuner_;
   std::string id_;
   std::vector<fs::path> files_;
   pid_t pid_;
@@ -244,7 +244,7 @@ class FloorKeeper {
     std::thread thread;
   };
   std::vector<std::unique_ptr<Background>> background_;
-  std::optional<PsiTrigger> psi_;
+  std::optional<telemetry::PsiTrigger> psi_;
   // Pacing: the last reading's margin above the nearest floor, and when.
   std::optional<std::pair<int64_t, Clock::time_point>> last_margin_;
   double fall_rate_ = 0;  // bytes per microsecond the margin shrinks, smoothed

@@ -13,6 +13,14 @@
 #include "profile/resolve.h"
 #include "window/window.h"
 
+using spark::state::sysctl_target, spark::state::validate_sysctl_name;
+
+using spark::tune::Actuator, spark::tune::CacheKeeperOptions, spark::tune::CacheMode, spark::tune::Change,
+    spark::tune::MappedPolicy, spark::tune::cache_mode_name, spark::tune::expand_files, spark::tune::mapped_policy_name,
+    spark::tune::parse_cache_mode, spark::tune::parse_mapped_policy;
+
+using spark::profile::profile_changes, spark::profile::resolve_named_profile;
+
 namespace spark::window {
 
 using json = nlohmann::json;

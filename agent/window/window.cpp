@@ -28,6 +28,17 @@
 #include "telemetry/reserve.h"
 #include "tune/readahead.h"
 
+using spark::state::JournalData, spark::state::ensure_state_dir, spark::state::read_journal;
+
+using spark::tune::ApplyOptions, spark::tune::CacheKeeper, spark::tune::CacheKeeperOptions,
+    spark::tune::CacheKeeperStats, spark::tune::CacheMode, spark::tune::Change, spark::tune::FileIdSet,
+    spark::tune::HostPageCounts, spark::tune::KeeperHost, spark::tune::LazyPageCounts, spark::tune::ProcessMappings,
+    spark::tune::Tuner, spark::tune::cache_mode_name, spark::tune::evict_file, spark::tune::parse_cache_mode,
+    spark::tune::read_readahead_kb, spark::tune::readahead_change, spark::tune::readahead_device_by_name,
+    spark::tune::readahead_device_of_file, spark::tune::scan_file_mappings;
+
+using spark::telemetry::overlay_reserve;
+
 using spark::gpu::unified_memory_host;
 
 namespace spark::window {

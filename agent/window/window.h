@@ -48,13 +48,13 @@ inline constexpr const char* k_window_profile = "load-window";
 // which are the defaults of every option the window was not given.
 struct WindowProfile {
   std::string name;
-  std::vector<Change> overlay;
+  std::vector<tune::Change> overlay;
   std::map<std::string, std::string> options;
 };
-Result<WindowProfile> load_window_profile(const HostPaths& paths, Actuator& act,
+Result<WindowProfile> load_window_profile(const HostPaths& paths, tune::Actuator& act,
                                           const std::string& name = k_window_profile);
 // Only the overlay of the load-window profile.
-Result<std::vector<Change>> load_window_overlay(const HostPaths& paths, Actuator& act);
+Result<std::vector<tune::Change>> load_window_overlay(const HostPaths& paths, tune::Actuator& act);
 
 // --mapped-budget as asked: a size, or auto (bytes nullopt: auto_mapped_budget at begin).
 struct MappedBudget {
@@ -66,18 +66,18 @@ struct WindowSpec {
   std::vector<std::string> files;                           // paths, directories, globs
   std::vector<std::string> devices;                         // --device names
   std::optional<uint64_t> readahead_kb;                     // nullopt: k_default_window_readahead_kb; 0: no throttle
-  std::optional<CacheMode> cache;                           // nullopt: evict with files, off without
+  std::optional<tune::CacheMode> cache;                     // nullopt: evict with files, off without
   std::optional<std::chrono::milliseconds> cache_interval;  // nullopt: profile, else 100ms
-  MappedPolicy mapped = MappedPolicy::idle;
+  tune::MappedPolicy mapped = tune::MappedPolicy::idle;
   std::optional<MappedBudget> mapped_budget;  // nullopt: the profile's, else 0
   std::optional<uint64_t> read_ahead;  // bytes read ahead of a mapped loader's reader; nullopt: CacheKeeperOptions'
-  std::optional<std::chrono::milliseconds> ttl;  // nullopt: profile, else 180s
-  pid_t pid = 0;                                 // watched process; 0 = none
-  std::string until_port;                        // "HOST:PORT": ends when it accepts connections
-  std::optional<std::vector<Change>> overlay;    // nullopt: the profile's overlay
-  std::string profile;                           // empty: load-window
-  std::string label;                             // free text for `window list` (the command of `run`)
-  std::optional<FloorAsk> floor;                 // --free-floor/--available-floor/--on-floor/--force (window/floor.h)
+  std::optional<std::chrono::milliseconds> ttl;      // nullopt: profile, else 180s
+  pid_t pid = 0;                                     // watched process; 0 = none
+  std::string until_port;                            // "HOST:PORT": ends when it accepts connections
+  std::optional<std::vector<tune::Change>> overlay;  // nullopt: the profile's overlay
+  std::string profile;                               // empty: load-window
+  std::string label;                                 // free text for `window list` (the command of `run`)
+  std::optional<FloorAsk> floor;  // --free-floor/--available-floor/--on-floor/--force (window/floor.h)
 };
 
 nlohmann::json spec_to_json(const WindowSpec& s);
@@ -127,12 +127,12 @@ struct WindowRecord {
   std::vector<std::string> dirs;     // the directories given: files created in them later are the window's too
   std::vector<std::string> devices;  // throttled devices
   uint64_t readahead_kb = 0;
-  CacheMode cache = CacheMode::off;
+  tune::CacheMode cache = tune::CacheMode::off;
   int64_t cache_interval_ms = 100;
-  MappedPolicy mapped = MappedPolicy::idle;
+  tune::MappedPolicy mapped = tune::MappedPolicy::idle;
   uint64_t mapped_budget = 0;  // bytes; 0: idle mappings are paged out at once (records before the budget)
-  uint64_t read_ahead = CacheKeeperOptions{}.read_ahead;  // bytes; 0: off
-  int64_t deadline_ms = 0;                                // CLOCK_REALTIME ms
+  uint64_t read_ahead = tune::CacheKeeperOptions{}.read_ahead;  // bytes; 0: off
+  int64_t deadline_ms = 0;                                      // CLOCK_REALTIME ms
   int64_t begun_ms = 0;
   pid_t pid = 0;
   uint64_t pid_start = 0;  // /proc/PID/stat starttime: a reused pid is not ours
@@ -171,7 +171,7 @@ bool plain_window_files(const std::vector<std::string>& given);
 class WindowManager {
  public:
   using Clock = std::chrono::steady_clock;
-  WindowManager(HostPaths paths, Tuner& tuner);
+  WindowManager(HostPaths paths, tune::Tuner& tuner);
   ~WindowManager();
 
   // Validates, applies every change as one transaction (all or nothing), starts the runtime.
@@ -227,8 +227,8 @@ class WindowManager {
   // free descriptor (issue 13 defect 1: a keeper that held one per file left the TTL end unable
   // to open the journal).
   HostPaths paths_;
-  Tuner& tuner_;
-  FdCache fds_{k_keeper_fd_capacity};  // before windows_: their keepers give their descriptors back to it
+  tune::Tuner& tuner_;
+  tune::FdCache fds_{tune::k_keeper_fd_capacity};  // before windows_: their keepers give their descriptors back to it
   EndReserve reserve_;
   std::map<std::string, std::unique_ptr<Runtime>> windows_;
   EventSink sink_;

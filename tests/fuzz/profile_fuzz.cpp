@@ -8,7 +8,7 @@
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::string text(reinterpret_cast<const char*>(data), size);
-  auto p = spark::parse_profile(text, "fuzz", "fuzz.toml");
+  auto p = spark::profile::parse_profile(text, "fuzz", "fuzz.toml");
   if (p.ok()) {
     for (const auto& s : p->settings) (void)s.key.name.size();
   }

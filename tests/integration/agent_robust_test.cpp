@@ -33,6 +33,10 @@
 #include "tune/tuner.h"
 #include "window/window.h"
 
+using spark::state::read_journal;
+
+using spark::tune::Change, spark::tune::HostActuator, spark::tune::Tuner;
+
 using spark::window::WindowSpec, spark::window::spec_to_json;
 
 namespace spark {

@@ -20,6 +20,8 @@
 #include "support/run_spark_tune.h"
 #include "tune/tuner.h"
 
+using spark::tune::HostActuator, spark::tune::Tuner;
+
 namespace spark {
 namespace {
 

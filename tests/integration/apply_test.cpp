@@ -17,6 +17,8 @@
 #include "support/run_spark_tune.h"
 #include "tune/actuator.h"
 
+using spark::tune::normalize_value;
+
 namespace spark {
 namespace {
 

@@ -5,6 +5,8 @@
 #include "support/fixture.h"
 #include "telemetry/bpf_features.h"
 
+using spark::telemetry::BpfFeatures, spark::telemetry::KernelBpfFeatures, spark::telemetry::ProbeSupport;
+
 namespace spark {
 namespace {
 

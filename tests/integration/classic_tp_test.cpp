@@ -16,6 +16,11 @@
 #include "telemetry/mm_probes.h"
 #include "tune/trigger.h"
 
+using spark::tune::HostActuator, spark::tune::compact_memory;
+
+using spark::telemetry::MmEvent, spark::telemetry::MmProbeOptions, spark::telemetry::MmProbes,
+    spark::telemetry::MmSnapshot, spark::telemetry::ProbeKind, spark::telemetry::ProbeKindPolicy;
+
 namespace spark {
 namespace {
 

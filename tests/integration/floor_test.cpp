@@ -24,6 +24,10 @@
 #include "window/floor.h"
 #include "window/window.h"
 
+using spark::state::sysctl_target;
+
+using spark::tune::Change, spark::tune::HostActuator, spark::tune::Tuner, spark::tune::cached_bytes;
+
 using spark::window::FloorAsk, spark::window::FloorKeeper, spark::window::FloorSpec, spark::window::WindowManager,
     spark::window::WindowSpec;
 

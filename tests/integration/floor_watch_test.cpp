@@ -23,6 +23,12 @@
 #include "tune/tuner.h"
 #include "window/floor.h"
 
+using spark::state::read_journal;
+
+using spark::tune::HostActuator, spark::tune::Tuner, spark::tune::evict_file;
+
+using spark::telemetry::ReclaimWake;
+
 using spark::window::FloorKeeper, spark::window::FloorSpec;
 
 namespace spark {

@@ -13,6 +13,9 @@
 #include "telemetry/buddyinfo.h"
 #include "telemetry/frag_index.h"
 
+using spark::telemetry::format_extfrag_index_file, spark::telemetry::format_unusable_index_file,
+    spark::telemetry::parse_buddyinfo;
+
 namespace spark {
 namespace {
 

@@ -31,6 +31,12 @@
 #include "tune/actuator.h"
 #include "tune/tuner.h"
 
+using spark::state::read_journal;
+
+using spark::tune::HostActuator, spark::tune::Tuner;
+
+using spark::telemetry::PsiKind, spark::telemetry::PsiTrigger;
+
 namespace spark::guard {
 namespace {
 

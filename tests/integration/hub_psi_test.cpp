@@ -10,6 +10,9 @@
 #include "support/fixture.h"
 #include "telemetry/hub.h"
 
+using spark::telemetry::LocalSourceOptions, spark::telemetry::LocalTelemetrySource, spark::telemetry::TelemetryHub,
+    spark::telemetry::memory_pressure_file;
+
 namespace spark {
 namespace {
 

@@ -203,10 +203,10 @@ class MemcgChild {
     ::close(ready[0]);
     if (pid > 0) {
       pid_ = pid;
-      HostActuator act(paths_);
+      tune::HostActuator act(paths_);
       // The target is relative to <cgroup>: v1's memory hierarchy is <cgroup>/memory, v2's is <cgroup>.
       std::string target = (v2_ ? relative_.substr(1) : "memory" + relative_) + "/cgroup.procs";
-      auto w = act.trigger({TargetKind::cgroup, target}, std::to_string(pid));
+      auto w = act.trigger({state::TargetKind::cgroup, target}, std::to_string(pid));
       if (!w.ok()) why_ = w.error().what();
       (void)!::write(ready[1], w.ok() ? "g" : "x", 1);
     }

@@ -28,6 +28,14 @@
 #include "tracefs_instance.h"
 #include "tune/trigger.h"
 
+using spark::tune::HostActuator, spark::tune::compact_memory;
+
+using spark::telemetry::AllocTask, spark::telemetry::DeepProbe, spark::telemetry::MmEvent,
+    spark::telemetry::MmProbeOptions, spark::telemetry::MmProbes, spark::telemetry::MmSnapshot,
+    spark::telemetry::ProbeChoice, spark::telemetry::ProbeKind, spark::telemetry::PsiKind, spark::telemetry::PsiTrigger,
+    spark::telemetry::VmStatDelta, spark::telemetry::memory_pressure_file, spark::telemetry::read_vmstat,
+    spark::telemetry::vmstat_delta;
+
 namespace spark {
 namespace {
 

@@ -12,6 +12,10 @@
 #include "telemetry/host_fit.h"
 #include "tune/trigger.h"
 
+using spark::tune::HostActuator, spark::tune::compact_memory;
+
+using spark::telemetry::read_node_buddy;
+
 using spark::gpu::PreflightRequest, spark::gpu::Verdict, spark::gpu::run_preflight;
 
 namespace spark {

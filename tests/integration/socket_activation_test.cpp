@@ -29,6 +29,10 @@
 #include "support/run_spark_tune.h"
 #include "tune/tuner.h"
 
+using spark::state::read_journal;
+
+using spark::tune::HostActuator, spark::tune::Tuner;
+
 namespace spark {
 namespace {
 

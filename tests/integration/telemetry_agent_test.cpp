@@ -24,6 +24,10 @@
 #include "support/loopback.h"
 #include "support/run_spark_tune.h"
 
+using spark::state::JournalTxn, spark::state::ensure_state_dir;
+
+using spark::profile::k_profile_owner;
+
 namespace spark {
 namespace {
 

@@ -25,6 +25,12 @@
 #include "tune/readahead.h"
 #include "window/window.h"
 
+using spark::state::read_journal, spark::state::sysctl_target;
+
+using spark::tune::CacheKeeper, spark::tune::CacheKeeperOptions, spark::tune::CacheMode, spark::tune::Change,
+    spark::tune::HostActuator, spark::tune::Tuner, spark::tune::cached_bytes, spark::tune::evict_file,
+    spark::tune::readahead_device_by_name, spark::tune::readahead_device_of_file;
+
 using spark::window::MappedBudget, spark::window::WindowManager, spark::window::WindowSpec,
     spark::window::load_window_profile, spark::window::spec_from_json;
 

@@ -7,18 +7,19 @@
 
 namespace spark::test {
 
-class FailingActuator : public Actuator {
+class FailingActuator : public tune::Actuator {
  public:
-  FailingActuator(Actuator& inner, Target fail_on, int err) : inner_(inner), fail_on_(std::move(fail_on)), err_(err) {}
-  Result<std::optional<std::string>> read(const Target& t) override { return inner_.read(t); }
-  Result<void> write(const Target& t, const std::optional<std::string>& value) override {
+  FailingActuator(tune::Actuator& inner, state::Target fail_on, int err)
+      : inner_(inner), fail_on_(std::move(fail_on)), err_(err) {}
+  Result<std::optional<std::string>> read(const state::Target& t) override { return inner_.read(t); }
+  Result<void> write(const state::Target& t, const std::optional<std::string>& value) override {
     if (failing_ && t == fail_on_) {
       ++failures_;
       return sys_error(err_, "writing " + t.display() + " = " + value.value_or("(remove)"));
     }
     return inner_.write(t, value);
   }
-  Result<void> trigger(const Target& t, const std::string& value) override {
+  Result<void> trigger(const state::Target& t, const std::string& value) override {
     if (failing_ && t == fail_on_) {
       ++failures_;
       return sys_error(err_, "writing " + t.display() + " = " + value);
@@ -29,8 +30,8 @@ class FailingActuator : public Actuator {
   int failures() const { return failures_; }
 
  private:
-  Actuator& inner_;
-  Target fail_on_;
+  tune::Actuator& inner_;
+  state::Target fail_on_;
   int err_;
   bool failing_ = true;
   int failures_ = 0;

@@ -3,6 +3,8 @@
 #include "core/fs.h"
 #include "tune/actuator.h"
 
+using spark::tune::normalize_value;
+
 namespace spark::test {
 
 KernelValueGuard::KernelValueGuard(const std::vector<std::string>& files) {

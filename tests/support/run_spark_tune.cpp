@@ -24,24 +24,27 @@ ProcessResult run_spark_tune(const std::vector<std::string>& args, const std::ve
 
 Spawned spawn_tool(const std::vector<std::string>& args, const std::vector<std::string>& env) {
   int o[2], e[2];
-  if (::pipe2(o, O_CLOEXEC) != 0 || ::pipe2(e, O_CLOEXEC) != 0) return {};
-  std::vector<std::string> env_copy = env;
-  pid_t pid = ::fork();
-  if (pid == 0) {
-    ::dup2(o[1], 1);
-    ::dup2(e[1], 2);
-    for (auto& kv : env_copy) ::putenv(kv.data());
-    std::vector<std::string> all{SPARK_TUNE_BINARY};
-    all.insert(all.end(), args.begin(), args.end());
-    std::vector<char*> argv;
-    for (auto& a : all) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    ::execv(argv[0], argv.data());
-    ::_exit(127);
+  if (::pipe2(o, O_CLOEXEC) != 0) return {};
+  if (::pipe2(e, O_CLOEXEC) != 0) {
+    ::close(o[0]);
+    ::close(o[1]);
+    return {};
   }
+  std::vector<std::string> argv = {SPARK_TUNE_BINARY};
+  argv.insert(argv.end(), args.begin(), args.end());
+  SpawnOptions so;
+  so.env = environment_with(env);
+  so.stdout_fd = o[1];
+  so.stderr_fd = e[1];
+  auto pid = spawn_process(argv, so);
   ::close(o[1]);
   ::close(e[1]);
-  return {pid, o[0], e[0]};
+  if (!pid) {
+    ::close(o[0]);
+    ::close(e[0]);
+    return {};
+  }
+  return {*pid, o[0], e[0]};
 }
 
 Finished finish(Spawned s, std::chrono::seconds limit) {

@@ -7,6 +7,8 @@
 
 #include "telemetry/bpf_skeleton.h"
 
+using spark::telemetry::BpfSkeleton;
+
 namespace spark {
 namespace {
 

@@ -1,6 +1,7 @@
-// The agent runs ahead of the host's loads (the unit's Nice=-10); what it starts for users must
-// not: a restarted server, a hook and a --on-floor command run at nice 0 (core/child_nice.h), and
-// the thread that started them keeps its own priority.
+// The agent runs ahead of the host's loads (the unit's Nice=-10); what it starts must not: a
+// restarted server, a hook, a --on-floor command and a probe or validator (run_process) run at nice
+// 0 (core/child_nice.h, through core/process.h's spawn_process), and the thread that started them
+// keeps its own priority.
 #include "core/child_nice.h"
 
 #include <gtest/gtest.h>
@@ -13,6 +14,7 @@
 #include <thread>
 
 #include "core/fs.h"
+#include "core/process.h"
 #include "guard/process.h"
 #include "support/fixture.h"
 
@@ -99,6 +101,30 @@ TEST(ChildNice, AServerStartedByARaisedThreadRunsAtNiceZero) {
   ::waitpid(pid, &status, 0);
   EXPECT_EQ(wait_for(out).value_or("none"), "0") << "the restarted server ran at the agent's priority";
   EXPECT_EQ(after.value_or(99), -5);
+}
+
+TEST(ChildNice, AProgramRunByARaisedThreadRunsAtNiceZero) {
+  std::string skip;
+  Result<ProcessOutput> r = input_error("not run");
+  std::optional<int> seen;
+  auto after = on_raised_thread(
+      [&] {
+        seen = current_nice();
+        r = run_process({"cut", "-d", " ", "-f19", "/proc/self/stat"});
+      },
+      skip);
+  if (!skip.empty()) GTEST_SKIP() << skip;
+  EXPECT_EQ(seen.value_or(99), -5) << "current_nice() does not report the thread's nice";
+  ASSERT_TRUE(r.ok()) << r.error().what();
+  EXPECT_EQ(r->out, "0\n") << "a probe or validator ran at the agent's priority";
+  EXPECT_EQ(after.value_or(99), -5);
+}
+
+TEST(ChildNice, CurrentNiceOfThisThread) {
+  errno = 0;
+  int n = ::getpriority(PRIO_PROCESS, 0);
+  ASSERT_FALSE(n == -1 && errno != 0);
+  EXPECT_EQ(current_nice().value_or(99), n);
 }
 
 }  // namespace

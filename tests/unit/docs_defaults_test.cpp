@@ -19,6 +19,13 @@
 #include "telemetry/stall_detector.h"
 #include "window/window.h"
 
+using spark::tune::CacheMode, spark::tune::cache_mode_name, spark::tune::mapped_policy_name;
+
+using spark::telemetry::DeepTriggerPolicy, spark::telemetry::MmProbeOptions, spark::telemetry::StallThresholds,
+    spark::telemetry::k_default_factor, spark::telemetry::k_default_headroom, spark::telemetry::parse_policy_seconds;
+
+using spark::profile::profile_options;
+
 using spark::window::WindowRecord, spark::window::WindowSpec, spark::window::k_default_cache_interval,
     spark::window::k_default_window_readahead_kb, spark::window::k_default_window_ttl, spark::window::k_window_profile;
 

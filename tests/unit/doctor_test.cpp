@@ -13,6 +13,14 @@
 #include "tune/actuator.h"
 #include "tune/tuner.h"
 
+using spark::state::sysctl_target;
+
+using spark::tune::ApplyOptions, spark::tune::HostActuator, spark::tune::Tuner;
+
+using spark::telemetry::BpfFeatures, spark::telemetry::ProbeSupport;
+
+using spark::profile::k_profile_owner;
+
 namespace spark::doctor {
 namespace {
 

@@ -13,6 +13,8 @@
 #include "daemon/event_service.h"
 #include "guard/event.h"
 
+using spark::tune::Tuner;
+
 namespace spark {
 namespace {
 

@@ -17,6 +17,10 @@
 #include "tune/tuner.h"
 #include "window/window.h"
 
+using spark::state::read_journal;
+
+using spark::tune::ApplyOptions, spark::tune::HostActuator, spark::tune::Tuner;
+
 using spark::window::FloorAsk, spark::window::FloorKeeper, spark::window::FloorLadder, spark::window::FloorReading,
     spark::window::FloorSpec, spark::window::FloorStep, spark::window::WindowManager, spark::window::WindowRecord,
     spark::window::k_floor_period, spark::window::parse_floor, spark::window::record_to_json,

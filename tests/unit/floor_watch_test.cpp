@@ -18,6 +18,10 @@
 #include "window/floor_wake.h"
 #include "window/window.h"
 
+using spark::state::sysctl_target;
+
+using spark::tune::Change, spark::tune::HostActuator, spark::tune::Tuner;
+
 using spark::window::FloorAsk, spark::window::FloorKeeper, spark::window::FloorSpec, spark::window::FloorWakeSource,
     spark::window::WindowManager, spark::window::WindowSpec, spark::window::floor_from_json,
     spark::window::floor_to_json, spark::window::k_floor_fast_period;

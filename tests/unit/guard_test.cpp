@@ -21,6 +21,10 @@
 #include "tune/actuator.h"
 #include "tune/tuner.h"
 
+using spark::state::Target, spark::state::TargetKind, spark::state::read_journal, spark::state::sysctl_target;
+
+using spark::tune::Actuator, spark::tune::ApplyOptions, spark::tune::HostActuator, spark::tune::Tuner;
+
 namespace spark::guard {
 namespace {
 

@@ -15,6 +15,8 @@
 #include "tune/actuator.h"
 #include "tune/tuner.h"
 
+using spark::tune::HostActuator, spark::tune::Tuner;
+
 using spark::gpu::unified_memory_host;
 
 namespace spark {

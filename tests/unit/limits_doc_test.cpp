@@ -11,6 +11,10 @@
 #include "tune/page_cache.h"
 #include "window/window.h"
 
+using spark::tune::k_max_window_files;
+
+using spark::profile::k_max_profile_bytes;
+
 using spark::window::k_max_window_ttl, spark::window::k_max_windows;
 
 namespace spark {

@@ -9,6 +9,10 @@
 
 #include "core/fs.h"
 
+using spark::telemetry::LatencyHistogram, spark::telemetry::MetricsExtras, spark::telemetry::MmSnapshot,
+    spark::telemetry::TelemetrySample, spark::telemetry::parse_buddyinfo, spark::telemetry::parse_psi,
+    spark::telemetry::parse_vmstat, spark::telemetry::render_metrics;
+
 namespace spark {
 namespace {
 

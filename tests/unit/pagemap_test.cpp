@@ -13,6 +13,9 @@
 #include "core/fd.h"
 #include "tune/process_mappings.h"
 
+using spark::tune::k_pagemap_slice, spark::tune::mapped_bytes, spark::tune::present_regions,
+    spark::tune::present_regions_from_entries;
+
 namespace spark {
 namespace {
 

@@ -14,6 +14,14 @@
 #include "tune/actuator.h"
 #include "tune/tuner.h"
 
+using spark::tune::ApplyOptions, spark::tune::HostActuator, spark::tune::Tuner;
+
+using spark::telemetry::FragPolicy, spark::telemetry::NodeBuddy, spark::telemetry::Severity,
+    spark::telemetry::judge_fragmentation, spark::telemetry::large_order_for_page_size,
+    spark::telemetry::largest_cgroups, spark::telemetry::ram_fit, spark::telemetry::read_node_buddy;
+
+using spark::profile::k_profile_owner, spark::profile::profile_options;
+
 using spark::gpu::ModelFiles, spark::gpu::PreflightRequest, spark::gpu::Verdict, spark::gpu::model_files,
     spark::gpu::run_preflight;
 

@@ -10,6 +10,10 @@
 #include "mm_probes.skel.h"
 #include "telemetry/bpf_skeleton.h"
 
+using spark::telemetry::BpfSkeleton, spark::telemetry::ProbeChoice, spark::telemetry::ProbeKind,
+    spark::telemetry::ProbeKindPolicy, spark::telemetry::TracepointCatalog, spark::telemetry::apply_probe_choices,
+    spark::telemetry::choose_probe_kinds, spark::telemetry::load_with_fallback;
+
 namespace spark {
 namespace {
 

@@ -6,6 +6,15 @@
 #include "profile/resolve.h"
 #include "support/fixture.h"
 
+using spark::state::sysctl_target;
+
+using spark::tune::HostActuator, spark::tune::Tuner;
+
+using spark::profile::ProfileStore, spark::profile::ResolvedProfile, spark::profile::VerifyRow,
+    spark::profile::apply_profile, spark::profile::guardrail_violations, spark::profile::k_persist_file_name,
+    spark::profile::parse_profile, spark::profile::resolve_named_profile, spark::profile::resolve_profile,
+    spark::profile::verify_profile;
+
 namespace spark {
 namespace {
 

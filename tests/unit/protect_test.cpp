@@ -14,6 +14,10 @@
 #include "tune/actuator.h"
 #include "tune/tuner.h"
 
+using spark::state::Target, spark::state::TargetKind, spark::state::TargetRecord, spark::state::read_journal;
+
+using spark::tune::HostActuator, spark::tune::Tuner;
+
 namespace spark {
 namespace {
 

@@ -11,6 +11,14 @@
 #include "telemetry/free_blocks.h"
 #include "telemetry/reserve.h"
 
+using spark::state::Target, spark::state::sysctl_target;
+
+using spark::tune::Actuator, spark::tune::Change;
+
+using spark::telemetry::BlocksVerdict, spark::telemetry::OverlayReserve, spark::telemetry::check_blocks,
+    spark::telemetry::count_free_blocks, spark::telemetry::overlay_reserve, spark::telemetry::parse_blocks,
+    spark::telemetry::parse_buddyinfo, spark::telemetry::parse_zoneinfo, spark::telemetry::watermarks_for;
+
 namespace spark {
 namespace {
 

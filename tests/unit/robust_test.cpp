@@ -24,6 +24,8 @@
 #include "support/fixture.h"
 #include "support/run_spark_tune.h"
 
+using spark::profile::k_max_profile_bytes, spark::profile::load_profile_file, spark::profile::parse_profile;
+
 namespace spark {
 namespace {
 

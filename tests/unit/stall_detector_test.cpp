@@ -6,6 +6,10 @@
 #include <fstream>
 #include <sstream>
 
+using spark::telemetry::MmEvent, spark::telemetry::StallDetector, spark::telemetry::StallThresholds,
+    spark::telemetry::TelemetrySample, spark::telemetry::interval_between, spark::telemetry::parse_buddyinfo,
+    spark::telemetry::parse_psi, spark::telemetry::parse_vmstat;
+
 namespace spark {
 namespace {
 

@@ -10,6 +10,11 @@
 
 #include "telemetry/hub.h"
 
+using spark::telemetry::DeepReport, spark::telemetry::DeepTrigger, spark::telemetry::DeepTriggerPolicy,
+    spark::telemetry::DetectedEvent, spark::telemetry::MmEvent, spark::telemetry::StallThresholds,
+    spark::telemetry::TelemetryHub, spark::telemetry::TelemetrySample, spark::telemetry::TelemetrySource,
+    spark::telemetry::parse_buddyinfo, spark::telemetry::parse_policy_seconds, spark::telemetry::parse_vmstat;
+
 namespace spark {
 namespace {
 

@@ -10,6 +10,14 @@
 #include "telemetry/psi.h"
 #include "telemetry/vmstat.h"
 
+using spark::telemetry::BuddyInfo, spark::telemetry::ContigPageInfo, spark::telemetry::Psi, spark::telemetry::PsiKind,
+    spark::telemetry::PsiTrigger, spark::telemetry::VmStat, spark::telemetry::VmStatDelta,
+    spark::telemetry::contig_page_info, spark::telemetry::format_extfrag_index_file, spark::telemetry::format_index,
+    spark::telemetry::format_unusable_index_file, spark::telemetry::fragmentation_index,
+    spark::telemetry::memory_pressure_file, spark::telemetry::parse_buddyinfo, spark::telemetry::parse_psi,
+    spark::telemetry::parse_vmstat, spark::telemetry::read_buddyinfo, spark::telemetry::unusable_free_index,
+    spark::telemetry::vmstat_delta;
+
 namespace spark {
 namespace {
 

@@ -15,6 +15,11 @@
 #include "tune/actuator.h"
 #include "tune/page_cache.h"
 
+using spark::state::TargetKind, spark::state::sysctl_target;
+
+using spark::tune::CacheKeeper, spark::tune::CacheKeeperOptions, spark::tune::CacheMode, spark::tune::DryRunActuator,
+    spark::tune::HostActuator, spark::tune::Trigger, spark::tune::compact_memory, spark::tune::drop_caches;
+
 using spark::gpu::PreflightRequest, spark::gpu::run_preflight;
 
 namespace spark {

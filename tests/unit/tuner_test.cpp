@@ -9,6 +9,11 @@
 #include "tune/actuator.h"
 #include "tune/tuner.h"
 
+using spark::state::JournalTxn, spark::state::Target, spark::state::TargetKind, spark::state::read_journal,
+    spark::state::sysctl_target, spark::state::sysfs_target;
+
+using spark::tune::HostActuator, spark::tune::Tuner;
+
 namespace spark {
 namespace {
 

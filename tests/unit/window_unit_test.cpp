@@ -8,6 +8,9 @@
 #include "tune/readahead.h"
 #include "window/window.h"
 
+using spark::tune::CacheKeeperOptions, spark::tune::CacheMode, spark::tune::expand_files,
+    spark::tune::read_readahead_kb, spark::tune::readahead_device_by_name, spark::tune::readahead_target;
+
 using spark::window::MappedBudget, spark::window::WindowRecord, spark::window::WindowSpec,
     spark::window::auto_mapped_budget, spark::window::parse_mapped_budget, spark::window::record_from_json,
     spark::window::record_to_json, spark::window::spec_from_json, spark::window::spec_to_json;

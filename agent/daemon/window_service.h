@@ -41,7 +41,7 @@ class WindowService : public Service {
     DeferredReply to;
     std::optional<Result<std::vector<fs::path>>> files;
     std::optional<window::KeeperRecipe> keeper_recipe;  // the second stage: the window is begun
-    std::unique_ptr<CacheKeeper> keeper;
+    std::unique_ptr<tune::CacheKeeper> keeper;
   };
   // Begins the window; with a DeferredReply whose keeper is built off the loop (`later`), the
   // reply waits for it (nullopt returned: nothing to answer yet).

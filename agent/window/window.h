@@ -110,12 +110,12 @@ inline constexpr size_t k_keeper_inline_files = 1024;
 struct KeeperRecipe {
   std::string id;
   HostPaths paths;
-  Actuator* act = nullptr;
+  tune::Actuator* act = nullptr;
   std::vector<std::string> files;
   std::vector<std::string> dirs;
-  CacheKeeperOptions options;
-  FdCache* fds = nullptr;
-  std::unique_ptr<CacheKeeper> build() const;
+  tune::CacheKeeperOptions options;
+  tune::FdCache* fds = nullptr;
+  std::unique_ptr<tune::CacheKeeper> build() const;
 };
 
 // A begun window as the journal keeps it.
@@ -186,7 +186,7 @@ class WindowManager {
   std::optional<KeeperRecipe> keeper_recipe(const std::string& id);
   // Gives a window the keeper built from its recipe; false when the window has ended meanwhile (the
   // keeper is dropped) or waits for none.
-  bool attach_keeper(const std::string& id, std::unique_ptr<CacheKeeper> keeper);
+  bool attach_keeper(const std::string& id, std::unique_ptr<tune::CacheKeeper> keeper);
   Result<void> end(const std::string& id, const std::string& reason);
   Result<std::vector<std::string>> end_all(const std::string& reason);
   std::vector<WindowRecord> list() const;

@@ -21,10 +21,10 @@
 
 using spark::state::Target, spark::state::read_journal, spark::state::sysctl_target;
 
-using spark::tune::Actuator, spark::tune::CacheKeeper, spark::tune::CacheKeeperOptions, spark::tune::Change,
-    spark::tune::FdCache, spark::tune::HostActuator, spark::tune::HostPageCounts, spark::tune::KeeperHost,
-    spark::tune::MappedPolicy, spark::tune::ProcessMappings, spark::tune::Tuner, spark::tune::cached_bytes,
-    spark::tune::expand_files, spark::tune::k_max_window_files;
+using spark::tune::Actuator, spark::tune::cached_pages_in, spark::tune::cached_top, spark::tune::CacheKeeper,
+    spark::tune::CacheKeeperOptions, spark::tune::Change, spark::tune::FdCache, spark::tune::HostActuator,
+    spark::tune::HostPageCounts, spark::tune::KeeperHost, spark::tune::MappedPolicy, spark::tune::ProcessMappings,
+    spark::tune::Tuner, spark::tune::cached_bytes, spark::tune::expand_files, spark::tune::k_max_window_files;
 
 using spark::window::WindowManager, spark::window::WindowSpec, spark::window::k_journal_inline_files,
     spark::window::k_listed_files;

@@ -37,14 +37,13 @@ LoopTally::LoopTally(std::FILE* out, int schedstat_fd) : out_(out), schedstat_fd
 
 LoopTally::~LoopTally() {
   if (out_) std::fclose(out_);
-  if (schedstat_fd_ >= 0) ::close(schedstat_fd_);
 }
 
 uint64_t LoopTally::run_delay_ns() const {
   // schedstat: "<on-cpu ns> <run delay ns> <timeslices>"
-  if (schedstat_fd_ < 0) return 0;
+  if (!schedstat_fd_.valid()) return 0;
   char buf[128];
-  ssize_t n = ::pread(schedstat_fd_, buf, sizeof buf - 1, 0);
+  ssize_t n = ::pread(schedstat_fd_.get(), buf, sizeof buf - 1, 0);
   if (n <= 0) return 0;
   buf[n] = 0;
   char* end = nullptr;

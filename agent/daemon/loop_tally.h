@@ -23,6 +23,7 @@
 #include <string_view>
 #include <vector>
 
+#include "core/fd.h"
 #include "core/host_paths.h"
 
 namespace spark::daemon {
@@ -54,7 +55,7 @@ class LoopTally {
   uint64_t run_delay_ns() const;
   static int64_t cpu_ns();
   std::FILE* out_;
-  int schedstat_fd_ = -1;
+  Fd schedstat_fd_;
   Clock::time_point poll_at_{}, start_{};
   uint64_t delay_poll_ = 0, delay_start_ = 0;
   int64_t cpu_start_ = 0;

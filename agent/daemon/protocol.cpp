@@ -11,6 +11,7 @@
 #include <optional>
 #include <thread>
 
+#include "core/fd.h"
 #include "core/fs.h"
 #include "core/units.h"
 #include "daemon/socket_unit.h"
@@ -64,10 +65,7 @@ Result<int> connect_socket(const HostPaths& paths, std::chrono::milliseconds tim
 Result<json> call(const HostPaths& paths, const std::string& method, const json& params,
                   std::chrono::milliseconds timeout) {
   SPARK_TRY(int fd, connect_socket(paths, timeout));
-  struct Closer {
-    int fd;
-    ~Closer() { ::close(fd); }
-  } closer{fd};
+  Fd closer(fd);
   std::string line = json{{"id", 1}, {"method", method}, {"params", params}}.dump() + "\n";
   // An agent that refuses the peer answers and closes at once, possibly before our request is
   // written: then the send fails (EPIPE) but the refusal is still queued for us to read.
@@ -128,27 +126,22 @@ Result<PendingCall> PendingCall::send(const HostPaths& paths, const std::string&
   return call;
 }
 
-PendingCall::~PendingCall() {
-  if (fd_ >= 0) ::close(fd_);
-}
-
 std::optional<Result<json>> PendingCall::poll(std::chrono::milliseconds wait) {
-  if (fd_ < 0) return Result<json>(sys_error(EBADF, method_ + ": already answered"));
+  if (!fd_.valid()) return Result<json>(sys_error(EBADF, method_ + ": already answered"));
   auto finish = [this](Result<json> r) -> std::optional<Result<json>> {
-    ::close(fd_);
-    fd_ = -1;
+    fd_.reset();
     return r;
   };
   auto deadline = std::chrono::steady_clock::now() + wait;
   char buf[65536];
   while (in_.find('\n') == std::string::npos) {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-    pollfd p{fd_, POLLIN, 0};
+    pollfd p{fd_.get(), POLLIN, 0};
     int rc = ::poll(&p, 1, static_cast<int>(std::max<int64_t>(left.count(), 0)));
     if (rc < 0 && errno == EINTR) return std::nullopt;
     if (rc < 0) return finish(errno_error("waiting for the agent"));
     if (rc == 0) return std::nullopt;
-    ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
+    ssize_t n = ::recv(fd_.get(), buf, sizeof buf, 0);
     if (n < 0 && (errno == EINTR || errno == EAGAIN)) return std::nullopt;
     if (n < 0) return finish(errno_error("reading from the agent"));
     if (n == 0) return finish(sys_error(ECONNRESET, "the agent closed the connection during " + method_));

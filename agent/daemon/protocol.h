@@ -11,6 +11,7 @@
 #include <optional>
 #include <string>
 
+#include "core/fd.h"
 #include "core/host_paths.h"
 #include "core/result.h"
 
@@ -37,19 +38,16 @@ class PendingCall {
  public:
   static Result<PendingCall> send(const HostPaths& paths, const std::string& method, const nlohmann::json& params,
                                   std::chrono::milliseconds connect_timeout = std::chrono::milliseconds(5000));
-  PendingCall(PendingCall&& o) noexcept : fd_(o.fd_), method_(std::move(o.method_)), in_(std::move(o.in_)) {
-    o.fd_ = -1;
-  }
+  PendingCall(PendingCall&&) noexcept = default;
   PendingCall& operator=(PendingCall&&) = delete;
   PendingCall(const PendingCall&) = delete;
-  ~PendingCall();
   // The answer once it is there (waits at most `wait`); nullopt while it is not. After an answer
   // (or an error) the connection is closed.
   std::optional<Result<nlohmann::json>> poll(std::chrono::milliseconds wait = std::chrono::milliseconds(0));
 
  private:
   PendingCall(int fd, std::string method) : fd_(fd), method_(std::move(method)) {}
-  int fd_ = -1;
+  Fd fd_;
   std::string method_;
   std::string in_;
 };

@@ -10,18 +10,11 @@
 #include <charconv>
 #include <csignal>
 
+#include "core/fd.h"
 #include "core/fs.h"
 #include "daemon/protocol.h"
 
 namespace spark::daemon {
-namespace {
-
-struct UniqueFd {
-  int fd;
-  ~UniqueFd() { ::close(fd); }
-};
-
-}  // namespace
 
 Result<std::optional<pid_t>> running_agent(const HostPaths& paths) {
   fs::path p = pid_file(paths);
@@ -30,7 +23,7 @@ Result<std::optional<pid_t>> running_agent(const HostPaths& paths) {
     if (errno == ENOENT) return std::optional<pid_t>{};
     return errno_error("opening " + p.string());
   }
-  UniqueFd closer{fd};
+  Fd closer(fd);
   if (::flock(fd, LOCK_SH | LOCK_NB) == 0) return std::optional<pid_t>{};  // nobody holds it: a dead agent's
   if (errno != EWOULDBLOCK) return errno_error("locking " + p.string());
   SPARK_TRY(std::string text, read_value(p));
@@ -50,7 +43,7 @@ Result<std::optional<pid_t>> stop_agent(const HostPaths& paths, std::chrono::mil
     if (errno == ESRCH) return pid;  // it exited meanwhile
     return errno_error("pidfd_open " + std::to_string(*pid));
   }
-  UniqueFd closer{pidfd};
+  Fd closer(pidfd);
   if (::syscall(SYS_pidfd_send_signal, pidfd, SIGTERM, nullptr, 0) != 0) {
     if (errno == ESRCH) return pid;
     return errno_error("stopping the agent (pid " + std::to_string(*pid) + ")");

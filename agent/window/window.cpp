@@ -16,6 +16,7 @@
 #include <cstring>
 #include <sstream>
 
+#include "core/fd.h"
 #include "core/fs.h"
 #include "core/log.h"
 #include "core/meminfo.h"
@@ -54,13 +55,13 @@ int64_t now_real_ms() {
 
 std::string owner_of(const std::string& id) { return "window:" + id; }
 
-int open_pidfd(pid_t pid) { return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)); }
+Fd open_pidfd(pid_t pid) { return Fd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0))); }
 
 }  // namespace
 
 struct WindowManager::Runtime {
   WindowRecord record;
-  int pidfd = -1;
+  Fd pidfd;
   Clock::time_point deadline;
   std::unique_ptr<CacheKeeper> cache;
   bool keeper_waits = false;           // begun with keeper_later: built elsewhere (attach_keeper)
@@ -71,9 +72,6 @@ struct WindowManager::Runtime {
   EndRetry end_retry;
   json reserve;  // what the overlay takes from MemAvailable (telemetry/reserve.h), measured at begin
   std::unique_ptr<PortProbe> port_probe;  // --until-port: never blocks the loop
-  ~Runtime() {
-    if (pidfd >= 0) ::close(pidfd);
-  }
 };
 
 // The tick's shared view for every keeper due in it (see KeeperHost): one read of vmstat, one scan
@@ -241,24 +239,15 @@ Result<WindowRecord> WindowManager::begin(const WindowSpec& asked, const std::ve
     if (!spec.readahead_kb)
       return input_error("--device names a device to throttle: give the readahead with --readahead SIZE (e.g. 128k)");
   }
-  int pidfd = -1;
+  Fd pidfd;
   uint64_t pid_start = 0;
   if (spec.pid > 0) {
     pidfd = open_pidfd(spec.pid);
-    if (pidfd < 0) return errno_error("watching pid " + std::to_string(spec.pid) + " (no such process?)");
+    if (!pidfd.valid()) return errno_error("watching pid " + std::to_string(spec.pid) + " (no such process?)");
     auto st = read_proc_stat(paths_, spec.pid);
-    if (!st) {
-      ::close(pidfd);
-      return with_context(st.error(), "watching pid " + std::to_string(spec.pid));
-    }
+    if (!st) return with_context(st.error(), "watching pid " + std::to_string(spec.pid));
     pid_start = st->start_time;
   }
-  struct PidfdGuard {
-    int& fd;
-    ~PidfdGuard() {
-      if (fd >= 0) ::close(fd);
-    }
-  } pidfd_guard{pidfd};
 
   // The floor (issue 14 part 2): bad or already crossed floors are refused here, before any change.
   std::optional<FloorSpec> floor;
@@ -330,9 +319,8 @@ Result<WindowRecord> WindowManager::begin(const WindowSpec& asked, const std::ve
   }
   auto rt = std::make_unique<Runtime>();
   rt->record = r;
-  rt->pidfd = pidfd;
+  rt->pidfd = std::move(pidfd);
   rt->reserve = std::move(reserve);
-  pidfd = -1;
   windows_[id] = std::move(rt);
   SPARK_TRY_VOID(start_runtime(r, keeper_later));
   if (windows_[id]->floor) r.floor["watch"] = windows_[id]->floor->watch_json();  // which sources detect
@@ -381,12 +369,9 @@ Result<void> WindowManager::start_runtime(const WindowRecord& r, bool keeper_lat
   auto now = Clock::now();
   int64_t left = r.deadline_ms - now_real_ms();
   rt->deadline = now + std::chrono::milliseconds(std::max<int64_t>(left, 0));
-  if (r.pid > 0 && rt->pidfd < 0) {
-    int fd = open_pidfd(r.pid);
-    if (fd >= 0 && process_alive(paths_, r.pid, r.pid_start))
-      rt->pidfd = fd;
-    else if (fd >= 0)
-      ::close(fd);
+  if (r.pid > 0 && !rt->pidfd.valid()) {
+    Fd fd = open_pidfd(r.pid);
+    if (fd.valid() && process_alive(paths_, r.pid, r.pid_start)) rt->pidfd = std::move(fd);
   }
   if (r.cache != CacheMode::off) {
     if (keeper_later && (r.files.size() > k_keeper_inline_files || !r.dirs.empty())) {
@@ -685,7 +670,7 @@ Result<std::vector<std::string>> WindowManager::recover() {
 std::vector<int> WindowManager::poll_fds() const {
   std::vector<int> fds;
   for (const auto& [id, rt] : windows_) {
-    if (rt->pidfd >= 0) fds.push_back(rt->pidfd);
+    if (rt->pidfd.valid()) fds.push_back(rt->pidfd.get());
     if (rt->floor && rt->floor->psi_fd() >= 0) fds.push_back(rt->floor->psi_fd());
   }
   return fds;
@@ -699,16 +684,14 @@ void WindowManager::on_ready(int fd, Clock::time_point now) {
     }
   std::string hit;
   for (const auto& [id, rt] : windows_)
-    if (rt->pidfd == fd) hit = id;
+    if (rt->pidfd.get() == fd) hit = id;
   if (hit.empty()) return;
   pid_t pid = windows_.at(hit)->record.pid;
   emit(hit, "window_process_exit", "window " + hit + ": watched process " + std::to_string(pid) + " exited",
        {{"pid", pid}});
   if (!end_logged(hit, "watched process " + std::to_string(pid) + " exited", now)) {
     // Retried by the timer; the pidfd stays readable, so it leaves the poll set.
-    auto& rt = *windows_.at(hit);
-    ::close(rt.pidfd);
-    rt.pidfd = -1;
+    windows_.at(hit)->pidfd.reset();
   }
 }
 
@@ -724,7 +707,7 @@ std::optional<WindowManager::Clock::time_point> WindowManager::next_timer() cons
     if (rt->cache) take(rt->next_cache);
     if (rt->floor) take(rt->floor->next_check());
     if (!rt->record.until_port.empty()) take(rt->next_port);
-    if (rt->record.pid > 0 && rt->pidfd < 0) take(Clock::now() + std::chrono::milliseconds(200));
+    if (rt->record.pid > 0 && !rt->pidfd.valid()) take(Clock::now() + std::chrono::milliseconds(200));
   }
   return t;
 }
@@ -761,7 +744,7 @@ void WindowManager::on_timer(Clock::time_point now) {
           {id, "TTL ran out", "window_ttl_expired", {{"ttl_ms", rt->record.deadline_ms - rt->record.begun_ms}}});
       continue;
     }
-    if (rt->record.pid > 0 && rt->pidfd < 0 && !process_alive(paths_, rt->record.pid, rt->record.pid_start)) {
+    if (rt->record.pid > 0 && !rt->pidfd.valid() && !process_alive(paths_, rt->record.pid, rt->record.pid_start)) {
       to_end.push_back({id,
                         "watched process " + std::to_string(rt->record.pid) + " is gone",
                         "window_process_exit",

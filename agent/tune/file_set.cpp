@@ -96,12 +96,11 @@ struct Cachestat {
   uint64_t nr_cache, nr_dirty, nr_writeback, nr_evicted, nr_recently_evicted;
 };
 
-// Pages of [off, off + len) of an open file in the page cache (len 0: to the end of the file), or
-// nullopt when the kernel has no cachestat.
-std::optional<Result<uint64_t>> cachestat_pages(int fd, const fs::path& file, uint64_t off = 0, uint64_t len = 0) {
+// Pages of an open file in the page cache, or nullopt when the kernel has no cachestat.
+std::optional<Result<uint64_t>> cachestat_pages(int fd, const fs::path& file) {
   static std::atomic<bool> missing{false};
   if (missing.load(std::memory_order_relaxed)) return std::nullopt;
-  CachestatRange range{off, len};
+  CachestatRange range{0, 0};  // len 0: to the end of the file
   Cachestat cs{};
   if (::syscall(k_sys_cachestat, fd, &range, &cs, 0U) == 0) return Result<uint64_t>(cs.nr_cache);
   if (errno == ENOSYS) {
@@ -116,35 +115,6 @@ std::optional<Result<uint64_t>> cachestat_pages(int fd, const fs::path& file, ui
 
 // Pages of the file cached, by cachestat; nullopt without it (the keeper then fadvises blindly).
 std::optional<Result<uint64_t>> cached_pages_of(int fd, const fs::path& file) { return cachestat_pages(fd, file); }
-
-std::optional<Result<uint64_t>> cached_pages_in(int fd, const fs::path& file, uint64_t off, uint64_t len) {
-  if (len == 0) return Result<uint64_t>(uint64_t{0});  // cachestat reads len 0 as "to the end"
-  return cachestat_pages(fd, file, off, len);
-}
-
-// A binary search over grains: "some page cached in [g * grain, end)" holds up to the top grain.
-std::optional<Result<uint64_t>> cached_top(int fd, const fs::path& file, uint64_t size, uint64_t grain) {
-  grain = std::max<uint64_t>(grain, 1);
-  auto any_from = [&](uint64_t g) -> std::optional<Result<bool>> {
-    auto n = cachestat_pages(fd, file, g * grain, 0);
-    if (!n) return std::nullopt;
-    if (!*n) return Result<bool>(n->error());
-    return Result<bool>(**n > 0);
-  };
-  auto first = any_from(0);
-  if (!first) return std::nullopt;
-  if (!*first) return Result<uint64_t>(first->error());
-  if (!**first) return Result<uint64_t>(uint64_t{0});
-  uint64_t lo = 0, hi = (size + grain - 1) / grain;  // some page in [lo grain, end); none in [hi grain, end)
-  while (hi - lo > 1) {
-    const uint64_t mid = lo + (hi - lo) / 2;
-    auto r = any_from(mid);
-    if (!r) return std::nullopt;
-    if (!*r) return Result<uint64_t>(r->error());
-    (**r ? lo : hi) = mid;
-  }
-  return Result<uint64_t>(std::min(size, hi * grain));
-}
 
 namespace {
 

@@ -37,14 +37,6 @@ Result<uint64_t> cached_bytes(const fs::path& file);
 Result<uint64_t> cached_bytes_fd(int fd, const fs::path& file);
 // Pages of an open file in the page cache by cachestat(2); nullopt on kernels without it.
 std::optional<Result<uint64_t>> cached_pages_of(int fd, const fs::path& file);
-// The same over [off, off + len) (len 0: none).
-std::optional<Result<uint64_t>> cached_pages_in(int fd, const fs::path& file, uint64_t off, uint64_t len);
-// Where the file's cache ends: the end of the `grain`-sized block (file-aligned) that holds its
-// highest cached page, at most `size`; 0 when nothing is cached. cachestat(2) over ranges, a
-// binary search (log2(size / grain) calls, each walking only the cached entries of its range);
-// nullopt on kernels without cachestat. A sequential reader's front: what the kernel read ahead
-// of it ends there.
-std::optional<Result<uint64_t>> cached_top(int fd, const fs::path& file, uint64_t size, uint64_t grain);
 // POSIX_FADV_DONTNEED over the whole file.
 Result<void> evict_file(const fs::path& file);
 

@@ -97,7 +97,6 @@ CacheKeeper::CacheKeeper(HostPaths paths, Actuator& act, std::string owner, std:
   }
   id_set_.insert(ids_.begin(), ids_.end());
   mapped_now_.assign(files_.size(), false);
-  cache_top_.assign(files_.size(), 0);
   for (size_t i = 0; i < files_.size(); ++i) {
     by_path_[files_[i].string()] = i;
     dirs_[files_[i].parent_path()];
@@ -240,7 +239,6 @@ void CacheKeeper::add_file(const fs::path& p, const FileId& id) {
   ids_.push_back(id);
   id_set_.insert(id);
   mapped_now_.push_back(false);
-  cache_top_.push_back(0);
   hot_.push_back(true);
 }
 
@@ -277,7 +275,6 @@ void CacheKeeper::follow_names(std::chrono::steady_clock::time_point) {
         fds_->drop(this, i);
         hot_[i] = true;
         mapped_now_[i] = false;
-        cache_top_[i] = 0;
         ++stats_.files_replaced;
       }
     }
@@ -335,45 +332,17 @@ void CacheKeeper::evict_pass(std::chrono::steady_clock::time_point now, const Ho
       hot_[i] = false;
       continue;
     }
-    // A reader in progress (the cache's top moved since the last visit): only what lies read_margin
-    // below the top goes, behind the reader (see CacheKeeperOptions::read_margin).
-    bool behind = false;
-    uint64_t cut = 0;  // with behind: DONTNEED of [0, cut)
-    if (opt_.read_margin > 0) {
-      struct stat fst {};
-      const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
-      if (::fstat(fd, &fst) == 0)
-        if (auto t = cached_top(fd, f, static_cast<uint64_t>(fst.st_size), k_cache_top_grain); t && *t) {
-          const uint64_t top = **t;
-          // The whole file cached (read within a tick, or warm before the window): nothing to keep.
-          const bool all_cached = before && *before * page >= static_cast<uint64_t>(fst.st_size);
-          behind = !all_cached && top > 0 && top != cache_top_[i] && cache_top_[i] != k_evict_whole;
-          // On a block boundary of the file (sample_block, 2 MiB): no large folio is cut in two.
-          const uint64_t block = std::max(opt_.sample_block, page);
-          if (behind && top > opt_.read_margin) cut = (top - opt_.read_margin) / block * block;
-          cache_top_[i] = top;
-        }
-    }
-    if (behind && cut == 0) {  // the reader is within read_margin of the start: nothing behind it yet
-      hot_[i] = true;
-      left = true;
-      continue;
-    }
-    if (int rc = ::posix_fadvise(fd, 0, static_cast<off_t>(cut), POSIX_FADV_DONTNEED); rc != 0) {
+    if (int rc = ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED); rc != 0) {
       stats_.last_error = describe(sys_error(rc, "fadvise DONTNEED " + f.string()));
       fds_->drop(this, i);
       hot_[i] = false;
       continue;
     }
     ++stats_.evictions;
-    if (behind) ++stats_.behind_evictions;
     uint64_t after = 1;  // unknown without cachestat: assume pages stayed
     if (auto a = cached_pages_of(fd, f); a && *a) after = **a;
     hot_[i] = after > 0;
     left = left || after > 0;
-    // What a DONTNEED behind a reader left below its cut (the pages above it stay by design).
-    if (behind && after > 0)
-      if (auto below = cached_pages_in(fd, f, 0, cut); below && *below) after = **below;
     // Pages DONTNEED could not drop in a file no process was seen mapping: most often a process
     // that mapped it since the last scan (a loader starting). Scan now, not at mapped_period: by
     // then a 400 MB/s reader is 100 MiB in.
@@ -386,17 +355,8 @@ void CacheKeeper::evict_pass(std::chrono::steady_clock::time_point now, const Ho
 bool CacheKeeper::wants_scan(std::chrono::steady_clock::time_point now, const HostPageCounts* counts) const {
   // No page of the files cached after the pass: none can be mapped.
   if (!cached_left_ && vmas_.empty()) return false;
-  bool all_in_use = !vmas_.empty();
-  for (const auto& [key, st] : vmas_) {
+  for (const auto& [key, st] : vmas_)
     if (!st.in_use && (st.last_rss > 0 || st.probed)) return true;  // growing or probed: followed every period
-    all_in_use = all_in_use && st.in_use;
-  }
-  // Every known mapping used in place (a CPU server reading its weights): the host's mapped count
-  // moves with its own faults and with every other process, and a scan can only find what the
-  // evict pass reports anyway (a file that kept pages no known mapping explains: scan_all_). A
-  // scan of every process's maps every mapped_period for the server's whole life was the agent's
-  // steady cost next to it.
-  if (all_in_use && !scan_all_) return now - last_scan_ >= opt_.idle_recheck;
   if (!counts || !scan_mapped_ || counts->mapped != *scan_mapped_) return true;
   return now - last_scan_ >= opt_.idle_recheck;
 }
@@ -597,10 +557,7 @@ void CacheKeeper::handle_mapped(std::chrono::steady_clock::time_point now, const
   }
   for (auto it = vmas_.begin(); it != vmas_.end();) it = live.count(it->first) ? std::next(it) : vmas_.erase(it);
   for (size_t i = 0; i < mapped.size(); ++i)
-    if (mapped_now_[i] && !mapped[i]) {  // unmapped since: evicted (whole) at the next pass
-      hot_[i] = true;
-      cache_top_[i] = k_evict_whole;
-    }
+    if (mapped_now_[i] && !mapped[i]) hot_[i] = true;  // unmapped since: evicted at the next pass
   active_ = false;
   for (const auto& [key, st] : vmas_)
     if (!st.in_use && (st.moving || st.probed || !st.btr_samples.empty())) active_ = true;

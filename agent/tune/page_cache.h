@@ -96,9 +96,6 @@ class KeeperHost {
   virtual const ProcessMappings& mappings() = 0;
 };
 
-// The grain of CacheKeeper's search for the top of a file's cache (cached_top).
-inline constexpr uint64_t k_cache_top_grain = 1ULL << 20;
-
 struct CacheKeeperOptions {
   CacheMode mode = CacheMode::evict;
   MappedPolicy mapped = MappedPolicy::idle;
@@ -131,12 +128,6 @@ struct CacheKeeperOptions {
   // cached pages instead of waiting on each fault's read-around; within the cache the window keeps
   // anyway (the lag behind + this in front). 0: off.
   uint64_t read_ahead = 32ULL << 20;
-  // A file that no process maps and whose cache grew at its top since the last pass (a reader in
-  // progress: read(2) with the kernel's read-ahead in front of it) is evicted only up to this many
-  // bytes below that top, behind the reader: the pages the kernel read ahead of it stay until it
-  // has read them (a DONTNEED of the whole file dropped them, and the read loader read 2167-2543
-  // MiB from disk for 2048). A file whose top did not move is evicted whole. 0: always whole.
-  uint64_t read_margin = 32ULL << 20;
   std::chrono::milliseconds names_period{1000};
   // With nothing moving on the host (its page-cache and mapped page counts), files with no cached
   // page are still checked this often.
@@ -146,7 +137,6 @@ struct CacheKeeperOptions {
 struct CacheKeeperStats {
   uint64_t ticks = 0;
   uint64_t evictions = 0;         // fadvise calls
-  uint64_t behind_evictions = 0;  // of those, behind a reader only (read_margin)
   uint64_t drops = 0;             // drop_caches writes
   uint64_t cold_advices = 0;      // MADV_COLD ranges
   uint64_t pageouts = 0;          // MADV_PAGEOUT of whole mappings
@@ -232,14 +222,10 @@ class CacheKeeper {
   FileIdSet id_set_;
   std::unique_ptr<FdCache> own_fds_;
   FdCache* fds_;
-  std::vector<bool> mapped_now_;     // per file: some process maps it (last scan)
-  std::vector<bool> hot_;            // per file: pages left cached at its last visit (visited every tick)
-  std::vector<uint64_t> cache_top_;  // per file: where its cache ended at its last visit (cached_top)
-  // In cache_top_: the file was mapped until the last scan, its reader was the mapping's: the next
-  // visit evicts it whole.
-  static constexpr uint64_t k_evict_whole = ~0ULL;
-  size_t cursor_ = 0;      // round robin over files past files_per_tick
-  size_t hot_cursor_ = 0;  // the same over the hot ones
+  std::vector<bool> mapped_now_;  // per file: some process maps it (last scan)
+  std::vector<bool> hot_;         // per file: pages left cached at its last visit (visited every tick)
+  size_t cursor_ = 0;             // round robin over files past files_per_tick
+  size_t hot_cursor_ = 0;         // the same over the hot ones
   CacheKeeperOptions opt_;
   CacheKeeperStats stats_;
   std::chrono::steady_clock::time_point last_mapped_{};

@@ -419,7 +419,6 @@ size_t evict_last_time(const WindowRecord& r) {
 json cache_stats_json(const CacheKeeperStats& s, uint64_t mapped_budget) {
   return {{"ticks", s.ticks},
           {"evictions", s.evictions},
-          {"behind_evictions", s.behind_evictions},
           {"drops", s.drops},
           {"cold", s.cold_advices},
           {"pageouts", s.pageouts},

@@ -4,13 +4,10 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <filesystem>
 #include <set>
 #include <thread>
-#include <vector>
 
-#include "core/fd.h"
 #include "core/fs.h"
 #include "state/journal.h"
 #include "support/fixture.h"
@@ -21,10 +18,10 @@
 
 using spark::state::Target, spark::state::read_journal, spark::state::sysctl_target;
 
-using spark::tune::Actuator, spark::tune::cached_pages_in, spark::tune::cached_top, spark::tune::CacheKeeper,
-    spark::tune::CacheKeeperOptions, spark::tune::Change, spark::tune::FdCache, spark::tune::HostActuator,
-    spark::tune::HostPageCounts, spark::tune::KeeperHost, spark::tune::MappedPolicy, spark::tune::ProcessMappings,
-    spark::tune::Tuner, spark::tune::cached_bytes, spark::tune::expand_files, spark::tune::k_max_window_files;
+using spark::tune::Actuator, spark::tune::CacheKeeper, spark::tune::CacheKeeperOptions, spark::tune::Change,
+    spark::tune::FdCache, spark::tune::HostActuator, spark::tune::HostPageCounts, spark::tune::KeeperHost,
+    spark::tune::MappedPolicy, spark::tune::ProcessMappings, spark::tune::Tuner, spark::tune::cached_bytes,
+    spark::tune::expand_files, spark::tune::k_max_window_files;
 
 using spark::window::WindowManager, spark::window::WindowSpec, spark::window::k_journal_inline_files,
     spark::window::k_listed_files;
@@ -142,123 +139,6 @@ TEST(KeeperIdle, ACachedFileIsEvictedWhenTheHostMoves) {
   keeper.tick(t + std::chrono::milliseconds(50), host);
   EXPECT_EQ(cached_bytes(f).value_or(1), 0u);
   EXPECT_EQ(keeper.stats().evictions, 1u);
-}
-
-// A file of `mib` MiB written and dropped from the cache; empty path where the file system keeps it
-// cached (tmpfs) or the kernel has no cachestat (nothing to measure then).
-fs::path uncached_big_file(const test::FixtureRoot& root, const std::string& name, uint64_t mib) {
-  fs::path p = root.root() / name;
-  fs::create_directories(p.parent_path());
-  int fd = ::open(p.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return {};
-  std::string block(1 << 20, 'w');
-  for (uint64_t i = 0; i < mib; ++i)
-    if (::write(fd, block.data(), block.size()) != static_cast<ssize_t>(block.size())) break;
-  ::fdatasync(fd);
-  ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
-  ::close(fd);
-  Fd r(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
-  auto top = cached_top(r.get(), p, mib << 20, 1 << 20);
-  if (!top || !*top || **top != 0) return {};
-  return p;
-}
-
-// What a reader has read, with the read-ahead in front of it: [from, to) brought into the cache.
-// Read through a descriptor advised RANDOM: the kernel reads no page past `to` ahead (its read-ahead
-// would still be in flight when the keeper ticks: pages under I/O cannot be dropped).
-void read_into_cache(const fs::path& p, uint64_t from, uint64_t to) {
-  Fd fd(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
-  ::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_RANDOM);
-  std::vector<char> buf(1 << 20);
-  for (uint64_t at = from; at < to; at += buf.size())
-    (void)!::pread(fd.get(), buf.data(), std::min<uint64_t>(buf.size(), to - at), static_cast<off_t>(at));
-}
-
-uint64_t cached_mib_in(const fs::path& p, uint64_t from_mib, uint64_t to_mib) {
-  Fd fd(::open(p.c_str(), O_RDONLY | O_CLOEXEC));
-  auto n = cached_pages_in(fd.get(), p, from_mib << 20, (to_mib - from_mib) << 20);
-  return n && *n ? **n * static_cast<uint64_t>(::sysconf(_SC_PAGESIZE)) >> 20 : ~0ULL;
-}
-
-TEST(KeeperEvict, CachedTopIsTheEndOfTheHighestCachedGrain) {
-  test::FixtureRoot root;
-  auto f = uncached_big_file(root, "model/a.bin", 8);
-  if (f.empty()) GTEST_SKIP() << "this file system keeps files cached (tmpfs?) or the kernel has no cachestat";
-  Fd fd(::open(f.c_str(), O_RDONLY | O_CLOEXEC));
-  auto top = [&](uint64_t grain) {
-    auto t = cached_top(fd.get(), f, 8 << 20, grain);
-    return t && *t ? **t : ~0ULL;
-  };
-  read_into_cache(f, 2 << 20, 3 << 20);
-  EXPECT_EQ(top(1 << 20), 3u << 20);
-  read_into_cache(f, (5 << 20) + 4096, (5 << 20) + 8192);
-  EXPECT_EQ(top(1 << 20), 6u << 20);
-  EXPECT_EQ(top(4 << 20), 8u << 20) << "the grain that holds it, at most the size";
-  ::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_DONTNEED);
-  EXPECT_EQ(top(1 << 20), 0u);
-}
-
-// Issue 14: a file read with read(2) is evicted behind its reader only. While the top of its
-// cache moves, what lies read_margin below the top goes and the read-ahead in front of the reader
-// stays; once the top stands still, the rest goes. With read_margin 0 (the old whole-file DONTNEED)
-// the read-ahead is dropped at the first tick: the kernel reads it again.
-TEST(KeeperEvict, AReaderInProgressIsEvictedBehindTheTopOfItsCacheOnly) {
-  test::FixtureRoot root;
-  auto f = uncached_big_file(root, "model/a.bin", 64);
-  if (f.empty()) GTEST_SKIP() << "this file system keeps files cached (tmpfs?) or the kernel has no cachestat";
-  HostActuator act(root.paths());
-  CacheKeeperOptions o;
-  o.mapped = MappedPolicy::off;
-  ASSERT_EQ(o.read_margin, 32ull << 20);
-  CacheKeeper keeper(root.paths(), act, "window:w1", {f}, o);
-  FakeHost host;
-  auto t = Clock::now();
-  read_into_cache(f, 0, 48 << 20);  // the reader's read-ahead reaches 48 MiB
-  host.c.file_pages += 100;
-  keeper.tick(t, host);
-  EXPECT_EQ(cached_mib_in(f, 0, 16), 0u) << "behind the reader";
-  EXPECT_EQ(cached_mib_in(f, 16, 48), 32u) << "the read-ahead in front of the reader was dropped";
-  EXPECT_EQ(keeper.stats().behind_evictions, 1u);
-  read_into_cache(f, 48 << 20, 56 << 20);  // it moved on
-  host.c.file_pages += 100;
-  keeper.tick(t + std::chrono::milliseconds(50), host);
-  EXPECT_EQ(cached_mib_in(f, 0, 24), 0u);
-  EXPECT_EQ(cached_mib_in(f, 24, 56), 32u);
-  // The reader stopped (the top stands still): the rest goes.
-  host.c.file_pages += 100;
-  keeper.tick(t + std::chrono::milliseconds(100), host);
-  EXPECT_EQ(cached_mib_in(f, 0, 64), 0u);
-  EXPECT_EQ(keeper.stats().behind_evictions, 2u);
-
-  // The same with read_margin 0: the whole file at the first tick, read-ahead included.
-  auto g = uncached_big_file(root, "model/b.bin", 64);
-  ASSERT_FALSE(g.empty());
-  o.read_margin = 0;
-  CacheKeeper whole(root.paths(), act, "window:w2", {g}, o);
-  read_into_cache(g, 0, 48 << 20);
-  host.c.file_pages += 100;
-  whole.tick(t, host);
-  EXPECT_EQ(cached_mib_in(g, 0, 64), 0u);
-  EXPECT_EQ(whole.stats().behind_evictions, 0u);
-}
-
-// A file cached whole when the keeper first sees it (warm before the window, or read within a
-// tick) has no reader in front of anything: it goes at once.
-TEST(KeeperEvict, AFileCachedWholeIsEvictedWhole) {
-  test::FixtureRoot root;
-  auto f = uncached_big_file(root, "model/a.bin", 48);
-  if (f.empty()) GTEST_SKIP() << "this file system keeps files cached (tmpfs?) or the kernel has no cachestat";
-  HostActuator act(root.paths());
-  CacheKeeperOptions o;
-  o.mapped = MappedPolicy::off;
-  CacheKeeper keeper(root.paths(), act, "window:w1", {f}, o);
-  FakeHost host;
-  read_into_cache(f, 0, 48 << 20);
-  if (cached_mib_in(f, 0, 48) != 48u) GTEST_SKIP() << "the file did not come into the cache whole (memory pressure?)";
-  host.c.file_pages += 100;
-  keeper.tick(Clock::now(), host);
-  EXPECT_EQ(cached_mib_in(f, 0, 48), 0u);
-  EXPECT_EQ(keeper.stats().behind_evictions, 0u);
 }
 
 // A window over more files than a tick visits: each tick stays within files_per_tick, every file

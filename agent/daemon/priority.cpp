@@ -1,18 +1,16 @@
 #include "daemon/priority.h"
 
-#include <sys/resource.h>
 #include <unistd.h>
 
-#include <cerrno>
-
+#include "core/child_nice.h"
 #include "core/fs.h"
 
 namespace spark::daemon {
 
 Result<std::optional<int>> nice_session_group(const HostPaths& paths) {
-  errno = 0;
-  int nice = ::getpriority(PRIO_PROCESS, 0);
-  if (errno != 0 || nice >= 0) return std::optional<int>();
+  auto current = current_nice();
+  if (!current || *current >= 0) return std::optional<int>();
+  int nice = *current;
   if (::getsid(0) != ::getpid()) return std::optional<int>();
   fs::path file = paths.proc / "self/autogroup";
   std::error_code ec;

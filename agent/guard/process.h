@@ -1,5 +1,6 @@
-// Processes a guard starts or watches: hooks (posix_spawn, no shell, event on stdin and in
-// SPARK_TUNE_EVENT), restarted servers (fork, join the box, exec), pidfds, and port readiness.
+// Processes a guard starts or watches: hooks (core/process.h's spawn_process, no shell, event on
+// stdin and in SPARK_TUNE_EVENT), restarted servers (spawn_process with a gate: join the box, then
+// exec), pidfds, and port readiness.
 #pragma once
 
 #include <sys/types.h>

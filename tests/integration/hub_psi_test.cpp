@@ -42,7 +42,8 @@ TEST(TelemetryHub, PsiTriggerClosesTheIntervalEarly) {
     int fd = ::open(file.c_str(), O_RDWR | O_CREAT | O_TRUNC, 0600);
     std::vector<char> chunk(1 << 20, 'r');
     for (int round = 0; round < 6; ++round)
-      for (int i = 0; i < 64; ++i) (void)::pwrite(fd, chunk.data(), chunk.size(), static_cast<off_t>(i) << 20);
+      for (int i = 0; i < 64; ++i)
+        if (::pwrite(fd, chunk.data(), chunk.size(), static_cast<off_t>(i) << 20) < 0) ::_exit(3);
     ::close(fd);
   });
   ASSERT_GT(pid, 0);

@@ -114,83 +114,76 @@ Result<SocketAddress> parse_listen_address(const std::string& address, uint16_t 
 Result<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::listen(const std::string& address, uint16_t port,
                                                                      BodyFn body) {
   SPARK_TRY(SocketAddress a, parse_listen_address(address, port));
-  int fd = ::socket(a.storage.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) return errno_error("socket for /metrics");
+  Fd fd(::socket(a.storage.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (!fd.valid()) return errno_error("socket for /metrics");
   int one = 1;
-  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&a.storage), a.length) != 0 || ::listen(fd, 16) != 0) {
+  ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&a.storage), a.length) != 0 || ::listen(fd.get(), 16) != 0) {
     int err = errno;
-    ::close(fd);
     return sys_error(err, "listening for /metrics on " + address + " port " + std::to_string(port) +
                               " (choose another with --metrics-port, 0 to switch it off)");
   }
   sockaddr_storage bound{};
   socklen_t len = sizeof bound;
   uint16_t actual = port;
-  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &len) == 0)
+  if (::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&bound), &len) == 0)
     actual = ntohs(bound.ss_family == AF_INET ? reinterpret_cast<sockaddr_in*>(&bound)->sin_port
                                               : reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port);
-  return std::unique_ptr<MetricsHttpServer>(new MetricsHttpServer(fd, actual, std::move(body)));
+  return std::unique_ptr<MetricsHttpServer>(new MetricsHttpServer(std::move(fd), actual, std::move(body)));
 }
 
-MetricsHttpServer::MetricsHttpServer(int fd, uint16_t port, BodyFn body)
-    : listen_fd_(fd), port_(port), body_(std::move(body)) {
-  reserve_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
-}
+MetricsHttpServer::MetricsHttpServer(Fd listening, uint16_t port, BodyFn body)
+    : reserve_(::open("/dev/null", O_RDONLY | O_CLOEXEC)),
+      listen_(std::move(listening)),
+      port_(port),
+      body_(std::move(body)) {}
 
-MetricsHttpServer::~MetricsHttpServer() {
-  for (auto& [fd, c] : clients_) ::close(fd);
-  if (listen_fd_ >= 0) ::close(listen_fd_);
-  if (reserve_fd_ >= 0) ::close(reserve_fd_);
-}
+MetricsHttpServer::~MetricsHttpServer() = default;
 
 std::vector<int> MetricsHttpServer::poll_fds() const {
   std::vector<int> fds;
   // Out of descriptors a moment ago: the listener is not polled until then (it would spin).
-  if (!accept_paused_until_ || Clock::now() >= *accept_paused_until_) fds.push_back(listen_fd_);
+  if (!accept_paused_until_ || Clock::now() >= *accept_paused_until_) fds.push_back(listen_.get());
   for (const auto& [fd, c] : clients_)
     if (!c.replying) fds.push_back(fd);
   return fds;
 }
 
-void MetricsHttpServer::drop(int fd) {
-  ::close(fd);
-  clients_.erase(fd);
-}
+void MetricsHttpServer::drop(int fd) { clients_.erase(fd); }
 
-void MetricsHttpServer::turn_away(int fd) {
+void MetricsHttpServer::turn_away(Fd client) {
+  const int fd = client.get();
   static const std::string busy = format_http_reply(
       error_reply(503, "Service Unavailable",
                   "the agent serves " + std::to_string(k_max_http_clients) + " /metrics connections at once: retry"));
   (void)::send(fd, busy.data(), busy.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
   ::shutdown(fd, SHUT_WR);
-  ::close(fd);
 }
 
 void MetricsHttpServer::accept_all(Clock::time_point now) {
   accept_paused_until_.reset();
   for (;;) {
-    int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    if (fd < 0) {
+    Fd fd(::accept4(listen_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
+    if (!fd.valid()) {
       if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
         // The listener stays readable: take the client with the reserve descriptor and close
         // it, and do not poll the listener for a moment (no spinning).
-        if (reserve_fd_ >= 0) {
-          ::close(reserve_fd_);
-          reserve_fd_ = -1;
-          int got = ::accept4(listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-          if (got >= 0) turn_away(got);
-          reserve_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+        if (reserve_.valid()) {
+          reserve_.reset();
+          Fd got(::accept4(listen_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
+          if (got.valid()) turn_away(std::move(got));
+          reserve_.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
         }
         accept_paused_until_ = now + std::chrono::milliseconds(200);
       }
       return;
     }
     if (clients_.size() >= k_max_http_clients) {
-      turn_away(fd);  // busy: a scraper retries
+      turn_away(std::move(fd));  // busy: a scraper retries
       continue;
     }
-    clients_[fd] = Client{{}, {}, 0, false, now + k_http_client_deadline, {}};
+    const int key = fd.get();
+    clients_[key] = Client{std::move(fd), {}, {}, 0, false, now + k_http_client_deadline, {}};
   }
 }
 
@@ -245,7 +238,7 @@ void MetricsHttpServer::flush(int fd, Client& c, Clock::time_point now) {
 }
 
 void MetricsHttpServer::on_ready(int fd, Clock::time_point now) {
-  if (fd == listen_fd_) {
+  if (fd == listen_.get()) {
     accept_all(now);
     return;
   }

@@ -21,6 +21,7 @@
 #include <string_view>
 #include <vector>
 
+#include "core/fd.h"
 #include "core/result.h"
 
 namespace spark::daemon {
@@ -71,7 +72,7 @@ class MetricsHttpServer {
 
   uint16_t port() const { return port_; }
   std::vector<int> poll_fds() const;
-  bool owns(int fd) const { return fd == listen_fd_ || clients_.count(fd) > 0; }
+  bool owns(int fd) const { return fd == listen_.get() || clients_.count(fd) > 0; }
   void on_ready(int fd, Clock::time_point now);
   std::optional<Clock::time_point> next_timer() const;
   void on_timer(Clock::time_point now);
@@ -79,6 +80,7 @@ class MetricsHttpServer {
 
  private:
   struct Client {
+    Fd sock;  // its key in clients_
     std::string in;
     std::string out;
     size_t sent = 0;
@@ -86,17 +88,17 @@ class MetricsHttpServer {
     Clock::time_point deadline;
     Clock::time_point retry{};  // a reply that did not fit the socket buffer: try again then
   };
-  MetricsHttpServer(int fd, uint16_t port, BodyFn body);
+  MetricsHttpServer(Fd listening, uint16_t port, BodyFn body);
   void accept_all(Clock::time_point now);
   void read_from(int fd, Client& c, Clock::time_point now);
   void flush(int fd, Client& c, Clock::time_point now);
   void drop(int fd);
-  void turn_away(int fd);  // over k_max_http_clients: 503, close
+  static void turn_away(Fd fd);  // over k_max_http_clients: 503, close
 
-  int reserve_fd_ = -1;  // /dev/null, given up to turn a client away when out of descriptors
+  Fd reserve_;  // /dev/null, given up to turn a client away when out of descriptors
   std::optional<Clock::time_point> accept_paused_until_;
 
-  int listen_fd_ = -1;
+  Fd listen_;
   uint16_t port_ = 0;
   BodyFn body_;
   std::map<int, Client> clients_;

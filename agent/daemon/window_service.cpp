@@ -24,7 +24,12 @@ std::optional<Result<json>> WindowService::begin_now(const WindowSpec& spec, con
            {{"WINDOW", r.id}, {"PEER_UID", std::to_string(peer.uid)}});
   if (later)
     if (auto recipe = mgr_->keeper_recipe(r.id)) {
-      expand_off_loop(Expansion{spec, peer, *later, std::nullopt, std::move(*recipe), nullptr});
+      Expansion job{};
+      job.spec = spec;
+      job.peer = peer;
+      job.to = *later;
+      job.keeper_recipe = std::move(*recipe);
+      expand_off_loop(std::move(job));
       return std::nullopt;  // answered when its keeper is attached (keeper_built)
     }
   return Result<json>(mgr_->describe_window(r.id));
@@ -34,19 +39,43 @@ void WindowService::keeper_built(Expansion& job) {
   list_.reset();
   const std::string& id = job.keeper_recipe->id;
   if (!mgr_->attach_keeper(id, std::move(job.keeper))) {
-    ctx_->reply(job.to, sys_error(ECANCELED, "window " + id +
-                                                 " ended before its cache keeper was ready (its settings were "
-                                                 "applied and restored): begin it again"));
+    if (job.to)
+      ctx_->reply(*job.to, sys_error(ECANCELED, "window " + id +
+                                                    " ended before its cache keeper was ready (its settings were "
+                                                    "applied and restored): begin it again"));
     return;
   }
-  ctx_->reply(job.to, mgr_->describe_window(id));
+  if (job.to)
+    ctx_->reply(*job.to, mgr_->describe_window(id));
+  else
+    log_info("window " + id + ": its cache keeper is attached", {{"WINDOW", id}});
 }
 
 void WindowService::expand_off_loop(Expansion job) {
   std::lock_guard<std::mutex> l(mu_);
-  if (!worker_.joinable()) worker_ = std::thread([this] { worker_main(); });
+  if (loop_runs_ && !worker_.joinable()) worker_ = std::thread([this] { worker_main(); });
   todo_.push_back(std::move(job));
   cv_.notify_one();
+}
+
+void WindowService::evict_off_loop(std::vector<window::WindowRecord> evict, std::optional<DeferredReply> to,
+                                   json answer) {
+  if (evict.empty()) return;
+  Expansion job{};
+  job.to = std::move(to);
+  job.evicts = true;
+  job.evict = std::move(evict);
+  job.answer = std::move(answer);
+  expand_off_loop(std::move(job));
+}
+
+void WindowService::evict_job(Expansion& job) {
+  for (auto& r : job.evict) {
+    const std::string id = r.id;
+    window::evict_last_time(std::move(r));
+    if (evicted_hook_) evicted_hook_(id);
+  }
+  job.evict.clear();
 }
 
 void WindowService::worker_main() {
@@ -57,7 +86,9 @@ void WindowService::worker_main() {
     Expansion job = std::move(todo_.front());
     todo_.pop_front();
     l.unlock();
-    if (job.keeper_recipe)
+    if (job.evicts)
+      evict_job(job);
+    else if (job.keeper_recipe)
       job.keeper = job.keeper_recipe->build();
     else
       job.files = expand_window_files(job.spec.files);
@@ -85,21 +116,35 @@ void WindowService::stop_worker() {
     cv_.notify_all();
   }
   if (worker_.joinable()) worker_.join();
-  // Nothing was begun for these: say so to each client still waiting.
+  // The last evictions still queued (or left by the manager) are made here, inline: an ended
+  // window leaves nothing cached that it promised to evict; their window.end is answered. Nothing
+  // was begun for the others: say so to each client still waiting.
   std::deque<Expansion> left;
   left.swap(todo_);
   for (auto& j : done_) left.push_back(std::move(j));
   done_.clear();
+  if (mgr_) {
+    mgr_->set_work_elsewhere(false);  // the stop's own ends evict inline
+    Expansion rest{};
+    rest.evicts = true;
+    rest.evict = mgr_->take_evictions();
+    if (!rest.evict.empty()) left.push_back(std::move(rest));
+  }
   for (auto& j : left) {
+    if (j.evicts) {
+      evict_job(j);
+      if (ctx_ && j.to) ctx_->reply(*j.to, std::move(j.answer));
+      continue;
+    }
     j.keeper.reset();  // while the manager (its descriptor cache) is there
-    if (!ctx_) continue;
+    if (!ctx_ || !j.to) continue;
     if (j.keeper_recipe)
-      ctx_->reply(j.to, sys_error(ESHUTDOWN, "the agent stopped as window " + j.keeper_recipe->id +
-                                                 " began: it is ended with the agent (or resumed by the agent "
-                                                 "taking over): run it again"));
+      ctx_->reply(*j.to, sys_error(ESHUTDOWN, "the agent stopped as window " + j.keeper_recipe->id +
+                                                  " began: it is ended with the agent (or resumed by the agent "
+                                                  "taking over): run it again"));
     else
       ctx_->reply(
-          j.to, sys_error(ESHUTDOWN, "the agent stopped before the window began (nothing was changed): run it again"));
+          *j.to, sys_error(ESHUTDOWN, "the agent stopped before the window began (nothing was changed): run it again"));
   }
   if (wake_fd_ >= 0) {
     ::close(wake_fd_);
@@ -114,8 +159,17 @@ Result<void> WindowService::on_start(ServiceContext& ctx) {
   mgr_ = std::make_unique<WindowManager>(ctx.paths(), ctx.tuner());
   EventLog* log = &ctx.events();
   mgr_->set_event_sink([log](const Event& e) { log->append(e); });
+  mgr_->set_work_elsewhere(true);
   SPARK_TRY(auto ended, mgr_->recover());
   if (!ended.empty()) log_info("recovery ended " + std::to_string(ended.size()) + " window(s)");
+  // The big windows' work recovery left: queued now, made by the worker once the loop runs.
+  evict_off_loop(mgr_->take_evictions());
+  for (const auto& r : mgr_->list())
+    if (auto recipe = mgr_->keeper_recipe(r.id)) {
+      Expansion job{};
+      job.keeper_recipe = std::move(*recipe);
+      expand_off_loop(std::move(job));
+    }
 
   SPARK_TRY_VOID(ctx.add_handler("window.begin", [this](const json& params, const Peer& peer) -> Result<json> {
     SPARK_TRY(WindowSpec spec, spec_from_json(params));
@@ -124,7 +178,11 @@ Result<void> WindowService::on_start(ServiceContext& ctx) {
         !spec.files.empty() && (!plain_window_files(spec.files) || spec.files.size() > window::k_keeper_inline_files);
     if (dear)
       if (auto to = ctx_->defer()) {
-        expand_off_loop(Expansion{std::move(spec), peer, *to, std::nullopt, std::nullopt, nullptr});
+        Expansion job{};
+        job.spec = std::move(spec);
+        job.peer = peer;
+        job.to = *to;
+        expand_off_loop(std::move(job));
         return json();  // answered from on_ready
       }
     return *begin_now(spec, peer, nullptr);
@@ -132,14 +190,30 @@ Result<void> WindowService::on_start(ServiceContext& ctx) {
   SPARK_TRY_VOID(ctx.add_handler("window.end", [this](const json& params, const Peer& peer) -> Result<json> {
     list_.reset();
     std::string who = "ended by uid " + std::to_string(peer.uid);
+    json answer;
     if (params.value("all", false)) {
-      SPARK_TRY(auto ids, mgr_->end_all(who));
-      return json{{"ended", ids}};
+      auto ids = mgr_->end_all(who);
+      if (!ids) {
+        evict_off_loop(mgr_->take_evictions());  // those it ended before the error
+        return ids.error();
+      }
+      answer = json{{"ended", *ids}};
+    } else {
+      if (!params.contains("id") || !params["id"].is_string()) return input_error("window.end needs an id or all");
+      std::string id = params["id"];
+      SPARK_TRY_VOID(mgr_->end(id, who));
+      answer = json{{"ended", {id}}};
     }
-    if (!params.contains("id") || !params["id"].is_string()) return input_error("window.end needs an id or all");
-    std::string id = params["id"];
-    SPARK_TRY_VOID(mgr_->end(id, who));
-    return json{{"ended", {id}}};
+    // Answered once the worker has evicted the big windows' files (as a begin waits for its keeper).
+    auto evict = mgr_->take_evictions();
+    if (evict.empty()) return answer;
+    auto to = ctx_->defer();
+    if (!to) {  // this context cannot wait
+      for (auto& r : evict) window::evict_last_time(std::move(r));
+      return answer;
+    }
+    evict_off_loop(std::move(evict), std::move(*to), std::move(answer));
+    return json();
   }));
   // A begin or end writes the journal and the kernel: after the cheap requests of its round.
   ctx.mark_dear("window.begin");
@@ -166,6 +240,7 @@ std::vector<pollfd> WindowService::poll_fds() {
 void WindowService::on_ready(int fd, Clock::time_point now) {
   if (fd != wake_fd_) {
     mgr_->on_ready(fd, now);
+    evict_off_loop(mgr_->take_evictions());  // a watched process's exit ended a big window
     return;
   }
   uint64_t n = 0;
@@ -176,19 +251,37 @@ void WindowService::on_ready(int fd, Clock::time_point now) {
     ready.swap(done_);
   }
   for (auto& job : ready) {
+    if (job.evicts) {  // the ended windows' files evicted
+      if (job.to) ctx_->reply(*job.to, std::move(job.answer));
+      continue;
+    }
     if (job.keeper_recipe) {
       keeper_built(job);
       continue;
     }
     if (!*job.files) {
-      ctx_->reply(job.to, job.files->error());
+      ctx_->reply(*job.to, job.files->error());
       continue;
     }
-    if (auto r = begin_now(job.spec, job.peer, &**job.files, &job.to)) ctx_->reply(job.to, std::move(*r));
+    if (auto r = begin_now(job.spec, job.peer, &**job.files, &*job.to)) ctx_->reply(*job.to, std::move(*r));
   }
 }
-std::optional<Clock::time_point> WindowService::next_timer() { return mgr_ ? mgr_->next_timer() : std::nullopt; }
-void WindowService::on_timer(Clock::time_point now) { mgr_->on_timer(now); }
+
+std::optional<Clock::time_point> WindowService::next_timer() {
+  if (!loop_runs_) {
+    // The loop runs (the agent dropped its capabilities before it): the worker may start, for
+    // what recovery queued.
+    std::lock_guard<std::mutex> l(mu_);
+    loop_runs_ = true;
+    if (!todo_.empty() && !worker_.joinable() && !quit_) worker_ = std::thread([this] { worker_main(); });
+  }
+  return mgr_ ? mgr_->next_timer() : std::nullopt;
+}
+
+void WindowService::on_timer(Clock::time_point now) {
+  mgr_->on_timer(now);
+  evict_off_loop(mgr_->take_evictions());  // a TTL (or a port, a process gone) ended a big window
+}
 
 void WindowService::on_stop() {
   stop_worker();

@@ -170,7 +170,7 @@ void CacheKeeper::tick(std::chrono::steady_clock::time_point now, KeeperHost& ho
       follow_names(now);
     }
     // Evict first: the mapping scan reads every process's maps and can take a while on a busy host.
-    evict_pass(now, counts);
+    evict_pass(now, counts, host.deadline());
     // A mapping that grows or is probed is followed at every tick: the reaction window of paging out
     // behind a reader is a tick, not mapped_period (and the follower's period once it is a loader).
     if (opt_.mapped != MappedPolicy::off && (active_ || now - last_mapped_ >= opt_.mapped_period)) {
@@ -295,48 +295,51 @@ void CacheKeeper::follow_names(std::chrono::steady_clock::time_point) {
 // cache moved, so while nr_file_pages stands still and no file kept pages at its last visit, the
 // pass is skipped (rechecked every idle_recheck all the same). A visit is one cachestat(2) of the
 // file; DONTNEED only where pages are cached.
-void CacheKeeper::evict_pass(std::chrono::steady_clock::time_point now, const HostPageCounts* counts) {
+void CacheKeeper::evict_pass(std::chrono::steady_clock::time_point now, const HostPageCounts* counts,
+                             std::optional<std::chrono::steady_clock::time_point> deadline) {
   bool any_hot = std::find(hot_.begin(), hot_.end(), true) != hot_.end();
   bool moved = !counts || !pass_counts_ || counts->file_pages != pass_counts_->file_pages;
-  if (!any_hot && !moved && now - last_pass_ < opt_.idle_recheck) return;
+  if (!pass_cut_ && !any_hot && !moved && now - last_pass_ < opt_.idle_recheck) return;
   ++stats_.passes;
   last_pass_ = now;
-  if (counts) pass_counts_ = *counts;
+  // A pass cut short keeps the counts of its start: what its first slices saw may have grown since.
+  if (counts && !pass_cut_) pass_counts_ = *counts;
   const size_t n = files_.size();
-  std::vector<size_t> visit;
-  if (n <= opt_.files_per_tick) {
-    for (size_t i = 0; i < n; ++i) visit.push_back(i);
-  } else {
-    // Files found cached (up to a slice of them, in turn), then the next slice of the others.
-    for (size_t k = 0; k < n && visit.size() < opt_.files_per_tick; ++k, hot_cursor_ = (hot_cursor_ + 1) % n)
-      if (hot_[hot_cursor_]) visit.push_back(hot_cursor_);
-    for (size_t k = 0; k < opt_.files_per_tick; ++k, cursor_ = (cursor_ + 1) % n)
-      if (!hot_[cursor_]) visit.push_back(cursor_);
+  // The time budget (pass_budget, the host's deadline): checked before each visit but the first;
+  // where it runs out, the cursors stay on the first file not visited.
+  auto clock = [this] { return opt_.clock ? opt_.clock() : std::chrono::steady_clock::now(); };
+  std::optional<std::chrono::steady_clock::time_point> stop_at = deadline;
+  if (opt_.pass_budget.count() > 0) {
+    auto own = clock() + opt_.pass_budget;
+    stop_at = stop_at ? std::min(*stop_at, own) : own;
   }
+  size_t visited = 0;
+  auto spent = [&] { return stop_at && visited > 0 && clock() >= *stop_at; };
   bool left = false;
-  for (size_t i : visit) {
+  auto visit = [&](size_t i) {
+    ++visited;
     const auto& f = files_[i];
     if (mapped_now_[i]) {  // its mapped pages are the mapping pass's: kept visited
       hot_[i] = true;
       left = true;
-      continue;
+      return;
     }
     int fd = fd_of(i);
     if (fd < 0) {
       hot_[i] = false;
-      continue;
+      return;
     }
     std::optional<uint64_t> before;
     if (auto b = cached_pages_of(fd, f); b && *b) before = **b;
     if (before && *before == 0) {
       hot_[i] = false;
-      continue;
+      return;
     }
     if (int rc = ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED); rc != 0) {
       stats_.last_error = describe(sys_error(rc, "fadvise DONTNEED " + f.string()));
       fds_->drop(this, i);
       hot_[i] = false;
-      continue;
+      return;
     }
     ++stats_.evictions;
     uint64_t after = 1;  // unknown without cachestat: assume pages stayed
@@ -347,9 +350,45 @@ void CacheKeeper::evict_pass(std::chrono::steady_clock::time_point now, const Ho
     // that mapped it since the last scan (a loader starting). Scan now, not at mapped_period: by
     // then a 400 MB/s reader is 100 MiB in.
     if (after > 0 && opt_.mapped != MappedPolicy::off) active_ = scan_all_ = true;
+  };
+  bool cut = false;
+  if (n <= opt_.files_per_tick) {
+    // Every file; a pass cut short goes on from cursor_ at the next tick.
+    size_t i = pass_cut_ ? std::min(cursor_, n) : 0;
+    for (; i < n; ++i) {
+      if (spent()) {
+        cut = true;
+        break;
+      }
+      visit(i);
+    }
+    cursor_ = cut ? i : 0;
+  } else {
+    // Files found cached (up to a slice of them, in turn), then the next slice of the others: which
+    // is which as the pass began (a hot file evicted now is not visited twice).
+    const std::vector<bool> was_hot = hot_;
+    size_t hot_visits = 0;
+    for (size_t k = 0; k < n && hot_visits < opt_.files_per_tick; ++k, hot_cursor_ = (hot_cursor_ + 1) % n)
+      if (was_hot[hot_cursor_]) {
+        if (spent()) {
+          cut = true;
+          break;
+        }
+        visit(hot_cursor_);
+        ++hot_visits;
+      }
+    for (size_t k = 0; !cut && k < opt_.files_per_tick; ++k, cursor_ = (cursor_ + 1) % n)
+      if (!was_hot[cursor_]) {
+        if (spent()) {
+          cut = true;
+          break;
+        }
+        visit(cursor_);
+      }
   }
-  // A sliced pass saw only part of the files: what the others hold is unknown.
-  cached_left_ = left || n > opt_.files_per_tick;
+  pass_cut_ = cut;
+  // A sliced or cut pass saw only part of the files: what the others hold is unknown.
+  cached_left_ = left || n > opt_.files_per_tick || cut;
 }
 
 bool CacheKeeper::wants_scan(std::chrono::steady_clock::time_point now, const HostPageCounts* counts) const {

@@ -40,6 +40,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -94,6 +95,9 @@ class KeeperHost {
   virtual ~KeeperHost() = default;
   virtual const HostPageCounts* counts() = 0;  // nullptr: unreadable (the keeper then works as if they moved)
   virtual const ProcessMappings& mappings() = 0;
+  // When the keeper's evict pass must stop in this tick, besides its own pass_budget (the round's
+  // budget once another keeper has ticked in it); nullopt: only pass_budget.
+  virtual std::optional<std::chrono::steady_clock::time_point> deadline() const { return std::nullopt; }
 };
 
 struct CacheKeeperOptions {
@@ -111,6 +115,15 @@ struct CacheKeeperOptions {
   // round robin; a file found cached is visited every tick until it is not): one tick never holds
   // the agent's loop for long (issue 13).
   size_t files_per_tick = 1024;
+  // ... and a pass stops once it has taken this long (0: no time limit), resumed at the next tick
+  // where it stopped: a fresh keeper finds its files cached and opens, cachestats and fadvises
+  // each, and 1024 of them held the agent's loop 25-81 ms in one tick (the soak, issue 13). The
+  // agent gives each keeper the loop's round budget (k_keeper_round_budget). At least one file is
+  // visited per pass.
+  std::chrono::microseconds pass_budget{0};
+  // Where the pass reads the time for pass_budget (and KeeperHost::deadline); empty: steady_clock.
+  // Tests set a clock that advances per call, so that slicing does not depend on timing.
+  std::function<std::chrono::steady_clock::time_point()> clock;
   // Page out behind the reader inside a growing mapping (MappedPolicy::idle; 0 turns it off): what
   // the reader passed more than behind_lag ago, once sample blocks there stayed out behind_wait.
   uint64_t behind_lag = 64ULL << 20;
@@ -188,7 +201,8 @@ class CacheKeeper {
   void follow_directories(const std::vector<fs::path>& dirs);
 
  private:
-  void evict_pass(std::chrono::steady_clock::time_point now, const HostPageCounts* counts);
+  void evict_pass(std::chrono::steady_clock::time_point now, const HostPageCounts* counts,
+                  std::optional<std::chrono::steady_clock::time_point> deadline);
   void follow_names(std::chrono::steady_clock::time_point now);
   void add_file(const fs::path& p, const FileId& id);
   bool wants_scan(std::chrono::steady_clock::time_point now, const HostPageCounts* counts) const;
@@ -224,8 +238,9 @@ class CacheKeeper {
   FdCache* fds_;
   std::vector<bool> mapped_now_;  // per file: some process maps it (last scan)
   std::vector<bool> hot_;         // per file: pages left cached at its last visit (visited every tick)
-  size_t cursor_ = 0;             // round robin over files past files_per_tick
+  size_t cursor_ = 0;             // round robin over files past files_per_tick (else where a cut pass resumes)
   size_t hot_cursor_ = 0;         // the same over the hot ones
+  bool pass_cut_ = false;         // the last pass stopped at its time budget: the next tick goes on from the cursors
   CacheKeeperOptions opt_;
   CacheKeeperStats stats_;
   std::chrono::steady_clock::time_point last_mapped_{};

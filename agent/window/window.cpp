@@ -81,6 +81,8 @@ class WindowManager::TickHost : public KeeperHost {
   TickHost(const HostPaths& paths, const std::map<std::string, std::unique_ptr<Runtime>>& windows)
       : paths_(paths), windows_(windows), counts_(paths) {}
   const HostPageCounts* counts() override { return counts_.get(); }
+  std::optional<Clock::time_point> deadline() const override { return deadline_; }
+  void set_deadline(std::optional<Clock::time_point> d) { deadline_ = d; }
   const ProcessMappings& mappings() override {
     if (!scan_) {
       FileIdSet ids;
@@ -96,6 +98,7 @@ class WindowManager::TickHost : public KeeperHost {
   const std::map<std::string, std::unique_ptr<Runtime>>& windows_;
   LazyPageCounts counts_;
   std::optional<ProcessMappings> scan_;
+  std::optional<Clock::time_point> deadline_;
 };
 
 WindowManager::WindowManager(HostPaths paths, Tuner& tuner) : paths_(std::move(paths)), tuner_(tuner) {}
@@ -144,8 +147,15 @@ Result<std::string> WindowManager::next_id() {
 }
 
 std::unique_ptr<CacheKeeper> KeeperRecipe::build() const {
-  auto keeper = std::make_unique<CacheKeeper>(paths, *act, owner_of(id),
-                                              std::vector<fs::path>(files.begin(), files.end()), options, fds);
+  std::vector<fs::path> list(files.begin(), files.end());
+  if (list.empty() && !given.empty()) {
+    if (auto x = spark::tune::expand_files(given); x)
+      list = std::move(*x);
+    else
+      log_warning("window " + id + ": its files not found again: " + describe(x.error()) +
+                  " (its directories are still followed)");
+  }
+  auto keeper = std::make_unique<CacheKeeper>(paths, *act, owner_of(id), std::move(list), options, fds);
   keeper->follow_directories(std::vector<fs::path>(dirs.begin(), dirs.end()));
   return keeper;
 }
@@ -340,10 +350,14 @@ KeeperRecipe WindowManager::recipe_of(const WindowRecord& r) {
   k.act = &tuner_.actuator();
   k.files = r.files;  // paths made of them where it is built
   k.dirs = r.dirs;
+  if (r.files.empty()) k.given = r.given;
   k.options.mode = r.cache;
   k.options.mapped = r.mapped;
   k.options.mapped_budget = r.mapped_budget;
   k.options.read_ahead = r.read_ahead;
+  // One keeper's pass within the round's budget too (a fresh keeper's 1024 cached files held the
+  // loop 25-81 ms in one tick: the soak, issue 13); 0 (tests): no time limit.
+  k.options.pass_budget = keeper_budget_;
   k.fds = &fds_;
   return k;
 }
@@ -361,6 +375,11 @@ bool WindowManager::attach_keeper(const std::string& id, std::unique_ptr<CacheKe
   rt.keeper_waits = false;
   rt.cache = std::move(keeper);
   rt.next_cache = Clock::now();
+  // A resumed window whose list was expanded by the keeper's builder: what `window list` shows
+  // (the rest is the keeper's; end_now takes them from it).
+  if (rt.record.files.empty())
+    for (size_t i = 0; i < rt.cache->files().size() && i < k_listed_files; ++i)
+      rt.record.files.push_back(rt.cache->files()[i].string());
   return true;
 }
 
@@ -374,7 +393,7 @@ Result<void> WindowManager::start_runtime(const WindowRecord& r, bool keeper_lat
     if (fd.valid() && process_alive(paths_, r.pid, r.pid_start)) rt->pidfd = std::move(fd);
   }
   if (r.cache != CacheMode::off) {
-    if (keeper_later && (r.files.size() > k_keeper_inline_files || !r.dirs.empty())) {
+    if (keeper_later && keeper_elsewhere(r)) {
       rt->keeper_waits = true;  // keeper_recipe / attach_keeper
     } else {
       rt->cache = recipe_of(r).build();
@@ -394,15 +413,18 @@ Result<void> WindowManager::start_runtime(const WindowRecord& r, bool keeper_lat
   return {};
 }
 
-namespace {
+bool keeper_elsewhere(const WindowRecord& r) {
+  return r.files.size() > k_keeper_inline_files || !r.dirs.empty() || (r.files.empty() && !r.given.empty());
+}
 
-// The last eviction of a window's files as it ends (end, TTL, process exit, recovery): what was
-// read since the keeper's last tick would otherwise stay cached (a `cat` of a 1 GiB model left
-// 15 to 138 MiB behind). Nothing for --cache off. Pages a live process still maps stay (the
-// kernel skips them). Returns how many files could not be evicted; errors are logged, not fatal:
-// the window's settings are restored either way.
-size_t evict_last_time(const WindowRecord& r) {
+// Without it, what was read since the keeper's last tick stays cached (a `cat` of a 1 GiB model
+// left 15 to 138 MiB behind). Nothing for --cache off. Pages a live process still maps stay (the
+// kernel skips them). Errors are logged, not fatal: the window's settings are restored either way.
+size_t evict_last_time(WindowRecord r) {
   if (r.cache == CacheMode::off) return 0;
+  if (auto x = expand_record_files(r); !x)
+    log_warning("window " + r.id + ": its files not found again for the last eviction: " + describe(x.error()),
+                {{"WINDOW", r.id}});
   size_t failed = 0;
   std::string first_error;
   for (const auto& f : r.files)
@@ -414,6 +436,16 @@ size_t evict_last_time(const WindowRecord& r) {
                     " files not evicted at the end: " + first_error,
                 {{"WINDOW", r.id}});
   return failed;
+}
+
+namespace {
+
+// A window's record with the files its keeper gained since begin (created in its directories;
+// the keeper's list starts with the record's): what its last eviction covers.
+void add_keeper_files(WindowRecord& r, const CacheKeeper* keeper) {
+  if (!keeper) return;
+  const auto& all = keeper->files();
+  for (size_t i = r.files.size(); i < all.size(); ++i) r.files.push_back(all[i].string());
 }
 
 json cache_stats_json(const CacheKeeperStats& s, uint64_t mapped_budget) {
@@ -455,6 +487,10 @@ void WindowManager::emit(const std::string& id, const std::string& type, std::st
 
 Result<void> WindowManager::end_now(const std::string& id, const std::string& reason) {
   bool known = windows_.count(id) > 0;
+  // A big window's last eviction with work_elsewhere_: left to take_evictions() once its settings
+  // are restored (140-164 ms of the agent's loop for 30 000 files, the soak, issue 13).
+  bool elsewhere = false;
+  std::optional<WindowRecord> journal_only;
   if (!known) {
     SPARK_TRY(auto journal, tuner_.journal());
     const JournalData& d = *journal;
@@ -464,20 +500,23 @@ Result<void> WindowManager::end_now(const std::string& id, const std::string& re
     // A window only in the journal (an agent that never resumed it): its files from its record.
     if (d.owners.contains(owner_of(id)))
       if (auto rec = record_from_json(d.owners.at(owner_of(id))); rec) {
-        (void)expand_record_files(*rec);
-        evict_last_time(*rec);
+        journal_only = std::move(*rec);
+        elsewhere = work_elsewhere_ && journal_only->cache != CacheMode::off && keeper_elsewhere(*journal_only);
+        if (!elsewhere) evict_last_time(*journal_only);
       }
   } else {
-    // The keeper's files: those created in the window's directories since begin too.
-    WindowRecord r = windows_.at(id)->record;
-    if (const auto& keeper = windows_.at(id)->cache) {
-      r.files.clear();
-      for (const auto& f : keeper->files()) r.files.push_back(f.string());
+    const auto& rt = *windows_.at(id);
+    elsewhere = work_elsewhere_ && rt.record.cache != CacheMode::off && keeper_elsewhere(rt.record);
+    if (!elsewhere) {
+      // The keeper's files: those created in the window's directories since begin too.
+      WindowRecord r = rt.record;
+      add_keeper_files(r, rt.cache.get());
+      evict_last_time(std::move(r));
     }
-    evict_last_time(r);
   }
   auto released = tuner_.release(owner_of(id));
   if (!released) return with_context(released.error(), "ending window " + id);
+  if (elsewhere && journal_only) evictions_.push_back(std::move(*journal_only));
   json data{{"reason", reason}, {"restored", released->size()}};
   if (known) {
     auto& rt = windows_.at(id);
@@ -492,6 +531,11 @@ Result<void> WindowManager::end_now(const std::string& id, const std::string& re
                format_size(rt->cache->stats().behind_bytes) + "), " + std::to_string(rt->cache->stats().probes) +
                " probes, " + std::to_string(rt->cache->stats().kept_in_use) + " kept in use" +
                (rt->cache->stats().last_error.empty() ? "" : ", last error: " + rt->cache->stats().last_error));
+    if (elsewhere) {  // the record is not needed here any more: moved, not copied (30 000 paths)
+      WindowRecord r = std::move(rt->record);
+      add_keeper_files(r, rt->cache.get());
+      evictions_.push_back(std::move(r));
+    }
     windows_.erase(id);
   }
   std::string ended =
@@ -640,12 +684,9 @@ Result<std::vector<std::string>> WindowManager::recover() {
     if (!why.empty()) {
       // Ended through the one end path: with the reserve, and on failure kept and retried with
       // the backoff by the timer (never given up, never a failed agent start).
+      // Its files expanded again by its last eviction (evict_last_time: here, or on the worker).
       auto rt = std::make_unique<Runtime>();
-      if (rec) {
-        if (auto x = expand_record_files(*rec); !x)
-          log_warning("window " + id + ": its files not found again for the last eviction: " + describe(x.error()));
-        rt->record = *rec;
-      }
+      if (rec) rt->record = std::move(*rec);
       rt->record.id = id;
       rt->deadline = Clock::now();
       windows_[id] = std::move(rt);
@@ -653,13 +694,18 @@ Result<std::vector<std::string>> WindowManager::recover() {
       if (end_logged(id, why, Clock::now())) ended.push_back(id);
       continue;
     }
-    if (auto x = expand_record_files(*rec); !x)
-      log_warning("window " + id + ": its files not found again: " + describe(x.error()) +
-                  " (its directories are still followed)");
+    // With work_elsewhere_, a big window's list is expanded and its keeper built on the caller's
+    // worker (keeper_recipe / attach_keeper): 178-341 ms of the agent's loop for 30 000 files, the
+    // soak (issue 13). A floor needs the files at once: expanded here.
+    bool later = work_elsewhere_ && rec->cache != CacheMode::off && keeper_elsewhere(*rec);
+    if (!later || !rec->floor.is_null())
+      if (auto x = expand_record_files(*rec); !x)
+        log_warning("window " + id + ": its files not found again: " + describe(x.error()) +
+                    " (its directories are still followed)");
     auto rt = std::make_unique<Runtime>();
     rt->record = *rec;
     windows_[id] = std::move(rt);
-    SPARK_TRY_VOID(start_runtime(*rec));
+    SPARK_TRY_VOID(start_runtime(*rec, later));
     log_info("window " + id + " resumed after agent restart", {{"WINDOW", id}});
     emit(id, "window_resume", "window " + id + " resumed after agent restart", record_view_json(*rec));
   }
@@ -764,6 +810,9 @@ void WindowManager::on_timer(Clock::time_point now) {
     }
     if (rt->cache && now >= rt->next_cache) {
       if (ticked && Clock::now() >= budget_end) continue;  // its turn comes in the next round
+      // The first keeper of the round has its own pass budget (the round's, recipe_of); the others
+      // stop their pass where the round's budget ends.
+      host.set_deadline(ticked ? std::optional<Clock::time_point>(budget_end) : std::nullopt);
       ticked = true;
       keeper_turn_ = id;
       rt->cache->tick(now, host);

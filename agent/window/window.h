@@ -17,6 +17,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/end_retry.h"
@@ -113,6 +114,9 @@ struct KeeperRecipe {
   tune::Actuator* act = nullptr;
   std::vector<std::string> files;
   std::vector<std::string> dirs;
+  // With no files: the paths as the user gave them, expanded first (a window resumed after an
+  // agent restart whose journal kept only these: walking its tree is the worker's too).
+  std::vector<std::string> given;
   tune::CacheKeeperOptions options;
   tune::FdCache* fds = nullptr;
   std::unique_ptr<tune::CacheKeeper> build() const;
@@ -148,6 +152,16 @@ nlohmann::json record_view_json(const WindowRecord& r);
 // A record read from the journal without its list: the files expanded again from `given` (what is
 // there now; a directory's new files included). Nothing to do when the list is inline.
 Result<void> expand_record_files(WindowRecord& r);
+// Whether a window's keeper, or its last eviction, is work for another thread than the agent's
+// loop: past k_keeper_inline_files files, over a directory, or a list the journal did not keep
+// (expanded again from `given`).
+bool keeper_elsewhere(const WindowRecord& r);
+// The last eviction of a window's files as it ends (end, TTL, process exit, recovery): what was
+// read since the keeper's last tick would otherwise stay cached. One open and POSIX_FADV_DONTNEED
+// per file (its list expanded from `given` first when empty), nothing of a WindowManager touched:
+// safe on any thread (the agent's worker does a big window's: 140-164 ms of its loop for 30 000
+// files, the soak). Returns how many files could not be evicted (logged).
+size_t evict_last_time(WindowRecord r);
 
 // The page cache a window's mapped files may hold before mappings their processes are done with
 // are paged out, when asked for "auto": what stays available once the files themselves are in
@@ -208,7 +222,17 @@ class WindowManager {
   std::optional<Clock::time_point> next_timer() const;
   void on_timer(Clock::time_point now);
   // The keepers' share of one on_timer (k_keeper_round_budget; tests set 0: one keeper per call).
+  // Also each keeper's pass budget (CacheKeeperOptions::pass_budget) for keepers built afterwards.
   void set_keeper_round_budget(std::chrono::milliseconds b) { keeper_budget_ = b; }
+
+  // The big windows' work left to the caller's worker thread (the agent's: issue 13, the soak):
+  // an end (request, TTL, process exit, recovery) restores the settings at once and keeps the
+  // record of a keeper_elsewhere window with a cache for take_evictions() instead of evicting its
+  // files (evict_last_time); recover() resumes such a window without its keeper (keeper_recipe /
+  // attach_keeper, as begin's keeper_later) and without expanding its list. Off: all done here.
+  void set_work_elsewhere(bool on) { work_elsewhere_ = on; }
+  // The last evictions left since the last call, in the order the windows ended.
+  std::vector<WindowRecord> take_evictions() { return std::exchange(evictions_, {}); }
 
  private:
   struct Runtime;
@@ -236,6 +260,8 @@ class WindowManager {
   Clock::time_point epoch_ = Clock::now();  // ticks of windows with the same interval fall together
   std::chrono::milliseconds keeper_budget_ = k_keeper_round_budget;
   std::string keeper_turn_;  // the window whose keeper ticked last: the next round starts after it
+  bool work_elsewhere_ = false;
+  std::vector<WindowRecord> evictions_;  // set_work_elsewhere: ended windows whose files wait for their last eviction
 };
 
 }  // namespace spark::window

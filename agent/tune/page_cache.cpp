@@ -82,7 +82,12 @@ const HostPageCounts* LazyPageCounts::get() {
 
 CacheKeeper::CacheKeeper(HostPaths paths, Actuator& act, std::string owner, std::vector<fs::path> files,
                          CacheKeeperOptions options, FdCache* fds)
-    : paths_(std::move(paths)), act_(act), owner_(std::move(owner)), files_(std::move(files)), opt_(options) {
+    : paths_(std::move(paths)),
+      act_(act),
+      owner_(std::move(owner)),
+      files_(std::move(files)),
+      opt_(options),
+      reader_(paths_) {
   if (!fds) {
     own_fds_ = std::make_unique<FdCache>(std::min<size_t>(k_keeper_fd_capacity, std::max<size_t>(files_.size(), 1)));
     fds = own_fds_.get();
@@ -195,7 +200,6 @@ void CacheKeeper::tick(std::chrono::steady_clock::time_point now, KeeperHost& ho
   }
   const ProcessMappings& all = known.empty() ? host.mappings() : own;
   bool follow = false;
-  std::vector<FileRead> reads;
   {
     std::lock_guard<std::mutex> lock(mu_);
     ++stats_.scans;
@@ -208,9 +212,7 @@ void CacheKeeper::tick(std::chrono::steady_clock::time_point now, KeeperHost& ho
     if (counts) scan_mapped_ = counts->mapped;
     handle_mapped(now, all);
     for (const auto& [key, st] : vmas_) follow = follow || followed(st);
-    reads.swap(tick_reads_);
   }
-  run_reads(reads);
   if (follow && opt_.follow_period.count() > 0) {
     if (!follower_.joinable()) start_follower();
     follow_cv_.notify_all();
@@ -482,7 +484,7 @@ void CacheKeeper::handle_mapped(std::chrono::steady_clock::time_point now, const
       bool front_moved = false;
       if (behind_reader(now, pid, m, pagemap.get(), over_budget, st, rss, front_moved)) {
         keep_in_use();
-        read_back(pid, m.start, st, tick_reads_);
+        read_back(pid, m.start, st);
         mapped_total += st.last_rss;
         continue;
       }
@@ -722,33 +724,25 @@ void CacheKeeper::follow_loop() {
 
 size_t CacheKeeper::follow_pass(std::chrono::steady_clock::time_point now) {
   size_t n = 0;
-  std::vector<FileRead> reads;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    for (auto& [key, st] : vmas_)
-      if (followed(st)) {
-        ++n;
-        follow_one(now, key.first, key.second, st, reads);
-      }
-    if (n) ++stats_.follow_passes;
-  }
-  run_reads(reads);
+  std::lock_guard<std::mutex> lock(mu_);
+  for (auto& [key, st] : vmas_)
+    if (followed(st)) {
+      ++n;
+      follow_one(now, key.first, key.second, st);
+    }
+  if (n) ++stats_.follow_passes;
   return n;
 }
 
-void CacheKeeper::run_reads(std::vector<FileRead>& reads) {
-  for (const auto& r : reads) (void)::readahead(r.fd.get(), static_cast<off64_t>(r.offset), static_cast<size_t>(r.len));
-  reads.clear();
-}
-
 // A mapping found in use in place after part of it was paged out behind its reader (a CPU server
-// whose first pass looked like a load): what was paged out is read back at once, in one
-// readahead, so the server's next pass faults on cached pages instead of reading its weights back
-// fault by fault.
-void CacheKeeper::read_back(pid_t pid, uint64_t start, VmaState& st, std::vector<FileRead>& reads) {
+// whose first pass looked like a load): what was paged out is read back at once, by the reader
+// thread from its start to what was paged out, so the server's next pass faults on cached pages
+// instead of reading its weights back fault by fault. (One readahead(2) of it all read 8 MiB of
+// 448 on the dev VM: see tune/file_reads.h.)
+void CacheKeeper::read_back(pid_t pid, uint64_t start, VmaState& st) {
   if (st.done_upto <= start) return;
   if (!st.data.valid()) st.data = Fd(::open(map_files_path(pid, start, st.end).c_str(), O_RDONLY | O_CLOEXEC));
-  if (queue_read(st, st.offset, st.done_upto - start, reads)) stats_.read_back_bytes += st.done_upto - start;
+  if (ask_read(pid, start, st, st.offset, st.done_upto - start)) stats_.read_back_bytes += st.done_upto - start;
 }
 
 // <proc>/PID/map_files/START-END: the file the mapping at [start, end) maps, as the process sees it.
@@ -759,13 +753,14 @@ std::string CacheKeeper::map_files_path(pid_t pid, uint64_t start, uint64_t end)
   return (paths_.proc / std::to_string(pid)).string() + range;
 }
 
-// A read of the mapped file for run_reads, through a duplicate of st.data (the mapping's state may
-// go before the read is made); false when there is no file to read.
-bool CacheKeeper::queue_read(const VmaState& st, uint64_t offset, uint64_t len, std::vector<FileRead>& reads) {
+// A read of the mapped file asked of the reader thread, through a duplicate of st.data (the
+// mapping's state may go before the read is made); false when there is no file to read. One read
+// pending per mapping: a newer one replaces it (the loader's front moved on).
+bool CacheKeeper::ask_read(pid_t pid, uint64_t start, const VmaState& st, uint64_t offset, uint64_t len) {
   if (!st.data.valid()) return false;
   Fd dup(::fcntl(st.data.get(), F_DUPFD_CLOEXEC, 0));
   if (!dup.valid()) return false;
-  reads.push_back({std::move(dup), offset, len});
+  reader_.ask({pid, start}, std::move(dup), offset, len);
   return true;
 }
 
@@ -775,8 +770,7 @@ bool CacheKeeper::queue_read(const VmaState& st, uint64_t offset, uint64_t len, 
 // whole mapping read (its front at the end, still for half of behind_wait): the rest goes too.
 // Whether the process uses the mapping in place is the tick's (pages mapped again below
 // done_upto, behind_reader); the follower only checks that the address still maps the same file.
-void CacheKeeper::follow_one(std::chrono::steady_clock::time_point now, pid_t pid, uint64_t start, VmaState& st,
-                             std::vector<FileRead>& reads) {
+void CacheKeeper::follow_one(std::chrono::steady_clock::time_point now, pid_t pid, uint64_t start, VmaState& st) {
   const std::string dir = (paths_.proc / std::to_string(pid)).string();
   if (st.pidfd.get() < 0) {
     st.pidfd = Fd(open_pidfd_of(pid));
@@ -811,7 +805,7 @@ void CacheKeeper::follow_one(std::chrono::steady_clock::time_point now, pid_t pi
       st.in_use = true;
       st.btr_samples.clear();
       ++stats_.kept_in_use;
-      read_back(pid, start, st, reads);
+      read_back(pid, start, st);
       return;
     }
   const uint64_t from = std::max(st.done_upto, start);
@@ -866,11 +860,11 @@ void CacheKeeper::follow_one(std::chrono::steady_clock::time_point now, pid_t pi
     st.btr_samples.clear();
     loader_pids_.insert(pid);
   }
-  // A loader: read_ahead of the file in front of its reader, asked in steps of half of it.
+  // A loader: read_ahead of the file in front of its reader, asked half of it at a time.
   if (opt_.read_ahead > 0 && st.data.valid() && !read_whole && front > start && front < st.end) {
     const uint64_t want = std::min(st.end, front + opt_.read_ahead), at = std::max(st.ahead_upto, front);
     if (want > at && (want - at >= opt_.read_ahead / 2 || want == st.end)) {
-      if (queue_read(st, st.offset + (at - start), want - at, reads)) stats_.read_ahead_bytes += want - at;
+      if (ask_read(pid, start, st, st.offset + (at - start), want - at)) stats_.read_ahead_bytes += want - at;
       st.ahead_upto = want;
     }
   }

@@ -56,6 +56,7 @@
 #include "core/host_paths.h"
 #include "core/result.h"
 #include "tune/actuator.h"
+#include "tune/file_reads.h"
 #include "tune/file_set.h"
 #include "tune/process_mappings.h"
 
@@ -136,10 +137,11 @@ struct CacheKeeperOptions {
   // reader's CPU). The thread sleeps while no mapping is followed. 0: no thread, the tick does it.
   std::chrono::milliseconds follow_period{10};
   uint64_t follow_chunk = 8ULL << 20;
-  // Read ahead of a loader's reader (issue 14, the stretch): the thread reads this many bytes of
-  // the file in front of the front (readahead(2), in steps of half of it), so the loader faults on
-  // cached pages instead of waiting on each fault's read-around; within the cache the window keeps
-  // anyway (the lag behind + this in front). 0: off.
+  // Read ahead of a loader's reader (issue 14, the stretch): the follower asks for this many bytes
+  // of the file in front of the front, half of it at a time once half of it is due, so the loader
+  // faults on cached pages instead of waiting on each fault's read-around; within the cache the
+  // window keeps anyway (the lag behind + this in front). The keeper's reader thread makes the
+  // reads (FileReader: in steps that one readahead(2) reads whole). 0: off.
   uint64_t read_ahead = 32ULL << 20;
   std::chrono::milliseconds names_period{1000};
   // With nothing moving on the host (its page-cache and mapped page counts), files with no cached
@@ -159,8 +161,10 @@ struct CacheKeeperStats {
   uint64_t behind_pageouts = 0;   // MADV_PAGEOUT of regions behind a reader
   uint64_t behind_bytes = 0;      // bytes of mappings those covered
   uint64_t follow_passes = 0;     // passes of the follower thread that had a mapping to follow
-  uint64_t read_ahead_bytes = 0;  // read ahead of loaders' readers (readahead(2) asked)
+  uint64_t read_ahead_bytes = 0;  // read ahead of loaders' readers (asked of the reader thread)
   uint64_t read_back_bytes = 0;   // read back into mappings found in use after pages behind their reader went
+  uint64_t read_bytes = 0;        // of those, read by the reader thread so far (readahead(2) made, step by step)
+  uint64_t reads_dropped = 0;     // reads replaced by a newer one of the same mapping before they were made
   uint64_t files_added = 0;       // created in a named directory after begin
   uint64_t files_replaced = 0;    // renamed over: followed to the new inode
   uint64_t passes = 0;            // evict passes made (ticks where something could have changed)
@@ -188,8 +192,13 @@ class CacheKeeper {
   // A copy: the follower thread updates them.
   CacheKeeperStats stats() const {
     std::lock_guard<std::mutex> lock(mu_);
-    return stats_;
+    CacheKeeperStats s = stats_;
+    s.read_bytes = reader_.bytes_read();
+    s.reads_dropped = reader_.dropped();
+    return s;
   }
+  // No read asked of the reader thread is pending or under way (tests, the bench).
+  bool reads_idle() const { return reader_.idle(); }
   const std::vector<fs::path>& files() const { return files_; }
   const std::vector<FileId>& ids() const { return ids_; }
   // Follow the names the user gave (issue 13 defect 8): every names_period, the directories of the
@@ -213,18 +222,12 @@ class CacheKeeper {
   // The follower thread (follow_period): started at the first mapping judged a loader.
   void follow_loop();
   size_t follow_pass(std::chrono::steady_clock::time_point now);  // mappings followed
-  // Reads of the file the follower asks for, made once the lock is released (readahead(2) of tens
-  // of MiB allocates and submits every page: the tick does not wait for it).
-  struct FileRead {
-    Fd fd;  // a duplicate: the mapping's state may go meanwhile
-    uint64_t offset = 0, len = 0;
-  };
-  void follow_one(std::chrono::steady_clock::time_point now, pid_t pid, uint64_t start, VmaState& st,
-                  std::vector<FileRead>& reads);
-  void read_back(pid_t pid, uint64_t start, VmaState& st, std::vector<FileRead>& reads);
+  void follow_one(std::chrono::steady_clock::time_point now, pid_t pid, uint64_t start, VmaState& st);
+  void read_back(pid_t pid, uint64_t start, VmaState& st);
   std::string map_files_path(pid_t pid, uint64_t start, uint64_t end) const;
-  static bool queue_read(const VmaState& st, uint64_t offset, uint64_t len, std::vector<FileRead>& reads);
-  static void run_reads(std::vector<FileRead>& reads);
+  // Reads of the mapped file, asked of reader_: neither the tick (the agent's loop) nor the
+  // follower waits on them.
+  bool ask_read(pid_t pid, uint64_t start, const VmaState& st, uint64_t offset, uint64_t len);
   bool followed(const VmaState& st) const;
   void start_follower();
   int fd_of(size_t i);  // the file's descriptor from the FdCache; -1 (last_error set) when it cannot be opened
@@ -286,13 +289,14 @@ class CacheKeeper {
     Fd data;                   // the mapped file (map_files), for reads ahead and back
   };
   std::map<std::pair<pid_t, uint64_t>, VmaState> vmas_;
-  std::set<pid_t> loader_pids_;       // processes with a mapping judged a loader: their new mappings start as one
-  std::vector<FileRead> tick_reads_;  // reads back asked by the tick's judgement, made after it
+  std::set<pid_t> loader_pids_;  // processes with a mapping judged a loader: their new mappings start as one
   // vmas_, stats_ and loader_pids_ are shared with the follower thread.
   mutable std::mutex mu_;
   std::condition_variable follow_cv_;
   bool follow_stop_ = false;
   std::thread follower_;
+  // The reads back and ahead, one pending per mapping: joined after the follower (which asks them).
+  FileReader reader_;
 };
 
 }  // namespace spark::tune

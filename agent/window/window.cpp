@@ -462,6 +462,8 @@ json cache_stats_json(const CacheKeeperStats& s, uint64_t mapped_budget) {
           {"follow_passes", s.follow_passes},
           {"read_ahead_bytes", s.read_ahead_bytes},
           {"read_back_bytes", s.read_back_bytes},
+          {"read_bytes", s.read_bytes},
+          {"reads_dropped", s.reads_dropped},
           {"passes", s.passes},
           {"scans", s.scans},
           {"full_scans", s.full_scans},

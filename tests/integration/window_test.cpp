@@ -885,6 +885,67 @@ TEST_F(WindowTest, ServerGoingBackToTheStartGetsWhatWasPagedOutReadBack) {
   EXPECT_EQ(last.kept_in_use, 1u);
 }
 
+// Issue 14, the read back made whole: a server whose first pass looked like a load goes back to its
+// head and then reads only that (its next requests touch a few layers): all that was paged out
+// behind the first pass comes back by the keeper's read alone, not by the server's faults. One
+// readahead(2) of it all read 4 MiB (max(max_sectors_kb 1280, read_ahead_kb 4096) on the loop
+// device) of ~450.
+TEST_F(WindowTest, ServerFoundInUseGetsAllThatWasPagedOutReadBackByTheKeeper) {
+  const uint64_t len = 512ull << 20, head = 16ull << 20;
+  auto f = file("server.gguf", len >> 20);
+  ASSERT_TRUE(evict_file(f).ok());
+  int go[2];
+  ASSERT_EQ(::pipe(go), 0);
+  pid_t server = ::fork();
+  if (server == 0) {
+    int fd = ::open(f.c_str(), O_RDONLY);
+    auto* m = static_cast<const volatile unsigned char*>(::mmap(nullptr, len, PROT_READ, MAP_SHARED, fd, 0));
+    char c;
+    if (::read(go[0], &c, 1) != 1) ::_exit(3);
+    unsigned sum = 0;
+    for (uint64_t off = 0; off < len; off += 4096) {  // the load: 8 MiB per 20 ms, as a loader reads
+      sum += m[off];
+      if (off % (8ull << 20) == 0) ::usleep(20'000);
+    }
+    for (;;) {  // requests: the head only
+      for (uint64_t off = 0; off < head; off += 4096) sum += m[off];
+      ::usleep(5'000);
+    }
+  }
+  ASSERT_GT(server, 0);
+  ::close(go[0]);
+  KilledAtExit reap{server};
+  CacheKeeperOptions o;
+  o.mapped_budget = 0;
+  CacheKeeper keeper(paths, *act, "test", {f}, o);
+  ASSERT_EQ(::write(go[1], "g", 1), 1);
+  ::close(go[1]);
+  bool kept = test::eventually(
+      [&] {
+        keeper.tick(Clock::now());
+        return keeper.stats().kept_in_use > 0;
+      },
+      30s, 20ms);
+  const auto at_kept = keeper.stats();
+  ASSERT_TRUE(kept) << "the server was not found using its mapping: behind_bytes " << at_kept.behind_bytes
+                    << ", probes " << at_kept.probes << ", last error " << at_kept.last_error;
+  ASSERT_GT(at_kept.behind_bytes, 64ull << 20) << "little was paged out behind the first pass: the case is not tested";
+  bool whole = test::eventually(
+      [&] {
+        keeper.tick(Clock::now());
+        return cached_bytes(f).value_or(0) == len;
+      },
+      30s, 20ms);
+  const auto last = keeper.stats();
+  std::printf("server on its head: %llu MiB paged out, %llu MiB read back asked, %llu MiB read; %llu MiB cached\n",
+              (unsigned long long)(at_kept.behind_bytes >> 20), (unsigned long long)(last.read_back_bytes >> 20),
+              (unsigned long long)(last.read_bytes >> 20), (unsigned long long)(cached_bytes(f).value_or(0) >> 20));
+  EXPECT_TRUE(whole) << "what was paged out did not come back: " << (cached_bytes(f).value_or(0) >> 20) << " MiB of "
+                     << (len >> 20) << " cached";
+  EXPECT_GE(last.read_bytes, at_kept.behind_bytes) << "the reader thread did not read all of it";
+  EXPECT_EQ(last.behind_bytes, at_kept.behind_bytes) << "paged out behind the reader after it was found in use";
+}
+
 // The mapped budget: an idle loader's mapping stays while the window's mapped pages are within it,
 // and is paged out once a second mapping takes them over it.
 TEST_F(WindowTest, IdleMappingsStayWithinTheMappedBudget) {

@@ -1,0 +1,85 @@
+// The keeper's reads on the real kernel (tune/file_reads.h): a range read back or ahead is cached
+// whole, though one readahead(2) reads only max(io_pages, ra_pages) of it (8 MiB of 256 on the dev
+// VM's vda). Files evicted first and after; run under the kernel lock.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <chrono>
+
+#include "integration/loop_device.h"
+#include "support/fixture.h"
+#include "tune/file_reads.h"
+#include "tune/file_set.h"
+
+using spark::tune::FileReader, spark::tune::cached_bytes, spark::tune::evict_file, spark::tune::read_file_range;
+
+namespace spark {
+namespace {
+
+using namespace std::chrono_literals;
+
+// A file of its own under dir, evicted and removed at the end whatever way the test leaves.
+struct ScratchFile {
+  fs::path path;
+  ScratchFile(const fs::path& dir, uint64_t bytes) {
+    path = dir / ("spark-reads-" + std::to_string(::getpid()));
+    ok = test::make_file(path, bytes) && evict_file(path).ok();
+  }
+  ~ScratchFile() {
+    (void)evict_file(path);
+    std::error_code ec;
+    fs::remove(path, ec);
+  }
+  bool ok = false;
+};
+
+// The whole range cached within the deadline (readahead(2) only submits the reads).
+bool all_cached(const fs::path& f, uint64_t len) {
+  return test::eventually([&] { return cached_bytes(f).value_or(0) >= len; }, 30s, 5ms);
+}
+
+TEST(FileReads, ARangeOfAFileOnTheRootDiskIsCachedWhole) {
+  if (!test::is_root()) GTEST_SKIP() << "needs root (evicts a file of its own)";
+  const uint64_t len = 256ull << 20;
+  ScratchFile f("/var/tmp", len);
+  ASSERT_TRUE(f.ok);
+  ASSERT_LT(cached_bytes(f.path).value_or(len), len / 16) << "the file was not evicted";
+  Fd fd(::open(f.path.c_str(), O_RDONLY | O_CLOEXEC));
+  ASSERT_TRUE(fd.valid());
+  EXPECT_EQ(read_file_range(HostPaths::system(), fd.get(), 0, len), len);
+  EXPECT_TRUE(all_cached(f.path, len)) << (cached_bytes(f.path).value_or(0) >> 20) << " MiB of " << (len >> 20)
+                                       << " cached: the read stopped at what one readahead(2) reads";
+}
+
+// The window's readahead throttle (16 KiB here) is copied into the file's ra_pages at open: one
+// readahead(2) then reads the device's max_sectors_kb (1280 KiB on a loop device), the step used.
+TEST(FileReads, ARangeIsCachedWholeUnderAThrottledReadahead) {
+  if (!test::is_root()) GTEST_SKIP() << "needs root (loop devices, sysfs writes)";
+  test::LoopFs loop(512);
+  if (!loop.ok()) GTEST_SKIP() << "no scratch loop filesystem: " << loop.error();
+  loop.set_read_ahead_kb("16");
+  const uint64_t len = 192ull << 20;
+  ScratchFile f(loop.mnt(), len);
+  ASSERT_TRUE(f.ok);
+  Fd fd(::open(f.path.c_str(), O_RDONLY | O_CLOEXEC));
+  ASSERT_TRUE(fd.valid());
+  EXPECT_EQ(read_file_range(HostPaths::system(), fd.get(), 0, len), len);
+  EXPECT_TRUE(all_cached(f.path, len)) << (cached_bytes(f.path).value_or(0) >> 20) << " MiB of " << (len >> 20)
+                                       << " cached under read_ahead_kb 16";
+}
+
+TEST(FileReads, TheReaderThreadCachesWhatItIsAskedWhole) {
+  if (!test::is_root()) GTEST_SKIP() << "needs root (evicts a file of its own)";
+  const uint64_t len = 256ull << 20;
+  ScratchFile f("/var/tmp", len);
+  ASSERT_TRUE(f.ok);
+  FileReader reader(HostPaths::system());
+  reader.ask({1, 0}, Fd(::open(f.path.c_str(), O_RDONLY | O_CLOEXEC)), 0, len);
+  EXPECT_TRUE(all_cached(f.path, len)) << (cached_bytes(f.path).value_or(0) >> 20) << " MiB of " << (len >> 20);
+  EXPECT_TRUE(test::eventually([&] { return reader.idle(); }, 30s));
+  EXPECT_EQ(reader.bytes_read(), len);
+}
+
+}  // namespace
+}  // namespace spark

@@ -12,6 +12,16 @@
 // time (docs/benchmarks-load-window.md, thirteenth run). 128 KiB is the step where the file has no
 // block device (tmpfs, NFS, btrfs's anonymous device): a bdi without a queue keeps the io_pages it
 // was allocated with, VM_READAHEAD_PAGES, 128 KiB.
+//
+// Each step is read through the page-fault path, not readahead(2): the step is mapped,
+// MADV_POPULATE_READ faults it in (waiting for the reads) and it is unmapped at once (a page the
+// agent still mapped could not be paged out behind a loader). readahead(2) fills the page cache
+// with order-0 folios (page_cache_ra_unbounded) where the process's own faults read around in
+// large folios that it then maps with PMDs: on the dev VM (6.18, ext4 on vda) 512 MiB faulted in
+// by a mapping were 472 MiB PMD-mapped, read by readahead(2) 0; and a CPU server whose weights the
+// keeper read back by readahead(2) ran 0.89x untuned after its second pass (its TLB), 0.97x with
+// the keeper off (docs/benchmarks-load-window.md, fourteenth run). Populated in steps of 2-16 MiB,
+// the same 512 MiB were 472 MiB PMD-mapped, read in 0.22-0.54 s (readahead(2) in steps: 0.19-1.01 s).
 #pragma once
 
 #include <sys/types.h>
@@ -39,7 +49,7 @@ constexpr uint64_t k_max_read_step = 4ULL << 20;
 // queue there or it cannot be read.
 uint64_t read_step_of_device(const HostPaths& paths, dev_t dev);
 
-// readahead(2) of [offset, offset + len) of fd in calls of at most `step` bytes, stopping between
+// [offset, offset + len) of fd read into the page cache in steps of at most `step` bytes (above), stopping between
 // two calls once *stop is set. Returns the bytes asked (fewer when stopped, or where a call failed:
 // a pipe, a file opened without read access).
 uint64_t read_file_range(int fd, uint64_t offset, uint64_t len, uint64_t step, const std::atomic<bool>* stop = nullptr);

@@ -34,16 +34,15 @@ namespace {
 // One step read through the page-fault path: the step mapped, MADV_POPULATE_READ (it faults every
 // page in, as the process's own faults would, waiting for the reads), unmapped at once (a page
 // the agent still mapped could not be paged out behind a loader). readahead(2) where the file
-// cannot be mapped or the kernel has no MADV_POPULATE_READ (before 5.14). False when the range
-// could not be read (past the end of the file: EFAULT, no SIGBUS).
+// cannot be mapped, the kernel has no MADV_POPULATE_READ (before 5.14) or the populate stopped
+// short (EFAULT past the end of the file, EINTR, an I/O error): what it did not read is asked of
+// readahead(2) then. False when that fails too.
 bool read_step(int fd, uint64_t offset, uint64_t n) {
   void* p = ::mmap(nullptr, static_cast<size_t>(n), PROT_READ, MAP_SHARED, fd, static_cast<off_t>(offset));
   if (p != MAP_FAILED) {
     int rc = ::madvise(p, static_cast<size_t>(n), MADV_POPULATE_READ);
-    int err = errno;
     ::munmap(p, static_cast<size_t>(n));
     if (rc == 0) return true;
-    if (err != EINVAL) return false;
   }
   return ::readahead(fd, static_cast<off64_t>(offset), static_cast<size_t>(n)) == 0;
 }

@@ -1217,7 +1217,7 @@ class WindowServiceTest : public WindowTest {
     auto [r, serial] = ctx.call("window.begin", window::spec_to_json(s));
     EXPECT_NE(serial, 0u) << "a window over a directory was begun on the loop";
     EXPECT_TRUE(run_service_until(
-        svc, [&] { return ctx.replies_.count(serial) > 0; }, 30s));
+        svc, [&, serial = serial] { return ctx.replies_.count(serial) > 0; }, 30s));
     if (!ctx.replies_.count(serial)) return "";
     auto& got = ctx.replies_.at(serial);
     EXPECT_TRUE(got.ok()) << describe(got.error());
@@ -1265,7 +1265,7 @@ TEST_F(WindowServiceTest, ABigWindowsLastEvictionIsMadeOnTheWorkerAndTheEndAnswe
   EXPECT_EQ(std::find(owners.begin(), owners.end(), "window:" + id), owners.end()) << "the window was not ended";
 
   ASSERT_TRUE(run_service_until(
-      svc, [&] { return ctx.replies_.count(serial) > 0; }, 30s))
+      svc, [&, serial = serial] { return ctx.replies_.count(serial) > 0; }, 30s))
       << "no answer";
   EXPECT_TRUE(ctx.replies_.at(serial).ok());
   auto by = evicted(id);

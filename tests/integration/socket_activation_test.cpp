@@ -381,8 +381,13 @@ TEST_F(SocketActivationTest, AnActivatedAgentTakesOverFromADetachedOneAndKeepsIt
 
   struct stat detached_sock = stat_of(sock);
   activate();  // the socket unit starts: it replaces the file the detached agent served
-  for (int i = 0; i < 500 && stat_of(sock).st_ino == detached_sock.st_ino; ++i) std::this_thread::sleep_for(10ms);
+  // Until the new file is there: between the activator's unlink and its bind the path is absent
+  // (st_ino 0), which the Debian 13 guest once caught and took for the unit's socket.
   struct stat unit_sock = stat_of(sock);
+  for (int i = 0; i < 500 && (unit_sock.st_ino == detached_sock.st_ino || unit_sock.st_ino == 0); ++i) {
+    std::this_thread::sleep_for(10ms);
+    unit_sock = stat_of(sock);
+  }
   ASSERT_NE(unit_sock.st_ino, detached_sock.st_ino) << "the activator did not bind the path: " << log();
   // The activator's listening socket (the detached one's too shows the path).
   std::vector<std::string> listening = activator_listening();

@@ -354,16 +354,16 @@ void CacheKeeper::evict_pass(std::chrono::steady_clock::time_point now, const Ho
     if (after > 0 && opt_.mapped != MappedPolicy::off) active_ = scan_all_ = true;
   };
   bool cut = false;
+  // Visits file i unless the budget is spent (then the pass is cut, i not visited).
+  auto try_visit = [&](size_t i) {
+    cut = spent();
+    if (!cut) visit(i);
+    return !cut;
+  };
   if (n <= opt_.files_per_tick) {
     // Every file; a pass cut short goes on from cursor_ at the next tick.
     size_t i = pass_cut_ ? std::min(cursor_, n) : 0;
-    for (; i < n; ++i) {
-      if (spent()) {
-        cut = true;
-        break;
-      }
-      visit(i);
-    }
+    while (i < n && try_visit(i)) ++i;
     cursor_ = cut ? i : 0;
   } else {
     // Files found cached (up to a slice of them, in turn), then the next slice of the others: which
@@ -372,21 +372,11 @@ void CacheKeeper::evict_pass(std::chrono::steady_clock::time_point now, const Ho
     size_t hot_visits = 0;
     for (size_t k = 0; k < n && hot_visits < opt_.files_per_tick; ++k, hot_cursor_ = (hot_cursor_ + 1) % n)
       if (was_hot[hot_cursor_]) {
-        if (spent()) {
-          cut = true;
-          break;
-        }
-        visit(hot_cursor_);
+        if (!try_visit(hot_cursor_)) break;
         ++hot_visits;
       }
     for (size_t k = 0; !cut && k < opt_.files_per_tick; ++k, cursor_ = (cursor_ + 1) % n)
-      if (!was_hot[cursor_]) {
-        if (spent()) {
-          cut = true;
-          break;
-        }
-        visit(cursor_);
-      }
+      if (!was_hot[cursor_] && !try_visit(cursor_)) break;
   }
   pass_cut_ = cut;
   // A sliced or cut pass saw only part of the files: what the others hold is unknown.

@@ -815,6 +815,37 @@ TEST_F(WindowTest, LoaderIsFollowedBetweenTicksByTheKeepersThread) {
   ::close(done[0]);
 }
 
+// A CPU server on f (len bytes) for the two tests below: it maps the file, waits for a byte on
+// go_read, reads it all once as a loader does (8 MiB per 20 ms: its load), then serves requests
+// that touch its first `served` bytes again and again, every 5 ms. The caller writes the byte.
+pid_t fork_cpu_server(const fs::path& f, uint64_t len, uint64_t served, int go_read) {
+  pid_t server = ::fork();
+  if (server != 0) return server;
+  int fd = ::open(f.c_str(), O_RDONLY);
+  auto* m = static_cast<const volatile unsigned char*>(::mmap(nullptr, len, PROT_READ, MAP_SHARED, fd, 0));
+  char c;
+  if (::read(go_read, &c, 1) != 1) ::_exit(3);
+  unsigned sum = 0;
+  for (uint64_t off = 0; off < len; off += 4096) {
+    sum += m[off];
+    if (off % (8ull << 20) == 0) ::usleep(20'000);
+  }
+  for (;;) {
+    for (uint64_t off = 0; off < served; off += 4096) sum += m[off];
+    ::usleep(5'000);
+  }
+}
+
+// Ticks the keeper every 20 ms, as a window does, until it finds a mapping in use (30 s at most).
+bool tick_until_kept(CacheKeeper& keeper) {
+  return test::eventually(
+      [&] {
+        keeper.tick(Clock::now());
+        return keeper.stats().kept_in_use > 0;
+      },
+      30s, 20ms);
+}
+
 // Issue 14: a CPU server whose first pass over its weights (its load) looks like a loader's read:
 // the keeper pages out behind it, then the server goes back to the start for its next request.
 // The thread sees the head of the mapping mapped again, keeps the mapping from then on, and reads
@@ -826,22 +857,7 @@ TEST_F(WindowTest, ServerGoingBackToTheStartGetsWhatWasPagedOutReadBack) {
   ASSERT_TRUE(evict_file(f).ok());
   int go[2];
   ASSERT_EQ(::pipe(go), 0);
-  pid_t server = ::fork();
-  if (server == 0) {
-    int fd = ::open(f.c_str(), O_RDONLY);
-    auto* m = static_cast<const volatile unsigned char*>(::mmap(nullptr, len, PROT_READ, MAP_SHARED, fd, 0));
-    char c;
-    if (::read(go[0], &c, 1) != 1) ::_exit(3);
-    unsigned sum = 0;
-    for (uint64_t off = 0; off < len; off += 4096) {  // the load: 8 MiB per 20 ms, as a loader reads
-      sum += m[off];
-      if (off % (8ull << 20) == 0) ::usleep(20'000);
-    }
-    for (;;) {  // requests: every weight, again and again
-      for (uint64_t off = 0; off < len; off += 4096) sum += m[off];
-      ::usleep(5'000);
-    }
-  }
+  pid_t server = fork_cpu_server(f, len, len, go[0]);  // its requests: every weight, again and again
   ASSERT_GT(server, 0);
   ::close(go[0]);
   KilledAtExit reap{server};
@@ -850,13 +866,7 @@ TEST_F(WindowTest, ServerGoingBackToTheStartGetsWhatWasPagedOutReadBack) {
   CacheKeeper keeper(paths, *act, "test", {f}, o);
   ASSERT_EQ(::write(go[1], "g", 1), 1);
   ::close(go[1]);
-  // The ticks go on (every 20 ms), as a window's do.
-  bool kept = test::eventually(
-      [&] {
-        keeper.tick(Clock::now());
-        return keeper.stats().kept_in_use > 0;
-      },
-      30s, 20ms);
+  bool kept = tick_until_kept(keeper);
   const auto at_kept = keeper.stats();
   ASSERT_TRUE(kept) << "the server was not found using its mapping: behind_bytes " << at_kept.behind_bytes
                     << ", probes " << at_kept.probes << ", last error " << at_kept.last_error;
@@ -896,22 +906,7 @@ TEST_F(WindowTest, ServerFoundInUseGetsAllThatWasPagedOutReadBackByTheKeeper) {
   ASSERT_TRUE(evict_file(f).ok());
   int go[2];
   ASSERT_EQ(::pipe(go), 0);
-  pid_t server = ::fork();
-  if (server == 0) {
-    int fd = ::open(f.c_str(), O_RDONLY);
-    auto* m = static_cast<const volatile unsigned char*>(::mmap(nullptr, len, PROT_READ, MAP_SHARED, fd, 0));
-    char c;
-    if (::read(go[0], &c, 1) != 1) ::_exit(3);
-    unsigned sum = 0;
-    for (uint64_t off = 0; off < len; off += 4096) {  // the load: 8 MiB per 20 ms, as a loader reads
-      sum += m[off];
-      if (off % (8ull << 20) == 0) ::usleep(20'000);
-    }
-    for (;;) {  // requests: the head only
-      for (uint64_t off = 0; off < head; off += 4096) sum += m[off];
-      ::usleep(5'000);
-    }
-  }
+  pid_t server = fork_cpu_server(f, len, head, go[0]);  // its requests: the head only
   ASSERT_GT(server, 0);
   ::close(go[0]);
   KilledAtExit reap{server};
@@ -920,12 +915,7 @@ TEST_F(WindowTest, ServerFoundInUseGetsAllThatWasPagedOutReadBackByTheKeeper) {
   CacheKeeper keeper(paths, *act, "test", {f}, o);
   ASSERT_EQ(::write(go[1], "g", 1), 1);
   ::close(go[1]);
-  bool kept = test::eventually(
-      [&] {
-        keeper.tick(Clock::now());
-        return keeper.stats().kept_in_use > 0;
-      },
-      30s, 20ms);
+  bool kept = tick_until_kept(keeper);
   const auto at_kept = keeper.stats();
   ASSERT_TRUE(kept) << "the server was not found using its mapping: behind_bytes " << at_kept.behind_bytes
                     << ", probes " << at_kept.probes << ", last error " << at_kept.last_error;

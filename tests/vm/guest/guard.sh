@@ -34,7 +34,7 @@ else
 
   st guard wait oom_kill --guard "$gid" --timeout 180s >"$OUT/guard-oom.txt" 2>&1 &
   wpid=$!; sleep 2
-  touch /run/vmtest-grow
+  echo "$npid" >/run/vmtest-grow  # this server grows, not the one restarted after it
   wait "$wpid" && pass "guard: memcg OOM in the box seen (memory.events oom_kill -> oom_kill event)" ||
     fail "guard: OOM in the box" "$(tail -c 300 "$OUT/guard-oom.txt")"
   cat "$OUT/guard-oom.txt"
@@ -53,6 +53,7 @@ else
   [ "$(st --json guard list | jq length)" = 0 ] && pass "guard list: empty after end" || fail "guard list: empty after end" "$(st guard list)"
 fi
 kill "$spid" 2>/dev/null
+rm -f /run/vmtest-grow
 # Nothing of the stand-in server outlives the stage (a grower that did filled the Debian 12 guest).
 for _ in $(seq 1 50); do
   pkill -f "$V/guest/server.sh" 2>/dev/null; pkill -xf 'tail /dev/zero' 2>/dev/null

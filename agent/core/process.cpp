@@ -10,7 +10,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 #include "core/child_nice.h"
@@ -50,9 +53,33 @@ bool child_dup(int fd, int target) {
   return ::dup2(fd, target) == target;
 }
 
+// The oom_score_adj a child is to be given, as the text written to /proc/self/oom_score_adj (made
+// by the parent: the child allocates nothing); empty: leave what it inherits.
+struct OomScoreAdj {
+  char text[16] = {};
+  size_t len = 0;
+};
+
+OomScoreAdj child_oom_score_adj(const SpawnOptions& o) {
+  OomScoreAdj a;
+  int value = 0;
+  if (o.oom_score_adj) {
+    value = std::clamp(*o.oom_score_adj, -1000, 1000);
+  } else {
+    // This process's own: inherited by the child unless it is written.
+    Fd fd(::open("/proc/self/oom_score_adj", O_RDONLY | O_CLOEXEC));
+    char buf[16] = {};
+    ssize_t n = fd.valid() ? ::read(fd.get(), buf, sizeof buf - 1) : -1;
+    if (n <= 0 || std::atoi(buf) >= 0) return a;
+  }
+  int n = std::snprintf(a.text, sizeof a.text, "%d", value);
+  a.len = n > 0 ? static_cast<size_t>(n) : 0;
+  return a;
+}
+
 // The child's side, between fork and exec: async-signal-safe calls only, nothing allocated.
-[[noreturn]] void run_child(char* const* argv, char* const* envp, const SpawnOptions& o, int gate_rd, int gate_wr,
-                            int err_wr) {
+[[noreturn]] void run_child(char* const* argv, char* const* envp, const SpawnOptions& o, const OomScoreAdj& adj,
+                            int gate_rd, int gate_wr, int err_wr) {
   auto fail = [&](int step) {
     int e[2] = {step, errno};
     (void)!::write(err_wr, e, sizeof e);
@@ -68,6 +95,16 @@ bool child_dup(int fd, int target) {
   }
   if (o.new_session && ::setsid() < 0) fail(k_step_session);
   child_default_nice();
+  if (adj.len > 0) {
+    // Its own value: a vfork child's write does not reach the parent sharing its memory (the
+    // kernel spreads oom_score_adj over an mm's processes, vfork children excepted). Best effort,
+    // and before setuid, which would take the right to lower it.
+    int fd = ::open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+    if (fd >= 0) {
+      (void)!::write(fd, adj.text, adj.len);
+      ::close(fd);
+    }
+  }
   if (::sched_getscheduler(0) != SCHED_OTHER) {
     sched_param sp{};
     (void)::sched_setscheduler(0, SCHED_OTHER, &sp);
@@ -103,12 +140,13 @@ struct ChildArgs {
   char* const* argv;
   char* const* envp;
   const SpawnOptions* options;
+  const OomScoreAdj* adj;
   int err_wr;
 };
 
 int child_entry(void* p) {
   const auto* a = static_cast<const ChildArgs*>(p);
-  run_child(a->argv, a->envp, *a->options, -1, -1, a->err_wr);
+  run_child(a->argv, a->envp, *a->options, *a->adj, -1, -1, a->err_wr);
 }
 
 // The child's own stack for clone(): execvpe builds the path there.
@@ -148,6 +186,7 @@ Result<pid_t> spawn_process(const std::vector<std::string>& args, const SpawnOpt
   std::vector<char*> envp;
   for (auto& e : env_store) envp.push_back(e.data());
   envp.push_back(nullptr);
+  const OomScoreAdj adj = child_oom_score_adj(o);
 
   Pipe err, gate;
   SPARK_TRY_VOID(err.open());
@@ -159,13 +198,13 @@ Result<pid_t> spawn_process(const std::vector<std::string>& args, const SpawnOpt
     pid = ::fork();
     if (pid < 0) return errno_error(what + ": fork");
     if (pid == 0)
-      run_child(argv.data(), envp.data(), o, o.before_exec ? gate.end[0].get() : -1, gate.end[1].get(),
+      run_child(argv.data(), envp.data(), o, adj, o.before_exec ? gate.end[0].get() : -1, gate.end[1].get(),
                 err.end[1].get());
   } else {
     void* stack =
         ::mmap(nullptr, k_child_stack, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
     if (stack == MAP_FAILED) return errno_error(what + ": a stack for the child");
-    ChildArgs a{argv.data(), envp.data(), &o, err.end[1].get()};
+    ChildArgs a{argv.data(), envp.data(), &o, &adj, err.end[1].get()};
     // Every signal blocked until the child has reset its handlers (posix_spawn does the same).
     sigset_t all, old;
     sigfillset(&all);

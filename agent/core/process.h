@@ -17,7 +17,9 @@ namespace spark {
 
 // How a child starts. Whatever is asked, the child starts as a user's process would: nice 0 when
 // the calling thread's nice is below (core/child_nice.h), the normal scheduling policy when the
-// thread runs at a real-time one, no signal blocked and none ignored.
+// thread runs at a real-time one, no signal blocked and none ignored, and oom_score_adj 0 when
+// this process's is below 0 (the unit's OOMScoreAdjust=-900 shields the agent, not what it starts:
+// a restarted server left at -900 would be the last process the kernel's OOM killer picks).
 struct SpawnOptions {
   std::string what;                             // the error's context: "running sh", "starting hook /x"
   std::optional<std::vector<std::string>> env;  // NAME=VALUE, the whole environment; nullopt: this process's
@@ -29,6 +31,7 @@ struct SpawnOptions {
   std::string cwd;                              // empty: this process's
   std::optional<uid_t> uid;                     // set when it differs from ours
   std::optional<gid_t> gid;                     // set (supplementary groups dropped) when it differs
+  std::optional<int> oom_score_adj;             // its value (-1000..1000), else as said above
   // Called with the child's pid while the child waits before doing anything (a move into a cgroup,
   // so that its first page is charged there); an error kills the child and is returned.
   std::function<Result<void>(pid_t)> before_exec;

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
 
 #include "core/fs.h"
 #include "core/log.h"
@@ -45,6 +46,8 @@ Result<ServerLaunch> launch_of(const HostPaths& paths, pid_t pid, const std::vec
   l.cwd = ec ? std::string("/") : cwd.string();
   l.uid = ::getuid();
   l.gid = ::getgid();
+  if (auto adj = read_value(paths.proc / std::to_string(pid) / "oom_score_adj"))
+    l.oom_score_adj = std::atoi(adj->c_str());
   if (auto st = read_file(paths.proc / std::to_string(pid) / "status"); st.ok())
     for (const auto& line : split_lines(*st)) {
       if (line.rfind("Uid:", 0) == 0) l.uid = static_cast<uid_t>(std::strtoul(line.c_str() + 4, nullptr, 10));

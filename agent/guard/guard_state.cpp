@@ -75,7 +75,11 @@ nlohmann::json GuardState::to_json() const {
   j["owns_box"] = owns_box;
   j["origin"] = origin;
   j["scope"] = scope;
-  j["launch"] = {{"argv", launch.argv}, {"cwd", launch.cwd}, {"uid", launch.uid}, {"gid", launch.gid}};
+  j["launch"] = {{"argv", launch.argv},
+                 {"cwd", launch.cwd},
+                 {"uid", launch.uid},
+                 {"gid", launch.gid},
+                 {"oom_score_adj", launch.oom_score_adj}};
   j["settled"] = settled;
   j["footprint"] = footprint;
   j["budget"] = budget;
@@ -103,6 +107,7 @@ Result<GuardState> GuardState::from_json(const nlohmann::json& j) {
       s.launch.cwd = j["launch"].value("cwd", "/");
       s.launch.uid = j["launch"].value("uid", 0u);
       s.launch.gid = j["launch"].value("gid", 0u);
+      s.launch.oom_score_adj = j["launch"].value("oom_score_adj", 0);
     }
     s.settled = j.value("settled", false);
     s.footprint = j.value("footprint", uint64_t{0});

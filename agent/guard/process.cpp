@@ -118,6 +118,7 @@ Result<pid_t> spawn_gated(const ServerLaunch& launch, const JoinBox& join) {
   so.cwd = launch.cwd;
   so.uid = launch.uid;
   so.gid = launch.gid;
+  so.oom_score_adj = launch.oom_score_adj;
   so.before_exec = [&](pid_t pid) -> Result<void> {
     if (auto a = join(pid); !a) return with_context(a.error(), "joining the guard's cgroup");
     return {};

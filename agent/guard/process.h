@@ -45,6 +45,7 @@ struct ServerLaunch {
   std::string cwd;
   uid_t uid = 0;
   gid_t gid = 0;
+  int oom_score_adj = 0;  // the original server's, given to each restart (not the agent's -900)
 };
 // Starts a server inside the box: the child is moved into the cgroup (through the actuator) before
 // it execs, so its first page is charged to the box. A new session, stdin from /dev/null.

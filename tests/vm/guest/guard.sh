@@ -3,6 +3,7 @@
 setsid /bin/sh "$V/guest/server.sh" </dev/null >/dev/null 2>&1 &
 spid=$!
 sleep 1
+sadj=$(cat "/proc/$spid/oom_score_adj" 2>/dev/null)
 st --json guard --pid "$spid" --memory-max 96M --restart --restart-backoff 1s >"$OUT/guard.json"; rc=$?
 cat "$OUT/guard.json"
 gid=$(jq -r '.id // empty' "$OUT/guard.json" 2>/dev/null)
@@ -31,6 +32,12 @@ else
   [ -n "$npid" ] && [ "$npid" != "$spid" ] && kill -0 "$npid" 2>/dev/null &&
     pass "guard: the restarted server runs (pid $npid, in $(sed -n 's/^0:://p' "/proc/$npid/cgroup"))" ||
     fail "guard: restarted server runs" "guard list pid '${npid}'"
+  # The agent's unit sets OOMScoreAdjust=-900 for the agent; a server it restarts gets the value the
+  # original had, not the agent's (core/process.h).
+  radj=$(cat "/proc/$npid/oom_score_adj" 2>&1)
+  [ -n "$sadj" ] && [ "$radj" = "$sadj" ] &&
+    pass "guard: the restarted server's oom_score_adj is the original's ($radj; the agent's $(cat "/proc/$(systemctl show -p MainPID --value spark-tune.service)/oom_score_adj" 2>&1))" ||
+    fail "guard: restarted server's oom_score_adj" "$radj, the original's '$sadj'"
 
   st guard wait oom_kill --guard "$gid" --timeout 180s >"$OUT/guard-oom.txt" 2>&1 &
   wpid=$!; sleep 2

@@ -95,9 +95,9 @@ template <typename Read>
   const auto io_after = process_read_bytes();
   const std::string at_return = missing_ranges(f, len);
   auto failure = [&] {
-    return ::testing::AssertionFailure()
-           << "read " << n << " of " << len << " bytes; " << (cached_before >> 10) << " KiB cached before; not cached when "
-           << "the read returned: " << at_return << "; ";
+    return ::testing::AssertionFailure() << "read " << n << " of " << len << " bytes; " << (cached_before >> 10)
+                                         << " KiB cached before; not cached when "
+                                         << "the read returned: " << at_return << "; ";
   };
   if (n != len) return failure() << "(the reader stopped short)";
   if (io_before && io_after) {

@@ -45,17 +45,6 @@ bool all_cached(const fs::path& f, uint64_t len) {
   return test::eventually([&] { return cached_bytes(f).value_or(0) >= len; }, 30s, 5ms);
 }
 
-// What this process (all its threads) has asked of block devices so far: /proc/self/io
-// read_bytes, counted when a read is submitted; none without the kernel's task I/O accounting.
-std::optional<uint64_t> process_read_bytes() {
-  std::ifstream in("/proc/self/io");
-  std::string key;
-  uint64_t v = 0;
-  while (in >> key >> v)
-    if (key == "read_bytes:") return v;
-  return std::nullopt;
-}
-
 // The ranges of the file's first len bytes that are not in the page cache ("4-8 MiB, ..."), from
 // mincore over a mapping of it; at most eight.
 std::string missing_ranges(const fs::path& f, uint64_t len) {
@@ -90,9 +79,9 @@ std::string missing_ranges(const fs::path& f, uint64_t len) {
 template <typename Read>
 ::testing::AssertionResult reads_whole(const fs::path& f, uint64_t len, Read read) {
   const uint64_t cached_before = std::min(cached_bytes(f).value_or(0), len);
-  const auto io_before = process_read_bytes();
+  const auto io_before = test::process_read_bytes();
   const uint64_t n = read();
-  const auto io_after = process_read_bytes();
+  const auto io_after = test::process_read_bytes();
   const std::string at_return = missing_ranges(f, len);
   auto failure = [&] {
     return ::testing::AssertionFailure() << "read " << n << " of " << len << " bytes; " << (cached_before >> 10)

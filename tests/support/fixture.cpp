@@ -64,6 +64,15 @@ void copy_fixture(const FixtureRoot& root, const std::string& fixture, const std
 
 bool is_root() { return ::geteuid() == 0; }
 
+std::optional<uint64_t> process_read_bytes() {
+  std::ifstream in("/proc/self/io");
+  std::string key;
+  uint64_t v = 0;
+  while (in >> key >> v)
+    if (key == "read_bytes:") return v;
+  return std::nullopt;
+}
+
 int time_scale() {
   const char* v = std::getenv("SPARK_TUNE_TEST_TIME_SCALE");
   if (!v) return 1;

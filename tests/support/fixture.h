@@ -3,6 +3,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -37,6 +38,12 @@ void copy_fixture(const FixtureRoot& root, const std::string& fixture, const std
 
 // Skips the current test unless running as root with the capability described.
 bool is_root();
+
+// What this process (all its threads) has asked of block devices so far: /proc/self/io
+// read_bytes, counted when a read is submitted; nullopt without the kernel's task I/O accounting.
+// A test judges a read by it where residency cannot tell: a host may take clean page cache back
+// at any time (the dev and CI VMs page out cold memory with DAMON, counted nowhere).
+std::optional<uint64_t> process_read_bytes();
 
 // How much slower than this build machine the tests run: SPARK_TUNE_TEST_TIME_SCALE (1 to 20,
 // default 1). The QEMU guests (TCG, an emulated CPU) set it; a test that bounds a latency scales

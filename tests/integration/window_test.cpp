@@ -766,7 +766,14 @@ TEST_F(WindowTest, OneMappingReadFrontToBackIsPagedOutBehindTheReader) {
   EXPECT_EQ(info["cache_stats"]["kept_in_use"].get<uint64_t>(), 0u) << "a loader taken for a server: " << info.dump();
   // Between the scans of every process (250 ms), the ticks that follow the growing mapping read
   // only the loader's maps (every process's maps at every 50 ms tick was 0.5 s of the agent's CPU
-  // per 2 GiB load).
+  // per 2 GiB load). A ratio of wall-clock periods: where a tick's own work takes longer than the
+  // scan period (an emulated CPU: the Debian 13 guest under single-threaded TCG saw 23 full scans
+  // of 38), every tick is due a full scan, and the ratio says nothing.
+  if (test::time_scale() > 1)
+    GTEST_SKIP() << "the rest checked where ticks run at their period: full scans against scans is not judged "
+                    "under SPARK_TUNE_TEST_TIME_SCALE "
+                 << test::time_scale() << " (" << info["cache_stats"]["full_scans"] << " of "
+                 << info["cache_stats"]["scans"] << ")";
   EXPECT_LE(info["cache_stats"]["full_scans"].get<uint64_t>() * 2, info["cache_stats"]["scans"].get<uint64_t>())
       << "every process's maps read at every tick: " << info.dump();
 }

@@ -96,19 +96,32 @@ struct Cachestat {
   uint64_t nr_cache, nr_dirty, nr_writeback, nr_evicted, nr_recently_evicted;
 };
 
-// Pages of an open file in the page cache, or nullopt when the kernel has no cachestat.
-std::optional<Result<uint64_t>> cachestat_pages(int fd, const fs::path& file) {
+}  // namespace
+
+// cachestat over the whole open file, or nullopt when the kernel has no cachestat.
+std::optional<Result<CacheCounts>> cache_counts_of(int fd, const fs::path& file) {
   static std::atomic<bool> missing{false};
   if (missing.load(std::memory_order_relaxed)) return std::nullopt;
   CachestatRange range{0, 0};  // len 0: to the end of the file
   Cachestat cs{};
-  if (::syscall(k_sys_cachestat, fd, &range, &cs, 0U) == 0) return Result<uint64_t>(cs.nr_cache);
+  if (::syscall(k_sys_cachestat, fd, &range, &cs, 0U) == 0)
+    return Result<CacheCounts>(CacheCounts{cs.nr_cache, cs.nr_evicted});
   if (errno == ENOSYS) {
     if (!missing.exchange(true))
       log_info("page cache: this kernel has no cachestat (Linux 6.5+): cached pages are counted with mincore");
     return std::nullopt;
   }
-  return Result<uint64_t>(errno_error("cachestat " + file.string()));
+  return Result<CacheCounts>(errno_error("cachestat " + file.string()));
+}
+
+namespace {
+
+// Pages of an open file in the page cache, or nullopt when the kernel has no cachestat.
+std::optional<Result<uint64_t>> cachestat_pages(int fd, const fs::path& file) {
+  auto counts = cache_counts_of(fd, file);
+  if (!counts) return std::nullopt;
+  if (!*counts) return Result<uint64_t>(counts->error());
+  return Result<uint64_t>((**counts).cached_pages);
 }
 
 }  // namespace

@@ -37,6 +37,13 @@ Result<uint64_t> cached_bytes(const fs::path& file);
 Result<uint64_t> cached_bytes_fd(int fd, const fs::path& file);
 // Pages of an open file in the page cache by cachestat(2); nullopt on kernels without it.
 std::optional<Result<uint64_t>> cached_pages_of(int fd, const fs::path& file);
+// cachestat(2) of the whole open file: pages cached, and pages reclaim evicted whose shadow
+// entries remain (fadvise DONTNEED and drop_caches leave none); nullopt on kernels without it.
+struct CacheCounts {
+  uint64_t cached_pages = 0;
+  uint64_t evicted_pages = 0;
+};
+std::optional<Result<CacheCounts>> cache_counts_of(int fd, const fs::path& file);
 // POSIX_FADV_DONTNEED over the whole file.
 Result<void> evict_file(const fs::path& file);
 

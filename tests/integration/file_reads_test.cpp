@@ -73,8 +73,9 @@ std::string missing_ranges(const fs::path& f, uint64_t len) {
 
 // read() (offset 0, len; it returns what it read) brought the file's first len bytes into the page
 // cache whole. Judged by what this process asked of the disk, every byte that was not cached
-// before: residency alone cannot judge it on every host (the dev and CI VMs' hypervisor takes clean
-// page cache back over time with no reclaim counted, a few MiB of 192 within 30 s). Where the
+// before: residency alone cannot judge it on every host (the dev and CI VMs' DAMON pageout scheme
+// takes clean page cache back over time, counted by no reclaim counter: a few MiB of 192 within
+// 30 s). Where the
 // kernel keeps no task I/O accounting, the range must be cached whole within the deadline.
 template <typename Read>
 ::testing::AssertionResult reads_whole(const fs::path& f, uint64_t len, Read read) {

@@ -8,7 +8,6 @@
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 
 #include <atomic>
@@ -525,15 +524,9 @@ TEST_F(WindowTest, RollsBackWholeWhenOneChangeFails) {
 // 192 MiB of a file read 45 s before, all of it in nr_evicted); an eviction by a window would leave
 // no shadow. Cached bytes alone where the kernel has no cachestat (before 6.5).
 uint64_t cached_or_reclaimed(const fs::path& f) {
-  struct {
-    uint64_t off, len;
-  } range{0, 0};
-  struct {
-    uint64_t nr_cache, nr_dirty, nr_writeback, nr_evicted, nr_recently_evicted;
-  } cs{};
   Fd fd(::open(f.c_str(), O_RDONLY | O_CLOEXEC));
-  if (fd.valid() && ::syscall(451 /* cachestat */, fd.get(), &range, &cs, 0U) == 0)
-    return (cs.nr_cache + cs.nr_evicted) * static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  if (auto counts = tune::cache_counts_of(fd.get(), f); counts && *counts)
+    return ((**counts).cached_pages + (**counts).evicted_pages) * static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
   return cached_bytes(f).value_or(0);
 }
 
